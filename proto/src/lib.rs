@@ -1,0 +1,23 @@
+//! The kdfs wire protocol.
+//!
+//! - [`pb`]: the code tonic/prost generate from `proto/kdfs.proto` (the documentation of
+//!   every rpc and field lives there).
+//! - [`wire`]: turning untrusted wire values into checked domain types ([`BlockId`],
+//!   [`FileId`], [`DatanodeId`]), with one mapping of a bad value to
+//!   `Status::invalid_argument`.
+//! - [`transport`]: the message-size and HTTP/2 window settings every client and server
+//!   uses, so a 1 MiB chunk stream runs near the loopback ceiling everywhere.
+//!
+//! Only this crate and the code right at an rpc's edge touch prost types; the rest of
+//! the workspace works with domain types.
+
+pub mod transport;
+pub mod wire;
+
+/// Generated messages, clients and servers (package `kdfs.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("kdfs.v1");
+}
+
+pub use kdfs_core::{BlockId, DatanodeId, FileId};

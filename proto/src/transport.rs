@@ -1,0 +1,63 @@
+//! Transport settings shared by every gRPC client and server.
+//!
+//! Measured on this kind of machine (see CRATES.md): one tonic stream over loopback
+//! reaches ~2.5 GB/s with 1 MiB messages, a 1 MiB HTTP/2 frame size on the receiver and
+//! 8/16 MiB stream/connection windows; with tonic's defaults it is ~1.8 GB/s, and with
+//! `tcp_nodelay` off it collapses to ~100 MB/s.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Bytes of block data per `WriteBlockRequest.data` / `ReadBlockResponse.data` message.
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// Largest message any kdfs server or client decodes: a chunk plus generous framing,
+/// and a full-report chunk of `MAX_REPORT_CHUNK` entries.
+pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
+/// Block entries per `FullBlockReportChunk` (~40 bytes each on the wire: ~2 MiB).
+pub const MAX_REPORT_CHUNK: usize = 50_000;
+/// HTTP/2 flow-control windows: per stream and per connection.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame a server accepts.
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;
+/// Dialing a peer that does not answer is given up after this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 keep-alive pings detect a peer that vanished mid-stream (a killed pod's
+/// connection can otherwise hang until TCP gives up, minutes later).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An endpoint for `address` (`host:port` or a full `http://` URI) with kdfs's settings.
+pub fn endpoint(address: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW))
+}
+
+/// A lazily connecting channel: dialing happens on first use and again after a failure,
+/// so a peer that is down at start is not an error until it is needed.
+pub fn lazy_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(address)?.connect_lazy())
+}
+
+/// A server builder with kdfs's settings.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
