@@ -1,1 +1,106 @@
-fn main() {}
+//! `kdfs`: the command line for people and scripts.
+//!
+//! Every subcommand but `local` talks HTTP to a gateway (`--gateway`, `KDFS_GATEWAY`),
+//! so the CLI uses exactly the public API a `curl` user has. Errors end the process with
+//! a one-line message on stderr and a non-zero exit code.
+
+mod gateway;
+mod local;
+mod transfer;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Where the gateway listens unless told otherwise.
+const DEFAULT_GATEWAY: &str = "http://localhost:8080";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kdfs",
+    version,
+    about = "kdfs: a Kubernetes-native, HDFS-like file store"
+)]
+struct Cli {
+    /// Base URL of the kdfs gateway.
+    #[arg(long, global = true, env = "KDFS_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+    /// Bearer token for uploads and deletes, if the gateway requires one.
+    #[arg(long, global = true, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload files; prints each file's hash.
+    Upload {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// No progress bars (also off when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Download a file by hash, verifying its SHA-256 before it appears at the output path.
+    Download {
+        hash: String,
+        /// Output path (default: the stored file name in the current directory).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List stored files, newest first.
+    Ls {
+        /// Print the gateway's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only names containing this.
+        #[arg(long)]
+        search: Option<String>,
+        /// At most this many files (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Delete a file by hash.
+    Rm { hash: String },
+    /// Show the cluster: totals and every datanode.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a namenode, datanodes and a gateway on 127.0.0.1 until Ctrl-C.
+    Local(local::LocalArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    // One crypto provider for the whole workspace (ring); reqwest is built without one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Err(e) = run(cli).await {
+        eprintln!("kdfs: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let gw = || gateway::Gateway::new(&cli.gateway, cli.auth_token.clone());
+    match cli.command {
+        Command::Upload { ref files, quiet } => transfer::upload(&gw()?, files, quiet).await,
+        Command::Download {
+            ref hash,
+            ref output,
+            quiet,
+        } => transfer::download(&gw()?, hash, output.as_deref(), quiet).await,
+        Command::Ls {
+            json,
+            ref search,
+            limit,
+        } => gw()?.ls(json, search.as_deref(), limit).await,
+        Command::Rm { ref hash } => gw()?.rm(hash).await,
+        Command::Info { json } => gw()?.info(json).await,
+        Command::Local(args) => local::run(args).await,
+    }
+}
