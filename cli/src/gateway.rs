@@ -19,6 +19,9 @@ impl Gateway {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--gateway must be an http:// or https:// URL, got {base:?}");
         }
+        // One crypto provider for the whole workspace (ring); reqwest is built without
+        // one, and installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
