@@ -1,0 +1,1115 @@
+//! The block store: verified, content-addressed block files on local disk.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! <data>/VERSION            node id + cluster id (see `version.rs`)
+//! <data>/LOCK               flock'ed while a datanode uses the directory
+//! <data>/tmp/               writes in progress; emptied at every start
+//! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
+//! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk
+//! <data>/quarantine/        replicas that failed verification, kept for inspection
+//! ```
+//!
+//! Invariants:
+//! - A block becomes visible only by a rename from `tmp/`, after its SHA-256 equalled the
+//!   expected id and the file was fsynced; the sidecar is renamed into place *before* the
+//!   block and the directory is fsynced after both, so a visible block always has its
+//!   sidecar. An orphan sidecar (crash between the two renames) is removed at startup.
+//! - Every byte served is verified: each covering 64 KiB chunk against its CRC32C, and a
+//!   read of the whole block also against the SHA-256 (the last piece is held back until
+//!   the hash matched). A failed check quarantines the replica and yields
+//!   [`Error::Corrupt`].
+//! - Commits, deletes and quarantines of one id are serialised by a striped lock, so
+//!   concurrent writers of the same block end with one intact file (the first commit
+//!   wins, later ones are no-op successes).
+//! - Every change is logged as an [`Event`] for the namenode's incremental reports.
+//!
+//! All functions here do blocking file I/O: async callers run them on
+//! `spawn_blocking` ([`AsyncBlockWriter`] wraps a write in a dedicated blocking task).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kdfs_core::BlockId;
+use kdfs_core::cas::Sharding;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc};
+
+use crate::capacity::{self, CapacitySource, Space};
+use crate::error::{Error, IoContext, Result};
+
+/// Bytes covered by one CRC32C in a sidecar.
+pub const CHECKSUM_CHUNK: usize = 64 << 10;
+/// Reads are served in pieces of at most this many bytes, ending on multiples of it
+/// (so every piece but the first and last covers 16 whole checksum chunks).
+pub const READ_PIECE: usize = kdfs_proto::transport::CHUNK_SIZE;
+/// Data messages queued between a network task and its blocking writer: the bound that
+/// makes a slow disk slow the sender down (back-pressure) instead of growing memory.
+pub const WRITE_QUEUE_DEPTH: usize = 8;
+/// Striped commit locks: commits of different blocks rarely wait for each other.
+const COMMIT_STRIPES: usize = 64;
+/// Events kept for the incremental reporter before the log declares an overflow (the
+/// reporter then sends a full report instead): bounds memory while a namenode is down.
+pub const MAX_PENDING_EVENTS: usize = 1_000_000;
+
+const SIDECAR_SUFFIX: &str = ".crc";
+const SIDECAR_MAGIC: &[u8; 8] = b"KDFSCRC1";
+const SIDECAR_HEADER: u64 = 16;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The data directory.
+    pub root: PathBuf,
+    /// Shard layout of `blocks/`.
+    pub sharding: Sharding,
+    /// Bytes of the filesystem never used for blocks.
+    pub reserved: u64,
+    /// Where capacity figures come from (statvfs, or a fixed size in tests).
+    pub capacity: CapacitySource,
+}
+
+impl StoreConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            sharding: Sharding::default(),
+            reserved: 0,
+            capacity: CapacitySource::Statvfs,
+        }
+    }
+}
+
+/// What opening the store found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub blocks: usize,
+    pub bytes: u64,
+    /// Leftover in-progress writes removed from `tmp/`.
+    pub tmp_removed: usize,
+    /// Sidecars without a block (a crash between the two renames), removed.
+    pub orphans_removed: usize,
+    /// Blocks without a sidecar, quarantined.
+    pub quarantined: usize,
+    pub took: Duration,
+}
+
+/// A change of the store's content, for the namenode's incremental block reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Added { id: BlockId, length: u64 },
+    Removed(BlockId),
+    Corrupt(BlockId),
+}
+
+/// Events since the reporter last drained; `overflowed` means some were dropped and only
+/// a full report restores the namenode's view.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub events: Vec<Event>,
+    pub overflowed: bool,
+}
+
+/// A single-consumer, bounded log of [`Event`]s with an async wake-up.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    queue: Mutex<Drained>,
+    notify: Notify,
+}
+
+impl EventLog {
+    fn push(&self, e: Event) {
+        {
+            let mut q = self.queue.lock().expect("event log lock poisoned");
+            if q.events.len() >= MAX_PENDING_EVENTS {
+                q.overflowed = true;
+            } else {
+                q.events.push(e);
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes every pending event.
+    pub fn drain(&self) -> Drained {
+        std::mem::take(&mut *self.queue.lock().expect("event log lock poisoned"))
+    }
+
+    /// Puts events back at the front (a report that failed is retried later).
+    pub fn requeue(&self, mut d: Drained) {
+        let mut q = self.queue.lock().expect("event log lock poisoned");
+        d.events.append(&mut q.events);
+        if d.events.len() > MAX_PENDING_EVENTS {
+            d.events.truncate(MAX_PENDING_EVENTS);
+            d.overflowed = true;
+        }
+        q.overflowed |= d.overflowed;
+        q.events = d.events;
+    }
+
+    /// Waits until an event was pushed since the last wait (cancellation-safe).
+    pub async fn wait(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Bytes of blocks committed (new replicas only; dedup no-ops are not counted).
+    pub bytes_written: AtomicU64,
+    /// Verified bytes handed to readers (including the scanner and transfers).
+    pub bytes_read: AtomicU64,
+    pub blocks_committed: AtomicU64,
+    pub corrupt_found: AtomicU64,
+}
+
+/// A committed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub id: BlockId,
+    pub length: u64,
+    /// The block was already stored: nothing new was written.
+    pub existed: bool,
+}
+
+/// The block store; cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    blocks: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    sharding: Sharding,
+    reserved: u64,
+    capacity: CapacitySource,
+    index: RwLock<HashMap<BlockId, u64>>,
+    used: AtomicU64,
+    /// Bytes reserved by writes in flight; the mutex also serialises admission.
+    in_flight: Mutex<u64>,
+    stripes: Vec<Mutex<()>>,
+    tmp_seq: AtomicU64,
+    events: EventLog,
+    stats: StoreStats,
+    /// Held for the store's lifetime: a second datanode on the same directory fails.
+    _lock: File,
+}
+
+/// fsyncs a directory, making renames and creations inside it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+fn sidecar_of(block: &Path) -> PathBuf {
+    let mut s = block.as_os_str().to_owned();
+    s.push(SIDECAR_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn lock_dir(root: &Path) -> Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let p = root.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .ctx(|| format!("open {}", p.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::DataDir {
+            dir: root.display().to_string(),
+            reason: format!(
+                "locked by another datanode process ({})",
+                io::Error::last_os_error()
+            ),
+        });
+    }
+    Ok(f)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store: locks the directory, empties `tmp/`, and
+    /// scans `blocks/` into the in-memory index.
+    pub fn open(cfg: StoreConfig) -> Result<(Self, OpenReport)> {
+        let started = Instant::now();
+        let root = cfg.root;
+        let blocks = root.join("blocks");
+        let tmp = root.join("tmp");
+        let quarantine = root.join("quarantine");
+        for d in [&root, &blocks, &tmp, &quarantine] {
+            fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
+        }
+        let lock = lock_dir(&root)?;
+        let mut report = OpenReport {
+            tmp_removed: clean_dir(&tmp)?,
+            ..OpenReport::default()
+        };
+        let scan = scan_blocks(&blocks, cfg.sharding.levels())?;
+        report.orphans_removed = scan.orphans_removed;
+        let inner = Arc::new(Inner {
+            root,
+            blocks,
+            tmp,
+            quarantine,
+            sharding: cfg.sharding,
+            reserved: cfg.reserved,
+            capacity: cfg.capacity,
+            used: AtomicU64::new(scan.index.values().sum()),
+            index: RwLock::new(scan.index),
+            in_flight: Mutex::new(0),
+            stripes: (0..COMMIT_STRIPES).map(|_| Mutex::new(())).collect(),
+            tmp_seq: AtomicU64::new(0),
+            events: EventLog::default(),
+            stats: StoreStats::default(),
+            _lock: lock,
+        });
+        let store = Self { inner };
+        for id in scan.without_sidecar {
+            let path = store.inner.sharding.path(&store.inner.blocks, &id);
+            tracing::warn!(block = %id, "block has no checksum sidecar: quarantining");
+            store.quarantine_file(&id, &path, "missing checksum sidecar");
+            report.quarantined += 1;
+        }
+        report.blocks = store.block_count();
+        report.bytes = store.inner.used.load(Ordering::Relaxed);
+        report.took = started.elapsed();
+        Ok((store, report))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The path a block has (or would have) on disk.
+    pub fn block_path(&self, id: &BlockId) -> PathBuf {
+        self.inner.sharding.path(&self.inner.blocks, id)
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.inner.tmp
+    }
+
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.inner.quarantine
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.index().contains_key(id)
+    }
+
+    /// Length of a stored block.
+    pub fn length(&self, id: &BlockId) -> Option<u64> {
+        self.index().get(id).copied()
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.index().len()
+    }
+
+    /// Every stored block and its length (for full block reports and the scanner).
+    pub fn snapshot(&self) -> Vec<(BlockId, u64)> {
+        self.index().iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, HashMap<BlockId, u64>> {
+        self.inner.index.read().expect("index lock poisoned")
+    }
+
+    /// Capacity, used and available bytes (one statvfs call).
+    pub fn space(&self) -> Result<Space> {
+        let in_flight = *self
+            .inner
+            .in_flight
+            .lock()
+            .expect("reservation lock poisoned");
+        self.space_with(in_flight)
+    }
+
+    fn space_with(&self, in_flight: u64) -> Result<Space> {
+        let used = self.inner.used.load(Ordering::Relaxed);
+        let (total, free) = self
+            .inner
+            .capacity
+            .total_and_free(&self.inner.root, used)
+            .ctx(|| format!("statvfs {}", self.inner.root.display()))?;
+        Ok(capacity::space(
+            total,
+            free,
+            self.inner.reserved,
+            used,
+            in_flight,
+        ))
+    }
+
+    /// Starts a write of at most `max_len` bytes: reserves the room (refusing with
+    /// [`Error::OutOfSpace`] if it cannot fit) and creates the temp file.
+    pub fn begin_write(&self, max_len: u64) -> Result<BlockWriter> {
+        let reservation = {
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .expect("reservation lock poisoned");
+            let space = self.space_with(*in_flight)?;
+            if max_len > space.available {
+                return Err(Error::OutOfSpace {
+                    needed: max_len,
+                    available: space.available,
+                });
+            }
+            *in_flight += max_len;
+            Reservation {
+                inner: self.inner.clone(),
+                bytes: max_len,
+            }
+        };
+        let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.tmp.join(format!("w{seq:08}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ctx(|| format!("create {}", path.display()))?;
+        Ok(BlockWriter {
+            inner: self.inner.clone(),
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            crcs: Vec::new(),
+            chunk_crc: 0,
+            chunk_fill: 0,
+            len: 0,
+            max_len,
+            _reservation: reservation,
+            done: false,
+        })
+    }
+
+    /// Writes a whole block from memory (tests, small tools).
+    pub fn put(&self, data: &[u8]) -> Result<Commit> {
+        let mut w = self.begin_write(data.len() as u64)?;
+        w.write(data)?;
+        w.commit(BlockId::of(data))
+    }
+
+    /// Opens a verified reader of `length` bytes at `offset` (`length` 0: to the end).
+    pub fn read_range(&self, id: &BlockId, offset: u64, length: u64) -> Result<RangeReader> {
+        let block_len = self.length(id).ok_or(Error::NotFound(*id))?;
+        let end = if length == 0 {
+            block_len
+        } else {
+            offset.saturating_add(length)
+        };
+        if offset > block_len || end > block_len {
+            return Err(Error::Range {
+                offset,
+                length,
+                block_len,
+            });
+        }
+        let path = self.block_path(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Deleted or quarantined since the index lookup.
+                return Err(Error::NotFound(*id));
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let meta = file.metadata().ctx(|| format!("stat {}", path.display()))?;
+        let reader = RangeReader {
+            store: self.clone(),
+            id: *id,
+            ino: meta.ino(),
+            path: path.clone(),
+            file,
+            sidecar: None,
+            block_len,
+            pos: offset,
+            end,
+            full: (offset == 0 && end == block_len).then(Sha256::new),
+        };
+        if meta.len() != block_len {
+            return Err(reader.corrupt(format!(
+                "file holds {} bytes, index says {block_len}",
+                meta.len()
+            )));
+        }
+        let sidecar_path = sidecar_of(&path);
+        let sidecar = match File::open(&sidecar_path) {
+            Ok(f) => f,
+            Err(e) => return Err(reader.corrupt(format!("checksum sidecar unreadable: {e}"))),
+        };
+        let mut header = [0u8; SIDECAR_HEADER as usize];
+        let want_len = SIDECAR_HEADER + 4 * block_len.div_ceil(CHECKSUM_CHUNK as u64);
+        let sidecar_ok = sidecar.read_exact_at(&mut header, 0).is_ok()
+            && &header[..8] == SIDECAR_MAGIC
+            && header[8..] == block_len.to_le_bytes()
+            && sidecar.metadata().map(|m| m.len()).ok() == Some(want_len);
+        if !sidecar_ok {
+            return Err(reader.corrupt("checksum sidecar is malformed".into()));
+        }
+        if block_len == 0 && *id != BlockId::of(b"") {
+            return Err(reader.corrupt("empty file under a non-empty block's id".into()));
+        }
+        Ok(RangeReader {
+            sidecar: Some(sidecar),
+            ..reader
+        })
+    }
+
+    /// Reads a whole block into memory, verified (tests and small tools only).
+    pub fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for piece in self.read_range(id, 0, 0)? {
+            out.extend_from_slice(&piece?.data);
+        }
+        Ok(out)
+    }
+
+    /// Removes a block (namenode's delete command). Returns whether it was stored.
+    pub fn delete(&self, id: &BlockId) -> Result<bool> {
+        let _g = self.stripe(id);
+        let Some(len) = self
+            .inner
+            .index
+            .write()
+            .expect("index lock poisoned")
+            .remove(id)
+        else {
+            return Ok(false);
+        };
+        self.inner.used.fetch_sub(len, Ordering::Relaxed);
+        let path = self.block_path(id);
+        // The block first, then its sidecar: a visible block always has its sidecar.
+        for p in [path.clone(), sidecar_of(&path)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
+            }
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        self.inner.events.push(Event::Removed(*id));
+        Ok(true)
+    }
+
+    /// Moves a replica to `quarantine/` because it failed verification. `ino` guards
+    /// against quarantining a fresh, good copy written after the reader opened the bad
+    /// one. Logs, counts and records the event.
+    fn quarantine_checked(&self, id: &BlockId, ino: Option<u64>, reason: &str) {
+        let path = self.block_path(id);
+        let _g = self.stripe(id);
+        if let Some(ino) = ino
+            && fs::metadata(&path).map(|m| m.ino()).ok() != Some(ino)
+        {
+            return;
+        }
+        self.quarantine_locked(id, &path, reason);
+    }
+
+    fn quarantine_file(&self, id: &BlockId, path: &Path, reason: &str) {
+        let _g = self.stripe(id);
+        self.quarantine_locked(id, path, reason);
+    }
+
+    fn quarantine_locked(&self, id: &BlockId, path: &Path, reason: &str) {
+        if let Some(len) = self
+            .inner
+            .index
+            .write()
+            .expect("index lock poisoned")
+            .remove(id)
+        {
+            self.inner.used.fetch_sub(len, Ordering::Relaxed);
+        }
+        let dest = self
+            .inner
+            .quarantine
+            .join(format!("{id}.{}", crate::version::now_ms()));
+        if let Err(e) = fs::rename(path, &dest) {
+            tracing::error!(block = %id, error = %e, "cannot move corrupt replica to quarantine; removing it");
+            let _ = fs::remove_file(path);
+        }
+        let _ = fs::rename(sidecar_of(path), sidecar_of(&dest));
+        if let Some(dir) = path.parent() {
+            let _ = sync_dir(dir);
+        }
+        tracing::warn!(block = %id, reason, quarantine = %dest.display(), "corrupt replica quarantined");
+        self.inner
+            .stats
+            .corrupt_found
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.events.push(Event::Corrupt(*id));
+    }
+
+    fn stripe(&self, id: &BlockId) -> std::sync::MutexGuard<'_, ()> {
+        let i = usize::from(id.as_bytes()[0]) % COMMIT_STRIPES;
+        self.inner.stripes[i].lock().expect("stripe lock poisoned")
+    }
+
+    /// Makes sure the shard directory of `path` exists, fsyncing the parents of any
+    /// directory it had to create.
+    fn ensure_parent(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().expect("block paths have a parent");
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let mut d = dir;
+        while let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+            if parent == self.inner.blocks {
+                break;
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes reserved for a write in flight; released when the write ends either way.
+#[derive(Debug)]
+struct Reservation {
+    inner: Arc<Inner>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = self
+            .inner
+            .in_flight
+            .lock()
+            .expect("reservation lock poisoned");
+        *r = r.saturating_sub(self.bytes);
+    }
+}
+
+/// A write in progress: hashes and checksums the bytes as they stream to `tmp/`.
+/// Dropping it without [`BlockWriter::commit`] removes the temp file.
+#[derive(Debug)]
+pub struct BlockWriter {
+    inner: Arc<Inner>,
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Sha256,
+    crcs: Vec<u32>,
+    chunk_crc: u32,
+    chunk_fill: usize,
+    len: u64,
+    max_len: u64,
+    _reservation: Reservation,
+    done: bool,
+}
+
+impl BlockWriter {
+    /// Appends bytes. Refuses to grow past the declared `max_len`.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.len + data.len() as u64 > self.max_len {
+            return Err(Error::TooLong { max: self.max_len });
+        }
+        let file = self.file.as_mut().expect("file is present until commit");
+        file.write_all(data)
+            .ctx(|| format!("write {}", self.path.display()))?;
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        while !data.is_empty() {
+            let take = (CHECKSUM_CHUNK - self.chunk_fill).min(data.len());
+            self.chunk_crc = crc32c::crc32c_append(self.chunk_crc, &data[..take]);
+            self.chunk_fill += take;
+            data = &data[take..];
+            if self.chunk_fill == CHECKSUM_CHUNK {
+                self.crcs.push(self.chunk_crc);
+                self.chunk_crc = 0;
+                self.chunk_fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Verifies the SHA-256 against `expected` and, if it matches, makes the block
+    /// durable and visible. A mismatch removes the temp file.
+    pub fn commit(mut self, expected: BlockId) -> Result<Commit> {
+        let actual = BlockId::from_bytes(std::mem::take(&mut self.hasher).finalize().into());
+        if actual != expected {
+            return Err(Error::HashMismatch { expected, actual });
+        }
+        let store = Store {
+            inner: self.inner.clone(),
+        };
+        let length = self.len;
+        let existing = Commit {
+            id: expected,
+            length,
+            existed: true,
+        };
+        if store.contains(&expected) {
+            return Ok(existing); // Cheap no-op: dropping `self` removes the temp file.
+        }
+        if self.chunk_fill > 0 {
+            self.crcs.push(self.chunk_crc);
+        }
+        let file = self.file.take().expect("file is present until commit");
+        file.sync_data()
+            .ctx(|| format!("fsync {}", self.path.display()))?;
+        drop(file);
+        let tmp_sidecar = sidecar_of(&self.path);
+        let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * self.crcs.len());
+        side.extend_from_slice(SIDECAR_MAGIC);
+        side.extend_from_slice(&length.to_le_bytes());
+        for c in &self.crcs {
+            side.extend_from_slice(&c.to_le_bytes());
+        }
+        let mut sf =
+            File::create(&tmp_sidecar).ctx(|| format!("create {}", tmp_sidecar.display()))?;
+        sf.write_all(&side)
+            .and_then(|_| sf.sync_data())
+            .ctx(|| format!("write {}", tmp_sidecar.display()))?;
+        drop(sf);
+
+        let dest = store.block_path(&expected);
+        let _g = store.stripe(&expected);
+        if store.contains(&expected) {
+            return Ok(existing); // Another writer won the race.
+        }
+        store.ensure_parent(&dest)?;
+        fs::rename(&tmp_sidecar, sidecar_of(&dest))
+            .ctx(|| format!("rename {} into place", tmp_sidecar.display()))?;
+        fs::rename(&self.path, &dest)
+            .ctx(|| format!("rename {} into place", self.path.display()))?;
+        self.done = true;
+        sync_dir(dest.parent().expect("block paths have a parent"))?;
+        store
+            .inner
+            .index
+            .write()
+            .expect("index lock poisoned")
+            .insert(expected, length);
+        store.inner.used.fetch_add(length, Ordering::Relaxed);
+        let stats = &store.inner.stats;
+        stats.bytes_written.fetch_add(length, Ordering::Relaxed);
+        stats.blocks_committed.fetch_add(1, Ordering::Relaxed);
+        store.inner.events.push(Event::Added {
+            id: expected,
+            length,
+        });
+        Ok(Commit {
+            id: expected,
+            length,
+            existed: false,
+        })
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.file = None;
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_file(sidecar_of(&self.path));
+        }
+    }
+}
+
+/// A verified piece of a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Offset of `data[0]` within the block.
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+/// Verified pieces of a byte range, at most [`READ_PIECE`] bytes each, ending on
+/// multiples of it. Each `next()` does blocking I/O.
+#[derive(Debug)]
+pub struct RangeReader {
+    store: Store,
+    id: BlockId,
+    ino: u64,
+    path: PathBuf,
+    file: File,
+    sidecar: Option<File>,
+    block_len: u64,
+    pos: u64,
+    end: u64,
+    /// Present when the range is the whole block: its SHA-256 is checked too.
+    full: Option<Sha256>,
+}
+
+impl RangeReader {
+    pub fn block_len(&self) -> u64 {
+        self.block_len
+    }
+
+    /// Bytes left to read.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+
+    fn corrupt(&self, reason: String) -> Error {
+        self.store
+            .quarantine_checked(&self.id, Some(self.ino), &reason);
+        Error::Corrupt {
+            id: self.id,
+            reason,
+        }
+    }
+
+    fn read_piece(&mut self) -> Result<Piece> {
+        let chunk = CHECKSUM_CHUNK as u64;
+        let piece_end = ((self.pos / READ_PIECE as u64 + 1) * READ_PIECE as u64).min(self.end);
+        let span_start = self.pos / chunk * chunk;
+        let span_end = (piece_end.div_ceil(chunk) * chunk).min(self.block_len);
+        let span_len = (span_end - span_start) as usize;
+        let mut buf = BytesMut::zeroed(span_len);
+        if let Err(e) = self.file.read_exact_at(&mut buf, span_start) {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.corrupt("file is shorter than its length".into())
+            } else {
+                Error::io(format!("read {}", self.path.display()), e)
+            });
+        }
+        let first_chunk = span_start / chunk;
+        let n_chunks = span_len.div_ceil(CHECKSUM_CHUNK);
+        let mut crc_raw = vec![0u8; 4 * n_chunks];
+        let sidecar = self
+            .sidecar
+            .as_ref()
+            .expect("sidecar opened with the reader");
+        if let Err(e) = sidecar.read_exact_at(&mut crc_raw, SIDECAR_HEADER + 4 * first_chunk) {
+            return Err(self.corrupt(format!("checksum sidecar unreadable: {e}")));
+        }
+        for (i, (data, want)) in buf
+            .chunks(CHECKSUM_CHUNK)
+            .zip(crc_raw.chunks_exact(4))
+            .enumerate()
+        {
+            let want = u32::from_le_bytes(want.try_into().expect("chunks_exact(4)"));
+            if crc32c::crc32c(data) != want {
+                let at = (first_chunk + i as u64) * chunk;
+                return Err(self.corrupt(format!("checksum mismatch in the chunk at offset {at}")));
+            }
+        }
+        let data = buf
+            .freeze()
+            .slice((self.pos - span_start) as usize..(piece_end - span_start) as usize);
+        if let Some(h) = self.full.as_mut() {
+            h.update(&data);
+            if piece_end == self.block_len {
+                let actual = BlockId::from_bytes(std::mem::take(h).finalize().into());
+                if actual != self.id {
+                    return Err(self.corrupt(format!("content hashes to {actual}")));
+                }
+            }
+        }
+        let piece = Piece {
+            offset: self.pos,
+            data,
+        };
+        self.pos = piece_end;
+        self.store
+            .inner
+            .stats
+            .bytes_read
+            .fetch_add(piece.data.len() as u64, Ordering::Relaxed);
+        Ok(piece)
+    }
+}
+
+impl Iterator for RangeReader {
+    type Item = Result<Piece>;
+
+    fn next(&mut self) -> Option<Result<Piece>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let r = self.read_piece();
+        if r.is_err() {
+            self.pos = self.end; // Fused after an error.
+        }
+        Some(r)
+    }
+}
+
+/// Removes everything inside `dir` (leftovers of interrupted writes).
+fn clean_dir(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+        let p = entry.path();
+        let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        r.ctx(|| format!("remove {}", p.display()))?;
+        n += 1;
+    }
+    if n > 0 {
+        tracing::info!(removed = n, dir = %dir.display(), "removed leftovers of interrupted writes");
+    }
+    Ok(n)
+}
+
+#[derive(Default)]
+struct Scan {
+    index: HashMap<BlockId, u64>,
+    without_sidecar: Vec<BlockId>,
+    orphans_removed: usize,
+}
+
+/// Walks `blocks/` (`levels` shard directories deep) in parallel over the top-level
+/// shards. Costs one readdir per directory and one `fstatat` per block.
+fn scan_blocks(blocks: &Path, levels: u8) -> Result<Scan> {
+    if levels == 0 {
+        let mut s = Scan::default();
+        scan_leaf(blocks, &mut s)?;
+        return Ok(s);
+    }
+    let mut tops: Vec<PathBuf> = Vec::new();
+    for e in fs::read_dir(blocks).ctx(|| format!("list {}", blocks.display()))? {
+        let e = e.ctx(|| format!("list {}", blocks.display()))?;
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            tops.push(e.path());
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        * 2;
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<Scan>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(tops.len().max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut acc = Scan::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(top) = tops.get(i) else { break };
+                        scan_tree(top, levels - 1, &mut acc)?;
+                    }
+                    Ok(acc)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("scan thread does not panic"))
+            .collect()
+    });
+    let mut all = Scan::default();
+    for r in results {
+        let r = r?;
+        if all.index.is_empty() {
+            all.index = r.index;
+        } else {
+            all.index.extend(r.index);
+        }
+        all.without_sidecar.extend(r.without_sidecar);
+        all.orphans_removed += r.orphans_removed;
+    }
+    Ok(all)
+}
+
+fn scan_tree(dir: &Path, levels_left: u8, acc: &mut Scan) -> Result<()> {
+    if levels_left == 0 {
+        return scan_leaf(dir, acc);
+    }
+    for e in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let e = e.ctx(|| format!("list {}", dir.display()))?;
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            scan_tree(&e.path(), levels_left - 1, acc)?;
+        }
+    }
+    Ok(())
+}
+
+fn scan_leaf(dir: &Path, acc: &mut Scan) -> Result<()> {
+    let mut blocks: Vec<(BlockId, fs::DirEntry)> = Vec::new();
+    let mut sidecars: HashSet<BlockId> = HashSet::new();
+    for e in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let e = e.ctx(|| format!("list {}", dir.display()))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(SIDECAR_SUFFIX) {
+            if let Ok(id) = BlockId::parse(stem) {
+                sidecars.insert(id);
+                continue;
+            }
+        } else if let Ok(id) = BlockId::parse(name) {
+            blocks.push((id, e));
+            continue;
+        }
+        tracing::warn!(path = %e.path().display(), "unexpected file in the block store, ignored");
+    }
+    for (id, e) in blocks {
+        if !sidecars.remove(&id) {
+            acc.without_sidecar.push(id);
+            continue;
+        }
+        let len = e
+            .metadata()
+            .ctx(|| format!("stat {}", e.path().display()))?
+            .len();
+        acc.index.insert(id, len);
+    }
+    for orphan in sidecars {
+        let p = dir.join(format!("{orphan}{SIDECAR_SUFFIX}"));
+        fs::remove_file(&p).ctx(|| format!("remove orphan sidecar {}", p.display()))?;
+        acc.orphans_removed += 1;
+    }
+    Ok(())
+}
+
+enum WriteMsg {
+    Data(Bytes),
+    Commit(BlockId),
+}
+
+/// A [`BlockWriter`] driven from async code: the bytes go through a bounded queue to a
+/// blocking task that hashes, checksums and writes them, so the runtime's threads never
+/// wait on the disk and a slow disk slows the sender.
+///
+/// Dropping it without [`AsyncBlockWriter::commit`] aborts the write (temp file
+/// removed). `commit` is not cancellation-sensitive: once called, the blocking task
+/// finishes the commit even if the awaiting future is dropped.
+#[derive(Debug)]
+pub struct AsyncBlockWriter {
+    tx: mpsc::Sender<WriteMsg>,
+    task: tokio::task::JoinHandle<Result<Commit>>,
+}
+
+impl std::fmt::Debug for WriteMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Data(b) => write!(f, "Data({} bytes)", b.len()),
+            Self::Commit(id) => write!(f, "Commit({id})"),
+        }
+    }
+}
+
+impl AsyncBlockWriter {
+    /// Reserves room and creates the temp file; refuses before any byte is accepted.
+    pub async fn start(store: &Store, max_len: u64) -> Result<Self> {
+        let s = store.clone();
+        let mut writer = tokio::task::spawn_blocking(move || s.begin_write(max_len))
+            .await
+            .map_err(|e| Error::io("writer task", io::Error::other(e)))??;
+        let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE_DEPTH);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    WriteMsg::Data(b) => writer.write(&b)?,
+                    WriteMsg::Commit(id) => return writer.commit(id),
+                }
+            }
+            Err(Error::Aborted)
+        });
+        Ok(Self { tx, task })
+    }
+
+    /// Queues bytes; waits while the queue is full. On a failed write returns its error.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.tx.send(WriteMsg::Data(data)).await.is_err() {
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    async fn failure(&mut self) -> Error {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => Error::Aborted,
+            Err(e) => Error::io("writer task", io::Error::other(e)),
+        }
+    }
+
+    /// Verifies and commits everything queued so far.
+    pub async fn commit(mut self, expected: BlockId) -> Result<Commit> {
+        if self.tx.send(WriteMsg::Commit(expected)).await.is_err() {
+            return Err(self.failure().await);
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::io("writer task", io::Error::other(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Store {
+        Store::open(StoreConfig::new(dir)).unwrap().0
+    }
+
+    #[test]
+    fn pieces_end_on_read_piece_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let data: Vec<u8> = (0..(READ_PIECE * 2 + 100))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let c = store.put(&data).unwrap();
+        let pieces: Vec<Piece> = store
+            .read_range(&c.id, 10, 0)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        let offsets: Vec<u64> = pieces.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![10, READ_PIECE as u64, 2 * READ_PIECE as u64]);
+        assert_eq!(pieces[0].data.len(), READ_PIECE - 10);
+        assert_eq!(&pieces[2].data[..], &data[2 * READ_PIECE..]);
+    }
+
+    #[test]
+    fn event_log_requeues_in_order() {
+        let log = EventLog::default();
+        let a = Event::Removed(BlockId::of(b"a"));
+        let b = Event::Removed(BlockId::of(b"b"));
+        log.push(a);
+        let d = log.drain();
+        log.push(b);
+        log.requeue(d);
+        assert_eq!(log.drain().events, vec![a, b]);
+    }
+}

@@ -1,0 +1,529 @@
+//! Block store tests on real files in temp directories: durability rules, verification,
+//! quarantine, concurrency, capacity, restart scan, and the background scanner.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kdfs_core::BlockId;
+use kdfs_datanode::capacity::CapacitySource;
+use kdfs_datanode::error::Error;
+use kdfs_datanode::scanner::{self, ScannerConfig, ScannerStats};
+use kdfs_datanode::store::{CHECKSUM_CHUNK, Event, Store, StoreConfig};
+use proptest::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+fn open(dir: &Path) -> Store {
+    Store::open(StoreConfig::new(dir)).expect("open store").0
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, offset).unwrap();
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+async fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[test]
+fn put_get_round_trip_and_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = pattern(200_000, 1);
+    let c = store.put(&data).unwrap();
+    assert_eq!(c.id, BlockId::of(&data));
+    assert!(!c.existed);
+    assert_eq!(store.get(&c.id).unwrap(), data);
+    // <data>/blocks/ab/cd/<id>, holding exactly the bytes, with its sidecar beside it.
+    let hex = c.id.to_string();
+    let path = dir
+        .path()
+        .join("blocks")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    assert_eq!(fs::read(&path).unwrap(), data);
+    assert!(path.with_file_name(format!("{hex}.crc")).is_file());
+    assert_eq!(store.length(&c.id), Some(200_000));
+    assert_eq!(
+        store.events().drain().events,
+        vec![Event::Added {
+            id: c.id,
+            length: 200_000
+        }]
+    );
+    // Writing it again is a no-op success.
+    let again = store.put(&data).unwrap();
+    assert!(again.existed);
+    assert!(store.events().drain().events.is_empty());
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn hash_mismatch_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut w = store.begin_write(10).unwrap();
+    w.write(b"0123456789").unwrap();
+    let err = w.commit(BlockId::of(b"something else")).unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(files_in(&dir.path().join("blocks")).is_empty());
+    assert_eq!(store.block_count(), 0);
+    // The reservation was released: the whole capacity is available again.
+    assert_eq!(store.space().unwrap().used, 0);
+}
+
+#[test]
+fn dropped_writer_removes_its_temp_file_and_too_long_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut w = store.begin_write(4).unwrap();
+    w.write(b"abc").unwrap();
+    assert_eq!(files_in(&dir.path().join("tmp")).len(), 1);
+    assert!(matches!(w.write(b"de"), Err(Error::TooLong { max: 4 })));
+    drop(w);
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn leftovers_in_tmp_are_removed_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let kept = store.put(b"kept").unwrap();
+    drop(store);
+    fs::write(dir.path().join("tmp/w00000042"), b"half a block").unwrap();
+    fs::create_dir(dir.path().join("tmp/junk")).unwrap();
+    let (store, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(report.tmp_removed, 2);
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert_eq!(store.get(&kept.id).unwrap(), b"kept");
+}
+
+#[test]
+fn a_directory_is_used_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let err = Store::open(StoreConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::DataDir { .. }), "{err}");
+}
+
+#[test]
+fn corrupt_byte_fails_range_read_and_quarantines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = pattern(5 * CHECKSUM_CHUNK + 7, 2);
+    let c = store.put(&data).unwrap();
+    store.events().drain();
+    let path = store.block_path(&c.id);
+    flip_byte(&path, 3 * CHECKSUM_CHUNK as u64 + 5);
+    // A range that does not touch the damaged chunk still reads fine.
+    let ok: Vec<u8> = store
+        .read_range(&c.id, 10, 1000)
+        .unwrap()
+        .flat_map(|p| p.unwrap().data.to_vec())
+        .collect();
+    assert_eq!(ok, data[10..1010]);
+    // One that does fails with the distinct corrupt error.
+    let err = store
+        .read_range(&c.id, 3 * CHECKSUM_CHUNK as u64 + 100, 10)
+        .unwrap()
+        .find_map(|p| p.err())
+        .expect("corruption detected");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    // Quarantined: gone from the index and from blocks/, kept in quarantine/.
+    assert!(!store.contains(&c.id));
+    assert!(!path.exists());
+    assert!(matches!(
+        store.read_range(&c.id, 0, 0),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(files_in(&dir.path().join("quarantine")).len(), 2);
+    assert_eq!(store.events().drain().events, vec![Event::Corrupt(c.id)]);
+    // A fresh good copy can be written again.
+    assert!(!store.put(&data).unwrap().existed);
+    assert_eq!(store.get(&c.id).unwrap(), data);
+}
+
+#[test]
+fn truncated_block_and_bad_sidecar_are_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.put(&pattern(100_000, 3)).unwrap();
+    let b = store.put(&pattern(100_000, 4)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(store.block_path(&a.id))
+        .unwrap()
+        .set_len(50_000)
+        .unwrap();
+    assert!(matches!(
+        store.read_range(&a.id, 0, 10),
+        Err(Error::Corrupt { .. })
+    ));
+    let side = store.block_path(&b.id).with_extension("crc");
+    let side = if side.exists() {
+        side
+    } else {
+        Path::new(&format!("{}.crc", store.block_path(&b.id).display())).to_path_buf()
+    };
+    flip_byte(&side, 17);
+    let err = store.get(&b.id).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(store.block_count(), 0);
+}
+
+#[test]
+fn many_concurrent_writers_of_one_block_end_with_one_intact_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = Arc::new(pattern(300_000, 5));
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                let data = data.clone();
+                s.spawn(move || {
+                    let mut w = store.begin_write(data.len() as u64)?;
+                    for piece in data.chunks(7_000) {
+                        w.write(piece)?;
+                    }
+                    w.commit(BlockId::of(&data))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let fresh = results
+        .iter()
+        .filter(|r| matches!(r, Ok(c) if !c.existed))
+        .count();
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(fresh, 1, "exactly one writer committed");
+    assert_eq!(store.get(&BlockId::of(&data)).unwrap(), *data);
+    assert_eq!(files_in(&dir.path().join("blocks")).len(), 2);
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert_eq!(store.space().unwrap().used, data.len() as u64);
+}
+
+#[test]
+fn out_of_space_is_refused_before_any_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        reserved: 1_000,
+        capacity: CapacitySource::Fixed { total: 11_000 },
+        ..StoreConfig::new(dir.path())
+    };
+    let (store, _) = Store::open(cfg).unwrap();
+    let s = store.space().unwrap();
+    assert_eq!((s.capacity, s.used, s.available), (10_000, 0, 10_000));
+    // An in-flight write's declared maximum is reserved...
+    let w = store.begin_write(6_000).unwrap();
+    assert_eq!(store.space().unwrap().available, 4_000);
+    let err = store.begin_write(5_000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OutOfSpace {
+                needed: 5_000,
+                available: 4_000
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        files_in(&dir.path().join("tmp")).len() == 1,
+        "refused write created nothing"
+    );
+    // ...and released when it ends.
+    drop(w);
+    let c = store.put(&pattern(9_000, 6)).unwrap();
+    let s = store.space().unwrap();
+    assert_eq!((s.used, s.available), (9_000, 1_000));
+    assert!(matches!(
+        store.put(&pattern(2_000, 7)),
+        Err(Error::OutOfSpace { .. })
+    ));
+    assert!(store.delete(&c.id).unwrap());
+    assert_eq!(store.space().unwrap().available, 10_000);
+}
+
+#[test]
+fn restart_scan_restores_the_index_and_fixes_torn_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut want = Vec::new();
+    for i in 0..600u32 {
+        let data = pattern((i as usize * 37) % 5000, i as u8);
+        let data = [data, i.to_le_bytes().to_vec()].concat();
+        let c = store.put(&data).unwrap();
+        want.push((c.id, data.len() as u64));
+    }
+    let deleted = want.pop().unwrap();
+    assert!(store.delete(&deleted.0).unwrap());
+    drop(store);
+    // A crash between the sidecar's and the block's rename leaves an orphan sidecar;
+    // a block without a sidecar cannot be verified and is quarantined.
+    let orphan = BlockId::of(b"orphan");
+    let hex = orphan.to_string();
+    let odir = dir.path().join("blocks").join(&hex[..2]).join(&hex[2..4]);
+    fs::create_dir_all(&odir).unwrap();
+    fs::write(odir.join(format!("{hex}.crc")), b"x").unwrap();
+    let (bare_id, bare_len) = want.pop().unwrap();
+    let bare = {
+        let h = bare_id.to_string();
+        dir.path()
+            .join("blocks")
+            .join(&h[..2])
+            .join(&h[2..4])
+            .join(format!("{h}.crc"))
+    };
+    fs::remove_file(&bare).unwrap();
+    let (store, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(report.orphans_removed, 1);
+    assert_eq!(report.quarantined, 1);
+    let mut got = store.snapshot();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(!store.contains(&bare_id) && bare_len > 0);
+    for (id, _) in want.iter().take(20) {
+        assert_eq!(BlockId::of(&store.get(id).unwrap()), *id);
+    }
+}
+
+#[test]
+fn delete_removes_files_and_logs_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let c = store.put(b"bye").unwrap();
+    store.events().drain();
+    assert!(store.delete(&c.id).unwrap());
+    assert!(!store.delete(&c.id).unwrap());
+    assert!(files_in(&dir.path().join("blocks")).is_empty());
+    assert_eq!(store.events().drain().events, vec![Event::Removed(c.id)]);
+}
+
+#[test]
+fn range_errors_and_empty_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e = store.put(b"").unwrap();
+    assert_eq!(store.get(&e.id).unwrap(), b"");
+    let c = store.put(b"0123456789").unwrap();
+    assert!(matches!(
+        store.read_range(&c.id, 11, 0),
+        Err(Error::Range { .. })
+    ));
+    assert!(matches!(
+        store.read_range(&c.id, 5, 6),
+        Err(Error::Range { .. })
+    ));
+    assert_eq!(store.read_range(&c.id, 10, 0).unwrap().count(), 0);
+    assert!(matches!(
+        store.read_range(&BlockId::of(b"nope"), 0, 0),
+        Err(Error::NotFound(_))
+    ));
+}
+
+fn read(store: &Store, id: &BlockId, offset: u64, len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next = offset;
+    for p in store.read_range(id, offset, len).unwrap() {
+        let p = p.unwrap();
+        assert_eq!(p.offset, next, "pieces are contiguous");
+        next += p.data.len() as u64;
+        out.extend_from_slice(&p.data);
+    }
+    out
+}
+
+fn sizes() -> impl Strategy<Value = usize> {
+    let c = CHECKSUM_CHUNK;
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(c),
+        Just(c - 1),
+        Just(c + 1),
+        Just(3 << 20),
+        Just((2 << 20) + c + 3),
+        0usize..(4 << 20),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sizes_round_trip_and_ranges_read_back(
+        size in sizes(),
+        seed in any::<u8>(),
+        write_piece in 1usize..300_000,
+        picks in proptest::collection::vec((any::<u64>(), any::<u64>()), 6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let data = pattern(size, seed);
+        let mut w = store.begin_write(size as u64).unwrap();
+        for piece in data.chunks(write_piece) {
+            w.write(piece).unwrap();
+        }
+        let c = w.commit(BlockId::of(&data)).unwrap();
+        prop_assert_eq!(c.length, size as u64);
+        prop_assert_eq!(read(&store, &c.id, 0, 0), data.clone());
+        let n = size as u64;
+        let c64 = CHECKSUM_CHUNK as u64;
+        let mut ranges = vec![(0, n), (n, 0)];
+        if n > 0 {
+            ranges.extend([(n - 1, 1), (0, 1), (n / 2, n - n / 2)]);
+        }
+        for edge in [c64 - 1, c64, c64 + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1] {
+            if edge < n {
+                ranges.push((edge, 1));
+                ranges.push((edge, (n - edge).min(2 * c64 + 1)));
+            }
+        }
+        for (a, b) in picks {
+            if n > 0 {
+                let off = a % n;
+                ranges.push((off, b % (n - off) + 1));
+            }
+        }
+        for (off, len) in ranges {
+            let got = read(&store, &c.id, off, len);
+            let end = if len == 0 { n } else { off + len };
+            prop_assert_eq!(&got[..], &data[off as usize..end as usize], "range {}+{}", off, len);
+        }
+    }
+}
+
+#[tokio::test]
+async fn async_writer_commits_and_aborts() {
+    use kdfs_datanode::store::AsyncBlockWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = bytes::Bytes::from(pattern(3 << 20, 9));
+    let mut w = AsyncBlockWriter::start(&store, data.len() as u64)
+        .await
+        .unwrap();
+    for piece in data.chunks(1 << 20) {
+        w.write(data.slice_ref(piece)).await.unwrap();
+    }
+    let c = w.commit(BlockId::of(&data)).await.unwrap();
+    assert_eq!(store.get(&c.id).unwrap(), data);
+
+    let mut w = AsyncBlockWriter::start(&store, 10).await.unwrap();
+    w.write(bytes::Bytes::from_static(b"abc")).await.unwrap();
+    drop(w);
+    let tmp = dir.path().join("tmp");
+    assert!(wait_until(Duration::from_secs(5), || files_in(&tmp).is_empty()).await);
+
+    let mut w = AsyncBlockWriter::start(&store, 2).await.unwrap();
+    let first = w.write(bytes::Bytes::from_static(b"abc")).await;
+    let res = match first {
+        Err(e) => Err(e),
+        Ok(()) => w.commit(BlockId::of(b"abc")).await.map(|_| ()),
+    };
+    assert!(matches!(res, Err(Error::TooLong { max: 2 })), "{res:?}");
+}
+
+#[tokio::test]
+async fn scanner_finds_a_flipped_byte_within_its_rate_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut total = 0u64;
+    let mut ids = Vec::new();
+    for i in 0..8u8 {
+        let data = pattern(256 << 10, i);
+        total += data.len() as u64;
+        ids.push(store.put(&data).unwrap().id);
+    }
+    store.events().drain();
+    let victim = ids[5];
+    flip_byte(&store.block_path(&victim), 200_000);
+    let rate = 4 << 20; // 2 MiB of blocks at 4 MiB/s: a pass takes ~0.5 s.
+    let interval = Duration::from_millis(100);
+    let stats = Arc::new(ScannerStats::default());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(scanner::run(
+        store.clone(),
+        ScannerConfig { interval, rate },
+        stats.clone(),
+        cancel.clone(),
+    ));
+    let window = interval + Duration::from_secs_f64(total as f64 / rate as f64);
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    assert!(
+        wait_until(window * 2 + Duration::from_secs(1), || {
+            seen.extend(store.events().drain().events);
+            seen.contains(&Event::Corrupt(victim))
+        })
+        .await,
+        "scanner did not report the corrupt block on the event channel"
+    );
+    assert!(!store.contains(&victim), "corrupt block left the index");
+    assert!(
+        !store.block_path(&victim).exists(),
+        "corrupt block quarantined"
+    );
+    // Rate limited: a pass over 2 MiB at 4 MiB/s cannot finish in much under 0.5 s.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            stats
+                .passes_completed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        })
+        .await
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(store.block_count(), 7);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
