@@ -1,0 +1,90 @@
+//! `kdfs-gateway`'s configuration: every flag, its environment variable and default.
+//!
+//! The names of `--listen`, `--namenode`, `--max-upload` and `--auth-token` are part of
+//! DESIGN.md §12's command-line contract (scripts and manifests use them).
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use kdfs_core::telemetry::LogFormat;
+use kdfs_core::{ByteSize, HumanDuration};
+
+/// Where the gateway listens by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The namenode's default gRPC address.
+pub const DEFAULT_NAMENODE: &str = "http://127.0.0.1:8020";
+/// Bytes all uploads together may hold unacknowledged (see `upload.rs`).
+pub const DEFAULT_UPLOAD_BUDGET: &str = "512MiB";
+/// How long a shutdown waits for in-flight transfers before closing them.
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
+/// A block transfer that moves no message for this long fails over.
+pub const DEFAULT_STALL_TIMEOUT: &str = "30s";
+
+/// The HTTP gateway of kdfs: uploads, downloads, listings and the browser page.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kdfs-gateway", version, about)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "KDFS_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// The namenode's gRPC address.
+    #[arg(long, env = "KDFS_NAMENODE", default_value = DEFAULT_NAMENODE)]
+    pub namenode: String,
+
+    /// Largest file accepted by `POST /upload` (e.g. `10GiB`); unlimited if unset.
+    #[arg(long, env = "KDFS_MAX_UPLOAD")]
+    pub max_upload: Option<ByteSize>,
+
+    /// Bearer token required for upload and delete; reads stay open. None if unset.
+    #[arg(long, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Memory all concurrent uploads together may hold while awaiting pipeline acks.
+    #[arg(long, env = "KDFS_UPLOAD_BUDGET", default_value = DEFAULT_UPLOAD_BUDGET)]
+    pub upload_budget: ByteSize,
+
+    /// How long a graceful shutdown waits for in-flight transfers.
+    #[arg(long, env = "KDFS_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT)]
+    pub drain_timeout: HumanDuration,
+
+    /// Per-message timeout of block transfers (stall detection).
+    #[arg(long, env = "KDFS_STALL_TIMEOUT", default_value = DEFAULT_STALL_TIMEOUT)]
+    pub stall_timeout: HumanDuration,
+
+    /// Log format: plain or json.
+    #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The auth token, if one is configured (an empty value means none).
+    pub fn auth_token(&self) -> Option<&str> {
+        self.auth_token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::parse_from(["kdfs-gateway"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.namenode, "http://127.0.0.1:8020");
+        assert_eq!(c.max_upload, None);
+        assert_eq!(c.auth_token(), None);
+        let c = Config::parse_from([
+            "kdfs-gateway",
+            "--max-upload",
+            "1MiB",
+            "--auth-token",
+            "s3cret",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(c.max_upload, Some(ByteSize(1 << 20)));
+        assert_eq!(c.auth_token(), Some("s3cret"));
+    }
+}

@@ -1,0 +1,385 @@
+//! Downloads: a file id and a byte range in, a stream of verified bytes out (DESIGN.md §7).
+//!
+//! The range is mapped onto blocks ([`plan`]); one reader task per block reads it from
+//! its best replica, checks each message's CRC32C and offset, and computes the
+//! SHA-256 of a block read whole. On an error, a stall, a checksum or offset mismatch,
+//! it fails over to the next replica **at the same offset**, so nothing already sent
+//! is sent again, and reports the bad replica to the namenode. The current block and
+//! `read_ahead` following blocks are read at once through small bounded channels
+//! ([`READER_QUEUE`] messages each): the next block's request is under way while the
+//! current one streams, and memory stays at a few MiB per download whatever the size.
+//!
+//! A whole-block SHA-256 mismatch can only be known after the block's last byte; by
+//! then the bytes went out (holding a 64 MiB block back would cost that much memory
+//! per download), so the stream ends with an error instead of completing: the HTTP
+//! client sees a truncated body, never a silently wrong one. Per-message CRC32C (the
+//! datanode verifies its stored chunk checksums before sending) catches corruption
+//! before any bad byte is sent.
+//!
+//! Timeouts are per message (stall detection), never around a whole transfer.
+//! Dropping the returned stream aborts the driver and every reader task.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use kdfs_core::{BlockId, FileId};
+use kdfs_proto::pb;
+use kdfs_proto::wire::{self, Location};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::warn;
+
+use crate::client::{Client, FileInfo, LocatedBlock};
+use crate::error::{Error, Result};
+
+/// Messages (about 1 MiB each) buffered per block reader.
+pub const READER_QUEUE: usize = 4;
+
+/// A half-open byte range `start..end` of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// One read of part of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockRead {
+    /// Index of the block in the file.
+    pub index: usize,
+    /// First byte within the block.
+    pub offset: u64,
+    /// Bytes to read.
+    pub len: u64,
+}
+
+/// Maps `range` of a file whose blocks have `lengths` onto per-block reads, in order.
+/// Blocks outside the range and empty reads are left out; a range past the end is
+/// clipped.
+pub(crate) fn plan(lengths: &[u64], range: ByteRange) -> Vec<BlockRead> {
+    let mut reads = Vec::new();
+    let mut block_start = 0u64;
+    for (index, &len) in lengths.iter().enumerate() {
+        let block_end = block_start + len;
+        let from = range.start.max(block_start);
+        let to = range.end.min(block_end);
+        if from < to {
+            reads.push(BlockRead {
+                index,
+                offset: from - block_start,
+                len: to - from,
+            });
+        }
+        block_start = block_end;
+    }
+    reads
+}
+
+/// The body of a download: verified bytes in order. Dropping it stops all its work.
+pub struct Download {
+    rx: mpsc::Receiver<Result<Bytes>>,
+    _driver: AbortOnDropHandle<()>,
+}
+
+impl Stream for Download {
+    type Item = Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Client {
+    /// Looks the file up and streams `range` of it (the whole file if `None`).
+    pub async fn download(
+        &self,
+        id: FileId,
+        range: Option<ByteRange>,
+    ) -> Result<(FileInfo, Download)> {
+        let info = self.get(id).await?;
+        let range = range.unwrap_or(ByteRange {
+            start: 0,
+            end: info.record.size,
+        });
+        if range.start > range.end || range.end > info.record.size {
+            return Err(Error::InvalidInput(format!(
+                "range {}..{} outside a file of {} bytes",
+                range.start, range.end, info.record.size
+            )));
+        }
+        let body = self.read(&info, range);
+        Ok((info, body))
+    }
+
+    /// Streams `range` (already checked against the size) of a looked-up file.
+    pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
+        let lengths: Vec<u64> = info.blocks.iter().map(|b| b.length).collect();
+        let reads = plan(&lengths, range);
+        let blocks = info.blocks.clone();
+        let (tx, rx) = mpsc::channel(2);
+        let client = self.clone();
+        let driver = tokio::spawn(drive(client, blocks, reads, tx));
+        Download {
+            rx,
+            _driver: AbortOnDropHandle::new(driver),
+        }
+    }
+}
+
+/// Runs block readers (current + read-ahead) and forwards their bytes in order.
+async fn drive(
+    client: Client,
+    blocks: Vec<LocatedBlock>,
+    reads: Vec<BlockRead>,
+    out: mpsc::Sender<Result<Bytes>>,
+) {
+    let window = 1 + client.inner.options.read_ahead;
+    let mut reads = reads.into_iter();
+    let mut running: VecDeque<(mpsc::Receiver<Result<Bytes>>, AbortOnDropHandle<()>)> =
+        VecDeque::new();
+    loop {
+        while running.len() < window {
+            let Some(r) = reads.next() else { break };
+            let (tx, rx) = mpsc::channel(READER_QUEUE);
+            let block = blocks[r.index].clone();
+            let task = tokio::spawn(read_block(client.clone(), block, r, tx));
+            running.push_back((rx, AbortOnDropHandle::new(task)));
+        }
+        let Some((mut rx, _task)) = running.pop_front() else {
+            return;
+        };
+        while let Some(item) = rx.recv().await {
+            let failed = item.is_err();
+            if let Ok(b) = &item {
+                metrics::counter!("kdfs_gateway_download_bytes_total").increment(b.len() as u64);
+            }
+            if out.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Why one replica stopped serving.
+enum ReplicaFailure {
+    /// The replica is bad (corrupt, missing): report it.
+    Bad(String),
+    /// The node or the transfer failed; the replica may be fine.
+    Transient(String),
+    /// Our consumer went away: stop everything.
+    Gone,
+}
+
+/// Reads `r` of `block`, failing over between replicas at the current offset.
+async fn read_block(
+    client: Client,
+    block: LocatedBlock,
+    r: BlockRead,
+    tx: mpsc::Sender<Result<Bytes>>,
+) {
+    let end = r.offset + r.len;
+    let mut pos = r.offset;
+    let whole = r.offset == 0 && r.len == block.length;
+    let mut hasher = whole.then(Sha256::new);
+    let mut served_by: Vec<Location> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for replica in &block.replicas {
+        if pos == end {
+            break;
+        }
+        let before = pos;
+        let outcome = read_replica(
+            &client,
+            block.id,
+            replica,
+            &mut pos,
+            end,
+            hasher.as_mut(),
+            &tx,
+        )
+        .await;
+        if pos > before {
+            served_by.push(replica.clone());
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(ReplicaFailure::Gone) => return,
+            Err(ReplicaFailure::Bad(reason)) => {
+                warn!(block = %block.id, node = %replica.id, %reason, "bad replica; failing over");
+                client.report_bad_replica(block.id, replica, reason.clone());
+                errors.push(format!("{}: {reason}", replica.address));
+            }
+            Err(ReplicaFailure::Transient(reason)) => {
+                warn!(block = %block.id, node = %replica.address, %reason, "replica read failed; failing over");
+                errors.push(format!("{}: {reason}", replica.address));
+            }
+        }
+        if pos < end {
+            metrics::counter!("kdfs_gateway_read_failovers_total").increment(1);
+        }
+    }
+    if pos < end {
+        let reason = if block.replicas.is_empty() {
+            "no live replica".to_owned()
+        } else {
+            format!("every replica failed: {}", errors.join("; "))
+        };
+        let _ = tx
+            .send(Err(Error::Unreadable {
+                block: block.id.to_string(),
+                reason,
+            }))
+            .await;
+        return;
+    }
+    if let Some(h) = hasher {
+        let got = BlockId::from_bytes(h.finalize().into());
+        if got != block.id {
+            let reason = format!("block content hashes to {got}");
+            if let [only] = served_by.as_slice() {
+                client.report_bad_replica(block.id, only, reason.clone());
+            }
+            let _ = tx
+                .send(Err(Error::Unreadable {
+                    block: block.id.to_string(),
+                    reason,
+                }))
+                .await;
+        }
+    }
+}
+
+/// Streams `*pos..end` of a block from one replica, advancing `*pos` per verified message.
+async fn read_replica(
+    client: &Client,
+    id: BlockId,
+    replica: &Location,
+    pos: &mut u64,
+    end: u64,
+    mut hasher: Option<&mut Sha256>,
+    tx: &mpsc::Sender<Result<Bytes>>,
+) -> std::result::Result<(), ReplicaFailure> {
+    let stall = client.inner.options.stall_timeout;
+    let mut dn = client
+        .inner
+        .pool
+        .datanode(&replica.address)
+        .map_err(|e| ReplicaFailure::Transient(e.to_string()))?;
+    let req = pb::ReadBlockRequest {
+        block_id: wire::raw(id.as_bytes()),
+        offset: *pos,
+        length: end - *pos,
+    };
+    let status_failure = |s: tonic::Status| match s.code() {
+        tonic::Code::DataLoss | tonic::Code::NotFound => {
+            ReplicaFailure::Bad(format!("{}: {}", s.code(), s.message()))
+        }
+        _ => ReplicaFailure::Transient(format!("{}: {}", s.code(), s.message())),
+    };
+    let mut stream = match tokio::time::timeout(stall, dn.read_block(req)).await {
+        Err(_) => {
+            return Err(ReplicaFailure::Transient(format!(
+                "no answer within {stall:?}"
+            )));
+        }
+        Ok(Err(s)) => return Err(status_failure(s)),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    while *pos < end {
+        let msg = match tokio::time::timeout(stall, stream.message()).await {
+            Err(_) => return Err(ReplicaFailure::Transient(format!("stalled for {stall:?}"))),
+            Ok(Err(s)) => return Err(status_failure(s)),
+            Ok(Ok(None)) => {
+                return Err(ReplicaFailure::Transient(format!(
+                    "stream ended at offset {} of {end}",
+                    *pos
+                )));
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        if msg.offset != *pos {
+            return Err(ReplicaFailure::Bad(format!(
+                "sent offset {} where {} was expected",
+                msg.offset, *pos
+            )));
+        }
+        let len = msg.data.len() as u64;
+        if len == 0 || len > end - *pos {
+            return Err(ReplicaFailure::Bad(format!(
+                "sent {len} bytes at offset {} (range ends at {end})",
+                *pos
+            )));
+        }
+        if crc32c::crc32c(&msg.data) != msg.crc32c {
+            metrics::counter!("kdfs_gateway_crc_mismatches_total").increment(1);
+            return Err(ReplicaFailure::Bad(format!(
+                "CRC32C mismatch at offset {}",
+                *pos
+            )));
+        }
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&msg.data);
+        }
+        *pos += len;
+        if tx.send(Ok(msg.data)).await.is_err() {
+            return Err(ReplicaFailure::Gone);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(blocks: &[u64], range: (u64, u64), want: &[(usize, u64, u64)]) {
+        let got = plan(
+            blocks,
+            ByteRange {
+                start: range.0,
+                end: range.1,
+            },
+        );
+        let want: Vec<BlockRead> = want
+            .iter()
+            .map(|&(index, offset, len)| BlockRead { index, offset, len })
+            .collect();
+        assert_eq!(got, want, "blocks {blocks:?}, range {range:?}");
+    }
+
+    #[test]
+    fn range_to_block_mapping() {
+        // Empty file and empty ranges read nothing.
+        check(&[], (0, 0), &[]);
+        check(&[10, 10], (5, 5), &[]);
+        // Whole file.
+        check(&[10], (0, 10), &[(0, 0, 10)]);
+        check(&[10, 10, 3], (0, 23), &[(0, 0, 10), (1, 0, 10), (2, 0, 3)]);
+        // Inside one block.
+        check(&[10, 10], (2, 7), &[(0, 2, 5)]);
+        check(&[10, 10], (12, 13), &[(1, 2, 1)]);
+        // Exactly one block, at a boundary.
+        check(&[10, 10, 10], (10, 20), &[(1, 0, 10)]);
+        // Across a boundary.
+        check(&[10, 10, 10], (9, 11), &[(0, 9, 1), (1, 0, 1)]);
+        check(&[10, 10, 10], (5, 25), &[(0, 5, 5), (1, 0, 10), (2, 0, 5)]);
+        // Last byte; first byte.
+        check(&[10, 10, 3], (22, 23), &[(2, 2, 1)]);
+        check(&[10, 10, 3], (0, 1), &[(0, 0, 1)]);
+        // Past the end is clipped.
+        check(&[10, 3], (11, 100), &[(1, 1, 2)]);
+    }
+}

@@ -1,0 +1,109 @@
+//! The client library's error type: what went wrong, in terms a caller can act on.
+//!
+//! The gRPC statuses of the namenode are mapped here, once, onto variants that carry
+//! their meaning (the gateway then picks an HTTP status per variant in
+//! [`crate::http::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503),
+//! RESOURCE_EXHAUSTED means "out of space" (507), NOT_FOUND an unknown id (404).
+
+use kdfs_core::FileId;
+
+/// A boxed error from the byte source of an upload (an HTTP body, a file).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything the client library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No file with this id was ever stored.
+    #[error("file {0} not found")]
+    NotFound(FileId),
+    /// The file was deleted.
+    #[error("file {0} was deleted")]
+    Deleted(FileId),
+    /// The request itself was malformed (bad id, bad range, bad name).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Not enough live datanodes for a write (or the namenode is in safe mode).
+    #[error("not enough live datanodes: {0}")]
+    NotEnoughDatanodes(String),
+    /// The datanodes have no room for the block.
+    #[error("out of space: {0}")]
+    NoSpace(String),
+    /// A block could not get `min_replicas` durable replicas, even after re-allocating
+    /// its pipeline.
+    #[error(
+        "block {index} got only {obtained} of the {needed} replicas required after {attempts} pipeline attempts: {last_error}"
+    )]
+    NotEnoughReplicas {
+        index: u64,
+        obtained: usize,
+        needed: usize,
+        attempts: usize,
+        last_error: String,
+    },
+    /// The namenode could not be reached.
+    #[error("namenode unreachable: {0}")]
+    NamenodeUnreachable(String),
+    /// The namenode or a datanode answered with an error we do not map specially.
+    #[error("{context}: {status}")]
+    Rpc {
+        context: &'static str,
+        status: tonic::Status,
+    },
+    /// No replica of a block could serve the requested bytes intact.
+    #[error("block {block} unreadable: {reason}")]
+    Unreadable { block: String, reason: String },
+    /// The byte source of an upload failed (client disconnect, bad multipart, too large).
+    #[error("upload source failed: {0}")]
+    Source(#[source] BoxError),
+    /// A background task of the library died (a bug or a runtime shutdown).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Maps a namenode status, in the context of the call that produced it.
+    pub(crate) fn namenode(context: &'static str, status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::Unavailable if is_transport(&status) => {
+                Self::NamenodeUnreachable(status.message().to_owned())
+            }
+            Code::Unavailable => Self::NotEnoughDatanodes(status.message().to_owned()),
+            Code::ResourceExhausted => Self::NoSpace(status.message().to_owned()),
+            Code::InvalidArgument => Self::InvalidInput(status.message().to_owned()),
+            Code::Unknown | Code::Cancelled | Code::DeadlineExceeded if is_transport(&status) => {
+                Self::NamenodeUnreachable(status.message().to_owned())
+            }
+            _ => Self::Rpc { context, status },
+        }
+    }
+}
+
+/// Whether a status was made by the client's transport (connection refused, reset)
+/// rather than sent by the server: tonic sets no metadata and wraps a transport error
+/// as its source.
+fn is_transport(status: &tonic::Status) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = src {
+        if e.downcast_ref::<tonic::transport::Error>().is_some()
+            || e.downcast_ref::<std::io::Error>().is_some()
+        {
+            return true;
+        }
+        src = e.source();
+    }
+    let m = status.message();
+    m.contains("transport error")
+        || m.contains("tcp connect error")
+        || m.contains("Connection refused")
+        || m.contains("error trying to connect")
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(format!("I/O: {e}"))
+    }
+}

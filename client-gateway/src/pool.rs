@@ -1,0 +1,58 @@
+//! One gRPC channel per datanode address, created lazily and reused.
+//!
+//! A tonic `Channel` multiplexes any number of concurrent streams over one HTTP/2
+//! connection and reconnects by itself after a failure, so one per peer is all a
+//! gateway needs: pipelines and reads of every upload and download share them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kdfs_proto::pb::datanode_client::DatanodeClient;
+use kdfs_proto::transport;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+
+/// Lazily connected, reused datanode channels keyed by `host:port`.
+#[derive(Default)]
+pub struct Pool {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A client for the datanode at `address` (already checked by `wire::address`).
+    pub fn datanode(&self, address: &str) -> Result<DatanodeClient<Channel>> {
+        let channel = {
+            let mut map = self.channels.lock().expect("pool lock is never poisoned");
+            match map.get(address) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = transport::lazy_channel(address).map_err(|e| {
+                        Error::InvalidInput(format!("datanode address {address:?}: {e}"))
+                    })?;
+                    map.insert(address.to_owned(), c.clone());
+                    c
+                }
+            }
+        };
+        Ok(DatanodeClient::new(channel)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+    }
+
+    /// Number of datanodes a channel was opened to (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.channels
+            .lock()
+            .expect("pool lock is never poisoned")
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

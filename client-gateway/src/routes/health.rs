@@ -1,0 +1,40 @@
+//! `GET /healthz` (the process serves), `GET /readyz` (the namenode answers and enough
+//! datanodes are live to accept a write), `GET /metrics` (Prometheus text).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::http::{ApiError, AppState};
+
+/// Readiness gives the namenode this long to answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let unavailable = |m: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m);
+    let info = tokio::time::timeout(READY_TIMEOUT, st.client.cluster_info())
+        .await
+        .map_err(|_| unavailable("namenode did not answer in time".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let live = info.live_datanodes();
+    let needed = info.min_replicas.max(1) as usize;
+    if live < needed {
+        return Err(unavailable(format!(
+            "not enough live datanodes: {live} live, {needed} needed"
+        )));
+    }
+    Ok(Json(json!({ "status": "ready", "live_datanodes": live })))
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

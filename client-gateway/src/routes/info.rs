@@ -1,0 +1,64 @@
+//! `GET /info`: the cluster as the namenode sees it, in richardstore's shape
+//! (`service`, `status`, `namenode`) plus kdfs's totals and every datanode.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::http::AppState;
+
+/// The service name `/info` reports.
+pub const SERVICE: &str = "kdfs-gateway";
+
+pub async fn info(State(st): State<AppState>) -> Response {
+    let namenode = st.client.namenode_url().to_owned();
+    match st.client.cluster_info().await {
+        Ok(c) => {
+            let live = c.live_datanodes();
+            let status = if c.safe_mode {
+                "safe mode"
+            } else if live < c.min_replicas.max(1) as usize {
+                "not enough live datanodes"
+            } else if c.missing > 0 || c.under_replicated > 0 {
+                "degraded"
+            } else {
+                "ok"
+            };
+            Json(json!({
+                "service": SERVICE,
+                "status": status,
+                "namenode": namenode,
+                "version": kdfs_core::VERSION,
+                "namenode_version": c.version,
+                "cluster_id": c.cluster_id,
+                "safe_mode": c.safe_mode,
+                "reported_fraction": c.reported_fraction,
+                "files": c.files,
+                "blocks": c.blocks,
+                "bytes": c.bytes,
+                "under_replicated": c.under_replicated,
+                "missing": c.missing,
+                "replication": c.replication,
+                "min_replicas": c.min_replicas,
+                "block_size": c.block_size,
+                "live_datanodes": live,
+                "uptime_secs": st.started.elapsed().as_secs(),
+                "datanodes": c.datanodes,
+            }))
+            .into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "error": e.to_string(),
+                "service": SERVICE,
+                "status": "namenode unreachable",
+                "namenode": namenode,
+                "version": kdfs_core::VERSION,
+            })),
+        )
+            .into_response(),
+    }
+}

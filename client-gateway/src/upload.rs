@@ -1,0 +1,784 @@
+//! Uploads: a stream of bytes in, a committed file out (DESIGN.md §6).
+//!
+//! ```text
+//!  source ──► Splitter ──► block task i ───► WriteBlock stream ──► head ─► mid ─► tail
+//!  (caller's    │ chunks    (hash block,      (header, 1 MiB data
+//!   task)       │           keep chunks        messages, trailer)
+//!               ▼           until acked)
+//!          file hasher task
+//! ```
+//!
+//! The caller's task only receives bytes and cuts them into `CHUNK_SIZE` pieces on
+//! block boundaries; the block's SHA-256 is computed in its block task and the file's
+//! SHA-256 in a hasher task, because hashing in the receiving task halves throughput
+//! (CRATES.md). Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
+//! for recovery is the same allocation that was sent.
+//!
+//! # Memory bound
+//!
+//! A block task keeps every chunk of its block until the pipeline acknowledges it, so
+//! that a failed pipeline can be replaced without re-reading the source (HDFS keeps a
+//! window of unacknowledged packets for the same reason; a whole block is the natural
+//! window here because the datanode verifies and commits whole blocks). One upload
+//! therefore holds at most `block_size × blocks_in_flight` bytes plus a few chunks in
+//! channels, whatever the file's size. Across uploads, a client-wide byte budget (a
+//! semaphore counted in KiB, [`crate::ClientOptions::upload_budget`], 512 MiB by
+//! default) must grant a block its `block_size` before the block starts; excess is
+//! returned as soon as the block's real length is known. A block is granted its
+//! whole reservation at once, so uploads waiting for budget never hold part of it and
+//! cannot deadlock each other; while an upload waits, it stops reading its source and
+//! the HTTP client is slowed by TCP back-pressure.
+//!
+//! # Recovery
+//!
+//! The datanodes' ack lists who committed. At least `min_replicas` committed: the
+//! block is accepted (the namenode heals it to `replication` later). Fewer: the
+//! retained chunks are re-sent to a new pipeline from `AllocateBlock` that excludes
+//! every node that failed or already holds the block, asking for the replicas still
+//! missing, up to `pipeline_attempts` pipelines per block.
+//!
+//! # Cancellation
+//!
+//! Dropping the future returned by [`Client::upload`] aborts its block tasks and
+//! hasher (they live in a `JoinSet` / abort-on-drop handles), and a drop guard sends
+//! `AbandonUpload` (best effort; the lease expiring is the fallback), so no file record
+//! is created. Once every block is acknowledged, `CommitFile` runs in its own task so a
+//! disconnect cannot leave the commit half-known.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::pb::write_block_request::Msg;
+use kdfs_proto::wire::{self, Location};
+use kdfs_proto::{pb, transport};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info, warn};
+
+use crate::client::{BUDGET_UNIT, Client, FileRecord, NAMENODE_CALL_TIMEOUT, bad_reply, unary};
+use crate::error::{BoxError, Error, Result};
+
+/// Chunks queued between the receiving task and a block task or the file hasher.
+const QUEUE_CHUNKS: usize = 4;
+/// Lease renewals happen this many times per lease TTL.
+const RENEWALS_PER_TTL: u32 = 3;
+
+/// The outcome of a successful upload.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub record: FileRecord,
+    /// The content was already stored (the first upload's name is kept).
+    pub existed: bool,
+    /// Fewest replicas acknowledged for any block of this upload (the replication
+    /// factor for an empty file, which has no blocks).
+    pub replicas: u32,
+}
+
+/// A piece of the source, as the splitter hands it to block tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// At most `CHUNK_SIZE` bytes of the current block.
+    Chunk(Bytes),
+    /// The current block is complete.
+    EndOfBlock,
+}
+
+/// Cuts a byte stream into blocks of `block_size`, each sent as chunks of at most
+/// `chunk_size` bytes. Incoming buffers that already fill a chunk are split without
+/// copying; small buffers (multipart parsers yield a few KiB at a time) are coalesced.
+#[derive(Debug)]
+pub(crate) struct Splitter {
+    block_size: u64,
+    chunk_size: usize,
+    /// Bytes already emitted in the current block.
+    in_block: u64,
+    buf: BytesMut,
+}
+
+impl Splitter {
+    pub(crate) fn new(block_size: u64, chunk_size: usize) -> Self {
+        assert!(
+            block_size > 0 && chunk_size > 0,
+            "sizes are checked by the caller"
+        );
+        Self {
+            block_size,
+            chunk_size,
+            in_block: 0,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Size the next chunk must reach before it is emitted.
+    fn target(&self) -> usize {
+        let left = self.block_size - self.in_block;
+        (self.chunk_size as u64).min(left) as usize
+    }
+
+    fn emit(&mut self, chunk: Bytes, out: &mut Vec<Piece>) {
+        self.in_block += chunk.len() as u64;
+        out.push(Piece::Chunk(chunk));
+        if self.in_block == self.block_size {
+            self.in_block = 0;
+            out.push(Piece::EndOfBlock);
+        }
+    }
+
+    pub(crate) fn push(&mut self, mut data: Bytes, out: &mut Vec<Piece>) {
+        while !data.is_empty() {
+            let target = self.target();
+            if self.buf.is_empty() && data.len() >= target {
+                let chunk = data.split_to(target);
+                self.emit(chunk, out);
+            } else {
+                let take = (target - self.buf.len()).min(data.len());
+                if self.buf.capacity() == 0 {
+                    self.buf.reserve(target);
+                }
+                self.buf.extend_from_slice(&data.split_to(take));
+                if self.buf.len() == target {
+                    let chunk = self.buf.split().freeze();
+                    self.emit(chunk, out);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Vec<Piece>) {
+        if !self.buf.is_empty() {
+            let chunk = self.buf.split().freeze();
+            self.emit(chunk, out);
+        }
+        if self.in_block > 0 {
+            self.in_block = 0;
+            out.push(Piece::EndOfBlock);
+        }
+    }
+}
+
+/// What every block task of one upload shares.
+struct UploadCtx {
+    client: Client,
+    upload_id: String,
+    block_size: u64,
+    replication: usize,
+    min_replicas: usize,
+    stall: Duration,
+    attempts: usize,
+}
+
+/// A block acknowledged by at least `min_replicas` datanodes.
+struct Committed {
+    id: BlockId,
+    length: u64,
+    replicas: Vec<DatanodeId>,
+}
+
+/// Sends `AbandonUpload` when dropped unless disarmed: the one place that makes a
+/// dropped or failed upload release its lease at once.
+struct AbandonOnDrop {
+    client: Client,
+    upload_id: String,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut nn = self.client.nn();
+        let upload_id = std::mem::take(&mut self.upload_id);
+        metrics::counter!("kdfs_gateway_uploads_abandoned_total").increment(1);
+        rt.spawn(async move {
+            let req = pb::AbandonUploadRequest {
+                upload_id: upload_id.clone(),
+            };
+            match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, nn.abandon_upload(req)).await {
+                Ok(Ok(_)) => debug!(upload = %upload_id, "upload abandoned"),
+                Ok(Err(e)) => {
+                    warn!(upload = %upload_id, error = %e, "abandoning upload failed; its lease will expire")
+                }
+                Err(_) => warn!(upload = %upload_id, "abandoning upload timed out; its lease will expire"),
+            }
+        });
+    }
+}
+
+impl Client {
+    /// Stores the bytes of `source` as a file named `name` of type `content_type`.
+    ///
+    /// Memory stays bounded whatever the size (see the module docs). Not
+    /// cancellation-safe by design: dropping the future abandons the upload.
+    pub async fn upload<S, E>(&self, source: S, name: &str, content_type: &str) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let begin = unary(
+            "BeginUpload",
+            self.nn().begin_upload(pb::BeginUploadRequest {
+                name: name.to_owned(),
+                content_type: content_type.to_owned(),
+                replication: self.inner.options.replication,
+            }),
+        )
+        .await?;
+        if begin.block_size == 0 || begin.upload_id.is_empty() {
+            return Err(bad_reply("BeginUpload without a lease or block size"));
+        }
+        let min_replicas = (begin.min_replicas.max(1)) as usize;
+        let replication = (begin.replication as usize).max(min_replicas);
+        let mut guard = AbandonOnDrop {
+            client: self.clone(),
+            upload_id: begin.upload_id.clone(),
+            armed: true,
+        };
+        let renewer = CancellationToken::new();
+        let _stop_renewing = renewer.clone().drop_guard();
+        tokio::spawn(renew_lease(
+            self.clone(),
+            begin.upload_id.clone(),
+            Duration::from_millis(begin.lease_ttl_ms.max(300)),
+            renewer,
+        ));
+        let ctx = Arc::new(UploadCtx {
+            client: self.clone(),
+            upload_id: begin.upload_id.clone(),
+            block_size: begin.block_size,
+            replication,
+            min_replicas,
+            stall: self.inner.options.stall_timeout,
+            attempts: self.inner.options.pipeline_attempts.max(1),
+        });
+        debug!(upload = %ctx.upload_id, block_size = ctx.block_size, replication, min_replicas, "upload begun");
+
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS * 2);
+        let hasher = AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut h = Sha256::new();
+            while let Some(b) = hash_rx.recv().await {
+                h.update(&b);
+            }
+            FileId::from_bytes(h.finalize().into())
+        }));
+
+        let mut driver = Driver {
+            ctx: ctx.clone(),
+            tasks: JoinSet::new(),
+            done: BTreeMap::new(),
+            current: None,
+            next_index: 0,
+            hash_tx,
+        };
+        let mut splitter = Splitter::new(ctx.block_size, transport::CHUNK_SIZE);
+        let mut pieces = Vec::new();
+        let mut size = 0u64;
+        let mut source = std::pin::pin!(source);
+        loop {
+            let Some(item) = source.next().await else {
+                break;
+            };
+            let data = item.map_err(|e| Error::Source(e.into()))?;
+            size += data.len() as u64;
+            splitter.push(data, &mut pieces);
+            for p in pieces.drain(..) {
+                driver.feed(p).await?;
+            }
+        }
+        splitter.finish(&mut pieces);
+        for p in pieces.drain(..) {
+            driver.feed(p).await?;
+        }
+        let blocks = driver.finish().await?;
+        let file_id = hasher
+            .await
+            .map_err(|e| Error::Internal(format!("file hasher: {e}")))?;
+        metrics::counter!("kdfs_gateway_upload_bytes_total").increment(size);
+
+        let replicas = blocks
+            .iter()
+            .map(|b| b.replicas.len() as u32)
+            .min()
+            .unwrap_or(replication as u32);
+        let req = pb::CommitFileRequest {
+            upload_id: ctx.upload_id.clone(),
+            file_id: wire::raw(file_id.as_bytes()),
+            size,
+            blocks: blocks
+                .iter()
+                .map(|b| pb::CommittedBlock {
+                    id: wire::raw(b.id.as_bytes()),
+                    length: b.length,
+                    replicas: b.replicas.iter().map(|d| d.to_string()).collect(),
+                })
+                .collect(),
+        };
+        // The commit runs to completion in its own task even if this future is dropped;
+        // the guard moves with it, so a failed commit still abandons the lease.
+        let mut nn = self.nn();
+        let commit = tokio::spawn(async move {
+            let r = unary("CommitFile", nn.commit_file(req)).await;
+            if r.is_ok() {
+                guard.armed = false;
+            }
+            drop(guard);
+            r
+        });
+        let resp = commit
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
+        let record = resp
+            .file
+            .as_ref()
+            .ok_or_else(|| bad_reply("CommitFile without a record"))
+            .and_then(FileRecord::try_from)?;
+        if record.id != file_id {
+            return Err(bad_reply("CommitFile returned another file id"));
+        }
+        metrics::counter!("kdfs_gateway_uploads_total").increment(1);
+        info!(file = %file_id, size, blocks = blocks.len(), replicas, existed = resp.existed, "upload committed");
+        Ok(Uploaded {
+            record,
+            existed: resp.existed,
+            replicas,
+        })
+    }
+}
+
+/// Renews a lease every TTL/3 until cancelled.
+async fn renew_lease(client: Client, upload_id: String, ttl: Duration, stop: CancellationToken) {
+    let mut every = ttl / RENEWALS_PER_TTL;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let req = pb::RenewLeaseRequest {
+            upload_id: upload_id.clone(),
+        };
+        match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, client.nn().renew_lease(req)).await {
+            Ok(Ok(r)) => {
+                let ttl = Duration::from_millis(r.into_inner().lease_ttl_ms.max(300));
+                every = ttl / RENEWALS_PER_TTL;
+            }
+            Ok(Err(e)) => warn!(upload = %upload_id, error = %e, "lease renewal failed"),
+            Err(_) => warn!(upload = %upload_id, "lease renewal timed out"),
+        }
+    }
+}
+
+/// Hands pieces to block tasks, keeping at most `blocks_in_flight` of them running.
+struct Driver {
+    ctx: Arc<UploadCtx>,
+    tasks: JoinSet<Result<(u64, Committed)>>,
+    done: BTreeMap<u64, Committed>,
+    current: Option<mpsc::Sender<Piece>>,
+    next_index: u64,
+    hash_tx: mpsc::Sender<Bytes>,
+}
+
+impl Driver {
+    async fn feed(&mut self, piece: Piece) -> Result<()> {
+        match piece {
+            Piece::Chunk(chunk) => {
+                if self.current.is_none() {
+                    self.start_block().await?;
+                }
+                self.hash_tx
+                    .send(chunk.clone())
+                    .await
+                    .map_err(|_| Error::Internal("file hasher stopped".into()))?;
+                let tx = self.current.as_ref().expect("a block was just started");
+                if tx.send(Piece::Chunk(chunk)).await.is_err() {
+                    // The block task ended early: it failed; its error is the one to report.
+                    return Err(self.first_failure().await);
+                }
+            }
+            Piece::EndOfBlock => {
+                if let Some(tx) = self.current.take() {
+                    // A closed channel means the task already failed; `finish` reports it.
+                    let _ = tx.send(Piece::EndOfBlock).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn absorb(
+        &mut self,
+        joined: std::result::Result<Result<(u64, Committed)>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (index, block) = joined.map_err(|e| Error::Internal(format!("block task: {e}")))??;
+        self.done.insert(index, block);
+        Ok(())
+    }
+
+    async fn start_block(&mut self) -> Result<()> {
+        while let Some(j) = self.tasks.try_join_next() {
+            self.absorb(j)?;
+        }
+        let limit = self.ctx.client.inner.options.blocks_in_flight.max(1);
+        while self.tasks.len() >= limit {
+            let j = self.tasks.join_next().await.expect("the set is not empty");
+            self.absorb(j)?;
+        }
+        let inner = &self.ctx.client.inner;
+        let units = (self.ctx.block_size.div_ceil(BUDGET_UNIT) as u32).min(inner.budget_units);
+        let permit = inner
+            .budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| Error::Internal("upload budget closed".into()))?;
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let index = self.next_index;
+        self.next_index += 1;
+        let ctx = self.ctx.clone();
+        self.tasks.spawn(async move {
+            write_block(ctx, index, rx, permit)
+                .await
+                .map(|c| (index, c))
+        });
+        self.current = Some(tx);
+        Ok(())
+    }
+
+    /// The error of the first block task that failed (called when one hung up early).
+    async fn first_failure(&mut self) -> Error {
+        while let Some(j) = self.tasks.join_next().await {
+            if let Err(e) = self.absorb(j) {
+                return e;
+            }
+        }
+        Error::Internal("a block task stopped without an error".into())
+    }
+
+    async fn finish(mut self) -> Result<Vec<Committed>> {
+        drop(self.current.take());
+        while let Some(j) = self.tasks.join_next().await {
+            self.absorb(j)?;
+        }
+        let blocks: Vec<Committed> = std::mem::take(&mut self.done).into_values().collect();
+        if blocks.len() as u64 != self.next_index {
+            return Err(Error::Internal("a block went missing".into()));
+        }
+        Ok(blocks)
+    }
+}
+
+/// One attempt to write a block down one pipeline.
+struct Attempt {
+    pipeline: Vec<Location>,
+    /// `None` once the stream broke (the receiver is gone or stalled).
+    tx: Option<mpsc::Sender<pb::WriteBlockRequest>>,
+    call: AbortOnDropHandle<std::result::Result<pb::WriteBlockResponse, tonic::Status>>,
+    stall: Duration,
+}
+
+impl Attempt {
+    async fn start(ctx: &UploadCtx, pipeline: Vec<Location>) -> Result<Self> {
+        let head = pipeline
+            .first()
+            .ok_or_else(|| bad_reply("AllocateBlock returned an empty pipeline"))?;
+        let mut dn = ctx.client.inner.pool.datanode(&head.address)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let call = AbortOnDropHandle::new(tokio::spawn(async move {
+            dn.write_block(ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        }));
+        let mut a = Self {
+            tx: Some(tx),
+            call,
+            stall: ctx.stall,
+            pipeline,
+        };
+        let header = pb::WriteHeader {
+            downstream: a.pipeline[1..]
+                .iter()
+                .map(pb::DatanodeLocation::from)
+                .collect(),
+            upload_id: ctx.upload_id.clone(),
+            max_length: ctx.block_size,
+        };
+        a.send(Msg::Header(header)).await;
+        Ok(a)
+    }
+
+    /// Sends one message; a failure or a stall marks the stream broken (the outcome
+    /// is then read from the call's result).
+    async fn send(&mut self, msg: Msg) {
+        let Some(tx) = &self.tx else { return };
+        let req = pb::WriteBlockRequest { msg: Some(msg) };
+        match tokio::time::timeout(self.stall, tx.send(req)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.tx = None,
+            Err(_) => {
+                warn!(head = %self.pipeline[0].address, "block write stalled");
+                self.tx = None;
+                self.call.abort();
+            }
+        }
+    }
+
+    /// Sends the trailer and waits for the ack.
+    async fn finish(mut self, id: BlockId) -> std::result::Result<pb::WriteBlockResponse, String> {
+        self.send(Msg::Trailer(pb::WriteTrailer {
+            block_id: wire::raw(id.as_bytes()),
+        }))
+        .await;
+        let broken = self.tx.is_none();
+        drop(self.tx.take());
+        // The ack comes after every node verified, fsynced and heard from its successor.
+        let wait = self.stall * 2;
+        match tokio::time::timeout(wait, &mut self.call).await {
+            Err(_) => Err(format!("no ack within {wait:?}")),
+            Ok(Err(e)) if broken => Err(format!("stream broke: {e}")),
+            Ok(Err(e)) => Err(format!("write task: {e}")),
+            Ok(Ok(Err(status))) => Err(format!("{}: {}", status.code(), status.message())),
+            Ok(Ok(Ok(resp))) => Ok(resp),
+        }
+    }
+}
+
+/// Writes one block: streams it as it arrives, keeps its chunks until it is
+/// acknowledged, and recovers from failed pipelines (see the module docs).
+async fn write_block(
+    ctx: Arc<UploadCtx>,
+    index: u64,
+    mut input: mpsc::Receiver<Piece>,
+    mut permit: OwnedSemaphorePermit,
+) -> Result<Committed> {
+    let pipeline = allocate(&ctx, index, &BTreeSet::new(), 0).await?;
+    let mut attempt = Attempt::start(&ctx, pipeline).await?;
+    let mut retained: Vec<Bytes> = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    loop {
+        match input.recv().await {
+            Some(Piece::Chunk(c)) => {
+                hasher.update(&c);
+                length += c.len() as u64;
+                retained.push(c.clone());
+                attempt.send(Msg::Data(c)).await;
+            }
+            Some(Piece::EndOfBlock) => break,
+            // The upload was dropped or failed before the block ended.
+            None => return Err(Error::Internal("upload stopped mid-block".into())),
+        }
+    }
+    // Give back the part of the reservation this (last, short) block does not use.
+    let used = length.div_ceil(BUDGET_UNIT) as usize;
+    if permit.num_permits() > used {
+        let excess = permit.num_permits() - used;
+        drop(permit.split(excess));
+    }
+    let id = BlockId::from_bytes(hasher.finalize().into());
+
+    let mut committed: Vec<DatanodeId> = Vec::new();
+    let mut failed: BTreeSet<DatanodeId> = BTreeSet::new();
+    let mut last_error = String::new();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let pipeline = attempt.pipeline.clone();
+        match attempt.finish(id).await {
+            Ok(resp) if resp.length != length => {
+                last_error = format!("pipeline wrote {} bytes, sent {length}", resp.length);
+                failed.extend(pipeline.iter().map(|l| l.id));
+            }
+            Ok(resp) => {
+                for c in &resp.committed {
+                    match wire::datanode_id("committed", c) {
+                        Ok(d) if !committed.contains(&d) => committed.push(d),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
+                    }
+                }
+                for l in &pipeline {
+                    if !committed.contains(&l.id) {
+                        failed.insert(l.id);
+                    }
+                }
+                if let Some(f) = resp.failed.first() {
+                    last_error = format!("{}: {}", f.node, f.reason);
+                }
+            }
+            Err(e) => {
+                // The head failed (or the stream to it): nothing of this attempt is durable.
+                last_error = format!("{}: {e}", pipeline[0].address);
+                failed.insert(pipeline[0].id);
+            }
+        }
+        if committed.len() >= ctx.min_replicas {
+            if committed.len() < ctx.replication {
+                info!(block = %id, index, replicas = committed.len(), wanted = ctx.replication,
+                    "block accepted with fewer replicas than wanted; the namenode will heal it");
+            }
+            metrics::counter!("kdfs_gateway_blocks_written_total").increment(1);
+            drop(retained);
+            drop(permit);
+            return Ok(Committed {
+                id,
+                length,
+                replicas: committed,
+            });
+        }
+        let not_enough = |last_error: String| Error::NotEnoughReplicas {
+            index,
+            obtained: committed.len(),
+            needed: ctx.min_replicas,
+            attempts,
+            last_error,
+        };
+        if attempts >= ctx.attempts {
+            return Err(not_enough(last_error));
+        }
+        warn!(block = %id, index, committed = committed.len(), needed = ctx.min_replicas,
+            error = %last_error, "pipeline failed; re-sending the block to a new pipeline");
+        metrics::counter!("kdfs_gateway_pipeline_recoveries_total").increment(1);
+        let mut exclude: BTreeSet<DatanodeId> = failed.clone();
+        exclude.extend(committed.iter().copied());
+        let wanted = (ctx.replication - committed.len()) as u32;
+        let pipeline = match allocate(&ctx, index, &exclude, wanted).await {
+            Ok(p) => p,
+            Err(e @ (Error::NotEnoughDatanodes(_) | Error::NoSpace(_))) => {
+                return Err(not_enough(format!("{last_error}; no new pipeline: {e}")));
+            }
+            Err(e) => return Err(e),
+        };
+        attempt = Attempt::start(&ctx, pipeline).await?;
+        for c in &retained {
+            attempt.send(Msg::Data(c.clone())).await;
+        }
+    }
+}
+
+/// Asks the namenode for a pipeline for block `index`.
+async fn allocate(
+    ctx: &UploadCtx,
+    index: u64,
+    exclude: &BTreeSet<DatanodeId>,
+    replicas: u32,
+) -> Result<Vec<Location>> {
+    let resp = unary(
+        "AllocateBlock",
+        ctx.client.nn().allocate_block(pb::AllocateBlockRequest {
+            upload_id: ctx.upload_id.clone(),
+            block_index: index,
+            exclude: exclude.iter().map(|d| d.to_string()).collect(),
+            replicas,
+        }),
+    )
+    .await?;
+    let pipeline = resp
+        .pipeline
+        .iter()
+        .map(Location::try_from)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|s| Error::Internal(format!("AllocateBlock reply: {}", s.message())))?;
+    if pipeline.is_empty() {
+        return Err(bad_reply("AllocateBlock returned an empty pipeline"));
+    }
+    Ok(pipeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `inputs` (sizes of incoming buffers) through a splitter and returns the
+    /// blocks as lists of chunk sizes.
+    fn split(block: u64, chunk: usize, inputs: &[usize]) -> Vec<Vec<usize>> {
+        let mut s = Splitter::new(block, chunk);
+        let mut out = Vec::new();
+        let mut n = 0u8;
+        for &len in inputs {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    n
+                })
+                .collect();
+            s.push(Bytes::from(data), &mut out);
+        }
+        s.finish(&mut out);
+        let mut blocks = vec![];
+        let mut cur = vec![];
+        let mut all = Vec::new();
+        for p in out {
+            match p {
+                Piece::Chunk(c) => {
+                    assert!(!c.is_empty(), "no empty chunks");
+                    all.extend_from_slice(&c);
+                    cur.push(c.len());
+                }
+                Piece::EndOfBlock => blocks.push(std::mem::take(&mut cur)),
+            }
+        }
+        assert!(cur.is_empty(), "every chunk belongs to a closed block");
+        // Order and content are preserved.
+        let total: usize = inputs.iter().sum();
+        let mut n = 0u8;
+        let want: Vec<u8> = (0..total)
+            .map(|_| {
+                n = n.wrapping_add(1);
+                n
+            })
+            .collect();
+        assert_eq!(all, want);
+        blocks
+    }
+
+    /// (block size, chunk size, incoming buffers, expected blocks of chunk sizes)
+    type Case = (u64, usize, &'static [usize], &'static [&'static [usize]]);
+
+    #[test]
+    fn splitting_into_blocks_and_chunks() {
+        let cases: &[Case] = &[
+            (10, 4, &[], &[]),
+            (10, 4, &[0], &[]),
+            (10, 4, &[1], &[&[1]]),
+            (10, 4, &[10], &[&[4, 4, 2]]),
+            (10, 4, &[9], &[&[4, 4, 1]]),
+            (10, 4, &[11], &[&[4, 4, 2], &[1]]),
+            (10, 4, &[25], &[&[4, 4, 2], &[4, 4, 2], &[4, 1]]),
+            // Small buffers are coalesced up to the chunk size.
+            (10, 4, &[1, 1, 1, 1, 1], &[&[4, 1]]),
+            (10, 4, &[3, 3, 3, 3], &[&[4, 4, 2], &[2]]),
+            // A chunk never straddles a block boundary.
+            (6, 4, &[5, 5], &[&[4, 2], &[4]]),
+            (8, 8, &[3, 3, 3, 3, 3, 3], &[&[8], &[8], &[2]]),
+            (4, 8, &[20], &[&[4], &[4], &[4], &[4], &[4]]),
+        ];
+        for &(block, chunk, inputs, want) in cases {
+            let got = split(block, chunk, inputs);
+            let want: Vec<Vec<usize>> = want.iter().map(|b| b.to_vec()).collect();
+            assert_eq!(got, want, "block {block}, chunk {chunk}, inputs {inputs:?}");
+        }
+    }
+
+    #[test]
+    fn large_buffers_are_split_without_copying() {
+        let data = Bytes::from(vec![7u8; 10]);
+        let ptr = data.as_ptr();
+        let mut s = Splitter::new(100, 4);
+        let mut out = Vec::new();
+        s.push(data, &mut out);
+        match &out[0] {
+            Piece::Chunk(c) => assert_eq!(c.as_ptr(), ptr, "first chunk shares the buffer"),
+            p => panic!("unexpected {p:?}"),
+        }
+    }
+}
