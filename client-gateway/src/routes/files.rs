@@ -30,6 +30,8 @@ pub struct FileJson {
     pub size: u64,
     pub content_type: String,
     pub created_ms: i64,
+    /// Creation time as RFC 3339 UTC (`2026-11-22T01:23:45Z`).
+    pub created: String,
     pub replication: u32,
     pub blocks: usize,
     /// Fewest live replicas over the file's blocks.
@@ -44,6 +46,7 @@ impl FileJson {
             size: r.size,
             content_type: r.content_type.clone(),
             created_ms: r.created_ms,
+            created: rfc3339(r.created_ms),
             replication: r.replication,
             blocks: r.blocks.len(),
             replicas,
@@ -122,4 +125,40 @@ pub async fn delete(
     let id = parse_hash(&hash)?;
     let deleted = st.client.delete(id).await?;
     Ok(Json(json!({ "hash": id.to_string(), "deleted": deleted })))
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_310_625_999), "2026-11-22T01:23:45Z");
+        assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
+    }
 }

@@ -1,0 +1,144 @@
+//! Test fixtures: an in-process gateway on 127.0.0.1:0 (and, once the servers exist, a
+//! whole in-process cluster), an HTTP client, multipart bodies and polling helpers.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kdfs_client_gateway::Config;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long fixtures wait for anything to become true.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP client for plain-http tests (reqwest needs a crypto provider to be built).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("building a plain HTTP client")
+}
+
+/// A gateway serving on 127.0.0.1:0; cancelled (and awaited) on drop of its token.
+pub struct Gateway {
+    pub url: String,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<kdfs_client_gateway::Result<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway for `namenode` with extra flags (e.g. `--auth-token=x`).
+    pub async fn start(namenode: &str, extra: &[&str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let mut args = vec![
+            "kdfs-gateway".to_owned(),
+            "--listen=127.0.0.1:0".to_owned(),
+            format!("--namenode={namenode}"),
+            "--drain-timeout=5s".to_owned(),
+            "--stall-timeout=5s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = Config::parse_from(args);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(kdfs_client_gateway::run(config, listener, shutdown.clone()));
+        let g = Self {
+            url,
+            shutdown,
+            task,
+        };
+        let client = http();
+        let health = format!("{}/healthz", g.url);
+        wait_until("gateway /healthz", DEADLINE, || {
+            let client = client.clone();
+            let health = health.clone();
+            async move {
+                client
+                    .get(&health)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        })
+        .await;
+        g
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let r = tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("gateway stops within the deadline")
+            .expect("gateway task does not panic");
+        r.expect("gateway exits cleanly");
+    }
+}
+
+/// A `multipart/form-data` body with the given parts: (field name, file name, bytes).
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "kdfs-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, file, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Asserts a response has `status` and a JSON body `{"error": non-empty string}`.
+pub async fn assert_json_error(resp: reqwest::Response, status: u16) -> String {
+    let got = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = resp.text().await.expect("body");
+    assert_eq!(got, status, "status (body {text})");
+    assert!(
+        ct.starts_with("application/json"),
+        "content-type {ct:?} for {text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("error body is JSON");
+    let msg = v["error"].as_str().expect("error field is a string");
+    assert!(!msg.is_empty());
+    msg.to_owned()
+}
