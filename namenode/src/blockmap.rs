@@ -1,0 +1,355 @@
+//! The block map: for every block a live file references, its length, reference
+//! count, wanted replication and the datanodes holding a replica.
+//!
+//! Only the reference counts are durable (`meta.rs`); locations live in memory and are
+//! rebuilt from block reports and pipeline acknowledgements, as in HDFS.
+//!
+//! Compactness: datanodes are interned to small integers ([`NodeIdx`], see
+//! `cluster.rs`) and a block's locations are an inline `SmallVec` of four of them, so
+//! an entry is a 32-byte key plus a 40-byte value with no heap allocation for up to
+//! four replicas. Block ids are already uniformly distributed (they are SHA-256
+//! digests), so the hash is just their first eight bytes ([`IdHasher`]) and the map is
+//! split into [`SHARDS`] independently locked shards chosen by another byte, so a big
+//! report never holds one lock for long.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+
+use kdfs_core::BlockId;
+use smallvec::SmallVec;
+
+/// A datanode, interned (see `cluster.rs`).
+pub type NodeIdx = u32;
+/// Where a block's replicas are: up to four inline.
+pub type Locs = SmallVec<[NodeIdx; 4]>;
+/// Number of independently locked shards.
+pub const SHARDS: usize = 64;
+
+/// Hashes a SHA-256 id by taking eight of its bytes: they are already uniform.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 8 {
+            let v = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+            self.0 = self.0.rotate_left(7) ^ v;
+        } else {
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+            }
+        }
+    }
+    fn write_usize(&mut self, _: usize) {
+        // Length prefixes of the fixed-size id carry no information.
+    }
+}
+
+pub type IdBuild = BuildHasherDefault<IdHasher>;
+type Shard = HashMap<BlockId, BlockInfo, IdBuild>;
+
+/// What the namenode knows about one referenced block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub length: u64,
+    /// Datanodes with a replica believed good.
+    pub locs: Locs,
+    /// Live files referencing the block.
+    pub refs: u32,
+    /// Replicas wanted (the largest replication of its files).
+    pub target: u8,
+}
+
+/// Totals for `/info` and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub blocks: u64,
+    /// Blocks with at least one replica (safe mode's numerator).
+    pub reported: u64,
+    pub under_replicated: u64,
+    pub missing: u64,
+    pub replicas: u64,
+    /// Replicas per node index.
+    pub per_node: Vec<u64>,
+}
+
+/// What applying a report changed.
+#[derive(Debug, Default)]
+pub struct ReportOutcome {
+    /// Replicas of referenced blocks now mapped to the node.
+    pub accepted: u64,
+    /// Reported blocks no live file references: for `gc.rs` to judge.
+    pub unknown: Vec<(BlockId, u64)>,
+    /// Blocks whose replica count changed in a way re-replication must look at.
+    pub dirty: Vec<BlockId>,
+    /// Replicas that were mapped but missing from the report.
+    pub dropped: u64,
+}
+
+/// The sharded block map.
+pub struct BlockMap {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for BlockMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn shard_of(id: &BlockId) -> usize {
+    // The hasher uses bytes 0..8; the shard uses byte 31 so the two are independent.
+    id.as_bytes()[31] as usize % SHARDS
+}
+
+impl BlockMap {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    fn shard(&self, id: &BlockId) -> std::sync::MutexGuard<'_, Shard> {
+        self.lock(shard_of(id))
+    }
+
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
+        // A panic while holding a shard cannot leave it half-updated in a way later
+        // users could not cope with (every update is a single field change), so a
+        // poisoned lock is taken over rather than propagated.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a reference from a newly committed file; creates the entry if needed.
+    /// Returns true if the block was unreferenced before.
+    pub fn add_ref(&self, id: BlockId, length: u64, replication: u32) -> bool {
+        let mut s = self.shard(&id);
+        let e = s.entry(id).or_insert_with(|| BlockInfo {
+            length,
+            locs: Locs::new(),
+            refs: 0,
+            target: 0,
+        });
+        e.refs += 1;
+        e.target = e.target.max(replication.min(u8::MAX as u32) as u8);
+        e.refs == 1
+    }
+
+    /// Loads a reference count from the store at start.
+    pub fn load(&self, id: BlockId, refs: u64, length: u64, replication: u32) {
+        self.shard(&id).insert(
+            id,
+            BlockInfo {
+                length,
+                locs: Locs::new(),
+                refs: refs.min(u32::MAX as u64) as u32,
+                target: replication.clamp(1, u8::MAX as u32) as u8,
+            },
+        );
+    }
+
+    /// Drops a reference from a deleted file. At zero the entry leaves the map and its
+    /// last known locations are returned, so the replicas can be deleted.
+    pub fn release(&self, id: &BlockId) -> Option<(u64, Locs)> {
+        let mut s = self.shard(id);
+        let e = s.get_mut(id)?;
+        e.refs = e.refs.saturating_sub(1);
+        if e.refs == 0 {
+            return s.remove(id).map(|b| (b.length, b.locs));
+        }
+        None
+    }
+
+    pub fn get(&self, id: &BlockId) -> Option<BlockInfo> {
+        self.shard(id).get(id).cloned()
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.shard(id).contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.lock(i).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a replica of a referenced block on `node`. Returns `None` if the block
+    /// is not referenced, else whether it is now over-replicated.
+    pub fn add_location(&self, id: &BlockId, node: NodeIdx) -> Option<bool> {
+        let mut s = self.shard(id);
+        let e = s.get_mut(id)?;
+        if !e.locs.contains(&node) {
+            e.locs.push(node);
+        }
+        Some(e.locs.len() > e.target as usize)
+    }
+
+    /// Forgets the replica of `id` on `node`. Returns true if it was mapped.
+    pub fn remove_location(&self, id: &BlockId, node: NodeIdx) -> bool {
+        let mut s = self.shard(id);
+        let Some(e) = s.get_mut(id) else {
+            return false;
+        };
+        let before = e.locs.len();
+        e.locs.retain(|n| *n != node);
+        before != e.locs.len()
+    }
+
+    /// Forgets every replica on `node` (it died). Returns the blocks that lost one.
+    pub fn remove_node(&self, node: NodeIdx) -> Vec<BlockId> {
+        let mut out = Vec::new();
+        for i in 0..SHARDS {
+            let mut s = self.lock(i);
+            for (id, e) in s.iter_mut() {
+                if let Some(pos) = e.locs.iter().position(|n| *n == node) {
+                    e.locs.remove(pos);
+                    out.push(*id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies a complete full report of `node`: every listed replica of a referenced
+    /// block is mapped, every mapped replica of `node` not listed is dropped, and
+    /// unreferenced blocks are handed back for `gc.rs` to judge.
+    pub fn apply_full_report(&self, node: NodeIdx, blocks: Vec<(BlockId, u64)>) -> ReportOutcome {
+        let mut buckets: Vec<Vec<(BlockId, u64)>> = vec![Vec::new(); SHARDS];
+        let per = blocks.len() / SHARDS + 1;
+        for b in &mut buckets {
+            b.reserve(per + per / 4);
+        }
+        for (id, len) in blocks {
+            buckets[shard_of(&id)].push((id, len));
+        }
+        let mut out = ReportOutcome::default();
+        for (i, mut bucket) in buckets.into_iter().enumerate() {
+            bucket.sort_unstable_by_key(|e| e.0);
+            let mut s = self.lock(i);
+            for (id, len) in &bucket {
+                match s.get_mut(id) {
+                    Some(e) => {
+                        out.accepted += 1;
+                        if !e.locs.contains(&node) {
+                            e.locs.push(node);
+                            if e.locs.len() > e.target as usize {
+                                out.dirty.push(*id);
+                            }
+                        }
+                    }
+                    None => out.unknown.push((*id, *len)),
+                }
+            }
+            for (id, e) in s.iter_mut() {
+                if let Some(pos) = e.locs.iter().position(|n| *n == node)
+                    && bucket.binary_search_by(|(b, _)| b.cmp(id)).is_err()
+                {
+                    e.locs.remove(pos);
+                    out.dropped += 1;
+                    out.dirty.push(*id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Totals over the whole map (a scan: call at most every few seconds).
+    pub fn stats(&self, nodes: usize) -> Stats {
+        let mut st = Stats {
+            per_node: vec![0; nodes],
+            ..Stats::default()
+        };
+        for i in 0..SHARDS {
+            let s = self.lock(i);
+            for e in s.values() {
+                st.blocks += 1;
+                let n = e.locs.len();
+                st.replicas += n as u64;
+                if n == 0 {
+                    st.missing += 1;
+                } else {
+                    st.reported += 1;
+                }
+                if n < e.target as usize {
+                    st.under_replicated += 1;
+                }
+                for l in &e.locs {
+                    if let Some(c) = st.per_node.get_mut(*l as usize) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        st
+    }
+
+    /// Blocks whose replica count differs from the target (for a full rescan after
+    /// safe mode and periodically).
+    pub fn misreplicated(&self) -> Vec<BlockId> {
+        let mut out = Vec::new();
+        for i in 0..SHARDS {
+            let s = self.lock(i);
+            out.extend(
+                s.iter()
+                    .filter(|(_, e)| e.locs.len() != e.target as usize)
+                    .map(|(id, _)| *id),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u8) -> BlockId {
+        BlockId::from_slice(&[n; 32]).unwrap()
+    }
+
+    #[test]
+    fn entries_are_compact() {
+        assert_eq!(std::mem::size_of::<Locs>(), 24);
+        assert!(std::mem::size_of::<BlockInfo>() <= 40);
+    }
+
+    #[test]
+    fn refs_count_and_release_returns_locations() {
+        let m = BlockMap::new();
+        assert!(m.add_ref(b(1), 10, 3));
+        assert!(!m.add_ref(b(1), 10, 2));
+        m.add_location(&b(1), 4);
+        assert_eq!(m.release(&b(1)), None);
+        let (len, locs) = m.release(&b(1)).unwrap();
+        assert_eq!((len, locs.as_slice()), (10, &[4][..]));
+        assert!(!m.contains(&b(1)));
+    }
+
+    #[test]
+    fn full_report_maps_drops_and_hands_back_unknown() {
+        let m = BlockMap::new();
+        for n in 1..=3 {
+            m.add_ref(b(n), 10, 1);
+        }
+        m.add_location(&b(1), 7);
+        m.add_location(&b(3), 7);
+        // Node 7 now reports blocks 1 and 2, plus an unreferenced 9; 3 is missing.
+        let out = m.apply_full_report(7, vec![(b(1), 10), (b(2), 10), (b(9), 10)]);
+        assert_eq!(out.accepted, 2);
+        assert_eq!(out.unknown, vec![(b(9), 10)]);
+        assert_eq!(out.dropped, 1);
+        assert_eq!(out.dirty, vec![b(3)]);
+        assert_eq!(m.get(&b(2)).unwrap().locs.as_slice(), &[7]);
+        assert!(m.get(&b(3)).unwrap().locs.is_empty());
+        let st = m.stats(8);
+        assert_eq!((st.blocks, st.reported, st.missing), (3, 2, 1));
+        assert_eq!(st.per_node[7], 2);
+    }
+}

@@ -1,0 +1,320 @@
+//! Membership: registered datanodes, their load and liveness, and the commands waiting
+//! for their next heartbeat.
+//!
+//! Datanode ids are interned to small integers ([`NodeIdx`]) the first time a node
+//! registers; an index is never reused, so the block map can store indices instead of
+//! 16-byte UUIDs. Liveness is a function of the time since the last heartbeat:
+//! live → stale (after `stale_after`: still read from, not written to) → dead (after
+//! `dead_after`: its replicas leave the block map and are re-replicated). A dead node
+//! that heartbeats again is told to re-register and send a full report.
+
+use std::collections::{HashMap, VecDeque};
+
+use kdfs_core::{BlockId, DatanodeId};
+use tokio::time::{Duration, Instant};
+
+use crate::blockmap::NodeIdx;
+use crate::error::{Error, Result};
+use crate::placement::Candidate;
+
+/// Liveness of a datanode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Live,
+    Stale,
+    Dead,
+}
+
+/// Work for a datanode that rides on its next heartbeat reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// Copy a local replica of `block` to `targets` (the first forwards to the rest).
+    Replicate {
+        block: BlockId,
+        length: u64,
+        targets: Vec<NodeIdx>,
+    },
+    /// Remove surplus replicas of referenced blocks (over-replication trim).
+    Trim(Vec<BlockId>),
+}
+
+/// What a datanode says about itself at registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    pub id: Option<DatanodeId>,
+    pub cluster_id: String,
+    pub address: String,
+    pub zone: String,
+    pub version: String,
+    pub pod_name: String,
+    pub node_name: String,
+    pub load: Load,
+}
+
+/// Storage and load figures from registration and heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub capacity: u64,
+    pub used: u64,
+    pub available: u64,
+    pub in_flight: u32,
+    pub blocks: u64,
+}
+
+/// One datanode as the namenode sees it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: DatanodeId,
+    pub address: String,
+    pub zone: String,
+    pub version: String,
+    pub pod_name: String,
+    pub node_name: String,
+    pub load: Load,
+    pub state: NodeState,
+    pub last_heartbeat: Instant,
+    /// Pipelines handed out since the last heartbeat (its `in_flight` does not know
+    /// them yet): spreads a burst of allocations.
+    pub allocated: u32,
+    pub commands: VecDeque<Cmd>,
+}
+
+impl Node {
+    pub fn writable(&self) -> bool {
+        self.state == NodeState::Live
+    }
+}
+
+/// Every datanode ever registered since start.
+#[derive(Debug)]
+pub struct Cluster {
+    cluster_id: String,
+    nodes: Vec<Node>,
+    index: HashMap<DatanodeId, NodeIdx>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Known and alive: its index.
+    Known(NodeIdx),
+    /// Unknown or declared dead: it must register again.
+    Reregister,
+}
+
+impl Cluster {
+    pub fn new(cluster_id: String) -> Self {
+        Self {
+            cluster_id,
+            nodes: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Registers (or re-registers) a datanode. A node from another cluster is refused;
+    /// a fresh disk (empty cluster id) adopts ours.
+    pub fn register(
+        &mut self,
+        reg: &Registration,
+        id: DatanodeId,
+        now: Instant,
+    ) -> Result<NodeIdx> {
+        if !reg.cluster_id.is_empty() && reg.cluster_id != self.cluster_id {
+            return Err(Error::FailedPrecondition(format!(
+                "datanode {id} belongs to cluster {} but this namenode serves cluster {}; \
+                 its data directory is from another cluster (wipe it or point it at the right namenode)",
+                reg.cluster_id, self.cluster_id
+            )));
+        }
+        let node = Node {
+            id,
+            address: reg.address.clone(),
+            zone: reg.zone.clone(),
+            version: reg.version.clone(),
+            pod_name: reg.pod_name.clone(),
+            node_name: reg.node_name.clone(),
+            load: reg.load,
+            state: NodeState::Live,
+            last_heartbeat: now,
+            allocated: 0,
+            commands: VecDeque::new(),
+        };
+        Ok(match self.index.get(&id) {
+            Some(&idx) => {
+                self.nodes[idx as usize] = node;
+                idx
+            }
+            None => {
+                let idx = self.nodes.len() as NodeIdx;
+                self.nodes.push(node);
+                self.index.insert(id, idx);
+                idx
+            }
+        })
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&mut self, id: &DatanodeId, load: Load, now: Instant) -> Beat {
+        let Some(&idx) = self.index.get(id) else {
+            return Beat::Reregister;
+        };
+        let n = &mut self.nodes[idx as usize];
+        if n.state == NodeState::Dead {
+            return Beat::Reregister;
+        }
+        n.load = load;
+        n.allocated = 0;
+        n.last_heartbeat = now;
+        n.state = NodeState::Live;
+        Beat::Known(idx)
+    }
+
+    /// The index of a known, not dead node.
+    pub fn live_index(&self, id: &DatanodeId) -> Option<NodeIdx> {
+        let idx = *self.index.get(id)?;
+        (self.nodes[idx as usize].state != NodeState::Dead).then_some(idx)
+    }
+
+    pub fn index_of(&self, id: &DatanodeId) -> Option<NodeIdx> {
+        self.index.get(id).copied()
+    }
+
+    pub fn node(&self, idx: NodeIdx) -> Option<&Node> {
+        self.nodes.get(idx as usize)
+    }
+
+    pub fn node_mut(&mut self, idx: NodeIdx) -> Option<&mut Node> {
+        self.nodes.get_mut(idx as usize)
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Moves nodes along live → stale → dead. Returns the nodes that just died.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        stale_after: Duration,
+        dead_after: Duration,
+    ) -> Vec<NodeIdx> {
+        let mut died = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if n.state == NodeState::Dead {
+                continue;
+            }
+            let silent = now.saturating_duration_since(n.last_heartbeat);
+            if silent >= dead_after {
+                n.state = NodeState::Dead;
+                n.commands.clear();
+                died.push(i as NodeIdx);
+            } else if silent >= stale_after {
+                n.state = NodeState::Stale;
+            }
+        }
+        died
+    }
+
+    /// Placement's view of every node.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Candidate {
+                node: i as NodeIdx,
+                zone: n.zone.clone(),
+                writable: n.writable(),
+                available: n.load.available,
+                load: n.load.in_flight + n.allocated,
+            })
+            .collect()
+    }
+
+    /// Counts of live (including stale) and dead nodes.
+    pub fn counts(&self) -> (usize, usize) {
+        let dead = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Dead)
+            .count();
+        (self.nodes.len() - dead, dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(cluster: &str) -> Registration {
+        Registration {
+            cluster_id: cluster.into(),
+            address: "127.0.0.1:1".into(),
+            ..Registration::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_moves_live_stale_dead_and_back() {
+        let mut c = Cluster::new("c1".into());
+        let id = DatanodeId::random();
+        let idx = c.register(&reg(""), id, Instant::now()).unwrap();
+        let (stale, dead) = (Duration::from_secs(9), Duration::from_secs(30));
+        let state = |c: &Cluster| c.node(idx).unwrap().state;
+
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(c.tick(Instant::now(), stale, dead).is_empty());
+        assert_eq!(state(&c), NodeState::Live);
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.tick(Instant::now(), stale, dead).is_empty());
+        assert_eq!(state(&c), NodeState::Stale);
+        assert!(!c.candidates()[0].writable, "stale nodes get no writes");
+
+        // A heartbeat brings a stale node back.
+        assert_eq!(
+            c.heartbeat(&id, Load::default(), Instant::now()),
+            Beat::Known(idx)
+        );
+        assert_eq!(state(&c), NodeState::Live);
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(c.tick(Instant::now(), stale, dead), vec![idx]);
+        assert_eq!(state(&c), NodeState::Dead);
+        // Dead stays dead until it registers again; the index is kept.
+        assert!(c.tick(Instant::now(), stale, dead).is_empty());
+        assert_eq!(
+            c.heartbeat(&id, Load::default(), Instant::now()),
+            Beat::Reregister
+        );
+        assert_eq!(c.register(&reg("c1"), id, Instant::now()).unwrap(), idx);
+        assert_eq!(state(&c), NodeState::Live);
+
+        assert_eq!(
+            c.heartbeat(&DatanodeId::random(), Load::default(), Instant::now()),
+            Beat::Reregister
+        );
+    }
+
+    #[test]
+    fn foreign_cluster_is_refused_with_a_clear_message() {
+        let mut c = Cluster::new("c1".into());
+        let e = c
+            .register(&reg("other"), DatanodeId::random(), Instant::now())
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::FailedPrecondition(m) if m.contains("other") && m.contains("c1"))
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The namenode's command-line and environment configuration (DESIGN.md §12).
+//!
+//! Every flag also reads `KDFS_<FLAG>`; defaults are the named constants below so that
+//! tests, manifests and documentation can refer to them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kdfs_core::telemetry::LogFormat;
+use kdfs_core::{ByteSize, HumanDuration};
+
+/// gRPC listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8020";
+/// HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
+pub const DEFAULT_HTTP: &str = "0.0.0.0:9870";
+/// Where the metadata database lives.
+pub const DEFAULT_DATA_DIR: &str = "./kdfs-namenode";
+/// Replicas wanted per block.
+pub const DEFAULT_REPLICATION: u32 = 3;
+/// Largest block.
+pub const DEFAULT_BLOCK_SIZE: &str = "64MiB";
+/// How often datanodes heartbeat.
+pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "3s";
+/// A datanode silent this long is dead; its replicas are re-replicated.
+pub const DEFAULT_DEAD_AFTER: &str = "30s";
+/// How often datanodes send a full block report.
+pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
+/// An upload lease expires this long after its last use.
+pub const DEFAULT_LEASE_TTL: &str = "2m";
+/// Tombstones (and the knowledge that their blocks must go) are kept this long.
+pub const DEFAULT_TOMBSTONE_RETENTION: &str = "7d";
+/// Safe mode ends when this fraction of known blocks has been reported...
+pub const DEFAULT_SAFE_MODE_THRESHOLD: f64 = 0.999;
+/// ...or after this long, whichever comes first.
+pub const DEFAULT_SAFE_MODE_TIMEOUT: &str = "2m";
+/// Concurrent re-replication streams a datanode serves as a source, and as a target.
+pub const DEFAULT_REPLICATION_STREAMS: u32 = 2;
+/// A re-replication not confirmed by the target's report within this is retried.
+pub const DEFAULT_REPLICATION_TIMEOUT: &str = "2m";
+
+/// Configuration of `kdfs-namenode`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kdfs-namenode", version, about = "kdfs metadata server")]
+pub struct Config {
+    /// gRPC address to listen on.
+    #[arg(long, env = "KDFS_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "KDFS_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// Directory of the metadata database (created if missing).
+    #[arg(long, env = "KDFS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Replicas per block for uploads that do not ask for another number.
+    #[arg(long, env = "KDFS_REPLICATION", default_value_t = DEFAULT_REPLICATION,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replication: u32,
+    /// Replicas that must be durable before an upload is acknowledged
+    /// (default: min(2, replication)).
+    #[arg(long, env = "KDFS_MIN_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub min_replicas: Option<u32>,
+    /// Largest block, e.g. 64MiB.
+    #[arg(long, env = "KDFS_BLOCK_SIZE", default_value = DEFAULT_BLOCK_SIZE)]
+    pub block_size: ByteSize,
+    /// How often datanodes heartbeat.
+    #[arg(long, env = "KDFS_HEARTBEAT_INTERVAL", default_value = DEFAULT_HEARTBEAT_INTERVAL)]
+    pub heartbeat_interval: HumanDuration,
+    /// A datanode silent this long is declared dead.
+    #[arg(long, env = "KDFS_DEAD_AFTER", default_value = DEFAULT_DEAD_AFTER)]
+    pub dead_after: HumanDuration,
+    /// How often datanodes send a full block report.
+    #[arg(long, env = "KDFS_BLOCK_REPORT_INTERVAL", default_value = DEFAULT_BLOCK_REPORT_INTERVAL)]
+    pub block_report_interval: HumanDuration,
+    /// A datanode silent this long is stale: still read from, not written to
+    /// (default: three heartbeat intervals).
+    #[arg(long, env = "KDFS_STALE_AFTER")]
+    pub stale_after: Option<HumanDuration>,
+    /// Upload leases expire this long after their last use.
+    #[arg(long, env = "KDFS_LEASE_TTL", default_value = DEFAULT_LEASE_TTL)]
+    pub lease_ttl: HumanDuration,
+    /// How long tombstones of deleted files are kept.
+    #[arg(long, env = "KDFS_TOMBSTONE_RETENTION", default_value = DEFAULT_TOMBSTONE_RETENTION)]
+    pub tombstone_retention: HumanDuration,
+    /// Safe mode ends once this fraction of known blocks has been reported.
+    #[arg(long, env = "KDFS_SAFE_MODE_THRESHOLD", default_value_t = DEFAULT_SAFE_MODE_THRESHOLD)]
+    pub safe_mode_threshold: f64,
+    /// Safe mode ends after this long at the latest.
+    #[arg(long, env = "KDFS_SAFE_MODE_TIMEOUT", default_value = DEFAULT_SAFE_MODE_TIMEOUT)]
+    pub safe_mode_timeout: HumanDuration,
+    /// Concurrent re-replication streams per datanode, as source and as target.
+    #[arg(long, env = "KDFS_REPLICATION_STREAMS", default_value_t = DEFAULT_REPLICATION_STREAMS)]
+    pub replication_streams: u32,
+    /// A re-replication not confirmed within this long is retried elsewhere.
+    #[arg(long, env = "KDFS_REPLICATION_TIMEOUT", default_value = DEFAULT_REPLICATION_TIMEOUT)]
+    pub replication_timeout: HumanDuration,
+    /// Log format: plain or json.
+    #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Replicas that must be durable before a commit (min(2, replication) unless set).
+    pub fn min_replicas(&self) -> u32 {
+        self.min_replicas.unwrap_or(2).min(self.replication).max(1)
+    }
+
+    /// When a silent datanode becomes stale.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+            .map(HumanDuration::get)
+            .unwrap_or(self.heartbeat_interval.get() * 3)
+            .min(self.dead_after.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = Config::parse_from(["kdfs-namenode"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8020");
+        assert_eq!(c.http.to_string(), "0.0.0.0:9870");
+        assert_eq!(c.replication, 3);
+        assert_eq!(c.min_replicas(), 2);
+        assert_eq!(c.block_size.bytes(), 64 << 20);
+        assert_eq!(c.heartbeat_interval.get(), Duration::from_secs(3));
+        assert_eq!(c.dead_after.get(), Duration::from_secs(30));
+        assert_eq!(c.block_report_interval.get(), Duration::from_secs(3600));
+        assert_eq!(c.stale_after(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn min_replicas_never_exceeds_replication() {
+        let c = Config::parse_from(["kdfs-namenode", "--replication", "1"]);
+        assert_eq!(c.min_replicas(), 1);
+        let c = Config::parse_from(["kdfs-namenode", "--replication", "5", "--min-replicas", "3"]);
+        assert_eq!(c.min_replicas(), 3);
+    }
+}

@@ -1,0 +1,528 @@
+//! Re-replication: keeps every referenced block at its wanted replica count.
+//!
+//! HDFS-style priority queues ([`Priority`]): blocks down to one live replica first,
+//! then other under-replicated blocks, then blocks with corrupt replicas to clean up,
+//! then over-replicated blocks to trim. Work is bounded: each datanode serves at most
+//! `streams` copies as a source and receives at most `streams` as a target at a time.
+//! A copy not confirmed (by the target's block report) before its deadline is
+//! abandoned and retried from another source to another target. Trims never go below
+//! the wanted count and never remove the last replica.
+//!
+//! Events mark blocks *dirty* (a node died, a replica went missing or corrupt, a
+//! commit was short of replicas, a report added a surplus replica); each tick of the
+//! worker classifies the dirty blocks into the queues and schedules what the limits
+//! allow. The result is a list of commands for the heartbeat replies of the sources.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use kdfs_core::BlockId;
+use smallvec::SmallVec;
+
+use crate::blockmap::{BlockMap, NodeIdx};
+use crate::cluster::Cmd;
+use crate::placement::{self, Candidate};
+
+/// Queue entries looked at per tick, so one tick stays short on a huge backlog.
+pub const MAX_SCHEDULE_PER_TICK: usize = 20_000;
+
+/// Why a block needs work, most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// One live replica left: losing one more node loses data.
+    OneReplica = 0,
+    /// Fewer live replicas than wanted.
+    Under = 1,
+    /// Enough good replicas; corrupt ones are left to delete.
+    Corrupt = 2,
+    /// More replicas than wanted.
+    Over = 3,
+}
+
+/// Classifies a block. `None`: nothing to do (or nothing possible: no replica left).
+pub fn priority(live: usize, target: usize, corrupt: bool) -> Option<Priority> {
+    if live == 0 {
+        None
+    } else if live < target && live == 1 {
+        Some(Priority::OneReplica)
+    } else if live < target {
+        Some(Priority::Under)
+    } else if corrupt {
+        Some(Priority::Corrupt)
+    } else if live > target {
+        Some(Priority::Over)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    source: NodeIdx,
+    targets: SmallVec<[NodeIdx; 4]>,
+    deadline_ms: u64,
+}
+
+/// Re-replication state.
+#[derive(Debug)]
+pub struct Replication {
+    streams: u32,
+    timeout_ms: u64,
+    queues: [VecDeque<BlockId>; 4],
+    queued: HashSet<BlockId>,
+    dirty: HashSet<BlockId>,
+    pending: HashMap<BlockId, Pending>,
+    source_load: HashMap<NodeIdx, u32>,
+    target_load: HashMap<NodeIdx, u32>,
+    /// Nodes that failed a copy of the block (timed out): tried last.
+    avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>>,
+    /// Replicas found corrupt, to delete once the block is healthy again.
+    corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>>,
+}
+
+/// Counts for `/info` and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: [usize; 4],
+    pub pending: usize,
+    pub dirty: usize,
+}
+
+impl Replication {
+    pub fn new(streams: u32, timeout_ms: u64) -> Self {
+        Self {
+            streams: streams.max(1),
+            timeout_ms,
+            queues: Default::default(),
+            queued: HashSet::new(),
+            dirty: HashSet::new(),
+            pending: HashMap::new(),
+            source_load: HashMap::new(),
+            target_load: HashMap::new(),
+            avoid: HashMap::new(),
+            corrupt: HashMap::new(),
+        }
+    }
+
+    /// Asks for `ids` to be looked at on the next tick.
+    pub fn mark_dirty(&mut self, ids: impl IntoIterator<Item = BlockId>) {
+        self.dirty.extend(ids);
+    }
+
+    /// A replica of `id` on `node` failed verification.
+    pub fn mark_corrupt(&mut self, id: BlockId, node: NodeIdx) {
+        let c = self.corrupt.entry(id).or_default();
+        if !c.contains(&node) {
+            c.push(node);
+        }
+        self.dirty.insert(id);
+    }
+
+    /// Whether any copy is outstanding (lets report handling skip the lookups).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// `node` now holds `id`: completes that part of an outstanding copy.
+    pub fn replica_added(&mut self, id: &BlockId, node: NodeIdx) {
+        let Some(p) = self.pending.get_mut(id) else {
+            return;
+        };
+        let Some(pos) = p.targets.iter().position(|t| *t == node) else {
+            return;
+        };
+        p.targets.remove(pos);
+        dec(&mut self.target_load, node);
+        if p.targets.is_empty() {
+            let source = p.source;
+            self.pending.remove(id);
+            dec(&mut self.source_load, source);
+            self.avoid.remove(id);
+            self.dirty.insert(*id);
+        }
+    }
+
+    /// A node died: its outstanding copies are cancelled and their blocks rechecked.
+    pub fn node_dead(&mut self, node: NodeIdx) {
+        let hit: Vec<BlockId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.source == node || p.targets.contains(&node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in hit {
+            self.cancel(&id);
+        }
+        self.source_load.remove(&node);
+        self.target_load.remove(&node);
+    }
+
+    fn cancel(&mut self, id: &BlockId) {
+        if let Some(p) = self.pending.remove(id) {
+            dec(&mut self.source_load, p.source);
+            for t in &p.targets {
+                dec(&mut self.target_load, *t);
+            }
+            self.dirty.insert(*id);
+        }
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            queued: [0, 1, 2, 3].map(|i| self.queues[i].len()),
+            pending: self.pending.len(),
+            dirty: self.dirty.len(),
+        }
+    }
+
+    /// One round: expire overdue copies, classify dirty blocks, schedule work within
+    /// the stream limits. Returns the commands to deliver, per node.
+    pub fn tick(
+        &mut self,
+        now_ms: u64,
+        blocks: &BlockMap,
+        nodes: &[Candidate],
+        block_size: u64,
+    ) -> Vec<(NodeIdx, Cmd)> {
+        self.expire(now_ms);
+        self.classify(blocks);
+        self.schedule(now_ms, blocks, nodes, block_size)
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let overdue: Vec<BlockId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            if let Some(p) = self.pending.get(&id) {
+                tracing::info!(block = %id, source = p.source, "re-replication timed out, retrying elsewhere");
+                let tried: SmallVec<[NodeIdx; 4]> = std::iter::once(p.source)
+                    .chain(p.targets.iter().copied())
+                    .collect();
+                let avoid = self.avoid.entry(id).or_default();
+                for n in tried {
+                    if !avoid.contains(&n) {
+                        avoid.push(n);
+                    }
+                }
+            }
+            self.cancel(&id);
+        }
+    }
+
+    fn classify(&mut self, blocks: &BlockMap) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(info) = blocks.get(&id) else {
+                self.corrupt.remove(&id);
+                self.avoid.remove(&id);
+                continue;
+            };
+            if self.pending.contains_key(&id) || self.queued.contains(&id) {
+                continue;
+            }
+            let corrupt = self.corrupt.contains_key(&id);
+            if let Some(p) = priority(info.locs.len(), info.target as usize, corrupt) {
+                self.queued.insert(id);
+                self.queues[p as usize].push_back(id);
+            }
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        now_ms: u64,
+        blocks: &BlockMap,
+        nodes: &[Candidate],
+        block_size: u64,
+    ) -> Vec<(NodeIdx, Cmd)> {
+        let mut out = Vec::new();
+        let mut budget = MAX_SCHEDULE_PER_TICK;
+        for q in 0..4 {
+            let mut retry = VecDeque::new();
+            while budget > 0 {
+                let Some(id) = self.queues[q].pop_front() else {
+                    break;
+                };
+                budget -= 1;
+                self.queued.remove(&id);
+                let Some(info) = blocks.get(&id) else {
+                    continue;
+                };
+                let target = info.target as usize;
+                let live = info.locs.len();
+                match priority(live, target, self.corrupt.contains_key(&id)) {
+                    None => {}
+                    Some(Priority::OneReplica | Priority::Under) => {
+                        match self.plan_copy(&id, &info.locs, target - live, nodes, block_size) {
+                            Some((source, targets)) => {
+                                *self.source_load.entry(source).or_default() += 1;
+                                for t in &targets {
+                                    *self.target_load.entry(*t).or_default() += 1;
+                                }
+                                self.pending.insert(
+                                    id,
+                                    Pending {
+                                        source,
+                                        targets: targets.iter().copied().collect(),
+                                        deadline_ms: now_ms + self.timeout_ms,
+                                    },
+                                );
+                                out.push((
+                                    source,
+                                    Cmd::Replicate {
+                                        block: id,
+                                        length: info.length,
+                                        targets,
+                                    },
+                                ));
+                            }
+                            None => retry.push_back(id),
+                        }
+                    }
+                    Some(Priority::Corrupt) => {
+                        for n in self.corrupt.remove(&id).unwrap_or_default() {
+                            if !info.locs.contains(&n) {
+                                out.push((n, Cmd::Trim(vec![id])));
+                            }
+                        }
+                    }
+                    Some(Priority::Over) => {
+                        let mut holders: Vec<&Candidate> = info
+                            .locs
+                            .iter()
+                            .filter_map(|n| nodes.iter().find(|c| c.node == *n))
+                            .collect();
+                        // Trim where space is scarcest; keep at least `target` (≥ 1).
+                        holders.sort_by_key(|c| (c.available, std::cmp::Reverse(c.node)));
+                        let excess = live.saturating_sub(target.max(1));
+                        for c in holders.into_iter().take(excess) {
+                            blocks.remove_location(&id, c.node);
+                            out.push((c.node, Cmd::Trim(vec![id])));
+                        }
+                    }
+                }
+            }
+            for id in retry {
+                self.queued.insert(id);
+                self.queues[q].push_back(id);
+            }
+        }
+        out
+    }
+
+    /// A source among the holders and `need` targets among the others, within the
+    /// stream limits, avoiding nodes that already failed this block when possible.
+    fn plan_copy(
+        &self,
+        id: &BlockId,
+        holders: &[NodeIdx],
+        need: usize,
+        nodes: &[Candidate],
+        block_size: u64,
+    ) -> Option<(NodeIdx, Vec<NodeIdx>)> {
+        let avoid = self.avoid.get(id);
+        let avoided = |n: NodeIdx| avoid.is_some_and(|a| a.contains(&n));
+        let source = holders
+            .iter()
+            .filter(|n| self.source_load.get(n).copied().unwrap_or(0) < self.streams)
+            .filter_map(|n| nodes.iter().find(|c| c.node == *n))
+            .min_by_key(|c| {
+                (
+                    avoided(c.node),
+                    !c.writable,
+                    self.source_load.get(&c.node).copied().unwrap_or(0),
+                    c.load,
+                )
+            })?
+            .node;
+        let open: Vec<Candidate> = nodes
+            .iter()
+            .filter(|c| self.target_load.get(&c.node).copied().unwrap_or(0) < self.streams)
+            .cloned()
+            .collect();
+        let mut exclude: HashSet<NodeIdx> = holders.iter().copied().collect();
+        let request = |exclude: HashSet<NodeIdx>| placement::Request {
+            wanted: need,
+            min: 1,
+            block_size,
+            exclude,
+        };
+        // Prefer nodes that have not failed this block; fall back to them.
+        if let Some(a) = avoid {
+            let mut strict = exclude.clone();
+            strict.extend(a.iter().copied());
+            if let Ok(t) = placement::check(&open, &request(strict)) {
+                return Some((source, t));
+            }
+        }
+        exclude.insert(source);
+        placement::check(&open, &request(exclude))
+            .ok()
+            .map(|t| (source, t))
+    }
+}
+
+fn dec(m: &mut HashMap<NodeIdx, u32>, n: NodeIdx) {
+    if let Some(v) = m.get_mut(&n) {
+        *v = v.saturating_sub(1);
+        if *v == 0 {
+            m.remove(&n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u8) -> BlockId {
+        BlockId::from_slice(&[n; 32]).unwrap()
+    }
+
+    fn nodes(n: u32) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate {
+                node: i,
+                zone: String::new(),
+                writable: true,
+                available: 1 << 40,
+                load: 0,
+            })
+            .collect()
+    }
+
+    /// A block map where block `id` wants `target` replicas and sits on `on`.
+    fn with_block(m: &BlockMap, id: BlockId, target: u32, on: &[NodeIdx]) {
+        m.add_ref(id, 100, target);
+        for n in on {
+            m.add_location(&id, *n);
+        }
+    }
+
+    fn copies(cmds: &[(NodeIdx, Cmd)]) -> Vec<BlockId> {
+        cmds.iter()
+            .filter_map(|(_, c)| match c {
+                Cmd::Replicate { block, .. } => Some(*block),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn priority_table() {
+        for (live, target, corrupt, want) in [
+            (0, 3, false, None),
+            (1, 3, false, Some(Priority::OneReplica)),
+            (2, 3, false, Some(Priority::Under)),
+            (2, 3, true, Some(Priority::Under)),
+            (3, 3, true, Some(Priority::Corrupt)),
+            (3, 3, false, None),
+            (4, 3, false, Some(Priority::Over)),
+            (1, 1, false, None),
+        ] {
+            assert_eq!(
+                priority(live, target, corrupt),
+                want,
+                "{live}/{target} {corrupt}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_replica_blocks_go_first_and_streams_are_bounded() {
+        let m = BlockMap::new();
+        // Both blocks can only be copied from node 0, which serves one stream at a time.
+        with_block(&m, b(1), 3, &[0, 1]);
+        with_block(&m, b(2), 3, &[0]);
+        let mut r = Replication::new(1, 60_000);
+        r.mark_dirty([b(1), b(2)]);
+        let mut cluster = nodes(4);
+        cluster[1].writable = false; // stale: may not be a target, still a source
+        let cmds = r.tick(0, &m, &cluster, 1);
+        assert_eq!(copies(&cmds), vec![b(2)], "the one-replica block first");
+        // b(1) found a source (node 1, stale but readable) and targets? Node 1 has
+        // capacity as a source, so b(1) was scheduled from it only if targets were free:
+        // targets 2 and 3 are busy receiving b(2) with one stream each.
+        let Cmd::Replicate { targets, .. } = &cmds[0].1 else {
+            panic!()
+        };
+        assert_eq!(targets.len(), 2);
+        assert_eq!(r.stats().pending, 1);
+        assert_eq!(r.stats().queued[Priority::Under as usize], 1);
+
+        // Targets confirm: the stream limits free up and b(1) goes next.
+        for t in targets {
+            m.add_location(&b(2), *t);
+            r.replica_added(&b(2), *t);
+        }
+        let cmds = r.tick(1, &m, &cluster, 1);
+        assert_eq!(copies(&cmds), vec![b(1)]);
+    }
+
+    #[test]
+    fn timed_out_copies_are_retried_with_another_target() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0]);
+        let mut r = Replication::new(2, 1000);
+        r.mark_dirty([b(1)]);
+        let cluster = nodes(3);
+        let cmds = r.tick(0, &m, &cluster, 1);
+        let Cmd::Replicate { targets, .. } = &cmds[0].1 else {
+            panic!()
+        };
+        let first = targets[0];
+        assert!(r.tick(500, &m, &cluster, 1).is_empty(), "still waiting");
+        let cmds = r.tick(1000, &m, &cluster, 1);
+        let Cmd::Replicate { targets, .. } = &cmds[0].1 else {
+            panic!()
+        };
+        assert_ne!(targets[0], first);
+    }
+
+    #[test]
+    fn over_replication_is_trimmed_to_target_never_below() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0, 1, 2, 3]);
+        let mut r = Replication::new(2, 1000);
+        r.mark_dirty([b(1)]);
+        let mut cluster = nodes(4);
+        cluster[2].available = 1;
+        cluster[3].available = 2;
+        let cmds = r.tick(0, &m, &cluster, 1);
+        let trimmed: Vec<NodeIdx> = cmds.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            trimmed,
+            vec![2, 3],
+            "the fullest nodes lose their surplus copy"
+        );
+        assert_eq!(m.get(&b(1)).unwrap().locs.len(), 2);
+        r.mark_dirty([b(1)]);
+        assert!(r.tick(1, &m, &cluster, 1).is_empty());
+    }
+
+    #[test]
+    fn dead_sources_cancel_their_copies() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0, 2]);
+        m.remove_location(&b(1), 2);
+        let mut r = Replication::new(2, 60_000);
+        r.mark_dirty([b(1)]);
+        let cluster = nodes(3);
+        assert_eq!(r.tick(0, &m, &cluster, 1).len(), 1);
+        r.node_dead(0);
+        assert_eq!(r.stats().pending, 0);
+        assert_eq!(r.stats().dirty, 1);
+    }
+
+    #[test]
+    fn corrupt_replicas_are_deleted_once_the_block_is_healthy() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0, 1]);
+        let mut r = Replication::new(2, 60_000);
+        r.mark_corrupt(b(1), 2);
+        let cmds = r.tick(0, &m, &nodes(3), 1);
+        assert_eq!(cmds, vec![(2, Cmd::Trim(vec![b(1)]))]);
+    }
+}

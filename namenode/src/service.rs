@@ -1,0 +1,468 @@
+//! The `Namenode` gRPC service: converts wire messages to checked domain values
+//! (every id through `kdfs_proto::wire`), calls the [`NameSystem`], and converts the
+//! answer back. No policy lives here.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kdfs_core::{BlockId, DatanodeId};
+use kdfs_proto::pb::{self, namenode_server};
+use kdfs_proto::{transport, wire};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cluster::{Load, NodeState, Registration};
+use crate::meta::FileRecord;
+use crate::namesystem::{CommittedBlock, FileView, Location, NameSystem, Outgoing};
+
+/// Most blocks one full report may carry in total (a bound on the memory a report
+/// stream can make the namenode hold before applying it).
+pub const MAX_REPORT_BLOCKS: usize = 50_000_000;
+/// Most blocks one file may have (1 PiB at 64 MiB blocks).
+pub const MAX_FILE_BLOCKS: usize = 16 << 20;
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct NamenodeService {
+    ns: Arc<NameSystem>,
+}
+
+impl NamenodeService {
+    pub fn new(ns: Arc<NameSystem>) -> Self {
+        Self { ns }
+    }
+
+    /// The service wrapped for a tonic router, with kdfs's message limit.
+    pub fn into_server(self) -> namenode_server::NamenodeServer<Self> {
+        namenode_server::NamenodeServer::new(self)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE)
+    }
+}
+
+fn upload_id(raw: &str) -> Result<&str, Status> {
+    if raw.len() == 36 && uuid::Uuid::parse_str(raw).is_ok() {
+        Ok(raw)
+    } else {
+        Err(Status::invalid_argument(
+            "upload_id: not an upload id this namenode issued",
+        ))
+    }
+}
+
+fn loc(l: &Location) -> pb::DatanodeLocation {
+    pb::DatanodeLocation {
+        id: l.id.to_string(),
+        address: l.address.clone(),
+    }
+}
+
+fn raw_block(b: &BlockId) -> bytes::Bytes {
+    wire::raw(b.as_bytes())
+}
+
+fn record(r: &FileRecord) -> pb::FileRecord {
+    pb::FileRecord {
+        id: wire::raw(r.id.as_bytes()),
+        name: r.name.clone(),
+        size: r.size,
+        content_type: r.content_type.clone(),
+        created_ms: r.created_ms,
+        replication: r.replication,
+        blocks: r
+            .blocks
+            .iter()
+            .map(|(b, len)| pb::BlockEntry {
+                id: raw_block(b),
+                length: *len,
+            })
+            .collect(),
+    }
+}
+
+fn commands(out: Vec<Outgoing>) -> Vec<pb::Command> {
+    out.into_iter()
+        .map(|c| pb::Command {
+            kind: Some(match c {
+                Outgoing::Delete(ids) => pb::command::Kind::Delete(pb::DeleteBlocks {
+                    block_ids: ids.iter().map(raw_block).collect(),
+                }),
+                Outgoing::Replicate {
+                    block,
+                    length,
+                    targets,
+                } => pb::command::Kind::Replicate(pb::ReplicateBlock {
+                    block_id: raw_block(&block),
+                    length,
+                    targets: targets.iter().map(loc).collect(),
+                }),
+            }),
+        })
+        .collect()
+}
+
+fn deletes(ids: Vec<BlockId>) -> Vec<pb::Command> {
+    if ids.is_empty() {
+        Vec::new()
+    } else {
+        commands(vec![Outgoing::Delete(ids)])
+    }
+}
+
+fn entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
+    raw.iter()
+        .map(|e| Ok((wire::block_id(field, &e.id)?, e.length)))
+        .collect()
+}
+
+fn short(s: &str, field: &str, max: usize) -> Result<String, Status> {
+    if s.len() > max || s.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {max} bytes without control characters"
+        )));
+    }
+    Ok(s.to_owned())
+}
+
+#[tonic::async_trait]
+impl namenode_server::Namenode for NamenodeService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let reg = Registration {
+            id: Some(id),
+            cluster_id: short(&r.cluster_id, "cluster_id", 64)?,
+            address: wire::address("address", &r.address)?,
+            zone: short(&r.zone, "zone", 253)?,
+            version: short(&r.version, "version", 64)?,
+            pod_name: short(&r.pod_name, "pod_name", 253)?,
+            node_name: short(&r.node_name, "node_name", 253)?,
+            load: Load {
+                capacity: r.capacity,
+                used: r.used,
+                available: r.available,
+                in_flight: 0,
+                blocks: 0,
+            },
+        };
+        let cluster_id = self.ns.register(id, &reg)?;
+        Ok(Response::new(pb::RegisterResponse {
+            cluster_id,
+            heartbeat_interval_ms: self.ns.settings.heartbeat_interval.as_millis() as u64,
+            block_report_interval_ms: self.ns.settings.block_report_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let load = Load {
+            capacity: r.capacity,
+            used: r.used,
+            available: r.available,
+            in_flight: r.in_flight,
+            blocks: r.blocks,
+        };
+        Ok(Response::new(match self.ns.heartbeat(&id, load) {
+            Some(out) => pb::HeartbeatResponse {
+                commands: commands(out),
+                reregister: false,
+            },
+            None => pb::HeartbeatResponse {
+                commands: Vec::new(),
+                reregister: true,
+            },
+        }))
+    }
+
+    async fn full_block_report(
+        &self,
+        request: Request<Streaming<pb::FullBlockReportChunk>>,
+    ) -> Result<Response<pb::FullBlockReportResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut sender: Option<DatanodeId> = None;
+        let mut blocks = Vec::new();
+        // Nothing is applied until the stream ended cleanly: a broken report changes
+        // nothing.
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let id = wire::datanode_id("datanode_id", &chunk.datanode_id)?;
+            match sender {
+                None => sender = Some(id),
+                Some(s) if s != id => {
+                    return Err(Status::invalid_argument(
+                        "datanode_id differs between chunks of one report",
+                    ));
+                }
+                Some(_) => {}
+            }
+            if chunk.blocks.len() > transport::MAX_REPORT_CHUNK
+                || blocks.len() + chunk.blocks.len() > MAX_REPORT_BLOCKS
+            {
+                return Err(Status::invalid_argument("block report too large"));
+            }
+            blocks.extend(entries("blocks.id", &chunk.blocks)?);
+        }
+        let Some(id) = sender else {
+            return Err(Status::invalid_argument(
+                "empty block report stream: send at least one chunk",
+            ));
+        };
+        let ns = self.ns.clone();
+        // Applying a million entries takes a fraction of a second of CPU: keep it off
+        // the async workers.
+        let (accepted, dels) = tokio::task::spawn_blocking(move || ns.full_report(&id, blocks))
+            .await
+            .map_err(|e| Status::internal(format!("report task failed: {e}")))??;
+        Ok(Response::new(pb::FullBlockReportResponse {
+            accepted,
+            commands: deletes(dels),
+        }))
+    }
+
+    async fn incremental_block_report(
+        &self,
+        request: Request<pb::IncrementalBlockReportRequest>,
+    ) -> Result<Response<pb::IncrementalBlockReportResponse>, Status> {
+        let r = request.into_inner();
+        let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let added = entries("added.id", &r.added)?;
+        let removed = wire::block_ids("removed", &r.removed)?;
+        let corrupt = wire::block_ids("corrupt", &r.corrupt)?;
+        let dels = self
+            .ns
+            .incremental_report(&id, &added, &removed, &corrupt)?;
+        Ok(Response::new(pb::IncrementalBlockReportResponse {
+            commands: deletes(dels),
+        }))
+    }
+
+    async fn begin_upload(
+        &self,
+        request: Request<pb::BeginUploadRequest>,
+    ) -> Result<Response<pb::BeginUploadResponse>, Status> {
+        let r = request.into_inner();
+        let lease = self
+            .ns
+            .begin_upload(&r.name, &r.content_type, r.replication)
+            .await?;
+        let s = &self.ns.settings;
+        Ok(Response::new(pb::BeginUploadResponse {
+            upload_id: lease.id,
+            block_size: s.block_size,
+            replication: lease.replication,
+            min_replicas: s.min_replicas.min(lease.replication),
+            lease_ttl_ms: s.lease_ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        let r = request.into_inner();
+        self.ns.renew(upload_id(&r.upload_id)?)?;
+        Ok(Response::new(pb::RenewLeaseResponse {
+            lease_ttl_ms: self.ns.settings.lease_ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn allocate_block(
+        &self,
+        request: Request<pb::AllocateBlockRequest>,
+    ) -> Result<Response<pb::AllocateBlockResponse>, Status> {
+        let r = request.into_inner();
+        let up = upload_id(&r.upload_id)?;
+        let exclude = r
+            .exclude
+            .iter()
+            .map(|d| wire::datanode_id("exclude", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pipeline = self.ns.allocate(up, &exclude, r.replicas)?;
+        Ok(Response::new(pb::AllocateBlockResponse {
+            pipeline: pipeline.iter().map(loc).collect(),
+        }))
+    }
+
+    async fn commit_file(
+        &self,
+        request: Request<pb::CommitFileRequest>,
+    ) -> Result<Response<pb::CommitFileResponse>, Status> {
+        let r = request.into_inner();
+        let up = upload_id(&r.upload_id)?.to_owned();
+        let file_id = wire::file_id("file_id", &r.file_id)?;
+        if r.blocks.len() > MAX_FILE_BLOCKS {
+            return Err(Status::invalid_argument("too many blocks"));
+        }
+        let blocks = r
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(CommittedBlock {
+                    id: wire::block_id("blocks.id", &b.id)?,
+                    length: b.length,
+                    replicas: b
+                        .replicas
+                        .iter()
+                        .map(|d| wire::datanode_id("blocks.replicas", d))
+                        .collect::<Result<_, Status>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        // The commit must finish once started even if the caller disconnects: run it
+        // in its own task so dropping this future cannot cut it in half.
+        let ns = self.ns.clone();
+        let (rec, existed) =
+            tokio::spawn(async move { ns.commit(&up, file_id, r.size, blocks).await })
+                .await
+                .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
+        Ok(Response::new(pb::CommitFileResponse {
+            file: Some(record(&rec)),
+            existed,
+        }))
+    }
+
+    async fn abandon_upload(
+        &self,
+        request: Request<pb::AbandonUploadRequest>,
+    ) -> Result<Response<pb::AbandonUploadResponse>, Status> {
+        let r = request.into_inner();
+        self.ns.abandon(upload_id(&r.upload_id)?).await?;
+        Ok(Response::new(pb::AbandonUploadResponse {}))
+    }
+
+    async fn get_file(
+        &self,
+        request: Request<pb::GetFileRequest>,
+    ) -> Result<Response<pb::GetFileResponse>, Status> {
+        let id = wire::file_id("file_id", &request.get_ref().file_id)?;
+        Ok(Response::new(match self.ns.get_file(&id)? {
+            FileView::Live {
+                record: rec,
+                blocks,
+            } => pb::GetFileResponse {
+                state: pb::FileState::Live as i32,
+                file: Some(record(&rec)),
+                blocks: blocks
+                    .iter()
+                    .map(|b| pb::LocatedBlock {
+                        id: raw_block(&b.id),
+                        length: b.length,
+                        offset: b.offset,
+                        replicas: b.replicas.iter().map(loc).collect(),
+                    })
+                    .collect(),
+                deleted_ms: 0,
+            },
+            FileView::Deleted {
+                record: rec,
+                deleted_ms,
+            } => pb::GetFileResponse {
+                state: pb::FileState::Deleted as i32,
+                file: Some(record(&rec)),
+                blocks: Vec::new(),
+                deleted_ms: deleted_ms as i64,
+            },
+        }))
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        let r = request.into_inner();
+        let ns = self.ns.clone();
+        let (files, next) = tokio::task::spawn_blocking(move || {
+            ns.list(r.limit, &r.after, &r.name_contains)
+                .map(|(files, next)| {
+                    let files = files
+                        .iter()
+                        .map(|f| pb::FileSummary {
+                            file: Some(record(f)),
+                            min_live_replicas: ns.min_live_replicas(f),
+                        })
+                        .collect::<Vec<_>>();
+                    (files, next)
+                })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("listing task failed: {e}")))??;
+        Ok(Response::new(pb::ListFilesResponse { files, next }))
+    }
+
+    async fn delete_file(
+        &self,
+        request: Request<pb::DeleteFileRequest>,
+    ) -> Result<Response<pb::DeleteFileResponse>, Status> {
+        let id = wire::file_id("file_id", &request.get_ref().file_id)?;
+        let ns = self.ns.clone();
+        // Like a commit, a delete runs to completion once started.
+        let deleted = tokio::spawn(async move { ns.delete(id).await })
+            .await
+            .map_err(|e| Status::internal(format!("delete task failed: {e}")))??;
+        Ok(Response::new(pb::DeleteFileResponse { deleted }))
+    }
+
+    async fn report_bad_replica(
+        &self,
+        request: Request<pb::ReportBadReplicaRequest>,
+    ) -> Result<Response<pb::ReportBadReplicaResponse>, Status> {
+        let r = request.into_inner();
+        let block = wire::block_id("block_id", &r.block_id)?;
+        let node = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let reason: String = r.reason.chars().take(512).collect();
+        self.ns.bad_replica(&block, &node, &reason);
+        Ok(Response::new(pb::ReportBadReplicaResponse {}))
+    }
+
+    async fn cluster_info(
+        &self,
+        _request: Request<pb::ClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        let ns = self.ns.clone();
+        let st = tokio::task::spawn_blocking(move || ns.status())
+            .await
+            .map_err(|e| Status::internal(format!("status task failed: {e}")))?;
+        let s = &self.ns.settings;
+        Ok(Response::new(pb::ClusterInfoResponse {
+            cluster_id: st.cluster_id,
+            version: kdfs_core::VERSION.to_owned(),
+            safe_mode: st.safe_mode,
+            reported_fraction: st.reported_fraction,
+            files: st.files,
+            blocks: st.stats.blocks,
+            bytes: st.bytes,
+            under_replicated: st.stats.under_replicated,
+            missing: st.stats.missing,
+            replication: s.replication,
+            min_replicas: s.min_replicas,
+            block_size: s.block_size,
+            datanodes: st
+                .nodes
+                .iter()
+                .map(|n| pb::DatanodeStatus {
+                    id: n.node.id.to_string(),
+                    address: n.node.address.clone(),
+                    zone: n.node.zone.clone(),
+                    state: match n.node.state {
+                        NodeState::Live => pb::DatanodeState::Live,
+                        NodeState::Stale => pb::DatanodeState::Stale,
+                        NodeState::Dead => pb::DatanodeState::Dead,
+                    } as i32,
+                    capacity: n.node.load.capacity,
+                    used: n.node.load.used,
+                    available: n.node.load.available,
+                    blocks: n.blocks,
+                    in_flight: n.node.load.in_flight,
+                    since_heartbeat_ms: n.since_heartbeat.as_millis() as u64,
+                    version: n.node.version.clone(),
+                })
+                .collect(),
+        }))
+    }
+}
