@@ -1,0 +1,52 @@
+//! The datanode's HTTP endpoints: `/healthz` (the process is up), `/readyz` (the store is
+//! open and the datanode is registered with the namenode) and `/metrics` (Prometheus).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::link::Link;
+use crate::metrics;
+use crate::scanner::ScannerStats;
+use crate::service::Node;
+
+/// What the endpoints read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub node: Arc<Node>,
+    pub link: Arc<Link>,
+    pub scanner: Arc<ScannerStats>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.link.is_registered() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with the namenode\n",
+        )
+    }
+}
+
+async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {
+    let body = metrics::render(
+        &s.node.store,
+        &s.scanner,
+        &s.node.metrics,
+        s.link.is_registered(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,508 @@
+//! The datanode's side of the namenode protocol: registration, heartbeats, full and
+//! incremental block reports, and the commands that ride on their replies.
+//!
+//! Two named workers share a [`Link`]:
+//! - **heartbeat** registers (adopting the namenode's cluster id on a fresh disk,
+//!   refusing to run on another cluster's disk), sends a full block report, then
+//!   heartbeats every `heartbeat_interval` and sends a full report every
+//!   `--block-report-interval`. A heartbeat reply asking to `reregister` starts over.
+//! - **incremental-report** batches the store's [`Event`]s for about a second and sends
+//!   them; a failed send puts them back.
+//!
+//! A namenode that is down or restarting never stops the datanode: calls are retried
+//! with capped exponential backoff while the gRPC server keeps serving. Only a refusal
+//! that retrying cannot fix (another cluster) ends the worker with an error, which
+//! stops the datanode with a clear message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kdfs_core::BlockId;
+use kdfs_proto::pb::command::Kind;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::pb::{
+    BlockEntry, Command, FullBlockReportChunk, HeartbeatRequest, IncrementalBlockReportRequest,
+    RegisterRequest, RegisterResponse,
+};
+use kdfs_proto::transport;
+use kdfs_proto::wire::{self, Location};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::error::{Error, Result};
+use crate::service::Node;
+use crate::store::Event;
+use crate::version::{Version, check_cluster_id};
+
+/// Used until the namenode's registration reply says otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Events are gathered this long before an incremental report goes out ("within about
+/// a second of each change").
+pub const INCREMENTAL_BATCH_WINDOW: Duration = Duration::from_millis(300);
+/// Retry delays towards an unreachable namenode: from the first to the cap, doubling.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Per-call deadline for unary namenode calls (a full report gets one per chunk).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the link announces.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Namenode URI, e.g. `http://127.0.0.1:8020`.
+    pub namenode: String,
+    /// `host:port` others dial.
+    pub advertise: String,
+    pub zone: String,
+    pub block_report_interval: Duration,
+    pub pod_name: String,
+    pub node_name: String,
+    /// Replication transfers run at once (commands beyond wait).
+    pub max_replication_streams: usize,
+}
+
+/// Capped exponential backoff with a little jitter (so restarted datanodes do not
+/// reconnect in lockstep).
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// Shared state of the namenode link.
+#[derive(Debug)]
+pub struct Link {
+    node: Arc<Node>,
+    cfg: LinkConfig,
+    client: NamenodeClient<Channel>,
+    version: Mutex<Version>,
+    registered: watch::Sender<bool>,
+    /// Set when the event log overflowed: the next heartbeat round sends a full report.
+    full_report_due: AtomicBool,
+    replication: Arc<Semaphore>,
+    /// Replication transfers and delete batches started by commands.
+    tasks: TaskTracker,
+    /// Cancels those tasks at shutdown (after their drain deadline).
+    stop: CancellationToken,
+}
+
+/// Sleeps unless cancelled first; false if cancelled.
+async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+impl Link {
+    pub fn new(node: Arc<Node>, version: Version, cfg: LinkConfig) -> Result<Self> {
+        let channel = transport::lazy_channel(&cfg.namenode)
+            .map_err(|e| Error::Config(format!("--namenode {:?}: {e}", cfg.namenode)))?;
+        let client = NamenodeClient::new(channel)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        Ok(Self {
+            node,
+            replication: Arc::new(Semaphore::new(cfg.max_replication_streams.max(1))),
+            cfg,
+            client,
+            version: Mutex::new(version),
+            registered: watch::Sender::new(false),
+            full_report_due: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// True while registered with the namenode (readiness).
+    pub fn is_registered(&self) -> bool {
+        *self.registered.borrow()
+    }
+
+    /// The cluster id the data directory belongs to (empty before the first registration).
+    pub fn cluster_id(&self) -> String {
+        self.version
+            .lock()
+            .expect("version lock poisoned")
+            .cluster_id
+            .clone()
+    }
+
+    /// Waits for running replication transfers and deletes (shutdown drain), giving up
+    /// on transfers after `deadline`.
+    pub async fn drain(&self, deadline: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "replication transfers still running at the shutdown deadline: cancelled"
+            );
+            self.stop.cancel();
+            self.tasks.wait().await;
+        }
+    }
+
+    /// The heartbeat worker. Returns an error only for a refusal retrying cannot fix.
+    pub async fn run_heartbeats(self: Arc<Self>, cancel: CancellationToken) -> Result<()> {
+        let mut backoff = Backoff::default();
+        'register: loop {
+            self.registered.send_replace(false);
+            let reply = loop {
+                match self.register().await {
+                    Ok(r) => break r,
+                    Err(e @ (Error::ClusterMismatch { .. } | Error::Refused(_))) => {
+                        tracing::error!(error = %e, "namenode refused this datanode");
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot register with the namenode");
+                        if !pause(&cancel, delay).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let interval = match reply.heartbeat_interval_ms {
+                0 => DEFAULT_HEARTBEAT_INTERVAL,
+                ms => Duration::from_millis(ms),
+            };
+            if let Err(e) = self.full_report().await {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "full block report failed; registering again");
+                if !pause(&cancel, delay).await {
+                    return Ok(());
+                }
+                continue 'register;
+            }
+            backoff.reset();
+            self.registered.send_replace(true);
+            tracing::info!(namenode = %self.cfg.namenode, cluster = %self.cluster_id(), "registered with the namenode");
+            let mut next_full = tokio::time::Instant::now() + self.cfg.block_report_interval;
+            let mut failures = 0u32;
+            loop {
+                let wait = if failures == 0 {
+                    interval
+                } else {
+                    backoff.next_delay().min(interval)
+                };
+                if !pause(&cancel, wait).await {
+                    return Ok(());
+                }
+                match self.heartbeat().await {
+                    Ok(reply) => {
+                        if failures > 0 {
+                            tracing::info!(after = failures, "namenode reachable again");
+                        }
+                        failures = 0;
+                        backoff.reset();
+                        if reply.reregister {
+                            tracing::info!("namenode asked this datanode to register again");
+                            continue 'register;
+                        }
+                        self.execute(reply.commands);
+                    }
+                    Err(status) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(error = %status, failures, "heartbeat failed; still serving, retrying");
+                        }
+                        continue;
+                    }
+                }
+                let overflow = self.full_report_due.swap(false, Ordering::Relaxed);
+                if overflow || tokio::time::Instant::now() >= next_full {
+                    match self.full_report().await {
+                        Ok(()) => {
+                            next_full =
+                                tokio::time::Instant::now() + self.cfg.block_report_interval;
+                        }
+                        Err(e) => {
+                            self.full_report_due.store(overflow, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "periodic full block report failed; retrying next beat");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<RegisterResponse> {
+        let (id, ours) = {
+            let v = self.version.lock().expect("version lock poisoned");
+            (v.datanode_id, v.cluster_id.clone())
+        };
+        let space = self.node.store.space()?;
+        let req = RegisterRequest {
+            datanode_id: id.to_string(),
+            cluster_id: ours.clone(),
+            address: self.cfg.advertise.clone(),
+            zone: self.cfg.zone.clone(),
+            capacity: space.capacity,
+            used: space.used,
+            available: space.available,
+            version: kdfs_core::VERSION.to_owned(),
+            pod_name: self.cfg.pod_name.clone(),
+            node_name: self.cfg.node_name.clone(),
+        };
+        let mut client = self.client.clone();
+        let reply = match client.register(with_timeout(req)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                return Err(Error::Refused(s.message().to_owned()));
+            }
+            Err(s) => return Err(s.into()),
+        };
+        check_cluster_id(&reply.cluster_id)?;
+        if ours.is_empty() {
+            let root = self.node.store.root().to_path_buf();
+            let mut v = self.version.lock().expect("version lock poisoned").clone();
+            let theirs = reply.cluster_id.clone();
+            let v =
+                tokio::task::spawn_blocking(move || v.adopt_cluster(&root, &theirs).map(|()| v))
+                    .await
+                    .map_err(|e| Error::io("version task", std::io::Error::other(e)))??;
+            tracing::info!(cluster = %v.cluster_id, "fresh disk adopted the namenode's cluster id");
+            *self.version.lock().expect("version lock poisoned") = v;
+        } else if ours != reply.cluster_id {
+            return Err(Error::ClusterMismatch {
+                ours,
+                theirs: reply.cluster_id,
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn heartbeat(&self) -> Result<kdfs_proto::pb::HeartbeatResponse, Status> {
+        let space = self.node.store.space().map_err(Status::from)?;
+        let req = HeartbeatRequest {
+            datanode_id: self.node.id.to_string(),
+            capacity: space.capacity,
+            used: space.used,
+            available: space.available,
+            in_flight: self.node.metrics.in_flight.load(Ordering::Relaxed),
+            blocks: self.node.store.block_count() as u64,
+        };
+        let mut client = self.client.clone();
+        Ok(client.heartbeat(with_timeout(req)).await?.into_inner())
+    }
+
+    /// Sends every stored block, in chunks of at most `MAX_REPORT_CHUNK` entries. Pending
+    /// incremental events are dropped first: the full report supersedes them.
+    pub async fn full_report(&self) -> Result<()> {
+        let _ = self.node.store.events().drain();
+        let snapshot = self.node.store.snapshot();
+        let blocks = snapshot.len();
+        let started = std::time::Instant::now();
+        let datanode_id = self.node.id.to_string();
+        let mut entries = snapshot.into_iter();
+        let mut first = true;
+        let chunks = std::iter::from_fn(move || {
+            let chunk: Vec<BlockEntry> = entries
+                .by_ref()
+                .take(transport::MAX_REPORT_CHUNK)
+                .map(|(id, length)| BlockEntry {
+                    id: wire::raw(id.as_bytes()),
+                    length,
+                })
+                .collect();
+            // An empty store still sends one (empty) chunk naming the datanode.
+            if chunk.is_empty() && !first {
+                return None;
+            }
+            first = false;
+            Some(FullBlockReportChunk {
+                datanode_id: datanode_id.clone(),
+                blocks: chunk,
+            })
+        });
+        let mut client = self.client.clone();
+        let reply = client
+            .full_block_report(futures::stream::iter(chunks))
+            .await?
+            .into_inner();
+        tracing::info!(
+            blocks,
+            accepted = reply.accepted,
+            took_ms = started.elapsed().as_millis() as u64,
+            "full block report sent"
+        );
+        self.execute(reply.commands);
+        Ok(())
+    }
+
+    /// The incremental-report worker.
+    pub async fn run_incremental(self: Arc<Self>, cancel: CancellationToken) -> Result<()> {
+        let mut registered = self.registered.subscribe();
+        let mut backoff = Backoff::default();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = self.node.store.events().wait() => {}
+            }
+            if !pause(&cancel, INCREMENTAL_BATCH_WINDOW).await {
+                return Ok(());
+            }
+            loop {
+                // Before registration the full report will carry everything.
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    r = registered.wait_for(|r| *r) => if r.is_err() { return Ok(()) },
+                }
+                let drained = self.node.store.events().drain();
+                if drained.overflowed {
+                    tracing::warn!("too many unreported changes: a full block report will follow");
+                    self.full_report_due.store(true, Ordering::Relaxed);
+                    break;
+                }
+                if drained.events.is_empty() {
+                    break;
+                }
+                match self.send_incremental(&drained.events).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        break;
+                    }
+                    Err(status) => {
+                        self.node.store.events().requeue(drained);
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %status, retry_in_ms = delay.as_millis() as u64, "incremental block report failed");
+                        if !pause(&cancel, delay).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_incremental(&self, events: &[Event]) -> Result<(), Status> {
+        // The latest event per block wins (added then removed in one batch = removed).
+        let mut last: HashMap<BlockId, Event> = HashMap::with_capacity(events.len());
+        for e in events {
+            let id = match e {
+                Event::Added { id, .. } | Event::Removed(id) | Event::Corrupt(id) => *id,
+            };
+            last.insert(id, *e);
+        }
+        let all: Vec<Event> = last.into_values().collect();
+        for batch in all.chunks(transport::MAX_REPORT_CHUNK) {
+            let mut req = IncrementalBlockReportRequest {
+                datanode_id: self.node.id.to_string(),
+                ..Default::default()
+            };
+            for e in batch {
+                match e {
+                    Event::Added { id, length } => req.added.push(BlockEntry {
+                        id: wire::raw(id.as_bytes()),
+                        length: *length,
+                    }),
+                    Event::Removed(id) => req.removed.push(wire::raw(id.as_bytes())),
+                    Event::Corrupt(id) => req.corrupt.push(wire::raw(id.as_bytes())),
+                }
+            }
+            let mut client = self.client.clone();
+            let reply = client
+                .incremental_block_report(with_timeout(req))
+                .await?
+                .into_inner();
+            tracing::debug!(changes = batch.len(), "incremental block report sent");
+            self.execute(reply.commands);
+        }
+        Ok(())
+    }
+
+    /// Runs the namenode's commands: deletes now (on the blocking pool), replications in
+    /// the background, at most `max_replication_streams` at once.
+    fn execute(&self, commands: Vec<Command>) {
+        for c in commands {
+            match c.kind {
+                Some(Kind::Delete(d)) => {
+                    let ids = match wire::block_ids("delete.block_ids", &d.block_ids) {
+                        Ok(ids) => ids,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed delete command ignored");
+                            continue;
+                        }
+                    };
+                    let store = self.node.store.clone();
+                    self.tasks.spawn_blocking(move || {
+                        let mut deleted = 0usize;
+                        for id in &ids {
+                            match store.delete(id) {
+                                Ok(true) => deleted += 1,
+                                Ok(false) => {}
+                                Err(e) => tracing::warn!(block = %id, error = %e, "delete failed"),
+                            }
+                        }
+                        tracing::info!(requested = ids.len(), deleted, "delete command executed");
+                    });
+                }
+                Some(Kind::Replicate(r)) => {
+                    let parsed = wire::block_id("replicate.block_id", &r.block_id).and_then(|id| {
+                        let targets = r
+                            .targets
+                            .iter()
+                            .map(Location::try_from)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((id, targets))
+                    });
+                    let (id, targets) = match parsed {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed replicate command ignored");
+                            continue;
+                        }
+                    };
+                    let node = self.node.clone();
+                    let permits = self.replication.clone();
+                    let cancel = self.stop.clone();
+                    self.tasks.spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            // Outcome is logged and counted inside `transfer`.
+                            _ = node.transfer(id, &targets) => {}
+                        }
+                    });
+                }
+                None => tracing::warn!("empty command from the namenode ignored"),
+            }
+        }
+    }
+}
+
+fn with_timeout<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(CALL_TIMEOUT);
+    r
+}

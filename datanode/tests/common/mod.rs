@@ -1,0 +1,520 @@
+//! Test fixtures: real datanodes started through `kdfs_datanode::run` on 127.0.0.1:0
+//! with temp data directories, a TCP proxy that can "kill" a node's connections, a
+//! recording in-process namenode (a real tonic server), and small helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kdfs_core::{BlockId, DatanodeId};
+use kdfs_datanode::Config;
+use kdfs_proto::pb::datanode_client::DatanodeClient;
+use kdfs_proto::pb::namenode_server::{Namenode, NamenodeServer};
+use kdfs_proto::pb::write_block_request::Msg;
+use kdfs_proto::pb::*;
+use kdfs_proto::transport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Polls `cond` every 20 ms until it holds or `deadline` passes; returns whether it held.
+pub async fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+/// Every regular file below `dir`.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A datanode running in this process.
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub id: DatanodeId,
+    pub cancel: CancellationToken,
+    pub task: JoinHandle<kdfs_datanode::Result<()>>,
+}
+
+impl TestNode {
+    /// Starts a datanode talking to `namenode` (an unreachable one is fine: the datanode
+    /// serves anyway) and waits until its gRPC server answers.
+    pub async fn start(namenode: &str, extra: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), namenode, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, namenode: &str, extra: &[&str]) -> Self {
+        let (task, grpc, http, cancel) = spawn(dir.path(), namenode, extra).await;
+        let version = dir.path().join("VERSION");
+        assert!(
+            wait_until(Duration::from_secs(10), || version.exists()).await,
+            "datanode wrote no VERSION"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&version).unwrap()).unwrap();
+        let id = DatanodeId::parse(v["datanode_id"].as_str().unwrap()).unwrap();
+        let node = Self {
+            dir,
+            grpc,
+            http,
+            id,
+            cancel,
+            task,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = node.client();
+            let r = c
+                .read_block(ReadBlockRequest {
+                    block_id: kdfs_proto::wire::raw(BlockId::of(b"probe").as_bytes()),
+                    offset: 0,
+                    length: 0,
+                })
+                .await;
+            match r {
+                Err(s) if s.code() == tonic::Code::NotFound => break,
+                _ if Instant::now() > deadline => panic!("datanode never served gRPC"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        node
+    }
+
+    pub fn location(&self) -> DatanodeLocation {
+        DatanodeLocation {
+            id: self.id.to_string(),
+            address: self.grpc.to_string(),
+        }
+    }
+
+    pub fn client(&self) -> DatanodeClient<Channel> {
+        client(&self.grpc.to_string())
+    }
+
+    pub fn block_path(&self, id: &BlockId) -> PathBuf {
+        let h = id.to_string();
+        self.dir
+            .path()
+            .join("blocks")
+            .join(&h[..2])
+            .join(&h[2..4])
+            .join(&h)
+    }
+
+    pub fn holds(&self, id: &BlockId) -> bool {
+        self.block_path(id).is_file()
+    }
+
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        files_in(&self.dir.path().join("tmp"))
+    }
+
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        files_in(&self.dir.path().join("quarantine"))
+    }
+
+    pub fn block_files(&self) -> Vec<PathBuf> {
+        files_in(&self.dir.path().join("blocks"))
+    }
+
+    /// Graceful stop: cancels and waits for `run` to return; hands back the directory.
+    pub async fn stop(self) -> (tempfile::TempDir, kdfs_datanode::Result<()>) {
+        self.cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("datanode stops within its grace")
+            .expect("run does not panic");
+        (self.dir, r)
+    }
+}
+
+/// Binds listeners and spawns `run` for a data directory.
+pub async fn spawn(
+    dir: &Path,
+    namenode: &str,
+    extra: &[&str],
+) -> (
+    JoinHandle<kdfs_datanode::Result<()>>,
+    SocketAddr,
+    SocketAddr,
+    CancellationToken,
+) {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (ga, ha) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+    let mut args: Vec<String> = [
+        "kdfs-datanode",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--namenode",
+        namenode,
+        "--reserved",
+        "0",
+        "--shutdown-grace",
+        "3s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = <Config as clap::Parser>::parse_from(args);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(kdfs_datanode::run(config, grpc, http, cancel.clone()));
+    (task, ga, ha, cancel)
+}
+
+pub fn client(address: &str) -> DatanodeClient<Channel> {
+    DatanodeClient::new(transport::lazy_channel(address).unwrap())
+        .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(transport::MAX_MESSAGE_SIZE)
+}
+
+pub fn header(downstream: Vec<DatanodeLocation>, max_length: u64) -> WriteBlockRequest {
+    WriteBlockRequest {
+        msg: Some(Msg::Header(WriteHeader {
+            downstream,
+            upload_id: "test-upload".into(),
+            max_length,
+        })),
+    }
+}
+
+pub fn data(b: &[u8]) -> WriteBlockRequest {
+    WriteBlockRequest {
+        msg: Some(Msg::Data(Bytes::copy_from_slice(b))),
+    }
+}
+
+pub fn trailer(id: &BlockId) -> WriteBlockRequest {
+    WriteBlockRequest {
+        msg: Some(Msg::Trailer(WriteTrailer {
+            block_id: kdfs_proto::wire::raw(id.as_bytes()),
+        })),
+    }
+}
+
+/// Writes `bytes` through the chain `nodes[0] -> nodes[1..]` with `claimed` in the trailer.
+pub async fn write_chain(
+    nodes: &[DatanodeLocation],
+    bytes: &[u8],
+    claimed: &BlockId,
+) -> Result<WriteBlockResponse, Status> {
+    let mut msgs = vec![header(nodes[1..].to_vec(), bytes.len() as u64)];
+    msgs.extend(bytes.chunks(transport::CHUNK_SIZE).map(data));
+    msgs.push(trailer(claimed));
+    client(&nodes[0].address)
+        .write_block(tokio_stream::iter(msgs))
+        .await
+        .map(Response::into_inner)
+}
+
+/// Reads a range and returns its messages.
+pub async fn read_range(
+    node: &TestNode,
+    id: &BlockId,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<ReadBlockResponse>, Status> {
+    let mut stream = node
+        .client()
+        .read_block(ReadBlockRequest {
+            block_id: kdfs_proto::wire::raw(id.as_bytes()),
+            offset,
+            length,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// A TCP proxy in front of a node; `kill` drops every connection through it and stops
+/// accepting, which is what a crashed pod looks like to its peers.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let c = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let _ = inbound.set_nodelay(true);
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(target).await {
+                        let _ = out.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(h);
+            }
+        });
+        Self {
+            addr,
+            accept,
+            conns,
+        }
+    }
+
+    pub fn kill(&self) {
+        self.accept.abort();
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+/// What the fake namenode saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub registers: Vec<RegisterRequest>,
+    pub heartbeats: usize,
+    pub full_reports: Vec<Vec<BlockEntry>>,
+    pub incrementals: Vec<IncrementalBlockReportRequest>,
+    /// Commands handed out with the next heartbeat reply.
+    pub pending: Vec<Command>,
+    /// Answer the next heartbeat with `reregister`.
+    pub reregister_next: bool,
+}
+
+/// A recording namenode: a real tonic server implementing just the datanode-facing
+/// rpcs.
+#[derive(Debug, Clone)]
+pub struct FakeNamenode {
+    pub cluster_id: String,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeNamenode {
+    pub fn new(cluster_id: &str) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Serves on `listener` until the returned handle is aborted.
+    pub fn serve(&self, listener: TcpListener) -> JoinHandle<()> {
+        let svc = NamenodeServer::new(self.clone());
+        tokio::spawn(async move {
+            let _ = transport::server()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        })
+    }
+
+    pub fn seen<R>(&self, f: impl FnOnce(&mut Seen) -> R) -> R {
+        f(&mut self.seen.lock().unwrap())
+    }
+
+    pub fn added(&self) -> Vec<BlockId> {
+        self.seen(|s| {
+            s.incrementals
+                .iter()
+                .flat_map(|r| r.added.iter().map(|e| BlockId::from_slice(&e.id).unwrap()))
+                .collect()
+        })
+    }
+
+    pub fn removed(&self) -> Vec<BlockId> {
+        self.seen(|s| {
+            s.incrementals
+                .iter()
+                .flat_map(|r| r.removed.iter().map(|e| BlockId::from_slice(e).unwrap()))
+                .collect()
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Namenode for FakeNamenode {
+    async fn register(
+        &self,
+        r: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = r.into_inner();
+        if !r.cluster_id.is_empty() && r.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "datanode of cluster {} does not belong to cluster {}",
+                r.cluster_id, self.cluster_id
+            )));
+        }
+        self.seen(|s| s.registers.push(r));
+        Ok(Response::new(RegisterResponse {
+            cluster_id: self.cluster_id.clone(),
+            heartbeat_interval_ms: 100,
+            block_report_interval_ms: 3_600_000,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        _r: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let (commands, reregister) = self.seen(|s| {
+            s.heartbeats += 1;
+            (
+                std::mem::take(&mut s.pending),
+                std::mem::take(&mut s.reregister_next),
+            )
+        });
+        Ok(Response::new(HeartbeatResponse {
+            commands,
+            reregister,
+        }))
+    }
+
+    async fn full_block_report(
+        &self,
+        r: Request<Streaming<FullBlockReportChunk>>,
+    ) -> Result<Response<FullBlockReportResponse>, Status> {
+        let mut stream = r.into_inner();
+        let mut all = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            all.extend(chunk.blocks);
+        }
+        let accepted = all.len() as u64;
+        self.seen(|s| s.full_reports.push(all));
+        Ok(Response::new(FullBlockReportResponse {
+            accepted,
+            commands: vec![],
+        }))
+    }
+
+    async fn incremental_block_report(
+        &self,
+        r: Request<IncrementalBlockReportRequest>,
+    ) -> Result<Response<IncrementalBlockReportResponse>, Status> {
+        self.seen(|s| s.incrementals.push(r.into_inner()));
+        Ok(Response::new(IncrementalBlockReportResponse {
+            commands: vec![],
+        }))
+    }
+
+    async fn begin_upload(
+        &self,
+        _: Request<BeginUploadRequest>,
+    ) -> Result<Response<BeginUploadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn renew_lease(
+        &self,
+        _: Request<RenewLeaseRequest>,
+    ) -> Result<Response<RenewLeaseResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn allocate_block(
+        &self,
+        _: Request<AllocateBlockRequest>,
+    ) -> Result<Response<AllocateBlockResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn commit_file(
+        &self,
+        _: Request<CommitFileRequest>,
+    ) -> Result<Response<CommitFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn abandon_upload(
+        &self,
+        _: Request<AbandonUploadRequest>,
+    ) -> Result<Response<AbandonUploadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_file(
+        &self,
+        _: Request<GetFileRequest>,
+    ) -> Result<Response<GetFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_files(
+        &self,
+        _: Request<ListFilesRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_file(
+        &self,
+        _: Request<DeleteFileRequest>,
+    ) -> Result<Response<DeleteFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn report_bad_replica(
+        &self,
+        _: Request<ReportBadReplicaRequest>,
+    ) -> Result<Response<ReportBadReplicaResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// A namenode address nobody listens on.
+pub const NO_NAMENODE: &str = "http://127.0.0.1:1";

@@ -1,0 +1,310 @@
+//! The datanode gRPC service with three real datanodes on 127.0.0.1 (no namenode):
+//! pipelined writes and their failure modes, verified range reads, corruption, and
+//! replication transfers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kdfs_core::BlockId;
+use kdfs_proto::pb::{DatanodeLocation, ReplicateBlock};
+use kdfs_proto::transport::CHUNK_SIZE;
+use tonic::Code;
+
+async fn three() -> Vec<TestNode> {
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        v.push(TestNode::start(NO_NAMENODE, &[]).await);
+    }
+    v
+}
+
+fn locations(nodes: &[TestNode]) -> Vec<DatanodeLocation> {
+    nodes.iter().map(TestNode::location).collect()
+}
+
+async fn stop_all(nodes: Vec<TestNode>) {
+    for n in nodes {
+        let (_dir, r) = n.stop().await;
+        r.expect("graceful stop returns Ok");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_chain_write_commits_everywhere_in_order() {
+    let nodes = three().await;
+    let bytes = pattern(3 * CHUNK_SIZE + 12_345, 1);
+    let id = BlockId::of(&bytes);
+    let resp = write_chain(&locations(&nodes), &bytes, &id).await.unwrap();
+    let want: Vec<String> = nodes.iter().map(|n| n.id.to_string()).collect();
+    assert_eq!(resp.committed, want);
+    assert!(resp.failed.is_empty(), "{:?}", resp.failed);
+    assert_eq!(resp.length, bytes.len() as u64);
+    for n in &nodes {
+        assert_eq!(std::fs::read(n.block_path(&id)).unwrap(), bytes);
+        let got: Vec<u8> = read_range(n, &id, 0, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .flat_map(|m| m.data.to_vec())
+            .collect();
+        assert_eq!(got, bytes);
+        assert!(n.tmp_files().is_empty());
+    }
+    // The same block again is a cheap no-op that still reports every replica.
+    let again = write_chain(&locations(&nodes), &bytes, &id).await.unwrap();
+    assert_eq!(again.committed, want);
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_trailer_hash_commits_nowhere() {
+    let nodes = three().await;
+    let bytes = pattern(2 * CHUNK_SIZE + 1, 2);
+    let err = write_chain(&locations(&nodes), &bytes, &BlockId::of(b"not these bytes"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(5), || n.tmp_files().is_empty()).await,
+            "tmp/ left behind"
+        );
+        assert!(n.block_files().is_empty());
+    }
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_space_is_refused_before_data() {
+    let small = TestNode::start(NO_NAMENODE, &["--fixed-capacity", "1MiB"]).await;
+    let bytes = pattern(2 * CHUNK_SIZE, 3);
+    let err = write_chain(&[small.location()], &bytes, &BlockId::of(&bytes))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(small.tmp_files().is_empty() && small.block_files().is_empty());
+    let (_d, r) = small.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
+    let nodes = three().await;
+    let tail_proxy = Proxy::start(nodes[2].grpc).await;
+    let mut chain = locations(&nodes);
+    chain[2].address = tail_proxy.addr.to_string();
+    let bytes = pattern(8 * CHUNK_SIZE, 4);
+    let id = BlockId::of(&bytes);
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let head = nodes[0].client();
+    let call = tokio::spawn(async move {
+        let mut head = head;
+        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header(chain[1..].to_vec(), bytes.len() as u64))
+        .await
+        .unwrap();
+    let mut chunks = bytes.chunks(CHUNK_SIZE);
+    for c in chunks.by_ref().take(3) {
+        tx.send(data(c)).await.unwrap();
+    }
+    // Bytes reached the tail's temp file: now it "crashes".
+    let tail = &nodes[2];
+    assert!(
+        wait_until(Duration::from_secs(10), || tail
+            .tmp_files()
+            .iter()
+            .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false)))
+        .await
+    );
+    tail_proxy.kill();
+    for c in chunks {
+        tx.send(data(c)).await.unwrap();
+    }
+    tx.send(trailer(&id)).await.unwrap();
+    drop(tx);
+    let resp = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        resp.committed,
+        vec![nodes[0].id.to_string(), nodes[1].id.to_string()]
+    );
+    assert_eq!(resp.failed.len(), 1, "{:?}", resp.failed);
+    assert_eq!(resp.failed[0].node, nodes[2].id.to_string());
+    assert!(nodes[0].holds(&id) && nodes[1].holds(&id));
+    // The tail saw its upstream vanish: it aborted and holds nothing.
+    assert!(wait_until(Duration::from_secs(10), || tail.tmp_files().is_empty()).await);
+    assert!(!tail.holds(&id));
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_dropping_mid_stream_commits_nothing_anywhere() {
+    let nodes = three().await;
+    let chain = locations(&nodes);
+    let bytes = pattern(4 * CHUNK_SIZE, 5);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let head = nodes[0].client();
+    let call = tokio::spawn(async move {
+        let mut head = head;
+        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header(chain[1..].to_vec(), bytes.len() as u64))
+        .await
+        .unwrap();
+    for c in bytes.chunks(CHUNK_SIZE).take(2) {
+        tx.send(data(c)).await.unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || !nodes[2].tmp_files().is_empty()).await,
+        "data reached the tail"
+    );
+    call.abort();
+    drop(tx);
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await,
+            "temp file removed on {}",
+            n.id
+        );
+        assert!(n.block_files().is_empty());
+    }
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_are_chunk_aligned_and_checksummed() {
+    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let bytes = pattern(3 * CHUNK_SIZE + 777, 6);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let n = bytes.len() as u64;
+    let k = 64 * 1024u64;
+    let m = CHUNK_SIZE as u64;
+    for (off, len) in [
+        (0, 0),
+        (k - 1, 2),
+        (k, k),
+        (m - 1, 3),
+        (m, 0),
+        (100, 2 * m),
+        (n - 1, 1),
+        (n, 0),
+    ] {
+        let msgs = read_range(&node, &id, off, len).await.unwrap();
+        let end = if len == 0 { n } else { off + len };
+        let mut at = off;
+        let mut got = Vec::new();
+        for msg in &msgs {
+            assert_eq!(msg.offset, at, "contiguous messages");
+            assert_eq!(msg.crc32c, crc32c::crc32c(&msg.data), "per-message crc");
+            assert!(msg.data.len() <= CHUNK_SIZE);
+            at += msg.data.len() as u64;
+            // Every message but the last ends on a 1 MiB (hence 64 KiB) boundary.
+            if at != end {
+                assert_eq!(at % m, 0, "message ends on a chunk boundary");
+            }
+            got.extend_from_slice(&msg.data);
+        }
+        assert_eq!(got, bytes[off as usize..end as usize], "range {off}+{len}");
+    }
+    let err = read_range(&node, &id, n + 1, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    let err = read_range(&node, &BlockId::of(b"absent"), 0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut c = node.client();
+    let err = c
+        .read_block(kdfs_proto::pb::ReadBlockRequest {
+            block_id: bytes::Bytes::from_static(b"short"),
+            offset: 0,
+            length: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_on_disk_is_data_loss_and_quarantined() {
+    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let bytes = pattern(2 * CHUNK_SIZE, 7);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let path = node.block_path(&id);
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[CHUNK_SIZE + 10] ^= 1;
+    std::fs::write(&path, &raw).unwrap();
+    let err = read_range(&node, &id, CHUNK_SIZE as u64, 100)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+    assert!(!node.holds(&id));
+    assert!(!node.quarantined().is_empty());
+    let err = read_range(&node, &id, 0, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
+    let nodes = three().await;
+    let bytes = pattern(5 * CHUNK_SIZE / 2, 8);
+    let id = BlockId::of(&bytes);
+    write_chain(&[nodes[0].location()], &bytes, &id)
+        .await
+        .unwrap();
+    assert!(!nodes[1].holds(&id) && !nodes[2].holds(&id));
+    let targets = vec![nodes[1].location(), nodes[2].location()];
+    let resp = nodes[0]
+        .client()
+        .transfer_block(ReplicateBlock {
+            block_id: kdfs_proto::wire::raw(id.as_bytes()),
+            length: bytes.len() as u64,
+            targets: targets.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.committed,
+        vec![nodes[1].id.to_string(), nodes[2].id.to_string()]
+    );
+    for n in &nodes[1..] {
+        assert_eq!(std::fs::read(n.block_path(&id)).unwrap(), bytes);
+    }
+
+    // A corrupt source sends nothing that could commit.
+    let other = pattern(CHUNK_SIZE + 5, 9);
+    let oid = BlockId::of(&other);
+    write_chain(&[nodes[0].location()], &other, &oid)
+        .await
+        .unwrap();
+    let p = nodes[0].block_path(&oid);
+    let mut raw = std::fs::read(&p).unwrap();
+    raw[CHUNK_SIZE + 2] ^= 0x80;
+    std::fs::write(&p, &raw).unwrap();
+    let err = nodes[0]
+        .client()
+        .transfer_block(ReplicateBlock {
+            block_id: kdfs_proto::wire::raw(oid.as_bytes()),
+            length: other.len() as u64,
+            targets,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+    for n in &nodes[1..] {
+        assert!(wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await);
+        assert!(!n.holds(&oid));
+    }
+    stop_all(nodes).await;
+}
