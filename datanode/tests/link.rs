@@ -1,0 +1,237 @@
+//! The datanode's namenode link against a recording namenode (a real tonic server on
+//! 127.0.0.1): registration and cluster identity, reports, commands, and a namenode that
+//! is not there yet.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kdfs_core::BlockId;
+use kdfs_proto::pb::command::Kind;
+use kdfs_proto::pb::{Command, DeleteBlocks, ReplicateBlock};
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn namenode(cluster: &str) -> (FakeNamenode, String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let nn = FakeNamenode::new(cluster);
+    let task = nn.serve(listener);
+    (nn, url, task)
+}
+
+fn cluster_in(dir: &std::path::Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("VERSION")).unwrap()).unwrap();
+    v["cluster_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
+    let (nn, url, _srv) = namenode("cluster-a").await;
+    // A block stored before the datanode starts appears in its first full report.
+    let dir = tempfile::tempdir().unwrap();
+    let stored = {
+        let (store, _) =
+            kdfs_datanode::store::Store::open(kdfs_datanode::store::StoreConfig::new(dir.path()))
+                .unwrap();
+        store.put(b"stored before start").unwrap().id
+    };
+    let node = TestNode::start_in(dir, &url, &["--zone", "zone-1"]).await;
+    assert!(
+        wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await,
+        "full report after registration"
+    );
+    let reg = nn.seen(|s| s.registers[0].clone());
+    assert_eq!(reg.datanode_id, node.id.to_string());
+    assert_eq!(
+        reg.cluster_id, "",
+        "a fresh disk registers without a cluster"
+    );
+    assert_eq!(reg.address, node.grpc.to_string());
+    assert_eq!(reg.zone, "zone-1");
+    assert!(reg.capacity > 0 && reg.available > 0);
+    let report = nn.seen(|s| s.full_reports[0].clone());
+    assert_eq!(report.len(), 1);
+    assert_eq!(BlockId::from_slice(&report[0].id).unwrap(), stored);
+    assert_eq!(cluster_in(node.dir.path()), "cluster-a");
+    assert!(wait_until(WAIT, || nn.seen(|s| s.heartbeats >= 2)).await);
+    let (code, _) = http_get(node.http, "/readyz").await;
+    assert_eq!(code, 200);
+    let (code, body) = http_get(node.http, "/healthz").await;
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, metrics) = http_get(node.http, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("kdfs_datanode_blocks 1"), "{metrics}");
+    assert!(metrics.contains("kdfs_datanode_registered 1"));
+
+    // A write shows up in an incremental report within about a second.
+    let bytes = pattern(100_000, 1);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let t = std::time::Instant::now();
+    assert!(wait_until(WAIT, || nn.added().contains(&id)).await);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_of_another_cluster_is_refused_and_the_datanode_exits_with_an_error() {
+    let (_nn, url_a, _a) = namenode("cluster-a").await;
+    let node = TestNode::start(&url_a, &[]).await;
+    assert!(wait_until(WAIT, || cluster_in(node.dir.path()) == "cluster-a").await);
+    let (dir, r) = node.stop().await;
+    r.unwrap();
+
+    // Refused by the namenode (FAILED_PRECONDITION), and caught by the datanode's own
+    // check when a namenode answers with its different cluster id.
+    for strict in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url_b = format!("http://{}", listener.local_addr().unwrap());
+        let nn_b = FakeNamenode {
+            strict,
+            ..FakeNamenode::new("cluster-b")
+        };
+        let _b = nn_b.serve(listener);
+        let (task, _, _, _cancel) = spawn(dir.path(), &url_b, &[]).await;
+        let res = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("datanode exits on its own")
+            .unwrap();
+        let err = res.unwrap_err();
+        let msg = err.to_string();
+        match (strict, &err) {
+            (true, kdfs_datanode::Error::Refused(_)) => {}
+            (false, kdfs_datanode::Error::ClusterMismatch { .. }) => {}
+            _ => panic!("strict={strict}: unexpected {err:?}"),
+        }
+        assert!(
+            msg.contains("cluster-a") && msg.contains("cluster-b"),
+            "{msg}"
+        );
+    }
+    assert_eq!(cluster_in(dir.path()), "cluster-a", "identity unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_command_removes_the_block_and_is_reported() {
+    let (nn, url, _srv) = namenode("c1").await;
+    let node = TestNode::start(&url, &[]).await;
+    assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
+    let bytes = pattern(70_000, 2);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    assert!(wait_until(WAIT, || nn.added().contains(&id)).await);
+    nn.seen(|s| {
+        s.pending.push(Command {
+            kind: Some(Kind::Delete(DeleteBlocks {
+                block_ids: vec![kdfs_proto::wire::raw(id.as_bytes())],
+            })),
+        })
+    });
+    assert!(wait_until(WAIT, || !node.holds(&id)).await, "block deleted");
+    assert!(
+        wait_until(WAIT, || nn.removed().contains(&id)).await,
+        "removal reported"
+    );
+    assert!(node.block_files().is_empty(), "sidecar deleted too");
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_command_copies_the_block_to_its_targets() {
+    let (nn, url, _srv) = namenode("c1").await;
+    let source = TestNode::start(&url, &[]).await;
+    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    let bytes = pattern(1_500_000, 3);
+    let id = BlockId::of(&bytes);
+    write_chain(&[source.location()], &bytes, &id)
+        .await
+        .unwrap();
+    nn.seen(|s| {
+        s.pending.push(Command {
+            kind: Some(Kind::Replicate(ReplicateBlock {
+                block_id: kdfs_proto::wire::raw(id.as_bytes()),
+                length: bytes.len() as u64,
+                targets: vec![target.location()],
+            })),
+        })
+    });
+    assert!(wait_until(WAIT, || target.holds(&id)).await);
+    assert_eq!(std::fs::read(target.block_path(&id)).unwrap(), bytes);
+    for n in [source, target] {
+        let (_d, r) = n.stop().await;
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reregister_request_sends_registration_and_full_report_again() {
+    let (nn, url, _srv) = namenode("c1").await;
+    let node = TestNode::start(&url, &[]).await;
+    assert!(wait_until(WAIT, || nn.seen(|s| s.full_reports.len() == 1)).await);
+    nn.seen(|s| s.reregister_next = true);
+    assert!(
+        wait_until(WAIT, || nn
+            .seen(|s| s.registers.len() == 2 && s.full_reports.len() == 2))
+        .await
+    );
+    let regs = nn.seen(|s| s.registers.clone());
+    assert_eq!(
+        regs[1].cluster_id, "c1",
+        "the second registration names its cluster"
+    );
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it() {
+    // Reserve a port, then leave it closed until the namenode "comes up".
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let node = TestNode::start(&format!("http://{addr}"), &[]).await;
+    let bytes = pattern(300_000, 4);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let got: Vec<u8> = read_range(&node, &id, 0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|m| m.data.to_vec())
+        .collect();
+    assert_eq!(got, bytes, "reads served while the namenode is down");
+    let (code, _) = http_get(node.http, "/readyz").await;
+    assert_eq!(code, 503, "not ready before registration");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !node.task.is_finished(),
+        "namenode outage does not end the datanode"
+    );
+
+    let nn = FakeNamenode::new("late");
+    let _srv = nn.serve(TcpListener::bind(addr).await.unwrap());
+    assert!(
+        wait_until(Duration::from_secs(15), || nn
+            .seen(|s| !s.full_reports.is_empty()))
+        .await,
+        "registered once the namenode appeared"
+    );
+    let report = nn.seen(|s| s.full_reports[0].clone());
+    assert!(report.iter().any(|e| e.id[..] == id.as_bytes()[..]));
+    let deadline = std::time::Instant::now() + WAIT;
+    while http_get(node.http, "/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready after registering"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
