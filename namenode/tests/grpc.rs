@@ -1,0 +1,597 @@
+//! The real namenode service on 127.0.0.1, driven by tonic clients acting as
+//! datanodes and as the gateway.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kdfs_proto::pb;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+#[tokio::test]
+async fn upload_get_list_delete_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 3).await;
+    for d in &mut dns.clone() {
+        d.heartbeat().await;
+    }
+
+    let lease = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "hello.txt".into(),
+            content_type: String::new(),
+            replication: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (lease.replication, lease.min_replicas, lease.block_size),
+        (3, 2, 1 << 20)
+    );
+    let pipeline = c
+        .allocate_block(pb::AllocateBlockRequest {
+            upload_id: lease.upload_id.clone(),
+            block_index: 0,
+            exclude: vec![],
+            replicas: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pipeline;
+    assert_eq!(pipeline.len(), 3);
+    let mut ids: Vec<_> = pipeline.iter().map(|l| l.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "distinct nodes");
+
+    // Too few acks: refused, and the lease stays usable.
+    let short = commit(&mut c, &lease.upload_id, b"hello", &[&dns[0]])
+        .await
+        .unwrap_err();
+    assert_eq!(short.code(), Code::FailedPrecondition, "{short:?}");
+    let done = commit(&mut c, &lease.upload_id, b"hello", &[&dns[0], &dns[1]])
+        .await
+        .unwrap();
+    assert!(!done.existed);
+    let rec = done.file.unwrap();
+    assert_eq!((rec.name.as_str(), rec.size), ("hello.txt", 5));
+    assert_eq!(rec.content_type, "application/octet-stream");
+
+    // Read-your-writes: the pipeline's replicas are located at once.
+    let got = get(&mut c, b"hello").await.unwrap();
+    assert_eq!(got.state, pb::FileState::Live as i32);
+    assert_eq!(got.blocks.len(), 1);
+    assert_eq!(got.blocks[0].replicas.len(), 2);
+
+    // The same content again: existed, first name kept.
+    let again = upload(&mut c, "other-name", b"hello", &[&dns[2], &dns[1]])
+        .await
+        .unwrap();
+    assert!(again.existed);
+    assert_eq!(again.file.unwrap().name, "hello.txt");
+    // Its acks are real replicas too.
+    assert_eq!(
+        get(&mut c, b"hello").await.unwrap().blocks[0]
+            .replicas
+            .len(),
+        3
+    );
+
+    upload(&mut c, "second.bin", b"second", &[&dns[0], &dns[2]])
+        .await
+        .unwrap();
+    let list = c
+        .list_files(pb::ListFilesRequest {
+            limit: 0,
+            after: String::new(),
+            name_contains: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list
+        .files
+        .iter()
+        .map(|f| f.file.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, vec!["second.bin", "hello.txt"], "newest first");
+    assert_eq!(list.files[1].min_live_replicas, 3);
+
+    let del = c
+        .delete_file(pb::DeleteFileRequest {
+            file_id: raw(file(b"hello").as_bytes()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(del.deleted);
+    let gone = get(&mut c, b"hello").await.unwrap();
+    assert_eq!(gone.state, pb::FileState::Deleted as i32);
+    assert!(gone.deleted_ms > 0);
+    assert!(gone.blocks.is_empty());
+    let again = c
+        .delete_file(pb::DeleteFileRequest {
+            file_id: raw(file(b"hello").as_bytes()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.deleted, "idempotent");
+    let list = c
+        .list_files(pb::ListFilesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.files.len(), 1);
+
+    // Every holder of the dead block is told to delete it on its next heartbeat.
+    let b = block(b"hello");
+    for d in &dns {
+        let mut d = d.clone();
+        d.heartbeat().await;
+        assert_eq!(d.deletes(), vec![b], "node {}", d.id);
+    }
+
+    let unknown = get(&mut c, b"never stored").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad = c
+        .get_file(pb::GetFileRequest {
+            file_id: bytes::Bytes::from_static(b"abc"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    let i = info(&mut c).await;
+    assert_eq!((i.files, i.blocks, i.bytes), (1, 1, 6));
+    assert!(!i.safe_mode);
+    assert_eq!(i.datanodes.len(), 3);
+    assert_eq!(i.replication, 3);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn pagination_and_name_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 2).await;
+    for i in 0..5 {
+        let name = format!("{}-{i}.txt", if i % 2 == 0 { "Even" } else { "odd" });
+        upload(
+            &mut c,
+            &name,
+            format!("content {i}").as_bytes(),
+            &[&dns[0], &dns[1]],
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut after = String::new();
+    let mut seen = Vec::new();
+    loop {
+        let page = c
+            .list_files(pb::ListFilesRequest {
+                limit: 2,
+                after: after.clone(),
+                name_contains: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.files.len() <= 2);
+        seen.extend(
+            page.files
+                .iter()
+                .map(|f| f.file.as_ref().unwrap().name.clone()),
+        );
+        if page.next.is_empty() {
+            break;
+        }
+        after = page.next;
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "Even-4.txt",
+            "odd-3.txt",
+            "Even-2.txt",
+            "odd-1.txt",
+            "Even-0.txt"
+        ]
+    );
+    let even = c
+        .list_files(pb::ListFilesRequest {
+            limit: 10,
+            after: String::new(),
+            name_contains: "even".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(even.files.len(), 3);
+    let bad = c
+        .list_files(pb::ListFilesRequest {
+            limit: 10,
+            after: "zz".into(),
+            name_contains: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn membership_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+
+    // A fresh disk adopts the cluster id; a foreign one is refused.
+    let mut d = FakeDatanode::new(c.clone(), 1);
+    let cluster_id = d.register("").await.unwrap().cluster_id;
+    assert_eq!(cluster_id, info(&mut c).await.cluster_id);
+    let mut foreign = FakeDatanode::new(c.clone(), 2);
+    let e = foreign.register("another-cluster").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("another-cluster"), "{}", e.message());
+
+    // Unknown nodes are told to register.
+    let mut stranger = FakeDatanode::new(c.clone(), 3);
+    assert!(stranger.heartbeat().await.reregister);
+    assert!(!d.heartbeat().await.reregister);
+
+    // Bad ids and addresses are refused.
+    let e = c
+        .register(pb::RegisterRequest {
+            datanode_id: "not-a-uuid".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c
+        .register(pb::RegisterRequest {
+            datanode_id: d.id.to_string(),
+            address: "../../etc:80".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn allocation_errors_map_to_unavailable_and_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let begin = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.begin_upload(pb::BeginUploadRequest {
+                name: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .upload_id
+        }
+    };
+    let alloc = |c: &Client, up: String| {
+        let mut c = c.clone();
+        async move {
+            c.allocate_block(pb::AllocateBlockRequest {
+                upload_id: up,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let up = begin(&mut c).await;
+    let e = alloc(&c, up.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "no datanodes: {e:?}");
+
+    let mut full = Vec::new();
+    for p in 0..2 {
+        let mut d = FakeDatanode::new(c.clone(), 100 + p);
+        d.available = 10;
+        d.register("").await.unwrap();
+        full.push(d);
+    }
+    let e = alloc(&c, up.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    // Names are checked.
+    let e = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "a\nb".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "x".repeat(1025),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Upload ids are checked, unknown ones refused.
+    let e = alloc(&c, "nope".into()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = alloc(&c, uuid::Uuid::new_v4().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // Abandoned uploads are gone.
+    c.abandon_upload(pb::AbandonUploadRequest {
+        upload_id: up.clone(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .renew_lease(pb::RenewLeaseRequest { upload_id: up })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn dead_datanode_blocks_are_replicated_through_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = fast_args(dir.path());
+    args.extend(["--replication".into(), "2".into()]);
+    let nn = TestNamenode::start(&args).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 3).await;
+    let (a, b, spare) = (&dns[0], &dns[1], &dns[2]);
+    upload(&mut c, "f", b"precious", &[a, b]).await.unwrap();
+
+    // b and the spare keep beating; a goes silent.
+    let stop_a = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let ha = a.keep_beating(stop_a.clone());
+    let hb = b.keep_beating(stop.clone());
+    let hs = spare.keep_beating(stop.clone());
+    stop_a.cancel();
+    ha.await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "replication command to the survivor",
+        || async { !b.replications().is_empty() },
+    )
+    .await;
+    // Dead after 1 s, scheduled within a heartbeat interval, delivered on the next beat.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let (blk, targets) = b.replications()[0].clone();
+    assert_eq!(blk, block(b"precious"));
+    assert_eq!(targets, vec![spare.id.to_string()]);
+
+    let i = info(&mut c).await;
+    let state_of = |id: &str| i.datanodes.iter().find(|d| d.id == id).unwrap().state;
+    assert_eq!(state_of(&a.id.to_string()), pb::DatanodeState::Dead as i32);
+    assert_eq!(state_of(&b.id.to_string()), pb::DatanodeState::Live as i32);
+    assert_eq!(i.under_replicated, 1);
+    let located = get(&mut c, b"precious").await.unwrap().blocks[0]
+        .replicas
+        .clone();
+    assert_eq!(located.len(), 1, "the dead node's replica left the map");
+
+    // The spare reports the copy: healed.
+    let mut s = spare.clone();
+    s.added(&[(block(b"precious"), 8)]).await;
+    assert_eq!(info(&mut c).await.under_replicated, 0);
+    // The dead node comes back: told to re-register.
+    let mut a2 = a.clone();
+    assert!(a2.heartbeat().await.reregister);
+    stop.cancel();
+    hb.await.unwrap();
+    hs.await.unwrap();
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn full_report_reconciles_unknown_tombstoned_and_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let mut dns = datanodes(&nn, 3).await;
+    upload(&mut c, "keep", b"keep", &[&dns[0], &dns[1]])
+        .await
+        .unwrap();
+    upload(&mut c, "gone", b"gone", &[&dns[0], &dns[1]])
+        .await
+        .unwrap();
+    c.delete_file(pb::DeleteFileRequest {
+        file_id: raw(file(b"gone").as_bytes()),
+    })
+    .await
+    .unwrap();
+
+    // Node 2 was away during the delete and now reports: the tombstoned block (delete
+    // at once), an unknown block (kept for now: it may be an upload in progress), and
+    // a referenced block.
+    let r = dns[2]
+        .full_report(&[
+            (block(b"gone"), 4),
+            (block(b"mystery"), 7),
+            (block(b"keep"), 4),
+        ])
+        .await;
+    assert_eq!(r.accepted, 1);
+    assert_eq!(dns[2].deletes(), vec![block(b"gone")]);
+    assert_eq!(
+        get(&mut c, b"keep").await.unwrap().blocks[0].replicas.len(),
+        3
+    );
+
+    // Node 1 reports nothing: its replica of "keep" is dropped.
+    let r = dns[1].full_report(&[]).await;
+    assert_eq!(r.accepted, 0);
+    let replicas = get(&mut c, b"keep").await.unwrap().blocks[0]
+        .replicas
+        .clone();
+    let ids: Vec<_> = replicas.iter().map(|r| r.id.clone()).collect();
+    assert!(!ids.contains(&dns[1].id.to_string()));
+    assert_eq!(ids.len(), 2);
+
+    // Corrupt replicas reported incrementally leave the map too.
+    c.report_bad_replica(pb::ReportBadReplicaRequest {
+        block_id: raw(block(b"keep").as_bytes()),
+        datanode_id: dns[0].id.to_string(),
+        reason: "checksum mismatch".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&mut c, b"keep").await.unwrap().blocks[0].replicas.len(),
+        1
+    );
+
+    // A report from an unregistered node is refused.
+    let mut stranger = FakeDatanode::new(c.clone(), 9);
+    let e = stranger
+        .client
+        .incremental_block_report(pb::IncrementalBlockReportRequest {
+            datanode_id: stranger.id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let _ = &mut stranger;
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn reupload_after_delete_is_never_destroyed_by_the_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 4).await;
+    let (a, b, x, y) = (&dns[0], &dns[1], &dns[2], &dns[3]);
+    upload(&mut c, "v1", b"same content", &[a, b])
+        .await
+        .unwrap();
+    let delete = |c: &Client| {
+        let mut c = c.clone();
+        async move {
+            c.delete_file(pb::DeleteFileRequest {
+                file_id: raw(file(b"same content").as_bytes()),
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Case 1: deleted, re-uploaded to the same nodes before any delete was
+    // delivered: the pending deletes are dropped, the new file keeps its replicas.
+    delete(&c).await;
+    upload(&mut c, "v2", b"same content", &[a, b])
+        .await
+        .unwrap();
+    for d in [a, b] {
+        let mut d = d.clone();
+        d.heartbeat().await;
+        assert!(d.deletes().is_empty(), "no delete may reach {}", d.id);
+    }
+    assert_eq!(
+        get(&mut c, b"same content").await.unwrap().state,
+        pb::FileState::Live as i32
+    );
+
+    // Case 2: an upload is under way when the content is deleted and the deletes are
+    // delivered: acks from the nodes that got the delete are not trusted.
+    let lease = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "v3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    delete(&c).await;
+    for d in [a, b] {
+        let mut d = d.clone();
+        d.heartbeat().await;
+        assert_eq!(d.deletes(), vec![block(b"same content")]);
+    }
+    let e = commit(&mut c, &lease.upload_id, b"same content", &[a, b])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("retry"), "{}", e.message());
+    // Acks from nodes the delete never reached are fine.
+    let ok = commit(&mut c, &lease.upload_id, b"same content", &[x, y])
+        .await
+        .unwrap();
+    assert!(!ok.existed);
+    assert_eq!(ok.file.unwrap().name, "v3");
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn expired_leases_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = fast_args(dir.path());
+    args.extend(["--lease-ttl".into(), "300ms".into()]);
+    let nn = TestNamenode::start(&args).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 2).await;
+    let lease = c
+        .begin_upload(pb::BeginUploadRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lease.lease_ttl_ms, 300);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = commit(&mut c, &lease.upload_id, b"late", &[&dns[0], &dns[1]])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    nn.stop().await;
+}
+
+#[tokio::test]
+async fn http_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 2).await;
+    upload(&mut c, "m", b"metrics", &[&dns[0], &dns[1]])
+        .await
+        .unwrap();
+    assert_eq!(http_get(nn.http, "/healthz").await.0, 200);
+    let (status, body) = http_get(nn.http, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("ready"));
+    let (status, body) = http_get(nn.http, "/metrics").await;
+    assert_eq!(status, 200);
+    for m in [
+        "kdfs_namenode_datanodes",
+        "kdfs_namenode_blocks",
+        "kdfs_namenode_under_replicated_blocks",
+        "kdfs_namenode_safe_mode",
+        "kdfs_namenode_commits_total",
+    ] {
+        assert!(body.contains(m), "{m} missing from\n{body}");
+    }
+    nn.stop().await;
+}
