@@ -77,6 +77,8 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    // One crypto provider for the whole workspace (ring): reqwest is built without one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(e) = run(cli).await {
         eprintln!("kdfs: {e:#}");
         std::process::exit(1);
