@@ -44,6 +44,15 @@ use crate::service::{DatanodeService, Node, Peers};
 use crate::store::{Store, StoreConfig};
 use crate::version::Version;
 
+/// This pod's name: `--pod-name`, else `POD_NAME` (the customary downward-API variable).
+fn pod_name(config: &Config) -> Option<String> {
+    config
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .filter(|p| !p.is_empty())
+}
+
 /// The address peers dial: `--advertise`, else `$POD_NAME.<headless service>:<port>` in
 /// Kubernetes, else the gRPC listener's address (loopback if it listens on all
 /// interfaces, which only suits a single machine).
@@ -52,7 +61,7 @@ fn advertise(config: &Config, local: SocketAddr) -> Result<String> {
         return kdfs_proto::wire::address("--advertise", a)
             .map_err(|s| Error::Config(s.message().to_owned()));
     }
-    if let (Some(pod), Some(svc)) = (&config.pod_name, &config.headless_service) {
+    if let (Some(pod), Some(svc)) = (pod_name(config), &config.headless_service) {
         return Ok(format!("{pod}.{svc}:{}", local.port()));
     }
     if local.ip().is_unspecified() {
@@ -123,7 +132,7 @@ pub async fn run(
             advertise: advertise.clone(),
             zone: config.zone.clone().unwrap_or_default(),
             block_report_interval: config.block_report_interval.get(),
-            pod_name: config.pod_name.clone().unwrap_or_default(),
+            pod_name: pod_name(&config).unwrap_or_default(),
             node_name: config.node_name.clone().unwrap_or_default(),
             max_replication_streams: config.replication_streams,
         },

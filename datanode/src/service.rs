@@ -41,6 +41,9 @@ use crate::store::{AsyncBlockWriter, Piece, RangeReader, Store};
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
 /// back-pressures this node and, through HTTP/2 flow control, its predecessor.
 pub const FORWARD_QUEUE_DEPTH: usize = 8;
+/// A write whose sender goes silent this long is aborted, releasing its reservation and
+/// temp file (a live but stuck client is not caught by HTTP/2 keep-alives).
+pub const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Read pieces queued towards a reader.
 pub const READ_QUEUE_DEPTH: usize = 4;
 
@@ -241,7 +244,14 @@ impl Node {
         };
         let mut length = 0u64;
         let trailer = loop {
-            let msg = match inbound.message().await {
+            let next = tokio::time::timeout(WRITE_IDLE_TIMEOUT, inbound.message()).await;
+            let Ok(next) = next else {
+                tracing::info!("write stream idle too long: aborted");
+                return Err(Status::deadline_exceeded(format!(
+                    "no WriteBlock message for {WRITE_IDLE_TIMEOUT:?}: aborted"
+                )));
+            };
+            let msg = match next {
                 Ok(Some(WriteBlockRequest { msg: Some(m) })) => m,
                 Ok(_) => {
                     return Err(Status::cancelled(

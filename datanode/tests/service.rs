@@ -308,3 +308,32 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
     }
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_write_finish() {
+    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let bytes = pattern(3 * CHUNK_SIZE, 10);
+    let id = BlockId::of(&bytes);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut head = node.client();
+    let call = tokio::spawn(async move {
+        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header(vec![], bytes.len() as u64)).await.unwrap();
+    let mut chunks = bytes.chunks(CHUNK_SIZE);
+    tx.send(data(chunks.next().unwrap())).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !node.tmp_files().is_empty()).await);
+    // The shutdown signal arrives mid-write: the write still completes.
+    node.cancel.cancel();
+    for c in chunks {
+        tx.send(data(c)).await.unwrap();
+    }
+    tx.send(trailer(&id)).await.unwrap();
+    drop(tx);
+    let resp = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(resp.committed, vec![node.id.to_string()]);
+    assert!(node.holds(&id));
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
