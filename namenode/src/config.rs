@@ -42,7 +42,12 @@ pub const DEFAULT_REPLICATION_TIMEOUT: &str = "2m";
 
 /// Configuration of `kdfs-namenode`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "kdfs-namenode", version, about = "kdfs metadata server")]
+#[command(
+    name = "kdfs-namenode",
+    version,
+    about = "kdfs metadata server",
+    args_override_self = true
+)]
 pub struct Config {
     /// gRPC address to listen on.
     #[arg(long, env = "KDFS_LISTEN", default_value = DEFAULT_LISTEN)]

@@ -349,10 +349,13 @@ impl Replication {
             block_size,
             exclude,
         };
-        // Prefer nodes that have not failed this block; fall back to them.
-        if let Some(a) = avoid {
+        // Prefer nodes that have not failed this block (nor held a corrupt replica of
+        // it); fall back to them rather than leave the block short.
+        let corrupt = self.corrupt.get(id);
+        if avoid.is_some() || corrupt.is_some() {
             let mut strict = exclude.clone();
-            strict.extend(a.iter().copied());
+            strict.extend(avoid.into_iter().flatten().copied());
+            strict.extend(corrupt.into_iter().flatten().copied());
             if let Ok(t) = placement::check(&open, &request(strict)) {
                 return Some((source, t));
             }

@@ -1,0 +1,371 @@
+//! State-machine tests of the namesystem with paused tokio time: no sockets, the
+//! clock moved by hand, a real redb store in a temp dir.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_namenode::cluster::{Load, Registration};
+use kdfs_namenode::namesystem::{CommittedBlock, FileView, Outgoing};
+use kdfs_namenode::{Config, NameSystem};
+use sha2::{Digest, Sha256};
+
+fn block(content: &[u8]) -> BlockId {
+    BlockId::from_slice(&Sha256::digest(content)).unwrap()
+}
+
+fn file(content: &[u8]) -> FileId {
+    FileId::from_slice(&Sha256::digest(content)).unwrap()
+}
+
+/// A namesystem and the datanodes it knows, driven step by step.
+struct Sim {
+    ns: Arc<NameSystem>,
+    nodes: Vec<DatanodeId>,
+    _dir: tempfile::TempDir,
+}
+
+/// A report being built: `sim.report(node).with(b"a").with(b"b").full()`.
+struct Report<'a> {
+    sim: &'a Sim,
+    node: usize,
+    blocks: Vec<(BlockId, u64)>,
+}
+
+impl Report<'_> {
+    fn with(mut self, content: &[u8]) -> Self {
+        self.blocks.push((block(content), content.len() as u64));
+        self
+    }
+
+    /// Sends it as a full report; returns the blocks the node is told to delete.
+    fn full(self) -> Vec<BlockId> {
+        let id = self.sim.nodes[self.node];
+        self.sim.ns.full_report(&id, self.blocks).unwrap().1
+    }
+
+    /// Sends it as an incremental report of corrupt replicas.
+    fn corrupt(self) {
+        let id = self.sim.nodes[self.node];
+        let ids: Vec<BlockId> = self.blocks.iter().map(|b| b.0).collect();
+        self.sim.ns.incremental_report(&id, &[], &[], &ids).unwrap();
+    }
+}
+
+impl Sim {
+    /// Heartbeats every second, dead after 5 s, replication 2.
+    fn new(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "kdfs-namenode",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--heartbeat-interval",
+            "1s",
+            "--dead-after",
+            "5s",
+            "--replication",
+            "2",
+            "--safe-mode-timeout",
+            "1h",
+        ];
+        args.extend_from_slice(extra);
+        let ns = NameSystem::open(&Config::parse_from(args)).unwrap();
+        Self {
+            ns,
+            nodes: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    fn load() -> Load {
+        Load {
+            capacity: 1 << 40,
+            available: 1 << 40,
+            ..Load::default()
+        }
+    }
+
+    /// Registers `n` more datanodes.
+    fn with_nodes(mut self, n: usize) -> Self {
+        for _ in 0..n {
+            let id = DatanodeId::random();
+            let reg = Registration {
+                address: format!("127.0.0.1:{}", 1000 + self.nodes.len()),
+                load: Self::load(),
+                ..Registration::default()
+            };
+            self.ns.register(id, &reg).unwrap();
+            self.nodes.push(id);
+        }
+        self
+    }
+
+    fn beat(&self, node: usize) -> Vec<Outgoing> {
+        self.ns
+            .heartbeat(&self.nodes[node], Self::load())
+            .expect("known node")
+    }
+
+    fn report(&self, node: usize) -> Report<'_> {
+        Report {
+            sim: self,
+            node,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Uploads `content` as one block acknowledged by `on`.
+    async fn upload(&self, content: &[u8], on: &[usize]) {
+        let lease = self.ns.begin_upload("f", "", 0).await.unwrap();
+        self.ns
+            .commit(
+                &lease.id,
+                file(content),
+                content.len() as u64,
+                vec![CommittedBlock {
+                    id: block(content),
+                    length: content.len() as u64,
+                    replicas: on.iter().map(|i| self.nodes[*i]).collect(),
+                }],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn locations(&self, content: &[u8]) -> Vec<DatanodeId> {
+        match self.ns.get_file(&file(content)).unwrap() {
+            FileView::Live { blocks, .. } => blocks[0].replicas.iter().map(|l| l.id).collect(),
+            FileView::Deleted { .. } => panic!("deleted"),
+        }
+    }
+
+    /// One round of the background workers.
+    fn tick(&self) {
+        self.ns.liveness_tick();
+        self.ns.safe_mode_tick();
+        self.ns.replication_tick();
+    }
+}
+
+fn replications(cmds: &[Outgoing]) -> Vec<(BlockId, Vec<DatanodeId>)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Outgoing::Replicate { block, targets, .. } => {
+                Some((*block, targets.iter().map(|t| t.id).collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn deletes(cmds: &[Outgoing]) -> Vec<BlockId> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Outgoing::Delete(ids) => Some(ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_nodes_blocks_are_scheduled_within_one_heartbeat() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"data", &[0, 1]).await;
+
+    // Nodes 1 and 2 beat every second; node 0 is silent.
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        sim.tick();
+        assert!(
+            replications(&sim.beat(1)).is_empty(),
+            "nothing to do while 0 lives"
+        );
+        sim.beat(2);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sim.tick(); // node 0 silent for 5 s: dead, its replica dropped, copy scheduled
+    assert_eq!(sim.locations(b"data"), vec![sim.nodes[1]]);
+    let cmds = sim.beat(1);
+    assert_eq!(
+        replications(&cmds),
+        vec![(block(b"data"), vec![sim.nodes[2]])]
+    );
+
+    // The target reports the copy: nothing more is scheduled.
+    sim.report(2).with(b"data").full();
+    sim.tick();
+    assert!(sim.beat(1).is_empty());
+    assert_eq!(sim.ns.status().stats.under_replicated, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_copy_is_retried_from_another_source_or_target() {
+    let sim = Sim::new(&["--replication-timeout", "10s", "--replication", "3"]).with_nodes(4);
+    sim.tick();
+    sim.upload(b"data", &[0, 1]).await;
+    sim.tick();
+    let first = [0, 1]
+        .iter()
+        .flat_map(|n| replications(&sim.beat(*n)))
+        .collect::<Vec<_>>();
+    assert_eq!(first.len(), 1, "one copy for the one missing replica");
+    let first_target = first[0].1[0];
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for n in 0..4 {
+            sim.beat(n);
+        }
+        sim.tick();
+    }
+    let retry = [0, 1]
+        .iter()
+        .flat_map(|n| replications(&sim.beat(*n)))
+        .collect::<Vec<_>>();
+    assert_eq!(retry.len(), 1, "retried after the timeout");
+    assert_ne!(retry[0].1[0], first_target, "to another target");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tombstones_are_honoured_for_a_node_returning_after_the_delete() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"old", &[0, 1]).await;
+    sim.report(2).with(b"old").full(); // a surplus third replica
+
+    // Node 2 goes away; the file is deleted meanwhile.
+    for _ in 0..6 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        sim.beat(0);
+        sim.beat(1);
+        sim.tick();
+    }
+    assert!(
+        sim.ns.heartbeat(&sim.nodes[2], Sim::load()).is_none(),
+        "dead"
+    );
+    assert!(sim.ns.delete(file(b"old")).await.unwrap());
+    assert_eq!(deletes(&sim.beat(0)), vec![block(b"old")]);
+    assert_eq!(deletes(&sim.beat(1)), vec![block(b"old")]);
+
+    // Node 2 returns still holding the block: told to delete it at once.
+    let reg = Registration {
+        address: "127.0.0.1:1002".into(),
+        load: Sim::load(),
+        ..Registration::default()
+    };
+    sim.ns.register(sim.nodes[2], &reg).unwrap();
+    assert_eq!(sim.report(2).with(b"old").full(), vec![block(b"old")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_replicas_wait_for_uploads_that_began_before_them() {
+    let sim = Sim::new(&["--lease-ttl", "30s"]).with_nodes(2);
+    sim.tick();
+    let lease = sim.ns.begin_upload("slow", "", 0).await.unwrap();
+    // A block of the upload lands on node 0 and is reported before the commit.
+    assert!(sim.report(0).with(b"in progress").full().is_empty());
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        sim.ns.renew(&lease.id).unwrap();
+        sim.beat(0);
+        sim.beat(1);
+        sim.ns.gc_tick(false).await.unwrap();
+        assert!(
+            deletes(&sim.beat(0)).is_empty(),
+            "an older upload may still claim it"
+        );
+    }
+    // The upload gives up: after the grace, the orphan goes.
+    sim.ns.abandon(&lease.id).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sim.ns.gc_tick(false).await.unwrap();
+    assert_eq!(deletes(&sim.beat(0)), vec![block(b"in progress")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn corrupt_replicas_are_healed_then_removed() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"data", &[0, 1]).await;
+    sim.report(1).with(b"data").corrupt();
+    assert_eq!(sim.locations(b"data"), vec![sim.nodes[0]]);
+    sim.tick();
+    let copies = replications(&sim.beat(0));
+    assert_eq!(
+        copies,
+        vec![(block(b"data"), vec![sim.nodes[2]])],
+        "not back to the bad disk"
+    );
+    // Healed: the corrupt copy is deleted.
+    sim.report(2).with(b"data").full();
+    sim.tick();
+    assert_eq!(deletes(&sim.beat(1)), vec![block(b"data")]);
+    assert_eq!(sim.locations(b"data").len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |timeout: &str| {
+        Config::parse_from([
+            "kdfs-namenode",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--replication",
+            "2",
+            "--safe-mode-timeout",
+            timeout,
+        ])
+    };
+    let (a, b) = (DatanodeId::random(), DatanodeId::random());
+    let reg = Registration {
+        address: "127.0.0.1:1".into(),
+        load: Sim::load(),
+        ..Registration::default()
+    };
+    {
+        let ns = NameSystem::open(&args("1h")).unwrap();
+        assert!(
+            !ns.safe_mode_tick(),
+            "nothing known: safe mode ends at once"
+        );
+        ns.register(a, &reg).unwrap();
+        ns.register(b, &reg).unwrap();
+        for c in [&b"one"[..], b"two"] {
+            let lease = ns.begin_upload("f", "", 0).await.unwrap();
+            ns.commit(
+                &lease.id,
+                file(c),
+                c.len() as u64,
+                vec![CommittedBlock {
+                    id: block(c),
+                    length: c.len() as u64,
+                    replicas: vec![a, b],
+                }],
+            )
+            .await
+            .unwrap();
+        }
+        let done = ns.writer_done().unwrap();
+        drop(ns);
+        done.await.unwrap();
+    }
+    let ns = NameSystem::open(&args("1h")).unwrap();
+    assert!(ns.safe_mode_tick());
+    assert!(ns.in_safe_mode());
+    ns.register(a, &reg).unwrap();
+    ns.full_report(&a, vec![(block(b"one"), 3)]).unwrap();
+    assert!(ns.safe_mode_tick(), "half the blocks reported");
+    assert_eq!(ns.status().reported_fraction, 0.5);
+    assert_eq!(ns.replication_tick(), 0, "no re-replication in safe mode");
+    ns.full_report(&a, vec![(block(b"one"), 3), (block(b"two"), 3)])
+        .unwrap();
+    assert!(!ns.safe_mode_tick(), "all reported");
+    // Out of safe mode, the under-replicated blocks are queued at once.
+    ns.register(b, &reg).unwrap();
+    assert_eq!(ns.replication_tick(), 2);
+}
