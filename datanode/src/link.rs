@@ -229,6 +229,14 @@ impl Link {
                         }
                         self.execute(reply.commands);
                     }
+                    Err(status)
+                        if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
+                    {
+                        // A namenode that forgot us may answer with an error instead of
+                        // `reregister`; registering again is the cure either way.
+                        tracing::info!(error = %status, "heartbeat refused; registering again");
+                        continue 'register;
+                    }
                     Err(status) => {
                         failures += 1;
                         if failures == 1 || failures.is_power_of_two() {
