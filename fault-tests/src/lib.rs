@@ -1,0 +1,991 @@
+//! The fault suite's harness: a [`TestCluster`] of real `kdfs-namenode`,
+//! `kdfs-datanode` and `kdfs-gateway` child processes on 127.0.0.1, and the helpers the
+//! scenarios in `tests/` share (HTTP calls, waiting on conditions, disk inspection).
+//!
+//! The cluster is driven only from the outside, as an operator or a kernel would: SIGKILL
+//! and SIGTERM, restarts on the same data directory and the same ports (so a datanode's
+//! advertised address stays stable), bytes flipped in block files on disk, and the
+//! gateway's HTTP API. Nothing here links the servers' code.
+//!
+//! Invariants of the harness:
+//! - Every process has its own directory under one temp dir and logs to `<name>.log`
+//!   there; when a test panics the tail of every log is printed and the directory kept.
+//! - Only one cluster runs at a time in a test process (a global lock held by
+//!   [`TestCluster`]), so scenarios do not fight for the two cores.
+//! - No sleep-and-hope: [`wait_until`] polls a condition until a deadline and panics
+//!   with what it was waiting for.
+//! - The binaries are hard-linked into a private directory once per test process, so a
+//!   concurrent `cargo build` by someone else cannot swap them mid-test.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The three server binaries the cluster runs.
+pub const BINARIES: [&str; 3] = ["kdfs-namenode", "kdfs-datanode", "kdfs-gateway"];
+/// Heartbeat interval of every test cluster: short, so deaths are seen quickly.
+pub const HEARTBEAT: &str = "250ms";
+/// A datanode silent this long is dead.
+pub const DEAD_AFTER: &str = "2s";
+/// Default block size of test clusters: small, so files have many blocks.
+pub const BLOCK_SIZE: u64 = 256 << 10;
+/// How long a process may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop may take before the test fails.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Poll period of [`wait_until`].
+pub const POLL: Duration = Duration::from_millis(100);
+/// Lines of each log printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+
+/// Polls `cond` every [`POLL`] until it holds or `deadline` passes; then panics naming
+/// `what`. Returns how long it took.
+pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() >= deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// SHA-256 of `data` as 64 lowercase hex characters (a kdfs file or block id).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed` (xorshift64*: fast and
+/// incompressible enough that no two blocks of a file dedup by accident).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 for a free port")
+}
+
+/// The directory holding the server binaries, hard-linked (or copied) once per process
+/// from `target/debug/`, building them first if any is missing.
+pub fn binaries_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current test executable");
+        // target/debug/deps/<test> -> target/debug
+        let mut target = exe.parent().expect("exe dir").to_path_buf();
+        if target.ends_with("deps") {
+            target.pop();
+        }
+        let missing = BINARIES.iter().any(|b| !target.join(b).is_file());
+        if missing || std::env::var_os("KDFS_FAULT_BUILD").is_some() {
+            build_binaries();
+        }
+        let root = target.join("fault-tests-bin");
+        remove_stale_snapshots(&root);
+        let dir = root.join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("creating the binaries snapshot dir");
+        for b in BINARIES {
+            let (from, to) = (target.join(b), dir.join(b));
+            let _ = std::fs::remove_file(&to);
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)
+                    .unwrap_or_else(|e| panic!("copying {} failed: {e}", from.display()));
+            }
+        }
+        dir
+    })
+}
+
+fn build_binaries() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    eprintln!("building the kdfs server binaries for the fault suite");
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "-p",
+            "kdfs-namenode",
+            "-p",
+            "kdfs-datanode",
+            "-p",
+            "kdfs-client-gateway",
+        ])
+        .status()
+        .expect("running cargo build");
+    assert!(
+        status.success(),
+        "cargo build of the server binaries failed"
+    );
+}
+
+/// Removes snapshots left by test processes that are gone.
+fn remove_stale_snapshots(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let alive = e
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// One server process: how to start it and, while it runs, its child handle.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    binary: &'static str,
+    args: Vec<String>,
+    pub log: PathBuf,
+    /// The process's own directory (`--data-dir` for namenode and datanodes).
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(name: String, binary: &'static str, root: &Path, args: Vec<String>) -> Self {
+        let dir = root.join(&name);
+        std::fs::create_dir_all(&dir).expect("creating a process dir");
+        Self {
+            log: root.join(format!("{name}.log")),
+            name,
+            binary,
+            args,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Starts the process (appending to its log). Panics if it is already running.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening a log file");
+        let mut cmd = Command::new(binaries_dir().join(self.binary));
+        cmd.args(&self.args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a log handle"))
+            .stderr(log);
+        // Die with the test if the test process is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} failed: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL and reap. A no-op if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit; panics if it takes longer than [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut c = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let pid = i32::try_from(c.id()).expect("pid fits i32");
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if start.elapsed() < STOP_TIMEOUT => std::thread::sleep(POLL / 2),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!(
+                        "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM",
+                        self.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether the process runs (it may have exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The OS process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// How to build a [`TestCluster`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub datanodes: usize,
+    pub replication: u32,
+    pub block_size: u64,
+    /// Extra flags of the namenode (appended, so they override the defaults).
+    pub namenode_args: Vec<String>,
+    /// Extra flags of every datanode.
+    pub datanode_args: Vec<String>,
+    /// Extra flags per datanode index (e.g. a `--fixed-capacity` on one of them).
+    pub datanode_args_for: Vec<(usize, Vec<String>)>,
+    /// Extra flags of the gateway.
+    pub gateway_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            datanodes: 3,
+            replication: 3,
+            block_size: BLOCK_SIZE,
+            namenode_args: Vec::new(),
+            datanode_args: Vec::new(),
+            datanode_args_for: Vec::new(),
+            gateway_args: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn datanodes(mut self, n: usize) -> Self {
+        self.datanodes = n;
+        self
+    }
+    pub fn replication(mut self, r: u32) -> Self {
+        self.replication = r;
+        self
+    }
+    pub fn block_size(mut self, b: u64) -> Self {
+        self.block_size = b;
+        self
+    }
+    pub fn namenode_arg(mut self, flag: &str, value: &str) -> Self {
+        self.namenode_args.push(format!("{flag}={value}"));
+        self
+    }
+    pub fn datanode_arg(mut self, flag: &str, value: &str) -> Self {
+        self.datanode_args.push(format!("{flag}={value}"));
+        self
+    }
+    pub fn datanode_arg_for(mut self, i: usize, flag: &str, value: &str) -> Self {
+        self.datanode_args_for
+            .push((i, vec![format!("{flag}={value}")]));
+        self
+    }
+    pub fn gateway_arg(mut self, flag: &str, value: &str) -> Self {
+        self.gateway_args.push(format!("{flag}={value}"));
+        self
+    }
+}
+
+/// A failed HTTP call: its status (0 if no response came) and body.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    pub status: u16,
+    pub body: String,
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.body)
+    }
+}
+
+/// A file the test stored: its id and the source bytes' SHA-256 (equal, if kdfs is right).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub hash: String,
+    pub len: usize,
+}
+
+/// A namenode, N datanodes and a gateway as child processes.
+pub struct TestCluster {
+    pub opts: Options,
+    root: tempfile::TempDir,
+    pub namenode: Proc,
+    pub datanodes: Vec<Proc>,
+    pub gateway: Proc,
+    /// `http://127.0.0.1:<port>` of the gateway.
+    pub gateway_url: String,
+    /// `127.0.0.1:<port>` each datanode advertises (its gRPC address).
+    pub datanode_addrs: Vec<String>,
+    http: reqwest::blocking::Client,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+impl TestCluster {
+    /// Starts a cluster and waits until the gateway sees every datanode live and the
+    /// namenode out of safe mode.
+    pub fn start(opts: Options) -> Self {
+        let guard = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        binaries_dir();
+        let root = tempfile::Builder::new()
+            .prefix("kdfs-fault-")
+            .tempdir()
+            .expect("creating the cluster temp dir");
+        let nn_port = free_port();
+        let nn_url = format!("http://127.0.0.1:{nn_port}");
+        let mut nn_args = vec![
+            format!("--listen=127.0.0.1:{nn_port}"),
+            format!("--http=127.0.0.1:{}", free_port()),
+            format!("--data-dir={}", root.path().join("namenode").display()),
+            format!("--replication={}", opts.replication),
+            format!("--block-size={}", opts.block_size),
+            format!("--heartbeat-interval={HEARTBEAT}"),
+            format!("--dead-after={DEAD_AFTER}"),
+            "--safe-mode-timeout=10s".into(),
+            "--replication-timeout=5s".into(),
+        ];
+        nn_args.extend(opts.namenode_args.iter().cloned());
+        let namenode = Proc::new("namenode".into(), "kdfs-namenode", root.path(), nn_args);
+
+        let mut datanodes = Vec::new();
+        let mut datanode_addrs = Vec::new();
+        for i in 0..opts.datanodes {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let name = format!("datanode-{i}");
+            let mut args = vec![
+                format!("--listen={addr}"),
+                format!("--advertise={addr}"),
+                format!("--http=127.0.0.1:{}", free_port()),
+                format!("--namenode={nn_url}"),
+                format!("--data-dir={}", root.path().join(&name).display()),
+                "--reserved=0".into(),
+                "--shutdown-grace=5s".into(),
+            ];
+            args.extend(opts.datanode_args.iter().cloned());
+            for (j, extra) in &opts.datanode_args_for {
+                if *j == i {
+                    args.extend(extra.iter().cloned());
+                }
+            }
+            datanodes.push(Proc::new(name, "kdfs-datanode", root.path(), args));
+            datanode_addrs.push(addr);
+        }
+
+        let gw_port = free_port();
+        let mut gw_args = vec![
+            format!("--listen=127.0.0.1:{gw_port}"),
+            format!("--namenode={nn_url}"),
+        ];
+        gw_args.extend(opts.gateway_args.iter().cloned());
+        let gateway = Proc::new("gateway".into(), "kdfs-gateway", root.path(), gw_args);
+
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building the HTTP client");
+        let mut cluster = Self {
+            opts,
+            root,
+            namenode,
+            datanodes,
+            gateway,
+            gateway_url: format!("http://127.0.0.1:{gw_port}"),
+            datanode_addrs,
+            http,
+            _one_at_a_time: guard,
+        };
+        cluster.namenode.start();
+        for dn in &mut cluster.datanodes {
+            dn.start();
+        }
+        cluster.gateway.start();
+        let n = cluster.datanodes.len();
+        cluster.wait_until(START_TIMEOUT, "every datanode live, safe mode off", || {
+            cluster.live_datanodes() == n && cluster.safe_mode() == Some(false)
+        });
+        cluster
+    }
+
+    /// The cluster's temp dir.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Like [`wait_until`], but also fails early if a process the test did not stop has
+    /// exited (a crash), printing which.
+    pub fn wait_until(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut cond: impl FnMut() -> bool,
+    ) -> Duration {
+        wait_until(deadline, what, || {
+            if let Some(dead) = self.exited_unexpectedly() {
+                panic!("{dead} exited on its own while waiting for: {what}");
+            }
+            cond()
+        })
+    }
+
+    /// The name of a process this harness started and did not stop that has exited
+    /// (a crash), if any.
+    pub fn exited_unexpectedly(&self) -> Option<String> {
+        let mut procs: Vec<&Proc> = vec![&self.namenode, &self.gateway];
+        procs.extend(self.datanodes.iter());
+        procs
+            .into_iter()
+            .find(|p| p.pid().is_some_and(is_zombie_or_gone))
+            .map(|p| p.name.clone())
+    }
+
+    // ---- process control -------------------------------------------------------
+
+    pub fn kill_datanode(&mut self, i: usize) {
+        self.datanodes[i].kill();
+    }
+    pub fn stop_datanode(&mut self, i: usize) -> ExitStatus {
+        self.datanodes[i].stop()
+    }
+    /// Starts datanode `i` again on its data dir and ports, and waits until it is live.
+    pub fn restart_datanode(&mut self, i: usize) {
+        self.datanodes[i].kill();
+        self.datanodes[i].start();
+        let what = format!("datanode {i} live again");
+        self.wait_until(START_TIMEOUT, &what, || {
+            self.datanode_state(i).as_deref() == Some("live")
+        });
+    }
+    pub fn kill_namenode(&mut self) {
+        self.namenode.kill();
+    }
+    pub fn stop_namenode(&mut self) -> ExitStatus {
+        self.namenode.stop()
+    }
+    /// Starts the namenode again and waits until the gateway reaches it.
+    pub fn restart_namenode(&mut self) {
+        self.namenode.kill();
+        self.namenode.start();
+        self.wait_until(START_TIMEOUT, "namenode reachable again", || {
+            self.try_info().is_ok()
+        });
+    }
+    pub fn kill_gateway(&mut self) {
+        self.gateway.kill();
+    }
+    pub fn stop_gateway(&mut self) -> ExitStatus {
+        self.gateway.stop()
+    }
+    /// Starts the gateway again and waits until it answers `/info`.
+    pub fn restart_gateway(&mut self) {
+        self.gateway.kill();
+        self.gateway.start();
+        self.wait_until(START_TIMEOUT, "gateway answering again", || {
+            self.try_info().is_ok()
+        });
+    }
+
+    // ---- HTTP --------------------------------------------------------------------
+
+    /// The HTTP client (for requests the helpers do not cover).
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    /// `POST /upload` of `data` named `name`; the JSON answer or the failure.
+    pub fn try_upload_named(&self, name: &str, data: Vec<u8>) -> Result<Value, HttpFailure> {
+        let part = reqwest::blocking::multipart::Part::bytes(data).file_name(name.to_owned());
+        self.send_upload(reqwest::blocking::multipart::Form::new().part("file", part))
+    }
+
+    /// `POST /upload` streaming the body from `reader` (chunked, length unknown).
+    pub fn try_upload_reader(
+        &self,
+        name: &str,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Value, HttpFailure> {
+        let part = reqwest::blocking::multipart::Part::reader(reader).file_name(name.to_owned());
+        self.send_upload(reqwest::blocking::multipart::Form::new().part("file", part))
+    }
+
+    fn send_upload(&self, form: reqwest::blocking::multipart::Form) -> Result<Value, HttpFailure> {
+        let resp = self
+            .http
+            .post(self.url("/upload"))
+            .multipart(form)
+            .send()
+            .map_err(|e| HttpFailure {
+                status: 0,
+                body: format!("{e:#}"),
+            })?;
+        json_or_failure(resp)
+    }
+
+    /// Uploads `data`, asserts success and that the returned hash is its SHA-256.
+    pub fn upload(&self, data: &[u8]) -> Stored {
+        let want = sha256_hex(data);
+        let v = self
+            .try_upload_named(&format!("{}.bin", &want[..12]), data.to_vec())
+            .unwrap_or_else(|e| panic!("upload of {} bytes failed: {e}", data.len()));
+        assert_eq!(v["hash"].as_str(), Some(want.as_str()), "upload answer {v}");
+        assert_eq!(
+            v["size"].as_u64(),
+            Some(data.len() as u64),
+            "upload answer {v}"
+        );
+        Stored {
+            hash: want,
+            len: data.len(),
+        }
+    }
+
+    /// `GET /download?hash=`; the body or the failure.
+    pub fn try_download(&self, hash: &str) -> Result<Vec<u8>, HttpFailure> {
+        let resp = self
+            .http
+            .get(self.url("/download"))
+            .query(&[("hash", hash)])
+            .send()
+            .map_err(|e| HttpFailure {
+                status: 0,
+                body: format!("{e:#}"),
+            })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(HttpFailure {
+                status,
+                body: resp.text().unwrap_or_default(),
+            });
+        }
+        resp.bytes().map(|b| b.to_vec()).map_err(|e| HttpFailure {
+            status,
+            body: format!("body broke off: {e:#}"),
+        })
+    }
+
+    /// Downloads `hash` and asserts the bytes hash to it.
+    pub fn download(&self, hash: &str) -> Vec<u8> {
+        let data = self
+            .try_download(hash)
+            .unwrap_or_else(|e| panic!("download of {hash} failed: {e}"));
+        assert_eq!(sha256_hex(&data), hash, "downloaded bytes of {hash} differ");
+        data
+    }
+
+    /// Downloads every file and compares its SHA-256 and length with the source's.
+    pub fn verify_all(&self, files: &[Stored]) {
+        for f in files {
+            let data = self.download(&f.hash);
+            assert_eq!(data.len(), f.len, "length of {}", f.hash);
+        }
+    }
+
+    /// `GET /info`, or the failure.
+    pub fn try_info(&self) -> Result<Value, HttpFailure> {
+        let resp = self
+            .http
+            .get(self.url("/info"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .map_err(|e| HttpFailure {
+                status: 0,
+                body: format!("{e:#}"),
+            })?;
+        json_or_failure(resp)
+    }
+
+    /// `GET /info`; panics if it fails.
+    pub fn info(&self) -> Value {
+        self.try_info()
+            .unwrap_or_else(|e| panic!("GET /info failed: {e}"))
+    }
+
+    /// `GET /files/{hash}`: `Ok(None)` on 404/410.
+    pub fn file(&self, hash: &str) -> Result<Option<Value>, HttpFailure> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/files/{hash}")))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .map_err(|e| HttpFailure {
+                status: 0,
+                body: format!("{e:#}"),
+            })?;
+        match resp.status().as_u16() {
+            404 | 410 => Ok(None),
+            _ => json_or_failure(resp).map(Some),
+        }
+    }
+
+    /// Every file the listing shows (all pages).
+    pub fn list(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let resp = self
+                .http
+                .get(self.url("/files"))
+                .query(&[("limit", "1000"), ("after", after.as_str())])
+                .send()
+                .unwrap_or_else(|e| panic!("GET /files failed: {e:#}"));
+            let v = json_or_failure(resp).unwrap_or_else(|e| panic!("GET /files: {e}"));
+            out.extend(v["files"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_str() {
+                Some(n) if !n.is_empty() => after = n.to_owned(),
+                _ => return out,
+            }
+        }
+    }
+
+    /// `DELETE /files/{hash}`; panics unless 200.
+    pub fn delete(&self, hash: &str) -> Value {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/files/{hash}")))
+            .send()
+            .unwrap_or_else(|e| panic!("DELETE {hash} failed: {e:#}"));
+        json_or_failure(resp).unwrap_or_else(|e| panic!("DELETE {hash}: {e}"))
+    }
+
+    // ---- cluster state -------------------------------------------------------------
+
+    /// Datanodes the namenode considers live (0 if /info fails).
+    pub fn live_datanodes(&self) -> usize {
+        self.try_info()
+            .ok()
+            .and_then(|v| v["live_datanodes"].as_u64())
+            .unwrap_or(0) as usize
+    }
+
+    /// Whether the namenode is in safe mode (None if /info fails).
+    pub fn safe_mode(&self) -> Option<bool> {
+        self.try_info().ok().and_then(|v| v["safe_mode"].as_bool())
+    }
+
+    /// Datanode `i`'s state as the namenode reports it (`live`, `stale`, `dead`...).
+    pub fn datanode_state(&self, i: usize) -> Option<String> {
+        let info = self.try_info().ok()?;
+        datanode_entry(&info, &self.datanode_addrs[i])
+            .and_then(|d| d["state"].as_str().map(str::to_owned))
+    }
+
+    /// Replica addresses of each block of `hash` (None if unknown or unreachable).
+    pub fn replicas(&self, hash: &str) -> Option<Vec<Vec<String>>> {
+        let v = self.file(hash).ok()??;
+        let blocks = v["blocks"].as_array()?;
+        Some(
+            blocks
+                .iter()
+                .map(|b| {
+                    b["replicas"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .filter_map(|l| l["address"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Block ids of `hash`, in order.
+    pub fn block_ids(&self, hash: &str) -> Vec<String> {
+        let v = self
+            .file(hash)
+            .unwrap_or_else(|e| panic!("GET /files/{hash}: {e}"))
+            .unwrap_or_else(|| panic!("file {hash} not found"));
+        v["blocks"]
+            .as_array()
+            .expect("blocks array")
+            .iter()
+            .map(|b| b["id"].as_str().expect("block id").to_owned())
+            .collect()
+    }
+
+    /// Whether every block of every file has exactly `replication` live replicas on
+    /// distinct nodes, none of them in `excluded`, and /info shows nothing under-replicated
+    /// or missing.
+    pub fn fully_replicated(&self, files: &[Stored], excluded: &[usize]) -> bool {
+        let Ok(info) = self.try_info() else {
+            return false;
+        };
+        if info["under_replicated"].as_u64() != Some(0) || info["missing"].as_u64() != Some(0) {
+            return false;
+        }
+        let want = self.opts.replication as usize;
+        let excluded: Vec<&str> = excluded
+            .iter()
+            .map(|&i| self.datanode_addrs[i].as_str())
+            .collect();
+        files.iter().all(|f| {
+            self.replicas(&f.hash).is_some_and(|blocks| {
+                blocks.iter().all(|r| {
+                    let distinct: BTreeSet<&String> = r.iter().collect();
+                    distinct.len() == want
+                        && r.len() == want
+                        && !r.iter().any(|a| excluded.contains(&a.as_str()))
+                })
+            })
+        })
+    }
+
+    /// A one-line summary of replica counts for failure messages.
+    pub fn replication_summary(&self, files: &[Stored]) -> String {
+        let info = self.try_info().map(|v| {
+            format!(
+                "under_replicated={} missing={} live={}",
+                v["under_replicated"], v["missing"], v["live_datanodes"]
+            )
+        });
+        let counts: Vec<String> = files
+            .iter()
+            .map(|f| match self.replicas(&f.hash) {
+                Some(b) => format!(
+                    "{}:{:?}",
+                    &f.hash[..8],
+                    b.iter().map(Vec::len).collect::<Vec<_>>()
+                ),
+                None => format!("{}:?", &f.hash[..8]),
+            })
+            .collect();
+        format!("{info:?} {}", counts.join(" "))
+    }
+
+    // ---- disks -----------------------------------------------------------------------
+
+    /// Datanode `i`'s data directory.
+    pub fn datanode_dir(&self, i: usize) -> &Path {
+        &self.datanodes[i].dir
+    }
+
+    /// Block ids stored on datanode `i`'s disk (files under `blocks/`, sidecars excluded).
+    pub fn blocks_on_disk(&self, i: usize) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        walk(&self.datanode_dir(i).join("blocks"), &mut |p| {
+            if let Some(name) = p.file_name().and_then(|n| n.to_str())
+                && name.len() == 64
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                out.insert(name.to_owned());
+            }
+        });
+        out
+    }
+
+    /// Files under datanode `i`'s `dir` (e.g. `quarantine`, `tmp`).
+    pub fn files_under(&self, i: usize, dir: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.datanode_dir(i).join(dir), &mut |p| {
+            out.push(p.to_owned())
+        });
+        out
+    }
+
+    /// The path of block `id` on datanode `i`, if it is there.
+    pub fn block_path(&self, i: usize, id: &str) -> Option<PathBuf> {
+        let p = self
+            .datanode_dir(i)
+            .join("blocks")
+            .join(&id[0..2])
+            .join(&id[2..4])
+            .join(id);
+        p.is_file().then_some(p)
+    }
+
+    /// Index of the datanode advertising `addr`.
+    pub fn datanode_index(&self, addr: &str) -> Option<usize> {
+        self.datanode_addrs.iter().position(|a| a == addr)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.gateway.kill();
+        for dn in &mut self.datanodes {
+            dn.kill();
+        }
+        self.namenode.kill();
+        if std::thread::panicking() {
+            let mut procs: Vec<&Proc> = vec![&self.namenode];
+            procs.extend(self.datanodes.iter());
+            procs.push(&self.gateway);
+            for p in procs {
+                eprintln!(
+                    "\n===== {} ({}) last {LOG_TAIL_LINES} lines =====\n{}",
+                    p.name,
+                    p.log.display(),
+                    p.log_tail(LOG_TAIL_LINES)
+                );
+            }
+            // Keep the directory for inspection.
+            let root = std::mem::replace(
+                &mut self.root,
+                tempfile::tempdir().expect("a replacement temp dir"),
+            );
+            eprintln!("cluster directory kept at {}", root.keep().display());
+        }
+    }
+}
+
+/// Whether the child `pid` has exited (a zombie not yet reaped, or gone).
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// The `/info` entry of the datanode advertising `addr`.
+pub fn datanode_entry<'a>(info: &'a Value, addr: &str) -> Option<&'a Value> {
+    info["datanodes"]
+        .as_array()?
+        .iter()
+        .find(|d| d["address"].as_str() == Some(addr))
+}
+
+fn json_or_failure(resp: reqwest::blocking::Response) -> Result<Value, HttpFailure> {
+    let status = resp.status().as_u16();
+    let body = resp.text().map_err(|e| HttpFailure {
+        status,
+        body: format!("body broke off: {e:#}"),
+    })?;
+    if status != 200 {
+        return Err(HttpFailure { status, body });
+    }
+    serde_json::from_str(&body).map_err(|e| HttpFailure {
+        status,
+        body: format!("not JSON ({e}): {body}"),
+    })
+}
+
+fn walk(dir: &Path, f: &mut impl FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, f),
+            Ok(_) => f(&p),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Flips one byte of the file at `path`, at `offset`, in place.
+pub fn flip_byte(path: &Path, offset: u64) {
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {} to corrupt it: {e}", path.display()));
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.read_exact(&mut b).expect("read the byte");
+    b[0] ^= 0xFF;
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.write_all(&b).expect("write the flipped byte");
+    f.sync_all().expect("fsync the corrupted block");
+}
+
+/// A reader that yields `data` in `chunk`-byte pieces, sleeping `pause` before each
+/// (a slow client), and calls `on_progress(bytes_sent)` after each piece.
+pub struct SlowReader<F: FnMut(usize) + Send> {
+    data: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+    pause: Duration,
+    on_progress: F,
+}
+
+impl<F: FnMut(usize) + Send> SlowReader<F> {
+    pub fn new(data: Vec<u8>, chunk: usize, pause: Duration, on_progress: F) -> Self {
+        Self {
+            data,
+            pos: 0,
+            chunk,
+            pause,
+            on_progress,
+        }
+    }
+}
+
+impl<F: FnMut(usize) + Send> Read for SlowReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.data.len() {
+            return Ok(0);
+        }
+        std::thread::sleep(self.pause);
+        let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        (self.on_progress)(self.pos);
+        Ok(n)
+    }
+}
