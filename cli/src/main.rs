@@ -4,8 +4,10 @@
 //! so the CLI uses exactly the public API a `curl` user has. Errors end the process with
 //! a one-line message on stderr and a non-zero exit code.
 
+mod bench;
 mod gateway;
 mod local;
+mod procs;
 mod transfer;
 
 use std::path::PathBuf;
@@ -72,6 +74,8 @@ enum Command {
     },
     /// Run a namenode, datanodes and a gateway on 127.0.0.1 until Ctrl-C.
     Local(local::LocalArgs),
+    /// Measure throughput, small-file rate, heal time and the machine's ceilings.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -102,5 +106,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { ref hash } => gw()?.rm(hash).await,
         Command::Info { json } => gw()?.info(json).await,
         Command::Local(args) => local::run(args).await,
+        Command::Bench(args) => bench::run(&cli.gateway, args).await,
     }
 }

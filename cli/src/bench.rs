@@ -1,0 +1,638 @@
+//! `kdfs bench`: throughput, small-file rate, heal time and the machine's ceilings,
+//! measured in one run so the figures can be compared side by side.
+//!
+//! Against a running gateway (`--gateway`) or, with `--local`, against a fresh cluster
+//! of child processes (see [`crate::procs`]) whose peak RSS is read from `/proc`. Every
+//! download is verified against the SHA-256 of what was uploaded; a mismatch ends the
+//! bench with a non-zero exit. Progress goes to stderr, results to stdout (a table, or
+//! one JSON object per scenario with `--json`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use futures::StreamExt;
+use kdfs_core::ByteSize;
+use kdfs_proto::pb;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::gateway::check;
+use crate::procs::ProcCluster;
+
+/// Bytes per generated chunk of synthetic file content.
+const GEN_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Start a fresh local cluster of child processes (binaries next to this one).
+    #[arg(long)]
+    pub local: bool,
+    /// Scenarios to run, comma separated: large, small, heal, ceiling.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,large,small")]
+    pub scenarios: Vec<String>,
+    /// Size of the large file (and of the data stored for `heal`).
+    #[arg(long, default_value = "1GiB")]
+    pub size: ByteSize,
+    /// Runs of `large` (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Files uploaded and downloaded by `small`.
+    #[arg(long, default_value_t = 2000)]
+    pub count: usize,
+    /// Size of each small file.
+    #[arg(long, default_value = "4KiB")]
+    pub file_size: ByteSize,
+    /// Concurrent clients for `small`.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Datanodes of the local cluster (heal always uses at least 4).
+    #[arg(long, default_value_t = 3)]
+    pub datanodes: usize,
+    /// `--dead-after` of the local cluster's namenode (heal time includes it).
+    #[arg(long, default_value = "5s")]
+    pub dead_after: String,
+    /// Print one JSON object per scenario instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Synthetic content: a random 1 MiB pattern with each chunk stamped with a run nonce
+/// and its index, so no two blocks are equal (no dedup flattering the figures), cheap
+/// to produce, and reproducible for hashing before the timed upload.
+#[derive(Clone)]
+struct Content {
+    pattern: Bytes,
+    nonce: u64,
+    size: u64,
+}
+
+impl Content {
+    fn new(size: u64) -> Self {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ now_nanos();
+        let pattern: Vec<u8> = (0..GEN_CHUNK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Self {
+            pattern: pattern.into(),
+            nonce: now_nanos(),
+            size,
+        }
+    }
+
+    fn chunk(&self, i: u64) -> Bytes {
+        let start = i * GEN_CHUNK as u64;
+        let len = (self.size - start).min(GEN_CHUNK as u64) as usize;
+        let mut v = self.pattern[..len].to_vec();
+        let stamp = [self.nonce.to_le_bytes(), i.to_le_bytes()].concat();
+        let n = stamp.len().min(len);
+        v[..n].copy_from_slice(&stamp[..n]);
+        v.into()
+    }
+
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(GEN_CHUNK as u64)
+    }
+
+    fn stream(
+        &self,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let me = self.clone();
+        futures::stream::iter(0..me.chunks()).map(move |i| Ok(me.chunk(i)))
+    }
+
+    fn sha256(&self) -> String {
+        let mut h = Sha256::new();
+        for i in 0..self.chunks() {
+            h.update(self.chunk(i));
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn progress(msg: impl std::fmt::Display) {
+    eprintln!("bench: {msg}");
+}
+
+struct Target {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Target {
+    async fn upload(&self, content: &Content, name: &str) -> anyhow::Result<Value> {
+        let part = reqwest::multipart::Part::stream_with_length(
+            reqwest::Body::wrap_stream(content.stream()),
+            content.size,
+        )
+        .file_name(name.to_owned())
+        .mime_str("application/octet-stream")?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let resp = self
+            .http
+            .post(format!("{}/upload", self.url))
+            .multipart(form)
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
+    /// Downloads `hash` and returns (bytes, sha256 of what arrived).
+    async fn download(&self, hash: &str) -> anyhow::Result<(u64, String)> {
+        let resp = self
+            .http
+            .get(format!("{}/download", self.url))
+            .query(&[("hash", hash)])
+            .send()
+            .await?;
+        let mut s = check(resp).await?.bytes_stream();
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        while let Some(c) = s.next().await {
+            let c = c.context("download interrupted")?;
+            n += c.len() as u64;
+            h.update(&c);
+        }
+        Ok((n, hex::encode(h.finalize())))
+    }
+}
+
+pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let mut results = Vec::new();
+    let wants = |s: &str| args.scenarios.iter().any(|x| x == s);
+    for s in &args.scenarios {
+        ensure!(
+            ["large", "small", "heal", "ceiling"].contains(&s.as_str()),
+            "unknown scenario {s:?}: use large, small, heal, ceiling"
+        );
+    }
+
+    if wants("ceiling") {
+        results.push(ceiling(args.size.bytes().min(1 << 30)).await?);
+    }
+
+    if wants("large") || wants("small") {
+        let cluster = if args.local {
+            progress(format!(
+                "starting a local cluster with {} datanodes",
+                args.datanodes
+            ));
+            Some(ProcCluster::start(args.datanodes, "64MiB", &args.dead_after).await?)
+        } else {
+            None
+        };
+        let url = cluster
+            .as_ref()
+            .map_or_else(|| gateway.to_owned(), |c| c.gateway.clone());
+        let target = Target {
+            url,
+            http: http.clone(),
+        };
+        if wants("large") {
+            let mut r = large(&target, args.size.bytes(), args.runs).await?;
+            if let Some(c) = &cluster {
+                r["peak_rss_bytes"] = json!(
+                    c.peak_rss()
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                );
+            }
+            results.push(r);
+        }
+        if wants("small") {
+            results.push(
+                small(
+                    &target,
+                    args.count,
+                    args.file_size.bytes(),
+                    args.concurrency,
+                )
+                .await?,
+            );
+        }
+    }
+
+    if wants("heal") {
+        ensure!(
+            args.local,
+            "the heal scenario needs --local (it kills a datanode)"
+        );
+        results.push(
+            heal(
+                &http,
+                args.size.bytes(),
+                args.datanodes.max(4),
+                &args.dead_after,
+            )
+            .await?,
+        );
+    }
+
+    for r in &results {
+        if args.json {
+            println!("{r}");
+        } else {
+            print_human(r);
+        }
+    }
+    Ok(())
+}
+
+async fn large(t: &Target, size: u64, runs: usize) -> anyhow::Result<Value> {
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    for run in 0..runs.max(1) {
+        let content = Content::new(size);
+        let want = content.sha256();
+        progress(format!(
+            "large: run {}/{}: uploading {}",
+            run + 1,
+            runs,
+            ByteSize(size)
+        ));
+        let t0 = Instant::now();
+        let v = t.upload(&content, &format!("bench-large-{run}")).await?;
+        let du = t0.elapsed();
+        ensure!(
+            v["hash"] == want.as_str(),
+            "upload returned hash {} but content has {want}",
+            v["hash"]
+        );
+        progress(format!("large: run {}/{}: downloading", run + 1, runs));
+        let t0 = Instant::now();
+        let (n, got) = t.download(&want).await?;
+        let dd = t0.elapsed();
+        ensure!(
+            n == size && got == want,
+            "download verification failed: {n} bytes, sha256 {got}, want {want}"
+        );
+        up.push(mbps(size, du));
+        down.push(mbps(size, dd));
+    }
+    Ok(json!({
+        "scenario": "large", "size_bytes": size, "runs": runs,
+        "upload_mb_s": median(up.clone()), "download_mb_s": median(down.clone()),
+        "upload_runs_mb_s": up, "download_runs_mb_s": down,
+    }))
+}
+
+async fn small(
+    t: &Target,
+    count: usize,
+    file_size: u64,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    progress(format!(
+        "small: {count} files of {} with {concurrency} clients",
+        ByteSize(file_size)
+    ));
+    let contents: Vec<Content> = (0..count).map(|_| Content::new(file_size)).collect();
+    let hashes: Vec<String> = contents.iter().map(Content::sha256).collect();
+
+    let t0 = Instant::now();
+    let mut lat: Vec<Duration> = futures::stream::iter(contents.iter().enumerate())
+        .map(|(i, c)| async move {
+            let s = Instant::now();
+            t.upload(c, &format!("bench-small-{i}"))
+                .await
+                .map(|_| s.elapsed())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let up_elapsed = t0.elapsed();
+    lat.sort();
+    let up = (
+        count as f64 / up_elapsed.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    );
+
+    let t0 = Instant::now();
+    let mut lat: Vec<Duration> = futures::stream::iter(hashes.iter())
+        .map(|h| async move {
+            let s = Instant::now();
+            let (_, got) = t.download(h).await?;
+            ensure!(&got == h, "small download verification failed for {h}");
+            Ok(s.elapsed())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let down_elapsed = t0.elapsed();
+    lat.sort();
+    let down = (
+        count as f64 / down_elapsed.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    );
+    Ok(json!({
+        "scenario": "small", "count": count, "file_size_bytes": file_size, "concurrency": concurrency,
+        "upload_ops_s": up.0, "upload_p50_ms": up.1, "upload_p99_ms": up.2,
+        "download_ops_s": down.0, "download_p50_ms": down.1, "download_p99_ms": down.2,
+    }))
+}
+
+async fn heal(
+    http: &reqwest::Client,
+    size: u64,
+    datanodes: usize,
+    dead_after: &str,
+) -> anyhow::Result<Value> {
+    progress(format!(
+        "heal: local cluster of {datanodes} datanodes, storing {}",
+        ByteSize(size)
+    ));
+    let mut cluster = ProcCluster::start(datanodes, "64MiB", dead_after).await?;
+    let t = Target {
+        url: cluster.gateway.clone(),
+        http: http.clone(),
+    };
+    let content = Content::new(size);
+    let want = content.sha256();
+    t.upload(&content, "bench-heal").await?;
+    progress("heal: SIGKILL datanode-0");
+    let t0 = Instant::now();
+    cluster.kill("datanode-0")?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut dead_at = None;
+    loop {
+        let v: Value = t
+            .http
+            .get(format!("{}/info", t.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let dead = v["datanodes"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["state"] == "dead"));
+        if dead && dead_at.is_none() {
+            dead_at = Some(t0.elapsed());
+        }
+        let f: Value = t
+            .http
+            .get(format!("{}/files/{want}", t.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let healed = dead
+            && v["under_replicated"] == 0
+            && f["blocks"].as_array().is_some_and(|b| {
+                b.iter()
+                    .all(|b| b["replicas"].as_array().is_some_and(|r| r.len() >= 3))
+            });
+        if healed {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("heal: not back to 3 replicas within 10 minutes: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let healed = t0.elapsed();
+    let (_, got) = t.download(&want).await?;
+    ensure!(got == want, "heal: download after healing does not verify");
+    Ok(json!({
+        "scenario": "heal", "size_bytes": size, "datanodes": datanodes, "dead_after": dead_after,
+        "declared_dead_s": dead_at.map(|d| d.as_secs_f64()), "healed_s": healed.as_secs_f64(),
+        "re_replication_s": healed.as_secs_f64() - dead_at.map_or(0.0, |d| d.as_secs_f64()),
+    }))
+}
+
+/// The same machine's limits, measured in this run.
+async fn ceiling(size: u64) -> anyhow::Result<Value> {
+    progress("ceiling: SHA-256, one gRPC stream, fsync'd disk writes");
+    let buf = Content::new(GEN_CHUNK as u64).chunk(0);
+    let chunks = size / GEN_CHUNK as u64;
+    let mut sha = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut h = Sha256::new();
+        for _ in 0..chunks {
+            h.update(&buf);
+        }
+        std::hint::black_box(h.finalize());
+        sha.push(mbps(chunks * GEN_CHUNK as u64, t0.elapsed()));
+    }
+    let mut grpc = Vec::new();
+    for _ in 0..3 {
+        grpc.push(grpc_stream(buf.clone(), chunks).await?);
+    }
+    let mut disk = Vec::new();
+    let dir = tempfile::Builder::new()
+        .prefix("kdfs-bench-disk-")
+        .tempdir_in(".")?;
+    for _ in 0..3 {
+        disk.push(disk_write(dir.path(), &buf, chunks.min(256))?);
+    }
+    Ok(json!({
+        "scenario": "ceiling", "bytes": chunks * GEN_CHUNK as u64,
+        "sha256_mb_s": median(sha), "grpc_stream_mb_s": median(grpc), "disk_fsync_write_mb_s": median(disk),
+        "sha_ni": sha_ni(),
+    }))
+}
+
+fn sha_ni() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "sha_ni"))
+}
+
+fn disk_write(dir: &std::path::Path, buf: &[u8], chunks: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let p = dir.join("ceiling.bin");
+    let t0 = Instant::now();
+    let mut f = std::fs::File::create(&p)?;
+    for _ in 0..chunks {
+        f.write_all(buf)?;
+    }
+    f.sync_all()?;
+    let d = t0.elapsed();
+    std::fs::remove_file(&p)?;
+    Ok(mbps(chunks * buf.len() as u64, d))
+}
+
+/// One client-streaming WriteBlock of `chunks` messages of `buf` into a sink server on
+/// 127.0.0.1, with the store's chunk size and the workspace's transport settings.
+async fn grpc_stream(buf: Bytes, chunks: u64) -> anyhow::Result<f64> {
+    use kdfs_proto::transport;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = pb::datanode_server::DatanodeServer::new(Sink)
+        .max_decoding_message_size(transport::MAX_MESSAGE_SIZE);
+    let serve = transport::server()
+        .add_service(server)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
+    let task = tokio::spawn(serve);
+    let channel = transport::endpoint(&addr.to_string())?.connect().await?;
+    let mut client = pb::datanode_client::DatanodeClient::new(channel)
+        .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+    let msgs = futures::stream::iter(0..chunks).map(move |_| pb::WriteBlockRequest {
+        msg: Some(pb::write_block_request::Msg::Data(buf.clone())),
+    });
+    let t0 = Instant::now();
+    let n = client.write_block(msgs).await?.into_inner().length;
+    let d = t0.elapsed();
+    stop.cancel();
+    let _ = task.await;
+    Ok(mbps(n, d))
+}
+
+struct Sink;
+
+#[tonic::async_trait]
+impl pb::datanode_server::Datanode for Sink {
+    async fn write_block(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::WriteBlockRequest>>,
+    ) -> Result<tonic::Response<pb::WriteBlockResponse>, tonic::Status> {
+        let mut s = req.into_inner();
+        let mut n = 0u64;
+        while let Some(m) = s.message().await? {
+            if let Some(pb::write_block_request::Msg::Data(d)) = m.msg {
+                n += d.len() as u64;
+            }
+        }
+        Ok(tonic::Response::new(pb::WriteBlockResponse {
+            length: n,
+            ..Default::default()
+        }))
+    }
+
+    type ReadBlockStream = futures::stream::Empty<Result<pb::ReadBlockResponse, tonic::Status>>;
+
+    async fn read_block(
+        &self,
+        _: tonic::Request<pb::ReadBlockRequest>,
+    ) -> Result<tonic::Response<Self::ReadBlockStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("sink"))
+    }
+
+    async fn transfer_block(
+        &self,
+        _: tonic::Request<pb::ReplicateBlock>,
+    ) -> Result<tonic::Response<pb::TransferBlockResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("sink"))
+    }
+}
+
+fn print_human(r: &Value) {
+    let f = |k: &str| {
+        r[k].as_f64()
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    match r["scenario"].as_str().unwrap_or("") {
+        "ceiling" => println!(
+            "ceiling   sha256 {} MB/s (SHA-NI: {})   one gRPC stream {} MB/s   disk write+fsync {} MB/s",
+            f("sha256_mb_s"),
+            r["sha_ni"],
+            f("grpc_stream_mb_s"),
+            f("disk_fsync_write_mb_s")
+        ),
+        "large" => {
+            println!(
+                "large     {} x{}: upload {} MB/s, download {} MB/s (medians)",
+                ByteSize(r["size_bytes"].as_u64().unwrap_or(0)),
+                r["runs"],
+                f("upload_mb_s"),
+                f("download_mb_s")
+            );
+            if let Some(m) = r["peak_rss_bytes"].as_object() {
+                for (k, v) in m {
+                    println!(
+                        "          peak RSS {k:<12} {:.1} MiB",
+                        v.as_f64().unwrap_or(0.0) / (1 << 20) as f64
+                    );
+                }
+            }
+        }
+        "small" => println!(
+            "small     {} x {} by {} clients: upload {} ops/s (p50 {} ms, p99 {} ms), download {} ops/s (p50 {} ms, p99 {} ms)",
+            r["count"],
+            ByteSize(r["file_size_bytes"].as_u64().unwrap_or(0)),
+            r["concurrency"],
+            f("upload_ops_s"),
+            f("upload_p50_ms"),
+            f("upload_p99_ms"),
+            f("download_ops_s"),
+            f("download_p50_ms"),
+            f("download_p99_ms")
+        ),
+        "heal" => println!(
+            "heal      {} on {} datanodes, dead-after {}: declared dead after {} s, healed after {} s (re-replication {} s)",
+            ByteSize(r["size_bytes"].as_u64().unwrap_or(0)),
+            r["datanodes"],
+            r["dead_after"].as_str().unwrap_or(""),
+            f("declared_dead_s"),
+            f("healed_s"),
+            f("re_replication_s")
+        ),
+        _ => println!("{r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_deterministic_and_unique_per_chunk() {
+        let c = Content::new(3 * GEN_CHUNK as u64 + 5);
+        assert_eq!(c.chunks(), 4);
+        assert_eq!(c.chunk(3).len(), 5);
+        assert_ne!(c.chunk(0), c.chunk(1));
+        assert_eq!(c.sha256(), c.sha256());
+        assert_eq!(Content::new(0).chunks(), 0);
+    }
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 0.5), 51.0);
+        assert_eq!(percentile(&d, 0.99), 99.0);
+    }
+}

@@ -1,0 +1,200 @@
+//! A cluster of real child processes (`kdfs-namenode`, `kdfs-datanode` ×N, `kdfs-gateway`)
+//! for `kdfs bench --local`: separate processes so each one's peak RSS can be read from
+//! `/proc`, and so a datanode can be SIGKILLed for the heal scenario.
+//!
+//! The binaries are taken from the directory of the running `kdfs` (build them all with
+//! `cargo build --release`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// How long the cluster may take to serve.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    /// Peak resident set (VmHWM) in bytes, while the process lives.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+pub struct ProcCluster {
+    pub gateway: String,
+    pub procs: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe
+        .parent()
+        .map(|d| d.join(name))
+        .context("locating the kdfs binaries")?;
+    if !p.exists() {
+        bail!(
+            "{} not found: build every binary first (cargo build --release)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(name: &str, exe: &Path, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    Ok(Proc {
+        name: name.to_owned(),
+        child,
+    })
+}
+
+impl ProcCluster {
+    /// Starts a namenode, `datanodes` datanodes and a gateway in a fresh temp dir.
+    pub async fn start(
+        datanodes: usize,
+        block_size: &str,
+        dead_after: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("kdfs-bench-").tempdir()?;
+        let root = dir.path();
+        let nn_port = free_port()?;
+        let nn = format!("http://127.0.0.1:{nn_port}");
+        let mut procs = vec![spawn(
+            "namenode",
+            &bin("kdfs-namenode")?,
+            &[
+                format!("--listen=127.0.0.1:{nn_port}"),
+                format!("--http=127.0.0.1:{}", free_port()?),
+                format!("--data-dir={}", root.join("namenode").display()),
+                format!("--block-size={block_size}"),
+                "--heartbeat-interval=1s".into(),
+                format!("--dead-after={dead_after}"),
+            ],
+            &root.join("namenode.log"),
+        )?];
+        for i in 0..datanodes {
+            let port = free_port()?;
+            procs.push(spawn(
+                &format!("datanode-{i}"),
+                &bin("kdfs-datanode")?,
+                &[
+                    format!("--listen=127.0.0.1:{port}"),
+                    format!("--advertise=127.0.0.1:{port}"),
+                    format!("--http=127.0.0.1:{}", free_port()?),
+                    format!("--namenode={nn}"),
+                    format!(
+                        "--data-dir={}",
+                        root.join(format!("datanode-{i}")).display()
+                    ),
+                    "--reserved=0".into(),
+                ],
+                &root.join(format!("datanode-{i}.log")),
+            )?);
+        }
+        let gw_port = free_port()?;
+        procs.push(spawn(
+            "gateway",
+            &bin("kdfs-gateway")?,
+            &[
+                format!("--listen=127.0.0.1:{gw_port}"),
+                format!("--namenode={nn}"),
+            ],
+            &root.join("gateway.log"),
+        )?);
+        let cluster = ProcCluster {
+            gateway: format!("http://127.0.0.1:{gw_port}"),
+            procs,
+            _dir: dir,
+        };
+        cluster.wait_live(datanodes).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until `/info` shows `n` live datanodes and `/readyz` answers 200.
+    pub async fn wait_live(&self, n: usize) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let ok = async {
+                let r = http
+                    .get(format!("{}/readyz", self.gateway))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())?;
+                let v: serde_json::Value = http
+                    .get(format!("{}/info", self.gateway))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let live = v["datanodes"]
+                    .as_array()?
+                    .iter()
+                    .filter(|d| d["state"] == "live")
+                    .count();
+                (live >= n).then_some(())
+            };
+            if ok.await.is_some() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the bench cluster did not become ready within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILLs the process named `name`.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .context("no such process")?;
+        p.child.kill()?;
+        p.child.wait()?;
+        Ok(())
+    }
+
+    /// `(name, peak RSS bytes)` of every process still running.
+    pub fn peak_rss(&self) -> Vec<(String, u64)> {
+        self.procs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.peak_rss()?)))
+            .collect()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
