@@ -11,6 +11,49 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::scanner::ScannerStats;
 use crate::store::Store;
 
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A fixed-bucket latency histogram (Prometheus cumulative buckets when rendered).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP kdfs_datanode_{name} {help}");
+        let _ = writeln!(out, "# TYPE kdfs_datanode_{name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "kdfs_datanode_{name}_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "kdfs_datanode_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "kdfs_datanode_{name}_sum {sum}");
+        let _ = writeln!(out, "kdfs_datanode_{name}_count {count}");
+    }
+}
+
 /// Counters of the gRPC service.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,6 +71,11 @@ pub struct Metrics {
     pub transfers_failed: AtomicU64,
     /// Block transfers (writes, reads, replications) running now.
     pub in_flight: AtomicU32,
+    /// Whole `WriteBlock` calls at this node, header to reply.
+    pub write_seconds: Histogram,
+    /// Per hop: from forwarding the trailer to the successor's reply (its verify,
+    /// commit and everything after it).
+    pub downstream_ack_seconds: Histogram,
 }
 
 /// Counts one transfer in [`Metrics::in_flight`] for as long as it lives.
@@ -222,6 +270,16 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         g,
         "Blocks in the current pass.",
         r(&scanner.pass_total),
+    );
+    m.write_seconds.render(
+        &mut out,
+        "write_block_seconds",
+        "WriteBlock calls at this node, header to reply.",
+    );
+    m.downstream_ack_seconds.render(
+        &mut out,
+        "downstream_ack_seconds",
+        "Per pipeline hop: trailer forwarded to successor's reply.",
     );
     metric(
         &mut out,

@@ -302,7 +302,12 @@ impl Node {
         };
         let downstream_result = async {
             match down {
-                Some(d) => d.finish().await,
+                Some(d) => {
+                    let sent = std::time::Instant::now();
+                    let r = d.finish().await;
+                    self.metrics.downstream_ack_seconds.observe(sent.elapsed());
+                    r
+                }
                 None => (Vec::new(), Vec::new()),
             }
         };
@@ -439,10 +444,10 @@ impl Datanode for DatanodeService {
         request: Request<Streaming<WriteBlockRequest>>,
     ) -> Result<Response<WriteBlockResponse>, Status> {
         let _in_flight = InFlight::new(&self.node.metrics);
-        self.node
-            .write_block(request.into_inner())
-            .await
-            .map(Response::new)
+        let started = std::time::Instant::now();
+        let r = self.node.write_block(request.into_inner()).await;
+        self.node.metrics.write_seconds.observe(started.elapsed());
+        r.map(Response::new)
     }
 
     type ReadBlockStream = ReceiverStream<Result<ReadBlockResponse, Status>>;

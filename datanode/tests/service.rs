@@ -55,6 +55,22 @@ async fn three_node_chain_write_commits_everywhere_in_order() {
     // The same block again is a cheap no-op that still reports every replica.
     let again = write_chain(&locations(&nodes), &bytes, &id).await.unwrap();
     assert_eq!(again.committed, want);
+    let (code, m) = http_get(nodes[0].http, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "kdfs_datanode_write_block_seconds_count 2",
+        "kdfs_datanode_downstream_ack_seconds_count 2",
+        "kdfs_datanode_blocks 1",
+        "kdfs_datanode_registered 0",
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    let (_, tail) = http_get(nodes[2].http, "/metrics").await;
+    assert!(tail.contains("kdfs_datanode_downstream_ack_seconds_count 0"));
+    assert!(tail.contains(&format!(
+        "kdfs_datanode_bytes_received_total {}",
+        2 * bytes.len()
+    )));
     stop_all(nodes).await;
 }
 
