@@ -44,7 +44,7 @@ pub enum Error {
     #[error("namenode unreachable: {0}")]
     NamenodeUnreachable(String),
     /// The namenode or a datanode answered with an error we do not map specially.
-    #[error("{context}: {status}")]
+    #[error("{context} failed ({:?}): {}", status.code(), status.message())]
     Rpc {
         context: &'static str,
         status: tonic::Status,

@@ -70,6 +70,10 @@ use crate::error::{BoxError, Error, Result};
 const QUEUE_CHUNKS: usize = 4;
 /// Lease renewals happen this many times per lease TTL.
 const RENEWALS_PER_TTL: u32 = 3;
+/// A block's first AllocateBlock is tried this often when too few nodes are writable,
+/// waiting this long (doubling) in between.
+const ALLOCATE_TRIES: u32 = 3;
+const ALLOCATE_RETRY_DELAY: Duration = Duration::from_millis(250);
 
 /// The outcome of a successful upload.
 #[derive(Debug, Clone)]
@@ -560,7 +564,7 @@ async fn write_block(
     mut input: mpsc::Receiver<Piece>,
     mut permit: OwnedSemaphorePermit,
 ) -> Result<Committed> {
-    let pipeline = allocate(&ctx, index, &BTreeSet::new(), 0).await?;
+    let pipeline = allocate_patiently(&ctx, index).await?;
     let mut attempt = Attempt::start(&ctx, pipeline).await?;
     let mut retained: Vec<Bytes> = Vec::new();
     let mut hasher = Sha256::new();
@@ -650,8 +654,15 @@ async fn write_block(
         metrics::counter!("kdfs_gateway_pipeline_recoveries_total").increment(1);
         let mut exclude: BTreeSet<DatanodeId> = failed.clone();
         exclude.extend(committed.iter().copied());
+        // Ask for enough to reach `replication`; if the cluster cannot give that many
+        // besides the excluded nodes, settle for what `min_replicas` still needs.
         let wanted = (ctx.replication - committed.len()) as u32;
-        let pipeline = match allocate(&ctx, index, &exclude, wanted).await {
+        let needed = (ctx.min_replicas - committed.len()) as u32;
+        let mut pipeline = allocate(&ctx, index, &exclude, wanted).await;
+        if wanted > needed && matches!(pipeline, Err(Error::NotEnoughDatanodes(_))) {
+            pipeline = allocate(&ctx, index, &exclude, needed).await;
+        }
+        let pipeline = match pipeline {
             Ok(p) => p,
             Err(e @ (Error::NotEnoughDatanodes(_) | Error::NoSpace(_))) => {
                 return Err(not_enough(format!("{last_error}; no new pipeline: {e}")));
@@ -663,6 +674,24 @@ async fn write_block(
             attempt.send(Msg::Data(c.clone())).await;
         }
     }
+}
+
+/// The first pipeline of a block. "Not enough live datanodes" is retried a few times
+/// over about a second: under load a node can miss a heartbeat and be stale for a
+/// moment; a cluster that really lacks nodes still fails fast enough for a 503.
+async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>> {
+    let mut delay = ALLOCATE_RETRY_DELAY;
+    for _ in 1..ALLOCATE_TRIES {
+        match allocate(ctx, index, &BTreeSet::new(), 0).await {
+            Err(Error::NotEnoughDatanodes(e)) => {
+                debug!(index, error = %e, "no pipeline yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            r => return r,
+        }
+    }
+    allocate(ctx, index, &BTreeSet::new(), 0).await
 }
 
 /// Asks the namenode for a pipeline for block `index`.

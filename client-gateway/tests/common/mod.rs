@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -49,6 +51,10 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway for `namenode` with extra flags (e.g. `--auth-token=x`).
     pub async fn start(namenode: &str, extra: &[&str]) -> Self {
+        // Logs (to stderr) only when asked for with RUST_LOG.
+        if std::env::var_os("RUST_LOG").is_some() {
+            kdfs_core::telemetry::init(kdfs_core::telemetry::LogFormat::Plain);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let mut args = vec![

@@ -1,0 +1,758 @@
+//! The client library and the gateway against a real in-process cluster (namenode,
+//! datanodes, gateway on 127.0.0.1 with temp dirs): round trips, ranges, the whole
+//! HTTP contract of DESIGN.md §8, concurrency, disconnects and pipeline recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cluster::{BLOCK, Spec, TestCluster};
+use common::{DEADLINE, assert_json_error, http, multipart};
+use futures::StreamExt;
+use kdfs_client_gateway::{ByteRange, Client};
+use kdfs_core::FileId;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Deterministic, non-repeating test content (so a misplaced block is detected).
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn upload(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(data.to_vec())
+        .file_name(name.to_owned())
+        .mime_str("text/plain")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    c.post(format!("{url}/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn upload_ok(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> Value {
+    let r = upload(c, url, name, data).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "upload of {name}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn download(c: &reqwest::Client, url: &str, hash: &str) -> Vec<u8> {
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// A source that yields `data` in pieces of `piece` bytes.
+fn source(
+    data: Vec<u8>,
+    piece: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let data = Bytes::from(data);
+    let n = data.len().div_ceil(piece.max(1));
+    futures::stream::iter(
+        (0..n).map(move |i| Ok(data.slice(i * piece..((i + 1) * piece).min(data.len())))),
+    )
+}
+
+async fn collect(mut s: kdfs_client_gateway::Download) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.extend_from_slice(&b.expect("verified bytes"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_of_every_size_through_http_and_the_library() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = &cluster.gateway.url;
+    let b = BLOCK as usize;
+    for (i, size) in [0, 1, b - 1, b, b + 1, 5 * b + 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        let data = content(size, i as u64);
+        let v = upload_ok(&c, url, &format!("f{size}.bin"), &data).await;
+        assert_eq!(
+            v["hash"],
+            sha(&data),
+            "file id is the SHA-256 of the content"
+        );
+        assert_eq!(v["size"], size as u64);
+        assert_eq!(v["name"], format!("f{size}.bin"));
+        assert_eq!(v["blocks"], size.div_ceil(b) as u64);
+        assert!(v["replicas"].as_u64().unwrap() >= 2, "{v}");
+        let got = download(&c, url, v["hash"].as_str().unwrap()).await;
+        assert!(got == data, "download of {size} bytes equals the upload");
+    }
+
+    // The library directly, with small source pieces (coalesced into 1 MiB chunks).
+    let client = cluster.client();
+    let data = content(3 * b + 7, 99);
+    let up = client
+        .upload(
+            source(data.clone(), 10_000),
+            "lib.bin",
+            "application/x-test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(up.record.id.to_string(), sha(&data));
+    assert_eq!(up.record.blocks.len(), 4);
+    assert_eq!(up.record.content_type, "application/x-test");
+    let (info, body) = client.download(up.record.id, None).await.unwrap();
+    assert_eq!(info.record.size, data.len() as u64);
+    assert!(collect(body).await == data);
+
+    // Same content again: same hash, first name kept, nothing new stored.
+    let again = client
+        .upload(source(data.clone(), 1 << 20), "other-name.bin", "")
+        .await
+        .unwrap();
+    assert_eq!(again.record.id, up.record.id);
+    assert!(again.existed);
+    assert_eq!(again.record.name, "lib.bin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_at_and_inside_block_boundaries() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = &cluster.gateway.url;
+    let b = BLOCK;
+    let size = 3 * b + b / 2;
+    let data = content(size as usize, 7);
+    let hash = upload_ok(&c, url, "ranges.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Library: every interesting range, byte for byte.
+    let client = cluster.client();
+    let id = FileId::parse(&hash).unwrap();
+    for (start, end) in [
+        (0, 0),
+        (0, 1),
+        (b - 1, b),
+        (b - 1, b + 1),
+        (b, 2 * b),
+        (b + 10, 2 * b - 10),
+        (b / 2, 3 * b + 1),
+        (size - 1, size),
+        (0, size),
+    ] {
+        let (_, body) = client
+            .download(id, Some(ByteRange { start, end }))
+            .await
+            .unwrap();
+        let got = collect(body).await;
+        assert!(
+            got == data[start as usize..end as usize],
+            "range {start}..{end}"
+        );
+    }
+    assert!(
+        client
+            .download(
+                id,
+                Some(ByteRange {
+                    start: 0,
+                    end: size + 1
+                })
+            )
+            .await
+            .is_err()
+    );
+
+    // HTTP: 206 with Content-Range, suffix ranges, 416.
+    for (header, start, end) in [
+        (format!("bytes={}-{}", b - 1, b), b - 1, b + 1),
+        (format!("bytes={}-", 3 * b), 3 * b, size),
+        ("bytes=-100".to_owned(), size - 100, size),
+        (format!("bytes={b}-{}", 2 * b - 1), b, 2 * b),
+    ] {
+        let r = c
+            .get(format!("{url}/download?hash={hash}"))
+            .header("range", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206, "{header}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {start}-{}/{size}", end - 1).as_str()
+        );
+        assert_eq!(
+            r.headers()["content-length"],
+            (end - start).to_string().as_str()
+        );
+        let got = r.bytes().await.unwrap();
+        assert!(got[..] == data[start as usize..end as usize], "{header}");
+    }
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .header("range", format!("bytes={size}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    assert_json_error(r, 416).await;
+    // Several ranges: the whole file, 200.
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .header("range", "bytes=0-1,5-6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len() as u64, size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_contract_routes_statuses_headers_and_shapes() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+
+    // /info, /readyz, /healthz, /metrics.
+    let info: Value = c
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["service"], "kdfs-gateway");
+    assert_eq!(info["status"], "ok");
+    assert_eq!(info["namenode"], cluster.namenode_url.as_str());
+    assert!(info["version"].is_string());
+    assert_eq!(info["safe_mode"], false);
+    for k in ["files", "blocks", "bytes", "under_replicated"] {
+        assert!(info[k].is_u64(), "{k} in {info}");
+    }
+    let dns = info["datanodes"].as_array().unwrap();
+    assert_eq!(dns.len(), 3);
+    for d in dns {
+        for k in ["id", "address", "zone", "state"] {
+            assert!(d[k].is_string(), "{k} in {d}");
+        }
+        for k in ["capacity", "used", "blocks"] {
+            assert!(d[k].is_u64(), "{k} in {d}");
+        }
+        assert!(d["last_heartbeat_secs"].is_number());
+        assert_eq!(d["state"], "live");
+    }
+    assert_eq!(
+        c.get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Upload with a non-ASCII name; download headers.
+    let data = content(2 * BLOCK as usize + 5, 3);
+    let name = "résumé ü;2.txt";
+    let v = upload_ok(&c, &url, name, &data).await;
+    let hash = v["hash"].as_str().unwrap().to_owned();
+    assert_eq!(v["name"], name);
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-length"], data.len().to_string().as_str());
+    assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["etag"], format!("\"{hash}\"").as_str());
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"r_sum_ _;2.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%C3%BC%3B2.txt"
+    );
+    assert!(r.bytes().await.unwrap()[..] == data[..]);
+
+    // A hostile name (quote, backslash, header syntax) stored through the library
+    // cannot break out of Content-Disposition.
+    let hostile = "x\"; filename=evil.exe\\ Set-Cookie: a=b";
+    let client = cluster.client();
+    let evil = client
+        .upload(source(b"evil".to_vec(), 4), hostile, "")
+        .await
+        .unwrap();
+    let r = c
+        .get(format!("{url}/download?hash={}", evil.record.id))
+        .send()
+        .await
+        .unwrap();
+    let cd = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(cd.matches('"').count(), 2, "{cd}");
+    assert!(
+        cd.starts_with(
+            "attachment; filename=\"x_; filename=evil.exe_ Set-Cookie: a=b\"; filename*=UTF-8''"
+        ),
+        "{cd}"
+    );
+    assert!(r.headers().get("set-cookie").is_none());
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+
+    // ETag and If-None-Match.
+    for inm in [
+        format!("\"{hash}\""),
+        format!("W/\"{hash}\""),
+        "*".to_owned(),
+    ] {
+        let r = c
+            .get(format!("{url}/download?hash={hash}"))
+            .header("if-none-match", &inm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{inm}");
+        assert_eq!(r.headers()["etag"], format!("\"{hash}\"").as_str());
+    }
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // /files: newest first, pagination, search.
+    let second = upload_ok(&c, &url, "second.txt", b"second file").await;
+    let list: Value = c
+        .get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let files = list["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[0]["hash"], second["hash"], "newest first");
+    for f in files {
+        for k in ["hash", "name", "content_type", "created"] {
+            assert!(f[k].is_string(), "{k} in {f}");
+        }
+        for k in ["size", "created_ms", "replicas", "blocks"] {
+            assert!(f[k].is_number(), "{k} in {f}");
+        }
+    }
+    assert!(list["next"].is_null());
+    let page1: Value = c
+        .get(format!("{url}/files?limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page1["files"].as_array().unwrap().len(), 2);
+    let next = page1["next"].as_str().expect("a next cursor").to_owned();
+    let page2: Value = c
+        .get(format!("{url}/files"))
+        .query(&[("limit", "2"), ("after", next.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["files"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["files"][0]["hash"], hash.as_str());
+    let found: Value = c
+        .get(format!("{url}/files"))
+        .query(&[("q", "RÉSUMÉ")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found = found["files"].as_array().unwrap();
+    assert!(
+        found.iter().any(|f| f["hash"] == hash.as_str()),
+        "search finds résumé"
+    );
+    assert!(found.iter().all(|f| f["hash"] != second["hash"]));
+
+    // /files/{hash}: record, blocks and live locations.
+    let one: Value = c
+        .get(format!("{url}/files/{hash}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["hash"], hash.as_str());
+    assert_eq!(one["size"], data.len() as u64);
+    let blocks = one["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks[1]["offset"], BLOCK);
+    for b in blocks {
+        assert!(b["replicas"].as_array().unwrap().len() >= 2, "{b}");
+        assert!(b["replicas"][0]["address"].is_string());
+    }
+
+    // Unknown: 404. Delete: 200, then 410 for reads, gone from listings.
+    let unknown = sha(b"never stored");
+    assert_json_error(
+        c.get(format!("{url}/download?hash={unknown}"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_json_error(
+        c.get(format!("{url}/files/{unknown}"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    let r = c
+        .delete(format!("{url}/files/{hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["deleted"], true);
+    assert_json_error(
+        c.get(format!("{url}/download?hash={hash}"))
+            .send()
+            .await
+            .unwrap(),
+        410,
+    )
+    .await;
+    assert_json_error(
+        c.get(format!("{url}/files/{hash}")).send().await.unwrap(),
+        410,
+    )
+    .await;
+    let list: Value = c
+        .get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["hash"] != hash.as_str())
+    );
+
+    // Uploading the same content again after a delete works and is readable. While
+    // the datanodes may still execute the delete, the namenode refuses to trust their
+    // acks (its delete fence, 10 s after a delete command was delivered) and the
+    // gateway answers 409 asking for a retry. A refused upload is abandoned, and its
+    // blocks' GC re-arms the fence, so retries are spaced by more than the fence.
+    let deadline = std::time::Instant::now() + DEADLINE * 3;
+    loop {
+        let r = upload(&c, &url, "back.txt", &data).await;
+        if r.status() == 200 {
+            let back: Value = r.json().await.unwrap();
+            assert_eq!(back["hash"], hash.as_str());
+            break;
+        }
+        let m = assert_json_error(r, 409).await;
+        assert!(m.contains("retry"), "{m}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "re-upload after delete never succeeded"
+        );
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    }
+    assert!(download(&c, &url, &hash).await == data);
+
+    // Duplicate file field: 400, nothing stored.
+    let (ct, body) = multipart(&[("file", Some("a"), b"one"), ("file", Some("b"), b"two")]);
+    let r = c
+        .post(format!("{url}/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let m = assert_json_error(r, 400).await;
+    assert!(m.contains("more than one"), "{m}");
+    assert_json_error(
+        c.get(format!("{url}/files/{}", sha(b"one")))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    // Other form fields are ignored; the file part's name and type are kept.
+    let (ct, body) = multipart(&[
+        ("note", None, b"hi"),
+        ("file", Some("c.bin"), b"three"),
+        ("x", None, b"y"),
+    ]);
+    let r = c
+        .post(format!("{url}/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["hash"], sha(b"three"));
+    assert_eq!(v["name"], "c.bin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_upload_and_auth_token_on_a_cluster() {
+    let cluster = TestCluster::with(Spec {
+        gateway_args: vec!["--max-upload=1MiB".into(), "--auth-token=tok".into()],
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let url = &cluster.gateway.url;
+    let big = content(3 << 20, 1);
+    let part = reqwest::multipart::Part::bytes(big.clone()).file_name("big.bin");
+    let r = c
+        .post(format!("{url}/upload"))
+        .bearer_auth("tok")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await;
+    // The gateway answers 413 as soon as the limit is crossed; it may close the
+    // connection before the client finished sending.
+    if let Ok(r) = r {
+        assert_json_error(r, 413).await;
+    }
+    assert_json_error(
+        c.get(format!("{url}/files/{}", sha(&big)))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    let small = content(1 << 20, 2);
+    let part = reqwest::multipart::Part::bytes(small.clone()).file_name("ok.bin");
+    let r = c
+        .post(format!("{url}/upload"))
+        .bearer_auth("tok")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "exactly the limit is accepted");
+    let r = upload(&c, url, "noauth.bin", b"x").await;
+    assert_json_error(r, 401).await;
+    // Reads stay open.
+    assert!(download(&c, url, &sha(&small)).await == small);
+    let r = c
+        .delete(format!("{url}/files/{}", sha(&small)))
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(r, 401).await;
+    let r = c
+        .delete(format!("{url}/files/{}", sha(&small)))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_upload_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let addr = cluster.gateway.url.trim_start_matches("http://").to_owned();
+    let data = content(4 << 20, 5);
+    let (ct, body) = multipart(&[("file", Some("partial.bin"), &data)]);
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Send 2.5 MiB (two whole blocks reach the datanodes), then vanish.
+    s.write_all(&body[..(5 << 19)]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+
+    // The upload is abandoned: no file record appears, now or later.
+    let files = format!("{}/files", cluster.gateway.url);
+    for _ in 0..10 {
+        let list: Value = c.get(&files).send().await.unwrap().json().await.unwrap();
+        assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .get(format!("{}/files/{}", cluster.gateway.url, sha(&data)))
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(r, 404).await;
+
+    // A dropped library upload likewise leaves nothing.
+    let client = cluster.client();
+    let endless = source(content(3 << 20, 6), 1 << 18).chain(futures::stream::pending());
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.upload(endless, "never.bin", ""),
+    )
+    .await;
+    assert!(r.is_err(), "the endless upload was still running");
+    let list: Value = c.get(&files).send().await.unwrap().json().await.unwrap();
+    assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_uploads_same_and_different_content() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let shared = content(BLOCK as usize * 2 + 99, 1000);
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let data = if i % 2 == 0 {
+            shared.clone()
+        } else {
+            content(BLOCK as usize + 1000 * i as usize, i)
+        };
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let v = upload_ok(&c, &url, &format!("c{i}.bin"), &data).await;
+            assert_eq!(v["hash"], sha(&data));
+            (v["hash"].as_str().unwrap().to_owned(), data)
+        }));
+    }
+    for t in tasks {
+        let (hash, data) = t.await.unwrap();
+        assert!(download(&c, &url, &hash).await == data, "{hash}");
+    }
+    let list: Value = c
+        .get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["files"].as_array().unwrap().len(),
+        9,
+        "8 distinct + 1 shared content"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_datanode_mid_upload_does_not_fail_it() {
+    let mut cluster = TestCluster::start(4).await;
+    let client = cluster.client();
+    let data = content(12 * BLOCK as usize + 321, 42);
+    // A slow source (256 KiB every 20 ms) so the kill lands mid-upload.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let feed = {
+        let data = Bytes::from(data.clone());
+        tokio::spawn(async move {
+            for i in (0..data.len()).step_by(1 << 18) {
+                let piece = data.slice(i..(i + (1 << 18)).min(data.len()));
+                if tx.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let up = {
+        let client: Client = client.clone();
+        tokio::spawn(async move {
+            client
+                .upload(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                    "survivor.bin",
+                    "",
+                )
+                .await
+        })
+    };
+    // Kill datanode 1 once a few blocks went through (it is head, middle or tail of
+    // every 3-node pipeline drawn from 4 nodes, most of the time).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.kill(1);
+    let up = tokio::time::timeout(DEADLINE * 2, up)
+        .await
+        .expect("upload finishes")
+        .unwrap();
+    feed.await.unwrap();
+    let up = up.expect("the upload survives a killed datanode");
+    assert_eq!(up.record.id.to_string(), sha(&data));
+    assert!(up.replicas >= 2);
+    let (_, body) = client.download(up.record.id, None).await.unwrap();
+    assert!(collect(body).await == data, "content intact");
+    // Reads after the node is declared dead still work, from the survivors.
+    cluster.wait_live(3).await;
+    let (_, body) = client.download(up.record.id, None).await.unwrap();
+    assert!(collect(body).await == data);
+}

@@ -1,0 +1,220 @@
+//! [`TestCluster`]: a namenode, N datanodes and a gateway in this process, each through
+//! the same `run` function its binary calls, on 127.0.0.1:0 with temp dirs, short
+//! heartbeats and a small block size.
+//!
+//! Each datanode runs on its own Tokio runtime, so [`TestCluster::kill`]
+//! can drop it like SIGKILL would: every task (server, open connections, workers)
+//! stops at once, without a graceful shutdown.
+
+use std::time::Duration;
+
+use clap::Parser;
+use kdfs_client_gateway::{Client, ClientOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{DEADLINE, Gateway, http, wait_until};
+
+/// Block size of test clusters: small, so a few MiB make many blocks.
+pub const BLOCK: u64 = 1 << 20;
+
+/// How to build a cluster.
+pub struct Spec {
+    pub datanodes: usize,
+    pub replication: u32,
+    pub gateway_args: Vec<String>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            datanodes: 3,
+            replication: 3,
+            gateway_args: Vec::new(),
+        }
+    }
+}
+
+struct Datanode {
+    runtime: Option<tokio::runtime::Runtime>,
+    address: String,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub namenode_url: String,
+    pub gateway: Gateway,
+    datanodes: Vec<Datanode>,
+    nn_token: CancellationToken,
+    nn_task: JoinHandle<()>,
+}
+
+async fn local() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+impl TestCluster {
+    pub async fn start(datanodes: usize) -> Self {
+        Self::with(Spec {
+            datanodes,
+            ..Spec::default()
+        })
+        .await
+    }
+
+    pub async fn with(spec: Spec) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nn_grpc = local().await;
+        let nn_http = local().await;
+        let namenode_url = format!("http://{}", nn_grpc.local_addr().unwrap());
+        let nn_dir = dir.path().join("namenode");
+        std::fs::create_dir_all(&nn_dir).unwrap();
+        let nn_cfg = kdfs_namenode::Config::parse_from([
+            "kdfs-namenode".to_owned(),
+            format!("--listen={}", nn_grpc.local_addr().unwrap()),
+            format!("--http={}", nn_http.local_addr().unwrap()),
+            format!("--data-dir={}", nn_dir.display()),
+            format!("--replication={}", spec.replication),
+            format!("--block-size={BLOCK}"),
+            // Short enough for quick tests, long enough that a loaded 2-core machine
+            // does not make nodes stale between two heartbeats.
+            "--heartbeat-interval=300ms".to_owned(),
+            "--stale-after=3s".to_owned(),
+            "--dead-after=6s".to_owned(),
+        ]);
+        let nn_token = CancellationToken::new();
+        let t = nn_token.clone();
+        let nn_task = tokio::spawn(async move {
+            if let Err(e) = kdfs_namenode::run(nn_cfg, nn_grpc, nn_http, t).await {
+                panic!("namenode failed: {e}");
+            }
+        });
+
+        let mut dns = Vec::new();
+        for i in 0..spec.datanodes {
+            dns.push(start_datanode(&dir, i, &namenode_url));
+        }
+
+        let args: Vec<&str> = spec.gateway_args.iter().map(String::as_str).collect();
+        let gateway = Gateway::start(&namenode_url, &args).await;
+        let c = Self {
+            dir,
+            namenode_url,
+            gateway,
+            datanodes: dns,
+            nn_token,
+            nn_task,
+        };
+        c.wait_live(spec.datanodes).await;
+        let ready = c.gateway.at("/readyz");
+        let client = http();
+        wait_until("gateway /readyz", DEADLINE, || {
+            let (client, ready) = (client.clone(), ready.clone());
+            async move {
+                client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        })
+        .await;
+        c
+    }
+
+    /// Waits until `/info` shows exactly `n` live datanodes.
+    pub async fn wait_live(&self, n: usize) {
+        let info = self.gateway.at("/info");
+        let client = http();
+        wait_until(&format!("{n} live datanodes"), DEADLINE, || {
+            let (client, info) = (client.clone(), info.clone());
+            async move {
+                let Ok(r) = client.get(&info).send().await else {
+                    return false;
+                };
+                let Ok(v) = r.json::<serde_json::Value>().await else {
+                    return false;
+                };
+                v["datanodes"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().filter(|d| d["state"] == "live").count() == n)
+            }
+        })
+        .await;
+    }
+
+    /// A client library instance talking to this cluster's namenode.
+    pub fn client(&self) -> Client {
+        let options = ClientOptions {
+            stall_timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        Client::new(&self.namenode_url, options).expect("client")
+    }
+
+    /// The gRPC address of datanode `i`.
+    pub fn datanode_address(&self, i: usize) -> &str {
+        &self.datanodes[i].address
+    }
+
+    /// Kills datanode `i` abruptly: its runtime, with every task and socket, is dropped.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(rt) = self.datanodes[i].runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn start_datanode(dir: &tempfile::TempDir, i: usize, namenode: &str) -> Datanode {
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    grpc.set_nonblocking(true).unwrap();
+    http.set_nonblocking(true).unwrap();
+    let address = grpc.local_addr().unwrap().to_string();
+    let data = dir.path().join(format!("datanode-{i}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = kdfs_datanode::Config::parse_from([
+        "kdfs-datanode".to_owned(),
+        format!("--listen={address}"),
+        format!("--advertise={address}"),
+        format!("--http={}", http.local_addr().unwrap()),
+        format!("--namenode={namenode}"),
+        format!("--data-dir={}", data.display()),
+        "--reserved=0".to_owned(),
+        "--fixed-capacity=4GiB".to_owned(),
+        "--shutdown-grace=1s".to_owned(),
+    ]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("datanode-{i}"))
+        .enable_all()
+        .build()
+        .expect("datanode runtime");
+    runtime.spawn(async move {
+        let grpc = TcpListener::from_std(grpc).expect("tokio listener");
+        let http = TcpListener::from_std(http).expect("tokio listener");
+        if let Err(e) = kdfs_datanode::run(cfg, grpc, http, CancellationToken::new()).await {
+            eprintln!("datanode {i} stopped: {e}");
+        }
+    });
+    Datanode {
+        runtime: Some(runtime),
+        address,
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.gateway.shutdown.cancel();
+        for d in &mut self.datanodes {
+            if let Some(rt) = d.runtime.take() {
+                rt.shutdown_background();
+            }
+        }
+        self.nn_token.cancel();
+        self.nn_task.abort();
+    }
+}
