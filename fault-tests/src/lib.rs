@@ -358,190 +358,25 @@ pub struct Stored {
     pub len: usize,
 }
 
-/// A namenode, N datanodes and a gateway as child processes.
-pub struct TestCluster {
-    pub opts: Options,
-    root: tempfile::TempDir,
-    pub namenode: Proc,
-    pub datanodes: Vec<Proc>,
-    pub gateway: Proc,
+/// The gateway's HTTP API, as a client sees it. Cheap to clone and `Send`, so
+/// background threads of a test can upload and download while the test kills processes.
+#[derive(Clone)]
+pub struct Api {
     /// `http://127.0.0.1:<port>` of the gateway.
-    pub gateway_url: String,
-    /// `127.0.0.1:<port>` each datanode advertises (its gRPC address).
-    pub datanode_addrs: Vec<String>,
+    pub base: String,
     http: reqwest::blocking::Client,
-    _one_at_a_time: MutexGuard<'static, ()>,
 }
 
-static ONE_CLUSTER: Mutex<()> = Mutex::new(());
-
-impl TestCluster {
-    /// Starts a cluster and waits until the gateway sees every datanode live and the
-    /// namenode out of safe mode.
-    pub fn start(opts: Options) -> Self {
-        let guard = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+impl Api {
+    fn new(base: String) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        binaries_dir();
-        let root = tempfile::Builder::new()
-            .prefix("kdfs-fault-")
-            .tempdir()
-            .expect("creating the cluster temp dir");
-        let nn_port = free_port();
-        let nn_url = format!("http://127.0.0.1:{nn_port}");
-        let mut nn_args = vec![
-            format!("--listen=127.0.0.1:{nn_port}"),
-            format!("--http=127.0.0.1:{}", free_port()),
-            format!("--data-dir={}", root.path().join("namenode").display()),
-            format!("--replication={}", opts.replication),
-            format!("--block-size={}", opts.block_size),
-            format!("--heartbeat-interval={HEARTBEAT}"),
-            format!("--dead-after={DEAD_AFTER}"),
-            "--safe-mode-timeout=10s".into(),
-            "--replication-timeout=5s".into(),
-        ];
-        nn_args.extend(opts.namenode_args.iter().cloned());
-        let namenode = Proc::new("namenode".into(), "kdfs-namenode", root.path(), nn_args);
-
-        let mut datanodes = Vec::new();
-        let mut datanode_addrs = Vec::new();
-        for i in 0..opts.datanodes {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let name = format!("datanode-{i}");
-            let mut args = vec![
-                format!("--listen={addr}"),
-                format!("--advertise={addr}"),
-                format!("--http=127.0.0.1:{}", free_port()),
-                format!("--namenode={nn_url}"),
-                format!("--data-dir={}", root.path().join(&name).display()),
-                "--reserved=0".into(),
-                "--shutdown-grace=5s".into(),
-            ];
-            args.extend(opts.datanode_args.iter().cloned());
-            for (j, extra) in &opts.datanode_args_for {
-                if *j == i {
-                    args.extend(extra.iter().cloned());
-                }
-            }
-            datanodes.push(Proc::new(name, "kdfs-datanode", root.path(), args));
-            datanode_addrs.push(addr);
-        }
-
-        let gw_port = free_port();
-        let mut gw_args = vec![
-            format!("--listen=127.0.0.1:{gw_port}"),
-            format!("--namenode={nn_url}"),
-        ];
-        gw_args.extend(opts.gateway_args.iter().cloned());
-        let gateway = Proc::new("gateway".into(), "kdfs-gateway", root.path(), gw_args);
-
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("building the HTTP client");
-        let mut cluster = Self {
-            opts,
-            root,
-            namenode,
-            datanodes,
-            gateway,
-            gateway_url: format!("http://127.0.0.1:{gw_port}"),
-            datanode_addrs,
-            http,
-            _one_at_a_time: guard,
-        };
-        cluster.namenode.start();
-        for dn in &mut cluster.datanodes {
-            dn.start();
-        }
-        cluster.gateway.start();
-        let n = cluster.datanodes.len();
-        cluster.wait_until(START_TIMEOUT, "every datanode live, safe mode off", || {
-            cluster.live_datanodes() == n && cluster.safe_mode() == Some(false)
-        });
-        cluster
+        Self { base, http }
     }
-
-    /// The cluster's temp dir.
-    pub fn root(&self) -> &Path {
-        self.root.path()
-    }
-
-    /// Like [`wait_until`], but also fails early if a process the test did not stop has
-    /// exited (a crash), printing which.
-    pub fn wait_until(
-        &self,
-        deadline: Duration,
-        what: &str,
-        mut cond: impl FnMut() -> bool,
-    ) -> Duration {
-        wait_until(deadline, what, || {
-            if let Some(dead) = self.exited_unexpectedly() {
-                panic!("{dead} exited on its own while waiting for: {what}");
-            }
-            cond()
-        })
-    }
-
-    /// The name of a process this harness started and did not stop that has exited
-    /// (a crash), if any.
-    pub fn exited_unexpectedly(&self) -> Option<String> {
-        let mut procs: Vec<&Proc> = vec![&self.namenode, &self.gateway];
-        procs.extend(self.datanodes.iter());
-        procs
-            .into_iter()
-            .find(|p| p.pid().is_some_and(is_zombie_or_gone))
-            .map(|p| p.name.clone())
-    }
-
-    // ---- process control -------------------------------------------------------
-
-    pub fn kill_datanode(&mut self, i: usize) {
-        self.datanodes[i].kill();
-    }
-    pub fn stop_datanode(&mut self, i: usize) -> ExitStatus {
-        self.datanodes[i].stop()
-    }
-    /// Starts datanode `i` again on its data dir and ports, and waits until it is live.
-    pub fn restart_datanode(&mut self, i: usize) {
-        self.datanodes[i].kill();
-        self.datanodes[i].start();
-        let what = format!("datanode {i} live again");
-        self.wait_until(START_TIMEOUT, &what, || {
-            self.datanode_state(i).as_deref() == Some("live")
-        });
-    }
-    pub fn kill_namenode(&mut self) {
-        self.namenode.kill();
-    }
-    pub fn stop_namenode(&mut self) -> ExitStatus {
-        self.namenode.stop()
-    }
-    /// Starts the namenode again and waits until the gateway reaches it.
-    pub fn restart_namenode(&mut self) {
-        self.namenode.kill();
-        self.namenode.start();
-        self.wait_until(START_TIMEOUT, "namenode reachable again", || {
-            self.try_info().is_ok()
-        });
-    }
-    pub fn kill_gateway(&mut self) {
-        self.gateway.kill();
-    }
-    pub fn stop_gateway(&mut self) -> ExitStatus {
-        self.gateway.stop()
-    }
-    /// Starts the gateway again and waits until it answers `/info`.
-    pub fn restart_gateway(&mut self) {
-        self.gateway.kill();
-        self.gateway.start();
-        self.wait_until(START_TIMEOUT, "gateway answering again", || {
-            self.try_info().is_ok()
-        });
-    }
-
-    // ---- HTTP --------------------------------------------------------------------
 
     /// The HTTP client (for requests the helpers do not cover).
     pub fn http(&self) -> &reqwest::blocking::Client {
@@ -549,7 +384,7 @@ impl TestCluster {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway_url)
+        format!("{}{path}", self.base)
     }
 
     /// `POST /upload` of `data` named `name`; the JSON answer or the failure.
@@ -706,6 +541,182 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("DELETE {hash} failed: {e:#}"));
         json_or_failure(resp).unwrap_or_else(|e| panic!("DELETE {hash}: {e}"))
     }
+}
+
+/// A namenode, N datanodes and a gateway as child processes.
+pub struct TestCluster {
+    pub opts: Options,
+    root: tempfile::TempDir,
+    pub namenode: Proc,
+    pub datanodes: Vec<Proc>,
+    pub gateway: Proc,
+    /// The gateway's HTTP API (also reachable through `Deref`).
+    pub api: Api,
+    /// `127.0.0.1:<port>` each datanode advertises (its gRPC address).
+    pub datanode_addrs: Vec<String>,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
+impl TestCluster {
+    /// Starts a cluster and waits until the gateway sees every datanode live and the
+    /// namenode out of safe mode.
+    pub fn start(opts: Options) -> Self {
+        let guard = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        binaries_dir();
+        let root = tempfile::Builder::new()
+            .prefix("kdfs-fault-")
+            .tempdir()
+            .expect("creating the cluster temp dir");
+        let nn_port = free_port();
+        let nn_url = format!("http://127.0.0.1:{nn_port}");
+        let mut nn_args = vec![
+            format!("--listen=127.0.0.1:{nn_port}"),
+            format!("--http=127.0.0.1:{}", free_port()),
+            format!("--data-dir={}", root.path().join("namenode").display()),
+            format!("--replication={}", opts.replication),
+            format!("--block-size={}", opts.block_size),
+            format!("--heartbeat-interval={HEARTBEAT}"),
+            format!("--dead-after={DEAD_AFTER}"),
+            "--safe-mode-timeout=10s".into(),
+            "--replication-timeout=5s".into(),
+        ];
+        nn_args.extend(opts.namenode_args.iter().cloned());
+        let namenode = Proc::new("namenode".into(), "kdfs-namenode", root.path(), nn_args);
+
+        let mut datanodes = Vec::new();
+        let mut datanode_addrs = Vec::new();
+        for i in 0..opts.datanodes {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let name = format!("datanode-{i}");
+            let mut args = vec![
+                format!("--listen={addr}"),
+                format!("--advertise={addr}"),
+                format!("--http=127.0.0.1:{}", free_port()),
+                format!("--namenode={nn_url}"),
+                format!("--data-dir={}", root.path().join(&name).display()),
+                "--reserved=0".into(),
+                "--shutdown-grace=5s".into(),
+            ];
+            args.extend(opts.datanode_args.iter().cloned());
+            for (j, extra) in &opts.datanode_args_for {
+                if *j == i {
+                    args.extend(extra.iter().cloned());
+                }
+            }
+            datanodes.push(Proc::new(name, "kdfs-datanode", root.path(), args));
+            datanode_addrs.push(addr);
+        }
+
+        let gw_port = free_port();
+        let mut gw_args = vec![
+            format!("--listen=127.0.0.1:{gw_port}"),
+            format!("--namenode={nn_url}"),
+        ];
+        gw_args.extend(opts.gateway_args.iter().cloned());
+        let gateway = Proc::new("gateway".into(), "kdfs-gateway", root.path(), gw_args);
+
+        let mut cluster = Self {
+            opts,
+            root,
+            namenode,
+            datanodes,
+            gateway,
+            api: Api::new(format!("http://127.0.0.1:{gw_port}")),
+            datanode_addrs,
+            _one_at_a_time: guard,
+        };
+        cluster.namenode.start();
+        for dn in &mut cluster.datanodes {
+            dn.start();
+        }
+        cluster.gateway.start();
+        let n = cluster.datanodes.len();
+        cluster.wait_until(START_TIMEOUT, "every datanode live, safe mode off", || {
+            cluster.live_datanodes() == n && cluster.safe_mode() == Some(false)
+        });
+        cluster
+    }
+
+    /// The cluster's temp dir.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Like [`wait_until`], but also fails early if a process the test did not stop has
+    /// exited (a crash), printing which.
+    pub fn wait_until(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut cond: impl FnMut() -> bool,
+    ) -> Duration {
+        wait_until(deadline, what, || {
+            if let Some(dead) = self.exited_unexpectedly() {
+                panic!("{dead} exited on its own while waiting for: {what}");
+            }
+            cond()
+        })
+    }
+
+    /// The name of a process this harness started and did not stop that has exited
+    /// (a crash), if any.
+    pub fn exited_unexpectedly(&self) -> Option<String> {
+        let mut procs: Vec<&Proc> = vec![&self.namenode, &self.gateway];
+        procs.extend(self.datanodes.iter());
+        procs
+            .into_iter()
+            .find(|p| p.pid().is_some_and(is_zombie_or_gone))
+            .map(|p| p.name.clone())
+    }
+
+    // ---- process control -------------------------------------------------------
+
+    pub fn kill_datanode(&mut self, i: usize) {
+        self.datanodes[i].kill();
+    }
+    pub fn stop_datanode(&mut self, i: usize) -> ExitStatus {
+        self.datanodes[i].stop()
+    }
+    /// Starts datanode `i` again on its data dir and ports, and waits until it is live.
+    pub fn restart_datanode(&mut self, i: usize) {
+        self.datanodes[i].kill();
+        self.datanodes[i].start();
+        let what = format!("datanode {i} live again");
+        self.wait_until(START_TIMEOUT, &what, || {
+            self.datanode_state(i).as_deref() == Some("live")
+        });
+    }
+    pub fn kill_namenode(&mut self) {
+        self.namenode.kill();
+    }
+    pub fn stop_namenode(&mut self) -> ExitStatus {
+        self.namenode.stop()
+    }
+    /// Starts the namenode again and waits until the gateway reaches it.
+    pub fn restart_namenode(&mut self) {
+        self.namenode.kill();
+        self.namenode.start();
+        self.wait_until(START_TIMEOUT, "namenode reachable again", || {
+            self.try_info().is_ok()
+        });
+    }
+    pub fn kill_gateway(&mut self) {
+        self.gateway.kill();
+    }
+    pub fn stop_gateway(&mut self) -> ExitStatus {
+        self.gateway.stop()
+    }
+    /// Starts the gateway again and waits until it answers `/info`.
+    pub fn restart_gateway(&mut self) {
+        self.gateway.kill();
+        self.gateway.start();
+        self.wait_until(START_TIMEOUT, "gateway answering again", || {
+            self.try_info().is_ok()
+        });
+    }
 
     // ---- cluster state -------------------------------------------------------------
 
@@ -857,6 +868,13 @@ impl TestCluster {
     /// Index of the datanode advertising `addr`.
     pub fn datanode_index(&self, addr: &str) -> Option<usize> {
         self.datanode_addrs.iter().position(|a| a == addr)
+    }
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 
