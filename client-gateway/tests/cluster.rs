@@ -756,3 +756,84 @@ async fn killing_a_datanode_mid_upload_does_not_fail_it() {
     let (_, body) = client.download(up.record.id, None).await.unwrap();
     assert!(collect(body).await == data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_replicas_are_never_served_and_reads_fail_over() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let data = content(2 * BLOCK as usize + 4321, 77);
+    let hash = upload_ok(&c, &url, "fragile.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one: Value = c
+        .get(format!("{url}/files/{hash}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Corrupt two of the three replicas of the middle block, best-ranked first: the
+    // reader must fail over twice, mid-file, and still deliver every byte intact.
+    let block = &one["blocks"][1];
+    let id = block["id"].as_str().unwrap();
+    let replicas = block["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{block}");
+    for r in &replicas[..2] {
+        let i = cluster
+            .datanode_index(r["address"].as_str().unwrap())
+            .expect("a cluster datanode");
+        cluster.corrupt(i, id);
+    }
+    assert!(
+        download(&c, &url, &hash).await == data,
+        "failover delivers intact bytes"
+    );
+    // A range inside the corrupt block (chunk checksums, no full-block hash) too.
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .header("range", format!("bytes={}-{}", BLOCK + 10, BLOCK + 70_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap()[..] == data[BLOCK as usize + 10..=BLOCK as usize + 70_000]);
+    // The corrupt copies are quarantined (by the datanode on its failed read, and on
+    // our report): no servable copy with wrong content remains anywhere, and the
+    // namenode heals the block back to three replicas.
+    let bad: Vec<usize> = replicas[..2]
+        .iter()
+        .map(|r| {
+            cluster
+                .datanode_index(r["address"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    let cluster = &cluster;
+    common::wait_until(
+        "corrupt copies quarantined and the block healed",
+        DEADLINE,
+        || {
+            let (c, url, hash, bad) = (c.clone(), url.clone(), hash.clone(), bad.clone());
+            async move {
+                let clean = bad
+                    .iter()
+                    .all(|&i| cluster.stored_copy(i, id).is_none_or(|b| sha(&b) == id));
+                let Ok(r) = c.get(format!("{url}/files/{hash}")).send().await else {
+                    return false;
+                };
+                let Ok(v) = r.json::<Value>().await else {
+                    return false;
+                };
+                clean
+                    && v["blocks"][1]["replicas"]
+                        .as_array()
+                        .is_some_and(|l| l.len() == 3)
+            }
+        },
+    )
+    .await;
+    assert!(download(&c, &url, &hash).await == data);
+}
