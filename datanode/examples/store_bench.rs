@@ -8,6 +8,10 @@
 //! - next to `dd if=/dev/zero of=<same dir>/x bs=1M count=64 conv=fsync` on the same
 //!   disk, in the same run.
 //!
+//! - the same blocks through the gRPC write chain of 1 and 3 in-process datanodes on
+//!   127.0.0.1 (all on this one disk, so a 3-node chain writes every byte three times),
+//!   and a verified `ReadBlock` of each.
+//!
 //! Run: `cargo run --release -p kdfs-datanode --example store_bench`
 //! (`KDFS_BENCH_DIR` picks the directory; default: the system temp dir;
 //! `KDFS_BENCH_BLOCKS=1000,5000` overrides the scan sizes).
@@ -173,6 +177,134 @@ fn scan(dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Starts a datanode with an unreachable namenode (it serves anyway); returns its
+/// location and a token that stops it.
+async fn start_node(
+    dir: &Path,
+) -> Result<
+    (
+        kdfs_proto::pb::DatanodeLocation,
+        tokio_util::sync::CancellationToken,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    use clap::Parser;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = grpc.local_addr()?;
+    let config = kdfs_datanode::Config::parse_from([
+        "kdfs-datanode",
+        "--data-dir",
+        dir.to_str().ok_or("utf-8 path")?,
+        "--namenode",
+        "http://127.0.0.1:1",
+        "--reserved",
+        "0",
+    ]);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(kdfs_datanode::run(config, grpc, http, cancel.clone()));
+    let version = dir.join("VERSION");
+    let t = Instant::now();
+    let id = loop {
+        if let Ok(raw) = fs::read(&version) {
+            let v: serde_json::Value = serde_json::from_slice(&raw)?;
+            break v["datanode_id"].as_str().ok_or("no id")?.to_owned();
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err("datanode did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok((
+        kdfs_proto::pb::DatanodeLocation {
+            id,
+            address: addr.to_string(),
+        },
+        cancel,
+    ))
+}
+
+async fn pipeline(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use bytes::Bytes;
+    use kdfs_proto::pb::datanode_client::DatanodeClient;
+    use kdfs_proto::pb::write_block_request::Msg;
+    use kdfs_proto::pb::{ReadBlockRequest, WriteBlockRequest, WriteHeader, WriteTrailer};
+    use kdfs_proto::transport;
+
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start_node(&dir.join(format!("dn{i}"))).await?);
+    }
+    let client = |addr: &str| -> Result<
+        DatanodeClient<tonic::transport::Channel>,
+        Box<dyn std::error::Error>,
+    > {
+        Ok(DatanodeClient::new(transport::lazy_channel(addr)?)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+    };
+    println!("gRPC write chain on 127.0.0.1, 64 MiB blocks in 1 MiB messages, median of {RUNS}:");
+    let mut seed = 100;
+    for width in [1usize, 3] {
+        let chain: Vec<_> = nodes.iter().take(width).map(|(l, _)| l.clone()).collect();
+        let (mut w, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            seed += 1;
+            let data = Bytes::from(content(seed));
+            let id = BlockId::of(&data);
+            let mut msgs = vec![WriteBlockRequest {
+                msg: Some(Msg::Header(WriteHeader {
+                    downstream: chain[1..].to_vec(),
+                    upload_id: String::new(),
+                    max_length: BLOCK as u64,
+                })),
+            }];
+            msgs.extend((0..BLOCK).step_by(PIECE).map(|o| WriteBlockRequest {
+                msg: Some(Msg::Data(data.slice(o..o + PIECE))),
+            }));
+            msgs.push(WriteBlockRequest {
+                msg: Some(Msg::Trailer(WriteTrailer {
+                    block_id: kdfs_proto::wire::raw(id.as_bytes()),
+                })),
+            });
+            let t = Instant::now();
+            let resp = client(&chain[0].address)?
+                .write_block(tokio_stream::iter(msgs))
+                .await?
+                .into_inner();
+            w.push(mbps(BLOCK, t.elapsed()));
+            assert_eq!(resp.committed.len(), width);
+
+            let t = Instant::now();
+            let mut stream = client(&chain[width - 1].address)?
+                .read_block(ReadBlockRequest {
+                    block_id: kdfs_proto::wire::raw(id.as_bytes()),
+                    offset: 0,
+                    length: 0,
+                })
+                .await?
+                .into_inner();
+            let mut n = 0;
+            while let Some(m) = stream.message().await? {
+                n += m.data.len();
+            }
+            assert_eq!(n, BLOCK);
+            r.push(mbps(BLOCK, t.elapsed()));
+        }
+        println!(
+            "  {width} node(s): write {:6.0} MB/s {:?}   read (from the last node) {:6.0} MB/s {:?}",
+            median(w.clone()),
+            w.iter().map(|x| x.round()).collect::<Vec<_>>(),
+            median(r.clone()),
+            r.iter().map(|x| x.round()).collect::<Vec<_>>()
+        );
+    }
+    for (_, cancel) in nodes {
+        cancel.cancel();
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::var_os("KDFS_BENCH_DIR")
         .map(PathBuf::from)
@@ -180,6 +312,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir_in(base)?;
     println!("store bench in {}", dir.path().display());
     throughput(dir.path())?;
+    tokio::runtime::Runtime::new()?.block_on(pipeline(dir.path()))?;
     // `KDFS_BENCH_BLOCKS=1000,5000` for a quick check of the bench itself.
     let sizes: Vec<usize> = match std::env::var("KDFS_BENCH_BLOCKS") {
         Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),

@@ -9,6 +9,7 @@
 //! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
 //! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk
 //! <data>/quarantine/        replicas that failed verification, kept for inspection
+//! <data>/scanner.state      when the block scanner last finished a pass
 //! ```
 //!
 //! Invariants:
