@@ -353,3 +353,48 @@ async fn shutdown_lets_an_in_flight_write_finish() {
     let (_d, r) = node.stop().await;
     r.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tail_back_pressures_the_client() {
+    // Bounded queues and HTTP/2 windows mean a client can run ahead of the slowest node
+    // by a fixed amount only. Without back-pressure it would push the whole block at
+    // once and the faster nodes would buffer it in memory.
+    let nodes = three().await;
+    let rate = 2 << 20;
+    let slow = Proxy::throttled(nodes[2].grpc, rate).await;
+    let mut chain = locations(&nodes);
+    chain[2].address = slow.addr.to_string();
+    let total = 160 * CHUNK_SIZE;
+    let piece = bytes::Bytes::from(pattern(CHUNK_SIZE, 11));
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pushed.clone();
+    let first = header(chain[1..].to_vec(), total as u64);
+    let msgs = futures::stream::iter(std::iter::once(first).chain((0..total / CHUNK_SIZE).map(
+        move |_| {
+            counter.fetch_add(CHUNK_SIZE, std::sync::atomic::Ordering::Relaxed);
+            kdfs_datanode::service::data_msg(piece.clone())
+        },
+    )));
+    let mut head = nodes[0].client();
+    let call = tokio::spawn(async move { head.write_block(msgs).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ahead = pushed.load(std::sync::atomic::Ordering::Relaxed);
+    let tail_got: u64 = nodes[2]
+        .tmp_files()
+        .iter()
+        .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(tail_got > 0, "the slow tail receives data");
+    assert!(
+        ahead < 100 * CHUNK_SIZE,
+        "client pushed {} MiB while the tail got {} KiB: no back-pressure",
+        ahead >> 20,
+        tail_got >> 10
+    );
+    call.abort();
+    slow.kill();
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await);
+    }
+    stop_all(nodes).await;
+}

@@ -300,6 +300,47 @@ impl Proxy {
         }
     }
 
+    /// A proxy that forwards client-to-server bytes at most `rate` bytes per second
+    /// (a slow disk or link at the node behind it); replies flow freely.
+    pub async fn throttled(target: SocketAddr, rate: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let c = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let h = tokio::spawn(async move {
+                    let Ok(out) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut ir, mut iw) = inbound.into_split();
+                    let (mut or, mut ow) = out.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut or, &mut iw).await;
+                    });
+                    let started = Instant::now();
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = ir.read(&mut buf).await {
+                        if n == 0 || ow.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                        tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+                    }
+                    back.abort();
+                });
+                c.lock().unwrap().push(h);
+            }
+        });
+        Self {
+            addr,
+            accept,
+            conns,
+        }
+    }
+
     pub fn kill(&self) {
         self.accept.abort();
         for h in self.conns.lock().unwrap().drain(..) {
