@@ -343,6 +343,34 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     assert!(r.headers().get("set-cookie").is_none());
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
 
+    // The same through a browser-style multipart filename (`"` sent as %22, CR LF
+    // as %0D%0A): the name is kept with its quote, and still cannot inject anything.
+    let (ct, body) = multipart(&[(
+        "file",
+        Some("q%22; filename=evil.exe%0D%0ASet-Cookie: a=b"),
+        b"browser",
+    )]);
+    let r = c
+        .post(format!("{url}/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "q\"; filename=evil.exeSet-Cookie: a=b");
+    let r = c
+        .get(format!("{url}/download?hash={}", sha(b"browser")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"q_; filename=evil.exeSet-Cookie: a=b\"; \
+         filename*=UTF-8''q%22%3B%20filename%3Devil.exeSet-Cookie%3A%20a%3Db"
+    );
+    assert!(r.headers().get("set-cookie").is_none());
+
     // ETag and If-None-Match.
     for inm in [
         format!("\"{hash}\""),
@@ -377,7 +405,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         .await
         .unwrap();
     let files = list["files"].as_array().unwrap();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     assert_eq!(files[0]["hash"], second["hash"], "newest first");
     for f in files {
         for k in ["hash", "name", "content_type", "created"] {
@@ -407,8 +435,8 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         .json()
         .await
         .unwrap();
-    assert_eq!(page2["files"].as_array().unwrap().len(), 1);
-    assert_eq!(page2["files"][0]["hash"], hash.as_str());
+    assert_eq!(page2["files"].as_array().unwrap().len(), 2);
+    assert_eq!(page2["files"][1]["hash"], hash.as_str());
     let found: Value = c
         .get(format!("{url}/files"))
         .query(&[("q", "RÉSUMÉ")])

@@ -201,7 +201,13 @@ impl FileSource {
 /// The name kept for a file: the last path component of what the client sent, with
 /// control characters removed, at most [`MAX_NAME_BYTES`] bytes; `upload` if empty.
 pub fn sanitize_name(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    // Browsers and curl send `"`, CR and LF in a multipart filename as %22, %0D, %0A
+    // (HTML's form encoding; `%` itself is not escaped): undo the quote, drop the rest.
+    let decoded = raw
+        .replace("%22", "\"")
+        .replace("%0D", "")
+        .replace("%0A", "");
+    let base = decoded.rsplit(['/', '\\']).next().unwrap_or("");
     let mut out = String::new();
     for c in base.chars().filter(|c| !c.is_control()) {
         if out.len() + c.len_utf8() > MAX_NAME_BYTES {
@@ -228,6 +234,8 @@ mod tests {
             ("dir/sub/a.txt", "a.txt"),
             ("C:\\Users\\x\\a.txt", "a.txt"),
             ("bad\r\nname\".txt", "badname\".txt"),
+            ("b %22q%22.txt", "b \"q\".txt"),
+            ("two%0D%0Alines.txt", "twolines.txt"),
             ("", "upload"),
             ("..", "upload"),
             ("  ", "upload"),
