@@ -44,13 +44,15 @@ use crate::service::{DatanodeService, Node, Peers};
 use crate::store::{Store, StoreConfig};
 use crate::version::Version;
 
-/// This pod's name: `--pod-name`, else `POD_NAME` (the customary downward-API variable).
-fn pod_name(config: &Config) -> Option<String> {
-    config
-        .pod_name
-        .clone()
-        .or_else(|| std::env::var("POD_NAME").ok())
+/// A flag's value, else the customary downward-API variable (`POD_NAME`, `NODE_NAME`).
+fn flag_or_env(flag: &Option<String>, var: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(var).ok())
         .filter(|p| !p.is_empty())
+}
+
+fn pod_name(config: &Config) -> Option<String> {
+    flag_or_env(&config.pod_name, "POD_NAME")
 }
 
 /// The address peers dial: `--advertise`, else `$POD_NAME.<headless service>:<port>` in
@@ -133,7 +135,7 @@ pub async fn run(
             zone: config.zone.clone().unwrap_or_default(),
             block_report_interval: config.block_report_interval.get(),
             pod_name: pod_name(&config).unwrap_or_default(),
-            node_name: config.node_name.clone().unwrap_or_default(),
+            node_name: flag_or_env(&config.node_name, "NODE_NAME").unwrap_or_default(),
             max_replication_streams: config.replication_streams,
         },
     )?);
@@ -258,4 +260,44 @@ pub async fn run(
     }
     tracing::info!("datanode stopped");
     fatal.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cfg(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("kdfs-datanode").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn advertise_address_resolution() {
+        let local: SocketAddr = "10.1.2.3:9866".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:9866".parse().unwrap();
+        let check = |args: &[&str], local: SocketAddr, want: &str| {
+            assert_eq!(advertise(&cfg(args), local).unwrap(), want, "{args:?}");
+        };
+        check(
+            &["--advertise", "dn-0.example:1234"],
+            local,
+            "dn-0.example:1234",
+        );
+        check(&[], local, "10.1.2.3:9866");
+        check(&[], any, "127.0.0.1:9866");
+        check(
+            &[
+                "--pod-name",
+                "datanode-2",
+                "--headless-service",
+                "datanode.kdfs.svc",
+            ],
+            any,
+            "datanode-2.datanode.kdfs.svc:9866",
+        );
+        assert!(matches!(
+            advertise(&cfg(&["--advertise", "no port"]), local),
+            Err(Error::Config(_))
+        ));
+    }
 }
