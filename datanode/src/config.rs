@@ -25,6 +25,8 @@ pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
 /// How long in-flight writes may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
 pub const DEFAULT_REPLICATION_STREAMS: &str = "4";
+/// A write stream (or a successor) that moves no data this long is given up on.
+pub const DEFAULT_WRITE_IDLE_TIMEOUT: &str = "60s";
 
 /// The kdfs block server.
 #[derive(Debug, Clone, Parser)]
@@ -98,6 +100,11 @@ pub struct Config {
     /// Replication transfers (namenode commands) run at once.
     #[arg(long, env = "KDFS_REPLICATION_STREAMS", default_value = DEFAULT_REPLICATION_STREAMS)]
     pub replication_streams: usize,
+
+    /// A write whose sender sends nothing, or whose successor accepts nothing, for this
+    /// long is aborted / given up on (a stuck but connected peer).
+    #[arg(long, env = "KDFS_WRITE_IDLE_TIMEOUT", default_value = DEFAULT_WRITE_IDLE_TIMEOUT)]
+    pub write_idle_timeout: HumanDuration,
 
     /// Pretend the filesystem has exactly this many bytes (tests and demos of
     /// out-of-space handling); statvfs otherwise.

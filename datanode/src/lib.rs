@@ -125,6 +125,7 @@ pub async fn run(
         store: store.clone(),
         peers: Peers::default(),
         metrics: Default::default(),
+        write_idle_timeout: config.write_idle_timeout.get(),
     });
     let link = Arc::new(Link::new(
         node.clone(),

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId};
@@ -41,9 +42,6 @@ use crate::store::{AsyncBlockWriter, Piece, RangeReader, Store};
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
 /// back-pressures this node and, through HTTP/2 flow control, its predecessor.
 pub const FORWARD_QUEUE_DEPTH: usize = 8;
-/// A write whose sender goes silent this long is aborted, releasing its reservation and
-/// temp file (a live but stuck client is not caught by HTTP/2 keep-alives).
-pub const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Read pieces queued towards a reader.
 pub const READ_QUEUE_DEPTH: usize = 4;
 
@@ -80,6 +78,10 @@ pub struct Node {
     pub store: Store,
     pub peers: Peers,
     pub metrics: Metrics,
+    /// A write whose sender goes silent this long is aborted (releasing its reservation
+    /// and temp file), and a successor that accepts nothing this long is given up on:
+    /// a live but stuck peer is not caught by HTTP/2 keep-alives.
+    pub write_idle_timeout: Duration,
 }
 
 /// The tonic service.
@@ -115,6 +117,9 @@ struct Downstream {
     rest: Vec<Location>,
     tx: Option<mpsc::Sender<WriteBlockRequest>>,
     call: JoinHandle<Result<WriteBlockResponse, Status>>,
+    /// Why the successor was given up on, if it stalled.
+    stalled: Option<String>,
+    idle: Duration,
 }
 
 impl Downstream {
@@ -123,6 +128,7 @@ impl Downstream {
         downstream: &[Location],
         upload_id: String,
         max_length: u64,
+        idle: Duration,
     ) -> Result<Self, Status> {
         let (next, rest) = downstream
             .split_first()
@@ -149,40 +155,65 @@ impl Downstream {
             rest: rest.to_vec(),
             tx: Some(tx),
             call,
+            stalled: None,
+            idle,
         })
     }
 
     /// Forwards a message, waiting while the successor is slow. A successor that has
     /// gone stops being fed; its call's result says why.
+    /// A successor that accepts nothing for `idle` (alive, so keep-alives
+    /// pass, but stuck) is given up on, so it cannot wedge the whole pipeline.
     async fn forward(&mut self, msg: Msg) {
-        if let Some(tx) = &self.tx
-            && tx.send(WriteBlockRequest { msg: Some(msg) }).await.is_err()
-        {
-            self.tx = None;
+        let Some(tx) = &self.tx else { return };
+        let sent =
+            tokio::time::timeout(self.idle, tx.send(WriteBlockRequest { msg: Some(msg) })).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.tx = None, // The call ended; its result says why.
+            Err(_) => self.give_up("accepted no data"),
         }
+    }
+
+    fn give_up(&mut self, why: &str) {
+        tracing::warn!(next = %self.next.address, why, "giving up on a stalled successor");
+        self.tx = None;
+        self.stalled = Some(format!("{why} for {:?}: stalled", self.idle));
+        self.call.abort();
     }
 
     /// Ends the stream and waits for the successor's answer; a failed successor becomes
     /// a `failed` entry for it and for every node after it (they were not reached).
     async fn finish(mut self) -> (Vec<String>, Vec<NodeFailure>) {
         self.tx = None;
-        let result = match (&mut self.call).await {
-            Ok(r) => r,
-            Err(e) => Err(Status::internal(format!("forwarding task failed: {e}"))),
+        let result = if self.stalled.is_some() {
+            Err(Status::deadline_exceeded("stalled"))
+        } else {
+            // The successor's answer covers its own successors' commits: allow more
+            // than one idle period before calling it stalled.
+            match tokio::time::timeout(2 * self.idle, &mut self.call).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(Status::internal(format!("forwarding task failed: {e}"))),
+                Err(_) => {
+                    self.give_up("sent no answer");
+                    Err(Status::deadline_exceeded("stalled"))
+                }
+            }
         };
         match result {
             Ok(resp) => (resp.committed, resp.failed),
             Err(status) => {
                 let next = self.next.id.to_string();
-                let mut failed = vec![failure(
-                    &next,
-                    format!(
+                let reason = match &self.stalled {
+                    Some(why) => format!("{}: {why}", self.next.address),
+                    None => format!(
                         "{} ({}): {}",
                         self.next.address,
                         status.code(),
                         status.message()
                     ),
-                )];
+                };
+                let mut failed = vec![failure(&next, reason)];
                 failed.extend(self.rest.iter().map(|l| {
                     failure(
                         &l.id.to_string(),
@@ -240,15 +271,17 @@ impl Node {
                 &downstream,
                 header.upload_id,
                 max_length,
+                self.write_idle_timeout,
             )?)
         };
         let mut length = 0u64;
         let trailer = loop {
-            let next = tokio::time::timeout(WRITE_IDLE_TIMEOUT, inbound.message()).await;
+            let next = tokio::time::timeout(self.write_idle_timeout, inbound.message()).await;
             let Ok(next) = next else {
                 tracing::info!("write stream idle too long: aborted");
                 return Err(Status::deadline_exceeded(format!(
-                    "no WriteBlock message for {WRITE_IDLE_TIMEOUT:?}: aborted"
+                    "no WriteBlock message for {:?}: aborted",
+                    self.write_idle_timeout
                 )));
             };
             let msg = match next {
@@ -398,7 +431,13 @@ impl Node {
         let reader = tokio::task::spawn_blocking(move || store.read_range(&id, 0, 0))
             .await
             .map_err(|e| Status::internal(format!("reader task: {e}")))??;
-        let mut down = Downstream::start(&self.peers, targets, String::new(), reader.block_len())?;
+        let mut down = Downstream::start(
+            &self.peers,
+            targets,
+            String::new(),
+            reader.block_len(),
+            self.write_idle_timeout,
+        )?;
         let mut reader = Some(reader);
         while let Some(r) = reader.take() {
             let (r, piece) = next_piece(r).await;

@@ -398,3 +398,54 @@ async fn a_slow_tail_back_pressures_the_client() {
     }
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_successor_is_given_up_on_and_an_idle_client_aborted() {
+    // A peer that accepts TCP connections and then never reads: alive but stuck.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            conns.push(s);
+        }
+    });
+    let node = TestNode::start(NO_NAMENODE, &["--write-idle-timeout", "1s"]).await;
+    let stuck = DatanodeLocation {
+        id: kdfs_core::DatanodeId::random().to_string(),
+        address: hole_addr.to_string(),
+    };
+    let bytes = pattern(12 * CHUNK_SIZE, 12);
+    let id = BlockId::of(&bytes);
+    let started = std::time::Instant::now();
+    let resp = write_chain(&[node.location(), stuck.clone()], &bytes, &id)
+        .await
+        .unwrap();
+    assert_eq!(resp.committed, vec![node.id.to_string()]);
+    assert_eq!(resp.failed.len(), 1);
+    assert_eq!(resp.failed[0].node, stuck.id);
+    assert!(
+        resp.failed[0].reason.contains("stalled"),
+        "{:?}",
+        resp.failed
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(node.holds(&id));
+
+    // A client that goes silent mid-write is aborted, its temp file removed.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut c = node.client();
+    let call = tokio::spawn(async move {
+        c.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header(vec![], 10)).await.unwrap();
+    tx.send(data(b"01234")).await.unwrap();
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(wait_until(Duration::from_secs(5), || node.tmp_files().is_empty()).await);
+    drop(tx);
+    held.abort();
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
