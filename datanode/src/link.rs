@@ -109,6 +109,9 @@ pub struct Link {
     tasks: TaskTracker,
     /// Cancels those tasks at shutdown (after their drain deadline).
     stop: CancellationToken,
+    /// Serialises full and incremental reports, so that the namenode sees them in the
+    /// order of the changes they describe.
+    reports: tokio::sync::Mutex<()>,
 }
 
 /// Sleeps unless cancelled first; false if cancelled.
@@ -135,6 +138,7 @@ impl Link {
             registered: watch::Sender::new(false),
             full_report_due: AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            reports: tokio::sync::Mutex::new(()),
             stop: CancellationToken::new(),
         })
     }
@@ -325,6 +329,8 @@ impl Link {
     /// Sends every stored block, in chunks of at most `MAX_REPORT_CHUNK` entries. Pending
     /// incremental events are dropped first: the full report supersedes them.
     pub async fn full_report(&self) -> Result<()> {
+        // Serialised with incremental reports: see `run_incremental`.
+        let _reports = self.reports.lock().await;
         let _ = self.node.store.events().drain();
         let snapshot = self.node.store.snapshot();
         let blocks = snapshot.len();
@@ -384,6 +390,9 @@ impl Link {
                     _ = cancel.cancelled() => return Ok(()),
                     r = registered.wait_for(|r| *r) => if r.is_err() { return Ok(()) },
                 }
+                // Held from drain to requeue: a full report never runs between the two,
+                // so a stale event cannot be replayed after a newer full report.
+                let reports = self.reports.lock().await;
                 let drained = self.node.store.events().drain();
                 if drained.overflowed {
                     tracing::warn!("too many unreported changes: a full block report will follow");
@@ -400,6 +409,7 @@ impl Link {
                     }
                     Err(status) => {
                         self.node.store.events().requeue(drained);
+                        drop(reports);
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %status, retry_in_ms = delay.as_millis() as u64, "incremental block report failed");
                         if !pause(&cancel, delay).await {
