@@ -802,6 +802,33 @@ impl TestCluster {
         })
     }
 
+    /// Waits until [`Self::fully_replicated`] holds; on timeout the panic message says
+    /// where each file stands. Returns how long it took.
+    pub fn wait_replicated(
+        &self,
+        deadline: Duration,
+        what: &str,
+        files: &[Stored],
+        excluded: &[usize],
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.fully_replicated(files, excluded) {
+                return start.elapsed();
+            }
+            if let Some(dead) = self.exited_unexpectedly() {
+                panic!("{dead} exited on its own while waiting for: {what}");
+            }
+            if start.elapsed() >= deadline {
+                panic!(
+                    "timed out after {deadline:?} waiting for: {what}; now {}",
+                    self.replication_summary(files)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// A one-line summary of replica counts for failure messages.
     pub fn replication_summary(&self, files: &[Stored]) -> String {
         let info = self.try_info().map(|v| {
@@ -843,6 +870,33 @@ impl TestCluster {
             }
         });
         out
+    }
+
+    /// Block files on datanode `i`'s disk whose bytes do not hash to their name.
+    pub fn corrupt_blocks_on_disk(&self, i: usize) -> Vec<String> {
+        self.blocks_on_disk(i)
+            .into_iter()
+            .filter(|id| {
+                self.block_path(i, id)
+                    .and_then(|p| std::fs::read(p).ok())
+                    // A block renamed away between the listing and the read is not corrupt.
+                    .is_some_and(|bytes| sha256_hex(&bytes) != *id)
+            })
+            .collect()
+    }
+
+    /// Replicas datanode `i` has quarantined (block files in `quarantine/`, sidecars
+    /// not counted).
+    pub fn quarantined(&self, i: usize) -> usize {
+        self.files_under(i, "quarantine")
+            .iter()
+            .filter(|p| p.extension().is_none_or(|e| e != "crc"))
+            .count()
+    }
+
+    /// Appends a flag to datanode `i`'s command line, effective at its next start.
+    pub fn add_datanode_arg(&mut self, i: usize, flag: &str, value: &str) {
+        self.datanodes[i].args.push(format!("{flag}={value}"));
     }
 
     /// Files under datanode `i`'s `dir` (e.g. `quarantine`, `tmp`).

@@ -33,9 +33,7 @@ fn sigkill_idle_datanode_is_declared_dead_and_healed() {
     });
     let dead_after = killed.elapsed();
     let what = format!("every block back to 3 replicas without datanode {victim}");
-    c.wait_until(Duration::from_secs(90), &what, || {
-        c.fully_replicated(&files, &[victim])
-    });
+    c.wait_replicated(Duration::from_secs(90), &what, &files, &[victim]);
     let healed = killed.elapsed();
     eprintln!(
         "scenario 1: datanode {victim} held {held} blocks; declared dead after {:.2}s, \
@@ -47,10 +45,11 @@ fn sigkill_idle_datanode_is_declared_dead_and_healed() {
 
     // It comes back with its old replicas: the cluster converges to exactly 3 again.
     c.restart_datanode(victim);
-    c.wait_until(
+    c.wait_replicated(
         Duration::from_secs(60),
         "over-replicated copies trimmed after the victim returned",
-        || c.fully_replicated(&files, &[]),
+        &files,
+        &[],
     );
     c.verify_all(&files);
 }
