@@ -47,6 +47,10 @@ pub const INCREMENTAL_BATCH_WINDOW: Duration = Duration::from_millis(300);
 /// Retry delays towards an unreachable namenode: from the first to the cap, doubling.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A delete command must run within this long of its arrival or not at all: the
+/// namenode's fence assumes delivered deletes execute within 10 s
+/// (`DELETE_EXECUTION_MARGIN_MS`), so a late delete can never hit a re-upload.
+pub const DELETE_DEADLINE: Duration = Duration::from_secs(8);
 /// Per-call deadline for unary namenode calls (a full report gets one per chunk).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -471,16 +475,18 @@ impl Link {
                         }
                     };
                     let store = self.node.store.clone();
-                    self.tasks.spawn_blocking(move || {
-                        let mut deleted = 0usize;
-                        for id in &ids {
-                            match store.delete(id) {
-                                Ok(true) => deleted += 1,
-                                Ok(false) => {}
-                                Err(e) => tracing::warn!(block = %id, error = %e, "delete failed"),
-                            }
+                    let deadline = std::time::Instant::now() + DELETE_DEADLINE;
+                    self.tasks.spawn_blocking(move || match store.delete_many(&ids, deadline) {
+                        Ok(o) if o.skipped.is_empty() => {
+                            tracing::info!(requested = ids.len(), deleted = o.deleted, "delete command executed");
                         }
-                        tracing::info!(requested = ids.len(), deleted, "delete command executed");
+                        Ok(o) => tracing::warn!(
+                            requested = ids.len(),
+                            deleted = o.deleted,
+                            skipped = o.skipped.len(),
+                            "delete command ran past its deadline; the rest is left to the next full report"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "delete command failed"),
                     });
                 }
                 Some(Kind::Replicate(r)) => {

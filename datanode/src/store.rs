@@ -175,6 +175,14 @@ pub struct StoreStats {
     pub corrupt_found: AtomicU64,
 }
 
+/// What a batch delete did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    pub deleted: usize,
+    /// Not attempted: the deadline passed first.
+    pub skipped: Vec<BlockId>,
+}
+
 /// A committed write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Commit {
@@ -498,6 +506,45 @@ impl Store {
 
     /// Removes a block (namenode's delete command). Returns whether it was stored.
     pub fn delete(&self, id: &BlockId) -> Result<bool> {
+        let removed = self.unlink(id)?;
+        if removed {
+            sync_dir(
+                self.block_path(id)
+                    .parent()
+                    .expect("block paths have a parent"),
+            )?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes many blocks (a namenode delete command), fsyncing each shard directory
+    /// once at the end rather than once per block. Ids not reached before `deadline`
+    /// are skipped and returned: the namenode assumes a delivered delete runs promptly
+    /// (its fence against deleting a re-upload of the same content relies on it), and
+    /// reconciliation at the next full report re-issues whatever is still unwanted.
+    pub fn delete_many(&self, ids: &[BlockId], deadline: Instant) -> Result<DeleteOutcome> {
+        let mut out = DeleteOutcome::default();
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if Instant::now() >= deadline {
+                out.skipped = ids[i..].to_vec();
+                break;
+            }
+            if self.unlink(id)? {
+                out.deleted += 1;
+                if let Some(d) = self.block_path(id).parent() {
+                    dirs.insert(d.to_path_buf());
+                }
+            }
+        }
+        for d in dirs {
+            sync_dir(&d)?;
+        }
+        Ok(out)
+    }
+
+    /// Drops a block from the index and unlinks its files (no fsync).
+    fn unlink(&self, id: &BlockId) -> Result<bool> {
         let _g = self.stripe(id);
         let Some(len) = self
             .inner
@@ -517,9 +564,6 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
             }
-        }
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
         }
         self.inner.events.push(Event::Removed(*id));
         Ok(true)

@@ -345,6 +345,34 @@ fn delete_removes_files_and_logs_event() {
 }
 
 #[test]
+fn batch_delete_honours_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids: Vec<BlockId> = (0..5u8).map(|i| store.put(&[i; 100]).unwrap().id).collect();
+    store.events().drain();
+    let late = store.delete_many(&ids[..2], Instant::now()).unwrap();
+    assert_eq!(
+        (late.deleted, late.skipped.len()),
+        (0, 2),
+        "past deadline: nothing deleted"
+    );
+    let absent = BlockId::of(b"never stored");
+    let o = store
+        .delete_many(
+            &[ids[0], ids[1], absent],
+            Instant::now() + Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!((o.deleted, o.skipped.len()), (2, 0));
+    assert_eq!(store.block_count(), 3);
+    assert_eq!(files_in(&dir.path().join("blocks")).len(), 6);
+    assert_eq!(
+        store.events().drain().events,
+        vec![Event::Removed(ids[0]), Event::Removed(ids[1])]
+    );
+}
+
+#[test]
 fn range_errors_and_empty_block() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
