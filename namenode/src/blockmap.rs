@@ -25,6 +25,9 @@ pub type NodeIdx = u32;
 pub type Locs = SmallVec<[NodeIdx; 4]>;
 /// Number of independently locked shards.
 pub const SHARDS: usize = 64;
+/// Tag bit on a location while a full report is applied (see
+/// [`BlockMap::apply_full_report`]); node indices stay below it.
+pub const SEEN: NodeIdx = 1 << 31;
 
 /// Hashes a SHA-256 id by taking eight of its bytes: they are already uniform.
 #[derive(Default, Clone, Copy)]
@@ -220,7 +223,13 @@ impl BlockMap {
     /// Applies a complete full report of `node`: every listed replica of a referenced
     /// block is mapped, every mapped replica of `node` not listed is dropped, and
     /// unreferenced blocks are handed back for `gc.rs` to judge.
+    ///
+    /// One pass over the report and one over the map, no sorting: while a shard is
+    /// locked, the node's locations of reported blocks are tagged with [`SEEN`]; the
+    /// sweep of the shard then drops untagged ones and clears the tags before the lock
+    /// is released, so no other reader ever sees a tag.
     pub fn apply_full_report(&self, node: NodeIdx, blocks: Vec<(BlockId, u64)>) -> ReportOutcome {
+        debug_assert!(node & SEEN == 0, "node indices stay below 2^31");
         let mut buckets: Vec<Vec<(BlockId, u64)>> = vec![Vec::new(); SHARDS];
         let per = blocks.len() / SHARDS + 1;
         for b in &mut buckets {
@@ -230,30 +239,37 @@ impl BlockMap {
             buckets[shard_of(&id)].push((id, len));
         }
         let mut out = ReportOutcome::default();
-        for (i, mut bucket) in buckets.into_iter().enumerate() {
-            bucket.sort_unstable_by_key(|e| e.0);
+        for (i, bucket) in buckets.into_iter().enumerate() {
             let mut s = self.lock(i);
-            for (id, len) in &bucket {
-                match s.get_mut(id) {
-                    Some(e) => {
-                        out.accepted += 1;
-                        if !e.locs.contains(&node) {
-                            e.locs.push(node);
-                            if e.locs.len() > e.target as usize {
-                                out.dirty.push(*id);
+            for (id, len) in bucket {
+                match s.get_mut(&id) {
+                    Some(e) => match e.locs.iter_mut().find(|n| **n & !SEEN == node) {
+                        Some(n) => {
+                            if *n & SEEN == 0 {
+                                out.accepted += 1;
+                                *n |= SEEN;
                             }
                         }
-                    }
-                    None => out.unknown.push((*id, *len)),
+                        None => {
+                            out.accepted += 1;
+                            e.locs.push(node | SEEN);
+                            if e.locs.len() > e.target as usize {
+                                out.dirty.push(id);
+                            }
+                        }
+                    },
+                    None => out.unknown.push((id, len)),
                 }
             }
             for (id, e) in s.iter_mut() {
-                if let Some(pos) = e.locs.iter().position(|n| *n == node)
-                    && bucket.binary_search_by(|(b, _)| b.cmp(id)).is_err()
-                {
-                    e.locs.remove(pos);
-                    out.dropped += 1;
-                    out.dirty.push(*id);
+                if let Some(pos) = e.locs.iter().position(|n| *n & !SEEN == node) {
+                    if e.locs[pos] & SEEN != 0 {
+                        e.locs[pos] = node;
+                    } else {
+                        e.locs.remove(pos);
+                        out.dropped += 1;
+                        out.dirty.push(*id);
+                    }
                 }
             }
         }
@@ -351,5 +367,11 @@ mod tests {
         let st = m.stats(8);
         assert_eq!((st.blocks, st.reported, st.missing), (3, 2, 1));
         assert_eq!(st.per_node[7], 2);
+
+        // Duplicates in a report count once and leave one location.
+        let out = m.apply_full_report(7, vec![(b(1), 10), (b(1), 10), (b(2), 10)]);
+        assert_eq!((out.accepted, out.dropped), (2, 0));
+        assert_eq!(m.get(&b(1)).unwrap().locs.as_slice(), &[7]);
+        assert!(m.stats(8).per_node[7] == 2);
     }
 }

@@ -149,6 +149,9 @@ impl Cluster {
                 idx
             }
             None => {
+                if self.nodes.len() >= crate::blockmap::SEEN as usize {
+                    return Err(Error::ResourceExhausted("too many datanodes".into()));
+                }
                 let idx = self.nodes.len() as NodeIdx;
                 self.nodes.push(node);
                 self.index.insert(id, idx);

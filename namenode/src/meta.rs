@@ -557,6 +557,19 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Queues `op` without waiting for it to be durable: it lands in the next group
+    /// commit, in queue order (so before any later commit that depends on it). Only
+    /// waits for queue space, which is the back-pressure.
+    pub async fn enqueue(&self, op: Op) -> Result<()> {
+        let (reply, _) = oneshot::channel();
+        self.tx
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| Error::Unavailable("metadata writer stopped".into()))
+    }
+}
+
 fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, on_durable: OnDurable) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {

@@ -16,7 +16,7 @@ use crate::namesystem::{CommittedBlock, FileView, Location, NameSystem, Outgoing
 
 /// Most blocks one full report may carry in total (a bound on the memory a report
 /// stream can make the namenode hold before applying it).
-pub const MAX_REPORT_BLOCKS: usize = 50_000_000;
+pub const MAX_REPORT_BLOCKS: usize = 10_000_000;
 /// Most blocks one file may have (1 PiB at 64 MiB blocks).
 pub const MAX_FILE_BLOCKS: usize = 16 << 20;
 

@@ -208,3 +208,28 @@ async fn safe_mode_ends_after_its_timeout() {
     .await;
     nn.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_survives_a_namenode_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let lease = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "across.bin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    nn.stop().await;
+
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 2).await;
+    let done = commit(&mut c, &lease.upload_id, b"across", &[&dns[0], &dns[1]])
+        .await
+        .unwrap();
+    assert_eq!(done.file.unwrap().name, "across.bin");
+    nn.stop().await;
+}
