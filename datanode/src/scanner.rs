@@ -133,7 +133,11 @@ async fn pass(
                 stats.corrupt_found.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // An I/O problem (not corruption) is logged; the pass goes on.
+                tracing::warn!(block = %id, error = %e, "scanner could not open block");
+                None
+            }
         };
         while let Some(mut r) = reader.take() {
             let (r, piece) = tokio::task::spawn_blocking(move || {
