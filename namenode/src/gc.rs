@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use kdfs_core::BlockId;
 use smallvec::SmallVec;
 
-use crate::blockmap::{Locs, NodeIdx};
+use crate::blockmap::{IdBuild, Locs, NodeIdx};
 
 /// How long after its delivery a datanode may still execute a delete command.
 pub const DELETE_EXECUTION_MARGIN_MS: u64 = 10_000;
@@ -53,10 +53,10 @@ pub enum Verdict {
 /// Garbage-collection state.
 #[derive(Debug, Default)]
 pub struct Gc {
-    dead: HashMap<BlockId, u64>,
-    orphans: HashMap<BlockId, Orphan>,
+    dead: HashMap<BlockId, u64, IdBuild>,
+    orphans: HashMap<BlockId, Orphan, IdBuild>,
     pending: BTreeMap<NodeIdx, BTreeSet<BlockId>>,
-    delivered: HashMap<BlockId, SmallVec<[(NodeIdx, u64); 2]>>,
+    delivered: HashMap<BlockId, SmallVec<[(NodeIdx, u64); 2]>, IdBuild>,
 }
 
 impl Gc {

@@ -34,6 +34,8 @@ pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// Entries one listing call may scan while filtering by name.
 pub const MAX_LIST_SCAN: usize = 100_000;
+/// Queued commands (copies, trims) handed out per heartbeat reply, at most.
+pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
 /// Datanodes to exclude per allocation request, at most.
 pub const MAX_EXCLUDE: usize = 64;
 
@@ -362,9 +364,14 @@ impl NameSystem {
         let Beat::Known(idx) = cluster.heartbeat(id, load, Instant::now()) else {
             return None;
         };
+        // Bounded per reply so a node back from a long pause gets its backlog over
+        // several heartbeats rather than in one oversized message.
         let cmds: Vec<Cmd> = cluster
             .node_mut(idx)
-            .map(|n| n.commands.drain(..).collect())
+            .map(|n| {
+                let k = n.commands.len().min(MAX_COMMANDS_PER_REPLY);
+                n.commands.drain(..k).collect()
+            })
             .unwrap_or_default();
         let mut out = Vec::new();
         let mut trims = Vec::new();

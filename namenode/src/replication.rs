@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use kdfs_core::BlockId;
 use smallvec::SmallVec;
 
-use crate::blockmap::{BlockMap, NodeIdx};
+use crate::blockmap::{BlockMap, IdBuild, NodeIdx};
 use crate::cluster::Cmd;
 use crate::placement::{self, Candidate};
 
@@ -68,15 +68,15 @@ pub struct Replication {
     streams: u32,
     timeout_ms: u64,
     queues: [VecDeque<BlockId>; 4],
-    queued: HashSet<BlockId>,
-    dirty: HashSet<BlockId>,
-    pending: HashMap<BlockId, Pending>,
+    queued: HashSet<BlockId, IdBuild>,
+    dirty: HashSet<BlockId, IdBuild>,
+    pending: HashMap<BlockId, Pending, IdBuild>,
     source_load: HashMap<NodeIdx, u32>,
     target_load: HashMap<NodeIdx, u32>,
     /// Nodes that failed a copy of the block (timed out): tried last.
-    avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>>,
+    avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>, IdBuild>,
     /// Replicas found corrupt, to delete once the block is healthy again.
-    corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>>,
+    corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>, IdBuild>,
 }
 
 /// Counts for `/info` and metrics.
@@ -93,13 +93,13 @@ impl Replication {
             streams: streams.max(1),
             timeout_ms,
             queues: Default::default(),
-            queued: HashSet::new(),
-            dirty: HashSet::new(),
-            pending: HashMap::new(),
+            queued: HashSet::default(),
+            dirty: HashSet::default(),
+            pending: HashMap::default(),
             source_load: HashMap::new(),
             target_load: HashMap::new(),
-            avoid: HashMap::new(),
-            corrupt: HashMap::new(),
+            avoid: HashMap::default(),
+            corrupt: HashMap::default(),
         }
     }
 
@@ -213,7 +213,8 @@ impl Replication {
     }
 
     fn classify(&mut self, blocks: &BlockMap) {
-        for id in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
             let Some(info) = blocks.get(&id) else {
                 self.corrupt.remove(&id);
                 self.avoid.remove(&id);
