@@ -31,11 +31,13 @@
 //!
 //! # Recovery
 //!
-//! The datanodes' ack lists who committed. At least `min_replicas` committed: the
-//! block is accepted (the namenode heals it to `replication` later). Fewer: the
-//! retained chunks are re-sent to a new pipeline from `AllocateBlock` that excludes
-//! every node that failed or already holds the block, asking for the replicas still
-//! missing, up to `pipeline_attempts` pipelines per block.
+//! The datanodes' ack lists who committed and who failed. At least `min_replicas`
+//! committed: the block is accepted (the namenode heals it to `replication` later).
+//! Fewer: the retained chunks are re-sent to a new pipeline from `AllocateBlock` that
+//! excludes every node that failed (the head, if the whole call failed) or already
+//! holds the block, asking for the replicas still missing (or, if the cluster cannot
+//! give that many, just those `min_replicas` still needs), up to `pipeline_attempts`
+//! pipelines per block. The error names how many replicas were obtained.
 //!
 //! # Cancellation
 //!
@@ -591,7 +593,10 @@ async fn write_block(
     let id = BlockId::from_bytes(hasher.finalize().into());
 
     let mut committed: Vec<DatanodeId> = Vec::new();
+    // Nodes named as failed by a pipeline (suspects: maybe just cut off by another
+    // node's failure), and heads whose whole call failed (surely unusable for now).
     let mut failed: BTreeSet<DatanodeId> = BTreeSet::new();
+    let mut dead: BTreeSet<DatanodeId> = BTreeSet::new();
     let mut last_error = String::new();
     let mut attempts = 0;
     loop {
@@ -610,10 +615,25 @@ async fn write_block(
                         Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
                     }
                 }
-                for l in &pipeline {
-                    if !committed.contains(&l.id) {
+                // Exclude the nodes the pipeline named as failed. A node after a failed
+                // one did not fail itself (it just never got the bytes), so it stays
+                // eligible. With no names, blame the first node that did not commit.
+                let named: Vec<DatanodeId> = resp
+                    .failed
+                    .iter()
+                    .filter_map(|f| {
+                        pipeline
+                            .iter()
+                            .find(|l| l.id.to_string() == f.node || l.address == f.node)
+                            .map(|l| l.id)
+                    })
+                    .collect();
+                if named.is_empty() {
+                    if let Some(l) = pipeline.iter().find(|l| !committed.contains(&l.id)) {
                         failed.insert(l.id);
                     }
+                } else {
+                    failed.extend(named);
                 }
                 if let Some(f) = resp.failed.first() {
                     last_error = format!("{}: {}", f.node, f.reason);
@@ -622,7 +642,7 @@ async fn write_block(
             Err(e) => {
                 // The head failed (or the stream to it): nothing of this attempt is durable.
                 last_error = format!("{}: {e}", pipeline[0].address);
-                failed.insert(pipeline[0].id);
+                dead.insert(pipeline[0].id);
             }
         }
         if committed.len() >= ctx.min_replicas {
@@ -652,15 +672,26 @@ async fn write_block(
         warn!(block = %id, index, committed = committed.len(), needed = ctx.min_replicas,
             error = %last_error, "pipeline failed; re-sending the block to a new pipeline");
         metrics::counter!("kdfs_gateway_pipeline_recoveries_total").increment(1);
-        let mut exclude: BTreeSet<DatanodeId> = failed.clone();
-        exclude.extend(committed.iter().copied());
-        // Ask for enough to reach `replication`; if the cluster cannot give that many
-        // besides the excluded nodes, settle for what `min_replicas` still needs.
+        // Ask for enough to reach `replication`, excluding every suspect; if the
+        // cluster cannot give that, settle for what `min_replicas` still needs, and
+        // then give the suspects (not the dead heads) another chance.
+        let mut strict: BTreeSet<DatanodeId> = failed.union(&dead).copied().collect();
+        strict.extend(committed.iter().copied());
+        let mut lenient: BTreeSet<DatanodeId> = dead.clone();
+        lenient.extend(committed.iter().copied());
         let wanted = (ctx.replication - committed.len()) as u32;
         let needed = (ctx.min_replicas - committed.len()) as u32;
-        let mut pipeline = allocate(&ctx, index, &exclude, wanted).await;
-        if wanted > needed && matches!(pipeline, Err(Error::NotEnoughDatanodes(_))) {
-            pipeline = allocate(&ctx, index, &exclude, needed).await;
+        let mut pipeline = Err(Error::NotEnoughDatanodes(String::new()));
+        for (exclude, replicas) in [
+            (&strict, wanted),
+            (&strict, needed),
+            (&lenient, wanted),
+            (&lenient, needed),
+        ] {
+            pipeline = allocate(&ctx, index, exclude, replicas).await;
+            if !matches!(pipeline, Err(Error::NotEnoughDatanodes(_))) {
+                break;
+            }
         }
         let pipeline = match pipeline {
             Ok(p) => p,

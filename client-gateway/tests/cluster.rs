@@ -610,6 +610,30 @@ async fn max_upload_and_auth_token_on_a_cluster() {
     if let Ok(r) = r {
         assert_json_error(r, 413).await;
     }
+    // Deterministically: send half of the body (past the limit) and read the answer
+    // while the rest is still owed.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ct, body) = multipart(&[("file", Some("big.bin"), &big)]);
+        let addr = url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer tok\r\n\
+             Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body[..body.len() / 2]).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut answer))
+            .await
+            .expect("413 arrives before the body is complete")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    // That connection may be half-closed now: use a fresh client (and pool).
+    let c = http();
     assert_json_error(
         c.get(format!("{url}/files/{}", sha(&big)))
             .send()
@@ -734,11 +758,11 @@ async fn sixteen_concurrent_uploads_same_and_different_content() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_datanode_mid_upload_does_not_fail_it() {
-    let mut cluster = TestCluster::start(4).await;
+/// Uploads 12 MiB from a slow source and kills datanode `victim` after `after`.
+async fn kill_mid_upload(datanodes: usize, victim: usize, after: Duration) {
+    let mut cluster = TestCluster::start(datanodes).await;
     let client = cluster.client();
-    let data = content(12 * BLOCK as usize + 321, 42);
+    let data = content(12 * BLOCK as usize + 321, 42 + victim as u64);
     // A slow source (256 KiB every 20 ms) so the kill lands mid-upload.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let feed = {
@@ -765,10 +789,9 @@ async fn killing_a_datanode_mid_upload_does_not_fail_it() {
                 .await
         })
     };
-    // Kill datanode 1 once a few blocks went through (it is head, middle or tail of
-    // every 3-node pipeline drawn from 4 nodes, most of the time).
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    cluster.kill(1);
+    tokio::time::sleep(after).await;
+    assert!(!up.is_finished(), "the kill must land mid-upload");
+    cluster.kill(victim);
     let up = tokio::time::timeout(DEADLINE * 2, up)
         .await
         .expect("upload finishes")
@@ -779,10 +802,26 @@ async fn killing_a_datanode_mid_upload_does_not_fail_it() {
     assert!(up.replicas >= 2);
     let (_, body) = client.download(up.record.id, None).await.unwrap();
     assert!(collect(body).await == data, "content intact");
-    // Reads after the node is declared dead still work, from the survivors.
-    cluster.wait_live(3).await;
+    // Once the node is declared dead, reads still work from the survivors.
+    cluster.wait_live(datanodes - 1).await;
     let (_, body) = client.download(up.record.id, None).await.unwrap();
     assert!(collect(body).await == data);
+}
+
+/// With 3 datanodes and replication 3 every pipeline holds every node, so the victim
+/// is in the pipeline of each block in flight (as head, middle or tail, depending on
+/// the block): blocks must finish on the survivors or be re-sent to a new pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_any_datanode_of_three_mid_upload_does_not_fail_it() {
+    for victim in 0..3 {
+        kill_mid_upload(3, victim, Duration::from_millis(500)).await;
+    }
+}
+
+/// With 4 datanodes the namenode can also route later blocks around the dead node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_datanode_mid_upload_of_four_does_not_fail_it() {
+    kill_mid_upload(4, 1, Duration::from_millis(400)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,4 +903,68 @@ async fn corrupt_replicas_are_never_served_and_reads_fail_over() {
     )
     .await;
     assert!(download(&c, &url, &hash).await == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_upload_budget_queues_uploads_without_deadlock() {
+    // The budget holds exactly one block: concurrent multi-block uploads must take
+    // turns block by block, and all finish.
+    let cluster = TestCluster::with(Spec {
+        gateway_args: vec!["--upload-budget=1MiB".into()],
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let data = content(3 * BLOCK as usize + 17 * i as usize, 500 + i);
+            let v = upload_ok(&c, &url, &format!("b{i}.bin"), &data).await;
+            assert_eq!(v["hash"], sha(&data));
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(DEADLINE * 2, t)
+            .await
+            .expect("no deadlock")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_an_in_flight_download() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let data = content(6 * BLOCK as usize, 9);
+    let hash = upload_ok(&c, &url, "drain.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = r.chunk().await.unwrap().expect("a first chunk").to_vec();
+    cluster.gateway.shutdown.cancel();
+    // New connections are refused once the gateway stops accepting...
+    common::wait_until("the listener to close", DEADLINE, || {
+        let (c, url) = (http(), url.clone());
+        async move { c.get(format!("{url}/healthz")).send().await.is_err() }
+    })
+    .await;
+    // ...while the transfer already under way completes.
+    while let Some(b) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&b);
+    }
+    assert!(got == data, "drained download is complete");
+    let task = &cluster.gateway.task;
+    common::wait_until("the gateway to exit", DEADLINE, || async {
+        task.is_finished()
+    })
+    .await;
 }
