@@ -31,6 +31,9 @@ pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
 pub const DEFAULT_LEASE_TTL: &str = "2m";
 /// Tombstones (and the knowledge that their blocks must go) are kept this long.
 pub const DEFAULT_TOMBSTONE_RETENTION: &str = "7d";
+/// Replicas of deleted content are deleted this long after the file (a re-upload of
+/// the same content within it cancels the deletes; see `gc.rs`).
+pub const DEFAULT_DELETE_GRACE: &str = "30s";
 /// Safe mode ends when this fraction of known blocks has been reported...
 pub const DEFAULT_SAFE_MODE_THRESHOLD: f64 = 0.999;
 /// ...or after this long, whichever comes first.
@@ -88,6 +91,9 @@ pub struct Config {
     /// How long tombstones of deleted files are kept.
     #[arg(long, env = "KDFS_TOMBSTONE_RETENTION", default_value = DEFAULT_TOMBSTONE_RETENTION)]
     pub tombstone_retention: HumanDuration,
+    /// Delay between deleting a file and deleting its unreferenced replicas.
+    #[arg(long, env = "KDFS_DELETE_GRACE", default_value = DEFAULT_DELETE_GRACE)]
+    pub delete_grace: HumanDuration,
     /// Safe mode ends once this fraction of known blocks has been reported.
     #[arg(long, env = "KDFS_SAFE_MODE_THRESHOLD", default_value_t = DEFAULT_SAFE_MODE_THRESHOLD)]
     pub safe_mode_threshold: f64,

@@ -3,8 +3,12 @@
 //!
 //! Three sources of garbage:
 //! - **Dead blocks**: their last referencing file was deleted. Every node known to
-//!   hold one gets a delete command; a node that reports one later (it was away
-//!   during the delete) gets one at once. Remembered for the tombstone retention.
+//!   hold one gets a delete command once the delete grace (`--delete-grace`) has
+//!   passed; a node that reports one in a full report later (it was away during the
+//!   delete) gets one at once. Remembered for the tombstone retention. The grace is
+//!   what makes "delete, then upload the same content again" safe in the common
+//!   case: the re-upload's commit (or its datanodes' incremental reports of the fresh
+//!   writes) arrives before any delete has gone out, and cancels it.
 //! - **Orphans**: replicas reported that no file or tombstone knows, typically blocks
 //!   of an upload that has not committed yet, or never will. They are deleted only
 //!   once they have been unreferenced for a lease TTL *and* every open upload began
@@ -55,16 +59,30 @@ pub enum Verdict {
 pub struct Gc {
     dead: HashMap<BlockId, u64, IdBuild>,
     orphans: HashMap<BlockId, Orphan, IdBuild>,
-    pending: BTreeMap<NodeIdx, BTreeSet<BlockId>>,
+    /// Deletes waiting for delivery, per node, ordered by the time they become due.
+    pending: BTreeMap<NodeIdx, BTreeSet<(u64, BlockId)>>,
+    grace_ms: u64,
     delivered: HashMap<BlockId, SmallVec<[(NodeIdx, u64); 2]>, IdBuild>,
 }
 
 impl Gc {
+    /// Deletes of dead blocks wait `grace_ms` after the file's deletion.
+    pub fn new(grace_ms: u64) -> Self {
+        Self {
+            grace_ms,
+            ..Self::default()
+        }
+    }
+
+    fn queue(&mut self, node: NodeIdx, due_ms: u64, id: BlockId) {
+        self.pending.entry(node).or_default().insert((due_ms, id));
+    }
+
     /// A block's last reference went away at `now_ms`; `locs` held it.
     pub fn block_dead(&mut self, id: BlockId, locs: &[NodeIdx], now_ms: u64) {
         self.dead.insert(id, now_ms);
         for n in locs {
-            self.pending.entry(*n).or_default().insert(id);
+            self.queue(*n, now_ms + self.grace_ms, id);
         }
     }
 
@@ -73,17 +91,27 @@ impl Gc {
         self.dead.insert(id, deleted_ms);
     }
 
-    /// Judges a replica `node` reported of a block no live file references.
+    /// Judges a replica `node` reported of a block no live file references. `fresh`
+    /// says it was just written (an incremental report): then it most likely belongs
+    /// to an upload in progress, even if its content was deleted before, and it is
+    /// treated as an orphan (and any delete of it not yet sent to `node` is dropped).
     pub fn unreferenced_replica(
         &mut self,
         node: NodeIdx,
         id: BlockId,
         length: u64,
         now_ms: u64,
+        fresh: bool,
     ) -> Verdict {
-        if self.dead.contains_key(&id) {
-            self.pending.entry(node).or_default().insert(id);
-            return Verdict::Delete;
+        if let Some(&died) = self.dead.get(&id) {
+            let due = died + self.grace_ms;
+            if !fresh {
+                self.queue(node, due, id);
+                return Verdict::Delete;
+            }
+            if let Some(set) = self.pending.get_mut(&node) {
+                set.remove(&(due, id));
+            }
         }
         let o = self.orphans.entry(id).or_insert_with(|| Orphan {
             since_ms: now_ms,
@@ -131,8 +159,9 @@ impl Gc {
         })
     }
 
-    /// Delete commands for `node`'s next reply. `wanted` says whether a block is
-    /// referenced now (then its delete is dropped: the block came back).
+    /// Delete commands for `node`'s next reply: those due by `now_ms`. `wanted` says
+    /// whether a block is referenced now (then its delete is dropped: the block came
+    /// back).
     pub fn take_deletes(
         &mut self,
         node: NodeIdx,
@@ -144,7 +173,13 @@ impl Gc {
         };
         let mut out = Vec::new();
         while out.len() < MAX_DELETES_PER_COMMAND {
-            let Some(id) = set.pop_first() else { break };
+            match set.first() {
+                Some((due, _)) if *due <= now_ms => {}
+                _ => break,
+            }
+            let Some((_, id)) = set.pop_first() else {
+                break;
+            };
             if wanted(&id) {
                 continue;
             }
@@ -189,7 +224,7 @@ impl Gc {
         let n = doomed.len();
         for (id, locs) in doomed {
             for node in locs {
-                self.pending.entry(node).or_default().insert(id);
+                self.queue(node, now_ms, id);
             }
         }
         n
@@ -244,10 +279,25 @@ mod tests {
         assert_eq!(gc.take_deletes(0, 1000, |_| false), vec![]);
         // Node 5 was away during the delete and reports the block later.
         assert_eq!(
-            gc.unreferenced_replica(5, b(1), 10, 90_000),
+            gc.unreferenced_replica(5, b(1), 10, 90_000, false),
             Verdict::Delete
         );
         assert_eq!(gc.take_deletes(5, 90_000, |_| false), vec![b(1)]);
+    }
+
+    #[test]
+    fn dead_block_deletes_wait_for_the_grace_and_fresh_writes_cancel_them() {
+        let mut gc = Gc::new(30_000);
+        gc.block_dead(b(1), &[0, 1], 1000);
+        assert_eq!(gc.take_deletes(0, 30_999, |_| false), vec![]);
+        // Node 1 reports a fresh write of the same content: a re-upload.
+        assert_eq!(
+            gc.unreferenced_replica(1, b(1), 10, 2000, true),
+            Verdict::Wait
+        );
+        assert_eq!(gc.take_deletes(0, 31_000, |_| false), vec![b(1)]);
+        assert_eq!(gc.take_deletes(1, 31_000, |_| false), vec![]);
+        assert!(gc.orphan(&b(1)).is_some());
     }
 
     #[test]
@@ -277,7 +327,10 @@ mod tests {
     #[test]
     fn orphans_wait_for_the_grace_and_for_older_uploads() {
         let mut gc = Gc::default();
-        assert_eq!(gc.unreferenced_replica(3, b(2), 10, 1000), Verdict::Wait);
+        assert_eq!(
+            gc.unreferenced_replica(3, b(2), 10, 1000, false),
+            Verdict::Wait
+        );
         // Too young.
         assert_eq!(gc.sweep_orphans(5000, 60_000, None), 0);
         // Old enough, but an upload that began before it appeared is still open.
@@ -292,8 +345,8 @@ mod tests {
     #[test]
     fn a_commit_adopts_orphans() {
         let mut gc = Gc::default();
-        gc.unreferenced_replica(3, b(2), 10, 1000);
-        gc.unreferenced_replica(4, b(2), 10, 1000);
+        gc.unreferenced_replica(3, b(2), 10, 1000, false);
+        gc.unreferenced_replica(4, b(2), 10, 1000, false);
         assert_eq!(gc.referenced(&b(2)).as_slice(), &[3, 4]);
         assert_eq!(gc.sweep_orphans(u64::MAX / 2, 0, None), 0);
     }

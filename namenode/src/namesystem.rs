@@ -51,6 +51,7 @@ pub struct Settings {
     pub block_report_interval: Duration,
     pub lease_ttl: Duration,
     pub tombstone_retention: Duration,
+    pub delete_grace: Duration,
     pub safe_mode_threshold: f64,
     pub safe_mode_timeout: Duration,
     pub replication_streams: u32,
@@ -69,6 +70,7 @@ impl From<&Config> for Settings {
             block_report_interval: c.block_report_interval.get(),
             lease_ttl: c.lease_ttl.get(),
             tombstone_retention: c.tombstone_retention.get(),
+            delete_grace: c.delete_grace.get(),
             safe_mode_threshold: c.safe_mode_threshold,
             safe_mode_timeout: c.safe_mode_timeout.get(),
             replication_streams: c.replication_streams,
@@ -271,7 +273,7 @@ impl NameSystem {
         let loaded = store.load()?;
         let shared = Arc::new(Shared {
             blocks: BlockMap::new(),
-            gc: Mutex::new(Gc::default()),
+            gc: Mutex::new(Gc::new(settings.delete_grace.as_millis() as u64)),
             repl: Mutex::new(Replication::new(
                 settings.replication_streams,
                 settings.replication_timeout.as_millis() as u64,
@@ -443,7 +445,7 @@ impl NameSystem {
         {
             let mut gc = lock(&self.shared.gc);
             for (b, len) in &outcome.unknown {
-                gc.unreferenced_replica(idx, *b, *len, now_ms);
+                gc.unreferenced_replica(idx, *b, *len, now_ms, false);
             }
         }
         {
@@ -498,7 +500,7 @@ impl NameSystem {
         {
             let mut gc = lock(&self.shared.gc);
             for (b, len) in unknown {
-                gc.unreferenced_replica(idx, b, len, now_ms);
+                gc.unreferenced_replica(idx, b, len, now_ms, true);
             }
             for b in removed.iter().chain(corrupt) {
                 gc.replica_gone(idx, b);

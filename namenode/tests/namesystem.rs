@@ -229,27 +229,40 @@ async fn an_unconfirmed_copy_is_retried_from_another_source_or_target() {
     assert_ne!(retry[0].1[0], first_target, "to another target");
 }
 
+/// Advances the clock by whole seconds; `alive` nodes heartbeat every second and
+/// their commands are collected.
+async fn run_for(sim: &Sim, secs: u64, alive: &[usize]) -> Vec<Vec<Outgoing>> {
+    let mut got = vec![Vec::new(); sim.nodes.len()];
+    for _ in 0..secs {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for n in alive {
+            got[*n].extend(sim.beat(*n));
+        }
+        sim.tick();
+    }
+    got
+}
+
 #[tokio::test(start_paused = true)]
 async fn tombstones_are_honoured_for_a_node_returning_after_the_delete() {
-    let sim = Sim::new(&[]).with_nodes(3);
+    let sim = Sim::new(&["--delete-grace", "3s"]).with_nodes(3);
     sim.tick();
     sim.upload(b"old", &[0, 1]).await;
     sim.report(2).with(b"old").full(); // a surplus third replica
 
     // Node 2 goes away; the file is deleted meanwhile.
-    for _ in 0..6 {
-        tokio::time::advance(Duration::from_secs(1)).await;
-        sim.beat(0);
-        sim.beat(1);
-        sim.tick();
-    }
+    run_for(&sim, 6, &[0, 1]).await;
     assert!(
         sim.ns.heartbeat(&sim.nodes[2], Sim::load()).is_none(),
         "dead"
     );
     assert!(sim.ns.delete(file(b"old")).await.unwrap());
-    assert_eq!(deletes(&sim.beat(0)), vec![block(b"old")]);
-    assert_eq!(deletes(&sim.beat(1)), vec![block(b"old")]);
+    // The holders are told after the delete grace, not before.
+    let early = run_for(&sim, 2, &[0, 1]).await;
+    assert!(deletes(&early[0]).is_empty() && deletes(&early[1]).is_empty());
+    let late = run_for(&sim, 1, &[0, 1]).await;
+    assert_eq!(deletes(&late[0]), vec![block(b"old")]);
+    assert_eq!(deletes(&late[1]), vec![block(b"old")]);
 
     // Node 2 returns still holding the block: told to delete it at once.
     let reg = Registration {
@@ -259,6 +272,57 @@ async fn tombstones_are_honoured_for_a_node_returning_after_the_delete() {
     };
     sim.ns.register(sim.nodes[2], &reg).unwrap();
     assert_eq!(sim.report(2).with(b"old").full(), vec![block(b"old")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_then_uploading_the_same_content_again_keeps_it() {
+    let sim = Sim::new(&["--delete-grace", "3s"]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"same", &[0, 1]).await;
+    assert!(sim.ns.delete(file(b"same")).await.unwrap());
+
+    // A slow re-upload: it writes the block again (node 0 reports the fresh write)
+    // and commits only after the grace has passed.
+    let lease = sim.ns.begin_upload("again", "", 0).await.unwrap();
+    let fresh = [(block(b"same"), 4)];
+    sim.ns
+        .incremental_report(&sim.nodes[0], &fresh, &[], &[])
+        .unwrap();
+    sim.ns
+        .incremental_report(&sim.nodes[2], &fresh, &[], &[])
+        .unwrap();
+    let got = run_for(&sim, 5, &[0, 1, 2]).await;
+    assert!(
+        deletes(&got[0]).is_empty(),
+        "the fresh replica on 0 is spared"
+    );
+    assert!(
+        deletes(&got[2]).is_empty(),
+        "the fresh replica on 2 is spared"
+    );
+    assert_eq!(
+        deletes(&got[1]),
+        vec![block(b"same")],
+        "the old one on 1 goes"
+    );
+    sim.ns
+        .commit(
+            &lease.id,
+            file(b"same"),
+            4,
+            vec![CommittedBlock {
+                id: block(b"same"),
+                length: 4,
+                replicas: vec![sim.nodes[0], sim.nodes[2]],
+            }],
+        )
+        .await
+        .unwrap();
+    let mut at = sim.locations(b"same");
+    at.sort();
+    let mut want = vec![sim.nodes[0], sim.nodes[2]];
+    want.sort();
+    assert_eq!(at, want);
 }
 
 #[tokio::test(start_paused = true)]

@@ -54,6 +54,8 @@ pub fn fast_args(dir: &Path) -> Vec<String> {
         "1MiB",
         "--safe-mode-timeout",
         "1h",
+        "--delete-grace",
+        "0s",
     ]
     .iter()
     .map(|s| s.to_string())
