@@ -689,6 +689,18 @@ impl TestCluster {
             self.datanode_state(i).as_deref() == Some("live")
         });
     }
+    /// SIGTERM datanode `i`, wait for its exit, start it again and wait until it is
+    /// live. Returns the exit status of the stopped process.
+    pub fn graceful_restart_datanode(&mut self, i: usize) -> ExitStatus {
+        let status = self.datanodes[i].stop();
+        self.datanodes[i].start();
+        let what = format!("datanode {i} live again after a graceful restart");
+        self.wait_until(START_TIMEOUT, &what, || {
+            self.datanode_state(i).as_deref() == Some("live")
+        });
+        status
+    }
+
     pub fn kill_namenode(&mut self) {
         self.namenode.kill();
     }
@@ -951,6 +963,8 @@ impl Drop for TestCluster {
                     p.log_tail(LOG_TAIL_LINES)
                 );
             }
+        }
+        if std::thread::panicking() || std::env::var_os("KDFS_FAULT_KEEP").is_some() {
             // Keep the directory for inspection.
             let root = std::mem::replace(
                 &mut self.root,
