@@ -72,6 +72,16 @@ pub async fn download(
         }
     };
 
+    // A block of the range with no live replica would break the body off after a 200:
+    // say so before any header is sent.
+    if let Some(b) = info.blocks.iter().find(|b| {
+        b.replicas.is_empty() && b.offset < range.end && b.offset + b.length > range.start
+    }) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("block {} has no live replica right now", b.id),
+        ));
+    }
     let content_type = HeaderValue::from_str(&record.content_type)
         .ok()
         .filter(|_| !record.content_type.is_empty())
