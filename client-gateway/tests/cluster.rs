@@ -371,6 +371,19 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     );
     assert!(r.headers().get("set-cookie").is_none());
 
+    // HEAD: the same headers, no body.
+    let r = c
+        .head(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+
     // ETag and If-None-Match.
     for inm in [
         format!("\"{hash}\""),
@@ -498,6 +511,22 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     assert_eq!(r.status(), 200);
     let d: Value = r.json().await.unwrap();
     assert_eq!(d["deleted"], true);
+    // Deleting again is idempotent; deleting what never existed is 404.
+    let r = c
+        .delete(format!("{url}/files/{hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["deleted"], false);
+    assert_json_error(
+        c.delete(format!("{url}/files/{unknown}"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     assert_json_error(
         c.get(format!("{url}/download?hash={hash}"))
             .send()
