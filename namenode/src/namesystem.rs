@@ -304,6 +304,14 @@ impl NameSystem {
         let s2 = shared.clone();
         let (writer, writer_done) =
             Writer::spawn(store.clone(), Box::new(move |op, e| s2.on_durable(op, e)));
+        if loaded.refs.is_empty() {
+            tracing::info!("no blocks known: not entering safe mode");
+        } else {
+            tracing::info!(
+                blocks = loaded.refs.len(),
+                "in safe mode until the known blocks are reported"
+            );
+        }
         tracing::info!(
             cluster_id = %loaded.cluster_id,
             files = loaded.files,
@@ -321,7 +329,8 @@ impl NameSystem {
             writer,
             shared,
             leases: Mutex::new(leases),
-            safe_mode: AtomicBool::new(true),
+            // With no known blocks there is nothing to wait for.
+            safe_mode: AtomicBool::new(!loaded.refs.is_empty()),
             started: Instant::now(),
             writer_done: Mutex::new(Some(writer_done)),
         }))
