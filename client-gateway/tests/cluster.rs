@@ -997,3 +997,45 @@ async fn graceful_shutdown_drains_an_in_flight_download() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_space_is_507_and_too_few_datanodes_503() {
+    // Datanodes with less room than one block: the namenode cannot place it.
+    let full = TestCluster::with(Spec {
+        capacity: "512KiB".into(),
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let r = upload(&c, &full.gateway.url, "big.bin", &content(100, 1)).await;
+    let m = assert_json_error(r, 507).await;
+    assert!(m.contains("space"), "{m}");
+    drop(full);
+
+    // One datanode, replication 3 (so at least 2 replicas): not enough live datanodes.
+    let lonely = TestCluster::with(Spec {
+        datanodes: 1,
+        ..Spec::default()
+    })
+    .await;
+    let r = upload(&c, &lonely.gateway.url, "a.bin", b"abc").await;
+    let m = assert_json_error(r, 503).await;
+    assert!(m.contains("not enough live datanodes"), "{m}");
+    assert_json_error(
+        c.get(format!("{}/readyz", lonely.gateway.url))
+            .send()
+            .await
+            .unwrap(),
+        503,
+    )
+    .await;
+    let list: Value = c
+        .get(format!("{}/files", lonely.gateway.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["files"].as_array().unwrap().is_empty());
+}

@@ -24,6 +24,8 @@ pub struct Spec {
     pub datanodes: usize,
     pub replication: u32,
     pub gateway_args: Vec<String>,
+    /// What each datanode reports as its capacity.
+    pub capacity: String,
 }
 
 impl Default for Spec {
@@ -32,6 +34,7 @@ impl Default for Spec {
             datanodes: 3,
             replication: 3,
             gateway_args: Vec::new(),
+            capacity: "4GiB".to_owned(),
         }
     }
 }
@@ -95,7 +98,7 @@ impl TestCluster {
 
         let mut dns = Vec::new();
         for i in 0..spec.datanodes {
-            dns.push(start_datanode(&dir, i, &namenode_url));
+            dns.push(start_datanode(&dir, i, &namenode_url, &spec.capacity));
         }
 
         let args: Vec<&str> = spec.gateway_args.iter().map(String::as_str).collect();
@@ -109,6 +112,9 @@ impl TestCluster {
             nn_task,
         };
         c.wait_live(spec.datanodes).await;
+        if spec.datanodes < spec.replication.min(2) as usize {
+            return c; // never ready: too few datanodes for a write, on purpose
+        }
         let ready = c.gateway.at("/readyz");
         let client = http();
         wait_until("gateway /readyz", DEADLINE, || {
@@ -190,7 +196,7 @@ impl TestCluster {
     }
 }
 
-fn start_datanode(dir: &tempfile::TempDir, i: usize, namenode: &str) -> Datanode {
+fn start_datanode(dir: &tempfile::TempDir, i: usize, namenode: &str, capacity: &str) -> Datanode {
     let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     grpc.set_nonblocking(true).unwrap();
@@ -206,7 +212,7 @@ fn start_datanode(dir: &tempfile::TempDir, i: usize, namenode: &str) -> Datanode
         format!("--namenode={namenode}"),
         format!("--data-dir={}", data.display()),
         "--reserved=0".to_owned(),
-        "--fixed-capacity=4GiB".to_owned(),
+        format!("--fixed-capacity={capacity}"),
         "--shutdown-grace=1s".to_owned(),
     ]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
