@@ -863,50 +863,48 @@ async fn corrupt_replicas_are_never_served_and_reads_fail_over() {
         .as_str()
         .unwrap()
         .to_owned();
-    let one: Value = c
-        .get(format!("{url}/files/{hash}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    // Corrupt two of the three replicas of the middle block, best-ranked first: the
-    // reader must fail over twice, mid-file, and still deliver every byte intact.
-    let block = &one["blocks"][1];
-    let id = block["id"].as_str().unwrap();
-    let replicas = block["replicas"].as_array().unwrap();
-    assert_eq!(replicas.len(), 3, "{block}");
-    for r in &replicas[..2] {
-        let i = cluster
-            .datanode_index(r["address"].as_str().unwrap())
-            .expect("a cluster datanode");
-        cluster.corrupt(i, id);
-    }
-    assert!(
-        download(&c, &url, &hash).await == data,
-        "failover delivers intact bytes"
-    );
-    // A range inside the corrupt block (chunk checksums, no full-block hash) too.
-    let r = c
-        .get(format!("{url}/download?hash={hash}"))
-        .header("range", format!("bytes={}-{}", BLOCK + 10, BLOCK + 70_000))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 206);
-    assert!(r.bytes().await.unwrap()[..] == data[BLOCK as usize + 10..=BLOCK as usize + 70_000]);
-    // The corrupt copies are quarantined (by the datanode on its failed read, and on
-    // our report): no servable copy with wrong content remains anywhere, and the
-    // namenode heals the block back to three replicas.
-    let bad: Vec<usize> = replicas[..2]
+    // Corrupt two of the three replicas of the middle block, and read with those two
+    // ranked first: the reader must fail over twice, mid-file, and still deliver every
+    // byte intact (whole-block reads and ranged reads inside the block).
+    let client = cluster.client();
+    // `info` keeps the order of this lookup: the two damaged replicas come first.
+    let info = client.get(FileId::parse(&hash).unwrap()).await.unwrap();
+    let block = info.blocks[1].clone();
+    assert_eq!(block.replicas.len(), 3, "{block:?}");
+    let id = block.id.to_string();
+    let id = id.as_str();
+    let bad: Vec<usize> = block.replicas[..2]
         .iter()
         .map(|r| {
             cluster
-                .datanode_index(r["address"].as_str().unwrap())
-                .unwrap()
+                .datanode_index(&r.address)
+                .expect("a cluster datanode")
         })
         .collect();
+    for &i in &bad {
+        cluster.corrupt(i, id);
+    }
+    let whole = ByteRange {
+        start: 0,
+        end: data.len() as u64,
+    };
+    assert!(
+        collect(client.read(&info, whole)).await == data,
+        "failover delivers intact bytes"
+    );
+    let inside = ByteRange {
+        start: BLOCK + 10,
+        end: BLOCK + 70_001,
+    };
+    assert!(
+        collect(client.read(&info, inside)).await
+            == data[BLOCK as usize + 10..BLOCK as usize + 70_001],
+        "ranged read inside the damaged block"
+    );
+    assert!(download(&c, &url, &hash).await == data);
+    // The corrupt copies are quarantined (by the datanode on its failed read, and on
+    // our report): no servable copy with wrong content remains anywhere, and the
+    // namenode heals the block back to three replicas.
     let cluster = &cluster;
     common::wait_until(
         "corrupt copies quarantined and the block healed",
