@@ -290,6 +290,9 @@ pub struct Options {
     pub datanode_args_for: Vec<(usize, Vec<String>)>,
     /// Extra flags of the gateway.
     pub gateway_args: Vec<String>,
+    /// Datanodes whose data dir is a filesystem of this many bytes: a tmpfs mounted
+    /// there if this process may mount, else `--fixed-capacity` (a pretend size).
+    pub small_disks: Vec<(usize, u64)>,
 }
 
 impl Default for Options {
@@ -302,6 +305,7 @@ impl Default for Options {
             datanode_args: Vec::new(),
             datanode_args_for: Vec::new(),
             gateway_args: Vec::new(),
+            small_disks: Vec::new(),
         }
     }
 }
@@ -330,6 +334,11 @@ impl Options {
     pub fn datanode_arg_for(mut self, i: usize, flag: &str, value: &str) -> Self {
         self.datanode_args_for
             .push((i, vec![format!("{flag}={value}")]));
+        self
+    }
+    /// Gives datanode `i` a filesystem of `bytes` (see [`Options::small_disks`]).
+    pub fn small_disk(mut self, i: usize, bytes: u64) -> Self {
+        self.small_disks.push((i, bytes));
         self
     }
     pub fn gateway_arg(mut self, flag: &str, value: &str) -> Self {
@@ -554,6 +563,8 @@ pub struct TestCluster {
     pub api: Api,
     /// `127.0.0.1:<port>` each datanode advertises (its gRPC address).
     pub datanode_addrs: Vec<String>,
+    /// tmpfs mounted for small disks, unmounted on drop.
+    pub mounts: Vec<PathBuf>,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
@@ -581,12 +592,15 @@ impl TestCluster {
             format!("--dead-after={DEAD_AFTER}"),
             "--safe-mode-timeout=10s".into(),
             "--replication-timeout=5s".into(),
+            // Deleted files' replicas go after this grace (default 30s).
+            "--delete-grace=1s".into(),
         ];
         nn_args.extend(opts.namenode_args.iter().cloned());
         let namenode = Proc::new("namenode".into(), "kdfs-namenode", root.path(), nn_args);
 
         let mut datanodes = Vec::new();
         let mut datanode_addrs = Vec::new();
+        let mut mounts = Vec::new();
         for i in 0..opts.datanodes {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
@@ -604,6 +618,17 @@ impl TestCluster {
             for (j, extra) in &opts.datanode_args_for {
                 if *j == i {
                     args.extend(extra.iter().cloned());
+                }
+            }
+            for &(j, bytes) in &opts.small_disks {
+                if j == i {
+                    let dir = root.path().join(&name);
+                    if mount_tmpfs(&dir, bytes) {
+                        mounts.push(dir);
+                    } else {
+                        eprintln!("cannot mount a tmpfs here: datanode {i} pretends {bytes} bytes");
+                        args.push(format!("--fixed-capacity={bytes}"));
+                    }
                 }
             }
             datanodes.push(Proc::new(name, "kdfs-datanode", root.path(), args));
@@ -626,6 +651,7 @@ impl TestCluster {
             gateway,
             api: Api::new(format!("http://127.0.0.1:{gw_port}")),
             datanode_addrs,
+            mounts,
             _one_at_a_time: guard,
         };
         cluster.namenode.start();
@@ -951,6 +977,9 @@ impl Drop for TestCluster {
             dn.kill();
         }
         self.namenode.kill();
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg(m).status();
+        }
         if std::thread::panicking() {
             let mut procs: Vec<&Proc> = vec![&self.namenode];
             procs.extend(self.datanodes.iter());
@@ -973,6 +1002,18 @@ impl Drop for TestCluster {
             eprintln!("cluster directory kept at {}", root.keep().display());
         }
     }
+}
+
+/// Mounts a tmpfs of `bytes` on `dir` (created if missing); false if this process may
+/// not mount (no privilege, no `mount` binary).
+fn mount_tmpfs(dir: &Path, bytes: u64) -> bool {
+    std::fs::create_dir_all(dir).expect("creating a mount point");
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether the child `pid` has exited (a zombie not yet reaped, or gone).
