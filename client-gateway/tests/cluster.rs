@@ -1037,3 +1037,32 @@ async fn out_of_space_is_507_and_too_few_datanodes_503() {
         .unwrap();
     assert!(list["files"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_upload_renews_its_lease() {
+    // A 1 s lease and an upload that takes about 3 s with over a second between block
+    // allocations: only the background renewal keeps the lease alive.
+    let cluster = TestCluster::with(Spec {
+        namenode_args: vec!["--lease-ttl=1s".into()],
+        ..Spec::default()
+    })
+    .await;
+    let client = cluster.client();
+    let data = content(2 * BLOCK as usize + 5, 31);
+    let slow = source(data.clone(), 64 * 1024).then(|piece| async move {
+        tokio::time::sleep(Duration::from_millis(90)).await;
+        piece
+    });
+    let started = std::time::Instant::now();
+    let up = client
+        .upload(slow, "slow.bin", "")
+        .await
+        .expect("the lease was renewed");
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the upload outlived several leases"
+    );
+    assert_eq!(up.record.id.to_string(), sha(&data));
+    let (_, body) = client.download(up.record.id, None).await.unwrap();
+    assert!(collect(body).await == data);
+}

@@ -26,6 +26,8 @@ pub struct Spec {
     pub gateway_args: Vec<String>,
     /// What each datanode reports as its capacity.
     pub capacity: String,
+    /// Extra namenode flags.
+    pub namenode_args: Vec<String>,
 }
 
 impl Default for Spec {
@@ -35,6 +37,7 @@ impl Default for Spec {
             replication: 3,
             gateway_args: Vec::new(),
             capacity: "4GiB".to_owned(),
+            namenode_args: Vec::new(),
         }
     }
 }
@@ -75,7 +78,7 @@ impl TestCluster {
         let namenode_url = format!("http://{}", nn_grpc.local_addr().unwrap());
         let nn_dir = dir.path().join("namenode");
         std::fs::create_dir_all(&nn_dir).unwrap();
-        let nn_cfg = kdfs_namenode::Config::parse_from([
+        let mut nn_args = vec![
             "kdfs-namenode".to_owned(),
             format!("--listen={}", nn_grpc.local_addr().unwrap()),
             format!("--http={}", nn_http.local_addr().unwrap()),
@@ -87,7 +90,9 @@ impl TestCluster {
             "--heartbeat-interval=300ms".to_owned(),
             "--stale-after=3s".to_owned(),
             "--dead-after=6s".to_owned(),
-        ]);
+        ];
+        nn_args.extend(spec.namenode_args.iter().cloned());
+        let nn_cfg = kdfs_namenode::Config::parse_from(nn_args);
         let nn_token = CancellationToken::new();
         let t = nn_token.clone();
         let nn_task = tokio::spawn(async move {
