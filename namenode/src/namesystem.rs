@@ -445,11 +445,6 @@ impl NameSystem {
         let now_ms = self.clock.now_ms();
         let started = std::time::Instant::now();
         let reported = blocks.len();
-        let pending_check: Vec<BlockId> = if lock(&self.shared.repl).has_pending() {
-            blocks.iter().map(|(b, _)| *b).collect()
-        } else {
-            Vec::new()
-        };
         let outcome = self.shared.blocks.apply_full_report(idx, blocks);
         {
             let mut gc = lock(&self.shared.gc);
@@ -459,9 +454,7 @@ impl NameSystem {
         }
         {
             let mut repl = lock(&self.shared.repl);
-            for b in &pending_check {
-                repl.replica_added(b, idx);
-            }
+            repl.confirm_from(&self.shared.blocks, idx);
             repl.mark_dirty(outcome.dirty.iter().copied());
         }
         let deletes = self.take_deletes(idx, now_ms);
@@ -861,10 +854,12 @@ impl NameSystem {
     // ------------------------------------------------------------------- status
 
     pub fn status(&self) -> ClusterStatus {
-        let cluster = self.cluster();
-        let stats = self.shared.blocks.stats(cluster.len());
+        // The map scan runs without the cluster lock so heartbeats are not held up.
+        let count = self.cluster().len();
+        let stats = self.shared.blocks.stats(count);
         let now = Instant::now();
-        let nodes = cluster
+        let nodes = self
+            .cluster()
             .nodes()
             .iter()
             .enumerate()
@@ -874,7 +869,6 @@ impl NameSystem {
                 since_heartbeat: now.saturating_duration_since(n.last_heartbeat),
             })
             .collect();
-        drop(cluster);
         ClusterStatus {
             cluster_id: self.cluster_id.clone(),
             safe_mode: self.in_safe_mode(),
@@ -951,22 +945,27 @@ impl NameSystem {
             return 0;
         }
         let now_ms = self.clock.now_ms();
-        let mut cluster = self.cluster();
-        let candidates = cluster.candidates();
-        let candidates: Vec<_> = candidates
-            .into_iter()
-            .filter(|c| {
-                cluster
-                    .node(c.node)
-                    .is_some_and(|n| n.state != NodeState::Dead)
-            })
-            .collect();
+        let candidates: Vec<_> = {
+            let cluster = self.cluster();
+            cluster
+                .candidates()
+                .into_iter()
+                .filter(|c| {
+                    cluster
+                        .node(c.node)
+                        .is_some_and(|n| n.state != NodeState::Dead)
+                })
+                .collect()
+        };
+        // Scheduling looks up blocks; it runs without the cluster lock. A node that
+        // dies meanwhile has its new copies cancelled by `node_dead` or timed out.
         let cmds = lock(&self.shared.repl).tick(
             now_ms,
             &self.shared.blocks,
             &candidates,
             self.settings.block_size,
         );
+        let mut cluster = self.cluster();
         let n = cmds.len();
         for (idx, cmd) in cmds {
             if let Some(node) = cluster.node_mut(idx) {

@@ -141,6 +141,23 @@ impl Replication {
         }
     }
 
+    /// After a full report of `node`: completes every outstanding copy to it that the
+    /// block map now shows (cheaper than checking each reported block: few copies are
+    /// outstanding at any time).
+    pub fn confirm_from(&mut self, blocks: &BlockMap, node: NodeIdx) {
+        let done: Vec<BlockId> = self
+            .pending
+            .iter()
+            .filter(|(id, p)| {
+                p.targets.contains(&node) && blocks.get(id).is_some_and(|i| i.locs.contains(&node))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            self.replica_added(&id, node);
+        }
+    }
+
     /// A node died: its outstanding copies are cancelled and their blocks rechecked.
     pub fn node_dead(&mut self, node: NodeIdx) {
         let hit: Vec<BlockId> = self
