@@ -22,6 +22,9 @@ use crate::blockmap::{BlockMap, IdBuild, NodeIdx};
 use crate::cluster::Cmd;
 use crate::placement::{self, Candidate};
 
+/// Dirty blocks classified per tick: a node holding a million blocks dying is
+/// worked through over several ticks instead of one long lock hold.
+pub const MAX_CLASSIFY_PER_TICK: usize = 100_000;
 /// Queue entries looked at per tick, so one tick stays short on a huge backlog.
 pub const MAX_SCHEDULE_PER_TICK: usize = 20_000;
 
@@ -69,7 +72,9 @@ pub struct Replication {
     timeout_ms: u64,
     queues: [VecDeque<BlockId>; 4],
     queued: HashSet<BlockId, IdBuild>,
-    dirty: HashSet<BlockId, IdBuild>,
+    /// Blocks to look at (duplicates are harmless: classification skips blocks
+    /// already queued or being copied).
+    dirty: VecDeque<BlockId>,
     pending: HashMap<BlockId, Pending, IdBuild>,
     source_load: HashMap<NodeIdx, u32>,
     target_load: HashMap<NodeIdx, u32>,
@@ -94,7 +99,7 @@ impl Replication {
             timeout_ms,
             queues: Default::default(),
             queued: HashSet::default(),
-            dirty: HashSet::default(),
+            dirty: VecDeque::new(),
             pending: HashMap::default(),
             source_load: HashMap::new(),
             target_load: HashMap::new(),
@@ -114,7 +119,7 @@ impl Replication {
         if !c.contains(&node) {
             c.push(node);
         }
-        self.dirty.insert(id);
+        self.dirty.push_back(id);
     }
 
     /// Whether any copy is outstanding (lets report handling skip the lookups).
@@ -137,7 +142,7 @@ impl Replication {
             self.pending.remove(id);
             dec(&mut self.source_load, source);
             self.avoid.remove(id);
-            self.dirty.insert(*id);
+            self.dirty.push_back(*id);
         }
     }
 
@@ -179,7 +184,7 @@ impl Replication {
             for t in &p.targets {
                 dec(&mut self.target_load, *t);
             }
-            self.dirty.insert(*id);
+            self.dirty.push_back(*id);
         }
     }
 
@@ -230,8 +235,9 @@ impl Replication {
     }
 
     fn classify(&mut self, blocks: &BlockMap) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for id in dirty {
+        let n = self.dirty.len().min(MAX_CLASSIFY_PER_TICK);
+        let batch: Vec<BlockId> = self.dirty.drain(..n).collect();
+        for id in batch {
             let Some(info) = blocks.get(&id) else {
                 self.corrupt.remove(&id);
                 self.avoid.remove(&id);
