@@ -34,8 +34,12 @@ pub enum Cmd {
         length: u64,
         targets: Vec<NodeIdx>,
     },
-    /// Remove surplus replicas of referenced blocks (over-replication trim).
+    /// Remove surplus replicas of referenced blocks (over-replication trim). The
+    /// location already left the block map; at delivery the trim is dropped (and the
+    /// location restored) if the block meanwhile fell below its target.
     Trim(Vec<BlockId>),
+    /// Remove replicas found corrupt, now that the block is healthy again.
+    DropCorrupt(Vec<BlockId>),
 }
 
 /// What a datanode says about itself at registration.

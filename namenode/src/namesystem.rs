@@ -386,6 +386,7 @@ impl NameSystem {
             .unwrap_or_default();
         let mut out = Vec::new();
         let mut trims = Vec::new();
+        let mut corrupt = Vec::new();
         for c in cmds {
             match c {
                 Cmd::Replicate {
@@ -401,9 +402,21 @@ impl NameSystem {
                         .collect(),
                 }),
                 Cmd::Trim(ids) => trims.extend(ids),
+                Cmd::DropCorrupt(ids) => corrupt.extend(ids),
             }
         }
         drop(cluster);
+        let blocks = &self.shared.blocks;
+        trims.retain(|b| match blocks.get(b) {
+            Some(info) if info.locs.len() >= (info.target as usize).max(1) => true,
+            Some(_) => {
+                // Another replica was lost since the trim was planned: keep this one.
+                blocks.add_location(b, idx);
+                false
+            }
+            None => false,
+        });
+        trims.extend(corrupt);
         let mut deletes = self.take_deletes(idx, now_ms);
         if !trims.is_empty() {
             let mut gc = lock(&self.shared.gc);

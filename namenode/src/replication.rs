@@ -308,7 +308,7 @@ impl Replication {
                     Some(Priority::Corrupt) => {
                         for n in self.corrupt.remove(&id).unwrap_or_default() {
                             if !info.locs.contains(&n) {
-                                out.push((n, Cmd::Trim(vec![id])));
+                                out.push((n, Cmd::DropCorrupt(vec![id])));
                             }
                         }
                     }
@@ -550,6 +550,6 @@ mod tests {
         let mut r = Replication::new(2, 60_000);
         r.mark_corrupt(b(1), 2);
         let cmds = r.tick(0, &m, &nodes(3), 1);
-        assert_eq!(cmds, vec![(2, Cmd::Trim(vec![b(1)]))]);
+        assert_eq!(cmds, vec![(2, Cmd::DropCorrupt(vec![b(1)]))]);
     }
 }

@@ -433,3 +433,25 @@ async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
     ns.register(b, &reg).unwrap();
     assert_eq!(ns.replication_tick(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn surplus_replicas_are_trimmed_unless_another_was_lost_meanwhile() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"twice", &[0, 1]).await;
+    sim.upload(b"thrice", &[0, 1]).await;
+    sim.report(2).with(b"twice").with(b"thrice").full();
+    sim.tick();
+    // Node 0 loses its copy of "thrice" before node 2 picks up its trims.
+    sim.ns
+        .incremental_report(&sim.nodes[0], &[], &[block(b"thrice")], &[])
+        .unwrap();
+    let trimmed = deletes(&sim.beat(2));
+    assert_eq!(
+        trimmed,
+        vec![block(b"twice")],
+        "only the still-surplus copy goes"
+    );
+    assert_eq!(sim.locations(b"twice").len(), 2);
+    assert_eq!(sim.locations(b"thrice").len(), 2, "node 2's copy was kept");
+}
