@@ -49,8 +49,9 @@ pub const MIN_TICK: Duration = Duration::from_millis(10);
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the gc worker runs (leases expire with this precision).
 pub const GC_TICK: Duration = Duration::from_secs(1);
-/// Tombstones are purged every this many gc ticks.
-pub const PURGE_EVERY_TICKS: u64 = 60;
+/// Tombstones are purged every this many gc ticks (a scan of the tombstone table;
+/// retention is counted in days, so every ten minutes is plenty).
+pub const PURGE_EVERY_TICKS: u64 = 600;
 
 /// Runs a namenode on the given listeners until `shutdown` is cancelled, then drains
 /// and returns `Ok(())`.

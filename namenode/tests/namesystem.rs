@@ -455,3 +455,25 @@ async fn surplus_replicas_are_trimmed_unless_another_was_lost_meanwhile() {
     assert_eq!(sim.locations(b"twice").len(), 2);
     assert_eq!(sim.locations(b"thrice").len(), 2, "node 2's copy was kept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn tombstones_are_purged_after_the_retention() {
+    let sim = Sim::new(&["--tombstone-retention", "10s"]).with_nodes(2);
+    sim.tick();
+    sim.upload(b"short-lived", &[0, 1]).await;
+    assert!(sim.ns.delete(file(b"short-lived")).await.unwrap());
+    sim.ns.gc_tick(true).await.unwrap();
+    assert!(matches!(
+        sim.ns.get_file(&file(b"short-lived")).unwrap(),
+        FileView::Deleted { .. }
+    ));
+    assert_eq!(sim.ns.store_counts().unwrap(), (0, 1));
+
+    tokio::time::advance(Duration::from_secs(11)).await;
+    sim.ns.gc_tick(true).await.unwrap();
+    assert!(matches!(
+        sim.ns.get_file(&file(b"short-lived")),
+        Err(kdfs_namenode::Error::NotFound(_))
+    ));
+    assert_eq!(sim.ns.store_counts().unwrap(), (0, 0));
+}
