@@ -134,10 +134,15 @@ impl Cluster {
                 reg.cluster_id, self.cluster_id
             )));
         }
+        // A zone learnt elsewhere (Kubernetes) survives a re-registration that has none.
+        let zone = match self.index.get(&id) {
+            Some(&idx) if reg.zone.is_empty() => self.nodes[idx as usize].zone.clone(),
+            _ => reg.zone.clone(),
+        };
         let node = Node {
             id,
             address: reg.address.clone(),
-            zone: reg.zone.clone(),
+            zone,
             version: reg.version.clone(),
             pod_name: reg.pod_name.clone(),
             node_name: reg.node_name.clone(),
@@ -232,6 +237,19 @@ impl Cluster {
             }
         }
         died
+    }
+
+    /// Declares a node dead now (e.g. its pod was deleted). Returns false if it was
+    /// already dead.
+    pub fn declare_dead(&mut self, idx: NodeIdx) -> bool {
+        match self.nodes.get_mut(idx as usize) {
+            Some(n) if n.state != NodeState::Dead => {
+                n.state = NodeState::Dead;
+                n.commands.clear();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Placement's view of every node.

@@ -910,14 +910,49 @@ impl NameSystem {
             self.settings.dead_after,
         );
         for idx in &died {
-            let lost = self.shared.blocks.remove_node(*idx);
-            tracing::warn!(idx, blocks = lost.len(), "datanode declared dead");
-            lock(&self.shared.gc).node_dead(*idx);
-            let mut repl = lock(&self.shared.repl);
-            repl.node_dead(*idx);
-            repl.mark_dirty(lost);
+            self.node_died(*idx, "missed heartbeats");
         }
         !died.is_empty()
+    }
+
+    /// A dead node's replicas leave the map and its blocks are queued for copies.
+    fn node_died(&self, idx: NodeIdx, reason: &str) {
+        let lost = self.shared.blocks.remove_node(idx);
+        tracing::warn!(idx, blocks = lost.len(), reason, "datanode declared dead");
+        lock(&self.shared.gc).node_dead(idx);
+        let mut repl = lock(&self.shared.repl);
+        repl.node_dead(idx);
+        repl.mark_dirty(lost);
+    }
+
+    /// Declares a datanode dead at once, without waiting for `--dead-after` (for an
+    /// orchestrator that knows its pod is gone). Returns false if it was unknown or
+    /// already dead. The caller should kick the replication worker.
+    pub fn declare_dead(&self, id: &DatanodeId, reason: &str) -> bool {
+        let idx = {
+            let mut cluster = self.cluster();
+            match cluster.index_of(id) {
+                Some(idx) if cluster.declare_dead(idx) => idx,
+                _ => return false,
+            }
+        };
+        self.node_died(idx, reason);
+        true
+    }
+
+    /// Sets a datanode's failure domain (e.g. from its Kubernetes node's zone label).
+    pub fn set_zone(&self, id: &DatanodeId, zone: &str) -> bool {
+        let mut cluster = self.cluster();
+        let Some(idx) = cluster.index_of(id) else {
+            return false;
+        };
+        match cluster.node_mut(idx) {
+            Some(n) => {
+                n.zone = zone.to_owned();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Safe mode: leaves it once enough known blocks have been reported or the timeout

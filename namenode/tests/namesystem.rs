@@ -477,3 +477,21 @@ async fn tombstones_are_purged_after_the_retention() {
     ));
     assert_eq!(sim.ns.store_counts().unwrap(), (0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_orchestrator_can_declare_a_node_dead_and_set_zones() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"data", &[0, 1]).await;
+    assert!(sim.ns.declare_dead(&sim.nodes[0], "pod deleted"));
+    assert!(!sim.ns.declare_dead(&sim.nodes[0], "again"));
+    sim.ns.replication_tick();
+    assert_eq!(
+        replications(&sim.beat(1)),
+        vec![(block(b"data"), vec![sim.nodes[2]])]
+    );
+    assert!(sim.ns.set_zone(&sim.nodes[2], "zone-b"));
+    let st = sim.ns.status();
+    assert_eq!(st.nodes[2].node.zone, "zone-b");
+    assert!(!sim.ns.set_zone(&DatanodeId::random(), "z"));
+}
