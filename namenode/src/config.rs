@@ -100,6 +100,11 @@ pub struct Config {
     /// Safe mode ends after this long at the latest.
     #[arg(long, env = "KDFS_SAFE_MODE_TIMEOUT", default_value = DEFAULT_SAFE_MODE_TIMEOUT)]
     pub safe_mode_timeout: HumanDuration,
+    /// After the threshold is reached, safe mode lasts this much longer so that
+    /// datanodes reporting a moment later are counted (default: two heartbeat
+    /// intervals).
+    #[arg(long, env = "KDFS_SAFE_MODE_EXTENSION")]
+    pub safe_mode_extension: Option<HumanDuration>,
     /// Concurrent re-replication streams per datanode, as source and as target.
     #[arg(long, env = "KDFS_REPLICATION_STREAMS", default_value_t = DEFAULT_REPLICATION_STREAMS)]
     pub replication_streams: u32,
@@ -115,6 +120,13 @@ impl Config {
     /// Replicas that must be durable before a commit (min(2, replication) unless set).
     pub fn min_replicas(&self) -> u32 {
         self.min_replicas.unwrap_or(2).min(self.replication).max(1)
+    }
+
+    /// How long safe mode lasts after its threshold is reached.
+    pub fn safe_mode_extension(&self) -> Duration {
+        self.safe_mode_extension
+            .map(HumanDuration::get)
+            .unwrap_or(self.heartbeat_interval.get() * 2)
     }
 
     /// When a silent datanode becomes stale.

@@ -54,6 +54,7 @@ pub struct Settings {
     pub delete_grace: Duration,
     pub safe_mode_threshold: f64,
     pub safe_mode_timeout: Duration,
+    pub safe_mode_extension: Duration,
     pub replication_streams: u32,
     pub replication_timeout: Duration,
 }
@@ -73,6 +74,7 @@ impl From<&Config> for Settings {
             delete_grace: c.delete_grace.get(),
             safe_mode_threshold: c.safe_mode_threshold,
             safe_mode_timeout: c.safe_mode_timeout.get(),
+            safe_mode_extension: c.safe_mode_extension(),
             replication_streams: c.replication_streams,
             replication_timeout: c.replication_timeout.get(),
         }
@@ -260,6 +262,8 @@ pub struct NameSystem {
     cluster: Mutex<Cluster>,
     leases: Mutex<HashMap<String, Lease>>,
     safe_mode: AtomicBool,
+    /// When the reported fraction first reached the threshold (safe-mode extension).
+    threshold_reached: Mutex<Option<Instant>>,
     started: Instant,
     writer_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
@@ -331,6 +335,7 @@ impl NameSystem {
             leases: Mutex::new(leases),
             // With no known blocks there is nothing to wait for.
             safe_mode: AtomicBool::new(!loaded.refs.is_empty()),
+            threshold_reached: Mutex::new(None),
             started: Instant::now(),
             writer_done: Mutex::new(Some(writer_done)),
         }))
@@ -964,9 +969,21 @@ impl NameSystem {
         let stats = self.shared.blocks.stats(0);
         let frac = fraction(&stats);
         let elapsed = self.started.elapsed();
+        // Once the threshold is reached, wait the extension too, so the datanodes
+        // that report a moment later are in the map before re-replication judges
+        // what is missing (otherwise every restart would copy blocks needlessly).
+        let reached = {
+            let mut at = lock(&self.threshold_reached);
+            if frac >= self.settings.safe_mode_threshold {
+                *at.get_or_insert_with(Instant::now)
+            } else {
+                *at = None;
+                Instant::now() + Duration::from_secs(3600)
+            }
+        };
         let reason = if stats.blocks == 0 {
             Some("no blocks known")
-        } else if frac >= self.settings.safe_mode_threshold {
+        } else if reached.elapsed() >= self.settings.safe_mode_extension {
             Some("enough blocks reported")
         } else if elapsed >= self.settings.safe_mode_timeout {
             Some("timeout")

@@ -383,6 +383,8 @@ async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
             "2",
             "--safe-mode-timeout",
             timeout,
+            "--safe-mode-extension",
+            "2s",
         ])
     };
     let (a, b) = (DatanodeId::random(), DatanodeId::random());
@@ -428,7 +430,9 @@ async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
     assert_eq!(ns.replication_tick(), 0, "no re-replication in safe mode");
     ns.full_report(&a, vec![(block(b"one"), 3), (block(b"two"), 3)])
         .unwrap();
-    assert!(!ns.safe_mode_tick(), "all reported");
+    assert!(ns.safe_mode_tick(), "all reported: the extension starts");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(!ns.safe_mode_tick(), "extension over");
     // Out of safe mode, the under-replicated blocks are queued at once.
     ns.register(b, &reg).unwrap();
     assert_eq!(ns.replication_tick(), 2);
