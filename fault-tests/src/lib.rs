@@ -16,6 +16,15 @@
 //!   with what it was waiting for.
 //! - The binaries are hard-linked into a private directory once per test process, so a
 //!   concurrent `cargo build` by someone else cannot swap them mid-test.
+//!
+//! Environment knobs:
+//! - The binaries are taken from `target/debug/` beside the test executable and built
+//!   (`cargo build -p kdfs-namenode -p kdfs-datanode -p kdfs-client-gateway`) once if
+//!   one is missing. `KDFS_FAULT_BUILD=1` builds them in any case (so the suite never
+//!   runs stale binaries).
+//! - `KDFS_FAULT_KEEP=1` keeps every cluster's directory (logs, data) after the test.
+//! - Small disks are a tmpfs mounted on the datanode's data dir when the process may
+//!   mount (root in a container with the capability), else `--fixed-capacity`.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -441,6 +450,33 @@ impl Api {
             hash: want,
             len: data.len(),
         }
+    }
+
+    /// Uploads `data`, retrying while the namenode's delete fence refuses the commit
+    /// with 409 ("a delete of the same content raced with this upload: retry it"), as a
+    /// client is told to. Returns the file and how many times it was refused; panics on
+    /// any other failure or if `deadline` passes.
+    pub fn upload_retrying_conflicts(&self, data: &[u8], deadline: Duration) -> (Stored, usize) {
+        let want = sha256_hex(data);
+        let mut refusals = 0;
+        wait_until(deadline, "an upload not refused with 409", || {
+            match self.try_upload_named("retried.bin", data.to_vec()) {
+                Ok(v) => {
+                    assert_eq!(v["hash"].as_str(), Some(want.as_str()), "upload answer {v}");
+                    true
+                }
+                Err(e) if e.status == 409 => {
+                    refusals += 1;
+                    false
+                }
+                Err(e) => panic!("upload of {} bytes failed: {e}", data.len()),
+            }
+        });
+        let stored = Stored {
+            hash: want,
+            len: data.len(),
+        };
+        (stored, refusals)
     }
 
     /// `GET /download?hash=`; the body or the failure.
@@ -1114,5 +1150,56 @@ impl<F: FnMut(usize) + Send> Read for SlowReader<F> {
         self.pos += n;
         (self.on_progress)(self.pos);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_are_deterministic_and_distinct() {
+        assert_eq!(random_bytes(1000, 7), random_bytes(1000, 7));
+        assert_ne!(random_bytes(1000, 7), random_bytes(1000, 8));
+        assert_eq!(random_bytes(13, 1).len(), 13);
+        // No two 256 KiB blocks of one file dedup by accident.
+        let d = random_bytes(1 << 20, 3);
+        assert_ne!(d[..256 << 10], d[256 << 10..512 << 10]);
+    }
+
+    #[test]
+    fn flip_byte_changes_exactly_one_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("b");
+        std::fs::write(&p, [1u8, 2, 3]).expect("write");
+        flip_byte(&p, 1);
+        assert_eq!(std::fs::read(&p).expect("read"), vec![1, !2, 3]);
+    }
+
+    #[test]
+    fn slow_reader_yields_everything_in_pieces() {
+        let mut seen = Vec::new();
+        let mut r = SlowReader::new(vec![9u8; 10], 4, Duration::ZERO, |n| seen.push(n));
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("read");
+        drop(r);
+        assert_eq!(out, vec![9u8; 10]);
+        assert_eq!(seen, vec![4, 8, 10]);
+    }
+
+    #[test]
+    #[should_panic(expected = "waiting for: the impossible")]
+    fn wait_until_names_what_it_waited_for() {
+        wait_until(Duration::from_millis(250), "the impossible", || false);
+    }
+
+    #[test]
+    fn wait_until_returns_once_the_condition_holds() {
+        let mut n = 0;
+        wait_until(Duration::from_secs(5), "three polls", || {
+            n += 1;
+            n >= 3
+        });
+        assert_eq!(n, 3);
     }
 }

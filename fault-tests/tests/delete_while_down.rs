@@ -106,23 +106,9 @@ fn reupload_of_deleted_content_is_accepted() {
 
     // The namenode's delete fence may refuse (409, "retry it") a commit whose blocks had
     // a delete delivered within its safety margin (10 s); a client retries as told.
-    let mut refusals = 0;
     let start = Instant::now();
-    c.wait_until(
-        Duration::from_secs(30),
-        "re-upload of deleted content accepted",
-        || match c.try_upload_named("again.bin", data.clone()) {
-            Ok(v) => {
-                assert_eq!(v["hash"].as_str(), Some(first.hash.as_str()));
-                true
-            }
-            Err(e) if e.status == 409 => {
-                refusals += 1;
-                false
-            }
-            Err(e) => panic!("re-upload of deleted content failed: {e}"),
-        },
-    );
+    let (again, refusals) = c.upload_retrying_conflicts(&data, Duration::from_secs(30));
+    assert_eq!(again.hash, first.hash);
     eprintln!(
         "scenario 6: re-upload of deleted content refused {refusals} times with 409 before \
          it was accepted {:.2}s after the first try",
