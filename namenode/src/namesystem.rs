@@ -367,7 +367,18 @@ impl NameSystem {
 
     /// Registers a datanode; returns the cluster id it must persist.
     pub fn register(&self, id: DatanodeId, reg: &Registration) -> Result<String> {
-        let idx = self.cluster().register(reg, id, Instant::now())?;
+        let idx = {
+            let mut cluster = self.cluster();
+            let known = cluster.index_of(&id);
+            let idx = cluster.register(reg, id, Instant::now())?;
+            drop(cluster);
+            if known.is_some() {
+                // A restarted datanode forgot the copies it was asked to make or
+                // receive: reschedule them now rather than after their timeout.
+                lock(&self.shared.repl).node_dead(idx);
+            }
+            idx
+        };
         tracing::info!(node = %id, idx, address = %reg.address, zone = %reg.zone, "datanode registered");
         Ok(self.cluster_id.clone())
     }
