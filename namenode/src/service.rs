@@ -14,8 +14,9 @@ use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
 use crate::namesystem::{CommittedBlock, FileView, Location, NameSystem, Outgoing};
 
-/// Most blocks one full report may carry in total (a bound on the memory a report
-/// stream can make the namenode hold before applying it).
+/// Most blocks one full report may carry in total: a bound on the memory a report
+/// stream can make the namenode hold before applying it (~40 bytes per entry, so
+/// 400 MB; a datanode of 64 MiB blocks would need 640 TB to reach it).
 pub const MAX_REPORT_BLOCKS: usize = 10_000_000;
 /// Most blocks one file may have (1 PiB at 64 MiB blocks).
 pub const MAX_FILE_BLOCKS: usize = 16 << 20;
@@ -206,7 +207,10 @@ impl namenode_server::Namenode for NamenodeService {
             {
                 return Err(Status::invalid_argument("block report too large"));
             }
-            blocks.extend(entries("blocks.id", &chunk.blocks)?);
+            blocks.reserve(chunk.blocks.len());
+            for e in &chunk.blocks {
+                blocks.push((wire::block_id("blocks.id", &e.id)?, e.length));
+            }
         }
         let Some(id) = sender else {
             return Err(Status::invalid_argument(
