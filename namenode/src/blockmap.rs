@@ -220,6 +220,20 @@ impl BlockMap {
         out
     }
 
+    /// Blocks with a replica on `node`.
+    pub fn blocks_on(&self, node: NodeIdx) -> Vec<BlockId> {
+        let mut out = Vec::new();
+        for i in 0..SHARDS {
+            let s = self.lock(i);
+            out.extend(
+                s.iter()
+                    .filter(|(_, e)| e.locs.contains(&node))
+                    .map(|(id, _)| *id),
+            );
+        }
+        out
+    }
+
     /// Applies a complete full report of `node`: every listed replica of a referenced
     /// block is mapped, every mapped replica of `node` not listed is dropped, and
     /// unreferenced blocks are handed back for `gc.rs` to judge.

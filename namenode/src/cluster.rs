@@ -8,7 +8,7 @@
 //! `dead_after`: its replicas leave the block map and are re-replicated). A dead node
 //! that heartbeats again is told to re-register and send a full report.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use kdfs_core::{BlockId, DatanodeId};
 use tokio::time::{Duration, Instant};
@@ -23,6 +23,9 @@ pub enum NodeState {
     Live,
     Stale,
     Dead,
+    /// Leaving (its pod is terminating): read from, not written to, and its replicas
+    /// are copied elsewhere as if they were missing.
+    Decommissioning,
 }
 
 /// Work for a datanode that rides on its next heartbeat reply.
@@ -181,7 +184,9 @@ impl Cluster {
         n.load = load;
         n.allocated = 0;
         n.last_heartbeat = now;
-        n.state = NodeState::Live;
+        if n.state != NodeState::Decommissioning {
+            n.state = NodeState::Live;
+        }
         Beat::Known(idx)
     }
 
@@ -232,7 +237,7 @@ impl Cluster {
                 n.state = NodeState::Dead;
                 n.commands.clear();
                 died.push(i as NodeIdx);
-            } else if silent >= stale_after {
+            } else if silent >= stale_after && n.state == NodeState::Live {
                 n.state = NodeState::Stale;
             }
         }
@@ -250,6 +255,28 @@ impl Cluster {
             }
             _ => false,
         }
+    }
+
+    /// Starts decommissioning a node (not dead). Returns false if unknown, dead or
+    /// already decommissioning.
+    pub fn decommission(&mut self, idx: NodeIdx) -> bool {
+        match self.nodes.get_mut(idx as usize) {
+            Some(n) if matches!(n.state, NodeState::Live | NodeState::Stale) => {
+                n.state = NodeState::Decommissioning;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Nodes being decommissioned: their replicas do not count towards the target.
+    pub fn retiring(&self) -> HashSet<NodeIdx> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state == NodeState::Decommissioning)
+            .map(|(i, _)| i as NodeIdx)
+            .collect()
     }
 
     /// Placement's view of every node.

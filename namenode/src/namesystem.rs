@@ -956,6 +956,23 @@ impl NameSystem {
         true
     }
 
+    /// Starts decommissioning a datanode (e.g. its pod is terminating): it gets no
+    /// new writes, and its replicas are copied elsewhere while it still serves reads.
+    /// Returns false if it was unknown, dead or already leaving.
+    pub fn decommission(&self, id: &DatanodeId) -> bool {
+        let idx = {
+            let mut cluster = self.cluster();
+            match cluster.index_of(id) {
+                Some(idx) if cluster.decommission(idx) => idx,
+                _ => return false,
+            }
+        };
+        let held = self.shared.blocks.blocks_on(idx);
+        tracing::info!(node = %id, blocks = held.len(), "datanode decommissioning");
+        lock(&self.shared.repl).mark_dirty(held);
+        true
+    }
+
     /// Sets a datanode's failure domain (e.g. from its Kubernetes node's zone label).
     pub fn set_zone(&self, id: &DatanodeId, zone: &str) -> bool {
         let mut cluster = self.cluster();
@@ -1021,9 +1038,9 @@ impl NameSystem {
             return 0;
         }
         let now_ms = self.clock.now_ms();
-        let candidates: Vec<_> = {
+        let (candidates, retiring): (Vec<_>, _) = {
             let cluster = self.cluster();
-            cluster
+            let candidates = cluster
                 .candidates()
                 .into_iter()
                 .filter(|c| {
@@ -1031,16 +1048,20 @@ impl NameSystem {
                         .node(c.node)
                         .is_some_and(|n| n.state != NodeState::Dead)
                 })
-                .collect()
+                .collect();
+            (candidates, cluster.retiring())
         };
         // Scheduling looks up blocks; it runs without the cluster lock. A node that
         // dies meanwhile has its new copies cancelled by `node_dead` or timed out.
-        let cmds = lock(&self.shared.repl).tick(
+        let mut repl = lock(&self.shared.repl);
+        repl.set_retiring(retiring);
+        let cmds = repl.tick(
             now_ms,
             &self.shared.blocks,
             &candidates,
             self.settings.block_size,
         );
+        drop(repl);
         let mut cluster = self.cluster();
         let n = cmds.len();
         for (idx, cmd) in cmds {

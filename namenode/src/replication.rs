@@ -82,6 +82,8 @@ pub struct Replication {
     avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>, IdBuild>,
     /// Replicas found corrupt, to delete once the block is healthy again.
     corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>, IdBuild>,
+    /// Nodes being decommissioned: their replicas serve as sources but do not count.
+    retiring: HashSet<NodeIdx>,
 }
 
 /// Counts for `/info` and metrics.
@@ -105,6 +107,7 @@ impl Replication {
             target_load: HashMap::new(),
             avoid: HashMap::default(),
             corrupt: HashMap::default(),
+            retiring: HashSet::new(),
         }
     }
 
@@ -120,6 +123,22 @@ impl Replication {
             c.push(node);
         }
         self.dirty.push_back(id);
+    }
+
+    /// Sets the nodes being decommissioned (before a tick).
+    pub fn set_retiring(&mut self, retiring: HashSet<NodeIdx>) {
+        self.retiring = retiring;
+    }
+
+    /// Replicas that count, and the priority they give the block.
+    fn judge(&self, id: &BlockId, locs: &[NodeIdx], target: usize) -> (usize, Option<Priority>) {
+        let live = locs.iter().filter(|n| !self.retiring.contains(n)).count();
+        let p = match priority(live, target, self.corrupt.contains_key(id)) {
+            // Only retiring nodes hold it: as urgent as a last replica.
+            None if live == 0 && !locs.is_empty() => Some(Priority::OneReplica),
+            p => p,
+        };
+        (live, p)
     }
 
     /// Whether any copy is outstanding (lets report handling skip the lookups).
@@ -246,8 +265,7 @@ impl Replication {
             if self.pending.contains_key(&id) || self.queued.contains(&id) {
                 continue;
             }
-            let corrupt = self.corrupt.contains_key(&id);
-            if let Some(p) = priority(info.locs.len(), info.target as usize, corrupt) {
+            if let (_, Some(p)) = self.judge(&id, &info.locs, info.target as usize) {
                 self.queued.insert(id);
                 self.queues[p as usize].push_back(id);
             }
@@ -275,8 +293,8 @@ impl Replication {
                     continue;
                 };
                 let target = info.target as usize;
-                let live = info.locs.len();
-                match priority(live, target, self.corrupt.contains_key(&id)) {
+                let (live, p) = self.judge(&id, &info.locs, target);
+                match p {
                     None => {}
                     Some(Priority::OneReplica | Priority::Under) => {
                         match self.plan_copy(&id, &info.locs, target - live, nodes, block_size) {
@@ -316,6 +334,7 @@ impl Replication {
                         let mut holders: Vec<&Candidate> = info
                             .locs
                             .iter()
+                            .filter(|n| !self.retiring.contains(n))
                             .filter_map(|n| nodes.iter().find(|c| c.node == *n))
                             .collect();
                         // Trim where space is scarcest; keep at least `target` (≥ 1).

@@ -457,6 +457,7 @@ impl namenode_server::Namenode for NamenodeService {
                         NodeState::Live => pb::DatanodeState::Live,
                         NodeState::Stale => pb::DatanodeState::Stale,
                         NodeState::Dead => pb::DatanodeState::Dead,
+                        NodeState::Decommissioning => pb::DatanodeState::Decommissioning,
                     } as i32,
                     capacity: n.node.load.capacity,
                     used: n.node.load.used,

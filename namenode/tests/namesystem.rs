@@ -499,3 +499,31 @@ async fn an_orchestrator_can_declare_a_node_dead_and_set_zones() {
     assert_eq!(st.nodes[2].node.zone, "zone-b");
     assert!(!sim.ns.set_zone(&DatanodeId::random(), "z"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_decommissioning_node_gets_no_writes_and_its_blocks_are_copied_away() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"data", &[0, 1]).await;
+    assert!(sim.ns.decommission(&sim.nodes[0]));
+    assert!(!sim.ns.decommission(&sim.nodes[0]));
+    sim.beat(0); // heartbeats do not bring it back to live
+    sim.tick();
+    let copies: Vec<_> = [0, 1]
+        .iter()
+        .flat_map(|n| replications(&sim.beat(*n)))
+        .collect();
+    assert_eq!(copies, vec![(block(b"data"), vec![sim.nodes[2]])]);
+    let lease = sim.ns.begin_upload("x", "", 0).await.unwrap();
+    let pipeline = sim.ns.allocate(&lease.id, &[], 0).unwrap();
+    assert!(
+        pipeline.iter().all(|l| l.id != sim.nodes[0]),
+        "no writes to it"
+    );
+    assert_eq!(pipeline.len(), 2);
+    let st = sim.ns.status();
+    assert_eq!(
+        st.nodes[0].node.state,
+        kdfs_namenode::cluster::NodeState::Decommissioning
+    );
+}
