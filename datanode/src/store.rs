@@ -410,7 +410,7 @@ impl Store {
             inner: self.inner.clone(),
             file: Some(file),
             path,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             crcs: Vec::new(),
             chunk_crc: 0,
             chunk_fill: 0,
@@ -668,7 +668,8 @@ pub struct BlockWriter {
     inner: Arc<Inner>,
     file: Option<File>,
     path: PathBuf,
-    hasher: Sha256,
+    /// `None` when the caller hashes the bytes itself (on another thread).
+    hasher: Option<Sha256>,
     crcs: Vec<u32>,
     chunk_crc: u32,
     chunk_fill: usize,
@@ -689,7 +690,9 @@ impl BlockWriter {
         let file = self.file.as_mut().expect("file is present until commit");
         file.write_all(data)
             .ctx(|| format!("write {}", self.path.display()))?;
-        self.hasher.update(data);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(data);
+        }
         self.len += data.len() as u64;
         if self.len - self.synced >= SYNC_BEHIND {
             self.start_writeback();
@@ -739,7 +742,25 @@ impl BlockWriter {
     /// Verifies the SHA-256 against `expected` and, if it matches, makes the block
     /// durable and visible. A mismatch removes the temp file.
     pub fn commit(mut self, expected: BlockId) -> Result<Commit> {
-        let actual = BlockId::from_bytes(std::mem::take(&mut self.hasher).finalize().into());
+        let hasher = self
+            .hasher
+            .take()
+            .expect("commit without a digest needs inline hashing");
+        let actual = BlockId::from_bytes(hasher.finalize().into());
+        self.commit_digest(expected, actual)
+    }
+
+    /// Stops hashing inline: the caller computes the SHA-256 of exactly the bytes it
+    /// writes and passes it to `commit_digest`. Private: only [`AsyncBlockWriter`], which
+    /// hashes on its own thread, may vouch for a digest.
+    fn without_hashing(mut self) -> Self {
+        self.hasher = None;
+        self
+    }
+
+    /// Commits with a digest computed over the same bytes (see `without_hashing`);
+    /// otherwise as [`BlockWriter::commit`].
+    fn commit_digest(mut self, expected: BlockId, actual: BlockId) -> Result<Commit> {
         if actual != expected {
             return Err(Error::HashMismatch { expected, actual });
         }
@@ -1073,29 +1094,37 @@ fn scan_leaf(dir: &Path, acc: &mut Scan) -> Result<()> {
 
 enum WriteMsg {
     Data(Bytes),
-    Commit(BlockId),
+    /// Expected id and the digest the hasher computed.
+    Commit(BlockId, BlockId),
 }
 
-/// A [`BlockWriter`] driven from async code: the bytes go through a bounded queue to a
-/// blocking task that hashes, checksums and writes them, so the runtime's threads never
-/// wait on the disk and a slow disk slows the sender.
+/// A [`BlockWriter`] driven from async code: the bytes go through bounded queues to two
+/// blocking tasks, one writing and checksumming them and one computing their SHA-256,
+/// so the runtime's threads never wait on the disk, hashing overlaps the writes, and a
+/// slow disk slows the sender.
 ///
 /// Dropping it without [`AsyncBlockWriter::commit`] aborts the write (temp file
-/// removed). `commit` is not cancellation-sensitive: once called, the blocking task
-/// finishes the commit even if the awaiting future is dropped.
+/// removed). Once `commit` has handed the digest to the writer task, the commit
+/// finishes even if the awaiting future is dropped.
 #[derive(Debug)]
 pub struct AsyncBlockWriter {
     tx: mpsc::Sender<WriteMsg>,
     task: tokio::task::JoinHandle<Result<Commit>>,
+    hash_tx: mpsc::Sender<Bytes>,
+    hash_task: tokio::task::JoinHandle<BlockId>,
 }
 
 impl std::fmt::Debug for WriteMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Data(b) => write!(f, "Data({} bytes)", b.len()),
-            Self::Commit(id) => write!(f, "Commit({id})"),
+            Self::Commit(id, _) => write!(f, "Commit({id})"),
         }
     }
+}
+
+fn task_error(e: tokio::task::JoinError) -> Error {
+    Error::io("writer task", io::Error::other(e))
 }
 
 impl AsyncBlockWriter {
@@ -1104,24 +1133,44 @@ impl AsyncBlockWriter {
         let s = store.clone();
         let mut writer = tokio::task::spawn_blocking(move || s.begin_write(max_len))
             .await
-            .map_err(|e| Error::io("writer task", io::Error::other(e)))??;
+            .map_err(task_error)??
+            .without_hashing();
         let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE_DEPTH);
         let task = tokio::task::spawn_blocking(move || {
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     WriteMsg::Data(b) => writer.write(&b)?,
-                    WriteMsg::Commit(id) => return writer.commit(id),
+                    WriteMsg::Commit(expected, actual) => {
+                        return writer.commit_digest(expected, actual);
+                    }
                 }
             }
             Err(Error::Aborted)
         });
-        Ok(Self { tx, task })
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_DEPTH);
+        let hash_task = tokio::task::spawn_blocking(move || {
+            let mut h = Sha256::new();
+            while let Some(b) = hash_rx.blocking_recv() {
+                h.update(&b);
+            }
+            BlockId::from_bytes(h.finalize().into())
+        });
+        Ok(Self {
+            tx,
+            task,
+            hash_tx,
+            hash_task,
+        })
     }
 
-    /// Queues bytes; waits while the queue is full. On a failed write returns its error.
+    /// Queues bytes; waits while a queue is full. On a failed write returns its error.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        if self.tx.send(WriteMsg::Data(data)).await.is_err() {
+        // The writer first: it may refuse (too long, disk error) before anything is hashed.
+        if self.tx.send(WriteMsg::Data(data.clone())).await.is_err() {
             return Err(self.failure().await);
+        }
+        if self.hash_tx.send(data).await.is_err() {
+            return Err(Error::io("hasher task", io::Error::other("hasher stopped")));
         }
         Ok(())
     }
@@ -1130,19 +1179,28 @@ impl AsyncBlockWriter {
         match (&mut self.task).await {
             Ok(Err(e)) => e,
             Ok(Ok(_)) => Error::Aborted,
-            Err(e) => Error::io("writer task", io::Error::other(e)),
+            Err(e) => task_error(e),
         }
     }
 
     /// Verifies and commits everything queued so far.
-    pub async fn commit(mut self, expected: BlockId) -> Result<Commit> {
-        if self.tx.send(WriteMsg::Commit(expected)).await.is_err() {
-            return Err(self.failure().await);
+    pub async fn commit(self, expected: BlockId) -> Result<Commit> {
+        let Self {
+            tx,
+            mut task,
+            hash_tx,
+            hash_task,
+        } = self;
+        drop(hash_tx); // The hasher finishes once it has consumed everything queued.
+        let actual = hash_task.await.map_err(task_error)?;
+        if tx.send(WriteMsg::Commit(expected, actual)).await.is_err() {
+            return match (&mut task).await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(_)) => Err(Error::Aborted),
+                Err(e) => Err(task_error(e)),
+            };
         }
-        match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) => Err(Error::io("writer task", io::Error::other(e))),
-        }
+        task.await.map_err(task_error)?
     }
 }
 

@@ -481,6 +481,13 @@ async fn async_writer_commits_and_aborts() {
     let c = w.commit(BlockId::of(&data)).await.unwrap();
     assert_eq!(store.get(&c.id).unwrap(), data);
 
+    // The digest computed on the hasher thread is checked like the inline one.
+    let mut w = AsyncBlockWriter::start(&store, 5).await.unwrap();
+    w.write(bytes::Bytes::from_static(b"hello")).await.unwrap();
+    let err = w.commit(BlockId::of(b"jello")).await.unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+    assert!(!store.contains(&BlockId::of(b"hello")));
+
     let mut w = AsyncBlockWriter::start(&store, 10).await.unwrap();
     w.write(bytes::Bytes::from_static(b"abc")).await.unwrap();
     drop(w);
