@@ -91,12 +91,41 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 for a free port")
+/// `n` distinct ports, free on every local address a moment ago, all below the
+/// kernel's ephemeral range: no outgoing connection is ever given one of them, so a
+/// process restarted on its old port finds it free. They are held while picking, so
+/// one cluster never gets the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let candidates = random_bytes(4 * 2000, seed);
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for c in candidates.chunks(4) {
+        if ports.len() == n {
+            break;
+        }
+        let r = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let port = low + (r % u32::from(high - low)) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        // Free on 0.0.0.0 too, as the namenode of a partition test listens there.
+        if let Ok(l) = TcpListener::bind(("0.0.0.0", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "found only {} free ports", ports.len());
+    ports
 }
 
 /// The directory holding the server binaries, hard-linked (or copied) once per process
@@ -302,6 +331,10 @@ pub struct Options {
     /// Datanodes whose data dir is a filesystem of this many bytes: a tmpfs mounted
     /// there if this process may mount, else `--fixed-capacity` (a pretend size).
     pub small_disks: Vec<(usize, u64)>,
+    /// Datanodes that reach the namenode through their own loopback address
+    /// (`127.0.0.<10+i>`), so [`TestCluster::partition`] can cut just them off with an
+    /// iptables rule. When any is set, the namenode listens on `0.0.0.0`.
+    pub partitionable: Vec<usize>,
 }
 
 impl Default for Options {
@@ -315,6 +348,7 @@ impl Default for Options {
             datanode_args_for: Vec::new(),
             gateway_args: Vec::new(),
             small_disks: Vec::new(),
+            partitionable: Vec::new(),
         }
     }
 }
@@ -348,6 +382,11 @@ impl Options {
     /// Gives datanode `i` a filesystem of `bytes` (see [`Options::small_disks`]).
     pub fn small_disk(mut self, i: usize, bytes: u64) -> Self {
         self.small_disks.push((i, bytes));
+        self
+    }
+    /// Lets datanode `i` be partitioned from the namenode (see [`Options::partitionable`]).
+    pub fn partitionable(mut self, i: usize) -> Self {
+        self.partitionable.push(i);
         self
     }
     pub fn gateway_arg(mut self, flag: &str, value: &str) -> Self {
@@ -601,6 +640,10 @@ pub struct TestCluster {
     pub datanode_addrs: Vec<String>,
     /// tmpfs mounted for small disks, unmounted on drop.
     pub mounts: Vec<PathBuf>,
+    /// The namenode's gRPC port.
+    pub namenode_port: u16,
+    /// iptables rules in force (removed on drop), as the arguments that added them.
+    partitions: Vec<(usize, Vec<String>)>,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
@@ -616,11 +659,19 @@ impl TestCluster {
             .prefix("kdfs-fault-")
             .tempdir()
             .expect("creating the cluster temp dir");
-        let nn_port = free_port();
+        // namenode gRPC + HTTP, per datanode gRPC + HTTP, gateway.
+        let mut ports = free_ports(3 + 2 * opts.datanodes).into_iter();
+        let mut port = move || ports.next().expect("enough ports");
+        let nn_port = port();
         let nn_url = format!("http://127.0.0.1:{nn_port}");
+        let nn_host = if opts.partitionable.is_empty() {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
         let mut nn_args = vec![
-            format!("--listen=127.0.0.1:{nn_port}"),
-            format!("--http=127.0.0.1:{}", free_port()),
+            format!("--listen={nn_host}:{nn_port}"),
+            format!("--http=127.0.0.1:{}", port()),
             format!("--data-dir={}", root.path().join("namenode").display()),
             format!("--replication={}", opts.replication),
             format!("--block-size={}", opts.block_size),
@@ -638,14 +689,17 @@ impl TestCluster {
         let mut datanode_addrs = Vec::new();
         let mut mounts = Vec::new();
         for i in 0..opts.datanodes {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
+            let addr = format!("127.0.0.1:{}", port());
             let name = format!("datanode-{i}");
             let mut args = vec![
                 format!("--listen={addr}"),
                 format!("--advertise={addr}"),
-                format!("--http=127.0.0.1:{}", free_port()),
-                format!("--namenode={nn_url}"),
+                format!("--http=127.0.0.1:{}", port()),
+                if opts.partitionable.contains(&i) {
+                    format!("--namenode=http://{}:{nn_port}", partition_ip(i))
+                } else {
+                    format!("--namenode={nn_url}")
+                },
                 format!("--data-dir={}", root.path().join(&name).display()),
                 "--reserved=0".into(),
                 "--shutdown-grace=5s".into(),
@@ -671,7 +725,7 @@ impl TestCluster {
             datanode_addrs.push(addr);
         }
 
-        let gw_port = free_port();
+        let gw_port = port();
         let mut gw_args = vec![
             format!("--listen=127.0.0.1:{gw_port}"),
             format!("--namenode={nn_url}"),
@@ -688,6 +742,8 @@ impl TestCluster {
             api: Api::new(format!("http://127.0.0.1:{gw_port}")),
             datanode_addrs,
             mounts,
+            namenode_port: nn_port,
+            partitions: Vec::new(),
             _one_at_a_time: guard,
         };
         cluster.namenode.start();
@@ -761,6 +817,53 @@ impl TestCluster {
             self.datanode_state(i).as_deref() == Some("live")
         });
         status
+    }
+
+    /// Cuts datanode `i` off from the namenode (its packets to the namenode are
+    /// dropped; clients and other datanodes still reach it). Returns false, changing
+    /// nothing, if this process may not change the firewall.
+    pub fn partition(&mut self, i: usize) -> bool {
+        assert!(
+            self.opts.partitionable.contains(&i),
+            "datanode {i} was not started partitionable"
+        );
+        let rule = vec![
+            "OUTPUT".to_owned(),
+            "-p".into(),
+            "tcp".into(),
+            "-d".into(),
+            partition_ip(i),
+            "--dport".into(),
+            self.namenode_port.to_string(),
+            "-j".into(),
+            "DROP".into(),
+        ];
+        let ok = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            self.partitions.push((i, rule));
+        }
+        ok
+    }
+
+    /// Ends the partition of datanode `i`.
+    pub fn heal_partition(&mut self, i: usize) {
+        let pos = self
+            .partitions
+            .iter()
+            .position(|(j, _)| *j == i)
+            .unwrap_or_else(|| panic!("datanode {i} is not partitioned"));
+        let (_, rule) = self.partitions.remove(pos);
+        let ok = Command::new("iptables")
+            .arg("-D")
+            .args(&rule)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "removing the iptables rule {rule:?} failed");
     }
 
     pub fn kill_namenode(&mut self) {
@@ -1016,6 +1119,9 @@ impl Drop for TestCluster {
         for m in &self.mounts {
             let _ = Command::new("umount").arg(m).status();
         }
+        for (_, rule) in self.partitions.drain(..) {
+            let _ = Command::new("iptables").arg("-D").args(&rule).status();
+        }
         if std::thread::panicking() {
             let mut procs: Vec<&Proc> = vec![&self.namenode];
             procs.extend(self.datanodes.iter());
@@ -1038,6 +1144,11 @@ impl Drop for TestCluster {
             eprintln!("cluster directory kept at {}", root.keep().display());
         }
     }
+}
+
+/// The loopback address partitionable datanode `i` reaches the namenode through.
+fn partition_ip(i: usize) -> String {
+    format!("127.0.0.{}", 10 + i)
 }
 
 /// Mounts a tmpfs of `bytes` on `dir` (created if missing); false if this process may
