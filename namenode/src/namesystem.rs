@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use tokio::time::Instant;
 
-use crate::blockmap::{BlockMap, NodeIdx, Stats};
+use crate::blockmap::{BlockMap, IdBuild, NodeIdx, Stats};
 use crate::cluster::{Beat, Cluster, Cmd, Load, Node, NodeState, Registration};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -261,6 +261,8 @@ pub struct NameSystem {
     shared: Arc<Shared>,
     cluster: Mutex<Cluster>,
     leases: Mutex<HashMap<String, Lease>>,
+    /// Blocks of commits in progress, with how many commits hold each.
+    committing: Mutex<HashMap<BlockId, u32, IdBuild>>,
     safe_mode: AtomicBool,
     /// When the reported fraction first reached the threshold (safe-mode extension).
     threshold_reached: Mutex<Option<Instant>>,
@@ -333,6 +335,7 @@ impl NameSystem {
             writer,
             shared,
             leases: Mutex::new(leases),
+            committing: Mutex::new(HashMap::default()),
             // With no known blocks there is nothing to wait for.
             safe_mode: AtomicBool::new(!loaded.refs.is_empty()),
             threshold_reached: Mutex::new(None),
@@ -452,7 +455,10 @@ impl NameSystem {
             return Vec::new();
         }
         let blocks = &self.shared.blocks;
-        lock(&self.shared.gc).take_deletes(idx, now_ms, |b| blocks.contains(b))
+        let committing = &self.committing;
+        lock(&self.shared.gc).take_deletes(idx, now_ms, |b| {
+            blocks.contains(b) || lock(committing).contains_key(b)
+        })
     }
 
     fn reporting_node(&self, id: &DatanodeId) -> Result<NodeIdx> {
@@ -696,6 +702,10 @@ impl NameSystem {
             )));
         }
         let need = self.settings.min_replicas.min(lease.replication) as usize;
+        // From the ack check until the commit is durable, no delete of these blocks
+        // may go out (they are not referenced yet, so GC would still think them
+        // garbage).
+        let _committing = CommitGuard::new(&self.committing, &blocks);
         let acks = self.trusted_acks(&lease, &blocks, need)?;
         let record = FileRecord {
             id: file_id,
@@ -1151,6 +1161,37 @@ impl NameSystem {
     /// Store counts (live files, tombstones), for tests.
     pub fn store_counts(&self) -> Result<(u64, u64)> {
         self.store.counts()
+    }
+}
+
+/// Marks blocks as being committed for as long as it lives.
+struct CommitGuard<'a> {
+    set: &'a Mutex<HashMap<BlockId, u32, IdBuild>>,
+    ids: Vec<BlockId>,
+}
+
+impl<'a> CommitGuard<'a> {
+    fn new(set: &'a Mutex<HashMap<BlockId, u32, IdBuild>>, blocks: &[CommittedBlock]) -> Self {
+        let ids: Vec<BlockId> = blocks.iter().map(|b| b.id).collect();
+        let mut m = lock(set);
+        for id in &ids {
+            *m.entry(*id).or_default() += 1;
+        }
+        Self { set, ids }
+    }
+}
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(self.set);
+        for id in &self.ids {
+            if let Some(n) = m.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(id);
+                }
+            }
+        }
     }
 }
 
