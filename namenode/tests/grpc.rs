@@ -140,6 +140,13 @@ async fn upload_get_list_delete_round_trip() {
 
     let unknown = get(&mut c, b"never stored").await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    let unknown = c
+        .delete_file(pb::DeleteFileRequest {
+            file_id: raw(file(b"never stored").as_bytes()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
     let bad = c
         .get_file(pb::GetFileRequest {
             file_id: bytes::Bytes::from_static(b"abc"),
