@@ -235,3 +235,32 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
     let (_d, r) = node.stop().await;
     r.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_replica_found_by_a_read_is_reported_as_corrupt() {
+    let (nn, url, _srv) = namenode("c1").await;
+    let node = TestNode::start(&url, &[]).await;
+    assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
+    let bytes = pattern(200_000, 5);
+    let id = BlockId::of(&bytes);
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let path = node.block_path(&id);
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[150_000] ^= 4;
+    std::fs::write(&path, raw).unwrap();
+    let err = read_range(&node, &id, 0, 0).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss);
+    let corrupt = || {
+        nn.seen(|s| {
+            s.incrementals
+                .iter()
+                .flat_map(|r| r.corrupt.iter())
+                .any(|c| c[..] == id.as_bytes()[..])
+        })
+    };
+    assert!(wait_until(WAIT, corrupt).await, "corrupt replica reported");
+    let (_, m) = http_get(node.http, "/metrics").await;
+    assert!(m.contains("kdfs_datanode_corrupt_replicas_total 1"), "{m}");
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
