@@ -4,7 +4,7 @@
 //! through one mapping ([`ApiError`]'s `From<Error>`); unknown routes (404) and wrong
 //! methods (405) use the same shape.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -102,14 +102,10 @@ impl From<Error> for ApiError {
     }
 }
 
-/// The process-wide Prometheus recorder. The `metrics` facade has one global recorder;
-/// if another component of this process (an in-process namenode or datanode) installed
-/// its own first, the gateway renders nothing of its own rather than failing.
+/// The process-wide Prometheus recorder, shared with every other component of the
+/// process (see [`kdfs_core::telemetry::prometheus`]).
 fn prometheus() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
-        .clone()
+    Some(kdfs_core::telemetry::prometheus().clone())
 }
 
 /// The gateway's routes, with the JSON 404/405 fallbacks and the auth and metrics

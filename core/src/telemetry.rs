@@ -38,3 +38,21 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
 }
+
+/// The process-wide Prometheus recorder behind the `metrics` facade, installed on first
+/// use. The facade has exactly one global recorder, so every component of a process
+/// (several of them in `kdfs local` and in tests) must share this one handle rather
+/// than race to install its own: the first would win and the others render nothing.
+/// Metric names carry their component's prefix (`kdfs_namenode_…`, `kdfs_gateway_…`).
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if something outside kdfs installed a recorder first; then our
+        // metrics go there and this handle renders an empty page.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

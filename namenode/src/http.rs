@@ -2,28 +2,20 @@
 //! gRPC service is serving; the body says whether safe mode is on) and `/metrics`
 //! (Prometheus text).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::namesystem::NameSystem;
 
-/// The process-wide Prometheus recorder. Installed once; several namenodes in one
-/// test process share it.
+/// The process-wide Prometheus recorder, shared with every other component of the
+/// process (see [`kdfs_core::telemetry::prometheus`]).
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another component of the same process may have installed its recorder
-        // first; then our metrics go there and this handle renders only ours.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+    kdfs_core::telemetry::prometheus()
 }
 
 pub fn router(ns: Arc<NameSystem>) -> Router {
