@@ -11,6 +11,8 @@ use clap::Parser;
 use kdfs_core::telemetry::LogFormat;
 use kdfs_core::{ByteSize, HumanDuration};
 
+use crate::kubernetes::Mode;
+
 /// gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8020";
 /// HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
@@ -111,6 +113,10 @@ pub struct Config {
     /// A re-replication not confirmed within this long is retried elsewhere.
     #[arg(long, env = "KDFS_REPLICATION_TIMEOUT", default_value = DEFAULT_REPLICATION_TIMEOUT)]
     pub replication_timeout: HumanDuration,
+    /// Use the Kubernetes API (zones from node labels, pod deletions at once):
+    /// `auto` = when running in a pod (KUBERNETES_SERVICE_HOST set), `on`, or `off`.
+    #[arg(long, env = "KDFS_KUBERNETES", value_enum, default_value_t = Mode::Auto)]
+    pub kubernetes: Mode,
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,
@@ -154,6 +160,7 @@ mod tests {
         assert_eq!(c.dead_after.get(), Duration::from_secs(30));
         assert_eq!(c.block_report_interval.get(), Duration::from_secs(3600));
         assert_eq!(c.stale_after(), Duration::from_secs(9));
+        assert_eq!(c.kubernetes, Mode::Auto);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - [`namesystem`]: all operations on domain types; [`service`]: the gRPC edge;
 //!   [`http`]: health and metrics.
+//! - [`kubernetes`]: optional Kubernetes awareness (zones, pod deletions).
 //!
 //! [`run`] serves until its token is cancelled, with named background workers:
 //! `liveness` (stale/dead detection, safe mode), `replication` and `gc` (leases,
-//! orphans, tombstones).
+//! orphans, tombstones), and `kubernetes` (the datanode pod watch) when running in a
+//! cluster.
 
 pub mod blockmap;
 pub mod cluster;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod kubernetes;
 pub mod meta;
 pub mod namesystem;
 pub mod placement;
@@ -77,6 +80,15 @@ pub async fn run(
         kick.clone(),
         workers_token.clone(),
     ));
+    if let Some((client, namespace)) = kubernetes::connect(config.kubernetes).await {
+        workers.spawn(kubernetes::worker(
+            client,
+            namespace,
+            ns.clone(),
+            kick.clone(),
+            workers_token.clone(),
+        ));
+    }
     workers.spawn(replication_worker(
         ns.clone(),
         tick,

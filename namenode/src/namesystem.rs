@@ -983,6 +983,27 @@ impl NameSystem {
         true
     }
 
+    /// The datanodes (any state) that run as this Kubernetes pod, with their zones:
+    /// those that registered with its `pod_name`, or whose advertise address is the
+    /// pod's stable DNS name (`<pod>.<service>...`).
+    pub fn datanodes_of_pod(&self, pod: &str) -> Vec<(DatanodeId, String)> {
+        if pod.is_empty() {
+            return Vec::new();
+        }
+        self.cluster()
+            .nodes()
+            .iter()
+            .filter(|n| {
+                n.pod_name == pod
+                    || (n.pod_name.is_empty()
+                        && n.address
+                            .strip_prefix(pod)
+                            .is_some_and(|rest| rest.starts_with('.')))
+            })
+            .map(|n| (n.id, n.zone.clone()))
+            .collect()
+    }
+
     /// Sets a datanode's failure domain (e.g. from its Kubernetes node's zone label).
     pub fn set_zone(&self, id: &DatanodeId, zone: &str) -> bool {
         let mut cluster = self.cluster();

@@ -1,0 +1,365 @@
+//! The `kubernetes` worker against a mock Kubernetes API (the kube-rs way: a
+//! `tower_test` mock service behind a real `kube::Client`), serving recorded list,
+//! watch, node and StatefulSet responses. No cluster needed.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use http::{Request, Response, StatusCode};
+use kdfs_core::DatanodeId;
+use kdfs_namenode::cluster::{NodeState, Registration};
+use kdfs_namenode::{Config, NameSystem, kubernetes};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_test::mock;
+
+use common::wait_until;
+
+const NAMESPACE: &str = "kdfs";
+/// The recorded node (`kubectl get node -o json` on k3d): zone-a.
+const ZONED_NODE: &str = include_str!("fixtures/node-zone-a.json");
+const ZONED_NODE_NAME: &str = "k3d-kdfs-agent-0";
+
+/// A datanode pod of StatefulSet `datanode`, scheduled on `node`.
+fn pod(name: &str, node: &str, terminating: bool) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": format!("uid-{name}"),
+            "resourceVersion": "90",
+            "labels": { "app.kubernetes.io/name": "datanode" },
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "datanode",
+                "uid": "set-uid", "controller": true
+            }]
+        },
+        "spec": { "nodeName": node, "containers": [{ "name": "datanode", "image": "kdfs" }] },
+        "status": { "phase": "Running" }
+    });
+    if terminating {
+        pod["metadata"]["deletionTimestamp"] = json!("2026-11-22T02:30:00Z");
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(60);
+    }
+    pod
+}
+
+fn node(name: &str, zone: Option<&str>) -> Value {
+    let mut labels = json!({ "kubernetes.io/hostname": name });
+    if let Some(z) = zone {
+        labels["topology.kubernetes.io/zone"] = json!(z);
+    }
+    json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name, "labels": labels } })
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("mock says {reason}"), "reason": reason, "code": code
+    })
+}
+
+/// What the mock API server answers.
+#[derive(Clone, Default)]
+struct MockApi {
+    pods: Vec<Value>,
+    /// Watch events (`{"type": ..., "object": ...}`) sent on the first watch.
+    watch: Vec<Value>,
+    nodes: Vec<Value>,
+    /// The StatefulSet's replicas; `None`: reading StatefulSets is forbidden (403).
+    replicas: Option<i32>,
+    /// This many pod lists fail with 500 before one succeeds.
+    failing_lists: usize,
+}
+
+fn reply(code: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("json")))
+        .expect("response")
+}
+
+impl MockApi {
+    /// Serves requests until the client goes away; records every request line.
+    fn serve(
+        mut self,
+        handle: mock::Handle<Request<Body>, Response<Body>>,
+    ) -> Arc<Mutex<Vec<String>>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut handle = std::pin::pin!(handle);
+            let mut watches = 0;
+            // Later watches are held open (kept here), as an idle API server does.
+            let mut parked = Vec::new();
+            while let Some((req, send)) = handle.next_request().await {
+                let path = req.uri().path().to_owned();
+                let query = req.uri().query().unwrap_or("").to_owned();
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri()));
+                let pods_path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+                if path == pods_path && query.contains("watch=true") {
+                    watches += 1;
+                    if watches == 1 {
+                        let mut body = Vec::new();
+                        for e in &self.watch {
+                            body.extend(serde_json::to_vec(e).unwrap());
+                            body.push(b'\n');
+                        }
+                        send.send_response(Response::new(Body::from(body)));
+                    } else {
+                        parked.push(send);
+                    }
+                } else if path == pods_path {
+                    if self.failing_lists > 0 {
+                        self.failing_lists -= 1;
+                        let s = status(500, "InternalError");
+                        send.send_response(reply(StatusCode::INTERNAL_SERVER_ERROR, &s));
+                    } else {
+                        let list = json!({
+                            "apiVersion": "v1", "kind": "PodList",
+                            "metadata": { "resourceVersion": "100" },
+                            "items": self.pods,
+                        });
+                        send.send_response(reply(StatusCode::OK, &list));
+                    }
+                } else if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
+                    match self.nodes.iter().find(|n| n["metadata"]["name"] == name) {
+                        Some(n) => send.send_response(reply(StatusCode::OK, n)),
+                        None => send
+                            .send_response(reply(StatusCode::NOT_FOUND, &status(404, "NotFound"))),
+                    }
+                } else if path
+                    == format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/datanode")
+                {
+                    match self.replicas {
+                        Some(r) => send.send_response(reply(
+                            StatusCode::OK,
+                            &json!({
+                                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                                "metadata": { "name": "datanode", "namespace": NAMESPACE },
+                                "spec": {
+                                    "replicas": r, "serviceName": "datanode",
+                                    "selector": { "matchLabels": { "app.kubernetes.io/name": "datanode" } },
+                                    "template": { "metadata": {}, "spec": { "containers": [] } }
+                                }
+                            }),
+                        )),
+                        None => send.send_response(reply(
+                            StatusCode::FORBIDDEN,
+                            &status(403, "Forbidden"),
+                        )),
+                    }
+                } else {
+                    send.send_response(reply(StatusCode::NOT_FOUND, &status(404, "NotFound")));
+                }
+            }
+            drop(parked);
+        });
+        seen
+    }
+}
+
+/// A namesystem with datanodes registered as pods, and a running `kubernetes` worker.
+struct Harness {
+    ns: Arc<NameSystem>,
+    ids: Vec<DatanodeId>,
+    kick: Arc<Notify>,
+    token: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// `datanodes`: (pod name it registers with, advertise address).
+    fn start(api: MockApi, datanodes: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // --dead-after 1h: anything declared dead here was declared by the watch.
+        let config = Config::parse_from([
+            "kdfs-namenode",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--heartbeat-interval",
+            "1s",
+            "--dead-after",
+            "1h",
+            "--safe-mode-timeout",
+            "1h",
+        ]);
+        let ns = NameSystem::open(&config).unwrap();
+        let ids = datanodes
+            .iter()
+            .map(|(pod, address)| {
+                let id = DatanodeId::random();
+                let reg = Registration {
+                    address: address.to_string(),
+                    pod_name: pod.to_string(),
+                    ..Registration::default()
+                };
+                ns.register(id, &reg).unwrap();
+                id
+            })
+            .collect();
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let seen = api.serve(handle);
+        let client = kube::Client::new(service, NAMESPACE);
+        let kick = Arc::new(Notify::new());
+        let token = CancellationToken::new();
+        let worker = tokio::spawn(kubernetes::worker(
+            client,
+            NAMESPACE.to_owned(),
+            ns.clone(),
+            kick.clone(),
+            token.clone(),
+        ));
+        Self {
+            ns,
+            ids,
+            kick,
+            token,
+            worker,
+            seen,
+            _dir: dir,
+        }
+    }
+
+    fn state(&self, i: usize) -> (NodeState, String) {
+        let st = self.ns.status();
+        let n = st
+            .nodes
+            .iter()
+            .find(|n| n.node.id == self.ids[i])
+            .expect("registered");
+        (n.node.state, n.node.zone.clone())
+    }
+
+    async fn wait_for(&self, i: usize, what: &str, want: impl Fn(NodeState, &str) -> bool) {
+        wait_until(Duration::from_secs(20), what, || {
+            let (s, z) = self.state(i);
+            let ok = want(s, &z);
+            async move { ok }
+        })
+        .await;
+    }
+
+    /// Cancels the worker and checks that it stops promptly.
+    async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.worker)
+            .await
+            .expect("worker stops when cancelled")
+            .expect("worker did not panic");
+    }
+}
+
+#[tokio::test]
+async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
+    let mut zoned: Value = serde_json::from_str(ZONED_NODE).unwrap();
+    zoned["metadata"]["resourceVersion"] = json!("1710");
+    let api = MockApi {
+        pods: vec![
+            pod("datanode-0", ZONED_NODE_NAME, false),
+            pod("datanode-1", "node-b", true),
+            pod("datanode-2", "node-c", false),
+            pod("datanode-3", ZONED_NODE_NAME, false),
+        ],
+        watch: vec![json!({ "type": "DELETED", "object": pod("datanode-2", "node-c", true) })],
+        nodes: vec![zoned, node("node-b", Some("zone-b")), node("node-c", None)],
+        replicas: Some(3),
+        failing_lists: 0,
+    };
+    let h = Harness::start(
+        api,
+        &[
+            (
+                "datanode-0",
+                "datanode-0.datanode.kdfs.svc.cluster.local:9866",
+            ),
+            (
+                "datanode-1",
+                "datanode-1.datanode.kdfs.svc.cluster.local:9866",
+            ),
+            (
+                "datanode-2",
+                "datanode-2.datanode.kdfs.svc.cluster.local:9866",
+            ),
+            // Registered without a pod name: matched by its advertise address.
+            ("", "datanode-3.datanode.kdfs.svc.cluster.local:9866"),
+        ],
+    );
+
+    h.wait_for(0, "datanode-0 in zone-a", |s, z| {
+        s == NodeState::Live && z == "zone-a"
+    })
+    .await;
+    h.wait_for(1, "terminating datanode-1 decommissioning", |s, z| {
+        s == NodeState::Decommissioning && z == "zone-b"
+    })
+    .await;
+    h.wait_for(
+        2,
+        "deleted datanode-2 dead (well before --dead-after 1h)",
+        |s, _| s == NodeState::Dead,
+    )
+    .await;
+    h.wait_for(
+        3,
+        "datanode-3 (ordinal 3 of 3 replicas) scaled away",
+        |s, z| s == NodeState::Decommissioning && z == "zone-a",
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), h.kick.notified())
+        .await
+        .expect("a death kicks the replication worker");
+
+    let seen = h.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/kdfs/pods?")
+                && r.contains("labelSelector=app.kubernetes.io%2Fname%3Ddatanode")),
+        "pods are listed by the datanode label: {seen:?}"
+    );
+    let node_gets = seen
+        .iter()
+        .filter(|r| r.contains(&format!("/api/v1/nodes/{ZONED_NODE_NAME}")))
+        .count();
+    assert_eq!(node_gets, 1, "node look-ups are cached: {seen:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn api_errors_are_retried_and_a_forbidden_statefulset_is_tolerated() {
+    let api = MockApi {
+        pods: vec![
+            pod("datanode-0", "node-a", false),
+            pod("datanode-3", "node-a", false),
+        ],
+        watch: Vec::new(),
+        nodes: vec![node("node-a", Some("zone-a"))],
+        replicas: None,
+        failing_lists: 2,
+    };
+    let h = Harness::start(api, &[("datanode-0", "a:1"), ("datanode-3", "b:1")]);
+    h.wait_for(0, "zone after two failed lists", |s, z| {
+        s == NodeState::Live && z == "zone-a"
+    })
+    .await;
+    h.wait_for(1, "zone of datanode-3", |_, z| z == "zone-a")
+        .await;
+    // Without the StatefulSet's replica count nothing is judged scaled away.
+    assert_eq!(h.state(1).0, NodeState::Live);
+    let seen = h.seen.lock().unwrap().clone();
+    let sets = seen.iter().filter(|r| r.contains("/statefulsets/")).count();
+    assert_eq!(sets, 1, "a 403 is not asked again: {seen:?}");
+    h.stop().await;
+}
