@@ -245,6 +245,11 @@ impl PodTracker {
         }
     }
 
+    /// Forgets a relist cut short by an error: the watcher starts the next one afresh.
+    pub fn abort_relist(&mut self) {
+        self.relist = None;
+    }
+
     /// The pods currently known to exist.
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         self.known.values()
@@ -421,8 +426,13 @@ pub async fn worker(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mut lookups = Lookups::new(client, &namespace);
     let mut tracker = PodTracker::default();
-    let watch =
-        watcher(pods, watcher::Config::default().labels(DATANODE_SELECTOR)).default_backoff();
+    // `Init` only marks the start of a (re)list. It is dropped before the backoff,
+    // which resets on every `Ok` item: otherwise a failing list would be retried at
+    // the initial delay forever instead of backing off. The tracker starts a relist at
+    // its first `InitApply` (or an empty one at `InitDone`) instead.
+    let watch = watcher(pods, watcher::Config::default().labels(DATANODE_SELECTOR))
+        .filter(|e| std::future::ready(!matches!(e, Ok(watcher::Event::Init))))
+        .default_backoff();
     let mut watch = std::pin::pin!(watch);
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -438,6 +448,7 @@ pub async fn worker(
                     tracker.observe(event)
                 }
                 Some(Err(e)) => {
+                    tracker.abort_relist();
                     // Logged once per outage; the stream backs off before retrying.
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(error = %e, "pod watch failed; retrying with backoff");
@@ -712,5 +723,18 @@ mod tests {
             vec![("datanode-1".into(), Watched::Deleted)]
         );
         assert_eq!(t.pods().count(), 2);
+
+        // As the worker sees it (no `Init`): a relist cut short by an error is
+        // forgotten, and an empty list means every known pod is gone.
+        t.observe(watcher::Event::InitApply(pod("datanode-0", "a", false)));
+        t.abort_relist();
+        assert_eq!(
+            names(t.observe(watcher::Event::InitDone)),
+            vec![
+                ("datanode-0".into(), Watched::Deleted),
+                ("datanode-3".into(), Watched::Deleted)
+            ]
+        );
+        assert_eq!(t.pods().count(), 0);
     }
 }

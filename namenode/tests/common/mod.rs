@@ -40,7 +40,7 @@ where
     }
 }
 
-/// Fast timings for tests: heartbeats every 100 ms, dead after 1 s.
+/// Fast timings for tests: heartbeats every 100 ms, dead after 1 s; no Kubernetes.
 pub fn fast_args(dir: &Path) -> Vec<String> {
     [
         "kdfs-namenode",
@@ -56,6 +56,9 @@ pub fn fast_args(dir: &Path) -> Vec<String> {
         "1h",
         "--delete-grace",
         "0s",
+        // Hermetic even when the tests themselves run in a Kubernetes pod.
+        "--kubernetes",
+        "off",
     ]
     .iter()
     .map(|s| s.to_string())
