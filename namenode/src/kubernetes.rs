@@ -455,6 +455,7 @@ pub async fn worker(
                     } else {
                         tracing::debug!(error = %e, "pod watch still failing");
                     }
+                    metrics::gauge!("kdfs_namenode_kubernetes_watch_up").set(0.0);
                     continue;
                 }
                 None => {
@@ -481,6 +482,10 @@ pub async fn worker(
         if died {
             kick.notify_one();
         }
+        // The worker's state, for /metrics: whether the watch works, and what it sees.
+        metrics::gauge!("kdfs_namenode_kubernetes_watch_up").set(if failing { 0.0 } else { 1.0 });
+        metrics::gauge!("kdfs_namenode_kubernetes_datanode_pods")
+            .set(tracker.pods().count() as f64);
     }
 }
 
@@ -677,6 +682,11 @@ mod tests {
         ] {
             assert_eq!(ordinal(name), want, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn off_means_no_client() {
+        assert!(connect(Mode::Off).await.is_none());
     }
 
     #[test]

@@ -10,10 +10,12 @@ use std::time::Duration;
 use clap::Parser;
 use http::{Request, Response, StatusCode};
 use kdfs_core::DatanodeId;
-use kdfs_namenode::cluster::{NodeState, Registration};
+use kdfs_namenode::cluster::{Load, NodeState, Registration};
+use kdfs_namenode::namesystem::{CommittedBlock, Outgoing};
 use kdfs_namenode::{Config, NameSystem, kubernetes};
 use kube::client::Body;
 use serde_json::{Value, json};
+use sha2::Digest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_test::mock;
@@ -169,6 +171,48 @@ impl MockApi {
     }
 }
 
+fn load() -> Load {
+    Load {
+        capacity: 1 << 40,
+        available: 1 << 40,
+        ..Load::default()
+    }
+}
+
+/// A namesystem with datanodes registered as pods, before the worker starts.
+struct Unwatched {
+    ns: Arc<NameSystem>,
+    ids: Vec<DatanodeId>,
+    dir: tempfile::TempDir,
+}
+
+impl Unwatched {
+    /// Starts the `kubernetes` worker against `api`.
+    fn watching(self, api: MockApi) -> Harness {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let seen = api.serve(handle);
+        let client = kube::Client::new(service, NAMESPACE);
+        let kick = Arc::new(Notify::new());
+        let token = CancellationToken::new();
+        let worker = tokio::spawn(kubernetes::worker(
+            client,
+            NAMESPACE.to_owned(),
+            self.ns.clone(),
+            kick.clone(),
+            token.clone(),
+        ));
+        Harness {
+            ns: self.ns,
+            ids: self.ids,
+            kick,
+            token,
+            worker,
+            seen,
+            _dir: self.dir,
+        }
+    }
+}
+
 /// A namesystem with datanodes registered as pods, and a running `kubernetes` worker.
 struct Harness {
     ns: Arc<NameSystem>,
@@ -183,6 +227,11 @@ struct Harness {
 impl Harness {
     /// `datanodes`: (pod name it registers with, advertise address).
     fn start(api: MockApi, datanodes: &[(&str, &str)]) -> Self {
+        Self::registered(datanodes).watching(api)
+    }
+
+    /// A namesystem (replication 2) with these datanodes registered; no watch yet.
+    fn registered(datanodes: &[(&str, &str)]) -> Unwatched {
         let dir = tempfile::tempdir().unwrap();
         // --dead-after 1h: anything declared dead here was declared by the watch.
         let config = Config::parse_from([
@@ -193,8 +242,12 @@ impl Harness {
             "1s",
             "--dead-after",
             "1h",
+            "--replication",
+            "2",
             "--safe-mode-timeout",
             "1h",
+            "--kubernetes",
+            "off",
         ]);
         let ns = NameSystem::open(&config).unwrap();
         let ids = datanodes
@@ -204,35 +257,15 @@ impl Harness {
                 let reg = Registration {
                     address: address.to_string(),
                     pod_name: pod.to_string(),
+                    load: load(),
                     ..Registration::default()
                 };
                 ns.register(id, &reg).unwrap();
                 id
             })
             .collect();
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let seen = api.serve(handle);
-        let client = kube::Client::new(service, NAMESPACE);
-        let kick = Arc::new(Notify::new());
-        let token = CancellationToken::new();
-        let worker = tokio::spawn(kubernetes::worker(
-            client,
-            NAMESPACE.to_owned(),
-            ns.clone(),
-            kick.clone(),
-            token.clone(),
-        ));
-        Self {
-            ns,
-            ids,
-            kick,
-            token,
-            worker,
-            seen,
-            _dir: dir,
-        }
+        Unwatched { ns, ids, dir }
     }
-
     fn state(&self, i: usize) -> (NodeState, String) {
         let st = self.ns.status();
         let n = st
@@ -361,5 +394,62 @@ async fn api_errors_are_retried_and_a_forbidden_statefulset_is_tolerated() {
     let seen = h.seen.lock().unwrap().clone();
     let sets = seen.iter().filter(|r| r.contains("/statefulsets/")).count();
     assert_eq!(sets, 1, "a 403 is not asked again: {seen:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_pods_blocks_are_copied_without_waiting_for_dead_after() {
+    let dns = Harness::registered(&[
+        ("datanode-0", "datanode-0.datanode:9866"),
+        ("datanode-1", "datanode-1.datanode:9866"),
+        ("datanode-2", "datanode-2.datanode:9866"),
+    ]);
+    // One block on datanode-1 and datanode-2 (replication 2).
+    let content = b"held by datanode-1 and datanode-2";
+    let id = kdfs_core::BlockId::from_slice(&sha2::Sha256::digest(content)).unwrap();
+    let lease = dns.ns.begin_upload("f", "", 0).await.unwrap();
+    dns.ns
+        .commit(
+            &lease.id,
+            kdfs_core::FileId::from_slice(&sha2::Sha256::digest(content)).unwrap(),
+            content.len() as u64,
+            vec![CommittedBlock {
+                id,
+                length: content.len() as u64,
+                replicas: vec![dns.ids[1], dns.ids[2]],
+            }],
+        )
+        .await
+        .unwrap();
+    let pods: Vec<Value> = (0..3)
+        .map(|i| pod(&format!("datanode-{i}"), "node-a", false))
+        .collect();
+    let h = dns.watching(MockApi {
+        pods,
+        watch: vec![json!({ "type": "DELETED", "object": pod("datanode-2", "node-a", true) })],
+        nodes: vec![node("node-a", Some("zone-a"))],
+        replicas: Some(3),
+        failing_lists: 0,
+    });
+    h.wait_for(2, "datanode-2 dead", |s, _| s == NodeState::Dead)
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), h.kick.notified())
+        .await
+        .expect("the replication worker is kicked");
+    // What that worker does next: datanode-1 is told to copy the block to datanode-0.
+    h.ns.replication_tick();
+    let cmds =
+        h.ns.heartbeat(&h.ids[1], load())
+            .expect("datanode-1 is known");
+    let copies: Vec<_> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Outgoing::Replicate { block, targets, .. } => {
+                Some((*block, targets.iter().map(|t| t.id).collect::<Vec<_>>()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies, vec![(id, vec![h.ids[0]])]);
     h.stop().await;
 }
