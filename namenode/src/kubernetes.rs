@@ -468,17 +468,18 @@ pub async fn worker(
                 .map(|p| (p.clone(), Watched::Applied))
                 .collect(),
         };
-        let mut died = false;
+        let mut events = Vec::new();
         for (pod, watched) in pods {
-            let events = lookups.events(&pod, watched).await;
-            let ns = ns.clone();
-            // The hooks take the namesystem's locks: keep them off the async threads.
-            died |= tokio::task::spawn_blocking(move || {
-                events.iter().fold(false, |d, e| apply(&ns, e) | d)
+            events.extend(lookups.events(&pod, watched).await);
+        }
+        let ns2 = ns.clone();
+        // The hooks take the namesystem's locks: keep them off the async threads.
+        let died = !events.is_empty()
+            && tokio::task::spawn_blocking(move || {
+                events.iter().fold(false, |d, e| apply(&ns2, e) | d)
             })
             .await
             .unwrap_or(false);
-        }
         if died {
             kick.notify_one();
         }

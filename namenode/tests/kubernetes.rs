@@ -453,3 +453,25 @@ async fn a_deleted_pods_blocks_are_copied_without_waiting_for_dead_after() {
     assert_eq!(copies, vec![(id, vec![h.ids[0]])]);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn pods_are_matched_by_pod_name_or_exact_dns_label() {
+    let h = Harness::registered(&[
+        ("", "datanode-1.datanode.kdfs.svc:9866"),
+        ("", "datanode-10.datanode.kdfs.svc:9866"),
+        ("datanode-1", "10.42.0.7:9866"),
+        ("datanode-10", "datanode-1.datanode.kdfs.svc:9866"),
+        ("", "datanode-1:9866"),
+    ]);
+    let mut found: Vec<DatanodeId> =
+        h.ns.datanodes_of_pod("datanode-1")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+    let mut want = vec![h.ids[0], h.ids[2]];
+    found.sort_by_key(|id| id.to_string());
+    want.sort_by_key(|id| id.to_string());
+    assert_eq!(found, want, "a registered pod name wins over the address");
+    assert!(h.ns.datanodes_of_pod("").is_empty());
+    assert!(h.ns.datanodes_of_pod("datanode-2").is_empty());
+}
