@@ -11,7 +11,9 @@
 #      succeeds on the rest; reconnected, it rejoins live and every block is back to
 #      exactly 3 replicas (the cluster reconciles);
 #   4. `docker restart` the namenode: files still listed and downloadable;
-#   5. `docker stop` (SIGTERM) a datanode: it exits 0 within its grace period.
+#   5. `docker stop` (SIGTERM) a datanode: it exits 0 within its grace period;
+#   6. `docker start` the killed datanode: it rejoins with the blocks on its volume and
+#      the cluster settles at exactly 3 replicas per block again.
 # Every wait polls a condition against a deadline (no blind sleeps); timings are printed.
 #
 # For speed the image is by default a small test image: the host-built binaries
@@ -123,7 +125,10 @@ state_of() {
 }
 is_state() { [ "$(state_of "$1")" = "$2" ]; }
 not_live() { local s; s=$(state_of "$1"); [ -n "$s" ] && [ "$s" != live ]; }
-live_count_is() { [ "$(info 2>/dev/null | jq '[.datanodes[] | select(.state == "live")] | length')" = "$1" ]; }
+live_with_blocks() {
+  info 2>/dev/null | jq -e --arg a "$(dn "$1"):9866" \
+    'any(.datanodes[]; .address == $a and .state == "live" and .blocks > 0)' >/dev/null
+}
 ready() {
   local i
   i=$(info 2>/dev/null) || return 1
@@ -265,6 +270,13 @@ step_sigterm() {
   verify_all
 }
 
+step_return() {
+  docker start "$(dn 0)" >/dev/null
+  wait_for "$(dn 0) rejoins live with the blocks on its volume" live_with_blocks 0
+  wait_for "reconciled: exactly 3 replicas per block, none on stopped $(dn 2)" fully_replicated 2
+  verify_all
+}
+
 if [ -n "${KDFS_CT_IMAGE:-}" ]; then
   docker image inspect "$IMAGE" >/dev/null || { echo "no image $IMAGE" >&2; exit 1; }
 fi
@@ -282,6 +294,7 @@ step "2. docker kill a datanode" step_kill
 step "3. partition a datanode and heal it" step_partition
 step "4. docker restart the namenode" step_restart_namenode
 step "5. docker stop (SIGTERM) a datanode" step_sigterm
+step "6. docker start the killed datanode again" step_return
 
 printf '\n=== timings\n'
 printf '%s\n' "${TIMINGS[@]}"
