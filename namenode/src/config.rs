@@ -11,7 +11,7 @@ use clap::Parser;
 use kdfs_core::telemetry::LogFormat;
 use kdfs_core::{ByteSize, HumanDuration};
 
-use crate::kubernetes::Mode;
+use crate::kubernetes::{DATANODE_SELECTOR, Mode};
 
 /// gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8020";
@@ -117,6 +117,13 @@ pub struct Config {
     /// `auto` = when running in a pod (KUBERNETES_SERVICE_HOST set), `on`, or `off`.
     #[arg(long, env = "KDFS_KUBERNETES", value_enum, default_value_t = Mode::Auto)]
     pub kubernetes: Mode,
+    /// Label selector of the datanode pods to watch.
+    #[arg(long, env = "KDFS_KUBERNETES_SELECTOR", default_value = DATANODE_SELECTOR)]
+    pub kubernetes_selector: String,
+    /// Namespace of the datanode pods (default: `POD_NAMESPACE`, else the client's
+    /// default namespace).
+    #[arg(long, env = "KDFS_KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,

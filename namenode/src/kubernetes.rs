@@ -281,25 +281,55 @@ pub fn apply(ns: &NameSystem, event: &ClusterEvent) -> bool {
     died
 }
 
-/// Builds a client if Kubernetes awareness is wanted, and logs the one line that says
-/// whether it is on (and in which namespace) or off (and why). Never fails: without a
-/// usable configuration the namenode runs without Kubernetes.
-pub async fn connect(mode: Mode) -> Option<(Client, String)> {
+/// What the worker watches, and through which client.
+#[derive(Clone)]
+pub struct Watch {
+    pub client: Client,
+    /// The datanodes' namespace.
+    pub namespace: String,
+    /// Label selector of the datanode pods.
+    pub selector: String,
+}
+
+impl Watch {
+    /// Watches `selector` in the client's default namespace.
+    pub fn new(client: Client, selector: &str) -> Self {
+        let namespace = client.default_namespace().to_owned();
+        Self {
+            client,
+            namespace,
+            selector: selector.to_owned(),
+        }
+    }
+}
+
+/// Builds a client if Kubernetes awareness is wanted (`config.kubernetes`), and logs
+/// the one line that says whether it is on (and in which namespace) or off (and why).
+/// Never fails: without a usable configuration the namenode runs without Kubernetes.
+pub async fn connect(config: &crate::Config) -> Option<Watch> {
     let host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
-    match decide(mode, host.as_deref()) {
+    match decide(config.kubernetes, host.as_deref()) {
         Decision::Disabled(reason) => {
             tracing::info!(reason, "Kubernetes awareness off");
             None
         }
         Decision::Enabled => match Client::try_default().await {
             Ok(client) => {
-                let namespace = namespace(&client);
+                let namespace = config
+                    .kubernetes_namespace
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| namespace(&client));
                 tracing::info!(
                     namespace = %namespace,
-                    selector = DATANODE_SELECTOR,
+                    selector = %config.kubernetes_selector,
                     "Kubernetes awareness on: watching datanode pods"
                 );
-                Some((client, namespace))
+                Some(Watch {
+                    client,
+                    namespace,
+                    selector: config.kubernetes_selector.clone(),
+                })
             }
             Err(e) => {
                 tracing::warn!(
@@ -413,12 +443,15 @@ impl Lookups {
     }
 }
 
-/// The `kubernetes` worker: watches the datanode pods in `namespace` until `token` is
-/// cancelled, applying what it learns to `ns` and kicking `kick` (the replication
-/// worker) when a datanode dies. Errors are logged and retried with backoff.
+/// The `kubernetes` worker: watches the datanode pods until `token` is cancelled,
+/// applying what it learns to `ns` and kicking `kick` (the replication worker) when a
+/// datanode dies. Errors are logged and retried with backoff.
 pub async fn worker(
-    client: Client,
-    namespace: String,
+    Watch {
+        client,
+        namespace,
+        selector,
+    }: Watch,
     ns: Arc<NameSystem>,
     kick: Arc<Notify>,
     token: CancellationToken,
@@ -430,7 +463,7 @@ pub async fn worker(
     // which resets on every `Ok` item: otherwise a failing list would be retried at
     // the initial delay forever instead of backing off. The tracker starts a relist at
     // its first `InitApply` (or an empty one at `InitDone`) instead.
-    let watch = watcher(pods, watcher::Config::default().labels(DATANODE_SELECTOR))
+    let watch = watcher(pods, watcher::Config::default().labels(&selector))
         .filter(|e| std::future::ready(!matches!(e, Ok(watcher::Event::Init))))
         .default_backoff();
     let mut watch = std::pin::pin!(watch);
@@ -493,6 +526,7 @@ pub async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use serde_json::json;
 
     const POD: &str = include_str!("../tests/fixtures/datanode-pod.json");
@@ -687,7 +721,8 @@ mod tests {
 
     #[tokio::test]
     async fn off_means_no_client() {
-        assert!(connect(Mode::Off).await.is_none());
+        let config = crate::Config::parse_from(["kdfs-namenode", "--kubernetes", "off"]);
+        assert!(connect(&config).await.is_none());
     }
 
     #[test]

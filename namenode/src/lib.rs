@@ -80,10 +80,9 @@ pub async fn run(
         kick.clone(),
         workers_token.clone(),
     ));
-    if let Some((client, namespace)) = kubernetes::connect(config.kubernetes).await {
+    if let Some(watch) = kubernetes::connect(&config).await {
         workers.spawn(kubernetes::worker(
-            client,
-            namespace,
+            watch,
             ns.clone(),
             kick.clone(),
             workers_token.clone(),

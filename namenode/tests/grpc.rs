@@ -365,6 +365,9 @@ async fn dead_datanode_blocks_are_replicated_through_heartbeats() {
     args.extend(["--replication".into(), "2".into()]);
     let nn = TestNamenode::start(&args).await;
     let mut c = nn.client().await;
+    // Before a's registration, hence before its last heartbeat: a lower bound on when
+    // it can be declared dead that holds however slow the setup below is.
+    let started = tokio::time::Instant::now();
     let dns = datanodes(&nn, 3).await;
     let (a, b, spare) = (&dns[0], &dns[1], &dns[2]);
     upload(&mut c, "f", b"precious", &[a, b]).await.unwrap();
@@ -378,7 +381,6 @@ async fn dead_datanode_blocks_are_replicated_through_heartbeats() {
     stop_a.cancel();
     ha.await.unwrap();
 
-    let started = tokio::time::Instant::now();
     wait_until(
         Duration::from_secs(5),
         "replication command to the survivor",

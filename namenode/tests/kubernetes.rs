@@ -194,9 +194,9 @@ impl Unwatched {
         let client = kube::Client::new(service, NAMESPACE);
         let kick = Arc::new(Notify::new());
         let token = CancellationToken::new();
+        let watch = kubernetes::Watch::new(client, kubernetes::DATANODE_SELECTOR);
         let worker = tokio::spawn(kubernetes::worker(
-            client,
-            NAMESPACE.to_owned(),
+            watch,
             self.ns.clone(),
             kick.clone(),
             token.clone(),
