@@ -80,6 +80,9 @@ pub struct Node {
     pub load: Load,
     pub state: NodeState,
     pub last_heartbeat: Instant,
+    /// When it last registered (an orchestrator's late news about an older
+    /// incarnation must not touch it).
+    pub registered_at: Instant,
     /// Pipelines handed out since the last heartbeat (its `in_flight` does not know
     /// them yet): spreads a burst of allocations.
     pub allocated: u32,
@@ -152,6 +155,7 @@ impl Cluster {
             load: reg.load,
             state: NodeState::Live,
             last_heartbeat: now,
+            registered_at: now,
             allocated: 0,
             commands: VecDeque::new(),
         };

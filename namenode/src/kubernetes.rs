@@ -92,23 +92,25 @@ pub enum Watched {
 pub enum ClusterEvent {
     /// The pod runs in this zone (its node's zone label, else the node's name).
     Zone { pod: String, zone: String },
-    /// The pod is terminating: decommission its datanode at once (no new writes, its
-    /// replicas copied elsewhere while it still serves reads).
-    Terminating { pod: String },
+    /// The pod is terminating (since `since_ms`, Unix ms, if known): decommission its
+    /// datanode at once (no new writes, its replicas copied elsewhere while it still
+    /// serves reads).
+    Terminating { pod: String, since_ms: Option<u64> },
     /// The pod's ordinal is at or beyond its StatefulSet's replica count: it is being
     /// scaled away and will not come back. Decommissioned like a terminating pod.
     ScaledAway { pod: String },
-    /// The pod is gone: its datanode is dead now, its blocks re-replicated.
-    Deleted { pod: String },
+    /// The pod is gone (its deletion began at `since_ms`, if known): its datanode is
+    /// dead now, its blocks re-replicated.
+    Deleted { pod: String, since_ms: Option<u64> },
 }
 
 impl ClusterEvent {
     pub fn pod(&self) -> &str {
         match self {
             ClusterEvent::Zone { pod, .. }
-            | ClusterEvent::Terminating { pod }
+            | ClusterEvent::Terminating { pod, .. }
             | ClusterEvent::ScaledAway { pod }
-            | ClusterEvent::Deleted { pod } => pod,
+            | ClusterEvent::Deleted { pod, .. } => pod,
         }
     }
 
@@ -139,8 +141,24 @@ pub fn pod_events(pod: &Pod, watched: Watched, ctx: Context<'_>) -> Vec<ClusterE
         return Vec::new();
     };
     let pod_name = name.to_owned();
+    // `deletionTimestamp` is when the pod is due to be gone: the deletion began one
+    // grace period earlier.
+    let grace_ms = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(0)
+        .max(0)
+        * 1000;
+    let since_ms = pod
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| u64::try_from(t.0.as_millisecond().saturating_sub(grace_ms)).ok());
     if watched == Watched::Deleted {
-        return vec![ClusterEvent::Deleted { pod: pod_name }];
+        return vec![ClusterEvent::Deleted {
+            pod: pod_name,
+            since_ms,
+        }];
     }
     let mut out = Vec::new();
     let scheduled_on = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -160,7 +178,10 @@ pub fn pod_events(pod: &Pod, watched: Watched, ctx: Context<'_>) -> Vec<ClusterE
     if scaled_away {
         out.push(ClusterEvent::ScaledAway { pod: pod_name });
     } else if pod.metadata.deletion_timestamp.is_some() {
-        out.push(ClusterEvent::Terminating { pod: pod_name });
+        out.push(ClusterEvent::Terminating {
+            pod: pod_name,
+            since_ms,
+        });
     }
     out
 }
@@ -256,11 +277,33 @@ impl PodTracker {
     }
 }
 
+/// Allowed clock difference between the API server and the namenode when deciding
+/// whether a datanode registered after its pod's deletion began.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(2);
+
 /// Applies one event through the namesystem's hooks. Returns whether a datanode died
 /// (the caller kicks the replication worker).
+///
+/// News of a pod's termination or deletion that arrives late (the worker lagged
+/// behind the watch) must not touch a datanode that registered after that deletion
+/// began: that is the pod's next incarnation (same name, same volume), not the one
+/// that left.
 pub fn apply(ns: &NameSystem, event: &ClusterEvent) -> bool {
     let mut died = false;
-    for (id, zone) in ns.datanodes_of_pod(event.pod()) {
+    for dn in ns.datanodes_of_pod(event.pod()) {
+        let (id, zone) = (dn.id, dn.zone);
+        let leaving_since = match event {
+            ClusterEvent::Terminating { since_ms, .. } | ClusterEvent::Deleted { since_ms, .. } => {
+                *since_ms
+            }
+            _ => None,
+        };
+        if let Some(since) = leaving_since
+            && dn.registered_ms > since + CLOCK_SKEW.as_millis() as u64
+        {
+            tracing::debug!(node = %id, pod = event.pod(), "registered after its pod began to leave: a newer incarnation, left alone");
+            continue;
+        }
         let changed = match event {
             ClusterEvent::Zone { zone: new, .. } => *new != zone && ns.set_zone(&id, new),
             ClusterEvent::Terminating { .. } | ClusterEvent::ScaledAway { .. } => {
@@ -532,6 +575,10 @@ mod tests {
     const POD: &str = include_str!("../tests/fixtures/datanode-pod.json");
     const NODE: &str = include_str!("../tests/fixtures/node-zone-a.json");
 
+    /// 2026-11-22T02:00:00Z in Unix milliseconds: when the test pods' deletion began
+    /// (due 30 s later).
+    const DELETION_MS: u64 = 1_795_312_800_000;
+
     fn recorded_pod() -> Pod {
         serde_json::from_str(POD).expect("fixture is a Pod")
     }
@@ -543,7 +590,8 @@ mod tests {
     fn pod(name: &str, on: &str, terminating: bool) -> Pod {
         let mut meta = json!({ "name": name, "namespace": "kdfs" });
         if terminating {
-            meta["deletionTimestamp"] = json!("2026-11-22T02:00:00Z");
+            meta["deletionTimestamp"] = json!("2026-11-22T02:00:30Z");
+            meta["deletionGracePeriodSeconds"] = json!(30);
         }
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": meta,
@@ -629,6 +677,7 @@ mod tests {
                     zone("datanode-1", "zone-a"),
                     Terminating {
                         pod: "datanode-1".into(),
+                        since_ms: Some(DELETION_MS),
                     },
                 ],
             ),
@@ -642,6 +691,7 @@ mod tests {
                 },
                 vec![Deleted {
                     pod: "datanode-2".into(),
+                    since_ms: Some(DELETION_MS),
                 }],
             ),
             (

@@ -230,6 +230,15 @@ pub enum FileView {
     },
 }
 
+/// A datanode that runs as a given Kubernetes pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDatanode {
+    pub id: DatanodeId,
+    pub zone: String,
+    /// When it last registered, in Unix milliseconds.
+    pub registered_ms: u64,
+}
+
 /// One datanode in `ClusterInfo`.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {
@@ -986,10 +995,11 @@ impl NameSystem {
     /// The datanodes (any state) that run as this Kubernetes pod, with their zones:
     /// those that registered with its `pod_name`, or whose advertise address is the
     /// pod's stable DNS name (`<pod>.<service>...`).
-    pub fn datanodes_of_pod(&self, pod: &str) -> Vec<(DatanodeId, String)> {
+    pub fn datanodes_of_pod(&self, pod: &str) -> Vec<PodDatanode> {
         if pod.is_empty() {
             return Vec::new();
         }
+        let now_ms = self.clock.now_ms();
         self.cluster()
             .nodes()
             .iter()
@@ -1000,7 +1010,11 @@ impl NameSystem {
                             .strip_prefix(pod)
                             .is_some_and(|rest| rest.starts_with('.')))
             })
-            .map(|n| (n.id, n.zone.clone()))
+            .map(|n| PodDatanode {
+                id: n.id,
+                zone: n.zone.clone(),
+                registered_ms: now_ms.saturating_sub(n.registered_at.elapsed().as_millis() as u64),
+            })
             .collect()
     }
 

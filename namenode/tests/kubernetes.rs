@@ -47,10 +47,16 @@ fn pod(name: &str, node: &str, terminating: bool) -> Value {
         "status": { "phase": "Running" }
     });
     if terminating {
-        pod["metadata"]["deletionTimestamp"] = json!("2026-11-22T02:30:00Z");
-        pod["metadata"]["deletionGracePeriodSeconds"] = json!(60);
+        leaving_since(&mut pod, "2099-01-01T00:01:00Z");
     }
     pod
+}
+
+/// Marks a pod terminating: due to be gone at `due`, its deletion began 60 s before.
+/// The default far-future date means "after the test's datanodes registered".
+fn leaving_since(pod: &mut Value, due: &str) {
+    pod["metadata"]["deletionTimestamp"] = json!(due);
+    pod["metadata"]["deletionGracePeriodSeconds"] = json!(60);
 }
 
 fn node(name: &str, zone: Option<&str>) -> Value {
@@ -297,6 +303,8 @@ impl Harness {
 
 #[tokio::test]
 async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
+    let mut older_incarnation = pod("datanode-4", "node-c", false);
+    leaving_since(&mut older_incarnation, "2000-01-01T00:01:00Z");
     let mut zoned: Value = serde_json::from_str(ZONED_NODE).unwrap();
     zoned["metadata"]["resourceVersion"] = json!("1710");
     let api = MockApi {
@@ -306,7 +314,12 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
             pod("datanode-2", "node-c", false),
             pod("datanode-3", ZONED_NODE_NAME, false),
         ],
-        watch: vec![json!({ "type": "DELETED", "object": pod("datanode-2", "node-c", true) })],
+        watch: vec![
+            // Late news of an older incarnation of datanode-4, whose deletion began
+            // before the datanode-4 we know registered: left alone.
+            json!({ "type": "DELETED", "object": older_incarnation }),
+            json!({ "type": "DELETED", "object": pod("datanode-2", "node-c", true) }),
+        ],
         nodes: vec![zoned, node("node-b", Some("zone-b")), node("node-c", None)],
         replicas: Some(3),
         failing_lists: 0,
@@ -328,6 +341,10 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
             ),
             // Registered without a pod name: matched by its advertise address.
             ("", "datanode-3.datanode.kdfs.svc.cluster.local:9866"),
+            (
+                "datanode-4",
+                "datanode-4.datanode.kdfs.svc.cluster.local:9866",
+            ),
         ],
     );
 
@@ -354,6 +371,12 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
     tokio::time::timeout(Duration::from_secs(5), h.kick.notified())
         .await
         .expect("a death kicks the replication worker");
+    // Its DELETED came before datanode-2's, so it has been handled by now.
+    assert_eq!(
+        h.state(4).0,
+        NodeState::Live,
+        "a newer incarnation is not killed by old news"
+    );
 
     let seen = h.seen.lock().unwrap().clone();
     assert!(
@@ -466,7 +489,7 @@ async fn pods_are_matched_by_pod_name_or_exact_dns_label() {
     let mut found: Vec<DatanodeId> =
         h.ns.datanodes_of_pod("datanode-1")
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|d| d.id)
             .collect();
     let mut want = vec![h.ids[0], h.ids[2]];
     found.sort_by_key(|id| id.to_string());
