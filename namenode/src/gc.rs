@@ -20,7 +20,7 @@
 //! upload wrote B to N, that replica is gone although the upload's pipeline
 //! acknowledged it. So every delivered delete is logged with its time, and at commit a
 //! pipeline ack of B on N counts only if no delete of B was delivered to N after the
-//! upload began (minus [`DELETE_EXECUTION_MARGIN`] for commands still queued on the
+//! upload began (minus [`DELETE_EXECUTION_MARGIN_MS`] for commands still queued on the
 //! datanode). Commands not yet delivered are re-checked at delivery and dropped if the
 //! block is referenced again, so they never fire. The log is pruned once no open
 //! upload is old enough to be affected.

@@ -16,7 +16,13 @@
 //!   Tested against a mock API service (`tests/kubernetes.rs`).
 //!
 //! A pod is matched to datanodes by the `pod_name` it registered with, or by an
-//! advertise address starting with `<pod>.` (the headless-service DNS name).
+//! advertise address starting with `<pod>.` (the headless-service DNS name). News of a
+//! pod leaving never touches a datanode that registered after that pod's deletion
+//! began (the StatefulSet's next pod of the same name, on the same volume).
+//!
+//! Events and what they do: `Zone` → [`NameSystem::set_zone`]; `Terminating` and
+//! `ScaledAway` → [`NameSystem::decommission`]; `Deleted` →
+//! [`NameSystem::declare_dead`] and a kick of the replication worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
