@@ -222,7 +222,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
             http: http.clone(),
         };
         if wants("large") {
-            let mut r = large(&target, args.size.bytes(), args.runs).await?;
+            let mut r = large(&target, args.size.bytes(), args.runs, cluster.as_ref()).await?;
             if let Some(c) = &cluster {
                 r["peak_rss_bytes"] = json!(
                     c.peak_rss()
@@ -271,7 +271,35 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn large(t: &Target, size: u64, runs: usize) -> anyhow::Result<Value> {
+/// CPU seconds per process used between two [`ProcCluster::cpu`] snapshots, as
+/// nanoseconds per byte moved, plus their `total`: a figure the load of other work on
+/// the machine does not move much, unlike MB/s.
+fn cpu_per_byte(
+    before: &[(String, f64)],
+    after: &[(String, f64)],
+    bytes: u64,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut total = 0.0;
+    for (name, a) in after {
+        if let Some((_, b)) = before.iter().find(|(n, _)| n == name) {
+            let ns = (a - b) * 1e9 / bytes.max(1) as f64;
+            total += ns;
+            m.insert(name.clone(), ns);
+        }
+    }
+    m.insert("total".into(), total);
+    m
+}
+
+async fn large(
+    t: &Target,
+    size: u64,
+    runs: usize,
+    cluster: Option<&ProcCluster>,
+) -> anyhow::Result<Value> {
+    let cpu = || cluster.map(ProcCluster::cpu).unwrap_or_default();
+    let (mut up_cpu, mut down_cpu) = (Vec::new(), Vec::new());
     let mut up = Vec::new();
     let mut down = Vec::new();
     for run in 0..runs.max(1) {
@@ -283,18 +311,22 @@ async fn large(t: &Target, size: u64, runs: usize) -> anyhow::Result<Value> {
             runs,
             ByteSize(size)
         ));
+        let c0 = cpu();
         let t0 = Instant::now();
         let v = t.upload(&content, &format!("bench-large-{run}")).await?;
         let du = t0.elapsed();
+        up_cpu.push(cpu_per_byte(&c0, &cpu(), size));
         ensure!(
             v["hash"] == want.as_str(),
             "upload returned hash {} but content has {want}",
             v["hash"]
         );
         progress(format!("large: run {}/{}: downloading", run + 1, runs));
+        let c0 = cpu();
         let t0 = Instant::now();
         let (n, got) = t.download(&want).await?;
         let dd = t0.elapsed();
+        down_cpu.push(cpu_per_byte(&c0, &cpu(), size));
         ensure!(
             n == size && got == want,
             "download verification failed: {n} bytes, sha256 {got}, want {want}"
@@ -306,7 +338,25 @@ async fn large(t: &Target, size: u64, runs: usize) -> anyhow::Result<Value> {
         "scenario": "large", "size_bytes": size, "runs": runs,
         "upload_mb_s": median(up.clone()), "download_mb_s": median(down.clone()),
         "upload_runs_mb_s": up, "download_runs_mb_s": down,
+        "upload_cpu_ns_per_byte": median_map(&up_cpu), "download_cpu_ns_per_byte": median_map(&down_cpu),
     }))
+}
+
+/// Per-key medians of several runs' maps.
+fn median_map(runs: &[std::collections::BTreeMap<String, f64>]) -> Value {
+    let Some(first) = runs.first() else {
+        return Value::Null;
+    };
+    let m: std::collections::BTreeMap<&String, f64> = first
+        .keys()
+        .map(|k| {
+            (
+                k,
+                median(runs.iter().filter_map(|r| r.get(k).copied()).collect()),
+            )
+        })
+        .collect();
+    json!(m)
 }
 
 async fn small(
@@ -580,6 +630,15 @@ fn print_human(r: &Value) {
                 f("upload_mb_s"),
                 f("download_mb_s")
             );
+            for dir in ["upload", "download"] {
+                if let Some(m) = r[format!("{dir}_cpu_ns_per_byte")].as_object() {
+                    let parts: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+                        .collect();
+                    println!("          {dir} CPU ns/byte: {}", parts.join(", "));
+                }
+            }
             if let Some(m) = r["peak_rss_bytes"].as_object() {
                 for (k, v) in m {
                     println!(

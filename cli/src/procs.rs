@@ -29,6 +29,17 @@ impl Proc {
     }
 }
 
+/// User + system CPU seconds a process has used so far (`/proc/<pid>/stat`).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    Some(ticks / 100.0)
+}
+
 pub struct ProcCluster {
     pub gateway: String,
     pub procs: Vec<Proc>,
@@ -179,6 +190,20 @@ impl ProcCluster {
         p.child.kill()?;
         p.child.wait()?;
         Ok(())
+    }
+
+    /// `(name, CPU seconds used so far)` of every process still running, and of this
+    /// one (the bench's HTTP client) as `bench-client`.
+    pub fn cpu(&self) -> Vec<(String, f64)> {
+        let mut v: Vec<(String, f64)> = self
+            .procs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), cpu_seconds(&p.child.id().to_string())?)))
+            .collect();
+        if let Some(s) = cpu_seconds("self") {
+            v.push(("bench-client".into(), s));
+        }
+        v
     }
 
     /// `(name, peak RSS bytes)` of every process still running.

@@ -6,6 +6,7 @@
 //! [`crate::download`]; this file has the thin metadata calls and the conversion of
 //! prost messages into checked domain types (nothing above this module sees prost).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,13 @@ pub struct ClientOptions {
     pub pipeline_attempts: usize,
     /// Replication asked for at BeginUpload; 0 means the namenode's default.
     pub replication: u32,
+    /// Where blocks awaiting their ack are kept beyond their first
+    /// [`crate::upload::MEMORY_PREFIX`] bytes (an unlinked temp file per block), so an
+    /// upload's memory does not grow with the block size. `None`, or a directory where
+    /// no file can be created, keeps whole blocks in memory.
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes of each block kept in memory before the rest goes to `spool_dir`.
+    pub memory_prefix: u64,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +70,8 @@ impl Default for ClientOptions {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             pipeline_attempts: DEFAULT_PIPELINE_ATTEMPTS,
             replication: 0,
+            spool_dir: Some(std::env::temp_dir()),
+            memory_prefix: crate::upload::MEMORY_PREFIX,
         }
     }
 }

@@ -44,6 +44,12 @@ pub struct Config {
     #[arg(long, env = "KDFS_UPLOAD_BUDGET", default_value = DEFAULT_UPLOAD_BUDGET)]
     pub upload_budget: ByteSize,
 
+    /// Directory where blocks awaiting their pipeline ack are spooled (unlinked temp
+    /// files; the system temp directory if unset). If no file can be created there,
+    /// blocks are kept in memory, bounded by `--upload-budget`.
+    #[arg(long, env = "KDFS_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
     /// How long a graceful shutdown waits for in-flight transfers.
     #[arg(long, env = "KDFS_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT)]
     pub drain_timeout: HumanDuration,

@@ -206,6 +206,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let options = ClientOptions {
         upload_budget: config.upload_budget,
         stall_timeout: config.stall_timeout.get().max(Duration::from_millis(100)),
+        spool_dir: Some(config.spool_dir.clone().unwrap_or_else(std::env::temp_dir)),
         ..ClientOptions::default()
     };
     let client = Client::new(&config.namenode, options)?;
@@ -226,6 +227,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         "gateway ready"
     );
     let stop = shutdown.clone();
+    // Without TCP_NODELAY, a streamed response's first body write waits behind the
+    // header write for the client's delayed ACK (~40 ms per small download).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.cancelled().await;
         info!("gateway: no longer accepting connections, draining transfers");

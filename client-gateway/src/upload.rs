@@ -19,9 +19,16 @@
 //! A block task keeps every chunk of its block until the pipeline acknowledges it, so
 //! that a failed pipeline can be replaced without re-reading the source (HDFS keeps a
 //! window of unacknowledged packets for the same reason; a whole block is the natural
-//! window here because the datanode verifies and commits whole blocks). One upload
-//! therefore holds at most `block_size × blocks_in_flight` bytes plus a few chunks in
-//! channels, whatever the file's size. Across uploads, a client-wide byte budget (a
+//! window here because the datanode verifies and commits whole blocks). The first
+//! [`MEMORY_PREFIX`] bytes of a block stay in memory; the rest is appended, by a
+//! blocking task, to an unlinked temp file in [`crate::ClientOptions::spool_dir`] and
+//! read back only if the block must be re-sent (the early HDFS client staged blocks on
+//! local disk the same way). The file is gone as soon as the block is acknowledged,
+//! usually before the kernel wrote any of it back. One upload therefore holds at most
+//! `MEMORY_PREFIX × blocks_in_flight` bytes plus a few chunks in channels, whatever the
+//! file's and the block's size; without a usable spool directory it holds
+//! `block_size × blocks_in_flight`. The block's SHA-256 was computed over the original
+//! bytes, so a spool that changed them makes every datanode refuse the re-sent block. Across uploads, a client-wide byte budget (a
 //! semaphore counted in KiB, [`crate::ClientOptions::upload_budget`], 512 MiB by
 //! default) must grant a block its `block_size` before the block starts; excess is
 //! returned as soon as the block's real length is known. A block is granted its
@@ -48,7 +55,12 @@
 //! disconnect cannot leave the commit half-known.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -70,6 +82,8 @@ use crate::error::{BoxError, Error, Result};
 
 /// Chunks queued between the receiving task and a block task or the file hasher.
 const QUEUE_CHUNKS: usize = 4;
+/// Bytes of each block kept in memory for a re-send; the rest goes to the spool file.
+pub const MEMORY_PREFIX: u64 = 4 << 20;
 /// Lease renewals happen this many times per lease TTL.
 const RENEWALS_PER_TTL: u32 = 3;
 /// A block's first AllocateBlock is tried this often when too few nodes are writable,
@@ -179,6 +193,8 @@ struct UploadCtx {
     min_replicas: usize,
     stall: Duration,
     attempts: usize,
+    spool_dir: Option<PathBuf>,
+    memory_prefix: u64,
 }
 
 /// A block acknowledged by at least `min_replicas` datanodes.
@@ -267,6 +283,8 @@ impl Client {
             min_replicas,
             stall: self.inner.options.stall_timeout,
             attempts: self.inner.options.pipeline_attempts.max(1),
+            spool_dir: self.inner.options.spool_dir.clone(),
+            memory_prefix: self.inner.options.memory_prefix,
         });
         debug!(upload = %ctx.upload_id, block_size = ctx.block_size, replication, min_replicas, "upload begun");
 
@@ -568,7 +586,7 @@ async fn write_block(
 ) -> Result<Committed> {
     let pipeline = allocate_patiently(&ctx, index).await?;
     let mut attempt = Attempt::start(&ctx, pipeline).await?;
-    let mut retained: Vec<Bytes> = Vec::new();
+    let mut retained = Retained::new(ctx.spool_dir.clone(), ctx.memory_prefix);
     let mut hasher = Sha256::new();
     let mut length = 0u64;
     loop {
@@ -576,8 +594,8 @@ async fn write_block(
             Some(Piece::Chunk(c)) => {
                 hasher.update(&c);
                 length += c.len() as u64;
-                retained.push(c.clone());
-                attempt.send(Msg::Data(c)).await;
+                attempt.send(Msg::Data(c.clone())).await;
+                retained.push(c).await;
             }
             Some(Piece::EndOfBlock) => break,
             // The upload was dropped or failed before the block ended.
@@ -701,9 +719,164 @@ async fn write_block(
             Err(e) => return Err(e),
         };
         attempt = Attempt::start(&ctx, pipeline).await?;
-        for c in &retained {
-            attempt.send(Msg::Data(c.clone())).await;
+        if let Err(why) = retained.replay(&mut attempt).await {
+            return Err(not_enough(format!(
+                "{last_error}; cannot re-send the block: {why}"
+            )));
         }
+    }
+}
+
+/// Set once a spool file could not be created, so the fallback is logged only once.
+static SPOOL_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// A block's chunks, kept until the block is acknowledged (see "Memory bound").
+struct Retained {
+    /// The first chunks (at least up to `prefix` bytes), in memory.
+    head: Vec<Bytes>,
+    head_bytes: u64,
+    prefix: u64,
+    /// Where the rest goes; `None` keeps everything in memory.
+    dir: Option<PathBuf>,
+    spool: Option<Spool>,
+    /// Why the spool lost bytes: the block can then not be re-sent.
+    broken: Option<String>,
+}
+
+/// The chunks after the memory prefix, appended to an unlinked file by a blocking task.
+struct Spool {
+    tx: Option<mpsc::Sender<Bytes>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+    file: Option<Arc<File>>,
+    /// Offset and length of every spooled chunk.
+    chunks: Vec<(u64, usize)>,
+    len: u64,
+}
+
+impl Retained {
+    fn new(dir: Option<PathBuf>, prefix: u64) -> Self {
+        Self {
+            head: Vec::new(),
+            head_bytes: 0,
+            prefix,
+            dir,
+            spool: None,
+            broken: None,
+        }
+    }
+
+    fn keep_in_memory(&mut self, chunk: Bytes) {
+        self.head_bytes += chunk.len() as u64;
+        self.head.push(chunk);
+    }
+
+    async fn push(&mut self, chunk: Bytes) {
+        if self.spool.is_none() && (self.dir.is_none() || self.head_bytes < self.prefix) {
+            return self.keep_in_memory(chunk);
+        }
+        if self.spool.is_none() {
+            let dir = self.dir.clone().expect("checked above");
+            let created = tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match created {
+                Ok(file) => {
+                    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+                    let task = tokio::task::spawn_blocking(move || {
+                        let mut file = file;
+                        while let Some(b) = rx.blocking_recv() {
+                            file.write_all(&b)?;
+                        }
+                        Ok(file)
+                    });
+                    self.spool = Some(Spool {
+                        tx: Some(tx),
+                        task: Some(task),
+                        file: None,
+                        chunks: Vec::new(),
+                        len: 0,
+                    });
+                }
+                Err(why) => {
+                    if !SPOOL_WARNED.swap(true, Ordering::Relaxed) {
+                        warn!(dir = %self.dir.as_ref().expect("checked above").display(), error = %why,
+                            "cannot create a spool file: blocks awaiting their ack stay in memory");
+                    }
+                    self.dir = None;
+                    return self.keep_in_memory(chunk);
+                }
+            }
+        }
+        let spool = self.spool.as_mut().expect("created above");
+        spool.chunks.push((spool.len, chunk.len()));
+        spool.len += chunk.len() as u64;
+        let sent = match &spool.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if !sent && self.broken.is_none() {
+            // The writer stopped: its error says why.
+            spool.tx = None;
+            let why = match spool.task.take() {
+                Some(t) => match t.await {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(_)) => "spool writer stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                },
+                None => "spool writer stopped".to_owned(),
+            };
+            warn!(error = %why, "spooling a block failed: it cannot be re-sent if its pipeline fails");
+            self.broken = Some(format!("spool file: {why}"));
+        }
+    }
+
+    /// Number of chunks kept.
+    fn len(&self) -> usize {
+        self.head.len() + self.spool.as_ref().map_or(0, |s| s.chunks.len())
+    }
+
+    /// Chunk `i` (in the order pushed), read back from the spool if it is there.
+    async fn get(&mut self, i: usize) -> std::result::Result<Bytes, String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        if let Some(c) = self.head.get(i) {
+            return Ok(c.clone());
+        }
+        let spool = self.spool.as_mut().ok_or("no such chunk")?;
+        let (offset, len) = *spool
+            .chunks
+            .get(i - self.head.len())
+            .ok_or("no such chunk")?;
+        if spool.file.is_none() {
+            // Everything is pushed by now: let the writer finish and take its file.
+            spool.tx = None;
+            let task = spool.task.take().ok_or("spool writer lost")?;
+            let file = match task.await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return Err(format!("spool file: {e}")),
+                Err(e) => return Err(format!("spool writer: {e}")),
+            };
+            spool.file = Some(Arc::new(file));
+        }
+        let file = spool.file.clone().expect("set above");
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            file.read_exact_at(&mut buf, offset).map(|()| buf.freeze())
+        })
+        .await
+        .map_err(|e| format!("spool reader: {e}"))?
+        .map_err(|e| format!("reading the spool file: {e}"))
+    }
+
+    /// Sends every retained chunk again, in order, down `attempt`.
+    async fn replay(&mut self, attempt: &mut Attempt) -> std::result::Result<(), String> {
+        for i in 0..self.len() {
+            let c = self.get(i).await?;
+            attempt.send(Msg::Data(c)).await;
+        }
+        Ok(())
     }
 }
 
@@ -826,6 +999,39 @@ mod tests {
             let got = split(block, chunk, inputs);
             let want: Vec<Vec<usize>> = want.iter().map(|b| b.to_vec()).collect();
             assert_eq!(got, want, "block {block}, chunk {chunk}, inputs {inputs:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retained_chunks_come_back_from_memory_and_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks: Vec<Bytes> = (0..6u8)
+            .map(|i| Bytes::from(vec![i; 1000 + i as usize]))
+            .collect();
+        for (spool_dir, prefix) in [
+            (Some(dir.path().to_path_buf()), 0),
+            (Some(dir.path().to_path_buf()), 2500),
+            (None, 0),
+            (Some(dir.path().join("missing")), 0),
+        ] {
+            let mut r = Retained::new(spool_dir.clone(), prefix);
+            for c in &chunks {
+                r.push(c.clone()).await;
+            }
+            assert_eq!(r.len(), chunks.len());
+            let spooled = r.spool.as_ref().map_or(0, |s| s.chunks.len());
+            let want_spooled = match (&spool_dir, prefix) {
+                (Some(d), 0) if d.exists() => 6,
+                (Some(d), _) if d.exists() => 3, // 1000 + 1001 + 1002 reach 2500
+                _ => 0,
+            };
+            assert_eq!(spooled, want_spooled, "{spool_dir:?} {prefix}");
+            // Twice: a second re-send reads the same bytes again.
+            for _ in 0..2 {
+                for (i, c) in chunks.iter().enumerate() {
+                    assert_eq!(&r.get(i).await.unwrap(), c, "chunk {i}");
+                }
+            }
         }
     }
 

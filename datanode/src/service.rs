@@ -40,8 +40,10 @@ use crate::metrics::{InFlight, Metrics};
 use crate::store::{AsyncBlockWriter, Piece, RangeReader, Store};
 
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
-/// back-pressures this node and, through HTTP/2 flow control, its predecessor.
-pub const FORWARD_QUEUE_DEPTH: usize = 8;
+/// back-pressures this node and, through HTTP/2 flow control, its predecessor. Small,
+/// because every write stream holds this much, plus its HTTP/2 windows and the local
+/// writer's queue (two streams per node while an upload overlaps its blocks).
+pub const FORWARD_QUEUE_DEPTH: usize = 4;
 /// Read pieces queued towards a reader.
 pub const READ_QUEUE_DEPTH: usize = 4;
 
@@ -498,14 +500,20 @@ impl Datanode for DatanodeService {
         let r = request.into_inner();
         let id = wire::block_id("block_id", &r.block_id)?;
         let store = self.node.store.clone();
-        let reader = tokio::task::spawn_blocking(move || store.read_range(&id, r.offset, r.length))
-            .await
-            .map_err(|e| Status::internal(format!("reader task: {e}")))?
-            .inspect_err(|e| {
-                if matches!(e, Error::Corrupt { .. }) {
-                    tracing::warn!(block = %id, error = %e, "read of a corrupt replica refused");
-                }
-            })?;
+        // CRC32C per chunk here; the whole-block SHA-256 is the reader's (see
+        // `RangeReader::without_block_hash`).
+        let reader = tokio::task::spawn_blocking(move || {
+            store
+                .read_range(&id, r.offset, r.length)
+                .map(RangeReader::without_block_hash)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reader task: {e}")))?
+        .inspect_err(|e| {
+            if matches!(e, Error::Corrupt { .. }) {
+                tracing::warn!(block = %id, error = %e, "read of a corrupt replica refused");
+            }
+        })?;
         let (tx, rx) = mpsc::channel(READ_QUEUE_DEPTH);
         let node = self.node.clone();
         tokio::spawn(async move {

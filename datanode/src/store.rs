@@ -19,7 +19,9 @@
 //!   sidecar. An orphan sidecar (crash between the two renames) is removed at startup.
 //! - Every byte served is verified: each covering 64 KiB chunk against its CRC32C, and a
 //!   read of the whole block also against the SHA-256 (the last piece is held back until
-//!   the hash matched). A failed check quarantines the replica and yields
+//!   the hash matched), unless the reader takes that check over
+//!   ([`RangeReader::without_block_hash`], used by `ReadBlock`, whose clients hash whole
+//!   blocks themselves). A failed check quarantines the replica and yields
 //!   [`Error::Corrupt`].
 //! - Commits, deletes and quarantines of one id are serialised by a striped lock, so
 //!   concurrent writers of the same block end with one intact file (the first commit
@@ -54,7 +56,7 @@ pub const CHECKSUM_CHUNK: usize = 64 << 10;
 pub const READ_PIECE: usize = kdfs_proto::transport::CHUNK_SIZE;
 /// Data messages queued between a network task and its blocking writer: the bound that
 /// makes a slow disk slow the sender down (back-pressure) instead of growing memory.
-pub const WRITE_QUEUE_DEPTH: usize = 8;
+pub const WRITE_QUEUE_DEPTH: usize = 4;
 /// A write asks the kernel to start writing back every this many bytes.
 const SYNC_BEHIND: u64 = 8 << 20;
 /// Striped commit locks: commits of different blocks rarely wait for each other.
@@ -869,6 +871,15 @@ pub struct RangeReader {
 impl RangeReader {
     pub fn block_len(&self) -> u64 {
         self.block_len
+    }
+
+    /// Leaves the whole-block SHA-256 to the reader: for `ReadBlock`, whose clients hash
+    /// every whole block they read (the gateway does, and reports a mismatch as a bad
+    /// replica), so checking it here too would hash every byte served twice. Every
+    /// chunk's CRC32C is still checked before it is handed out.
+    pub fn without_block_hash(mut self) -> Self {
+        self.full = None;
+        self
     }
 
     /// Bytes left to read.

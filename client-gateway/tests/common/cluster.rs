@@ -161,6 +161,8 @@ impl TestCluster {
     pub fn client(&self) -> Client {
         let options = ClientOptions {
             stall_timeout: Duration::from_secs(5),
+            // Every block goes to the spool file, so the recovery tests re-send from it.
+            memory_prefix: 0,
             ..ClientOptions::default()
         };
         Client::new(&self.namenode_url, options).expect("client")
