@@ -3,13 +3,17 @@
 #   DOCKER_BUILDKIT=0 docker build --network=none -t kdfs:dev .
 #
 # (Offline here after `bash ../shared/scripts/docker-local-images.sh`, which makes the
-# two base images locally; with internet access they are the official ones.)
+# two base images locally; with internet access they are the official ones and
+# `docker build -t kdfs:dev .` is enough.) Runs as uid/gid 65532; the Kubernetes
+# manifests (k8s/) set the same ids.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# CARGO_NET_OFFLINE is set by the local rust image; the official one fetches crates.
 
-# 1. Dependencies only: the manifests and empty crate roots. This layer is rebuilt only
-#    when Cargo.toml/Cargo.lock change, so a source edit does not recompile every crate.
+# 1. Dependencies only: the manifests and stub crate roots of every workspace member.
+#    This layer is rebuilt only when a Cargo.toml or Cargo.lock changes, so a source
+#    edit does not recompile the ~400 dependency crates.
 COPY Cargo.toml Cargo.lock ./
 COPY core/Cargo.toml core/
 COPY proto/Cargo.toml proto/build.rs proto/
@@ -18,24 +22,33 @@ COPY namenode/Cargo.toml namenode/
 COPY datanode/Cargo.toml datanode/
 COPY client-gateway/Cargo.toml client-gateway/
 COPY cli/Cargo.toml cli/
-RUN for c in core proto namenode datanode client-gateway cli; do \
+COPY fault-tests/Cargo.toml fault-tests/
+COPY deploy-tests/Cargo.toml deploy-tests/
+ARG PACKAGES="-p kdfs-namenode -p kdfs-datanode -p kdfs-client-gateway -p kdfs"
+# hadolint ignore=SC2086
+RUN for c in core proto namenode datanode client-gateway cli fault-tests deploy-tests; do \
       mkdir -p "$c/src" && echo '' > "$c/src/lib.rs" && echo 'fn main() {}' > "$c/src/main.rs"; \
     done \
- && cargo build --release --locked --bins \
- && rm -rf core/src proto/src namenode/src datanode/src client-gateway/src cli/src
+ && cargo build --release --locked $PACKAGES --bins \
+ && rm -rf ./*/src
 
-# 2. The sources. Touch them so cargo sees them newer than the stub build.
+# 2. The sources. Touch them so cargo sees them newer than the stubs it just built.
 COPY . .
+# hadolint ignore=SC2086
 RUN find core proto namenode datanode client-gateway cli -name '*.rs' -exec touch {} + \
- && cargo build --release --locked --bins \
+ && cargo build --release --locked $PACKAGES --bins \
  && mkdir /out \
- && cp target/release/kdfs-namenode target/release/kdfs-datanode target/release/kdfs-gateway target/release/kdfs /out/
+ && cp target/release/kdfs-namenode target/release/kdfs-datanode \
+       target/release/kdfs-gateway target/release/kdfs /out/
 
 FROM debian:bookworm-slim
 COPY --from=build /out/ /usr/local/bin/
-# A fixed non-root uid/gid; Kubernetes manifests refer to it (runAsUser, fsGroup).
+# /data belongs to the runtime user, so a fresh Docker volume mounted there is writable
+# (Kubernetes uses fsGroup instead).
+RUN mkdir /data && chown 65532:65532 /data
 USER 65532:65532
 WORKDIR /data
 ENV KDFS_LOG_FORMAT=json
+# namenode gRPC/HTTP 8020/9870, datanode gRPC/HTTP 9866/9864, gateway 8080.
 EXPOSE 8020 9870 9866 9864 8080
 CMD ["kdfs", "--help"]
