@@ -966,3 +966,56 @@ fn every_flag_and_kdfs_variable_in_the_manifests_exists_in_its_binary() {
         "only {checked} flags checked: the manifests pass fewer than expected"
     );
 }
+
+#[test]
+fn the_image_runs_as_the_manifests_user_and_holds_every_binary_they_run() {
+    let m = load();
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    // The last USER line is the runtime stage's.
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("the Dockerfile sets a USER");
+    let (uid, gid) = user
+        .trim()
+        .split_once(':')
+        .unwrap_or((user.trim(), user.trim()));
+    let uid: i64 = uid
+        .parse()
+        .expect("USER is a numeric uid (runAsNonRoot needs one)");
+    let gid: i64 = gid.parse().expect("USER group is numeric");
+    assert_ne!(uid, 0, "the image runs as root");
+    for (name, t) in m.templates() {
+        let spec = pod(t);
+        let sc = spec.security_context.as_ref().expect("pod securityContext");
+        assert_eq!(
+            sc.run_as_user,
+            Some(uid),
+            "{name}: runAsUser is not the image's uid"
+        );
+        assert_eq!(
+            sc.run_as_group,
+            Some(gid),
+            "{name}: runAsGroup is not the image's gid"
+        );
+        let has_volume = pod(t)
+            .containers
+            .iter()
+            .any(|c| c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()));
+        if has_volume {
+            assert_eq!(
+                sc.fs_group,
+                Some(gid),
+                "{name}: fsGroup must make its volume writable"
+            );
+        }
+        for c in &spec.containers {
+            let bin = binary(c);
+            assert!(
+                dockerfile.contains(&format!("target/release/{bin}")),
+                "{name}: runs {bin}, which the Dockerfile does not copy into the image"
+            );
+        }
+    }
+}
