@@ -856,6 +856,20 @@ fn every_container_is_probed_unprivileged_read_only_and_bounded() {
                     assert!(map.contains_key(res), "{who}: no {res} in resource {kind}");
                 }
             }
+            // The root filesystem is read-only: every directory flag is a writable mount.
+            for dir_flag in ["data-dir", "spool-dir"] {
+                if let Some(dir) = flag(c, dir_flag) {
+                    let writable = c
+                        .volume_mounts
+                        .iter()
+                        .flatten()
+                        .any(|v| v.mount_path == dir && v.read_only != Some(true));
+                    assert!(
+                        writable,
+                        "{who}: --{dir_flag}={dir} is not a writable volume mount"
+                    );
+                }
+            }
             // The image is the one kustomize rewrites, pulled only if missing.
             assert_eq!(
                 c.image.as_deref(),
