@@ -473,8 +473,11 @@ fn namenode_is_a_stateful_set_of_one_with_a_claim_and_least_rbac() {
     let role_rules: Vec<_> = m.roles[0].rules.iter().flatten().map(rule).collect();
     assert_eq!(
         role_rules,
-        vec![(vec![""], vec!["pods"], vec!["get", "list", "watch"])],
-        "the Role may only read pods"
+        vec![
+            (vec![""], vec!["pods"], vec!["get", "list", "watch"]),
+            (vec!["apps"], vec!["statefulsets"], vec!["get"]),
+        ],
+        "the Role may only read pods and get StatefulSets (their replica count tells a scaled-away datanode)"
     );
     assert_eq!(m.cluster_roles.len(), 1);
     let cluster_rules: Vec<_> = m.cluster_roles[0]
