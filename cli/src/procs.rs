@@ -82,8 +82,30 @@ fn spawn(name: &str, exe: &Path, args: &[String], log: &Path) -> anyhow::Result<
 }
 
 impl ProcCluster {
-    /// Starts a namenode, `datanodes` datanodes and a gateway in a fresh temp dir.
+    /// Starts a namenode, `datanodes` datanodes and a gateway in a fresh temp dir. The
+    /// ports are probed free and then handed to the children, so another process on
+    /// the machine can take one in between: a start that fails is retried from scratch
+    /// (a few times) with new ports, saying why on stderr.
     pub async fn start(
+        datanodes: usize,
+        block_size: &str,
+        dead_after: &str,
+    ) -> anyhow::Result<Self> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(datanodes, block_size, dead_after).await {
+                Ok(c) => return Ok(c),
+                Err(e) if attempt < ATTEMPTS => {
+                    eprintln!("bench: cluster start {attempt}/{ATTEMPTS} failed, retrying: {e:#}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_start(
         datanodes: usize,
         block_size: &str,
         dead_after: &str,
@@ -134,7 +156,7 @@ impl ProcCluster {
             ],
             &root.join("gateway.log"),
         )?);
-        let cluster = ProcCluster {
+        let mut cluster = ProcCluster {
             gateway: format!("http://127.0.0.1:{gw_port}"),
             procs,
             _dir: dir,
@@ -144,7 +166,8 @@ impl ProcCluster {
     }
 
     /// Waits until `/info` shows `n` live datanodes and `/readyz` answers 200.
-    pub async fn wait_live(&self, n: usize) -> anyhow::Result<()> {
+    /// A process that exits meanwhile ends the wait with the tail of its log.
+    pub async fn wait_live(&mut self, n: usize) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
@@ -172,6 +195,19 @@ impl ProcCluster {
             };
             if ok.await.is_some() {
                 return Ok(());
+            }
+            for p in &mut self.procs {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    let log =
+                        std::fs::read_to_string(self._dir.path().join(format!("{}.log", p.name)))
+                            .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    bail!(
+                        "{} exited ({status}) before the cluster was ready: {}",
+                        p.name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    );
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("the bench cluster did not become ready within {READY_TIMEOUT:?}");

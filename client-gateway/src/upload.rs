@@ -713,7 +713,16 @@ async fn write_block(
         }
         let pipeline = match pipeline {
             Ok(p) => p,
-            Err(e @ (Error::NotEnoughDatanodes(_) | Error::NoSpace(_))) => {
+            // No node has room for the rest: that is out of space (507), not a
+            // shortage of live datanodes (503).
+            Err(Error::NoSpace(msg)) => {
+                return Err(Error::NoSpace(format!(
+                    "block {index} got {} of the {} replicas required: {last_error}; no new pipeline: {msg}",
+                    committed.len(),
+                    ctx.min_replicas
+                )));
+            }
+            Err(e @ Error::NotEnoughDatanodes(_)) => {
                 return Err(not_enough(format!("{last_error}; no new pipeline: {e}")));
             }
             Err(e) => return Err(e),
