@@ -160,26 +160,7 @@ async fn wait_ready(url: &str, datanodes: u16) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let ready = async {
-            let r = http.get(format!("{url}/readyz")).send().await.ok()?;
-            if !r.status().is_success() {
-                return None;
-            }
-            let info: serde_json::Value = http
-                .get(format!("{url}/info"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let live = info["datanodes"]
-                .as_array()?
-                .iter()
-                .filter(|d| d["state"] == "live")
-                .count();
-            (live >= usize::from(datanodes)).then_some(())
-        };
+        let ready = is_ready(&http, url, usize::from(datanodes));
         if ready.await.is_some() {
             return Ok(());
         }
@@ -188,4 +169,25 @@ async fn wait_ready(url: &str, datanodes: u16) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One probe: `/readyz` answers 200 and `/info` shows at least `datanodes` live ones.
+/// Shared with the bench's cluster of child processes.
+pub async fn is_ready(http: &reqwest::Client, url: &str, datanodes: usize) -> Option<()> {
+    let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+    r.status().is_success().then_some(())?;
+    let info: serde_json::Value = http
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let live = info["datanodes"]
+        .as_array()?
+        .iter()
+        .filter(|d| d["state"] == "live")
+        .count();
+    (live >= datanodes).then_some(())
 }

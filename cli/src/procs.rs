@@ -171,28 +171,7 @@ impl ProcCluster {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
-            let ok = async {
-                let r = http
-                    .get(format!("{}/readyz", self.gateway))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())?;
-                let v: serde_json::Value = http
-                    .get(format!("{}/info", self.gateway))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let live = v["datanodes"]
-                    .as_array()?
-                    .iter()
-                    .filter(|d| d["state"] == "live")
-                    .count();
-                (live >= n).then_some(())
-            };
+            let ok = crate::local::is_ready(&http, &self.gateway, n);
             if ok.await.is_some() {
                 return Ok(());
             }
