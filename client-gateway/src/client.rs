@@ -145,12 +145,7 @@ impl Client {
             }),
         )
         .await
-        .map_err(|e| match e {
-            Error::Rpc { status, .. } if status.code() == tonic::Code::NotFound => {
-                Error::NotFound(id)
-            }
-            e => e,
-        })?;
+        .map_err(not_found_as(id))?;
         if resp.state == pb::FileState::Deleted as i32 {
             return Err(Error::Deleted(id));
         }
@@ -210,12 +205,7 @@ impl Client {
             }),
         )
         .await
-        .map_err(|e| match e {
-            Error::Rpc { status, .. } if status.code() == tonic::Code::NotFound => {
-                Error::NotFound(id)
-            }
-            e => e,
-        })?;
+        .map_err(not_found_as(id))?;
         Ok(resp.deleted)
     }
 
@@ -460,4 +450,12 @@ pub struct DatanodeInfo {
     pub in_flight: u32,
     pub last_heartbeat_secs: f64,
     pub version: String,
+}
+
+/// Turns the namenode's NOT_FOUND for `id` into [`Error::NotFound`]; other errors pass.
+fn not_found_as(id: FileId) -> impl Fn(Error) -> Error {
+    move |e| match e {
+        Error::Rpc { status, .. } if status.code() == tonic::Code::NotFound => Error::NotFound(id),
+        e => e,
+    }
 }
