@@ -9,7 +9,16 @@
 #                          kdfs workload onto it (restarted even if the image is
 #                          unchanged; one datanode at a time), wait
 #   ./deploy.sh status     nodes with their zones, pods, volume claims
+#   ./deploy.sh rotate-certs  issue new certificates under the cluster's CA and replace
+#                          the kdfs-tls-* Secrets; the pods pick them up without a restart
 #   ./deploy.sh down       delete the k3d cluster (and with it every kdfs volume)
+#
+# Security: every gRPC link uses mutual TLS. Before the first apply, deploy.sh makes a
+# CA and one certificate per role with `kdfs certs` (run from the image) and stores
+# them as Secrets in the namespace: kdfs-ca (the CA, kept to issue rotations),
+# kdfs-tls-namenode, kdfs-tls-datanode, kdfs-tls-gateway (tls.crt, tls.key, ca.crt)
+# and kdfs-gateway-auth (a random bearer token for uploads and deletes). Existing
+# Secrets are never overwritten.
 #
 # Needs docker, k3d (v5: https://k3d.io) and kubectl; says which are missing.
 # Environment: KDFS_CLUSTER (k3d cluster name, default kdfs), KDFS_IMAGE (image name,
@@ -29,6 +38,14 @@ NS=kdfs
 CONTEXT=k3d-$CLUSTER
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORKLOADS=(statefulset/namenode statefulset/datanode deployment/gateway)
+# The Secrets the manifests mount (deploy-tests holds k8s/ to these two lines).
+TLS_SECRETS=(kdfs-tls-namenode kdfs-tls-datanode kdfs-tls-gateway)
+AUTH_SECRET=kdfs-gateway-auth
+# The CA's certificate and key, kept so that missing or rotated certificates are issued
+# under the CA every pod already trusts.
+CA_SECRET=kdfs-ca
+CLEANUP=()
+trap 'rm -rf "${CLEANUP[@]}"' EXIT
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
@@ -110,6 +127,117 @@ apply_manifests() {
     kc apply -f -
 }
 
+secret_exists() { kc -n "$NS" get secret "$1" >/dev/null 2>&1; }
+
+ensure_namespace() {
+  kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
+}
+
+# A private temporary directory, removed when the script exits; sets WORK.
+make_work_dir() {
+  WORK=$(mktemp -d)
+  CLEANUP+=("$WORK")
+}
+
+# Copies the CA out of its Secret into $WORK (ca.crt, ca.key).
+fetch_ca() {
+  kc -n "$NS" get secret "$CA_SECRET" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/ca.crt"
+  (umask 077 && kc -n "$NS" get secret "$CA_SECRET" -o jsonpath='{.data.ca\.key}' |
+    base64 -d >"$WORK/ca.key")
+  if [ ! -s "$WORK/ca.crt" ] || [ ! -s "$WORK/ca.key" ]; then
+    die "Secret $CA_SECRET lacks ca.crt or ca.key"
+  fi
+}
+
+# Runs `kdfs certs` from image $1 on $WORK: a CA there is reused, the role certificates
+# are (re)issued. The directory travels as a tar through stdin and stdout rather than a
+# bind mount, so this works with any Docker engine, local or not.
+run_certs() {
+  say "issuing certificates with kdfs certs (image $1, namespace $NS)"
+  tar -C "$WORK" -cf - . |
+    docker run -i --rm --network=none "$1" sh -c '
+      set -e
+      mkdir -p /tmp/certs && cd /tmp/certs && tar -xf -
+      kdfs certs --out /tmp/certs --namespace "$1" >&2
+      tar -cf - .' sh "$NS" |
+    tar -C "$WORK" -xf -
+  [ -s "$WORK/namenode.crt" ] || die "kdfs certs made no certificates"
+}
+
+# The manifest of the TLS Secret for a role, from the files in $WORK.
+tls_secret() {
+  local name=$1 role=${1#kdfs-tls-}
+  kc -n "$NS" create secret generic "$name" --type=kubernetes.io/tls \
+    --from-file=tls.crt="$WORK/$role.crt" --from-file=tls.key="$WORK/$role.key" \
+    --from-file=ca.crt="$WORK/ca.crt" "${@:2}"
+}
+
+# Creates whichever of the CA, TLS and token Secrets are missing; never overwrites one.
+ensure_secrets() {
+  ensure_namespace
+  local missing=() s
+  for s in "${TLS_SECRETS[@]}"; do
+    if secret_exists "$s"; then say "keeping Secret $s"; else missing+=("$s"); fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    make_work_dir
+    if secret_exists "$CA_SECRET"; then
+      say "issuing ${missing[*]} under the CA in Secret $CA_SECRET"
+      fetch_ca
+    elif [ ${#missing[@]} -lt ${#TLS_SECRETS[@]} ]; then
+      die "Secrets ${missing[*]} are missing and $CA_SECRET (the CA that signed the others) is gone;" \
+        "delete the remaining kdfs-tls-* Secrets to start over with a new CA"
+    fi
+    run_certs "$TAGGED"
+    if ! secret_exists "$CA_SECRET"; then
+      kc -n "$NS" create secret generic "$CA_SECRET" \
+        --from-file=ca.crt="$WORK/ca.crt" --from-file=ca.key="$WORK/ca.key" >/dev/null
+      say "created Secret $CA_SECRET (the CA; keep it: rotations are issued under it)"
+    fi
+    for s in "${missing[@]}"; do
+      tls_secret "$s" >/dev/null
+      say "created Secret $s"
+    done
+  fi
+  if secret_exists "$AUTH_SECRET"; then
+    say "keeping Secret $AUTH_SECRET"
+  else
+    # 32 random bytes as hex, through stdin so the token never shows in a process list.
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' |
+      kc -n "$NS" create secret generic "$AUTH_SECRET" \
+        --from-file=token=/dev/stdin >/dev/null
+    say "created Secret $AUTH_SECRET (a random bearer token for uploads and deletes)"
+  fi
+}
+
+# New role certificates under the cluster's CA, applied over the kdfs-tls-* Secrets.
+rotate_certs() {
+  need_tools docker k3d kubectl
+  cluster_exists || die "no k3d cluster $CLUSTER: run ./deploy.sh up first"
+  secret_exists "$CA_SECRET" || die "no Secret $CA_SECRET in namespace $NS: run ./deploy.sh up first"
+  local image
+  image=$(kc -n "$NS" get statefulset/namenode \
+    -o jsonpath='{.spec.template.spec.containers[0].image}' 2>/dev/null || true)
+  docker image inspect "$image" >/dev/null 2>&1 || image=$IMAGE
+  docker image inspect "$image" >/dev/null 2>&1 ||
+    die "no image $image with kdfs in it: ./deploy.sh redeploy builds one"
+  make_work_dir
+  fetch_ca
+  run_certs "$image"
+  local s
+  for s in "${TLS_SECRETS[@]}"; do
+    # replace, not apply: apply would keep a copy of the key in an annotation.
+    tls_secret "$s" --dry-run=client -o yaml | kc replace -f - >/dev/null
+    say "replaced the certificate in Secret $s"
+  done
+  cat <<MSG
+
+New certificates are in place, signed by the same CA. Kubernetes refreshes the mounted
+files within about a minute and every kdfs process reloads them within its
+--tls-reload-interval (10s): no restart, connections already open are not dropped.
+MSG
+}
+
 wait_rollout() {
   # The namenode first: datanodes and gateways only become ready once it serves.
   local w
@@ -127,13 +255,20 @@ kdfs is running in k3d cluster "$CLUSTER", namespace $NS (image $TAGGED).
 Reach the gateway (leave this running in another terminal):
   kubectl -n $NS port-forward service/gateway 8080:80
 
+Uploads and deletes need the bearer token in Secret $AUTH_SECRET:
+  TOKEN=\$(kubectl -n $NS get secret $AUTH_SECRET -o jsonpath='{.data.token}' | base64 -d)
+
 Then:
   open http://localhost:8080/                      # the browser page
-  curl -F file=@some-file http://localhost:8080/upload
+  curl -H "Authorization: Bearer \$TOKEN" -F file=@some-file http://localhost:8080/upload
   curl -OJ 'http://localhost:8080/download?hash=HASH'
   curl http://localhost:8080/info
+  KDFS_AUTH_TOKEN=\$TOKEN kdfs upload some-file     # the kdfs CLI
+
+Inside the cluster every gRPC link uses mutual TLS (Secrets ${TLS_SECRETS[*]}).
 
 Status:        ./deploy.sh status
+New certs:     ./deploy.sh rotate-certs
 New code:      ./deploy.sh redeploy
 Take it down:  ./deploy.sh down
 MSG
@@ -143,6 +278,7 @@ up() {
   need_tools docker k3d kubectl
   ensure_cluster
   build_and_import
+  ensure_secrets
   apply_manifests
   wait_rollout
   hello
@@ -155,6 +291,7 @@ redeploy() {
   local running
   running=$(kc -n "$NS" get statefulset/datanode \
     -o jsonpath='{.spec.template.spec.containers[0].image}' 2>/dev/null || true)
+  ensure_secrets
   apply_manifests
   if [ "$running" = "$TAGGED" ]; then
     # Same image: applying changed nothing, so restart the pods explicitly.
@@ -193,6 +330,7 @@ case "${1:-up}" in
   redeploy) redeploy ;;
   down) down ;;
   status) status ;;
-  -h | --help | help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command ${1}: use up, redeploy, status or down" ;;
+  rotate-certs) rotate_certs ;;
+  -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
+  *) die "unknown command ${1}: use up, redeploy, status, rotate-certs or down" ;;
 esac

@@ -1,10 +1,11 @@
-//! `kdfs bench`: throughput, small-file rate, heal time and the machine's ceilings,
-//! measured in one run so the figures can be compared side by side.
+//! `kdfs bench`: throughput, small-file rate, heal time, the namenode's scale and the
+//! machine's ceilings, measured in one run so the figures can be compared side by side.
 //!
 //! Against a running gateway (`--gateway`) or, with `--local`, against a fresh cluster
 //! of child processes (see [`crate::procs`]) whose peak RSS is read from `/proc`. Every
 //! download is verified against the SHA-256 of what was uploaded; a mismatch ends the
-//! bench with a non-zero exit. Progress goes to stderr, results to stdout (a table, or
+//! bench with a non-zero exit. The `namenode` scenario needs no cluster: it loads the
+//! namenode library in this process (see [`namenode`]). Progress goes to stderr, results to stdout (a table, or
 //! one JSON object per scenario with `--json`).
 
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub struct BenchArgs {
     /// Start a fresh local cluster of child processes (binaries next to this one).
     #[arg(long)]
     pub local: bool,
-    /// Scenarios to run, comma separated: large, small, heal, ceiling.
+    /// Scenarios to run, comma separated: large, small, heal, ceiling, namenode.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,large,small")]
     pub scenarios: Vec<String>,
     /// Size of the large file (and of the data stored for `heal`).
@@ -43,7 +44,7 @@ pub struct BenchArgs {
     /// Size of each small file.
     #[arg(long, default_value = "4KiB")]
     pub file_size: ByteSize,
-    /// Concurrent clients for `small`.
+    /// Concurrent clients for `small`, and concurrent committers for `namenode`.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// Datanodes of the local cluster (heal always uses at least 4).
@@ -52,6 +53,16 @@ pub struct BenchArgs {
     /// `--dead-after` of the local cluster's namenode (heal time includes it).
     #[arg(long, default_value = "5s")]
     pub dead_after: String,
+    /// With --local: mutual TLS on every internal gRPC link (a CA and certificates made
+    /// by `kdfs certs` in the cluster's temp dir), to measure what mTLS costs.
+    #[arg(long)]
+    pub tls: bool,
+    /// Blocks of the `namenode` scenario's block map and full block report.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub blocks: u64,
+    /// Files created (BeginUpload + CommitFile) by the `namenode` scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub creates: usize,
     /// Print one JSON object per scenario instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -195,11 +206,29 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
     let wants = |s: &str| args.scenarios.iter().any(|x| x == s);
     for s in &args.scenarios {
         ensure!(
-            ["large", "small", "heal", "ceiling"].contains(&s.as_str()),
-            "unknown scenario {s:?}: use large, small, heal, ceiling"
+            ["large", "small", "heal", "ceiling", "namenode"].contains(&s.as_str()),
+            "unknown scenario {s:?}: use large, small, heal, ceiling, namenode"
         );
     }
 
+    // First, while this process's heap is still small: its memory figure is the growth
+    // of the resident set.
+    if wants("namenode") {
+        results.push(
+            namenode(
+                args.blocks,
+                args.creates,
+                args.concurrency,
+                std::path::Path::new("."),
+            )
+            .await?,
+        );
+    }
+
+    ensure!(
+        args.local || !args.tls,
+        "--tls needs --local (a running gateway's cluster has its own TLS settings)"
+    );
     if wants("ceiling") {
         results.push(ceiling(args.size.bytes().min(1 << 30)).await?);
     }
@@ -210,7 +239,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                 "starting a local cluster with {} datanodes",
                 args.datanodes
             ));
-            Some(ProcCluster::start(args.datanodes, "64MiB", &args.dead_after).await?)
+            Some(ProcCluster::start(args.datanodes, "64MiB", &args.dead_after, args.tls).await?)
         } else {
             None
         };
@@ -256,6 +285,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                 args.size.bytes(),
                 args.datanodes.max(4),
                 &args.dead_after,
+                args.tls,
             )
             .await?,
         );
@@ -425,12 +455,13 @@ async fn heal(
     size: u64,
     datanodes: usize,
     dead_after: &str,
+    tls: bool,
 ) -> anyhow::Result<Value> {
     progress(format!(
         "heal: local cluster of {datanodes} datanodes, storing {}",
         ByteSize(size)
     ));
-    let mut cluster = ProcCluster::start(datanodes, "64MiB", dead_after).await?;
+    let mut cluster = ProcCluster::start(datanodes, "64MiB", dead_after, tls).await?;
     let t = Target {
         url: cluster.gateway.clone(),
         http: http.clone(),
@@ -486,6 +517,383 @@ async fn heal(
         "declared_dead_s": dead_at.map(|d| d.as_secs_f64()), "healed_s": healed.as_secs_f64(),
         "re_replication_s": healed.as_secs_f64() - dead_at.map_or(0.0, |d| d.as_secs_f64()),
     }))
+}
+
+/// Replicas per block in the `namenode` scenario (the default replication).
+const NN_REPLICAS: u32 = 3;
+
+/// `namenode`: synthetic load on the namenode library in this process, no datanodes.
+///
+/// 1. Block map: the resident-set growth while `blocks` referenced blocks with three
+///    replicas each are loaded, per replica entry; then a full report of all of them
+///    applied to the map, from a new holder and from a holder already mapped.
+/// 2. A real namenode (`kdfs_namenode::run`, gRPC on 127.0.0.1, its database in a temp
+///    dir under `data_parent`, the current directory for `kdfs bench`, so on that disk) with three registered fake
+///    datanodes: `creates` one-block files, each a BeginUpload + CommitFile by one of
+///    `concurrency` clients; every commit is acknowledged only after its group commit
+///    was fsynced. Then every created file is read back with GetFile and checked.
+/// 3. `blocks` blocks committed in files of `MAX_REPORT_CHUNK` blocks (acknowledged by
+///    two nodes), then a full report of all of them over gRPC from the third node and
+///    from one already mapped: encode, send, decode, apply.
+async fn namenode(
+    blocks: u64,
+    creates: usize,
+    concurrency: usize,
+    data_parent: &std::path::Path,
+) -> anyhow::Result<Value> {
+    use kdfs_proto::transport;
+    let blocks = blocks.max(1);
+    let nonce = now_nanos();
+    progress(format!("namenode: block map of {blocks} blocks"));
+    let ids: std::sync::Arc<Vec<kdfs_core::BlockId>> = std::sync::Arc::new(
+        tokio::task::spawn_blocking(move || (0..blocks).map(|i| nn_block(nonce, i)).collect())
+            .await?,
+    );
+    let map = {
+        let ids = ids.clone();
+        tokio::task::spawn_blocking(move || block_map_figures(&ids)).await?
+    };
+
+    progress("namenode: starting a namenode on 127.0.0.1");
+    let dir = tempfile::Builder::new()
+        .prefix("kdfs-bench-namenode-")
+        .tempdir_in(data_parent)?;
+    let config = <kdfs_namenode::Config as clap::Parser>::try_parse_from([
+        "kdfs-namenode".to_owned(),
+        format!("--data-dir={}", dir.path().display()),
+        format!("--replication={NN_REPLICAS}"),
+        "--kubernetes=off".to_owned(),
+    ])?;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = grpc.local_addr()?.to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(kdfs_namenode::run(config, grpc, http, stop.clone()));
+    let result = async {
+        // The listener is bound already, so the connection cannot be refused; the
+        // first call waits until the service is up.
+        let channel = transport::endpoint(&addr)?.connect().await?;
+        let client = pb::namenode_client::NamenodeClient::new(channel)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let nodes = fake_datanodes(&client, &stop).await?;
+        let created = nn_creates(&client, &nodes, nonce, creates, concurrency).await?;
+        let reports = nn_reports(&client, &nodes, &ids).await?;
+        anyhow::Ok((created, reports))
+    }
+    .await;
+    stop.cancel();
+    let served = server.await;
+    let (created, reports) = result?;
+    served?.context("namenode")?;
+    let mut out = json!({"scenario": "namenode", "blocks": blocks, "replicas": NN_REPLICAS});
+    for part in [map, created, reports] {
+        if let (Some(o), Value::Object(p)) = (out.as_object_mut(), part) {
+            o.extend(p);
+        }
+    }
+    Ok(out)
+}
+
+/// A block id unique to this run (`nonce`) and index.
+fn nn_block(nonce: u64, i: u64) -> kdfs_core::BlockId {
+    let digest = Sha256::digest([nonce.to_le_bytes(), i.to_le_bytes()].concat());
+    kdfs_core::BlockId::from_slice(&digest).expect("a SHA-256 is 32 bytes")
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Part 1 of [`namenode`]: memory per replica entry and full reports into the map.
+fn block_map_figures(ids: &[kdfs_core::BlockId]) -> Value {
+    use kdfs_namenode::blockmap::BlockMap;
+    let before = rss_bytes();
+    let map = BlockMap::new();
+    for id in ids {
+        map.add_ref(*id, 64 << 20, NN_REPLICAS);
+        for n in 0..NN_REPLICAS {
+            map.add_location(id, n);
+        }
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    let entries = ids.len() as u64 * NN_REPLICAS as u64;
+    let report: Vec<(kdfs_core::BlockId, u64)> = ids.iter().map(|b| (*b, 64 << 20)).collect();
+    let t = Instant::now();
+    let new = map.apply_full_report(NN_REPLICAS, report.clone());
+    let new_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let again = map.apply_full_report(0, report);
+    let again_ms = t.elapsed().as_secs_f64() * 1000.0;
+    json!({
+        "map_rss_growth_bytes": grown,
+        "bytes_per_replica_entry": grown as f64 / entries as f64,
+        "report_map_new_holder_ms": new_ms, "report_map_new_holder_accepted": new.accepted,
+        "report_map_mapped_holder_ms": again_ms, "report_map_mapped_holder_accepted": again.accepted,
+    })
+}
+
+type NnClient = pb::namenode_client::NamenodeClient<tonic::transport::Channel>;
+
+/// Registers `NN_REPLICAS` datanodes and keeps them heartbeating (so they stay live
+/// however long the bench takes) until `stop`.
+async fn fake_datanodes(
+    client: &NnClient,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    let mut nodes = Vec::new();
+    for i in 0..NN_REPLICAS {
+        let id = kdfs_core::DatanodeId::random().to_string();
+        client
+            .clone()
+            .register(pb::RegisterRequest {
+                datanode_id: id.clone(),
+                address: format!("127.0.0.1:{}", 40000 + i),
+                capacity: 1 << 50,
+                available: 1 << 50,
+                ..Default::default()
+            })
+            .await
+            .context("registering a fake datanode")?;
+        let (mut c, id2, stop) = (client.clone(), id.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let beat = pb::HeartbeatRequest {
+                    datanode_id: id2.clone(),
+                    capacity: 1 << 50,
+                    available: 1 << 50,
+                    ..Default::default()
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = c.heartbeat(beat) => {}
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        nodes.push(id);
+    }
+    Ok(nodes)
+}
+
+/// The current value of a counter of this process's metrics recorder.
+fn metric(name: &str) -> f64 {
+    kdfs_namenode::http::prometheus()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds used so far by the namenode's metadata writer thread(s) in this
+/// process: the part of a create that group commit changes.
+fn writer_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "kdfs-meta-write")
+        })
+        .filter_map(|t| {
+            crate::procs::cpu_seconds(&format!("self/task/{}", t.file_name().to_string_lossy()))
+        })
+        .sum()
+}
+
+/// Part 2 of [`namenode`]: durable creates, then every created file read back.
+async fn nn_creates(
+    client: &NnClient,
+    nodes: &[String],
+    nonce: u64,
+    creates: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let raw = |d: &[u8]| Bytes::copy_from_slice(d);
+    let content = |i: usize| format!("bench namenode {nonce} {i}");
+    progress(format!(
+        "namenode: {creates} durable creates by {concurrency} clients"
+    ));
+    let groups_before = metric("kdfs_namenode_group_commits_total");
+    let cpu0 = crate::procs::cpu_seconds("self");
+    let writer0 = writer_cpu_seconds();
+    let t0 = Instant::now();
+    let mut lat: Vec<Duration> = futures::stream::iter(0..creates)
+        .map(|i| {
+            let mut c = client.clone();
+            let body = content(i);
+            async move {
+                let s = Instant::now();
+                let lease = c
+                    .begin_upload(pb::BeginUploadRequest {
+                        name: format!("bench-nn-{i}"),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                let digest = Sha256::digest(body.as_bytes());
+                c.commit_file(pb::CommitFileRequest {
+                    upload_id: lease.upload_id,
+                    file_id: raw(&digest),
+                    size: body.len() as u64,
+                    blocks: vec![pb::CommittedBlock {
+                        id: raw(&digest),
+                        length: body.len() as u64,
+                        replicas: nodes.to_vec(),
+                    }],
+                })
+                .await?;
+                anyhow::Ok(s.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .context("create")?;
+    let elapsed = t0.elapsed();
+    // Client and namenode share this process: CPU per create is a figure that other
+    // load on the machine moves less than creates/s.
+    let cpu_us = match (cpu0, crate::procs::cpu_seconds("self")) {
+        (Some(a), Some(b)) => Some((b - a) * 1e6 / creates.max(1) as f64),
+        _ => None,
+    };
+    let writer_us = (writer_cpu_seconds() - writer0) * 1e6 / creates.max(1) as f64;
+    let groups = metric("kdfs_namenode_group_commits_total") - groups_before;
+    lat.sort();
+
+    progress(format!("namenode: reading back {creates} files"));
+    let t0 = Instant::now();
+    futures::stream::iter(0..creates)
+        .map(|i| {
+            let mut c = client.clone();
+            let body = content(i);
+            async move {
+                let digest = Sha256::digest(body.as_bytes());
+                let f = c
+                    .get_file(pb::GetFileRequest {
+                        file_id: raw(&digest),
+                    })
+                    .await
+                    .with_context(|| format!("GetFile of created file {i}"))?
+                    .into_inner();
+                let ok = f.state == pb::FileState::Live as i32
+                    && f.file.as_ref().is_some_and(|r| r.size == body.len() as u64)
+                    && f.blocks.len() == 1
+                    && f.blocks[0].id[..] == digest[..]
+                    && f.blocks[0].replicas.len() == nodes.len();
+                ensure!(ok, "created file {i} reads back wrong: {f:?}");
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    let read = t0.elapsed();
+    Ok(json!({
+        "creates": creates, "concurrency": concurrency,
+        "creates_s": creates as f64 / elapsed.as_secs_f64(),
+        "create_p50_ms": percentile(&lat, 0.5), "create_p99_ms": percentile(&lat, 0.99),
+        "group_commits": groups, "creates_per_group_commit": creates as f64 / groups.max(1.0),
+        "create_cpu_us": cpu_us, "create_writer_cpu_us": writer_us,
+        "get_file_s": creates as f64 / read.as_secs_f64(),
+    }))
+}
+
+/// Part 3 of [`namenode`]: referenced blocks, then full reports over gRPC.
+async fn nn_reports(
+    client: &NnClient,
+    nodes: &[String],
+    ids: &[kdfs_core::BlockId],
+) -> anyhow::Result<Value> {
+    use kdfs_proto::transport::MAX_REPORT_CHUNK;
+    let raw = |d: &[u8]| Bytes::copy_from_slice(d);
+    progress(format!(
+        "namenode: committing {} blocks in files of {MAX_REPORT_CHUNK}",
+        ids.len()
+    ));
+    let acks = nodes[..2].to_vec();
+    let t0 = Instant::now();
+    for (f, part) in ids.chunks(MAX_REPORT_CHUNK).enumerate() {
+        let mut c = client.clone();
+        let lease = c
+            .begin_upload(pb::BeginUploadRequest {
+                name: format!("bench-nn-big-{f}"),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut file = Sha256::new();
+        for b in part {
+            file.update(b.as_bytes());
+        }
+        c.commit_file(pb::CommitFileRequest {
+            upload_id: lease.upload_id,
+            file_id: raw(&file.finalize()),
+            size: part.len() as u64,
+            blocks: part
+                .iter()
+                .map(|b| pb::CommittedBlock {
+                    id: raw(b.as_bytes()),
+                    length: 1,
+                    replicas: acks.clone(),
+                })
+                .collect(),
+        })
+        .await
+        .context("committing a file of many blocks")?;
+    }
+    let committed = t0.elapsed();
+    let mut out = json!({ "commit_blocks_s": committed.as_secs_f64() });
+    for (who, node) in [("new_holder", &nodes[2]), ("mapped_holder", &nodes[0])] {
+        progress(format!(
+            "namenode: full report of {} blocks over gRPC ({})",
+            ids.len(),
+            who.replace('_', " ")
+        ));
+        let chunks: Vec<pb::FullBlockReportChunk> = ids
+            .chunks(MAX_REPORT_CHUNK)
+            .map(|c| pb::FullBlockReportChunk {
+                datanode_id: node.clone(),
+                blocks: c
+                    .iter()
+                    .map(|b| pb::BlockEntry {
+                        id: raw(b.as_bytes()),
+                        length: 1,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let t0 = Instant::now();
+        let r = client
+            .clone()
+            .full_block_report(tokio_stream::iter(chunks))
+            .await?
+            .into_inner();
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        ensure!(
+            r.accepted == ids.len() as u64,
+            "full report from the {who}: {} of {} blocks accepted",
+            r.accepted,
+            ids.len()
+        );
+        out[format!("report_grpc_{who}_ms")] = json!(ms);
+    }
+    Ok(out)
 }
 
 /// The same machine's limits, measured in this run.
@@ -669,6 +1077,34 @@ fn print_human(r: &Value) {
             f("healed_s"),
             f("re_replication_s")
         ),
+        "namenode" => {
+            println!(
+                "namenode  {} blocks x {}: {} bytes per replica entry; full report into the map {} ms (new holder), {} ms (mapped holder)",
+                r["blocks"],
+                r["replicas"],
+                f("bytes_per_replica_entry"),
+                f("report_map_new_holder_ms"),
+                f("report_map_mapped_holder_ms")
+            );
+            println!(
+                "          full report over gRPC {} ms (new holder), {} ms (mapped holder); committing those blocks took {} s",
+                f("report_grpc_new_holder_ms"),
+                f("report_grpc_mapped_holder_ms"),
+                f("commit_blocks_s")
+            );
+            println!(
+                "          durable creates: {} by {} clients: {} creates/s (p50 {} ms, p99 {} ms), {} creates per fsync, {} µs CPU per create (client and namenode; {} in the metadata writer); GetFile {} /s",
+                r["creates"],
+                r["concurrency"],
+                f("creates_s"),
+                f("create_p50_ms"),
+                f("create_p99_ms"),
+                f("creates_per_group_commit"),
+                f("create_cpu_us"),
+                f("create_writer_cpu_us"),
+                f("get_file_s")
+            );
+        }
         _ => println!("{r}"),
     }
 }
@@ -685,6 +1121,20 @@ mod tests {
         assert_ne!(c.chunk(0), c.chunk(1));
         assert_eq!(c.sha256(), c.sha256());
         assert_eq!(Content::new(0).chunks(), 0);
+    }
+
+    /// The smoke run of the `namenode` scenario: a real namenode on 127.0.0.1, every
+    /// created file read back, both full reports accepted in full.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn namenode_scenario_smoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = namenode(2_000, 40, 4, dir.path()).await.unwrap();
+        assert_eq!(r["scenario"], "namenode");
+        assert_eq!(r["report_map_new_holder_accepted"], 2_000);
+        assert_eq!(r["report_map_mapped_holder_accepted"], 2_000);
+        assert!(r["creates_s"].as_f64().unwrap() > 0.0);
+        assert!(r["report_grpc_new_holder_ms"].as_f64().is_some());
+        assert!(r["bytes_per_replica_entry"].as_f64().is_some());
     }
 
     #[test]

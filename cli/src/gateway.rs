@@ -14,7 +14,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client of the gateway at `base`; with `ca`, also trusting the CA
+    /// certificate(s) in that PEM file for an `https://` gateway whose certificate a
+    /// private CA signed (e.g. `kdfs certs`).
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--gateway must be an http:// or https:// URL, got {base:?}");
@@ -22,10 +29,21 @@ impl Gateway {
         // One crypto provider for the whole workspace (ring); reqwest is built without
         // one, and installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder =
+            reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("reading --gateway-ca {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--gateway-ca {}: not PEM certificates", ca.display()))?;
+            if certs.is_empty() {
+                bail!("--gateway-ca {}: holds no certificate", ca.display());
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self { base, http, token })
     }
 
@@ -262,9 +280,9 @@ mod tests {
 
     #[test]
     fn gateway_url_must_be_http() {
-        assert!(Gateway::new("localhost:8080", None).is_err());
+        assert!(Gateway::new("localhost:8080", None, None).is_err());
         assert_eq!(
-            Gateway::new("http://h:1/", None).unwrap().url("/x"),
+            Gateway::new("http://h:1/", None, None).unwrap().url("/x"),
             "http://h:1/x"
         );
     }

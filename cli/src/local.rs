@@ -6,6 +6,11 @@
 //! file again. Internal gRPC and metrics ports are picked by the OS; only the gateway's
 //! address is fixed (`--http`). Ctrl-C (or SIGTERM) shuts everything down gracefully:
 //! the gateway first (drains transfers), then the datanodes, then the namenode.
+//!
+//! With `--tls` every internal gRPC link (gateway → namenode, gateway → datanodes,
+//! datanode → namenode, datanode → datanode) uses mutual TLS with the certificates in
+//! `<data-dir>/tls`, made by [`certs::ensure_local`] on the first start and reused after.
+//! The gateway's own HTTP side stays plain on 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +20,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::certs::{self, CertPaths, Role};
 
 /// How long `kdfs local` waits for the cluster to serve before giving up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,6 +46,11 @@ pub struct LocalArgs {
     /// Space each datanode keeps free on its filesystem.
     #[arg(long, env = "KDFS_RESERVED", default_value = "1GiB")]
     pub reserved: kdfs_core::ByteSize,
+    /// Mutual TLS on every internal gRPC link, with a CA and certificates in
+    /// <data-dir>/tls (made on the first start, reused after; `kdfs certs --out
+    /// <data-dir>/tls` rotates them). The gateway's HTTP stays plain.
+    #[arg(long, env = "KDFS_TLS")]
+    pub tls: bool,
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: kdfs_core::telemetry::LogFormat,
@@ -56,6 +68,19 @@ fn dir(root: &Path, name: &str) -> anyhow::Result<String> {
     Ok(d.to_string_lossy().into_owned())
 }
 
+/// The `--tls-*` flags of one role, or none without TLS.
+pub(crate) fn tls_flags(tls: Option<&CertPaths>, role: Role) -> Vec<String> {
+    let Some(paths) = tls else {
+        return Vec::new();
+    };
+    let own = paths.role(role);
+    vec![
+        format!("--tls-cert={}", own.cert.display()),
+        format!("--tls-key={}", own.key.display()),
+        format!("--tls-ca={}", paths.ca.cert.display()),
+    ]
+}
+
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     kdfs_core::telemetry::init(args.log_format);
     anyhow::ensure!(args.datanodes >= 1, "--datanodes must be at least 1");
@@ -68,17 +93,35 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let root = &args.data_dir;
     let shutdown = kdfs_core::shutdown::on_signals();
     let block_size = args.block_size.to_string();
+    let tls_dir = root.join("tls");
+    let tls = if args.tls {
+        let (paths, generated) = certs::ensure_local(&tls_dir)?;
+        match generated {
+            Some(g) => {
+                tracing::info!(dir = %tls_dir.display(), ca = ?g.ca, "issued mTLS certificates")
+            }
+            None => tracing::info!(dir = %tls_dir.display(), "reusing mTLS certificates"),
+        }
+        Some(paths)
+    } else {
+        None
+    };
+    let tls = tls.as_ref();
 
     // Namenode.
     let nn_grpc = bind("127.0.0.1:0", "namenode").await?;
     let nn_http = bind("127.0.0.1:0", "namenode metrics").await?;
     let nn_addr = format!("http://{}", nn_grpc.local_addr()?);
-    let nn_cfg = kdfs_namenode::Config::try_parse_from([
-        "kdfs-namenode".to_owned(),
-        format!("--data-dir={}", dir(root, "namenode")?),
-        format!("--replication={replication}"),
-        format!("--block-size={block_size}"),
-    ])?;
+    let nn_cfg = kdfs_namenode::Config::try_parse_from(
+        [
+            "kdfs-namenode".to_owned(),
+            format!("--data-dir={}", dir(root, "namenode")?),
+            format!("--replication={replication}"),
+            format!("--block-size={block_size}"),
+        ]
+        .into_iter()
+        .chain(tls_flags(tls, Role::Namenode)),
+    )?;
     let nn_token = CancellationToken::new();
     let namenode: JoinHandle<_> = tokio::spawn(kdfs_namenode::run(
         nn_cfg,
@@ -93,13 +136,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     for i in 0..args.datanodes {
         let grpc = bind("127.0.0.1:0", "datanode").await?;
         let http = bind("127.0.0.1:0", "datanode metrics").await?;
-        let cfg = kdfs_datanode::Config::try_parse_from([
-            "kdfs-datanode".to_owned(),
-            format!("--data-dir={}", dir(root, &format!("datanode-{i}"))?),
-            format!("--namenode={nn_addr}"),
-            format!("--advertise={}", grpc.local_addr()?),
-            format!("--reserved={}", args.reserved),
-        ])?;
+        let cfg = kdfs_datanode::Config::try_parse_from(
+            [
+                "kdfs-datanode".to_owned(),
+                format!("--data-dir={}", dir(root, &format!("datanode-{i}"))?),
+                format!("--namenode={nn_addr}"),
+                format!("--advertise={}", grpc.local_addr()?),
+                format!("--reserved={}", args.reserved),
+            ]
+            .into_iter()
+            .chain(tls_flags(tls, Role::Datanode)),
+        )?;
         datanodes.push(tokio::spawn(kdfs_datanode::run(
             cfg,
             grpc,
@@ -111,11 +158,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     // Gateway.
     let gw_listener = bind(&args.http, "gateway").await?;
     let gw_addr = gw_listener.local_addr()?;
-    let gw_cfg = kdfs_client_gateway::Config::try_parse_from([
-        "kdfs-gateway".to_owned(),
-        format!("--namenode={nn_addr}"),
-        format!("--listen={gw_addr}"),
-    ])?;
+    let gw_cfg = kdfs_client_gateway::Config::try_parse_from(
+        [
+            "kdfs-gateway".to_owned(),
+            format!("--namenode={nn_addr}"),
+            format!("--listen={gw_addr}"),
+        ]
+        .into_iter()
+        .chain(tls_flags(tls, Role::Gateway)),
+    )?;
     let gw_token = CancellationToken::new();
     let gateway = tokio::spawn(kdfs_client_gateway::run(
         gw_cfg,
@@ -130,7 +181,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     if !shutdown.is_cancelled() {
         println!("gateway: {url}");
-        tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, "local cluster ready");
+        if tls.is_some() {
+            println!(
+                "mTLS: every internal gRPC link; certificates in {} (the gateway's HTTP is plain)",
+                tls_dir.display()
+            );
+        }
+        tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");
     }
 
     shutdown.cancelled().await;

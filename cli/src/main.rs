@@ -1,10 +1,11 @@
 //! `kdfs`: the command line for people and scripts.
 //!
-//! Every subcommand but `local` talks HTTP to a gateway (`--gateway`, `KDFS_GATEWAY`),
-//! so the CLI uses exactly the public API a `curl` user has. Errors end the process with
+//! Every subcommand but `local` and `certs` talks HTTP to a gateway (`--gateway`,
+//! `KDFS_GATEWAY`), so the CLI uses exactly the public API a `curl` user has. Errors end the process with
 //! a one-line message on stderr and a non-zero exit code.
 
 mod bench;
+mod certs;
 mod gateway;
 mod local;
 mod procs;
@@ -30,6 +31,10 @@ struct Cli {
     /// Bearer token for uploads and deletes, if the gateway requires one.
     #[arg(long, global = true, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// PEM CA certificate(s) to trust for an https:// gateway signed by a private CA
+    /// (e.g. the ca.crt of `kdfs certs`).
+    #[arg(long, global = true, env = "KDFS_GATEWAY_CA")]
+    gateway_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,6 +79,9 @@ enum Command {
     },
     /// Run a namenode, datanodes and a gateway on 127.0.0.1 until Ctrl-C.
     Local(local::LocalArgs),
+    /// Make a CA and a certificate per role (namenode, datanode, gateway) for mTLS;
+    /// reuses the directory's CA unless --force.
+    Certs(certs::CertsOptions),
     /// Measure throughput, small-file rate, heal time and the machine's ceilings.
     Bench(bench::BenchArgs),
 }
@@ -90,7 +98,13 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let gw = || gateway::Gateway::new(&cli.gateway, cli.auth_token.clone());
+    let gw = || {
+        gateway::Gateway::new(
+            &cli.gateway,
+            cli.auth_token.clone(),
+            cli.gateway_ca.as_deref(),
+        )
+    };
     match cli.command {
         Command::Upload { ref files, quiet } => transfer::upload(&gw()?, files, quiet).await,
         Command::Download {
@@ -106,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { ref hash } => gw()?.rm(hash).await,
         Command::Info { json } => gw()?.info(json).await,
         Command::Local(args) => local::run(args).await,
+        Command::Certs(opts) => certs::run(opts),
         Command::Bench(args) => bench::run(&cli.gateway, args).await,
     }
 }

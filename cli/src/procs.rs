@@ -5,6 +5,7 @@
 //! The binaries are taken from the directory of the running `kdfs` (build them all with
 //! `cargo build --release`).
 
+use crate::certs::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -86,15 +87,18 @@ impl ProcCluster {
     /// ports are probed free and then handed to the children, so another process on
     /// the machine can take one in between: a start that fails is retried from scratch
     /// (a few times) with new ports, saying why on stderr.
+    /// With `tls`, every internal gRPC link is mutual TLS (certificates from
+    /// `kdfs certs` in the temp dir).
     pub async fn start(
         datanodes: usize,
         block_size: &str,
         dead_after: &str,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
         loop {
-            match Self::try_start(datanodes, block_size, dead_after).await {
+            match Self::try_start(datanodes, block_size, dead_after, tls).await {
                 Ok(c) => return Ok(c),
                 Err(e) if attempt < ATTEMPTS => {
                     eprintln!("bench: cluster start {attempt}/{ATTEMPTS} failed, retrying: {e:#}");
@@ -109,9 +113,16 @@ impl ProcCluster {
         datanodes: usize,
         block_size: &str,
         dead_after: &str,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("kdfs-bench-").tempdir()?;
         let root = dir.path();
+        let certs = if tls {
+            Some(crate::certs::ensure_local(&root.join("tls"))?.0)
+        } else {
+            None
+        };
+        let flags = |role| crate::local::tls_flags(certs.as_ref(), role);
         let nn_port = free_port()?;
         let nn = format!("http://127.0.0.1:{nn_port}");
         let mut procs = vec![spawn(
@@ -124,7 +135,10 @@ impl ProcCluster {
                 format!("--block-size={block_size}"),
                 "--heartbeat-interval=1s".into(),
                 format!("--dead-after={dead_after}"),
-            ],
+            ]
+            .into_iter()
+            .chain(flags(Role::Namenode))
+            .collect::<Vec<_>>(),
             &root.join("namenode.log"),
         )?];
         for i in 0..datanodes {
@@ -142,7 +156,10 @@ impl ProcCluster {
                         root.join(format!("datanode-{i}")).display()
                     ),
                     "--reserved=0".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(flags(Role::Datanode))
+                .collect::<Vec<_>>(),
                 &root.join(format!("datanode-{i}.log")),
             )?);
         }
@@ -153,7 +170,10 @@ impl ProcCluster {
             &[
                 format!("--listen=127.0.0.1:{gw_port}"),
                 format!("--namenode={nn}"),
-            ],
+            ]
+            .into_iter()
+            .chain(flags(Role::Gateway))
+            .collect::<Vec<_>>(),
             &root.join("gateway.log"),
         )?);
         let mut cluster = ProcCluster {

@@ -59,6 +59,8 @@ pub struct ClientOptions {
     pub spool_dir: Option<PathBuf>,
     /// Bytes of each block kept in memory before the rest goes to `spool_dir`.
     pub memory_prefix: u64,
+    /// mTLS towards the namenode and the datanodes (`None`: plaintext).
+    pub tls: Option<Arc<kdfs_proto::tls::Tls>>,
 }
 
 impl Default for ClientOptions {
@@ -72,6 +74,7 @@ impl Default for ClientOptions {
             replication: 0,
             spool_dir: Some(std::env::temp_dir()),
             memory_prefix: crate::upload::MEMORY_PREFIX,
+            tls: None,
         }
     }
 }
@@ -96,7 +99,7 @@ impl Client {
     /// A client for the namenode at `namenode` (`http://host:port` or `host:port`).
     /// Connects lazily: a namenode that is down now is an error only when used.
     pub fn new(namenode: &str, options: ClientOptions) -> Result<Self> {
-        let channel = transport::lazy_channel(namenode)
+        let channel = kdfs_proto::tls::channel(namenode, options.tls.as_ref())
             .map_err(|e| Error::InvalidInput(format!("namenode address {namenode:?}: {e}")))?;
         let namenode_client = NamenodeClient::new(channel)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
@@ -110,7 +113,7 @@ impl Client {
             inner: Arc::new(Inner {
                 namenode_url: namenode.to_owned(),
                 namenode: namenode_client,
-                pool: Pool::new(),
+                pool: Pool::new(options.tls.clone()),
                 options,
                 budget: Arc::new(Semaphore::new(units as usize)),
                 budget_units: units,

@@ -4,6 +4,7 @@
 //! DESIGN.md §12's command-line contract (scripts and manifests use them).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use kdfs_core::telemetry::LogFormat;
@@ -19,6 +20,13 @@ pub const DEFAULT_UPLOAD_BUDGET: &str = "512MiB";
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 /// A block transfer that moves no message for this long fails over.
 pub const DEFAULT_STALL_TIMEOUT: &str = "30s";
+/// How often `--auth-token-file` is re-read (a Kubernetes Secret volume changes in place).
+pub const DEFAULT_AUTH_TOKEN_RELOAD_INTERVAL: &str = "5s";
+/// Failed authentications one client may make within `--auth-failure-window` before its
+/// upload and delete requests are refused with 429.
+pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
+/// The window, starting at a client's first failure, that `--auth-max-failures` counts in.
+pub const DEFAULT_AUTH_FAILURE_WINDOW: &str = "60s";
 
 /// The HTTP gateway of kdfs: uploads, downloads, listings and the browser page.
 #[derive(Debug, Clone, Parser)]
@@ -40,6 +48,39 @@ pub struct Config {
     #[arg(long, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// File of accepted bearer tokens (e.g. a mounted Kubernetes Secret): one token per
+    /// line, blank lines and lines starting with `#` ignored, so several lines allow a
+    /// rotation. Re-read every `--auth-token-reload-interval`; combines with `--auth-token`.
+    #[arg(long, env = "KDFS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// How often `--auth-token-file` is re-read.
+    #[arg(long, env = "KDFS_AUTH_TOKEN_RELOAD_INTERVAL", default_value = DEFAULT_AUTH_TOKEN_RELOAD_INTERVAL)]
+    pub auth_token_reload_interval: HumanDuration,
+
+    /// Failed authentications a client IP may make within `--auth-failure-window`;
+    /// after that its upload and delete requests get 429 until the window ends, even
+    /// with a correct token.
+    #[arg(long, env = "KDFS_AUTH_MAX_FAILURES", default_value_t = DEFAULT_AUTH_MAX_FAILURES)]
+    pub auth_max_failures: u32,
+
+    /// The window, from a client's first failed authentication, that
+    /// `--auth-max-failures` counts in.
+    #[arg(long, env = "KDFS_AUTH_FAILURE_WINDOW", default_value = DEFAULT_AUTH_FAILURE_WINDOW)]
+    pub auth_failure_window: HumanDuration,
+
+    /// PEM certificate chain: with `--https-key`, the gateway serves HTTPS only (page
+    /// and API) on `--listen`. The files are re-read when they change.
+    #[arg(long, env = "KDFS_HTTPS_CERT", requires = "https_key")]
+    pub https_cert: Option<PathBuf>,
+
+    /// PEM private key of `--https-cert`.
+    #[arg(long, env = "KDFS_HTTPS_KEY", requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
+
+    /// How often the HTTPS certificate and key are checked for changes.
+    #[arg(long, env = "KDFS_HTTPS_RELOAD_INTERVAL", default_value = kdfs_proto::tls::DEFAULT_RELOAD_INTERVAL)]
+    pub https_reload_interval: HumanDuration,
     /// Memory all concurrent uploads together may hold while awaiting pipeline acks.
     #[arg(long, env = "KDFS_UPLOAD_BUDGET", default_value = DEFAULT_UPLOAD_BUDGET)]
     pub upload_budget: ByteSize,
@@ -61,12 +102,24 @@ pub struct Config {
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,
+
+    /// mTLS towards the namenode and the datanodes (`--tls-cert/--tls-key/--tls-ca`).
+    #[command(flatten)]
+    pub tls: kdfs_proto::tls::TlsArgs,
 }
 
 impl Config {
     /// The auth token, if one is configured (an empty value means none).
     pub fn auth_token(&self) -> Option<&str> {
         self.auth_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The HTTPS certificate and key files, if HTTPS is configured.
+    pub fn https(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        match (&self.https_cert, &self.https_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        }
     }
 }
 
@@ -81,6 +134,10 @@ mod tests {
         assert_eq!(c.namenode, "http://127.0.0.1:8020");
         assert_eq!(c.max_upload, None);
         assert_eq!(c.auth_token(), None);
+        assert_eq!(c.auth_token_file, None);
+        assert_eq!(c.auth_max_failures, 10);
+        assert_eq!(c.auth_failure_window.get().as_secs(), 60);
+        assert!(c.https().is_none());
         let c = Config::parse_from([
             "kdfs-gateway",
             "--max-upload",
@@ -92,5 +149,17 @@ mod tests {
         ]);
         assert_eq!(c.max_upload, Some(ByteSize(1 << 20)));
         assert_eq!(c.auth_token(), Some("s3cret"));
+    }
+
+    #[test]
+    fn https_needs_both_files() {
+        assert!(Config::try_parse_from(["kdfs-gateway", "--https-cert=c.pem"]).is_err());
+        assert!(Config::try_parse_from(["kdfs-gateway", "--https-key=k.pem"]).is_err());
+        let c = Config::parse_from(["kdfs-gateway", "--https-cert=c.pem", "--https-key=k.pem"]);
+        let (cert, key) = c.https().unwrap();
+        assert_eq!(
+            (cert.to_str(), key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
     }
 }

@@ -55,6 +55,10 @@ pub enum Error {
     /// The byte source of an upload failed (client disconnect, bad multipart, too large).
     #[error("upload source failed: {0}")]
     Source(#[source] BoxError),
+    /// The gateway cannot start as configured (an unreadable token file, a bad
+    /// certificate).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A background task of the library died (a bug or a runtime shutdown).
     #[error("internal error: {0}")]
     Internal(String),

@@ -3,21 +3,32 @@
 //! Every error leaves as JSON `{"error": "..."}` with the status DESIGN.md §8 names,
 //! through one mapping ([`ApiError`]'s `From<Error>`); unknown routes (404) and wrong
 //! methods (405) use the same shape.
+//!
+//! Upload and delete pass the [`guard`] middleware: the bearer token and the failure
+//! limit of [`crate::auth`], and one line of [`crate::audit`] per request. The client's
+//! address comes from the connection ([`ClientAddr`]), never from a header.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
+use kdfs_core::FileId;
+use kdfs_proto::tls::{self, Tls};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::audit::{Action, AuditGuard, Audited};
+use crate::auth::{Auth, Verdict};
 use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -28,8 +39,48 @@ use crate::routes;
 pub struct AppState {
     pub client: Client,
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
+}
+
+/// The TCP peer of a request's connection (axum's `ConnectInfo`), for plain and HTTPS
+/// listeners alike.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, Connections>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, Connections>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// The gateway's connections, from [`tls::accept`]: plain TCP, or HTTPS with every
+/// handshake done off the accept loop (a slow client cannot hold the listener, a
+/// refused handshake is logged on the audit target). Every socket gets `TCP_NODELAY`:
+/// without it, a streamed response's first body write waits behind the header write
+/// for the client's delayed ACK (~40 ms per small download).
+pub struct Connections(pub tls::Incoming);
+
+impl Listener for Connections {
+    type Io = tls::Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.next_conn().await {
+            Some(conn) => conn,
+            None => {
+                // The accept loop only ends when `Incoming` is dropped, so this is a bug;
+                // stop accepting rather than spin.
+                error!("the gateway's accept loop ended: no new connections");
+                std::future::pending().await
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
 }
 
 /// An HTTP error: a status and a message sent as `{"error": message}`.
@@ -92,7 +143,7 @@ impl From<Error> for ApiError {
                 Some(b) => b.status(),
                 None => StatusCode::BAD_REQUEST,
             },
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {
             Error::Source(src) => src.to_string(),
@@ -126,7 +177,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn(record))
         .with_state(state)
 }
@@ -142,45 +193,77 @@ async fn method_not_allowed(method: Method) -> ApiError {
     )
 }
 
-/// Upload and delete need `Authorization: Bearer <token>` when a token is configured.
-/// Checked before the handler runs, so an unauthorised upload body is never read.
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = st.config.auth_token() else {
-        return next.run(req).await;
+/// Upload and delete need `Authorization: Bearer <token>` when a token is configured,
+/// and are audited. Checked before the handler runs, so an unauthorised upload body is
+/// never read. Other requests pass untouched.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let (action, file) = match *req.method() {
+        Method::POST if path == "/upload" => (Action::Upload, None),
+        Method::DELETE if path.starts_with("/files/") => {
+            (Action::Delete, FileId::parse(&path["/files/".len()..]).ok())
+        }
+        _ => return next.run(req).await,
     };
-    let guarded = (req.method() == Method::POST && req.uri().path() == "/upload")
-        || (req.method() == Method::DELETE && req.uri().path().starts_with("/files/"));
-    if !guarded {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = ApiError::new(
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let verdict = st.auth.check(
+        authorization.map(HeaderValue::as_bytes),
+        client,
+        Instant::now(),
+    );
+    let refused = |reason: &'static str| {
+        metrics::counter!("kdfs_gateway_auth_refused_total", "reason" => reason).increment(1);
+    };
+    match verdict {
+        Verdict::Allowed(who) => {
+            let audit = AuditGuard::new(&who, client, action, file);
+            let resp = next.run(req).await;
+            audit.finish(resp.status(), resp.extensions().get::<Audited>());
+            resp
+        }
+        Verdict::Missing | Verdict::BadToken => {
+            let (who, reason) = match verdict {
+                Verdict::Missing => ("none", "missing"),
+                _ => ("bad-token", "bad_token"),
+            };
+            let mut r = json_error(
                 StatusCode::UNAUTHORIZED,
                 "this operation needs Authorization: Bearer <token>",
-            )
-            .into_response();
+            );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            refused(reason);
+            AuditGuard::refused(who, client, action, file).finish(r.status(), None);
+            r
+        }
+        Verdict::Limited { retry_after, first } => {
+            // Rounded up: a client that waits this long is let through.
+            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed authentications from {client}; retry in {secs} s"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            // One audit line per client and window: a flood of refusals is counted in
+            // the metric, not written out line by line.
+            refused("rate_limited");
+            if first {
+                AuditGuard::refused("limited", client, action, file).finish(r.status(), None);
+            }
             r
         }
     }
 }
 
-/// Compares without an early exit on the first differing byte (the length may leak;
-/// the token's content does not).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `{"error": message}` with `status`, without the log line of [`ApiError`] (the audit
+/// line says it, once).
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 /// Counts requests and their latency per route and status.
@@ -200,20 +283,42 @@ async fn record(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled, then drains
-/// in-flight requests for at most `--drain-timeout`.
+/// Serves the gateway on `listener` (HTTPS only, with `--https-cert`) until `shutdown`
+/// is cancelled, then drains in-flight requests for at most `--drain-timeout`. Fails at
+/// once if the token file or the certificate cannot be read.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    // mTLS to the namenode and datanodes (`--tls-*`): every block and metadata call.
+    let grpc_tls = config
+        .tls
+        .load()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let options = ClientOptions {
         upload_budget: config.upload_budget,
         stall_timeout: config.stall_timeout.get().max(Duration::from_millis(100)),
         spool_dir: Some(config.spool_dir.clone().unwrap_or_else(std::env::temp_dir)),
+        tls: grpc_tls,
         ..ClientOptions::default()
     };
     let client = Client::new(&config.namenode, options)?;
-    let drain = config.drain_timeout.get();
+    let auth = Arc::new(Auth::from_config(&config).await?);
+    let https = match config.https() {
+        None => None,
+        Some((cert, key)) => {
+            let tls = Tls::from_files(cert, key, None)
+                .map_err(|e| Error::Config(format!("HTTPS (--https-cert, --https-key): {e}")))?;
+            // The watcher stops by itself once the last handle (the accept loop's) goes.
+            tls.watch(config.https_reload_interval.get());
+            Some(tls)
+        }
+    };
+    // Background workers stop with the server, whichever way `run` returns.
+    let workers = shutdown.child_token();
+    let _stop_workers = workers.clone().drop_guard();
+    auth.watch(config.auth_token_reload_interval.get(), workers.clone());
     let state = AppState {
         client,
         config: Arc::new(config.clone()),
+        auth: Arc::clone(&auth),
         metrics: prometheus(),
         started: Instant::now(),
     };
@@ -221,19 +326,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let addr = listener.local_addr()?;
     info!(
         %addr,
+        scheme = if https.is_some() { "https" } else { "http" },
         namenode = %config.namenode,
-        auth = config.auth_token().is_some(),
+        auth = auth.enabled(),
+        tokens = ?auth.token_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        token_file = ?auth.token_file(),
         max_upload = ?config.max_upload.map(|b| b.to_string()),
         "gateway ready"
     );
+    let connections = Connections(tls::accept(listener, https));
+    serve(connections, app, shutdown, config.drain_timeout.get()).await
+}
+
+/// Serves `app` on `listener` (each request knowing its [`ClientAddr`]) until
+/// `shutdown`, then drains for at most `drain`.
+async fn serve(
+    listener: Connections,
+    app: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Result<()> {
     let stop = shutdown.clone();
-    // Without TCP_NODELAY, a streamed response's first body write waits behind the
-    // header write for the client's delayed ACK (~40 ms per small download).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
-        }
-    });
+    let app = app.into_make_service_with_connect_info::<ClientAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.cancelled().await;
         info!("gateway: no longer accepting connections, draining transfers");

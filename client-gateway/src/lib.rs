@@ -9,10 +9,13 @@
 //!   failover between replicas at the same offset.
 //!
 //! The **gateway** (`kdfs-gateway`) puts DESIGN.md §8's HTTP API and the browser page
-//! in front of it: [`config`] (flags), [`http`] (router, errors, auth, shutdown),
-//! [`routes`] (one module per resource), [`page`] (the HTML page). [`run`] is what
-//! `main.rs` and the tests call.
+//! in front of it: [`config`] (flags), [`http`] (router, errors, the guard middleware,
+//! shutdown), [`auth`] (bearer tokens, the failed-attempt limit), [`audit`] (one log
+//! line per upload, delete and refused authentication), [`routes`] (one module per
+//! resource), [`page`] (the HTML page). [`run`] is what `main.rs` and the tests call.
 
+pub mod audit;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod download;

@@ -5,23 +5,28 @@
 //! gateway needs: pipelines and reads of every upload and download share them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kdfs_proto::pb::datanode_client::DatanodeClient;
+use kdfs_proto::tls::{self, Tls};
 use kdfs_proto::transport;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
-/// Lazily connected, reused datanode channels keyed by `host:port`.
-#[derive(Default)]
+/// Lazily connected, reused datanode channels keyed by `host:port`; through mTLS when
+/// the client has certificates (a datanode's certificate must name its address).
 pub struct Pool {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Pool {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(tls: Option<Arc<Tls>>) -> Self {
+        Self {
+            channels: Mutex::default(),
+            tls,
+        }
     }
 
     /// A client for the datanode at `address` (already checked by `wire::address`).
@@ -31,7 +36,7 @@ impl Pool {
             match map.get(address) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = transport::lazy_channel(address).map_err(|e| {
+                    let c = tls::channel(address, self.tls.as_ref()).map_err(|e| {
                         Error::InvalidInput(format!("datanode address {address:?}: {e}"))
                     })?;
                     map.insert(address.to_owned(), c.clone());

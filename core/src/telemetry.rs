@@ -4,6 +4,11 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The tracing target of the audit log: one structured INFO line per upload, delete and
+/// refused authentication (bad token, refused TLS handshake), so operators can route it
+/// (`RUST_LOG=kdfs::audit=info`, or a log pipeline filtering on the target).
+pub const AUDIT_TARGET: &str = "kdfs::audit";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {

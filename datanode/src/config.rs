@@ -110,6 +110,9 @@ pub struct Config {
     /// out-of-space handling); statvfs otherwise.
     #[arg(long, env = "KDFS_FIXED_CAPACITY")]
     pub fixed_capacity: Option<ByteSize>,
+
+    #[command(flatten)]
+    pub tls: kdfs_proto::tls::TlsArgs,
 }
 
 #[cfg(test)]

@@ -30,8 +30,6 @@ use std::time::Duration;
 use kdfs_proto::transport;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -93,6 +91,22 @@ pub async fn run(
         .local_addr()
         .map_err(|e| Error::io("HTTP listener", e))?;
     let advertise = advertise(&config, grpc_addr)?;
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(tls) = &tls {
+        // The namenode refuses a datanode whose certificate does not name the address
+        // it advertises; say so now, in words, instead of retrying registration forever.
+        let host = kdfs_proto::tls::host_of(&advertise);
+        kdfs_proto::tls::check_names(&tls.certificate(), host).map_err(|reason| {
+            Error::Config(format!(
+                "--tls-cert does not fit --advertise {advertise}: {reason}; the namenode \
+                 would refuse this datanode (issue a certificate naming {host}, e.g. with \
+                 `kdfs certs --host {host}`)"
+            ))
+        })?;
+    }
 
     let root = config.data_dir.clone();
     let store_cfg = StoreConfig {
@@ -123,7 +137,7 @@ pub async fn run(
     let node = Arc::new(Node {
         id: version.datanode_id,
         store: store.clone(),
-        peers: Peers::default(),
+        peers: Peers::new(tls.clone()),
         metrics: Default::default(),
         write_idle_timeout: config.write_idle_timeout.get(),
     });
@@ -138,6 +152,7 @@ pub async fn run(
             pod_name: pod_name(&config).unwrap_or_default(),
             node_name: flag_or_env(&config.node_name, "NODE_NAME").unwrap_or_default(),
             max_replication_streams: config.replication_streams,
+            tls: tls.clone(),
         },
     )?);
     let scanner_stats = Arc::new(ScannerStats::default());
@@ -159,13 +174,9 @@ pub async fn run(
         workers.spawn(async move { ("incremental-report", l.run_incremental(cancel).await) });
     }
 
-    let incoming = TcpListenerStream::new(grpc).map(|s| {
-        // The server's own `tcp_nodelay` applies only to listeners it binds itself.
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
+    // Accepted sockets get TCP_NODELAY there (the server's own setting applies only
+    // to listeners it binds itself).
+    let incoming = kdfs_proto::tls::accept(grpc, tls);
     let grpc_server = transport::server()
         .add_service(DatanodeService::new(node.clone()).into_server())
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());

@@ -67,6 +67,8 @@ pub struct LinkConfig {
     pub node_name: String,
     /// Replication transfers run at once (commands beyond wait).
     pub max_replication_streams: usize,
+    /// mTLS towards the namenode (its certificate must name the host of `namenode`).
+    pub tls: Option<std::sync::Arc<kdfs_proto::tls::Tls>>,
 }
 
 /// Capped exponential backoff with a little jitter (so restarted datanodes do not
@@ -128,7 +130,7 @@ async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
 
 impl Link {
     pub fn new(node: Arc<Node>, version: Version, cfg: LinkConfig) -> Result<Self> {
-        let channel = transport::lazy_channel(&cfg.namenode)
+        let channel = kdfs_proto::tls::channel(&cfg.namenode, cfg.tls.as_ref())
             .map_err(|e| Error::Config(format!("--namenode {:?}: {e}", cfg.namenode)))?;
         let client = NamenodeClient::new(channel)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)

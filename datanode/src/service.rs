@@ -27,6 +27,7 @@ use kdfs_proto::pb::{
     self, NodeFailure, ReadBlockRequest, ReadBlockResponse, ReplicateBlock, TransferBlockResponse,
     WriteBlockRequest, WriteBlockResponse, WriteHeader, WriteTrailer,
 };
+use kdfs_proto::tls::{self, Tls};
 use kdfs_proto::transport;
 use kdfs_proto::wire::{self, Location};
 use tokio::sync::mpsc;
@@ -47,20 +48,29 @@ pub const FORWARD_QUEUE_DEPTH: usize = 4;
 /// Read pieces queued towards a reader.
 pub const READ_QUEUE_DEPTH: usize = 4;
 
-/// One lazily connecting, pooled channel per peer address.
-#[derive(Debug, Clone, Default)]
+/// One lazily connecting, pooled channel per peer address; through mTLS when the node
+/// has certificates (the peer's certificate must name the address dialed).
+#[derive(Debug, Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Peers {
+    pub fn new(tls: Option<Arc<Tls>>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     /// A client for the datanode at `address` (dials on first use).
     pub fn client(&self, address: &str) -> Result<DatanodeClient<Channel>, Status> {
         let mut map = self.channels.lock().expect("peer map lock poisoned");
         let channel = match map.get(address) {
             Some(c) => c.clone(),
             None => {
-                let c = transport::lazy_channel(address).map_err(|e| {
+                let c = tls::channel(address, self.tls.as_ref()).map_err(|e| {
                     Status::invalid_argument(format!("bad peer address {address:?}: {e}"))
                 })?;
                 map.insert(address.to_owned(), c.clone());

@@ -8,7 +8,13 @@
 //! gateway two replicas behind port 80; every container probed, non-root, read-only,
 //! unprivileged and with resource requests and limits. Every `--flag` and `KDFS_*`
 //! variable the manifests pass must exist in the binary's clap `Config`
-//! (`*/src/config.rs`), so a renamed flag fails here rather than in a crash-looping pod.
+//! (`*/src/config.rs`, following `#[command(flatten)]`), so a renamed flag fails here
+//! rather than in a crash-looping pod. mTLS (issue 9): every container mounts its own
+//! `kdfs-tls-<role>` Secret read-only as a whole directory (no subPath, so a rotated
+//! Secret reaches the files) and points `KDFS_TLS_CERT/KEY/CA` at its keys; the gateway
+//! mounts `kdfs-gateway-auth` the same way for `KDFS_AUTH_TOKEN_FILE`; every mounted
+//! Secret is one `deploy.sh` creates (its `TLS_SECRETS` and `AUTH_SECRET` lines); probes
+//! stay plain HTTP.
 //!
 //! Schema-level checks (misspelled fields) are `scripts/lint-deploy.sh`'s job
 //! (`kubernetes-validate --strict`); k8s-openapi ignores unknown fields.
@@ -313,6 +319,8 @@ struct Flags {
 
 /// Reads a `config.rs`: every field under an `#[arg(...)]` with `long` (or
 /// `long = "name"`) is a flag; `env = "KDFS_X"` its variable. Attributes may span lines.
+/// A field under `#[command(flatten)]` brings in the flags of its type's struct, found
+/// by name in the workspace's sources (e.g. `kdfs_proto::tls::TlsArgs`).
 fn clap_flags(path: &Path) -> Flags {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
@@ -320,11 +328,55 @@ fn clap_flags(path: &Path) -> Flags {
         long: ["help", "version"].map(String::from).into(),
         ..Flags::default()
     };
+    read_clap_flags(&text, &mut flags);
+    flags
+}
+
+/// The source of `pub struct <name>` (to its closing brace) in one of the crates the
+/// binaries are built from.
+fn struct_source(name: &str) -> String {
+    let opening = format!("pub struct {name} {{");
+    for krate in ["core", "proto", "namenode", "datanode", "client-gateway"] {
+        let dir = root().join(krate).join("src");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("source is readable UTF-8");
+            if let Some(start) = text.find(&opening) {
+                let body = &text[start..];
+                let end = body.find("\n}").map_or(body.len(), |e| e + 2);
+                return body[..end].to_owned();
+            }
+        }
+    }
+    panic!("a config flattens {name}, but no crate defines `pub struct {name}`")
+}
+
+fn read_clap_flags(text: &str, flags: &mut Flags) {
     let mut attr = String::new();
     let mut in_attr = false;
     let mut pending: Vec<String> = Vec::new();
+    let mut flatten = false;
     for line in text.lines() {
         let t = line.trim();
+        if t.starts_with("#[command(flatten") || t.starts_with("#[clap(flatten") {
+            flatten = true;
+            continue;
+        }
+        if flatten
+            && let Some(rest) = t.strip_prefix("pub ")
+            && let Some((_, ty)) = rest.split_once(':')
+        {
+            let ty = ty.trim().trim_end_matches(',');
+            let ty = ty.rsplit("::").next().unwrap_or(ty);
+            read_clap_flags(&struct_source(ty), flags);
+            flatten = false;
+            continue;
+        }
         if let Some(rest) = t.strip_prefix("pub const ")
             && let Some((name, value)) = rest.split_once(": &str = ")
         {
@@ -372,7 +424,6 @@ fn clap_flags(path: &Path) -> Flags {
             pending.clear();
         }
     }
-    flags
 }
 
 /// The clap config of the binary a container runs.
@@ -439,10 +490,13 @@ fn namenode_is_a_stateful_set_of_one_with_a_claim_and_least_rbac() {
         mounted,
         "--data-dir {data_dir} must be the claim {claim}'s mount"
     );
-    assert!(
-        pod(&nn.spec.template).volumes.is_none(),
-        "the namenode keeps nothing outside its claim"
-    );
+    for v in pod(&nn.spec.template).volumes.iter().flatten() {
+        assert!(
+            v.secret.is_some(),
+            "the namenode keeps nothing outside its claim (volume {} is not a Secret)",
+            v.name
+        );
+    }
     let svc = m.service("namenode");
     let ports: BTreeSet<i32> = svc
         .spec
@@ -888,6 +942,171 @@ fn every_container_is_probed_unprivileged_read_only_and_bounded() {
     }
 }
 
+/// The Secrets `deploy.sh` creates, read from its `TLS_SECRETS=(…)` and `AUTH_SECRET=…`
+/// lines, so a manifest cannot mount a Secret nobody makes.
+fn deploy_sh_secrets() -> (BTreeSet<String>, String) {
+    let text = std::fs::read_to_string(root().join("deploy.sh")).expect("deploy.sh");
+    let line = |var: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("deploy.sh sets no {var}"))
+            .to_owned()
+    };
+    let tls = line("TLS_SECRETS");
+    let tls = tls
+        .strip_prefix('(')
+        .and_then(|l| l.split(')').next())
+        .unwrap_or_else(|| panic!("deploy.sh: TLS_SECRETS=({tls} is not a one-line array"));
+    let tls: BTreeSet<String> = tls.split_whitespace().map(String::from).collect();
+    let auth = line("AUTH_SECRET");
+    let auth = auth
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (tls, auth)
+}
+
+fn env_value<'a>(c: &'a Container, var: &str) -> Option<&'a str> {
+    c.env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.name == var)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// For the files a container reads from `vars` (all in one directory): the Secret
+/// mounted as that whole directory, after checking the mount (read-only, no subPath,
+/// every key projected) and the file names (`vars` paired with the Secret's keys).
+fn secret_dir<'a>(spec: &'a PodSpec, c: &Container, vars: &[(&str, &str)], who: &str) -> &'a str {
+    let mut dirs = BTreeSet::new();
+    for (var, key) in vars {
+        let path = env_value(c, var).unwrap_or_else(|| panic!("{who}: {var} is not set"));
+        let (dir, file) = path
+            .rsplit_once('/')
+            .unwrap_or_else(|| panic!("{who}: {var}={path} is not an absolute path"));
+        assert_eq!(
+            file, *key,
+            "{who}: {var}={path} must name the Secret key {key}"
+        );
+        dirs.insert(dir.to_owned());
+    }
+    assert_eq!(
+        dirs.len(),
+        1,
+        "{who}: {vars:?} must share one directory: {dirs:?}"
+    );
+    let dir = dirs.pop_first().expect("one directory");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir)
+        .unwrap_or_else(|| panic!("{who}: nothing is mounted at {dir}"));
+    assert!(
+        mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+        "{who}: {dir} is mounted with subPath, so a rotated Secret would never reach it"
+    );
+    assert_eq!(
+        mount.read_only,
+        Some(true),
+        "{who}: {dir} must be read-only"
+    );
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("{who}: no volume {}", mount.name));
+    let secret = volume
+        .secret
+        .as_ref()
+        .unwrap_or_else(|| panic!("{who}: volume {} at {dir} is not a Secret", volume.name));
+    assert!(
+        secret.items.is_none(),
+        "{who}: Secret volume {} picks items; mount every key under its own name",
+        volume.name
+    );
+    assert_ne!(secret.optional, Some(true), "{who}: the Secret is optional");
+    secret
+        .secret_name
+        .as_deref()
+        .unwrap_or_else(|| panic!("{who}: volume {} names no Secret", volume.name))
+}
+
+#[test]
+fn every_container_mounts_its_tls_secret_as_a_directory_and_the_gateway_its_token() {
+    let m = load();
+    let (tls_secrets, auth_secret) = deploy_sh_secrets();
+    let deploy = std::fs::read_to_string(root().join("deploy.sh")).expect("deploy.sh");
+    for key in [
+        "tls.crt=",
+        "tls.key=",
+        "ca.crt=",
+        "token=",
+        "kubernetes.io/tls",
+    ] {
+        assert!(
+            deploy.contains(key),
+            "deploy.sh does not create Secrets with {key}"
+        );
+    }
+    let mut checked = 0;
+    for (name, t) in m.templates() {
+        let spec = pod(t);
+        for c in &spec.containers {
+            let who = format!("{name}/{}", c.name);
+            let secret = secret_dir(
+                spec,
+                c,
+                &[
+                    ("KDFS_TLS_CERT", "tls.crt"),
+                    ("KDFS_TLS_KEY", "tls.key"),
+                    ("KDFS_TLS_CA", "ca.crt"),
+                ],
+                &who,
+            );
+            assert_eq!(
+                secret,
+                format!("kdfs-tls-{name}"),
+                "{who}: mounts another role's certificate"
+            );
+            assert!(
+                tls_secrets.contains(secret),
+                "{who}: Secret {secret} is not in deploy.sh's TLS_SECRETS {tls_secrets:?}"
+            );
+            // The probes stay on the plain HTTP port (gRPC is what TLS guards).
+            for p in [&c.readiness_probe, &c.liveness_probe]
+                .into_iter()
+                .flatten()
+            {
+                let scheme = p.http_get.as_ref().and_then(|g| g.scheme.as_deref());
+                assert_ne!(scheme, Some("HTTPS"), "{who}: probes speak plain HTTP");
+            }
+            if binary(c) == "kdfs-gateway" {
+                let auth = secret_dir(spec, c, &[("KDFS_AUTH_TOKEN_FILE", "token")], &who);
+                assert_eq!(
+                    auth, auth_secret,
+                    "{who}: the token Secret is deploy.sh's AUTH_SECRET"
+                );
+                checked += 1;
+            }
+            checked += 1;
+        }
+        // Every Secret a pod mounts is one deploy.sh makes.
+        for v in spec.volumes.iter().flatten() {
+            if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+                assert!(
+                    tls_secrets.contains(s) || s == auth_secret,
+                    "{name}: mounts Secret {s}, which deploy.sh does not create"
+                );
+            }
+        }
+    }
+    assert_eq!(checked, 4, "namenode, datanode and gateway (TLS and token)");
+}
+
 #[test]
 fn flag_reader_finds_the_known_flags() {
     // The reader itself, so a parsing slip cannot make the next test vacuous.
@@ -942,6 +1161,13 @@ fn flag_reader_finds_the_known_flags() {
         !gw.long.contains("data-dir"),
         "the gateway has no --data-dir"
     );
+    // A flattened struct (the mTLS flags every binary shares) is followed.
+    let mut tls = Flags::default();
+    read_clap_flags(&struct_source("TlsArgs"), &mut tls);
+    for var in ["KDFS_TLS_CERT", "KDFS_TLS_KEY", "KDFS_TLS_CA"] {
+        assert!(tls.env.contains(var), "TlsArgs: no {var}: {:?}", tls.env);
+    }
+    assert!(tls.long.contains("tls-reload-interval"));
     assert_eq!(seconds("20s"), 20);
     assert_eq!(seconds("2m"), 120);
     assert_eq!(seconds("500ms"), 1);

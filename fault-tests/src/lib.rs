@@ -26,6 +26,8 @@
 //! - Small disks are a tmpfs mounted on the datanode's data dir when the process may
 //!   mount (root in a container with the capability), else `--fixed-capacity`.
 
+pub mod pki;
+
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

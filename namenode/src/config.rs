@@ -127,6 +127,8 @@ pub struct Config {
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub tls: kdfs_proto::tls::TlsArgs,
 }
 
 impl Config {

@@ -35,7 +35,6 @@ use std::time::Duration;
 use kdfs_proto::transport;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -65,6 +64,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let _ = http::prometheus();
+    let tls = config.tls.load()?;
     let ns = NameSystem::open(&config)?;
     let writer_done = ns.writer_done();
     let grpc_addr = grpc.local_addr()?;
@@ -99,7 +99,7 @@ pub async fn run(
     let grpc_server = transport::server()
         .add_service(service::NamenodeService::new(ns.clone()).into_server())
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
+            kdfs_proto::tls::accept(grpc, tls),
             shutdown.clone().cancelled_owned(),
         );
     let http_server = axum::serve(http, http::router(ns.clone()))

@@ -2,11 +2,14 @@
 //! (every id through `kdfs_proto::wire`), calls the [`NameSystem`], and converts the
 //! answer back. No policy lives here.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use kdfs_core::telemetry::AUDIT_TARGET;
 use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::pb::{self, namenode_server};
+use kdfs_proto::tls::{self, PeerInfo};
 use kdfs_proto::{transport, wire};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -25,11 +28,68 @@ pub const MAX_FILE_BLOCKS: usize = 16 << 20;
 #[derive(Clone)]
 pub struct NamenodeService {
     ns: Arc<NameSystem>,
+    /// With mTLS: the host each datanode advertised when it registered, which its
+    /// client certificate was checked to name. Heartbeats and reports for that node id
+    /// must come with a certificate naming the same host, so one datanode's
+    /// certificate cannot speak for another node.
+    identities: Arc<Mutex<HashMap<DatanodeId, String>>>,
 }
 
 impl NamenodeService {
     pub fn new(ns: Arc<NameSystem>) -> Self {
-        Self { ns }
+        Self {
+            ns,
+            identities: Arc::default(),
+        }
+    }
+
+    /// Refuses a datanode rpc whose client certificate does not name the host the
+    /// node advertises (`claimed` at registration, the recorded one afterwards).
+    /// Plaintext (no certificate) and nodes registered before a namenode restart pass:
+    /// the latter are told to re-register, where the check runs.
+    fn check_identity(
+        &self,
+        peer: Option<&PeerInfo>,
+        id: &DatanodeId,
+        claimed: Option<&str>,
+        action: &'static str,
+    ) -> Result<(), Status> {
+        let Some(leaf) = peer.and_then(PeerInfo::leaf) else {
+            return Ok(());
+        };
+        let host = match claimed {
+            Some(address) => tls::host_of(address).to_owned(),
+            None => match self
+                .identities
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+            {
+                Some(host) => host.clone(),
+                None => return Ok(()),
+            },
+        };
+        tls::check_names(leaf, &host).map_err(|reason| {
+            let client = peer
+                .and_then(|p| p.remote_addr)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                target: AUDIT_TARGET,
+                action,
+                who = "tls-client",
+                client = %client,
+                datanode = %id,
+                claimed_host = %host,
+                result = "refused",
+                reason = %reason,
+                "datanode identity refused: {reason}"
+            );
+            Status::permission_denied(format!(
+                "datanode {id} advertises {host}, but its client certificate is not \
+                 valid for that name ({reason})"
+            ))
+        })
     }
 
     /// The service wrapped for a tonic router, with kdfs's message limit.
@@ -130,12 +190,15 @@ impl namenode_server::Namenode for NamenodeService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let peer = PeerInfo::of(&request).cloned();
         let r = request.into_inner();
         let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let address = wire::address("address", &r.address)?;
+        self.check_identity(peer.as_ref(), &id, Some(&address), "register")?;
         let reg = Registration {
             id: Some(id),
             cluster_id: short(&r.cluster_id, "cluster_id", 64)?,
-            address: wire::address("address", &r.address)?,
+            address: address.clone(),
             zone: short(&r.zone, "zone", 253)?,
             version: short(&r.version, "version", 64)?,
             pod_name: short(&r.pod_name, "pod_name", 253)?,
@@ -149,6 +212,12 @@ impl namenode_server::Namenode for NamenodeService {
             },
         };
         let cluster_id = self.ns.register(id, &reg)?;
+        if peer.as_ref().and_then(PeerInfo::leaf).is_some() {
+            self.identities
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tls::host_of(&address).to_owned());
+        }
         Ok(Response::new(pb::RegisterResponse {
             cluster_id,
             heartbeat_interval_ms: self.ns.settings.heartbeat_interval.as_millis() as u64,
@@ -160,8 +229,10 @@ impl namenode_server::Namenode for NamenodeService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let peer = PeerInfo::of(&request).cloned();
         let r = request.into_inner();
         let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        self.check_identity(peer.as_ref(), &id, None, "heartbeat")?;
         let load = Load {
             capacity: r.capacity,
             used: r.used,
@@ -185,6 +256,7 @@ impl namenode_server::Namenode for NamenodeService {
         &self,
         request: Request<Streaming<pb::FullBlockReportChunk>>,
     ) -> Result<Response<pb::FullBlockReportResponse>, Status> {
+        let peer = PeerInfo::of(&request).cloned();
         let mut stream = request.into_inner();
         let mut sender: Option<DatanodeId> = None;
         let mut blocks = Vec::new();
@@ -194,7 +266,10 @@ impl namenode_server::Namenode for NamenodeService {
             let chunk = chunk?;
             let id = wire::datanode_id("datanode_id", &chunk.datanode_id)?;
             match sender {
-                None => sender = Some(id),
+                None => {
+                    self.check_identity(peer.as_ref(), &id, None, "block-report")?;
+                    sender = Some(id);
+                }
                 Some(s) if s != id => {
                     return Err(Status::invalid_argument(
                         "datanode_id differs between chunks of one report",
@@ -233,8 +308,10 @@ impl namenode_server::Namenode for NamenodeService {
         &self,
         request: Request<pb::IncrementalBlockReportRequest>,
     ) -> Result<Response<pb::IncrementalBlockReportResponse>, Status> {
+        let peer = PeerInfo::of(&request).cloned();
         let r = request.into_inner();
         let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        self.check_identity(peer.as_ref(), &id, None, "block-report")?;
         let added = entries("added.id", &r.added)?;
         let removed = wire::block_ids("removed", &r.removed)?;
         let corrupt = wire::block_ids("corrupt", &r.corrupt)?;

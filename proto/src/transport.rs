@@ -19,6 +19,11 @@ pub const MAX_REPORT_CHUNK: usize = 50_000;
 /// HTTP/2 flow-control windows: per stream and per connection.
 pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// A server's per-stream receive window. Smaller than a client's: a datanode holds up
+/// to this much of every write stream it receives (two per upload while blocks
+/// overlap) before its forward and disk queues take it, and that is most of its peak
+/// memory; 4 MiB is still four 1 MiB messages in flight per stream.
+pub const SERVER_STREAM_WINDOW: u32 = 4 << 20;
 /// Largest HTTP/2 frame a server accepts.
 pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 /// Dialing a peer that does not answer is given up after this long.
@@ -55,7 +60,7 @@ pub fn lazy_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
 pub fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_stream_window_size(SERVER_STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

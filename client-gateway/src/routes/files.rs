@@ -4,9 +4,11 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::audit::Audited;
 use crate::client::FileRecord;
 use crate::http::{ApiError, AppState};
 use crate::routes::parse_hash;
@@ -118,13 +120,22 @@ pub async fn get(
     Ok(Json(v))
 }
 
+/// Tombstones a file. Its size is looked up first, for the audit line only: a failed
+/// lookup (an unknown or already deleted file) leaves the size out and the delete
+/// decides the answer.
 pub async fn delete(
     State(st): State<AppState>,
     Path(hash): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_hash(&hash)?;
+    let size = st.client.get(id).await.ok().map(|f| f.record.size);
     let deleted = st.client.delete(id).await?;
-    Ok(Json(json!({ "hash": id.to_string(), "deleted": deleted })))
+    let mut resp = Json(json!({ "hash": id.to_string(), "deleted": deleted })).into_response();
+    resp.extensions_mut().insert(Audited {
+        file: Some(id),
+        size,
+    });
+    Ok(resp)
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC, to the second.

@@ -14,11 +14,13 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::Serialize;
 
+use crate::audit::Audited;
 use crate::http::{ApiError, AppState};
 
 /// Largest non-`file` form field accepted (they are read and discarded).
@@ -85,7 +87,7 @@ pub async fn upload(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<UploadResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -127,7 +129,11 @@ pub async fn upload(
     }
     .into_stream();
     let up = st.client.upload(source, &name, &mime).await?;
-    Ok(Json(UploadResponse {
+    let audited = Audited {
+        file: Some(up.record.id),
+        size: Some(up.record.size),
+    };
+    let mut resp = Json(UploadResponse {
         hash: up.record.id.to_string(),
         size: up.record.size,
         name: up.record.name,
@@ -135,7 +141,10 @@ pub async fn upload(
         blocks: up.record.blocks.len(),
         replicas: up.replicas,
         existed: up.existed,
-    }))
+    })
+    .into_response();
+    resp.extensions_mut().insert(audited);
+    Ok(resp)
 }
 
 /// Reads and discards a non-file field (its size is capped by the constraints).

@@ -51,12 +51,23 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway for `namenode` with extra flags (e.g. `--auth-token=x`).
     pub async fn start(namenode: &str, extra: &[&str]) -> Self {
+        Self::start_with(namenode, extra, "http", http()).await
+    }
+
+    /// Starts a gateway whose URL has `scheme` (`https` with `--https-cert` among
+    /// `extra`), waiting for `/healthz` through `client`.
+    pub async fn start_with(
+        namenode: &str,
+        extra: &[&str],
+        scheme: &str,
+        client: reqwest::Client,
+    ) -> Self {
         // Logs (to stderr) only when asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
             kdfs_core::telemetry::init(kdfs_core::telemetry::LogFormat::Plain);
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
         let mut args = vec![
             "kdfs-gateway".to_owned(),
             "--listen=127.0.0.1:0".to_owned(),
@@ -73,7 +84,6 @@ impl Gateway {
             shutdown,
             task,
         };
-        let client = http();
         let health = format!("{}/healthz", g.url);
         wait_until("gateway /healthz", DEADLINE, || {
             let client = client.clone();

@@ -1,0 +1,120 @@
+//! Certificates for the mTLS scenarios, made with rcgen: a CA and leaves it signs (the
+//! good ones), and the bad ones a refusal test needs — another CA's, an expired one,
+//! one naming another host.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, date_time_ymd,
+};
+
+/// A certificate and its key, written as PEM files.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Leaf {
+    /// `--tls-cert=… --tls-key=… --tls-ca=…` for a process presenting this leaf.
+    pub fn flags(&self, ca: &Path) -> Vec<(String, String)> {
+        vec![
+            ("--tls-cert".into(), self.cert.display().to_string()),
+            ("--tls-key".into(), self.key.display().to_string()),
+            ("--tls-ca".into(), ca.display().to_string()),
+        ]
+    }
+
+    /// The DER bytes of the certificate (to compare with what a server presents).
+    pub fn der(&self) -> Vec<u8> {
+        let pem = std::fs::read_to_string(&self.cert).expect("reading a test certificate");
+        pem_to_der(&pem)
+    }
+}
+
+/// A test CA: it signs leaves into its directory.
+pub struct Ca {
+    pub dir: PathBuf,
+    /// `ca.crt` in `dir`.
+    pub cert: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new CA named `name`, written to `dir/ca.crt`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("creating the pki dir");
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("self-signing the CA");
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, cert.pem()).expect("writing ca.crt");
+        Self {
+            dir: dir.to_owned(),
+            cert: path,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names` (DNS names or IPs), valid now, usable as server and client.
+    pub fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
+        self.leaf_valid(file, names, None)
+    }
+
+    /// A leaf whose validity ended in 2021.
+    pub fn expired_leaf(&self, file: &str, names: &[&str]) -> Leaf {
+        self.leaf_valid(file, names, Some((2020, 2021)))
+    }
+
+    fn leaf_valid(&self, file: &str, names: &[&str], years: Option<(i32, i32)>) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("kdfs test {file}"));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if let Some((from, to)) = years {
+            params.not_before = date_time_ymd(from, 1, 1);
+            params.not_after = date_time_ymd(to, 1, 1);
+        }
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing a leaf");
+        let leaf = Leaf {
+            cert: self.dir.join(format!("{file}.crt")),
+            key: self.dir.join(format!("{file}.key")),
+        };
+        write_atomically(&leaf.cert, cert.pem().as_bytes());
+        write_atomically(&leaf.key, key.serialize_pem().as_bytes());
+        leaf
+    }
+}
+
+/// Replaces `path` in one rename, as Kubernetes' secret volume swap does: a reader sees
+/// the old or the new file, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).expect("writing a temp file");
+    std::fs::rename(&tmp, path).expect("renaming into place");
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec()
+}

@@ -1,0 +1,350 @@
+//! Issue 9: a cluster of real processes with mutual TLS on every gRPC link.
+//!
+//! - Round trip (upload, download, delete) and re-replication after a SIGKILL, all over
+//!   mTLS.
+//! - Refusals at the namenode's TLS port, each with its reason in the namenode's log
+//!   and no state change: no client certificate, a certificate from another CA, an
+//!   expired certificate, plaintext, and a valid datanode certificate presented by a
+//!   process that claims another node's address.
+//! - Rotation: the files are replaced under the running cluster; an upload in flight
+//!   finishes, and every server presents the new certificate to new connections.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kdfs_fault_tests::pki::{Ca, Leaf, write_atomically};
+use kdfs_fault_tests::{Options, Stored, TestCluster, random_bytes, sha256_hex};
+use kdfs_proto::pb;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::tls::Tls;
+use rustls::pki_types::ServerName;
+use tonic::transport::Channel;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+
+/// Every process presents `leaf`, signed by `ca`.
+fn mtls_options(ca: &Ca, leaf: &Leaf, base: Options) -> Options {
+    let mut opts = base;
+    for (flag, value) in leaf.flags(&ca.cert) {
+        opts = opts
+            .namenode_arg(&flag, &value)
+            .datanode_arg(&flag, &value)
+            .gateway_arg(&flag, &value);
+    }
+    opts.namenode_arg("--tls-reload-interval", "200ms")
+        .datanode_arg("--tls-reload-interval", "200ms")
+        .gateway_arg("--tls-reload-interval", "200ms")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+}
+
+/// A namenode client presenting `leaf` (trusting `ca`).
+fn namenode_client(port: u16, leaf: &Leaf, ca: &Path) -> NamenodeClient<Channel> {
+    let tls = Tls::from_files(&leaf.cert, &leaf.key, Some(ca.to_owned())).expect("test TLS");
+    let channel =
+        kdfs_proto::tls::channel(&format!("127.0.0.1:{port}"), Some(&tls)).expect("a channel");
+    NamenodeClient::new(channel)
+}
+
+async fn cluster_info(client: &mut NamenodeClient<Channel>) -> Result<usize, tonic::Status> {
+    let info = tokio::time::timeout(
+        CALL_TIMEOUT,
+        client.cluster_info(pb::ClusterInfoRequest::default()),
+    )
+    .await
+    .map_err(|_| tonic::Status::deadline_exceeded("test call timed out"))??;
+    Ok(info.into_inner().datanodes.len())
+}
+
+/// Waits until `proc_log()` holds `needle`, or fails showing the log's tail.
+fn wait_for_log(c: &TestCluster, log: impl Fn() -> String, needle: &str) {
+    c.wait_until(
+        Duration::from_secs(15),
+        &format!("log line {needle:?}"),
+        || log().contains(needle),
+    );
+}
+
+#[test]
+fn mtls_cluster_round_trip_refusals_and_rereplication() {
+    let pki = tempfile::tempdir().expect("pki dir");
+    let ca = Ca::new(pki.path(), "kdfs test CA");
+    let node = ca.leaf("node", LOCAL_NAMES);
+    let mut c = TestCluster::start(mtls_options(
+        &ca,
+        &node,
+        Options::default().datanodes(4).replication(3),
+    ));
+    assert!(
+        c.namenode.log_text().contains("mTLS on"),
+        "the namenode did not report mTLS on:\n{}",
+        c.namenode.log_tail(20)
+    );
+
+    // Round trip over mTLS: every gRPC hop (gateway -> namenode, gateway -> datanode,
+    // datanode -> datanode, datanode -> namenode) is TLS now.
+    let sizes = [1, 200 << 10, (1 << 20) + 3, 3 << 20];
+    let files: Vec<Stored> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| c.upload(&random_bytes(n, 900 + i as u64)))
+        .collect();
+    c.verify_all(&files);
+    let doomed = c.upload(&random_bytes(64 << 10, 999));
+    c.delete(&doomed.hash);
+    assert!(
+        c.file(&doomed.hash).expect("file lookup").is_none(),
+        "a deleted file is still listed"
+    );
+    c.wait_replicated(Duration::from_secs(30), "initial replication", &files, &[]);
+
+    let rt = runtime();
+    // Lazy channels spawn their connection task on creation.
+    let _in_runtime = rt.enter();
+    let port = c.namenode_port;
+    let mut good = namenode_client(port, &node, &ca.cert);
+    let live_before = rt
+        .block_on(cluster_info(&mut good))
+        .expect("a valid client is served");
+    assert_eq!(live_before, 4);
+
+    // 1. No client certificate.
+    let ca_pem = std::fs::read_to_string(&ca.cert).expect("ca.crt");
+    let no_cert = rt.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem))
+            .domain_name("127.0.0.1");
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect_lazy();
+        cluster_info(&mut NamenodeClient::new(channel)).await
+    });
+    assert!(
+        no_cert.is_err(),
+        "a client without a certificate was served"
+    );
+    wait_for_log(
+        &c,
+        || c.namenode.log_text(),
+        "the client presented no certificate",
+    );
+
+    // 2. A certificate from another CA (same names).
+    let other_ca = Ca::new(&pki.path().join("other"), "some other CA");
+    let stranger = other_ca.leaf("stranger", LOCAL_NAMES);
+    let other = rt.block_on(async {
+        // Trusts our CA for the server, presents the other CA's certificate.
+        cluster_info(&mut namenode_client(port, &stranger, &ca.cert)).await
+    });
+    assert!(other.is_err(), "another CA's certificate was accepted");
+    wait_for_log(
+        &c,
+        || c.namenode.log_text(),
+        "the certificate is not signed by the trusted CA",
+    );
+
+    // 3. An expired certificate from the right CA.
+    let expired = ca.expired_leaf("expired", LOCAL_NAMES);
+    let late = rt.block_on(cluster_info(&mut namenode_client(port, &expired, &ca.cert)));
+    assert!(late.is_err(), "an expired certificate was accepted");
+    wait_for_log(&c, || c.namenode.log_text(), "the certificate has expired");
+
+    // 4. Plaintext gRPC to the TLS port.
+    let plain = rt.block_on(async {
+        let channel =
+            kdfs_proto::transport::lazy_channel(&format!("127.0.0.1:{port}")).expect("channel");
+        cluster_info(&mut NamenodeClient::new(channel)).await
+    });
+    assert!(
+        plain.is_err(),
+        "a plaintext client was served on the TLS port"
+    );
+    wait_for_log(&c, || c.namenode.log_text(), "not a TLS handshake");
+
+    // 5. A valid datanode certificate (it names 127.0.0.1 and localhost) presented by
+    //    a process that claims to be a datanode at another host.
+    let impostor = rt.block_on(async {
+        let mut client = namenode_client(port, &node, &ca.cert);
+        client
+            .register(pb::RegisterRequest {
+                datanode_id: "6f1c1b2e-3d4c-4b5a-9e8f-7a6b5c4d3e2f".into(),
+                address: "datanode-7.datanode.kdfs.svc.cluster.local:9866".into(),
+                capacity: 1 << 40,
+                available: 1 << 40,
+                ..Default::default()
+            })
+            .await
+    });
+    let status = impostor.expect_err("an impostor datanode was registered");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("datanode-7.datanode.kdfs.svc.cluster.local"),
+        "{status:?}"
+    );
+    wait_for_log(&c, || c.namenode.log_text(), "datanode identity refused");
+
+    // No refusal changed anything: still exactly the four real datanodes, every file
+    // intact.
+    let live_after = rt.block_on(cluster_info(&mut good)).expect("still served");
+    assert_eq!(live_after, 4, "a refused client changed the datanode set");
+    assert_eq!(c.live_datanodes(), 4);
+    c.verify_all(&files);
+
+    // Re-replication over TLS: datanode -> datanode transfers after a SIGKILL.
+    let victim = (0..4)
+        .max_by_key(|&i| c.blocks_on_disk(i).len())
+        .expect("four datanodes");
+    c.kill_datanode(victim);
+    c.wait_until(Duration::from_secs(20), "victim declared dead", || {
+        c.datanode_state(victim).as_deref() == Some("dead")
+    });
+    c.wait_replicated(
+        Duration::from_secs(90),
+        "every block back to 3 replicas over mTLS",
+        &files,
+        &[victim],
+    );
+    c.verify_all(&files);
+}
+
+/// The certificate a TLS server at `port` presents to a new connection.
+async fn presented_certificate(port: u16, client: &Leaf, ca: &Path) -> Vec<u8> {
+    let tls = Tls::from_files(&client.cert, &client.key, Some(ca.to_owned())).expect("test TLS");
+    let config = tls.client_config().expect("a client side");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("TCP connect");
+    let name = ServerName::try_from("127.0.0.1").expect("a name");
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (_, session) = stream.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a server certificate")
+        .to_vec()
+}
+
+/// A body that sends `first` bytes, then waits for a signal before the rest: an upload
+/// that is in flight for as long as the test wants.
+struct PausedReader {
+    data: Vec<u8>,
+    at: usize,
+    first: usize,
+    resume: Option<mpsc::Receiver<()>>,
+    paused: Arc<AtomicBool>,
+}
+
+impl Read for PausedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.first
+            && let Some(rx) = self.resume.take()
+        {
+            self.paused.store(true, Ordering::SeqCst);
+            let _ = rx.recv_timeout(Duration::from_secs(60));
+        }
+        let end = if self.at < self.first {
+            self.first
+        } else {
+            self.data.len()
+        };
+        let n = buf.len().min(end - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
+    let pki = tempfile::tempdir().expect("pki dir");
+    let ca = Ca::new(pki.path(), "kdfs test CA");
+    let node = ca.leaf("node", LOCAL_NAMES);
+    let old_der = node.der();
+    let c = TestCluster::start(mtls_options(&ca, &node, Options::default()));
+    let rt = runtime();
+    let nn_port = c.namenode_port;
+    let dn_ports: Vec<u16> = c
+        .datanode_addrs
+        .iter()
+        .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let checker = ca.leaf("checker", LOCAL_NAMES);
+    assert_eq!(
+        rt.block_on(presented_certificate(nn_port, &checker, &ca.cert)),
+        old_der
+    );
+
+    // An upload starts with the old certificates and pauses half-way.
+    let data = random_bytes(6 << 20, 4242);
+    let (resume, wait) = mpsc::channel();
+    let paused = Arc::new(AtomicBool::new(false));
+    let body = PausedReader {
+        data: data.clone(),
+        at: 0,
+        first: 3 << 20,
+        resume: Some(wait),
+        paused: paused.clone(),
+    };
+    let api = c.api.clone();
+    let upload = std::thread::spawn(move || api.try_upload_reader("in-flight.bin", body));
+    c.wait_until(
+        Duration::from_secs(20),
+        "the upload paused half-way",
+        || paused.load(Ordering::SeqCst),
+    );
+
+    // Rotate: new leaf (same CA) written over the files every process reads.
+    let fresh = ca.leaf("fresh", LOCAL_NAMES);
+    let new_der = fresh.der();
+    assert_ne!(new_der, old_der);
+    write_atomically(&node.key, &std::fs::read(&fresh.key).unwrap());
+    write_atomically(&node.cert, &std::fs::read(&fresh.cert).unwrap());
+
+    // Every server presents the new certificate to new connections, without restarts.
+    for (what, port) in
+        std::iter::once(("namenode", nn_port)).chain(dn_ports.iter().map(|&p| ("datanode", p)))
+    {
+        c.wait_until(
+            Duration::from_secs(15),
+            &format!("{what} on port {port} presenting the rotated certificate"),
+            || rt.block_on(presented_certificate(port, &checker, &ca.cert)) == new_der,
+        );
+    }
+
+    // The paused upload resumes over its old connections and completes, verified.
+    resume.send(()).expect("the reader waits");
+    let stored = upload
+        .join()
+        .expect("the upload thread")
+        .expect("the upload in flight during rotation finished");
+    assert_eq!(stored["hash"].as_str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(c.download(&sha256_hex(&data)), data);
+
+    // And fresh transfers work on the new certificates end to end.
+    let after = random_bytes(1 << 20, 4343);
+    let s = c.upload(&after);
+    assert_eq!(c.download(&s.hash), after);
+    assert!(
+        c.namenode
+            .log_text()
+            .contains("reloaded for new connections"),
+        "the namenode did not log the reload"
+    );
+}
