@@ -81,7 +81,9 @@ struct Content {
 impl Content {
     fn new(size: u64) -> Self {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ now_nanos();
-        let pattern: Vec<u8> = (0..GEN_CHUNK)
+        // A small file needs only its own length of pattern (4,000 small files would
+        // otherwise cost 4 GiB of setup).
+        let pattern: Vec<u8> = (0..(size as usize).clamp(1, GEN_CHUNK))
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -268,6 +270,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                     args.count,
                     args.file_size.bytes(),
                     args.concurrency,
+                    cluster.as_ref(),
                 )
                 .await?,
             );
@@ -394,7 +397,15 @@ async fn small(
     count: usize,
     file_size: u64,
     concurrency: usize,
+    cluster: Option<&ProcCluster>,
 ) -> anyhow::Result<Value> {
+    let cpu = || cluster.map(ProcCluster::cpu).unwrap_or_default();
+    // CPU µs per operation per process: ns per "byte" with one byte per operation.
+    let per_op = |before: &[(String, f64)], after: &[(String, f64)]| {
+        let mut m = cpu_per_byte(before, after, count as u64);
+        m.values_mut().for_each(|ns| *ns /= 1e3);
+        m
+    };
     progress(format!(
         "small: {count} files of {} with {concurrency} clients",
         ByteSize(file_size)
@@ -402,6 +413,7 @@ async fn small(
     let contents: Vec<Content> = (0..count).map(|_| Content::new(file_size)).collect();
     let hashes: Vec<String> = contents.iter().map(Content::sha256).collect();
 
+    let c0 = cpu();
     let t0 = Instant::now();
     let mut lat: Vec<Duration> = futures::stream::iter(contents.iter().enumerate())
         .map(|(i, c)| async move {
@@ -416,6 +428,7 @@ async fn small(
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     let up_elapsed = t0.elapsed();
+    let up_cpu = per_op(&c0, &cpu());
     lat.sort();
     let up = (
         count as f64 / up_elapsed.as_secs_f64(),
@@ -423,6 +436,7 @@ async fn small(
         percentile(&lat, 0.99),
     );
 
+    let c0 = cpu();
     let t0 = Instant::now();
     let mut lat: Vec<Duration> = futures::stream::iter(hashes.iter())
         .map(|h| async move {
@@ -437,6 +451,7 @@ async fn small(
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     let down_elapsed = t0.elapsed();
+    let down_cpu = per_op(&c0, &cpu());
     lat.sort();
     let down = (
         count as f64 / down_elapsed.as_secs_f64(),
@@ -447,6 +462,8 @@ async fn small(
         "scenario": "small", "count": count, "file_size_bytes": file_size, "concurrency": concurrency,
         "upload_ops_s": up.0, "upload_p50_ms": up.1, "upload_p99_ms": up.2,
         "download_ops_s": down.0, "download_p50_ms": down.1, "download_p99_ms": down.2,
+        "upload_cpu_us_per_op": (cluster.is_some()).then(|| json!(up_cpu)),
+        "download_cpu_us_per_op": (cluster.is_some()).then(|| json!(down_cpu)),
     }))
 }
 
@@ -898,7 +915,7 @@ async fn nn_reports(
 
 /// The same machine's limits, measured in this run.
 async fn ceiling(size: u64) -> anyhow::Result<Value> {
-    progress("ceiling: SHA-256, one gRPC stream, fsync'd disk writes");
+    progress("ceiling: SHA-256, one gRPC stream, fsync'd disk writes, durable small-file commits");
     let buf = Content::new(GEN_CHUNK as u64).chunk(0);
     let chunks = size / GEN_CHUNK as u64;
     let mut sha = Vec::new();
@@ -922,11 +939,53 @@ async fn ceiling(size: u64) -> anyhow::Result<Value> {
     for _ in 0..3 {
         disk.push(disk_write(dir.path(), &buf, chunks.min(256))?);
     }
+    let (mut commits, mut commit_cpu) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        let (rate, cpu_us) = durable_commits(dir.path(), run, &buf[..SMALL_COMMIT])?;
+        commits.push(rate);
+        commit_cpu.push(cpu_us);
+    }
     Ok(json!({
         "scenario": "ceiling", "bytes": chunks * GEN_CHUNK as u64,
         "sha256_mb_s": median(sha), "grpc_stream_mb_s": median(grpc), "disk_fsync_write_mb_s": median(disk),
+        "durable_small_commits_s": median(commits), "durable_small_commit_cpu_us": median(commit_cpu),
         "sha_ni": sha_ni(),
     }))
+}
+
+/// Bytes per file of the durable-commit ceiling (the `small` scenario's default size).
+const SMALL_COMMIT: usize = 4 << 10;
+/// Files per durable-commit run.
+const SMALL_COMMITS: usize = 300;
+
+/// The least a replica of a small block costs on this disk, one after another on one
+/// thread: create a temp file, write it, fdatasync, rename it into a directory, fsync
+/// the directory (what a datanode must do at the least before acknowledging; its
+/// checksum sidecar and the namenode's commit come on top). Returns files/s and the
+/// thread's CPU µs per file.
+fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write;
+    let tmp = dir.join(format!("commit-tmp-{run}"));
+    let dest = dir.join(format!("commit-{run}"));
+    std::fs::create_dir(&tmp)?;
+    std::fs::create_dir(&dest)?;
+    let cpu0 = crate::procs::cpu_seconds("thread-self");
+    let t0 = Instant::now();
+    for i in 0..SMALL_COMMITS {
+        let from = tmp.join(i.to_string());
+        let mut f = std::fs::File::create(&from)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&from, dest.join(i.to_string()))?;
+        std::fs::File::open(&dest)?.sync_all()?;
+    }
+    let rate = SMALL_COMMITS as f64 / t0.elapsed().as_secs_f64();
+    let cpu_us = match (cpu0, crate::procs::cpu_seconds("thread-self")) {
+        (Some(a), Some(b)) => (b - a) * 1e6 / SMALL_COMMITS as f64,
+        _ => f64::NAN,
+    };
+    Ok((rate, cpu_us))
 }
 
 fn sha_ni() -> bool {
@@ -1024,11 +1083,13 @@ fn print_human(r: &Value) {
     };
     match r["scenario"].as_str().unwrap_or("") {
         "ceiling" => println!(
-            "ceiling   sha256 {} MB/s (SHA-NI: {})   one gRPC stream {} MB/s   disk write+fsync {} MB/s",
+            "ceiling   sha256 {} MB/s (SHA-NI: {})   one gRPC stream {} MB/s   disk write+fsync {} MB/s   durable 4 KiB commits {}/s ({} µs CPU each)",
             f("sha256_mb_s"),
             r["sha_ni"],
             f("grpc_stream_mb_s"),
-            f("disk_fsync_write_mb_s")
+            f("disk_fsync_write_mb_s"),
+            f("durable_small_commits_s"),
+            f("durable_small_commit_cpu_us")
         ),
         "large" => {
             println!(
@@ -1056,18 +1117,29 @@ fn print_human(r: &Value) {
                 }
             }
         }
-        "small" => println!(
-            "small     {} x {} by {} clients: upload {} ops/s (p50 {} ms, p99 {} ms), download {} ops/s (p50 {} ms, p99 {} ms)",
-            r["count"],
-            ByteSize(r["file_size_bytes"].as_u64().unwrap_or(0)),
-            r["concurrency"],
-            f("upload_ops_s"),
-            f("upload_p50_ms"),
-            f("upload_p99_ms"),
-            f("download_ops_s"),
-            f("download_p50_ms"),
-            f("download_p99_ms")
-        ),
+        "small" => {
+            println!(
+                "small     {} x {} by {} clients: upload {} ops/s (p50 {} ms, p99 {} ms), download {} ops/s (p50 {} ms, p99 {} ms)",
+                r["count"],
+                ByteSize(r["file_size_bytes"].as_u64().unwrap_or(0)),
+                r["concurrency"],
+                f("upload_ops_s"),
+                f("upload_p50_ms"),
+                f("upload_p99_ms"),
+                f("download_ops_s"),
+                f("download_p50_ms"),
+                f("download_p99_ms")
+            );
+            for dir in ["upload", "download"] {
+                if let Some(m) = r[format!("{dir}_cpu_us_per_op")].as_object() {
+                    let parts: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(0.0)))
+                        .collect();
+                    println!("          {dir} CPU µs/op: {}", parts.join(", "));
+                }
+            }
+        }
         "heal" => println!(
             "heal      {} on {} datanodes, dead-after {}: declared dead after {} s, healed after {} s (re-replication {} s)",
             ByteSize(r["size_bytes"].as_u64().unwrap_or(0)),

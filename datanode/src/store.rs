@@ -7,7 +7,8 @@
 //! <data>/LOCK               flock'ed while a datanode uses the directory
 //! <data>/tmp/               writes in progress; emptied at every start
 //! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
-//! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk
+//! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk (none for
+//!                                 a block of at most one chunk, see below)
 //! <data>/quarantine/        replicas that failed verification, kept for inspection
 //! <data>/scanner.state      when the block scanner last finished a pass
 //! ```
@@ -17,6 +18,12 @@
 //!   expected id and the file was fsynced; the sidecar is renamed into place *before* the
 //!   block and the directory is fsynced after both, so a visible block always has its
 //!   sidecar. An orphan sidecar (crash between the two renames) is removed at startup.
+//! - A block of at most [`CHECKSUM_CHUNK`] bytes has no sidecar: its one CRC would cover
+//!   the same bytes as its SHA-256, so every read of it, whole or a range, reads the
+//!   whole block and checks the SHA-256 instead. That saves a small block a file
+//!   creation, an fsync and a rename per replica: most of what a small upload costs a
+//!   datanode (BENCHMARKS.md). Sidecars written beside small blocks by earlier versions
+//!   are ignored and removed with their block.
 //! - Every byte served is verified: each covering 64 KiB chunk against its CRC32C, and a
 //!   read of the whole block also against the SHA-256 (the last piece is held back until
 //!   the hash matched), unless the reader takes that check over
@@ -226,6 +233,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+/// Whether a block of `len` bytes keeps a checksum sidecar (see the module docs).
+fn needs_sidecar(len: u64) -> bool {
+    len > CHECKSUM_CHUNK as u64
 }
 
 fn sidecar_of(block: &Path) -> PathBuf {
@@ -474,6 +486,13 @@ impl Store {
                 meta.len()
             )));
         }
+        if block_len == 0 && *id != BlockId::of(b"") {
+            return Err(reader.corrupt("empty file under a non-empty block's id".into()));
+        }
+        if !needs_sidecar(block_len) {
+            // Verified by its SHA-256 on every read (`read_small`).
+            return Ok(reader);
+        }
         let sidecar_path = sidecar_of(&path);
         let sidecar = match File::open(&sidecar_path) {
             Ok(f) => f,
@@ -487,9 +506,6 @@ impl Store {
             && sidecar.metadata().map(|m| m.len()).ok() == Some(want_len);
         if !sidecar_ok {
             return Err(reader.corrupt("checksum sidecar is malformed".into()));
-        }
-        if block_len == 0 && *id != BlockId::of(b"") {
-            return Err(reader.corrupt("empty file under a non-empty block's id".into()));
         }
         Ok(RangeReader {
             sidecar: Some(sidecar),
@@ -625,21 +641,32 @@ impl Store {
         self.inner.stripes[i].lock().expect("stripe lock poisoned")
     }
 
-    /// Makes sure the shard directory of `path` exists, fsyncing the parents of any
-    /// directory it had to create.
+    /// Makes sure the shard directory of `path` exists, fsyncing the parent of each
+    /// directory it created (and only those: once the first-level shards exist, a new
+    /// shard costs one directory fsync, not one per level).
     fn ensure_parent(&self, path: &Path) -> Result<()> {
         let dir = path.parent().expect("block paths have a parent");
         if dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        // The missing levels, deepest first, up to the first one that exists.
+        let mut missing = vec![dir];
         let mut d = dir;
         while let Some(parent) = d.parent() {
-            sync_dir(parent)?;
-            if parent == self.inner.blocks {
+            if parent == self.inner.blocks || parent.is_dir() {
                 break;
             }
+            missing.push(parent);
             d = parent;
+        }
+        for m in missing.iter().rev() {
+            match fs::create_dir(m) {
+                Ok(()) => {}
+                // Made meanwhile by another writer: fsync its parent all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).ctx(|| format!("create {}", m.display())),
+            }
+            sync_dir(m.parent().expect("shard directories have a parent"))?;
         }
         Ok(())
     }
@@ -785,19 +812,20 @@ impl BlockWriter {
         file.sync_data()
             .ctx(|| format!("fsync {}", self.path.display()))?;
         drop(file);
-        let tmp_sidecar = sidecar_of(&self.path);
-        let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * self.crcs.len());
-        side.extend_from_slice(SIDECAR_MAGIC);
-        side.extend_from_slice(&length.to_le_bytes());
-        for c in &self.crcs {
-            side.extend_from_slice(&c.to_le_bytes());
+        let tmp_sidecar = needs_sidecar(length).then(|| sidecar_of(&self.path));
+        if let Some(tmp_sidecar) = &tmp_sidecar {
+            let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * self.crcs.len());
+            side.extend_from_slice(SIDECAR_MAGIC);
+            side.extend_from_slice(&length.to_le_bytes());
+            for c in &self.crcs {
+                side.extend_from_slice(&c.to_le_bytes());
+            }
+            let mut sf =
+                File::create(tmp_sidecar).ctx(|| format!("create {}", tmp_sidecar.display()))?;
+            sf.write_all(&side)
+                .and_then(|_| sf.sync_data())
+                .ctx(|| format!("write {}", tmp_sidecar.display()))?;
         }
-        let mut sf =
-            File::create(&tmp_sidecar).ctx(|| format!("create {}", tmp_sidecar.display()))?;
-        sf.write_all(&side)
-            .and_then(|_| sf.sync_data())
-            .ctx(|| format!("write {}", tmp_sidecar.display()))?;
-        drop(sf);
 
         let dest = store.block_path(&expected);
         let _g = store.stripe(&expected);
@@ -805,8 +833,10 @@ impl BlockWriter {
             return Ok(existing); // Another writer won the race.
         }
         store.ensure_parent(&dest)?;
-        fs::rename(&tmp_sidecar, sidecar_of(&dest))
-            .ctx(|| format!("rename {} into place", tmp_sidecar.display()))?;
+        if let Some(tmp_sidecar) = &tmp_sidecar {
+            fs::rename(tmp_sidecar, sidecar_of(&dest))
+                .ctx(|| format!("rename {} into place", tmp_sidecar.display()))?;
+        }
         fs::rename(&self.path, &dest)
             .ctx(|| format!("rename {} into place", self.path.display()))?;
         self.done = true;
@@ -897,6 +927,9 @@ impl RangeReader {
     }
 
     fn read_piece(&mut self) -> Result<Piece> {
+        if !needs_sidecar(self.block_len) {
+            return self.read_small();
+        }
         let chunk = CHECKSUM_CHUNK as u64;
         let piece_end = ((self.pos / READ_PIECE as u64 + 1) * READ_PIECE as u64).min(self.end);
         let span_start = self.pos / chunk * chunk;
@@ -943,6 +976,31 @@ impl RangeReader {
                 }
             }
         }
+        Ok(self.hand_out(data, piece_end))
+    }
+
+    /// A block without a sidecar (at most one checksum chunk): the whole block is read
+    /// and checked against its SHA-256, whatever the range.
+    fn read_small(&mut self) -> Result<Piece> {
+        let mut buf = BytesMut::zeroed(self.block_len as usize);
+        if let Err(e) = self.file.read_exact_at(&mut buf, 0) {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.corrupt("file is shorter than its length".into())
+            } else {
+                Error::io(format!("read {}", self.path.display()), e)
+            });
+        }
+        let actual = BlockId::of(&buf);
+        if actual != self.id {
+            return Err(self.corrupt(format!("content hashes to {actual}")));
+        }
+        let end = self.end;
+        let data = buf.freeze().slice(self.pos as usize..end as usize);
+        Ok(self.hand_out(data, end))
+    }
+
+    /// Counts a verified piece ending at `piece_end` and moves past it.
+    fn hand_out(&mut self, data: Bytes, piece_end: u64) -> Piece {
         let piece = Piece {
             offset: self.pos,
             data,
@@ -953,7 +1011,7 @@ impl RangeReader {
             .stats
             .bytes_read
             .fetch_add(piece.data.len() as u64, Ordering::Relaxed);
-        Ok(piece)
+        piece
     }
 }
 
@@ -1085,14 +1143,15 @@ fn scan_leaf(dir: &Path, acc: &mut Scan) -> Result<()> {
         tracing::warn!(path = %e.path().display(), "unexpected file in the block store, ignored");
     }
     for (id, e) in blocks {
-        if !sidecars.remove(&id) {
-            acc.without_sidecar.push(id);
-            continue;
-        }
         let len = e
             .metadata()
             .ctx(|| format!("stat {}", e.path().display()))?
             .len();
+        // A small block's sidecar (from an earlier version) stays and goes with it.
+        if !sidecars.remove(&id) && needs_sidecar(len) {
+            acc.without_sidecar.push(id);
+            continue;
+        }
         acc.index.insert(id, len);
     }
     for orphan in sidecars {
