@@ -36,6 +36,10 @@
 //! cannot deadlock each other; while an upload waits, it stops reading its source and
 //! the HTTP client is slowed by TCP back-pressure.
 //!
+//! Block 0's first pipeline comes with the `BeginUpload` reply when the namenode could
+//! choose one (and is used if under [`FIRST_PIPELINE_FRESH`] old), which saves a small
+//! upload one namenode round trip; later blocks and every retry call `AllocateBlock`.
+//!
 //! # Recovery
 //!
 //! The datanodes' ack lists who committed and who failed. At least `min_replicas`
@@ -61,7 +65,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -90,6 +94,9 @@ const RENEWALS_PER_TTL: u32 = 3;
 /// waiting this long (doubling) in between.
 const ALLOCATE_TRIES: u32 = 3;
 const ALLOCATE_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Block 0's pipeline from BeginUpload is used only this soon after it came (a slow
+/// client's first bytes get a pipeline chosen with the namenode's newer view).
+const FIRST_PIPELINE_FRESH: Duration = Duration::from_secs(2);
 
 /// The outcome of a successful upload.
 #[derive(Debug, Clone)]
@@ -195,6 +202,9 @@ struct UploadCtx {
     attempts: usize,
     spool_dir: Option<PathBuf>,
     memory_prefix: u64,
+    /// Block 0's pipeline from BeginUpload and when it came, taken by block 0's first
+    /// attempt if still fresh.
+    first_pipeline: std::sync::Mutex<Option<(Vec<Location>, Instant)>>,
 }
 
 /// A block acknowledged by at least `min_replicas` datanodes.
@@ -275,6 +285,12 @@ impl Client {
             Duration::from_millis(begin.lease_ttl_ms.max(300)),
             renewer,
         ));
+        let first_pipeline = begin
+            .pipeline
+            .iter()
+            .map(Location::try_from)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|s| Error::Internal(format!("BeginUpload reply: {}", s.message())))?;
         let ctx = Arc::new(UploadCtx {
             client: self.clone(),
             upload_id: begin.upload_id.clone(),
@@ -285,6 +301,9 @@ impl Client {
             attempts: self.inner.options.pipeline_attempts.max(1),
             spool_dir: self.inner.options.spool_dir.clone(),
             memory_prefix: self.inner.options.memory_prefix,
+            first_pipeline: std::sync::Mutex::new(
+                (!first_pipeline.is_empty()).then(|| (first_pipeline, Instant::now())),
+            ),
         });
         debug!(upload = %ctx.upload_id, block_size = ctx.block_size, replication, min_replicas, "upload begun");
 
@@ -893,6 +912,14 @@ impl Retained {
 /// over about a second: under load a node can miss a heartbeat and be stale for a
 /// moment; a cluster that really lacks nodes still fails fast enough for a 503.
 async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>> {
+    if index == 0 {
+        let given = ctx.first_pipeline.lock().expect("lock poisoned").take();
+        if let Some((pipeline, at)) = given
+            && at.elapsed() < FIRST_PIPELINE_FRESH
+        {
+            return Ok(pipeline);
+        }
+    }
     let mut delay = ALLOCATE_RETRY_DELAY;
     for _ in 1..ALLOCATE_TRIES {
         match allocate(ctx, index, &BTreeSet::new(), 0).await {

@@ -333,12 +333,19 @@ impl namenode_server::Namenode for NamenodeService {
             .begin_upload(&r.name, &r.content_type, r.replication)
             .await?;
         let s = &self.ns.settings;
+        // Best effort: an error here is AllocateBlock's to report.
+        let pipeline = self
+            .ns
+            .allocate(&lease.id, &[], 0)
+            .map(|p| p.iter().map(loc).collect())
+            .unwrap_or_default();
         Ok(Response::new(pb::BeginUploadResponse {
             upload_id: lease.id,
             block_size: s.block_size,
             replication: lease.replication,
             min_replicas: s.min_replicas.min(lease.replication),
             lease_ttl_ms: s.lease_ttl.as_millis() as u64,
+            pipeline,
         }))
     }
 

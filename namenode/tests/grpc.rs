@@ -33,6 +33,16 @@ async fn upload_get_list_delete_round_trip() {
         (lease.replication, lease.min_replicas, lease.block_size),
         (3, 2, 1 << 20)
     );
+    // Block 0's pipeline rides on BeginUpload.
+    let mut first: Vec<_> = lease.pipeline.iter().map(|l| l.id.clone()).collect();
+    first.sort();
+    first.dedup();
+    assert_eq!(
+        first.len(),
+        3,
+        "BeginUpload's pipeline: {:?}",
+        lease.pipeline
+    );
     let pipeline = c
         .allocate_block(pb::AllocateBlockRequest {
             upload_id: lease.upload_id.clone(),
@@ -283,19 +293,6 @@ async fn allocation_errors_map_to_unavailable_and_exhausted() {
     let dir = tempfile::tempdir().unwrap();
     let nn = TestNamenode::start(&fast_args(dir.path())).await;
     let mut c = nn.client().await;
-    let begin = |c: &mut Client| {
-        let mut c = c.clone();
-        async move {
-            c.begin_upload(pb::BeginUploadRequest {
-                name: "x".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .upload_id
-        }
-    };
     let alloc = |c: &Client, up: String| {
         let mut c = c.clone();
         async move {
@@ -306,7 +303,16 @@ async fn allocation_errors_map_to_unavailable_and_exhausted() {
             .await
         }
     };
-    let up = begin(&mut c).await;
+    let given = c
+        .begin_upload(pb::BeginUploadRequest {
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(given.pipeline.is_empty(), "no datanodes, yet a pipeline");
+    let up = given.upload_id;
     let e = alloc(&c, up.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "no datanodes: {e:?}");
 
