@@ -394,25 +394,34 @@ impl Store {
     /// Starts a write of at most `max_len` bytes: reserves the room (refusing with
     /// [`Error::OutOfSpace`] if it cannot fit) and creates the temp file.
     pub fn begin_write(&self, max_len: u64) -> Result<BlockWriter> {
-        let reservation = {
-            let mut in_flight = self
-                .inner
-                .in_flight
-                .lock()
-                .expect("reservation lock poisoned");
-            let space = self.space_with(*in_flight)?;
-            if max_len > space.available {
-                return Err(Error::OutOfSpace {
-                    needed: max_len,
-                    available: space.available,
-                });
-            }
-            *in_flight += max_len;
-            Reservation {
-                inner: self.inner.clone(),
-                bytes: max_len,
-            }
-        };
+        let reservation = self.reserve(max_len)?;
+        self.begin_reserved(reservation)
+    }
+
+    /// Reserves room for a write of at most `max_len` bytes (one statvfs, no file).
+    fn reserve(&self, max_len: u64) -> Result<Reservation> {
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .expect("reservation lock poisoned");
+        let space = self.space_with(*in_flight)?;
+        if max_len > space.available {
+            return Err(Error::OutOfSpace {
+                needed: max_len,
+                available: space.available,
+            });
+        }
+        *in_flight += max_len;
+        Ok(Reservation {
+            inner: self.inner.clone(),
+            bytes: max_len,
+        })
+    }
+
+    /// Creates the temp file of a write whose room is reserved.
+    fn begin_reserved(&self, reservation: Reservation) -> Result<BlockWriter> {
+        let max_len = reservation.bytes;
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.tmp.join(format!("w{seq:08}"));
         let file = OpenOptions::new()
@@ -1168,20 +1177,44 @@ enum WriteMsg {
     Commit(BlockId, BlockId),
 }
 
-/// A [`BlockWriter`] driven from async code: the bytes go through bounded queues to two
-/// blocking tasks, one writing and checksumming them and one computing their SHA-256,
-/// so the runtime's threads never wait on the disk, hashing overlaps the writes, and a
-/// slow disk slows the sender.
+/// Bytes an [`AsyncBlockWriter`] holds in memory before it starts its blocking tasks:
+/// a block that ends within them (a small file) is written, hashed and committed by one
+/// blocking call instead of through queues to two threads.
+const LAZY_BYTES: usize = 1 << 20;
+
+/// A [`BlockWriter`] driven from async code. The first [`LAZY_BYTES`] are held in
+/// memory; a block that ends there is written and committed by one blocking call.
+/// Past them the bytes go through bounded queues to two blocking tasks, one writing and
+/// checksumming them and one computing their SHA-256, so the runtime's threads never
+/// wait on the disk, hashing overlaps the writes, and a slow disk slows the sender.
 ///
-/// Dropping it without [`AsyncBlockWriter::commit`] aborts the write (temp file
-/// removed). Once `commit` has handed the digest to the writer task, the commit
-/// finishes even if the awaiting future is dropped.
+/// Room is reserved at [`AsyncBlockWriter::start`], so a block that cannot fit is
+/// refused before any byte is accepted. Dropping the writer without
+/// [`AsyncBlockWriter::commit`] aborts the write (temp file removed, room released).
+/// Once `commit` has handed the digest to the writer, the commit finishes even if the
+/// awaiting future is dropped.
 #[derive(Debug)]
 pub struct AsyncBlockWriter {
-    tx: mpsc::Sender<WriteMsg>,
-    task: tokio::task::JoinHandle<Result<Commit>>,
-    hash_tx: mpsc::Sender<Bytes>,
-    hash_task: tokio::task::JoinHandle<BlockId>,
+    store: Store,
+    state: WriterState,
+}
+
+#[derive(Debug)]
+enum WriterState {
+    /// Nothing on disk yet.
+    Held {
+        reservation: Reservation,
+        held: Vec<Bytes>,
+        len: usize,
+    },
+    Streaming {
+        tx: mpsc::Sender<WriteMsg>,
+        task: tokio::task::JoinHandle<Result<Commit>>,
+        hash_tx: mpsc::Sender<Bytes>,
+        hash_task: tokio::task::JoinHandle<BlockId>,
+    },
+    /// Between the two, or after a failure.
+    Broken,
 }
 
 impl std::fmt::Debug for WriteMsg {
@@ -1197,11 +1230,76 @@ fn task_error(e: tokio::task::JoinError) -> Error {
     Error::io("writer task", io::Error::other(e))
 }
 
+async fn task_failure(task: &mut tokio::task::JoinHandle<Result<Commit>>) -> Error {
+    match task.await {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => Error::Aborted,
+        Err(e) => task_error(e),
+    }
+}
+
 impl AsyncBlockWriter {
-    /// Reserves room and creates the temp file; refuses before any byte is accepted.
+    /// Reserves room; refuses before any byte is accepted if the block cannot fit.
     pub async fn start(store: &Store, max_len: u64) -> Result<Self> {
-        let s = store.clone();
-        let mut writer = tokio::task::spawn_blocking(move || s.begin_write(max_len))
+        // One statvfs under the reservation lock: short enough for a runtime thread.
+        let reservation = store.reserve(max_len)?;
+        Ok(Self {
+            store: store.clone(),
+            state: WriterState::Held {
+                reservation,
+                held: Vec::new(),
+                len: 0,
+            },
+        })
+    }
+
+    /// Queues bytes; waits while a queue is full. On a failed write returns its error.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if let WriterState::Held {
+            reservation,
+            held,
+            len,
+        } = &mut self.state
+        {
+            if (*len + data.len()) as u64 > reservation.bytes {
+                return Err(Error::TooLong {
+                    max: reservation.bytes,
+                });
+            }
+            if *len + data.len() <= LAZY_BYTES {
+                *len += data.len();
+                held.push(data);
+                return Ok(());
+            }
+            self.stream().await?;
+        }
+        let WriterState::Streaming {
+            tx, task, hash_tx, ..
+        } = &mut self.state
+        else {
+            return Err(Error::Aborted);
+        };
+        // The writer first: it may refuse (too long, disk error) before anything is hashed.
+        if tx.send(WriteMsg::Data(data.clone())).await.is_err() {
+            return Err(task_failure(task).await);
+        }
+        if hash_tx.send(data).await.is_err() {
+            return Err(Error::io("hasher task", io::Error::other("hasher stopped")));
+        }
+        Ok(())
+    }
+
+    /// Creates the temp file and starts the writer and hasher tasks, handing them the
+    /// bytes held so far.
+    async fn stream(&mut self) -> Result<()> {
+        let WriterState::Held {
+            reservation, held, ..
+        } = std::mem::replace(&mut self.state, WriterState::Broken)
+        else {
+            return Ok(());
+        };
+        let s = self.store.clone();
+        let mut writer = tokio::task::spawn_blocking(move || s.begin_reserved(reservation))
             .await
             .map_err(task_error)??
             .without_hashing();
@@ -1225,52 +1323,50 @@ impl AsyncBlockWriter {
             }
             BlockId::from_bytes(h.finalize().into())
         });
-        Ok(Self {
+        self.state = WriterState::Streaming {
             tx,
             task,
             hash_tx,
             hash_task,
-        })
-    }
-
-    /// Queues bytes; waits while a queue is full. On a failed write returns its error.
-    pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        // The writer first: it may refuse (too long, disk error) before anything is hashed.
-        if self.tx.send(WriteMsg::Data(data.clone())).await.is_err() {
-            return Err(self.failure().await);
-        }
-        if self.hash_tx.send(data).await.is_err() {
-            return Err(Error::io("hasher task", io::Error::other("hasher stopped")));
+        };
+        for b in held {
+            Box::pin(self.write(b)).await?;
         }
         Ok(())
     }
 
-    async fn failure(&mut self) -> Error {
-        match (&mut self.task).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(_)) => Error::Aborted,
-            Err(e) => task_error(e),
-        }
-    }
-
     /// Verifies and commits everything queued so far.
     pub async fn commit(self, expected: BlockId) -> Result<Commit> {
-        let Self {
-            tx,
-            mut task,
-            hash_tx,
-            hash_task,
-        } = self;
-        drop(hash_tx); // The hasher finishes once it has consumed everything queued.
-        let actual = hash_task.await.map_err(task_error)?;
-        if tx.send(WriteMsg::Commit(expected, actual)).await.is_err() {
-            return match (&mut task).await {
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(_)) => Err(Error::Aborted),
-                Err(e) => Err(task_error(e)),
-            };
+        match self.state {
+            WriterState::Held {
+                reservation, held, ..
+            } => {
+                let store = self.store;
+                tokio::task::spawn_blocking(move || {
+                    let mut w = store.begin_reserved(reservation)?;
+                    for b in &held {
+                        w.write(b)?;
+                    }
+                    w.commit(expected)
+                })
+                .await
+                .map_err(task_error)?
+            }
+            WriterState::Streaming {
+                tx,
+                mut task,
+                hash_tx,
+                hash_task,
+            } => {
+                drop(hash_tx); // The hasher finishes once it has consumed everything queued.
+                let actual = hash_task.await.map_err(task_error)?;
+                if tx.send(WriteMsg::Commit(expected, actual)).await.is_err() {
+                    return Err(task_failure(&mut task).await);
+                }
+                task.await.map_err(task_error)?
+            }
+            WriterState::Broken => Err(Error::Aborted),
         }
-        task.await.map_err(task_error)?
     }
 }
 

@@ -338,6 +338,8 @@ async fn shutdown_lets_an_in_flight_write_finish() {
     });
     tx.send(header(vec![], bytes.len() as u64)).await.unwrap();
     let mut chunks = bytes.chunks(CHUNK_SIZE);
+    // Two chunks: the first alone would still be held in memory, with no temp file.
+    tx.send(data(chunks.next().unwrap())).await.unwrap();
     tx.send(data(chunks.next().unwrap())).await.unwrap();
     assert!(wait_until(Duration::from_secs(10), || !node.tmp_files().is_empty()).await);
     // The shutdown signal arrives mid-write: the write still completes.

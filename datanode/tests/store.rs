@@ -526,9 +526,14 @@ async fn async_writer_commits_and_aborts() {
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
     assert!(!store.contains(&BlockId::of(b"hello")));
 
-    let mut w = AsyncBlockWriter::start(&store, 10).await.unwrap();
+    // Small writes are held in memory, but their room is reserved from the start and
+    // released when they are dropped.
+    let before = store.space().unwrap().available;
+    let mut w = AsyncBlockWriter::start(&store, 1 << 30).await.unwrap();
     w.write(bytes::Bytes::from_static(b"abc")).await.unwrap();
+    assert!(store.space().unwrap().available <= before - (1 << 30));
     drop(w);
+    assert!(store.space().unwrap().available + (1 << 20) > before);
     let tmp = dir.path().join("tmp");
     assert!(wait_until(Duration::from_secs(5), || files_in(&tmp).is_empty()).await);
 
