@@ -511,11 +511,14 @@ impl Datanode for DatanodeService {
         let id = wire::block_id("block_id", &r.block_id)?;
         let store = self.node.store.clone();
         // CRC32C per chunk here; the whole-block SHA-256 is the reader's (see
-        // `RangeReader::without_block_hash`).
-        let reader = tokio::task::spawn_blocking(move || {
-            store
-                .read_range(&id, r.offset, r.length)
-                .map(RangeReader::without_block_hash)
+        // `RangeReader::without_block_hash`). The first piece is read by the same
+        // blocking call that opens the block: a small block costs one hand-off.
+        let (reader, first) = tokio::task::spawn_blocking(move || {
+            let mut r = store
+                .read_range(&id, r.offset, r.length)?
+                .without_block_hash();
+            let first = r.next();
+            Ok::<_, Error>((r, first))
         })
         .await
         .map_err(|e| Status::internal(format!("reader task: {e}")))?
@@ -528,16 +531,14 @@ impl Datanode for DatanodeService {
         let node = self.node.clone();
         tokio::spawn(async move {
             let _in_flight = InFlight::new(&node.metrics);
-            let mut reader = Some(reader);
-            while let Some(r) = reader.take() {
-                let (r, piece) = next_piece(r).await;
+            let mut current = Some((reader, first));
+            while let Some((r, piece)) = current.take() {
                 let msg = match piece {
                     None => break,
                     Some(Ok(p)) => {
                         node.metrics
                             .bytes_served
                             .fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                        reader = Some(r);
                         Ok(ReadBlockResponse {
                             offset: p.offset,
                             crc32c: crc32c::crc32c(&p.data),
@@ -549,9 +550,11 @@ impl Datanode for DatanodeService {
                         Err(Status::from(e))
                     }
                 };
-                if tx.send(msg).await.is_err() {
-                    break; // The reader went away.
+                let more = msg.is_ok() && r.remaining() > 0;
+                if tx.send(msg).await.is_err() || !more {
+                    break; // The reader went away, or the range is done.
                 }
+                current = Some(next_piece(r).await);
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
