@@ -1075,6 +1075,19 @@ impl pb::datanode_server::Datanode for Sink {
     }
 }
 
+/// The per-process CPU maps `upload_cpu_<key>` and `download_cpu_<key>` of a result.
+fn print_cpu(r: &Value, key: &str, unit: &str, decimals: usize) {
+    for dir in ["upload", "download"] {
+        if let Some(m) = r[format!("{dir}_cpu_{key}")].as_object() {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k} {:.*}", decimals, v.as_f64().unwrap_or(0.0)))
+                .collect();
+            println!("          {dir} CPU {unit}: {}", parts.join(", "));
+        }
+    }
+}
+
 fn print_human(r: &Value) {
     let f = |k: &str| {
         r[k].as_f64()
@@ -1099,15 +1112,7 @@ fn print_human(r: &Value) {
                 f("upload_mb_s"),
                 f("download_mb_s")
             );
-            for dir in ["upload", "download"] {
-                if let Some(m) = r[format!("{dir}_cpu_ns_per_byte")].as_object() {
-                    let parts: Vec<String> = m
-                        .iter()
-                        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
-                        .collect();
-                    println!("          {dir} CPU ns/byte: {}", parts.join(", "));
-                }
-            }
+            print_cpu(r, "ns_per_byte", "ns/byte", 2);
             if let Some(m) = r["peak_rss_bytes"].as_object() {
                 for (k, v) in m {
                     println!(
@@ -1130,15 +1135,7 @@ fn print_human(r: &Value) {
                 f("download_p50_ms"),
                 f("download_p99_ms")
             );
-            for dir in ["upload", "download"] {
-                if let Some(m) = r[format!("{dir}_cpu_us_per_op")].as_object() {
-                    let parts: Vec<String> = m
-                        .iter()
-                        .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(0.0)))
-                        .collect();
-                    println!("          {dir} CPU µs/op: {}", parts.join(", "));
-                }
-            }
+            print_cpu(r, "us_per_op", "µs/op", 0);
         }
         "heal" => println!(
             "heal      {} on {} datanodes, dead-after {}: declared dead after {} s, healed after {} s (re-replication {} s)",

@@ -285,12 +285,7 @@ impl Client {
             Duration::from_millis(begin.lease_ttl_ms.max(300)),
             renewer,
         ));
-        let first_pipeline = begin
-            .pipeline
-            .iter()
-            .map(Location::try_from)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|s| Error::Internal(format!("BeginUpload reply: {}", s.message())))?;
+        let first_pipeline = parse_pipeline("BeginUpload", &begin.pipeline)?;
         let ctx = Arc::new(UploadCtx {
             client: self.clone(),
             upload_id: begin.upload_id.clone(),
@@ -934,6 +929,15 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
     allocate(ctx, index, &BTreeSet::new(), 0).await
 }
 
+/// A pipeline from the namenode's reply to `rpc`, every location validated.
+fn parse_pipeline(rpc: &str, locations: &[pb::DatanodeLocation]) -> Result<Vec<Location>> {
+    locations
+        .iter()
+        .map(Location::try_from)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|s| Error::Internal(format!("{rpc} reply: {}", s.message())))
+}
+
 /// Asks the namenode for a pipeline for block `index`.
 async fn allocate(
     ctx: &UploadCtx,
@@ -951,12 +955,7 @@ async fn allocate(
         }),
     )
     .await?;
-    let pipeline = resp
-        .pipeline
-        .iter()
-        .map(Location::try_from)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|s| Error::Internal(format!("AllocateBlock reply: {}", s.message())))?;
+    let pipeline = parse_pipeline("AllocateBlock", &resp.pipeline)?;
     if pipeline.is_empty() {
         return Err(bad_reply("AllocateBlock returned an empty pipeline"));
     }
