@@ -242,7 +242,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Creates a temp file for a block write, with `O_DIRECT` where the file system takes
 /// it (see [`BlockWriter`]); returns the file and whether it is direct.
-fn create_tmp(path: &Path) -> Result<(File, bool)> {
+fn create_tmp(path: &Path, direct: bool) -> Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |flags: i32| {
         OpenOptions::new()
@@ -251,6 +251,11 @@ fn create_tmp(path: &Path) -> Result<(File, bool)> {
             .custom_flags(flags)
             .open(path)
     };
+    if !direct {
+        return open(0)
+            .map(|f| (f, false))
+            .ctx(|| format!("create {}", path.display()));
+    }
     match open(libc::O_DIRECT) {
         Ok(f) => Ok((f, true)),
         // tmpfs and a few others refuse O_DIRECT: buffered writes there.
@@ -286,7 +291,8 @@ impl Stage {
     }
 }
 
-/// Tells the kernel a range is about to be read from start to end: it reads ahead
+/// Tells the kernel a range of more than one piece is about to be read from start to
+/// end: it reads ahead
 /// further and starts on the whole range now. Blocks are written past the page cache
 /// (see [`BlockWriter`]), so a read usually starts from the disk. Advice only: a
 /// failure changes nothing but speed.
@@ -465,7 +471,7 @@ impl Store {
     /// [`Error::OutOfSpace`] if it cannot fit) and creates the temp file.
     pub fn begin_write(&self, max_len: u64) -> Result<BlockWriter> {
         let reservation = self.reserve(max_len)?;
-        self.begin_reserved(reservation)
+        self.begin_reserved(reservation, true)
     }
 
     /// Reserves room for a write of at most `max_len` bytes (one statvfs, no file).
@@ -489,12 +495,13 @@ impl Store {
         })
     }
 
-    /// Creates the temp file of a write whose room is reserved.
-    fn begin_reserved(&self, reservation: Reservation) -> Result<BlockWriter> {
+    /// Creates the temp file of a write whose room is reserved; `direct` asks for
+    /// `O_DIRECT` (see [`BlockWriter`]).
+    fn begin_reserved(&self, reservation: Reservation, direct: bool) -> Result<BlockWriter> {
         let max_len = reservation.bytes;
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.tmp.join(format!("w{seq:08}"));
-        let (file, direct) = create_tmp(&path)?;
+        let (file, direct) = create_tmp(&path, direct)?;
         Ok(BlockWriter {
             inner: self.inner.clone(),
             file: Some(file),
@@ -544,7 +551,9 @@ impl Store {
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
         };
         let meta = file.metadata().ctx(|| format!("stat {}", path.display()))?;
-        advise_read(&file, offset, end - offset);
+        if end - offset > READ_PIECE as u64 {
+            advise_read(&file, offset, end - offset);
+        }
         let reader = RangeReader {
             store: self.clone(),
             id: *id,
@@ -777,6 +786,8 @@ pub struct BlockWriter {
     /// buffer and written in aligned pieces, bypassing the page cache. On this kind of
     /// VM a buffered write of new data cost ~2 ns/byte of CPU (page-cache pages
     /// allocated and charged), 15× the copy itself (BENCHMARKS.md); reads stay buffered.
+    /// [`AsyncBlockWriter`] writes blocks of at most 1 MiB buffered, so that small files
+    /// stay in the page cache for the reads that usually follow.
     direct: Option<Stage>,
     path: PathBuf,
     /// `None` when the caller hashes the bytes itself (on another thread).
@@ -1423,7 +1434,7 @@ impl AsyncBlockWriter {
             return Ok(());
         };
         let s = self.store.clone();
-        let mut writer = tokio::task::spawn_blocking(move || s.begin_reserved(reservation))
+        let mut writer = tokio::task::spawn_blocking(move || s.begin_reserved(reservation, true))
             .await
             .map_err(task_error)??
             .without_hashing();
@@ -1466,8 +1477,10 @@ impl AsyncBlockWriter {
                 reservation, held, ..
             } => {
                 let store = self.store;
+                // Buffered: a small block stays in the page cache for the reads that
+                // usually follow, and its page-cache cost is small.
                 tokio::task::spawn_blocking(move || {
-                    let mut w = store.begin_reserved(reservation)?;
+                    let mut w = store.begin_reserved(reservation, false)?;
                     for b in &held {
                         w.write(b)?;
                     }
