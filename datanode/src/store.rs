@@ -268,20 +268,32 @@ fn create_tmp(path: &Path, direct: bool) -> Result<(File, bool)> {
 
 /// Bytes waiting for an aligned direct write, in a buffer whose start is aligned
 /// (over-allocated by `DIRECT_ALIGN` and used from its first aligned byte).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stage {
+    /// The most the block can hold: a smaller block gets a smaller buffer.
+    max_len: u64,
     buf: Vec<u8>,
     start: usize,
     len: usize,
 }
 
 impl Stage {
-    /// The aligned region, `cap` bytes (allocated at the first use, sized for it).
-    fn region(&mut self, want: usize) -> &mut [u8] {
+    fn new(max_len: u64) -> Self {
+        Self {
+            max_len,
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// The aligned region: `DIRECT_STAGE` bytes, or the block's most rounded up to
+    /// the alignment if that is less (allocated at the first use).
+    fn region(&mut self) -> &mut [u8] {
         if self.buf.is_empty() {
-            let cap = want
+            let cap = (self.max_len.min(DIRECT_STAGE as u64) as usize)
                 .div_ceil(DIRECT_ALIGN)
-                .clamp(1, DIRECT_STAGE / DIRECT_ALIGN)
+                .max(1)
                 * DIRECT_ALIGN;
             self.buf = vec![0u8; cap + DIRECT_ALIGN];
             self.start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
@@ -292,8 +304,7 @@ impl Stage {
 }
 
 /// Tells the kernel a range of more than one piece is about to be read from start to
-/// end: it reads ahead
-/// further and starts on the whole range now. Blocks are written past the page cache
+/// end: it reads ahead further and starts on the whole range now. Blocks are written past the page cache
 /// (see [`BlockWriter`]), so a read usually starts from the disk. Advice only: a
 /// failure changes nothing but speed.
 fn advise_read(file: &File, offset: u64, len: u64) {
@@ -505,7 +516,7 @@ impl Store {
         Ok(BlockWriter {
             inner: self.inner.clone(),
             file: Some(file),
-            direct: direct.then(Stage::default),
+            direct: direct.then(|| Stage::new(max_len)),
             path,
             hasher: Some(Sha256::new()),
             crcs: Vec::new(),
@@ -843,7 +854,7 @@ impl BlockWriter {
         while !data.is_empty() {
             let stage = self.direct.as_mut().expect("checked above");
             let filled = stage.len;
-            let region = stage.region(data.len());
+            let region = stage.region();
             let cap = region.len();
             let take = (cap - filled).min(data.len());
             region[filled..filled + take].copy_from_slice(&data[..take]);
@@ -865,7 +876,7 @@ impl BlockWriter {
         }
         let padded = stage.len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         let len = stage.len;
-        let region = stage.region(padded);
+        let region = stage.region();
         region[len..padded].fill(0);
         let file = self.file.as_ref().expect("file is present until commit");
         // Everything before this piece was written in whole stages, so `synced`
