@@ -807,7 +807,8 @@ pub struct BlockWriter {
     chunk_crc: u32,
     chunk_fill: usize,
     len: u64,
-    /// Bytes whose writeback was already started (see `start_writeback`).
+    /// Buffered: bytes whose writeback was already started (see `start_writeback`).
+    /// Direct: bytes written to the file (the staged rest is not).
     synced: u64,
     max_len: u64,
     _reservation: Reservation,
@@ -1090,14 +1091,7 @@ impl RangeReader {
         let span_start = self.pos / chunk * chunk;
         let span_end = (piece_end.div_ceil(chunk) * chunk).min(self.block_len);
         let span_len = (span_end - span_start) as usize;
-        let mut buf = BytesMut::zeroed(span_len);
-        if let Err(e) = self.file.read_exact_at(&mut buf, span_start) {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-                self.corrupt("file is shorter than its length".into())
-            } else {
-                Error::io(format!("read {}", self.path.display()), e)
-            });
-        }
+        let buf = self.read_at(span_start, span_len)?;
         let first_chunk = span_start / chunk;
         let n_chunks = span_len.div_ceil(CHECKSUM_CHUNK);
         let mut crc_raw = vec![0u8; 4 * n_chunks];
@@ -1134,17 +1128,22 @@ impl RangeReader {
         Ok(self.hand_out(data, piece_end))
     }
 
+    /// `len` bytes of the block file at `at`; a file shorter than its length is corrupt.
+    fn read_at(&self, at: u64, len: usize) -> Result<BytesMut> {
+        let mut buf = BytesMut::zeroed(len);
+        match self.file.read_exact_at(&mut buf, at) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(self.corrupt("file is shorter than its length".into()))
+            }
+            Err(e) => Err(Error::io(format!("read {}", self.path.display()), e)),
+        }
+    }
+
     /// A block without a sidecar (at most one checksum chunk): the whole block is read
     /// and checked against its SHA-256, whatever the range.
     fn read_small(&mut self) -> Result<Piece> {
-        let mut buf = BytesMut::zeroed(self.block_len as usize);
-        if let Err(e) = self.file.read_exact_at(&mut buf, 0) {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-                self.corrupt("file is shorter than its length".into())
-            } else {
-                Error::io(format!("read {}", self.path.display()), e)
-            });
-        }
+        let buf = self.read_at(0, self.block_len as usize)?;
         let actual = BlockId::of(&buf);
         if actual != self.id {
             return Err(self.corrupt(format!("content hashes to {actual}")));
@@ -1419,6 +1418,11 @@ impl AsyncBlockWriter {
             }
             self.stream().await?;
         }
+        self.send(data).await
+    }
+
+    /// Hands bytes to the writer and hasher tasks (once streaming).
+    async fn send(&mut self, data: Bytes) -> Result<()> {
         let WriterState::Streaming {
             tx, task, hash_tx, ..
         } = &mut self.state
@@ -1476,7 +1480,7 @@ impl AsyncBlockWriter {
             hash_task,
         };
         for b in held {
-            Box::pin(self.write(b)).await?;
+            self.send(b).await?;
         }
         Ok(())
     }
