@@ -181,7 +181,7 @@ fn c_blocks_only_in(
 /// Strict: every out-of-space refusal is a 507, including a datanode refusing a block
 /// mid-pipeline because the namenode's view of its free space was a heartbeat old.
 #[test]
-#[ignore = "strict variant: passes since the gateway maps a pipeline re-allocation refused for space to 507, but a datanode refusing after a heartbeat-old free-space view can still end as 503 after the retries; run with --include-ignored"]
+#[ignore = "strict variant: passes since the gateway maps a pipeline re-allocation refused for space to 507, but a datanode refusing after a heartbeat-old free-space view can still end as 503 after the retries; run with --include-ignored (.ci/run runs it as a non-gating step)"]
 fn out_of_space_is_always_507() {
     let c = full_cluster();
     let (_files, first, _) = fill(&c);
