@@ -86,8 +86,24 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread exists (see kdfs_core::malloc): `kdfs local` and the bench's
+    // client move the same buffers as the servers.
+    kdfs_core::malloc::tune();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kdfs: starting the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(cli_main());
+}
+
+async fn cli_main() {
     let cli = Cli::parse();
     // One crypto provider for the whole workspace (ring): reqwest is built without one.
     let _ = rustls::crypto::ring::default_provider().install_default();

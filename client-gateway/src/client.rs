@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     /// Bytes (in [`BUDGET_UNIT`]s) uploads may hold; see `upload.rs` for the bound.
     pub(crate) budget: Arc<Semaphore>,
     pub(crate) budget_units: u32,
+    /// Spool files of finished blocks, for later blocks to overwrite.
+    pub(crate) spool_files: Arc<crate::upload::SpoolFiles>,
 }
 
 impl Client {
@@ -117,6 +119,7 @@ impl Client {
                 options,
                 budget: Arc::new(Semaphore::new(units as usize)),
                 budget_units: units,
+                spool_files: Arc::default(),
             }),
         })
     }

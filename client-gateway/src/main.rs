@@ -4,8 +4,17 @@ use anyhow::Context;
 use clap::Parser;
 use kdfs_client_gateway::Config;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists (see kdfs_core::malloc).
+    kdfs_core::malloc::tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let config = Config::parse();
     kdfs_core::telemetry::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)

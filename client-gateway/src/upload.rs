@@ -20,11 +20,13 @@
 //! that a failed pipeline can be replaced without re-reading the source (HDFS keeps a
 //! window of unacknowledged packets for the same reason; a whole block is the natural
 //! window here because the datanode verifies and commits whole blocks). The first
-//! [`MEMORY_PREFIX`] bytes of a block stay in memory; the rest is appended, by a
-//! blocking task, to an unlinked temp file in [`crate::ClientOptions::spool_dir`] and
-//! read back only if the block must be re-sent (the early HDFS client staged blocks on
-//! local disk the same way). The file is gone as soon as the block is acknowledged,
-//! usually before the kernel wrote any of it back. One upload therefore holds at most
+//! [`MEMORY_PREFIX`] bytes of a block stay in memory; the rest is written, by a
+//! blocking task, from the start of an unlinked temp file in
+//! [`crate::ClientOptions::spool_dir`] and read back only if the block must be re-sent
+//! (the early HDFS client staged blocks on local disk the same way). When the block is
+//! done the file goes back to the client's [`SpoolFiles`] (at most
+//! [`SPOOL_FILES_KEPT`] idle) for a later block to overwrite: its pages are then
+//! already in the page cache, which costs far less than fresh ones. One upload therefore holds at most
 //! `MEMORY_PREFIX × blocks_in_flight` bytes plus a few chunks in channels, whatever the
 //! file's and the block's size; without a usable spool directory it holds
 //! `block_size × blocks_in_flight`. The block's SHA-256 was computed over the original
@@ -60,7 +62,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -600,7 +601,11 @@ async fn write_block(
 ) -> Result<Committed> {
     let pipeline = allocate_patiently(&ctx, index).await?;
     let mut attempt = Attempt::start(&ctx, pipeline).await?;
-    let mut retained = Retained::new(ctx.spool_dir.clone(), ctx.memory_prefix);
+    let mut retained = Retained::new(
+        ctx.spool_dir.clone(),
+        ctx.memory_prefix,
+        ctx.client.inner.spool_files.clone(),
+    );
     let mut hasher = Sha256::new();
     let mut length = 0u64;
     loop {
@@ -753,6 +758,39 @@ async fn write_block(
 /// Set once a spool file could not be created, so the fallback is logged only once.
 static SPOOL_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Idle spool files a client keeps for later blocks (each up to a block's size on disk).
+pub const SPOOL_FILES_KEPT: usize = 4;
+
+/// Spool files of finished blocks, kept so that the next block overwrites pages that
+/// are already in the page cache instead of filling fresh ones: on this kind of VM a
+/// write into fresh page-cache pages cost ~2 ns/byte, an overwrite of cached pages a
+/// tenth of that (BENCHMARKS.md, "The gateway's spool"). The files stay unlinked; what
+/// a block reads back is only what it wrote itself (its chunks' offsets and lengths).
+#[derive(Debug, Default)]
+pub(crate) struct SpoolFiles {
+    idle: std::sync::Mutex<Vec<File>>,
+}
+
+impl SpoolFiles {
+    fn take(&self) -> Option<File> {
+        self.idle.lock().expect("spool file list poisoned").pop()
+    }
+
+    /// Keeps `file` for another block, unless enough are kept already.
+    fn give_back(&self, file: File) {
+        let mut idle = self.idle.lock().expect("spool file list poisoned");
+        if idle.len() < SPOOL_FILES_KEPT {
+            idle.push(file);
+        }
+    }
+
+    /// Idle files kept now (tests).
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.idle.lock().expect("spool file list poisoned").len()
+    }
+}
+
 /// A block's chunks, kept until the block is acknowledged (see "Memory bound").
 struct Retained {
     /// The first chunks (at least up to `prefix` bytes), in memory.
@@ -761,12 +799,16 @@ struct Retained {
     prefix: u64,
     /// Where the rest goes; `None` keeps everything in memory.
     dir: Option<PathBuf>,
+    /// The client's idle spool files: one is taken for this block's spool and given
+    /// back when the block is done with it.
+    files: Arc<SpoolFiles>,
     spool: Option<Spool>,
     /// Why the spool lost bytes: the block can then not be re-sent.
     broken: Option<String>,
 }
 
-/// The chunks after the memory prefix, appended to an unlinked file by a blocking task.
+/// The chunks after the memory prefix, written from offset 0 of an unlinked file (new,
+/// or one a finished block gave back) by a blocking task.
 struct Spool {
     tx: Option<mpsc::Sender<Bytes>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
@@ -776,13 +818,40 @@ struct Spool {
     len: u64,
 }
 
+impl Drop for Retained {
+    /// Gives the spool file back for another block once its writer is done (a file
+    /// whose writer failed is dropped with its error).
+    fn drop(&mut self) {
+        let Some(spool) = self.spool.take() else {
+            return;
+        };
+        if self.broken.is_some() {
+            return;
+        }
+        let files = self.files.clone();
+        drop(spool.tx); // The writer ends after what it was sent.
+        if let Some(task) = spool.task {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(Ok(file)) = task.await {
+                        files.give_back(file);
+                    }
+                });
+            }
+        } else if let Some(file) = spool.file.and_then(|f| Arc::try_unwrap(f).ok()) {
+            files.give_back(file);
+        }
+    }
+}
+
 impl Retained {
-    fn new(dir: Option<PathBuf>, prefix: u64) -> Self {
+    fn new(dir: Option<PathBuf>, prefix: u64, files: Arc<SpoolFiles>) -> Self {
         Self {
             head: Vec::new(),
             head_bytes: 0,
             prefix,
             dir,
+            files,
             spool: None,
             broken: None,
         }
@@ -798,18 +867,24 @@ impl Retained {
             return self.keep_in_memory(chunk);
         }
         if self.spool.is_none() {
-            let dir = self.dir.clone().expect("checked above");
-            let created = tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let created = match self.files.take() {
+                Some(file) => Ok(file),
+                None => {
+                    let dir = self.dir.clone().expect("checked above");
+                    tokio::task::spawn_blocking(move || tempfile::tempfile_in(&dir))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+            };
             match created {
                 Ok(file) => {
                     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
                     let task = tokio::task::spawn_blocking(move || {
-                        let mut file = file;
+                        let mut at = 0u64;
                         while let Some(b) = rx.blocking_recv() {
-                            file.write_all(&b)?;
+                            file.write_all_at(&b, at)?;
+                            at += b.len() as u64;
                         }
                         Ok(file)
                     });
@@ -1049,7 +1124,7 @@ mod tests {
             (None, 0),
             (Some(dir.path().join("missing")), 0),
         ] {
-            let mut r = Retained::new(spool_dir.clone(), prefix);
+            let mut r = Retained::new(spool_dir.clone(), prefix, Arc::default());
             for c in &chunks {
                 r.push(c.clone()).await;
             }
@@ -1068,6 +1143,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Waits (with a deadline) until `files` holds `n` idle spool files.
+    async fn idle_files(files: &SpoolFiles, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while files.idle() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} idle spool files, not {n}",
+                files.idle()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spool_file_given_back_serves_the_next_block_its_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Arc::new(SpoolFiles::default());
+        let spool = Some(dir.path().to_path_buf());
+        // A long block leaves its bytes in the file it gives back.
+        let mut a = Retained::new(spool.clone(), 0, files.clone());
+        for i in 0..4u8 {
+            a.push(Bytes::from(vec![0xA0 + i; 5000])).await;
+        }
+        assert_eq!(&a.get(3).await.unwrap()[..], &[0xA3; 5000][..]);
+        drop(a); // Given back after its last get (the writer was joined then).
+        idle_files(&files, 1).await;
+        // A shorter block overwrites the same file from its start and reads back only
+        // its own chunks, also after the writer is joined by a first re-send.
+        let mut b = Retained::new(spool.clone(), 0, files.clone());
+        let chunks: Vec<Bytes> = (0..3u8)
+            .map(|i| Bytes::from(vec![0xB0 + i; 700 + i as usize]))
+            .collect();
+        for c in &chunks {
+            b.push(c.clone()).await;
+        }
+        idle_files(&files, 0).await; // b took it.
+        for _ in 0..2 {
+            for (i, c) in chunks.iter().enumerate() {
+                assert_eq!(&b.get(i).await.unwrap(), c, "chunk {i}");
+            }
+        }
+        // A block dropped while its writer may still run gives the file back too, and
+        // no more than SPOOL_FILES_KEPT are kept.
+        drop(b);
+        idle_files(&files, 1).await;
+        let many: Vec<Retained> = futures::future::join_all((0..SPOOL_FILES_KEPT + 2).map(|_| {
+            let (spool, files) = (spool.clone(), files.clone());
+            async move {
+                let mut r = Retained::new(spool, 0, files);
+                r.push(Bytes::from_static(b"x")).await;
+                r
+            }
+        }))
+        .await;
+        drop(many);
+        idle_files(&files, SPOOL_FILES_KEPT).await;
+        // Nothing was left under the spool directory: the files are unlinked.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

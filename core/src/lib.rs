@@ -12,6 +12,7 @@
 
 pub mod cas;
 pub mod id;
+pub mod malloc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod units;

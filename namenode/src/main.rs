@@ -6,8 +6,17 @@ use clap::Parser;
 use kdfs_namenode::{Config, run};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists (see kdfs_core::malloc).
+    kdfs_core::malloc::tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let config = Config::parse();
     kdfs_core::telemetry::init(config.log_format);
     let grpc = TcpListener::bind(config.listen)
