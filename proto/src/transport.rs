@@ -24,7 +24,7 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// overlap) before its forward and disk queues take it, and that is most of its peak
 /// memory; 4 MiB is still four 1 MiB messages in flight per stream.
 pub const SERVER_STREAM_WINDOW: u32 = 4 << 20;
-/// Largest HTTP/2 frame a server accepts.
+/// Largest HTTP/2 frame a server or a client accepts.
 pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 /// Dialing a peer that does not answer is given up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,7 +47,10 @@ pub fn endpoint(address: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        // What a client receives (ReadBlock's 1 MiB pieces) comes in frames of at most
+        // this: with HTTP/2's default of 16 KiB a 1 MiB message is 64 frames.
+        .max_frame_size(MAX_FRAME_SIZE))
 }
 
 /// A lazily connecting channel: dialing happens on first use and again after a failure,
