@@ -541,7 +541,7 @@ impl Datanode for DatanodeService {
                             .fetch_add(p.data.len() as u64, Ordering::Relaxed);
                         Ok(ReadBlockResponse {
                             offset: p.offset,
-                            crc32c: crc32c::crc32c(&p.data),
+                            crc32c: p.crc32c,
                             data: p.data,
                         })
                     }
