@@ -36,8 +36,9 @@ use tracing::warn;
 use crate::client::{Client, FileInfo, LocatedBlock};
 use crate::error::{Error, Result};
 
-/// Messages (about 1 MiB each) buffered per block reader.
-pub const READER_QUEUE: usize = 4;
+/// Messages (about 1 MiB each) buffered per block reader, on top of the HTTP/2 stream
+/// window (`kdfs_proto::transport::STREAM_WINDOW`) already in flight per read.
+pub const READER_QUEUE: usize = 2;
 
 /// A half-open byte range `start..end` of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
