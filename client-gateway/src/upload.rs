@@ -765,10 +765,12 @@ static SPOOL_WARNED: AtomicBool = AtomicBool::new(false);
 pub const SPOOL_FILES_KEPT: usize = 4;
 
 /// Spool files of finished blocks, kept so that the next block overwrites pages that
-/// are already in the page cache instead of filling fresh ones: on this kind of VM a
-/// write into fresh page-cache pages cost ~2 ns/byte, an overwrite of cached pages a
-/// tenth of that (BENCHMARKS.md, "The gateway's spool"). The files stay unlinked; what
-/// a block reads back is only what it wrote itself (its chunks' offsets and lengths).
+/// are already in the page cache instead of filling fresh ones: on these VMs a write
+/// into fresh page-cache pages cost ~2 ns/byte, an overwrite of cached pages a
+/// sixteenth of that (BENCHMARKS.md, "Datanode block writes past the page cache"; the
+/// gateway's upload CPU fell by a sixth with reuse, "Reads past the page cache, reused
+/// spool files, …"). The files stay unlinked; what a block reads back is only what it
+/// wrote itself (its chunks' offsets and lengths).
 #[derive(Debug, Default)]
 pub(crate) struct SpoolFiles {
     idle: std::sync::Mutex<Vec<File>>,
