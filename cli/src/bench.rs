@@ -945,12 +945,89 @@ async fn ceiling(size: u64) -> anyhow::Result<Value> {
         commits.push(rate);
         commit_cpu.push(cpu_us);
     }
+    let (mut par, mut par_cpu) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        let (rate, cpu_us) = parallel_durable_commits(dir.path(), run, &buf[..SMALL_COMMIT])?;
+        par.push(rate);
+        par_cpu.push(cpu_us);
+    }
     Ok(json!({
         "scenario": "ceiling", "bytes": chunks * GEN_CHUNK as u64,
         "sha256_mb_s": median(sha), "grpc_stream_mb_s": median(grpc), "disk_fsync_write_mb_s": median(disk),
         "durable_small_commits_s": median(commits), "durable_small_commit_cpu_us": median(commit_cpu),
+        "parallel_durable_commits_s": median(par), "parallel_durable_commit_machine_cpu_us": median(par_cpu),
         "sha_ni": sha_ni(),
     }))
+}
+
+/// Threads of the parallel durable-commit ceiling (the `small` scenario's clients).
+const COMMIT_THREADS: usize = 16;
+
+/// CPU time of the whole machine so far (every core, every process, interrupts and
+/// kernel threads too), from the first line of `/proc/stat`, in seconds.
+fn machine_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal …: all but idle and iowait.
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let busy: f64 = f
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4 && i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / 100.0)
+}
+
+/// [`durable_commits`] by [`COMMIT_THREADS`] threads at once, as the datanodes do
+/// them under the `small` scenario's load (concurrent flushes can be merged by the
+/// block layer). Returns files/s and the whole machine's CPU µs per file, which also
+/// counts the interrupts and kernel threads that complete the I/O (so it includes
+/// whatever else the machine does meanwhile: run it on a quiet machine).
+fn parallel_durable_commits(
+    dir: &std::path::Path,
+    run: usize,
+    data: &[u8],
+) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write;
+    let per_thread = SMALL_COMMITS / 2;
+    let cpu0 = machine_cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..COMMIT_THREADS)
+            .map(|t| {
+                s.spawn(move || -> anyhow::Result<()> {
+                    let tmp = dir.join(format!("par-tmp-{run}-{t}"));
+                    let dest = dir.join(format!("par-{run}-{t}"));
+                    std::fs::create_dir(&tmp)?;
+                    std::fs::create_dir(&dest)?;
+                    for i in 0..per_thread {
+                        let from = tmp.join(i.to_string());
+                        let mut f = std::fs::File::create(&from)?;
+                        f.write_all(data)?;
+                        f.sync_data()?;
+                        drop(f);
+                        std::fs::rename(&from, dest.join(i.to_string()))?;
+                        std::fs::File::open(&dest)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("commit thread panicked"))
+    })?;
+    let files = (per_thread * COMMIT_THREADS) as f64;
+    let rate = files / t0.elapsed().as_secs_f64();
+    let cpu_us = match (cpu0, machine_cpu_seconds()) {
+        (Some(a), Some(b)) => (b - a) * 1e6 / files,
+        _ => f64::NAN,
+    };
+    Ok((rate, cpu_us))
 }
 
 /// Bytes per file of the durable-commit ceiling (the `small` scenario's default size).
@@ -1096,13 +1173,16 @@ fn print_human(r: &Value) {
     };
     match r["scenario"].as_str().unwrap_or("") {
         "ceiling" => println!(
-            "ceiling   sha256 {} MB/s (SHA-NI: {})   one gRPC stream {} MB/s   disk write+fsync {} MB/s   durable 4 KiB commits {}/s ({} µs CPU each)",
+            "ceiling   sha256 {} MB/s (SHA-NI: {})   one gRPC stream {} MB/s   disk write+fsync {} MB/s   durable 4 KiB commits {}/s ({} µs CPU each); by {} threads {}/s ({} µs machine CPU each)",
             f("sha256_mb_s"),
             r["sha_ni"],
             f("grpc_stream_mb_s"),
             f("disk_fsync_write_mb_s"),
             f("durable_small_commits_s"),
-            f("durable_small_commit_cpu_us")
+            f("durable_small_commit_cpu_us"),
+            COMMIT_THREADS,
+            f("parallel_durable_commits_s"),
+            f("parallel_durable_commit_machine_cpu_us")
         ),
         "large" => {
             println!(
