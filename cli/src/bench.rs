@@ -992,29 +992,13 @@ fn parallel_durable_commits(
     run: usize,
     data: &[u8],
 ) -> anyhow::Result<(f64, f64)> {
-    use std::io::Write;
     let per_thread = SMALL_COMMITS / 2;
     let cpu0 = machine_cpu_seconds();
     let t0 = Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..COMMIT_THREADS)
             .map(|t| {
-                s.spawn(move || -> anyhow::Result<()> {
-                    let tmp = dir.join(format!("par-tmp-{run}-{t}"));
-                    let dest = dir.join(format!("par-{run}-{t}"));
-                    std::fs::create_dir(&tmp)?;
-                    std::fs::create_dir(&dest)?;
-                    for i in 0..per_thread {
-                        let from = tmp.join(i.to_string());
-                        let mut f = std::fs::File::create(&from)?;
-                        f.write_all(data)?;
-                        f.sync_data()?;
-                        drop(f);
-                        std::fs::rename(&from, dest.join(i.to_string()))?;
-                        std::fs::File::open(&dest)?.sync_all()?;
-                    }
-                    Ok(())
-                })
+                s.spawn(move || commit_files(dir, &format!("par-{run}-{t}"), per_thread, data))
             })
             .collect();
         workers
@@ -1041,14 +1025,31 @@ const SMALL_COMMITS: usize = 300;
 /// checksum sidecar and the namenode's commit come on top). Returns files/s and the
 /// thread's CPU µs per file.
 fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Result<(f64, f64)> {
-    use std::io::Write;
-    let tmp = dir.join(format!("commit-tmp-{run}"));
-    let dest = dir.join(format!("commit-{run}"));
-    std::fs::create_dir(&tmp)?;
-    std::fs::create_dir(&dest)?;
     let cpu0 = crate::procs::cpu_seconds("thread-self");
     let t0 = Instant::now();
-    for i in 0..SMALL_COMMITS {
+    commit_files(dir, &format!("commit-{run}"), SMALL_COMMITS, data)?;
+    let rate = SMALL_COMMITS as f64 / t0.elapsed().as_secs_f64();
+    let cpu_us = match (cpu0, crate::procs::cpu_seconds("thread-self")) {
+        (Some(a), Some(b)) => (b - a) * 1e6 / SMALL_COMMITS as f64,
+        _ => f64::NAN,
+    };
+    Ok((rate, cpu_us))
+}
+
+/// Commits `count` files of `data` durably, one after another, into `dir/<name>`
+/// (through `dir/<name>-tmp`): create, write, fdatasync, rename, fsync the directory.
+fn commit_files(
+    dir: &std::path::Path,
+    name: &str,
+    count: usize,
+    data: &[u8],
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}-tmp"));
+    let dest = dir.join(name);
+    std::fs::create_dir(&tmp)?;
+    std::fs::create_dir(&dest)?;
+    for i in 0..count {
         let from = tmp.join(i.to_string());
         let mut f = std::fs::File::create(&from)?;
         f.write_all(data)?;
@@ -1057,12 +1058,7 @@ fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Re
         std::fs::rename(&from, dest.join(i.to_string()))?;
         std::fs::File::open(&dest)?.sync_all()?;
     }
-    let rate = SMALL_COMMITS as f64 / t0.elapsed().as_secs_f64();
-    let cpu_us = match (cpu0, crate::procs::cpu_seconds("thread-self")) {
-        (Some(a), Some(b)) => (b - a) * 1e6 / SMALL_COMMITS as f64,
-        _ => f64::NAN,
-    };
-    Ok((rate, cpu_us))
+    Ok(())
 }
 
 fn sha_ni() -> bool {

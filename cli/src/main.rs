@@ -87,13 +87,8 @@ enum Command {
 }
 
 fn main() {
-    // Before any thread exists (see kdfs_core::malloc): `kdfs local` and the bench's
-    // client move the same buffers as the servers.
-    kdfs_core::malloc::tune();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `kdfs local` and the bench's client move the same buffers as the servers.
+    let runtime = match kdfs_core::malloc::tuned_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kdfs: starting the tokio runtime: {e}");

@@ -5,11 +5,7 @@ use clap::Parser;
 use kdfs_client_gateway::Config;
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists (see kdfs_core::malloc).
-    kdfs_core::malloc::tune();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    kdfs_core::malloc::tuned_runtime()
         .context("starting the tokio runtime")?
         .block_on(serve())
 }

@@ -18,6 +18,15 @@
 /// glibc malloc arenas a process may use.
 pub const ARENAS: i32 = 2;
 
+/// The multi-threaded tokio runtime every kdfs binary runs on, built after [`tune`] so
+/// that its worker threads share the bounded arenas. Call it first in `main`.
+pub fn tuned_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
 /// Applies the settings above. Call it first in `main`, before any thread starts
 /// (the arena bound only holds for threads created after it).
 pub fn tune() {

@@ -6,11 +6,7 @@ use clap::Parser;
 use kdfs_datanode::Config;
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists (see kdfs_core::malloc).
-    kdfs_core::malloc::tune();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    kdfs_core::malloc::tuned_runtime()
         .context("starting the tokio runtime")?
         .block_on(serve())
 }

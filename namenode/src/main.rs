@@ -7,11 +7,7 @@ use kdfs_namenode::{Config, run};
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists (see kdfs_core::malloc).
-    kdfs_core::malloc::tune();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    kdfs_core::malloc::tuned_runtime()
         .context("starting the tokio runtime")?
         .block_on(serve())
 }
