@@ -231,8 +231,15 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
         args.local || !args.tls,
         "--tls needs --local (a running gateway's cluster has its own TLS settings)"
     );
+    // The ceiling's files, and those of the small scenario's same-state commits, stay
+    // until the bench ends: on ext4 without a journal every new inode is allocated past
+    // the inodes freed in the last minutes (`recently_deleted`), so deleting thousands
+    // of files would slow every file creation of the scenarios that follow.
+    let scratch = tempfile::Builder::new()
+        .prefix("kdfs-bench-disk-")
+        .tempdir_in(".")?;
     if wants("ceiling") {
-        results.push(ceiling(args.size.bytes().min(1 << 30)).await?);
+        results.push(ceiling(args.size.bytes().min(1 << 30), scratch.path()).await?);
     }
 
     if wants("large") || wants("small") {
@@ -271,6 +278,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                     args.file_size.bytes(),
                     args.concurrency,
                     cluster.as_ref(),
+                    scratch.path(),
                 )
                 .await?,
             );
@@ -398,6 +406,7 @@ async fn small(
     file_size: u64,
     concurrency: usize,
     cluster: Option<&ProcCluster>,
+    scratch: &std::path::Path,
 ) -> anyhow::Result<Value> {
     let cpu = || cluster.map(ProcCluster::cpu).unwrap_or_default();
     // CPU µs per operation per process: ns per "byte" with one byte per operation.
@@ -412,6 +421,19 @@ async fn small(
     ));
     let contents: Vec<Content> = (0..count).map(|_| Content::new(file_size)).collect();
     let hashes: Vec<String> = contents.iter().map(Content::sha256).collect();
+    // The disk's limit in the state these uploads meet (local clusters only, whose
+    // datanodes share the bench's disk): durable commits of this size by 16 threads,
+    // measured just before. At replication 3 an upload needs three of them.
+    let same_state = match cluster {
+        Some(_) => {
+            let data = Content::new(file_size.clamp(1, GEN_CHUNK as u64)).chunk(0);
+            let dir = scratch.to_owned();
+            let commits =
+                tokio::task::spawn_blocking(move || parallel_durable_commits(&dir, "small", &data));
+            Some(commits.await??)
+        }
+        None => None,
+    };
 
     let c0 = cpu();
     let t0 = Instant::now();
@@ -462,6 +484,9 @@ async fn small(
         "scenario": "small", "count": count, "file_size_bytes": file_size, "concurrency": concurrency,
         "upload_ops_s": up.0, "upload_p50_ms": up.1, "upload_p99_ms": up.2,
         "download_ops_s": down.0, "download_p50_ms": down.1, "download_p99_ms": down.2,
+        "same_state_parallel_commits_s": same_state.map(|s| s.0),
+        "same_state_commit_machine_cpu_us": same_state.map(|s| s.1),
+        "upload_bound_by_commits_s": same_state.map(|s| s.0 / LOCAL_REPLICATION as f64),
         "upload_cpu_us_per_op": (cluster.is_some()).then(|| json!(up_cpu)),
         "download_cpu_us_per_op": (cluster.is_some()).then(|| json!(down_cpu)),
     }))
@@ -914,7 +939,7 @@ async fn nn_reports(
 }
 
 /// The same machine's limits, measured in this run.
-async fn ceiling(size: u64) -> anyhow::Result<Value> {
+async fn ceiling(size: u64, dir: &std::path::Path) -> anyhow::Result<Value> {
     progress("ceiling: SHA-256, one gRPC stream, fsync'd disk writes, durable small-file commits");
     let buf = Content::new(GEN_CHUNK as u64).chunk(0);
     let chunks = size / GEN_CHUNK as u64;
@@ -933,21 +958,19 @@ async fn ceiling(size: u64) -> anyhow::Result<Value> {
         grpc.push(grpc_stream(buf.clone(), chunks).await?);
     }
     let mut disk = Vec::new();
-    let dir = tempfile::Builder::new()
-        .prefix("kdfs-bench-disk-")
-        .tempdir_in(".")?;
     for _ in 0..3 {
-        disk.push(disk_write(dir.path(), &buf, chunks.min(256))?);
+        disk.push(disk_write(dir, &buf, chunks.min(256))?);
     }
     let (mut commits, mut commit_cpu) = (Vec::new(), Vec::new());
     for run in 0..3 {
-        let (rate, cpu_us) = durable_commits(dir.path(), run, &buf[..SMALL_COMMIT])?;
+        let (rate, cpu_us) = durable_commits(dir, run, &buf[..SMALL_COMMIT])?;
         commits.push(rate);
         commit_cpu.push(cpu_us);
     }
     let (mut par, mut par_cpu) = (Vec::new(), Vec::new());
     for run in 0..3 {
-        let (rate, cpu_us) = parallel_durable_commits(dir.path(), run, &buf[..SMALL_COMMIT])?;
+        let (rate, cpu_us) =
+            parallel_durable_commits(dir, &format!("par-{run}"), &buf[..SMALL_COMMIT])?;
         par.push(rate);
         par_cpu.push(cpu_us);
     }
@@ -959,6 +982,9 @@ async fn ceiling(size: u64) -> anyhow::Result<Value> {
         "sha_ni": sha_ni(),
     }))
 }
+
+/// The replication factor of `--local` clusters (the namenode's default).
+const LOCAL_REPLICATION: usize = 3;
 
 /// Threads of the parallel durable-commit ceiling (the `small` scenario's clients).
 const COMMIT_THREADS: usize = 16;
@@ -989,7 +1015,7 @@ fn machine_cpu_seconds() -> Option<f64> {
 /// whatever else the machine does meanwhile: run it on a quiet machine).
 fn parallel_durable_commits(
     dir: &std::path::Path,
-    run: usize,
+    run: &str,
     data: &[u8],
 ) -> anyhow::Result<(f64, f64)> {
     let per_thread = SMALL_COMMITS / 2;
@@ -997,9 +1023,7 @@ fn parallel_durable_commits(
     let t0 = Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..COMMIT_THREADS)
-            .map(|t| {
-                s.spawn(move || commit_files(dir, &format!("par-{run}-{t}"), per_thread, data))
-            })
+            .map(|t| s.spawn(move || commit_files(dir, &format!("{run}-{t}"), per_thread, data)))
             .collect();
         workers
             .into_iter()
@@ -1020,8 +1044,8 @@ const SMALL_COMMIT: usize = 4 << 10;
 const SMALL_COMMITS: usize = 300;
 
 /// The least a replica of a small block costs on this disk, one after another on one
-/// thread: create a temp file, write it, fdatasync, rename it into a directory, fsync
-/// the directory (what a datanode must do at the least before acknowledging; its
+/// thread: create a temp file, write it, fdatasync, give it its name in a directory,
+/// fsync the directory (what a datanode must do at the least before acknowledging; its
 /// checksum sidecar and the namenode's commit come on top). Returns files/s and the
 /// thread's CPU µs per file.
 fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Result<(f64, f64)> {
@@ -1036,26 +1060,39 @@ fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Re
     Ok((rate, cpu_us))
 }
 
-/// Commits `count` files of `data` durably, one after another, into `dir/<name>`
-/// (through `dir/<name>-tmp`): create, write, fdatasync, rename, fsync the directory.
+/// Commits `count` files of `data` durably, one after another, into `dir/<name>`, the
+/// way the datanode store commits a replica: an unnamed file in `dir/<name>-tmp`
+/// (`O_TMPFILE`), write, fdatasync, link into place, fsync the directory. Where the
+/// file system has no unnamed files, as the store falls back: a named temp file
+/// renamed into place.
 fn commit_files(
     dir: &std::path::Path,
     name: &str,
     count: usize,
     data: &[u8],
 ) -> anyhow::Result<()> {
+    use kdfs_datanode::store::{create_unnamed, link_into_place};
     use std::io::Write;
     let tmp = dir.join(format!("{name}-tmp"));
     let dest = dir.join(name);
     std::fs::create_dir(&tmp)?;
     std::fs::create_dir(&dest)?;
+    let unnamed = create_unnamed(&tmp, 0).is_ok();
     for i in 0..count {
-        let from = tmp.join(i.to_string());
-        let mut f = std::fs::File::create(&from)?;
-        f.write_all(data)?;
-        f.sync_data()?;
-        drop(f);
-        std::fs::rename(&from, dest.join(i.to_string()))?;
+        let to = dest.join(i.to_string());
+        if unnamed {
+            let mut f = create_unnamed(&tmp, 0)?;
+            f.write_all(data)?;
+            f.sync_data()?;
+            link_into_place(&f, &to)?;
+        } else {
+            let from = tmp.join(i.to_string());
+            let mut f = std::fs::File::create(&from)?;
+            f.write_all(data)?;
+            f.sync_data()?;
+            drop(f);
+            std::fs::rename(&from, &to)?;
+        }
         std::fs::File::open(&dest)?.sync_all()?;
     }
     Ok(())
@@ -1212,6 +1249,14 @@ fn print_human(r: &Value) {
                 f("download_p99_ms")
             );
             print_cpu(r, "us_per_op", "µs/op", 0);
+            if r["same_state_parallel_commits_s"].is_number() {
+                println!(
+                    "          the disk just before: {} durable commits/s by {COMMIT_THREADS} threads ({} µs machine CPU each), so at most {} uploads/s at replication {LOCAL_REPLICATION}",
+                    f("same_state_parallel_commits_s"),
+                    f("same_state_commit_machine_cpu_us"),
+                    f("upload_bound_by_commits_s"),
+                );
+            }
         }
         "heal" => println!(
             "heal      {} on {} datanodes, dead-after {}: declared dead after {} s, healed after {} s (re-replication {} s)",

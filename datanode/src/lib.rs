@@ -130,6 +130,7 @@ pub async fn run(
         blocks = report.blocks,
         bytes = report.bytes,
         tmp_removed = report.tmp_removed,
+        unnamed_tmp = store.unnamed_tmp(),
         took_ms = report.took.as_millis() as u64,
         "block store opened"
     );

@@ -5,7 +5,8 @@
 //! ```text
 //! <data>/VERSION            node id + cluster id (see `version.rs`)
 //! <data>/LOCK               flock'ed while a datanode uses the directory
-//! <data>/tmp/               writes in progress; emptied at every start
+//! <data>/tmp/               writes in progress: unnamed files (`O_TMPFILE`) where the
+//!                           file system has them, else named ones; emptied at start
 //! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
 //! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk (none for
 //!                                 a block of at most one chunk, see below)
@@ -14,10 +15,11 @@
 //! ```
 //!
 //! Invariants:
-//! - A block becomes visible only by a rename from `tmp/`, after its SHA-256 equalled the
-//!   expected id and the file was fsynced; the sidecar is renamed into place *before* the
+//! - A block becomes visible only when its temp file is put into place atomically (an
+//!   unnamed file linked, or a named one renamed), after its SHA-256 equalled the
+//!   expected id and the file was fsynced; the sidecar is put into place *before* the
 //!   block and the directory is fsynced after both, so a visible block always has its
-//!   sidecar. An orphan sidecar (crash between the two renames) is removed at startup.
+//!   sidecar. An orphan sidecar (crash between the two) is removed at startup.
 //! - A block of at most [`CHECKSUM_CHUNK`] bytes has no sidecar: its one CRC would cover
 //!   the same bytes as its SHA-256, so every read of it, whole or a range, reads the
 //!   whole block and checks the SHA-256 instead. That saves a small block a file
@@ -92,6 +94,10 @@ pub struct StoreConfig {
     pub reserved: u64,
     /// Where capacity figures come from (statvfs, or a fixed size in tests).
     pub capacity: CapacitySource,
+    /// Write blocks into unnamed temp files (`O_TMPFILE`) where the file system takes
+    /// them (the default); `false` always uses named temp files and renames, the
+    /// fallback (tests cover both).
+    pub unnamed_tmp: bool,
 }
 
 impl StoreConfig {
@@ -101,6 +107,7 @@ impl StoreConfig {
             sharding: Sharding::default(),
             reserved: 0,
             capacity: CapacitySource::Statvfs,
+            unnamed_tmp: true,
         }
     }
 }
@@ -227,6 +234,9 @@ struct Inner {
     in_flight: Mutex<u64>,
     stripes: Vec<Mutex<()>>,
     tmp_seq: AtomicU64,
+    /// `tmp/` takes unnamed temp files (`O_TMPFILE`) that can be linked into place
+    /// (probed at open; see [`create_tmp`]).
+    unnamed_tmp: bool,
     events: EventLog,
     stats: StoreStats,
     /// Held for the store's lifetime: a second datanode on the same directory fails.
@@ -240,16 +250,27 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
-/// Creates a temp file for a block write, with `O_DIRECT` where the file system takes
-/// it (see [`BlockWriter`]); returns the file and whether it is direct.
-fn create_tmp(path: &Path, direct: bool) -> Result<(File, bool)> {
+/// Creates the temp file of a write, with `O_DIRECT` where asked and the file system
+/// takes it (see [`BlockWriter`]); returns the file and whether it is direct.
+///
+/// With `unnamed` the file is an unnamed inode in `tmp` (`O_TMPFILE`), given its name
+/// at commit by [`link_into_place`]: no directory entry is added to `tmp/` and removed
+/// again, and on ext4 without a journal the fsync of a new named file also writes out
+/// its directory, so a replica costs one directory write less (BENCHMARKS.md). An
+/// abandoned write, or one cut short by a crash, leaves nothing behind. Otherwise the
+/// file is created at `path` (inside `tmp`) and renamed into place.
+fn create_tmp(tmp: &Path, path: &Path, unnamed: bool, direct: bool) -> Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |flags: i32| {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(flags)
-            .open(path)
+        if unnamed {
+            create_unnamed(tmp, flags)
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(flags)
+                .open(path)
+        }
     };
     if !direct {
         return open(0)
@@ -263,6 +284,78 @@ fn create_tmp(path: &Path, direct: bool) -> Result<(File, bool)> {
             .map(|f| (f, false))
             .ctx(|| format!("create {}", path.display())),
         Err(e) => Err(e).ctx(|| format!("create {}", path.display())),
+    }
+}
+
+/// Opens a new unnamed file in `dir` for writing (`O_TMPFILE`, plus `flags` such as
+/// `O_DIRECT`): it has no name until [`link_into_place`] gives it one, and vanishes
+/// when closed without one.
+pub fn create_unnamed(dir: &Path, flags: i32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE | flags)
+        .open(dir)
+}
+
+/// Gives an unnamed temp file (see [`create_unnamed`]) the name `dest`, atomically: `dest`
+/// appears whole or not at all. Through `/proc/self/fd`, which needs no privilege
+/// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`). A file already at `dest` is
+/// replaced, as a rename would: callers hold the id's commit stripe and have checked
+/// the index, so it can only be the leftover of a commit that failed after its link.
+pub fn link_into_place(file: &File, dest: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let src = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .expect("no NUL in a formatted number");
+    let dst = CString::new(dest.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let link = || {
+        // SAFETY: both arguments are NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match link() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(dest)?;
+            link()
+        }
+        r => r,
+    }
+}
+
+/// Whether `tmp` takes unnamed temp files that [`link_into_place`] can name (kernel
+/// and file system support `O_TMPFILE`, `/proc` is mounted). Leaves nothing behind.
+fn probe_unnamed_tmp(tmp: &Path) -> bool {
+    let probe = tmp.join("probe-unnamed");
+    let ok = create_tmp(tmp, &probe, true, false)
+        .map_err(|e| e.to_string())
+        .and_then(|(mut f, _)| {
+            f.write_all(b"kdfs")
+                .and_then(|_| link_into_place(&f, &probe))
+                .map_err(|e| e.to_string())
+        });
+    let _ = fs::remove_file(&probe);
+    match ok {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(dir = %tmp.display(), error = %e, "no unnamed temp files here: block writes use named temp files and renames");
+            false
+        }
     }
 }
 
@@ -449,6 +542,7 @@ impl Store {
             tmp_removed: clean_dir(&tmp)?,
             ..OpenReport::default()
         };
+        let unnamed_tmp = cfg.unnamed_tmp && probe_unnamed_tmp(&tmp);
         let scan = scan_blocks(&blocks, cfg.sharding.levels())?;
         report.orphans_removed = scan.orphans_removed;
         let inner = Arc::new(Inner {
@@ -464,6 +558,7 @@ impl Store {
             in_flight: Mutex::new(0),
             stripes: (0..COMMIT_STRIPES).map(|_| Mutex::new(())).collect(),
             tmp_seq: AtomicU64::new(0),
+            unnamed_tmp,
             events: EventLog::default(),
             stats: StoreStats::default(),
             _lock: lock,
@@ -488,6 +583,11 @@ impl Store {
     /// The path a block has (or would have) on disk.
     pub fn block_path(&self, id: &BlockId) -> PathBuf {
         self.inner.sharding.path(&self.inner.blocks, id)
+    }
+
+    /// Whether writes go to unnamed temp files (see [`StoreConfig::unnamed_tmp`]).
+    pub fn unnamed_tmp(&self) -> bool {
+        self.inner.unnamed_tmp
     }
 
     pub fn tmp_dir(&self) -> &Path {
@@ -588,12 +688,14 @@ impl Store {
         let max_len = reservation.bytes;
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.tmp.join(format!("w{seq:08}"));
-        let (file, direct) = create_tmp(&path, direct)?;
+        let unnamed = self.inner.unnamed_tmp;
+        let (file, direct) = create_tmp(&self.inner.tmp, &path, unnamed, direct)?;
         Ok(BlockWriter {
             inner: self.inner.clone(),
             file: Some(file),
             direct: direct.then(|| Stage::new(max_len)),
             path,
+            unnamed,
             hasher: Some(Sha256::new()),
             crcs: Vec::new(),
             chunk_crc: 0,
@@ -877,7 +979,10 @@ pub struct BlockWriter {
     /// [`AsyncBlockWriter`] writes blocks of at most 1 MiB buffered, so that small files
     /// stay in the page cache for the reads that usually follow.
     direct: Option<Stage>,
+    /// The temp file's path in `tmp/`; when `unnamed`, only the name used in messages
+    /// (the file is an unnamed inode, see [`create_tmp`]).
     path: PathBuf,
+    unnamed: bool,
     /// `None` when the caller hashes the bytes itself (on another thread).
     hasher: Option<Sha256>,
     crcs: Vec<u32>,
@@ -1044,8 +1149,10 @@ impl BlockWriter {
         let file = self.file.take().expect("file is present until commit");
         file.sync_data()
             .ctx(|| format!("fsync {}", self.path.display()))?;
-        drop(file);
+        // An unnamed file stays open until it is linked into place.
+        let file = self.unnamed.then_some(file);
         let tmp_sidecar = needs_sidecar(length).then(|| sidecar_of(&self.path));
+        let mut sidecar_file = None;
         if let Some(tmp_sidecar) = &tmp_sidecar {
             let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * self.crcs.len());
             side.extend_from_slice(SIDECAR_MAGIC);
@@ -1053,11 +1160,11 @@ impl BlockWriter {
             for c in &self.crcs {
                 side.extend_from_slice(&c.to_le_bytes());
             }
-            let mut sf =
-                File::create(tmp_sidecar).ctx(|| format!("create {}", tmp_sidecar.display()))?;
+            let (mut sf, _) = create_tmp(&self.inner.tmp, tmp_sidecar, self.unnamed, false)?;
             sf.write_all(&side)
                 .and_then(|_| sf.sync_data())
                 .ctx(|| format!("write {}", tmp_sidecar.display()))?;
+            sidecar_file = self.unnamed.then_some(sf);
         }
 
         let dest = store.block_path(&expected);
@@ -1067,11 +1174,18 @@ impl BlockWriter {
         }
         store.ensure_parent(&dest)?;
         if let Some(tmp_sidecar) = &tmp_sidecar {
-            fs::rename(tmp_sidecar, sidecar_of(&dest))
-                .ctx(|| format!("rename {} into place", tmp_sidecar.display()))?;
+            let side_dest = sidecar_of(&dest);
+            match &sidecar_file {
+                Some(sf) => link_into_place(sf, &side_dest),
+                None => fs::rename(tmp_sidecar, &side_dest),
+            }
+            .ctx(|| format!("put {} into place", tmp_sidecar.display()))?;
         }
-        fs::rename(&self.path, &dest)
-            .ctx(|| format!("rename {} into place", self.path.display()))?;
+        match &file {
+            Some(f) => link_into_place(f, &dest),
+            None => fs::rename(&self.path, &dest),
+        }
+        .ctx(|| format!("put {} into place", self.path.display()))?;
         self.done = true;
         sync_dir(dest.parent().expect("block paths have a parent"))?;
         store
@@ -1098,7 +1212,7 @@ impl BlockWriter {
 
 impl Drop for BlockWriter {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && !self.unnamed {
             self.file = None;
             let _ = fs::remove_file(&self.path);
             let _ = fs::remove_file(sidecar_of(&self.path));

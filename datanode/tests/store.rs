@@ -25,6 +25,18 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Temp files of writes in progress under `tmp`: named ones, and the unnamed
+/// (`O_TMPFILE`) ones this process holds open there.
+fn temp_files(tmp: &Path) -> Vec<String> {
+    let mut out = files_in(tmp);
+    out.extend(
+        kdfs_core::tmpfiles::open_unnamed_in(None, tmp)
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    out
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -96,7 +108,100 @@ fn put_get_round_trip_and_layout() {
     let again = store.put(&data).unwrap();
     assert!(again.existed);
     assert!(store.events().drain().events.is_empty());
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
+}
+
+fn open_with(dir: &Path, unnamed_tmp: bool) -> Store {
+    let cfg = StoreConfig {
+        unnamed_tmp,
+        ..StoreConfig::new(dir)
+    };
+    Store::open(cfg).expect("open store").0
+}
+
+#[test]
+fn unnamed_and_named_temp_files_store_exact_bytes_and_leave_nothing_behind() {
+    for unnamed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        let store = open_with(dir.path(), unnamed);
+        assert_eq!(
+            store.unnamed_tmp(),
+            unnamed,
+            "O_TMPFILE works in a temp dir here"
+        );
+        let mut ids = Vec::new();
+        // No sidecar; a sidecar; a direct write over 1 MiB with a padded last piece.
+        for (len, seed) in [(10, 1u8), (200_000, 2), ((1 << 20) + 5, 3)] {
+            let data = pattern(len, seed);
+            let mut w = store.begin_write(len as u64).unwrap();
+            w.write(&data[..len / 2]).unwrap();
+            let in_progress = (
+                files_in(&tmp).len(),
+                kdfs_core::tmpfiles::open_unnamed_in(None, &tmp).len(),
+            );
+            assert_eq!(
+                in_progress,
+                if unnamed { (0, 1) } else { (1, 0) },
+                "len {len}"
+            );
+            w.write(&data[len / 2..]).unwrap();
+            let c = w.commit(BlockId::of(&data)).unwrap();
+            assert!(!c.existed);
+            let path = store.block_path(&c.id);
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                data,
+                "len {len}, unnamed {unnamed}"
+            );
+            let sidecar = Path::new(&format!("{}.crc", path.display())).exists();
+            assert_eq!(sidecar, len > CHECKSUM_CHUNK, "len {len}");
+            assert_eq!(store.get(&c.id).unwrap(), data);
+            assert!(temp_files(&tmp).is_empty(), "{:?}", temp_files(&tmp));
+            ids.push(c.id);
+        }
+        drop(store);
+        let (store, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(
+            (report.blocks, report.quarantined, report.tmp_removed),
+            (3, 0, 0)
+        );
+        assert_eq!(report.orphans_removed, 0);
+        for id in &ids {
+            assert_eq!(BlockId::of(&store.get(id).unwrap()), *id);
+        }
+    }
+}
+
+#[test]
+fn a_stale_unindexed_file_at_the_destination_is_replaced() {
+    for unnamed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), unnamed);
+        let data = pattern(200_000, 9);
+        let id = BlockId::of(&data);
+        // What a commit that failed after putting the files in place leaves: files the
+        // index does not know.
+        let dest = store.block_path(&id);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::write(&dest, b"stale").unwrap();
+        fs::write(format!("{}.crc", dest.display()), b"stale sidecar").unwrap();
+        let c = store.put(&data).unwrap();
+        assert!(!c.existed, "unnamed {unnamed}");
+        assert_eq!(fs::read(&dest).unwrap(), data);
+        // Reads check the chunk CRCs of the new sidecar.
+        assert_eq!(
+            store
+                .read_range(&id, 70_000, 1_000)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .data,
+            data[70_000..71_000]
+        );
+        assert_eq!(store.get(&id).unwrap(), data);
+    }
 }
 
 #[test]
@@ -107,7 +212,7 @@ fn hash_mismatch_leaves_nothing_behind() {
     w.write(b"0123456789").unwrap();
     let err = w.commit(BlockId::of(b"something else")).unwrap_err();
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
     assert!(files_in(&dir.path().join("blocks")).is_empty());
     assert_eq!(store.block_count(), 0);
     // The reservation was released: the whole capacity is available again.
@@ -120,10 +225,10 @@ fn dropped_writer_removes_its_temp_file_and_too_long_is_refused() {
     let store = open(dir.path());
     let mut w = store.begin_write(4).unwrap();
     w.write(b"abc").unwrap();
-    assert_eq!(files_in(&dir.path().join("tmp")).len(), 1);
+    assert_eq!(temp_files(&dir.path().join("tmp")).len(), 1);
     assert!(matches!(w.write(b"de"), Err(Error::TooLong { max: 4 })));
     drop(w);
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
 }
 
 #[test]
@@ -136,7 +241,7 @@ fn leftovers_in_tmp_are_removed_at_restart() {
     fs::create_dir(dir.path().join("tmp/junk")).unwrap();
     let (store, report) = Store::open(StoreConfig::new(dir.path())).unwrap();
     assert_eq!(report.tmp_removed, 2);
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.get(&kept.id).unwrap(), b"kept");
 }
 
@@ -242,7 +347,7 @@ fn many_concurrent_writers_of_one_block_end_with_one_intact_copy() {
     assert_eq!(fresh, 1, "exactly one writer committed");
     assert_eq!(store.get(&BlockId::of(&data)).unwrap(), *data);
     assert_eq!(files_in(&dir.path().join("blocks")).len(), 2);
-    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.space().unwrap().used, data.len() as u64);
 }
 
@@ -272,7 +377,7 @@ fn out_of_space_is_refused_before_any_byte() {
         "{err}"
     );
     assert!(
-        files_in(&dir.path().join("tmp")).len() == 1,
+        temp_files(&dir.path().join("tmp")).len() == 1,
         "refused write created nothing"
     );
     // ...and released when it ends.
@@ -535,7 +640,7 @@ async fn async_writer_commits_and_aborts() {
     drop(w);
     assert!(store.space().unwrap().available + (1 << 20) > before);
     let tmp = dir.path().join("tmp");
-    assert!(wait_until(Duration::from_secs(5), || files_in(&tmp).is_empty()).await);
+    assert!(wait_until(Duration::from_secs(5), || temp_files(&tmp).is_empty()).await);
 
     let mut w = AsyncBlockWriter::start(&store, 2).await.unwrap();
     let first = w.write(bytes::Bytes::from_static(b"abc")).await;

@@ -1096,6 +1096,17 @@ impl TestCluster {
         out
     }
 
+    /// Temp files of datanode `i`'s writes in progress: named files in its `tmp/`,
+    /// and the unnamed (`O_TMPFILE`) ones its process holds open there.
+    pub fn temp_files(&self, i: usize) -> Vec<PathBuf> {
+        let mut out = self.files_under(i, "tmp");
+        if let Some(pid) = self.datanodes[i].pid() {
+            let tmp = self.datanode_dir(i).join("tmp");
+            out.extend(kdfs_core::tmpfiles::open_unnamed_in(Some(pid), &tmp));
+        }
+        out
+    }
+
     /// The path of block `id` on datanode `i`, if it is there.
     pub fn block_path(&self, i: usize, id: &str) -> Option<PathBuf> {
         let p = self

@@ -129,7 +129,7 @@ fn full_disks_send_writes_elsewhere_then_fail_with_507() {
     c.wait_until(
         Duration::from_secs(15),
         "no temp file on any datanode",
-        || (0..4).all(|i| c.files_under(i, "tmp").is_empty()),
+        || (0..4).all(|i| c.temp_files(i).is_empty()),
     );
     // The refused uploads' blocks (if any landed) are collected after their lease.
     let referenced: BTreeSet<String> = files.iter().flat_map(|f| c.block_ids(&f.hash)).collect();

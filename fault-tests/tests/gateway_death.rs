@@ -70,9 +70,9 @@ fn sigkill_gateway_mid_upload_leaves_no_record_and_no_garbage() {
     );
     for i in 0..3 {
         assert!(
-            c.files_under(i, "tmp").is_empty(),
+            c.temp_files(i).is_empty(),
             "datanode {i} keeps partial writes: {:?}",
-            c.files_under(i, "tmp")
+            c.temp_files(i)
         );
     }
 

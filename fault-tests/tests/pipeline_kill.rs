@@ -77,7 +77,7 @@ fn sigkill_each_pipeline_position_during_large_uploads() {
                 }
                 victim = (0..4)
                     .map(|k| (round + k) % 4)
-                    .find(|&i| !c.files_under(i, "tmp").is_empty());
+                    .find(|&i| !c.temp_files(i).is_empty());
                 // No write caught by 60%: kill the round's node anyway (with 3 of 4
                 // nodes in every pipeline it is in most of them).
                 if victim.is_none() && at >= SIZE * 3 / 5 {

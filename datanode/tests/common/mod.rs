@@ -44,6 +44,13 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Every regular file below `dir`.
+/// Named files in `tmp` plus the unnamed temp files this process holds open there.
+pub fn temp_files(tmp: &Path) -> Vec<PathBuf> {
+    let mut out = files_in(tmp);
+    out.extend(kdfs_core::tmpfiles::open_unnamed_in(None, tmp));
+    out
+}
+
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -141,8 +148,10 @@ impl TestNode {
         self.block_path(id).is_file()
     }
 
+    /// Temp files of writes in progress: named ones in `tmp/`, and the unnamed
+    /// (`O_TMPFILE`) ones this process holds open there.
     pub fn tmp_files(&self) -> Vec<PathBuf> {
-        files_in(&self.dir.path().join("tmp"))
+        temp_files(&self.dir.path().join("tmp"))
     }
 
     pub fn quarantined(&self) -> Vec<PathBuf> {
