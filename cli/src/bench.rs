@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kdfs_core::ByteSize;
 use kdfs_proto::pb;
 use serde_json::{Value, json};
@@ -428,12 +428,34 @@ async fn small(
         Some(_) => {
             let data = Content::new(file_size.clamp(1, GEN_CHUNK as u64)).chunk(0);
             let dir = scratch.to_owned();
-            let commits =
-                tokio::task::spawn_blocking(move || parallel_durable_commits(&dir, "small", &data));
-            Some(commits.await??)
+            let commits = tokio::task::spawn_blocking({
+                let data = data.clone();
+                move || parallel_durable_commits(&dir, "small", &data)
+            });
+            let commits = commits.await??;
+            Some((
+                commits,
+                upload_floor(data, count.clamp(200, FLOOR_OPS)).await?,
+            ))
         }
         None => None,
     };
+    // The least machine CPU per upload: its network parts and three durable commits.
+    let floor = same_state.as_ref().map(|((_, commit_us), parts)| {
+        let f = |k: &str| parts[k].as_f64().unwrap_or(f64::NAN);
+        let total = f("http_us")
+            + 2.0 * f("unary_us")
+            + 3.0 * f("stream_us")
+            + LOCAL_REPLICATION as f64 * commit_us;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut v = parts.clone();
+        v["commit_us"] = json!(commit_us);
+        v["total_us"] = json!(total);
+        v["cores"] = json!(cores);
+        v["uploads_s"] = json!(cores as f64 * 1e6 / total);
+        v
+    });
+    let same_state = same_state.map(|(c, _)| c);
 
     let c0 = cpu();
     let t0 = Instant::now();
@@ -487,6 +509,7 @@ async fn small(
         "same_state_parallel_commits_s": same_state.map(|s| s.0),
         "same_state_commit_machine_cpu_us": same_state.map(|s| s.1),
         "upload_bound_by_commits_s": same_state.map(|s| s.0 / LOCAL_REPLICATION as f64),
+        "upload_floor": floor,
         "upload_cpu_us_per_op": (cluster.is_some()).then(|| json!(up_cpu)),
         "download_cpu_us_per_op": (cluster.is_some()).then(|| json!(down_cpu)),
     }))
@@ -1120,31 +1143,191 @@ fn disk_write(dir: &std::path::Path, buf: &[u8], chunks: u64) -> anyhow::Result<
 /// One client-streaming WriteBlock of `chunks` messages of `buf` into a sink server on
 /// 127.0.0.1, with the store's chunk size and the workspace's transport settings.
 async fn grpc_stream(buf: Bytes, chunks: u64) -> anyhow::Result<f64> {
-    use kdfs_proto::transport;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = pb::datanode_server::DatanodeServer::new(Sink)
-        .max_decoding_message_size(transport::MAX_MESSAGE_SIZE);
-    let serve = transport::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.clone().cancelled_owned(),
-        );
-    let task = tokio::spawn(serve);
-    let channel = transport::endpoint(&addr.to_string())?.connect().await?;
-    let mut client = pb::datanode_client::DatanodeClient::new(channel)
-        .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+    let sink = SinkServer::start().await?;
+    let mut client = sink.client().await?;
     let msgs = futures::stream::iter(0..chunks).map(move |_| pb::WriteBlockRequest {
         msg: Some(pb::write_block_request::Msg::Data(buf.clone())),
     });
     let t0 = Instant::now();
     let n = client.write_block(msgs).await?.into_inner().length;
     let d = t0.elapsed();
-    stop.cancel();
-    let _ = task.await;
+    sink.stop().await;
     Ok(mbps(n, d))
+}
+
+/// A [`Sink`] datanode service on 127.0.0.1 with the store's transport settings.
+struct SinkServer {
+    addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl SinkServer {
+    async fn start() -> anyhow::Result<Self> {
+        use kdfs_proto::transport;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = pb::datanode_server::DatanodeServer::new(Sink)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let serve = transport::server()
+            .add_service(server)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            );
+        Ok(Self {
+            addr,
+            stop,
+            task: tokio::spawn(serve),
+        })
+    }
+
+    async fn client(
+        &self,
+    ) -> anyhow::Result<pb::datanode_client::DatanodeClient<tonic::transport::Channel>> {
+        use kdfs_proto::transport;
+        let channel = transport::endpoint(&self.addr.to_string())?
+            .connect()
+            .await?;
+        Ok(pb::datanode_client::DatanodeClient::new(channel)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Machine CPU µs per operation of `ops` runs of `op`, [`COMMIT_THREADS`] at a time
+/// (see [`machine_cpu_seconds`]).
+async fn machine_cpu_per_op<F, Fut>(ops: usize, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cpu0 = machine_cpu_seconds();
+    futures::stream::iter(0..ops)
+        .map(op)
+        .buffer_unordered(COMMIT_THREADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(match (cpu0, machine_cpu_seconds()) {
+        (Some(a), Some(b)) => (b - a) * 1e6 / ops as f64,
+        _ => f64::NAN,
+    })
+}
+
+/// Operations per part of the upload floor (fewer for a run of fewer files).
+const FLOOR_OPS: usize = 2_000;
+
+/// The network work every small upload at replication 3 needs at the least, each part
+/// measured alone on this machine, as machine CPU µs per operation with 16 callers at
+/// once (client and server in this process, over 127.0.0.1, the store's transport
+/// settings): `http`, a multipart POST of the file to an HTTP server that parses it
+/// and answers a line of JSON (the gateway's front); `unary`, one gRPC call with an
+/// empty answer (an upload makes two: BeginUpload, CommitFile); `stream`, one
+/// WriteBlock stream of a header, the file and a trailer into a sink (an upload makes
+/// three, one per hop). Nothing here stores, hashes or logs anything.
+async fn upload_floor(file: Bytes, ops: usize) -> anyhow::Result<Value> {
+    let sink = SinkServer::start().await?;
+    let client = sink.client().await?;
+    let unary = machine_cpu_per_op(ops, |i| {
+        let mut c = client.clone();
+        async move {
+            c.transfer_block(pb::ReplicateBlock {
+                block_id: Bytes::copy_from_slice(&[i as u8; 32]),
+                ..Default::default()
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let stream = machine_cpu_per_op(ops, |i| {
+        let mut c = client.clone();
+        let file = file.clone();
+        async move {
+            use pb::write_block_request::Msg;
+            let msgs = [
+                Msg::Header(pb::WriteHeader {
+                    upload_id: format!("floor-{i}"),
+                    max_length: file.len() as u64,
+                    ..Default::default()
+                }),
+                Msg::Data(file),
+                Msg::Trailer(pb::WriteTrailer {
+                    block_id: Bytes::copy_from_slice(&[i as u8; 32]),
+                }),
+            ]
+            .map(|m| pb::WriteBlockRequest { msg: Some(m) });
+            c.write_block(futures::stream::iter(msgs)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    sink.stop().await;
+    let http = http_floor(file, ops).await?;
+    Ok(json!({ "http_us": http, "unary_us": unary, "stream_us": stream }))
+}
+
+/// The `http` part of [`upload_floor`].
+async fn http_floor(file: Bytes, ops: usize) -> anyhow::Result<f64> {
+    use axum::extract::Request;
+    use std::future::IntoFuture;
+    async fn parse(req: Request) -> Result<axum::Json<Value>, axum::http::StatusCode> {
+        let bad = |_| axum::http::StatusCode::BAD_REQUEST;
+        let ct = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(ct).map_err(bad)?;
+        let mut form = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+        let mut n = 0;
+        while let Some(mut field) = form.next_field().await.map_err(bad)? {
+            while let Some(c) = field.chunk().await.map_err(bad)? {
+                n += c.len();
+            }
+        }
+        Ok(axum::Json(json!({ "size": n })))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/upload", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let app = axum::Router::new().route("/upload", axum::routing::post(parse));
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let http = reqwest::Client::new();
+    let cpu = machine_cpu_per_op(ops, |_| {
+        let (http, url, file) = (http.clone(), url.clone(), file.clone());
+        async move {
+            let part = reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::from(file.clone()),
+                file.len() as u64,
+            )
+            .file_name("floor")
+            .mime_str("application/octet-stream")?;
+            let form = reqwest::multipart::Form::new().part("file", part);
+            let r = http.post(&url).multipart(form).send().await?;
+            ensure!(
+                r.status().is_success(),
+                "floor server answered {}",
+                r.status()
+            );
+            let v: Value = r.json().await?;
+            ensure!(v["size"] == json!(file.len()), "floor server read {v}");
+            Ok(())
+        }
+    })
+    .await?;
+    stop.cancel();
+    let _ = server.await;
+    Ok(cpu)
 }
 
 struct Sink;
@@ -1177,11 +1360,12 @@ impl pb::datanode_server::Datanode for Sink {
         Err(tonic::Status::unimplemented("sink"))
     }
 
+    /// Answers at once: the floor's unary call.
     async fn transfer_block(
         &self,
         _: tonic::Request<pb::ReplicateBlock>,
     ) -> Result<tonic::Response<pb::TransferBlockResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("sink"))
+        Ok(tonic::Response::new(pb::TransferBlockResponse::default()))
     }
 }
 
@@ -1255,6 +1439,20 @@ fn print_human(r: &Value) {
                     f("same_state_parallel_commits_s"),
                     f("same_state_commit_machine_cpu_us"),
                     f("upload_bound_by_commits_s"),
+                );
+            }
+            let fl = &r["upload_floor"];
+            if fl.is_object() {
+                let g = |k: &str| fl[k].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
+                println!(
+                    "          least machine CPU per upload, each part alone just before: HTTP {} + 2 x gRPC call {} + 3 x WriteBlock stream {} + 3 x durable commit {} = {} µs, so at most {} uploads/s on {} cores",
+                    g("http_us"),
+                    g("unary_us"),
+                    g("stream_us"),
+                    g("commit_us"),
+                    g("total_us"),
+                    g("uploads_s"),
+                    fl["cores"],
                 );
             }
         }
