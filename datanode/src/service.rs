@@ -43,8 +43,9 @@ use crate::store::{AsyncBlockWriter, Piece, RangeReader, Store};
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
 /// back-pressures this node and, through HTTP/2 flow control, its predecessor. Small,
 /// because every write stream holds this much, plus its HTTP/2 windows and the local
-/// writer's queue (two streams per node while an upload overlaps its blocks).
-pub const FORWARD_QUEUE_DEPTH: usize = 4;
+/// writer's queue (two streams per node while an upload overlaps its blocks). 2, not
+/// 4: a datanode's peak RSS had reached 64.7 MiB on a slow host (BENCHMARKS.md).
+pub const FORWARD_QUEUE_DEPTH: usize = 2;
 /// Read pieces queued towards a reader.
 pub const READ_QUEUE_DEPTH: usize = 4;
 

@@ -65,7 +65,7 @@ pub const CHECKSUM_CHUNK: usize = 64 << 10;
 pub const READ_PIECE: usize = kdfs_proto::transport::CHUNK_SIZE;
 /// Data messages queued between a network task and its blocking writer: the bound that
 /// makes a slow disk slow the sender down (back-pressure) instead of growing memory.
-pub const WRITE_QUEUE_DEPTH: usize = 4;
+pub const WRITE_QUEUE_DEPTH: usize = 2;
 /// A write asks the kernel to start writing back every this many bytes.
 const SYNC_BEHIND: u64 = 8 << 20;
 /// Alignment of direct-I/O writes: offsets, lengths and buffer addresses (the logical
