@@ -433,26 +433,27 @@ async fn small(
                 move || parallel_durable_commits(&dir, "small", &data)
             });
             let commits = commits.await??;
-            Some((
-                commits,
-                upload_floor(data, count.clamp(200, FLOOR_OPS)).await?,
-            ))
+            Some((commits, floor(data, count.clamp(200, FLOOR_OPS)).await?))
         }
         None => None,
     };
-    // The least machine CPU per upload: its network parts and three durable commits.
+    // The least machine CPU per upload (its network parts and three durable commits)
+    // and per download (its network parts; a small block is read from the page cache).
     let floor = same_state.as_ref().map(|((_, commit_us), parts)| {
         let f = |k: &str| parts[k].as_f64().unwrap_or(f64::NAN);
-        let total = f("http_us")
+        let upload = f("http_us")
             + 2.0 * f("unary_us")
             + 3.0 * f("stream_us")
             + LOCAL_REPLICATION as f64 * commit_us;
+        let download = f("http_get_us") + f("unary_us") + f("read_stream_us");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut v = parts.clone();
         v["commit_us"] = json!(commit_us);
-        v["total_us"] = json!(total);
+        v["upload_total_us"] = json!(upload);
+        v["uploads_s"] = json!(cores as f64 * 1e6 / upload);
+        v["download_total_us"] = json!(download);
+        v["downloads_s"] = json!(cores as f64 * 1e6 / download);
         v["cores"] = json!(cores);
-        v["uploads_s"] = json!(cores as f64 * 1e6 / total);
         v
     });
     let same_state = same_state.map(|(c, _)| c);
@@ -509,7 +510,7 @@ async fn small(
         "same_state_parallel_commits_s": same_state.map(|s| s.0),
         "same_state_commit_machine_cpu_us": same_state.map(|s| s.1),
         "upload_bound_by_commits_s": same_state.map(|s| s.0 / LOCAL_REPLICATION as f64),
-        "upload_floor": floor,
+        "floor": floor,
         "upload_cpu_us_per_op": (cluster.is_some()).then(|| json!(up_cpu)),
         "download_cpu_us_per_op": (cluster.is_some()).then(|| json!(down_cpu)),
     }))
@@ -1143,7 +1144,7 @@ fn disk_write(dir: &std::path::Path, buf: &[u8], chunks: u64) -> anyhow::Result<
 /// One client-streaming WriteBlock of `chunks` messages of `buf` into a sink server on
 /// 127.0.0.1, with the store's chunk size and the workspace's transport settings.
 async fn grpc_stream(buf: Bytes, chunks: u64) -> anyhow::Result<f64> {
-    let sink = SinkServer::start().await?;
+    let sink = SinkServer::start(Bytes::new()).await?;
     let mut client = sink.client().await?;
     let msgs = futures::stream::iter(0..chunks).map(move |_| pb::WriteBlockRequest {
         msg: Some(pb::write_block_request::Msg::Data(buf.clone())),
@@ -1155,7 +1156,8 @@ async fn grpc_stream(buf: Bytes, chunks: u64) -> anyhow::Result<f64> {
     Ok(mbps(n, d))
 }
 
-/// A [`Sink`] datanode service on 127.0.0.1 with the store's transport settings.
+/// A [`Sink`] datanode service on 127.0.0.1 with the store's transport settings,
+/// serving `piece` to reads.
 struct SinkServer {
     addr: std::net::SocketAddr,
     stop: tokio_util::sync::CancellationToken,
@@ -1163,12 +1165,12 @@ struct SinkServer {
 }
 
 impl SinkServer {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(piece: Bytes) -> anyhow::Result<Self> {
         use kdfs_proto::transport;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = pb::datanode_server::DatanodeServer::new(Sink)
+        let server = pb::datanode_server::DatanodeServer::new(Sink { piece })
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE);
         let serve = transport::server()
             .add_service(server)
@@ -1222,16 +1224,18 @@ where
 /// Operations per part of the upload floor (fewer for a run of fewer files).
 const FLOOR_OPS: usize = 2_000;
 
-/// The network work every small upload at replication 3 needs at the least, each part
-/// measured alone on this machine, as machine CPU µs per operation with 16 callers at
-/// once (client and server in this process, over 127.0.0.1, the store's transport
-/// settings): `http`, a multipart POST of the file to an HTTP server that parses it
-/// and answers a line of JSON (the gateway's front); `unary`, one gRPC call with an
-/// empty answer (an upload makes two: BeginUpload, CommitFile); `stream`, one
-/// WriteBlock stream of a header, the file and a trailer into a sink (an upload makes
-/// three, one per hop). Nothing here stores, hashes or logs anything.
-async fn upload_floor(file: Bytes, ops: usize) -> anyhow::Result<Value> {
-    let sink = SinkServer::start().await?;
+/// The network work every small upload at replication 3, and every small download,
+/// needs at the least, each part measured alone on this machine, as machine CPU µs per
+/// operation with 16 callers at once (client and server in this process, over
+/// 127.0.0.1, the store's transport settings): `http`, a multipart POST of the file to
+/// an HTTP server that parses it and answers a line of JSON (the gateway's front);
+/// `http_get`, a GET that the server answers with the file; `unary`, one gRPC call
+/// with an empty answer (an upload makes two: BeginUpload, CommitFile; a download one:
+/// GetFile); `stream`, one WriteBlock stream of a header, the file and a trailer into a
+/// sink (an upload makes three, one per hop); `read_stream`, one ReadBlock answered by
+/// one message of the file (a download makes one). Nothing here stores, hashes or logs.
+async fn floor(file: Bytes, ops: usize) -> anyhow::Result<Value> {
+    let sink = SinkServer::start(file.clone()).await?;
     let client = sink.client().await?;
     let unary = machine_cpu_per_op(ops, |i| {
         let mut c = client.clone();
@@ -1267,13 +1271,37 @@ async fn upload_floor(file: Bytes, ops: usize) -> anyhow::Result<Value> {
         }
     })
     .await?;
+    let len = file.len();
+    let read_stream = machine_cpu_per_op(ops, |i| {
+        let mut c = client.clone();
+        async move {
+            let mut r = c
+                .read_block(pb::ReadBlockRequest {
+                    block_id: Bytes::copy_from_slice(&[i as u8; 32]),
+                    offset: 0,
+                    length: len as u64,
+                })
+                .await?
+                .into_inner();
+            let mut got = 0;
+            while let Some(m) = r.message().await? {
+                got += m.data.len();
+            }
+            ensure!(got == len, "floor read got {got} of {len} bytes");
+            Ok(())
+        }
+    })
+    .await?;
     sink.stop().await;
-    let http = http_floor(file, ops).await?;
-    Ok(json!({ "http_us": http, "unary_us": unary, "stream_us": stream }))
+    let (http, http_get) = http_floor(file, ops).await?;
+    Ok(json!({
+        "http_us": http, "http_get_us": http_get, "unary_us": unary,
+        "stream_us": stream, "read_stream_us": read_stream,
+    }))
 }
 
-/// The `http` part of [`upload_floor`].
-async fn http_floor(file: Bytes, ops: usize) -> anyhow::Result<f64> {
+/// The `http` and `http_get` parts of [`floor`].
+async fn http_floor(file: Bytes, ops: usize) -> anyhow::Result<(f64, f64)> {
     use axum::extract::Request;
     use std::future::IntoFuture;
     async fn parse(req: Request) -> Result<axum::Json<Value>, axum::http::StatusCode> {
@@ -1294,9 +1322,18 @@ async fn http_floor(file: Bytes, ops: usize) -> anyhow::Result<f64> {
         Ok(axum::Json(json!({ "size": n })))
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/upload", listener.local_addr()?);
+    let base = format!("http://{}", listener.local_addr()?);
+    let url = format!("{base}/upload");
     let stop = tokio_util::sync::CancellationToken::new();
-    let app = axum::Router::new().route("/upload", axum::routing::post(parse));
+    let app = axum::Router::new()
+        .route("/upload", axum::routing::post(parse))
+        .route(
+            "/download",
+            axum::routing::get({
+                let file = file.clone();
+                move || async move { file }
+            }),
+        );
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
@@ -1325,12 +1362,30 @@ async fn http_floor(file: Bytes, ops: usize) -> anyhow::Result<f64> {
         }
     })
     .await?;
+    let get = machine_cpu_per_op(ops, |_| {
+        let (http, url, len) = (http.clone(), format!("{base}/download"), file.len());
+        async move {
+            let r = http.get(&url).send().await?;
+            ensure!(
+                r.status().is_success(),
+                "floor server answered {}",
+                r.status()
+            );
+            let got = r.bytes().await?.len();
+            ensure!(got == len, "floor download got {got} of {len} bytes");
+            Ok(())
+        }
+    })
+    .await?;
     stop.cancel();
     let _ = server.await;
-    Ok(cpu)
+    Ok((cpu, get))
 }
 
-struct Sink;
+/// Counts what it is sent; serves its `piece` to every read.
+struct Sink {
+    piece: Bytes,
+}
 
 #[tonic::async_trait]
 impl pb::datanode_server::Datanode for Sink {
@@ -1351,13 +1406,23 @@ impl pb::datanode_server::Datanode for Sink {
         }))
     }
 
-    type ReadBlockStream = futures::stream::Empty<Result<pb::ReadBlockResponse, tonic::Status>>;
+    type ReadBlockStream =
+        futures::stream::Iter<std::option::IntoIter<Result<pb::ReadBlockResponse, tonic::Status>>>;
 
+    /// One message of at most `length` bytes of the piece: the floor's read stream.
     async fn read_block(
         &self,
-        _: tonic::Request<pb::ReadBlockRequest>,
+        req: tonic::Request<pb::ReadBlockRequest>,
     ) -> Result<tonic::Response<Self::ReadBlockStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("sink"))
+        let len = (req.into_inner().length as usize).min(self.piece.len());
+        let data = self.piece.slice(..len);
+        Ok(tonic::Response::new(futures::stream::iter(Some(Ok(
+            pb::ReadBlockResponse {
+                offset: 0,
+                crc32c: 0,
+                data,
+            },
+        )))))
     }
 
     /// Answers at once: the floor's unary call.
@@ -1441,7 +1506,7 @@ fn print_human(r: &Value) {
                     f("upload_bound_by_commits_s"),
                 );
             }
-            let fl = &r["upload_floor"];
+            let fl = &r["floor"];
             if fl.is_object() {
                 let g = |k: &str| fl[k].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
                 println!(
@@ -1450,9 +1515,17 @@ fn print_human(r: &Value) {
                     g("unary_us"),
                     g("stream_us"),
                     g("commit_us"),
-                    g("total_us"),
+                    g("upload_total_us"),
                     g("uploads_s"),
                     fl["cores"],
+                );
+                println!(
+                    "          least machine CPU per download: HTTP GET {} + gRPC call {} + ReadBlock stream {} = {} µs, so at most {} downloads/s",
+                    g("http_get_us"),
+                    g("unary_us"),
+                    g("read_stream_us"),
+                    g("download_total_us"),
+                    g("downloads_s"),
                 );
             }
         }
