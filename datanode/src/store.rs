@@ -257,7 +257,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// at commit by [`link_into_place`]: no directory entry is added to `tmp/` and removed
 /// again, and on ext4 without a journal the fsync of a new named file also writes out
 /// its directory, so a replica costs one directory write less (BENCHMARKS.md). An
-/// abandoned write, or one cut short by a crash, leaves nothing behind. Otherwise the
+/// abandoned write leaves nothing behind: the file system frees an unnamed file when
+/// it is closed, or after a crash when it mounts (journaled file systems; ext4 without
+/// a journal leaves that to fsck, which it needs after a crash anyway). Otherwise the
 /// file is created at `path` (inside `tmp`) and renamed into place.
 fn create_tmp(tmp: &Path, path: &Path, unnamed: bool, direct: bool) -> Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
