@@ -1068,8 +1068,8 @@ const SMALL_COMMIT: usize = 4 << 10;
 const SMALL_COMMITS: usize = 300;
 
 /// The least a replica of a small block costs on this disk, one after another on one
-/// thread: create a temp file, write it, fdatasync, give it its name in a directory,
-/// fsync the directory (what a datanode must do at the least before acknowledging; its
+/// thread: create a temp file, write it, fdatasync, rename it into a directory, fsync
+/// the directory (what a datanode must do at the least before acknowledging; its
 /// checksum sidecar and the namenode's commit come on top). Returns files/s and the
 /// thread's CPU µs per file.
 fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Result<(f64, f64)> {
@@ -1085,38 +1085,26 @@ fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Re
 }
 
 /// Commits `count` files of `data` durably, one after another, into `dir/<name>`, the
-/// way the datanode store commits a replica: an unnamed file in `dir/<name>-tmp`
-/// (`O_TMPFILE`), write, fdatasync, link into place, fsync the directory. Where the
-/// file system has no unnamed files, as the store falls back: a named temp file
-/// renamed into place.
+/// way the datanode store commits a replica by default: a named temp file in
+/// `dir/<name>-tmp`, write, fdatasync, rename into place, fsync the directory.
 fn commit_files(
     dir: &std::path::Path,
     name: &str,
     count: usize,
     data: &[u8],
 ) -> anyhow::Result<()> {
-    use kdfs_datanode::store::{create_unnamed, link_into_place};
     use std::io::Write;
     let tmp = dir.join(format!("{name}-tmp"));
     let dest = dir.join(name);
     std::fs::create_dir(&tmp)?;
     std::fs::create_dir(&dest)?;
-    let unnamed = create_unnamed(&tmp, 0).is_ok();
     for i in 0..count {
-        let to = dest.join(i.to_string());
-        if unnamed {
-            let mut f = create_unnamed(&tmp, 0)?;
-            f.write_all(data)?;
-            f.sync_data()?;
-            link_into_place(&f, &to)?;
-        } else {
-            let from = tmp.join(i.to_string());
-            let mut f = std::fs::File::create(&from)?;
-            f.write_all(data)?;
-            f.sync_data()?;
-            drop(f);
-            std::fs::rename(&from, &to)?;
-        }
+        let from = tmp.join(i.to_string());
+        let mut f = std::fs::File::create(&from)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&from, dest.join(i.to_string()))?;
         std::fs::File::open(&dest)?.sync_all()?;
     }
     Ok(())

@@ -111,6 +111,14 @@ pub struct Config {
     #[arg(long, env = "KDFS_FIXED_CAPACITY")]
     pub fixed_capacity: Option<ByteSize>,
 
+    /// Write blocks into unnamed temp files (`O_TMPFILE`) linked into place, instead of
+    /// named temp files renamed into place. Only for journaled file systems (ext4 with
+    /// a journal, XFS), where the directory fsync makes the link durable with the
+    /// file's link count; on ext4 without a journal a crash can leave the block's name
+    /// on an inode whose link count on disk is 0 (until fsck). Off by default.
+    #[arg(long, env = "KDFS_UNNAMED_TMP")]
+    pub unnamed_tmp: bool,
+
     #[command(flatten)]
     pub tls: kdfs_proto::tls::TlsArgs,
 }
@@ -127,6 +135,7 @@ mod tests {
         assert_eq!(c.http.to_string(), "0.0.0.0:9864");
         assert_eq!(c.namenode, "http://127.0.0.1:8020");
         assert_eq!(c.reserved, ByteSize(1 << 30));
+        assert!(!c.unnamed_tmp, "named temp files unless asked");
         assert_eq!(c.scan_interval.get(), Duration::from_secs(86_400));
         assert_eq!(c.scan_rate, ByteSize(32 << 20));
         assert_eq!(c.block_report_interval.get(), Duration::from_secs(3600));

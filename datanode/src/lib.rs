@@ -114,6 +114,7 @@ pub async fn run(
         capacity: config.fixed_capacity.map_or(CapacitySource::Statvfs, |c| {
             CapacitySource::Fixed { total: c.bytes() }
         }),
+        unnamed_tmp: config.unnamed_tmp,
         ..StoreConfig::new(&root)
     };
     let (store, report, version) = tokio::task::spawn_blocking(move || -> Result<_> {

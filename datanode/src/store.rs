@@ -5,8 +5,8 @@
 //! ```text
 //! <data>/VERSION            node id + cluster id (see `version.rs`)
 //! <data>/LOCK               flock'ed while a datanode uses the directory
-//! <data>/tmp/               writes in progress: unnamed files (`O_TMPFILE`) where the
-//!                           file system has them, else named ones; emptied at start
+//! <data>/tmp/               writes in progress (named files, or unnamed ones with
+//!                           `--unnamed-tmp`); emptied at every start
 //! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
 //! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk (none for
 //!                                 a block of at most one chunk, see below)
@@ -94,9 +94,12 @@ pub struct StoreConfig {
     pub reserved: u64,
     /// Where capacity figures come from (statvfs, or a fixed size in tests).
     pub capacity: CapacitySource,
-    /// Write blocks into unnamed temp files (`O_TMPFILE`) where the file system takes
-    /// them (the default); `false` always uses named temp files and renames, the
-    /// fallback (tests cover both).
+    /// Write blocks into unnamed temp files (`O_TMPFILE`) linked into place, where the
+    /// file system takes them; `false` (the default) uses named temp files renamed
+    /// into place. Unnamed files are for journaled file systems only: their fdatasync
+    /// writes the inode with a link count of 0, and on ext4 without a journal the
+    /// directory fsync after the link does not write the inode again, so a crash can
+    /// leave the block's name on an inode fsck must repair (`--unnamed-tmp`).
     pub unnamed_tmp: bool,
 }
 
@@ -107,7 +110,7 @@ impl StoreConfig {
             sharding: Sharding::default(),
             reserved: 0,
             capacity: CapacitySource::Statvfs,
-            unnamed_tmp: true,
+            unnamed_tmp: false,
         }
     }
 }
@@ -256,7 +259,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// With `unnamed` the file is an unnamed inode in `tmp` (`O_TMPFILE`), given its name
 /// at commit by [`link_into_place`]: no directory entry is added to `tmp/` and removed
 /// again, and on ext4 without a journal the fsync of a new named file also writes out
-/// its directory, so a replica costs one directory write less (BENCHMARKS.md). An
+/// its directory, so a replica costs one directory write less (BENCHMARKS.md); but
+/// see [`StoreConfig::unnamed_tmp`] for where it is safe (off by default). An
 /// abandoned write leaves nothing behind: the file system frees an unnamed file when
 /// it is closed, or after a crash when it mounts (journaled file systems; ext4 without
 /// a journal leaves that to fsck, which it needs after a crash anyway). Otherwise the
