@@ -437,14 +437,14 @@ async fn small(
         }
         None => None,
     };
-    // The least machine CPU per upload (its network parts and three durable commits)
-    // and per download (its network parts; a small block is read from the page cache).
+    // The least machine CPU per upload (its network parts, one stream and one durable
+    // commit per replica) and per download (its network parts; a small block is read
+    // from the page cache).
     let floor = same_state.as_ref().map(|((_, commit_us), parts)| {
         let f = |k: &str| parts[k].as_f64().unwrap_or(f64::NAN);
         let upload = f("http_us")
             + 2.0 * f("unary_us")
-            + 3.0 * f("stream_us")
-            + LOCAL_REPLICATION as f64 * commit_us;
+            + LOCAL_REPLICATION as f64 * (f("stream_us") + commit_us);
         let download = f("http_get_us") + f("unary_us") + f("read_stream_us");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut v = parts.clone();
@@ -1008,7 +1008,7 @@ async fn ceiling(size: u64, dir: &std::path::Path) -> anyhow::Result<Value> {
 }
 
 /// The replication factor of `--local` clusters (the namenode's default).
-const LOCAL_REPLICATION: usize = 3;
+const LOCAL_REPLICATION: u32 = kdfs_namenode::config::DEFAULT_REPLICATION;
 
 /// Threads of the parallel durable-commit ceiling (the `small` scenario's clients).
 const COMMIT_THREADS: usize = 16;

@@ -308,8 +308,9 @@ pub fn create_unnamed(dir: &Path, flags: i32) -> io::Result<File> {
 /// Gives an unnamed temp file (see [`create_unnamed`]) the name `dest`, atomically: `dest`
 /// appears whole or not at all. Through `/proc/self/fd`, which needs no privilege
 /// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`). A file already at `dest` is
-/// replaced, as a rename would: callers hold the id's commit stripe and have checked
-/// the index, so it can only be the leftover of a commit that failed after its link.
+/// removed first (not atomically, unlike a rename's replacement): callers hold the
+/// id's commit stripe and have checked the index, so it can only be the leftover of a
+/// commit that failed after its link.
 pub fn link_into_place(file: &File, dest: &Path) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
