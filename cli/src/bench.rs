@@ -423,40 +423,61 @@ async fn small(
     let hashes: Vec<String> = contents.iter().map(Content::sha256).collect();
     // The disk's limit in the state these uploads meet (local clusters only, whose
     // datanodes share the bench's disk): durable commits of this size by 16 threads,
-    // measured just before. At replication 3 an upload needs three of them.
+    // measured just before, into directories that exist and into new ones (the
+    // cluster's stores are new: nearly every replica opens a shard directory). At
+    // replication 3 an upload needs three of them.
     let same_state = match cluster {
         Some(_) => {
             let data = Content::new(file_size.clamp(1, GEN_CHUNK as u64)).chunk(0);
             let dir = scratch.to_owned();
             let commits = tokio::task::spawn_blocking({
                 let data = data.clone();
-                move || parallel_durable_commits(&dir, "small", &data)
+                move || -> anyhow::Result<_> {
+                    Ok((
+                        parallel_durable_commits(&dir, "small", &data, Shards::Existing)?,
+                        parallel_durable_commits(&dir, "small-new", &data, Shards::New)?,
+                    ))
+                }
             });
-            let commits = commits.await??;
-            Some((commits, floor(data, count.clamp(200, FLOOR_OPS)).await?))
+            let (commits, new_store) = commits.await??;
+            Some((
+                commits,
+                new_store,
+                floor(data, count.clamp(200, FLOOR_OPS)).await?,
+            ))
         }
         None => None,
     };
     // The least machine CPU per upload (its network parts, one stream and one durable
     // commit per replica) and per download (its network parts; a small block is read
     // from the page cache).
-    let floor = same_state.as_ref().map(|((_, commit_us), parts)| {
-        let f = |k: &str| parts[k].as_f64().unwrap_or(f64::NAN);
-        let upload = f("http_us")
-            + 2.0 * f("unary_us")
-            + LOCAL_REPLICATION as f64 * (f("stream_us") + commit_us);
-        let download = f("http_get_us") + f("unary_us") + f("read_stream_us");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut v = parts.clone();
-        v["commit_us"] = json!(commit_us);
-        v["upload_total_us"] = json!(upload);
-        v["uploads_s"] = json!(cores as f64 * 1e6 / upload);
-        v["download_total_us"] = json!(download);
-        v["downloads_s"] = json!(cores as f64 * 1e6 / download);
-        v["cores"] = json!(cores);
-        v
-    });
-    let same_state = same_state.map(|(c, _)| c);
+    let floor = same_state
+        .as_ref()
+        .map(|((_, commit_us), (_, new_us), parts)| {
+            let f = |k: &str| parts[k].as_f64().unwrap_or(f64::NAN);
+            let upload_with = |commit_us: f64| {
+                f("http_us")
+                    + 2.0 * f("unary_us")
+                    + LOCAL_REPLICATION as f64 * (f("stream_us") + commit_us)
+            };
+            let upload = upload_with(*commit_us);
+            let upload_new = upload_with(*new_us);
+            let download = f("http_get_us") + f("unary_us") + f("read_stream_us");
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut v = parts.clone();
+            v["commit_us"] = json!(commit_us);
+            v["upload_total_us"] = json!(upload);
+            v["uploads_s"] = json!(cores as f64 * 1e6 / upload);
+            v["new_store_commit_us"] = json!(new_us);
+            v["new_store_upload_total_us"] = json!(upload_new);
+            v["new_store_uploads_s"] = json!(cores as f64 * 1e6 / upload_new);
+            v["download_total_us"] = json!(download);
+            v["downloads_s"] = json!(cores as f64 * 1e6 / download);
+            v["cores"] = json!(cores);
+            v
+        });
+    let new_store = same_state.as_ref().map(|(_, n, _)| *n);
+    let same_state = same_state.map(|(c, _, _)| c);
 
     let c0 = cpu();
     let t0 = Instant::now();
@@ -510,6 +531,8 @@ async fn small(
         "same_state_parallel_commits_s": same_state.map(|s| s.0),
         "same_state_commit_machine_cpu_us": same_state.map(|s| s.1),
         "upload_bound_by_commits_s": same_state.map(|s| s.0 / LOCAL_REPLICATION as f64),
+        "new_store_parallel_commits_s": new_store.map(|s| s.0),
+        "new_store_commit_machine_cpu_us": new_store.map(|s| s.1),
         "floor": floor,
         "upload_cpu_us_per_op": (cluster.is_some()).then(|| json!(up_cpu)),
         "download_cpu_us_per_op": (cluster.is_some()).then(|| json!(down_cpu)),
@@ -993,8 +1016,12 @@ async fn ceiling(size: u64, dir: &std::path::Path) -> anyhow::Result<Value> {
     }
     let (mut par, mut par_cpu) = (Vec::new(), Vec::new());
     for run in 0..3 {
-        let (rate, cpu_us) =
-            parallel_durable_commits(dir, &format!("par-{run}"), &buf[..SMALL_COMMIT])?;
+        let (rate, cpu_us) = parallel_durable_commits(
+            dir,
+            &format!("par-{run}"),
+            &buf[..SMALL_COMMIT],
+            Shards::Existing,
+        )?;
         par.push(rate);
         par_cpu.push(cpu_us);
     }
@@ -1041,13 +1068,16 @@ fn parallel_durable_commits(
     dir: &std::path::Path,
     run: &str,
     data: &[u8],
+    shards: Shards,
 ) -> anyhow::Result<(f64, f64)> {
     let per_thread = SMALL_COMMITS / 2;
     let cpu0 = machine_cpu_seconds();
     let t0 = Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..COMMIT_THREADS)
-            .map(|t| s.spawn(move || commit_files(dir, &format!("{run}-{t}"), per_thread, data)))
+            .map(|t| {
+                s.spawn(move || commit_files(dir, &format!("{run}-{t}"), per_thread, data, shards))
+            })
             .collect();
         workers
             .into_iter()
@@ -1075,13 +1105,30 @@ const SMALL_COMMITS: usize = 300;
 fn durable_commits(dir: &std::path::Path, run: usize, data: &[u8]) -> anyhow::Result<(f64, f64)> {
     let cpu0 = crate::procs::cpu_seconds("thread-self");
     let t0 = Instant::now();
-    commit_files(dir, &format!("commit-{run}"), SMALL_COMMITS, data)?;
+    commit_files(
+        dir,
+        &format!("commit-{run}"),
+        SMALL_COMMITS,
+        data,
+        Shards::Existing,
+    )?;
     let rate = SMALL_COMMITS as f64 / t0.elapsed().as_secs_f64();
     let cpu_us = match (cpu0, crate::procs::cpu_seconds("thread-self")) {
         (Some(a), Some(b)) => (b - a) * 1e6 / SMALL_COMMITS as f64,
         _ => f64::NAN,
     };
     Ok((rate, cpu_us))
+}
+
+/// Where [`commit_files`] puts its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shards {
+    /// All into one directory that exists: a store whose shard directories all exist.
+    Existing,
+    /// Each into a directory made for it (made, then its parent fsynced, as the store
+    /// does for a new `ab/cd` directory): a new store, where nearly every block of a
+    /// small run opens one of the 65,536 shard directories.
+    New,
 }
 
 /// Commits `count` files of `data` durably, one after another, into `dir/<name>`, the
@@ -1092,6 +1139,7 @@ fn commit_files(
     name: &str,
     count: usize,
     data: &[u8],
+    shards: Shards,
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!("{name}-tmp"));
@@ -1104,8 +1152,17 @@ fn commit_files(
         f.write_all(data)?;
         f.sync_data()?;
         drop(f);
-        std::fs::rename(&from, dest.join(i.to_string()))?;
-        std::fs::File::open(&dest)?.sync_all()?;
+        let place = match shards {
+            Shards::Existing => dest.clone(),
+            Shards::New => {
+                let d = dest.join(format!("d{i}"));
+                std::fs::create_dir(&d)?;
+                std::fs::File::open(&dest)?.sync_all()?;
+                d
+            }
+        };
+        std::fs::rename(&from, place.join(i.to_string()))?;
+        std::fs::File::open(&place)?.sync_all()?;
     }
     Ok(())
 }
@@ -1493,6 +1550,11 @@ fn print_human(r: &Value) {
                     f("same_state_commit_machine_cpu_us"),
                     f("upload_bound_by_commits_s"),
                 );
+                println!(
+                    "          ... each into a new shard directory, as in a new store: {} durable commits/s ({} µs machine CPU each)",
+                    f("new_store_parallel_commits_s"),
+                    f("new_store_commit_machine_cpu_us"),
+                );
             }
             let fl = &r["floor"];
             if fl.is_object() {
@@ -1506,6 +1568,12 @@ fn print_human(r: &Value) {
                     g("upload_total_us"),
                     g("uploads_s"),
                     fl["cores"],
+                );
+                println!(
+                    "          ... with the new store's commits ({} µs): {} µs, so at most {} uploads/s",
+                    g("new_store_commit_us"),
+                    g("new_store_upload_total_us"),
+                    g("new_store_uploads_s"),
                 );
                 println!(
                     "          least machine CPU per download: HTTP GET {} + gRPC call {} + ReadBlock stream {} = {} µs, so at most {} downloads/s",
