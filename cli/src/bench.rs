@@ -235,11 +235,20 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
     // until the bench ends: on ext4 without a journal every new inode is allocated past
     // the inodes freed in the last minutes (`recently_deleted`), so deleting thousands
     // of files would slow every file creation of the scenarios that follow.
-    let scratch = tempfile::Builder::new()
-        .prefix("kdfs-bench-disk-")
-        .tempdir_in(".")?;
-    if wants("ceiling") {
-        results.push(ceiling(args.size.bytes().min(1 << 30), scratch.path()).await?);
+    // Made only where it is used: the ceiling, and the small scenario's commits on a
+    // local cluster's disk.
+    let scratch = if wants("ceiling") || (args.local && wants("small")) {
+        Some(
+            tempfile::Builder::new()
+                .prefix("kdfs-bench-disk-")
+                .tempdir_in(".")?,
+        )
+    } else {
+        None
+    };
+    let scratch_dir = scratch.as_ref().map(tempfile::TempDir::path);
+    if let Some(dir) = scratch_dir.filter(|_| wants("ceiling")) {
+        results.push(ceiling(args.size.bytes().min(1 << 30), dir).await?);
     }
 
     if wants("large") || wants("small") {
@@ -278,7 +287,7 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                     args.file_size.bytes(),
                     args.concurrency,
                     cluster.as_ref(),
-                    scratch.path(),
+                    scratch_dir,
                 )
                 .await?,
             );
@@ -379,7 +388,9 @@ async fn large(
         "scenario": "large", "size_bytes": size, "runs": runs,
         "upload_mb_s": median(up.clone()), "download_mb_s": median(down.clone()),
         "upload_runs_mb_s": up, "download_runs_mb_s": down,
-        "upload_cpu_ns_per_byte": median_map(&up_cpu), "download_cpu_ns_per_byte": median_map(&down_cpu),
+        // Only a local cluster's processes are measured.
+        "upload_cpu_ns_per_byte": cluster.map(|_| median_map(&up_cpu)),
+        "download_cpu_ns_per_byte": cluster.map(|_| median_map(&down_cpu)),
     }))
 }
 
@@ -406,7 +417,7 @@ async fn small(
     file_size: u64,
     concurrency: usize,
     cluster: Option<&ProcCluster>,
-    scratch: &std::path::Path,
+    scratch: Option<&std::path::Path>,
 ) -> anyhow::Result<Value> {
     let cpu = || cluster.map(ProcCluster::cpu).unwrap_or_default();
     // CPU µs per operation per process: ns per "byte" with one byte per operation.
@@ -426,8 +437,8 @@ async fn small(
     // measured just before, into directories that exist and into new ones (the
     // cluster's stores are new: nearly every replica opens a shard directory). At
     // replication 3 an upload needs three of them.
-    let same_state = match cluster {
-        Some(_) => {
+    let same_state = match (cluster, scratch) {
+        (Some(_), Some(scratch)) => {
             let data = Content::new(file_size.clamp(1, GEN_CHUNK as u64)).chunk(0);
             let dir = scratch.to_owned();
             let commits = tokio::task::spawn_blocking({
@@ -446,7 +457,7 @@ async fn small(
                 floor(data, count.clamp(200, FLOOR_OPS)).await?,
             ))
         }
-        None => None,
+        _ => None,
     };
     // The least machine CPU per upload (its network parts, one stream and one durable
     // commit per replica) and per download (its network parts; a small block is read
@@ -1045,7 +1056,8 @@ const COMMIT_THREADS: usize = 16;
 fn machine_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    // user nice system idle iowait irq softirq steal …: all but idle and iowait.
+    // user nice system idle iowait irq softirq steal …: user to softirq but idle and
+    // iowait (steal is time the hypervisor gave to other guests).
     let f: Vec<f64> = cpu
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0.0))
@@ -1053,7 +1065,7 @@ fn machine_cpu_seconds() -> Option<f64> {
     let busy: f64 = f
         .iter()
         .enumerate()
-        .filter(|&(i, _)| i != 3 && i != 4 && i < 8)
+        .filter(|&(i, _)| i != 3 && i != 4 && i < 7)
         .map(|(_, v)| v)
         .sum();
     Some(busy / 100.0)
@@ -1070,7 +1082,10 @@ fn parallel_durable_commits(
     data: &[u8],
     shards: Shards,
 ) -> anyhow::Result<(f64, f64)> {
-    let per_thread = SMALL_COMMITS / 2;
+    // At most COMMIT_BYTES in all (a large --file-size must not write gigabytes).
+    let per_thread = (SMALL_COMMITS / 2)
+        .min(COMMIT_BYTES / (data.len().max(1) * COMMIT_THREADS))
+        .max(8);
     let cpu0 = machine_cpu_seconds();
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -1096,6 +1111,9 @@ fn parallel_durable_commits(
 const SMALL_COMMIT: usize = 4 << 10;
 /// Files per durable-commit run.
 const SMALL_COMMITS: usize = 300;
+/// Bytes a 16-thread durable-commit run writes at most (fewer files when they are
+/// large; at least 8 per thread).
+const COMMIT_BYTES: usize = 64 << 20;
 
 /// The least a replica of a small block costs on this disk, one after another on one
 /// thread: create a temp file, write it, fdatasync, rename it into a directory, fsync
