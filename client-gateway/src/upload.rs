@@ -32,8 +32,9 @@
 //! `block_size × blocks_in_flight`. The block's SHA-256 was computed over the original
 //! bytes, so a spool that changed them makes every datanode refuse the re-sent block. Across uploads, a client-wide byte budget (a
 //! semaphore counted in KiB, [`crate::ClientOptions::upload_budget`], 512 MiB by
-//! default) must grant a block its `block_size` before the block starts; excess is
-//! returned as soon as the block's real length is known. A block is granted its
+//! default) must grant a block its `block_size` (or, for a source of bounded length,
+//! what the block can hold: [`Client::upload_at_most`]) before the block starts; excess
+//! is returned as soon as the block's real length is known. A block is granted its
 //! whole reservation at once, so uploads waiting for budget never hold part of it and
 //! cannot deadlock each other; while an upload waits, it stops reading its source and
 //! the HTTP client is slowed by TCP back-pressure.
@@ -209,6 +210,24 @@ struct UploadCtx {
     /// Block 0's pipeline from BeginUpload and when it came, taken by block 0's first
     /// attempt if still fresh.
     first_pipeline: std::sync::Mutex<Option<(Vec<Location>, Instant)>>,
+    /// The most bytes the source can hold, when known (see [`Client::upload_at_most`]).
+    at_most: Option<u64>,
+}
+
+impl UploadCtx {
+    /// The most bytes block `index` can hold: a whole block, or less when the source's
+    /// length is bounded (every block before it is full, so it starts at
+    /// `index × block_size`). What its budget and each datanode reserve for it.
+    fn block_max_len(&self, index: u64) -> u64 {
+        block_max_len(self.block_size, self.at_most, index)
+    }
+}
+
+fn block_max_len(block_size: u64, at_most: Option<u64>, index: u64) -> u64 {
+    match at_most {
+        Some(n) => block_size.min(n.saturating_sub(index.saturating_mul(block_size))),
+        None => block_size,
+    }
 }
 
 /// A block acknowledged by at least `min_replicas` datanodes.
@@ -262,6 +281,25 @@ impl Client {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
+        self.upload_at_most(source, name, content_type, None).await
+    }
+
+    /// As [`Client::upload`], for a source known to hold at most `at_most` bytes (an
+    /// HTTP body's Content-Length): a block that cannot be whole then reserves only
+    /// what it can hold, from the client's budget and on each datanode, instead of a
+    /// whole block (a 4 KiB file would otherwise hold 64 MiB of room on three disks
+    /// while it is written). A source longer than `at_most` fails the upload.
+    pub async fn upload_at_most<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: Option<u64>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
         let begin = unary(
             "BeginUpload",
             self.nn().begin_upload(pb::BeginUploadRequest {
@@ -303,6 +341,7 @@ impl Client {
             first_pipeline: std::sync::Mutex::new(
                 (!first_pipeline.is_empty()).then(|| (first_pipeline, Instant::now())),
             ),
+            at_most,
         });
         debug!(upload = %ctx.upload_id, block_size = ctx.block_size, replication, min_replicas, "upload begun");
 
@@ -333,6 +372,13 @@ impl Client {
             };
             let data = item.map_err(|e| Error::Source(e.into()))?;
             size += data.len() as u64;
+            if let Some(n) = at_most
+                && size > n
+            {
+                return Err(Error::Source(
+                    format!("the source is longer than the {n} bytes it announced").into(),
+                ));
+            }
             splitter.push(data, &mut pieces);
             for p in pieces.drain(..) {
                 driver.feed(p).await?;
@@ -476,7 +522,9 @@ impl Driver {
             self.absorb(j)?;
         }
         let inner = &self.ctx.client.inner;
-        let units = (self.ctx.block_size.div_ceil(BUDGET_UNIT) as u32).min(inner.budget_units);
+        let index = self.next_index;
+        let max_len = self.ctx.block_max_len(index);
+        let units = (max_len.div_ceil(BUDGET_UNIT) as u32).min(inner.budget_units);
         let permit = inner
             .budget
             .clone()
@@ -484,7 +532,6 @@ impl Driver {
             .await
             .map_err(|_| Error::Internal("upload budget closed".into()))?;
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-        let index = self.next_index;
         self.next_index += 1;
         let ctx = self.ctx.clone();
         self.tasks.spawn(async move {
@@ -529,7 +576,9 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn start(ctx: &UploadCtx, pipeline: Vec<Location>) -> Result<Self> {
+    /// Opens a WriteBlock stream to the pipeline's head for a block of at most
+    /// `max_length` bytes.
+    async fn start(ctx: &UploadCtx, pipeline: Vec<Location>, max_length: u64) -> Result<Self> {
         let head = pipeline
             .first()
             .ok_or_else(|| bad_reply("AllocateBlock returned an empty pipeline"))?;
@@ -552,7 +601,7 @@ impl Attempt {
                 .map(pb::DatanodeLocation::from)
                 .collect(),
             upload_id: ctx.upload_id.clone(),
-            max_length: ctx.block_size,
+            max_length,
         };
         a.send(Msg::Header(header)).await;
         Ok(a)
@@ -603,7 +652,7 @@ async fn write_block(
     mut permit: OwnedSemaphorePermit,
 ) -> Result<Committed> {
     let pipeline = allocate_patiently(&ctx, index).await?;
-    let mut attempt = Attempt::start(&ctx, pipeline).await?;
+    let mut attempt = Attempt::start(&ctx, pipeline, ctx.block_max_len(index)).await?;
     let mut retained = Retained::new(
         ctx.spool_dir.clone(),
         ctx.memory_prefix,
@@ -749,7 +798,8 @@ async fn write_block(
             }
             Err(e) => return Err(e),
         };
-        attempt = Attempt::start(&ctx, pipeline).await?;
+        // The block's length is known now: a new pipeline reserves exactly that.
+        attempt = Attempt::start(&ctx, pipeline, length).await?;
         if let Err(why) = retained.replay(&mut attempt).await {
             return Err(not_enough(format!(
                 "{last_error}; cannot re-send the block: {why}"
@@ -1045,6 +1095,23 @@ async fn allocate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_source_reserves_at_most_what_each_block_can_hold() {
+        let b = 1 << 20;
+        assert_eq!(block_max_len(b, None, 0), b);
+        assert_eq!(block_max_len(b, None, 7), b);
+        // A 4 KiB file in a multipart body of 4,300 bytes.
+        assert_eq!(block_max_len(b, Some(4300), 0), 4300);
+        // 2.5 blocks: two whole ones, then the half.
+        let n = 2 * b + b / 2;
+        assert_eq!(block_max_len(b, Some(n), 0), b);
+        assert_eq!(block_max_len(b, Some(n), 1), b);
+        assert_eq!(block_max_len(b, Some(n), 2), b / 2);
+        // Past the bound (never started: no byte can arrive there).
+        assert_eq!(block_max_len(b, Some(n), 3), 0);
+        assert_eq!(block_max_len(b, Some(n), u64::MAX), 0);
+    }
 
     /// Feeds `inputs` (sizes of incoming buffers) through a splitter and returns the
     /// blocks as lists of chunk sizes.

@@ -787,6 +787,78 @@ async fn sixteen_concurrent_uploads_same_and_different_content() {
     );
 }
 
+/// A file known to be small reserves its own size, not a whole block, from the
+/// gateway's budget and on each datanode. On datanodes with room for two blocks, 16
+/// small files uploaded at once all fit (reserving a block each, a node could take two
+/// at a time and would report itself full meanwhile). A library source longer than the
+/// length it announced fails and leaves no file; an exact bound over several blocks
+/// round-trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_uploads_reserve_their_size_not_a_block() {
+    let cluster = TestCluster::with(Spec {
+        capacity: "2MiB".into(),
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let data = content(4096, 7_000 + i);
+            let v = upload_ok(&c, &url, &format!("s{i}.bin"), &data).await;
+            assert_eq!(v["hash"], sha(&data));
+            (v["hash"].as_str().unwrap().to_owned(), data)
+        }));
+    }
+    for t in tasks {
+        let (hash, data) = t.await.unwrap();
+        assert!(download(&c, &url, &hash).await == data, "{hash}");
+    }
+
+    let client = cluster.client();
+    let long = content(10_000, 7_100);
+    let e = client
+        .upload_at_most(source(long.clone(), 1000), "long.bin", "", Some(4096))
+        .await
+        .expect_err("a source longer than its bound");
+    assert!(
+        matches!(e, kdfs_client_gateway::Error::Source(_)) && e.to_string().contains("longer"),
+        "{e}"
+    );
+    let list: Value = c
+        .get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let files = list["files"].as_array().unwrap();
+    assert_eq!(files.len(), 16, "{list}");
+    assert!(files.iter().all(|f| f["hash"] != sha(&long).as_str()));
+
+    // On roomier datanodes: a bound equal to the length, over three blocks.
+    drop(cluster);
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let data = content(2 * BLOCK as usize + BLOCK as usize / 2, 7_200);
+    let up = client
+        .upload_at_most(
+            source(data.clone(), 100_000),
+            "bounded.bin",
+            "",
+            Some(data.len() as u64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(up.record.id.to_string(), sha(&data));
+    assert_eq!(up.record.blocks.len(), 3);
+    let (_, body) = client.download(up.record.id, None).await.unwrap();
+    assert!(collect(body).await == data);
+}
+
 /// Uploads 12 MiB from a slow source and kills datanode `victim` after `after`.
 async fn kill_mid_upload(datanodes: usize, victim: usize, after: Duration) {
     let mut cluster = TestCluster::start(datanodes).await;

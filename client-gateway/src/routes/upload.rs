@@ -128,7 +128,17 @@ pub async fn upload(
         limit: st.config.max_upload.map(|b| b.bytes()),
     }
     .into_stream();
-    let up = st.client.upload(source, &name, &mime).await?;
+    // The file is part of the body, so the body's length bounds it: a small file then
+    // reserves only its own size on the datanodes, not a whole block. (hyper ends a
+    // body at its Content-Length, so the bound holds.)
+    let at_most = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let up = st
+        .client
+        .upload_at_most(source, &name, &mime, at_most)
+        .await?;
     let audited = Audited {
         file: Some(up.record.id),
         size: Some(up.record.size),
