@@ -53,6 +53,33 @@ async fn upload_ok(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> V
     serde_json::from_str(&text).unwrap()
 }
 
+/// Uploads `data` as `name` in a task; the task checks the answered hash and returns
+/// it with the data.
+fn spawn_upload(
+    c: &reqwest::Client,
+    url: &str,
+    name: String,
+    data: Vec<u8>,
+) -> tokio::task::JoinHandle<(String, Vec<u8>)> {
+    let (c, url) = (c.clone(), url.to_owned());
+    tokio::spawn(async move {
+        let v = upload_ok(&c, &url, &name, &data).await;
+        assert_eq!(v["hash"], sha(&data));
+        (v["hash"].as_str().unwrap().to_owned(), data)
+    })
+}
+
+/// `GET /files` (the first page, newest first).
+async fn list_files(c: &reqwest::Client, url: &str) -> Value {
+    c.get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn download(c: &reqwest::Client, url: &str, hash: &str) -> Vec<u8> {
     let r = c
         .get(format!("{url}/download?hash={hash}"))
@@ -409,14 +436,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
 
     // /files: newest first, pagination, search.
     let second = upload_ok(&c, &url, "second.txt", b"second file").await;
-    let list: Value = c
-        .get(format!("{url}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = list_files(&c, &url).await;
     let files = list["files"].as_array().unwrap();
     assert_eq!(files.len(), 4);
     assert_eq!(files[0]["hash"], second["hash"], "newest first");
@@ -540,14 +560,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         410,
     )
     .await;
-    let list: Value = c
-        .get(format!("{url}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = list_files(&c, &url).await;
     assert!(
         list["files"]
             .as_array()
@@ -761,25 +774,13 @@ async fn sixteen_concurrent_uploads_same_and_different_content() {
         } else {
             content(BLOCK as usize + 1000 * i as usize, i)
         };
-        let (c, url) = (c.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let v = upload_ok(&c, &url, &format!("c{i}.bin"), &data).await;
-            assert_eq!(v["hash"], sha(&data));
-            (v["hash"].as_str().unwrap().to_owned(), data)
-        }));
+        tasks.push(spawn_upload(&c, &url, format!("c{i}.bin"), data));
     }
     for t in tasks {
         let (hash, data) = t.await.unwrap();
         assert!(download(&c, &url, &hash).await == data, "{hash}");
     }
-    let list: Value = c
-        .get(format!("{url}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = list_files(&c, &url).await;
     assert_eq!(
         list["files"].as_array().unwrap().len(),
         9,
@@ -804,13 +805,8 @@ async fn small_uploads_reserve_their_size_not_a_block() {
     let url = cluster.gateway.url.clone();
     let mut tasks = Vec::new();
     for i in 0..16u64 {
-        let (c, url) = (c.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let data = content(4096, 7_000 + i);
-            let v = upload_ok(&c, &url, &format!("s{i}.bin"), &data).await;
-            assert_eq!(v["hash"], sha(&data));
-            (v["hash"].as_str().unwrap().to_owned(), data)
-        }));
+        let data = content(4096, 7_000 + i);
+        tasks.push(spawn_upload(&c, &url, format!("s{i}.bin"), data));
     }
     for t in tasks {
         let (hash, data) = t.await.unwrap();
@@ -827,14 +823,7 @@ async fn small_uploads_reserve_their_size_not_a_block() {
         matches!(e, kdfs_client_gateway::Error::Source(_)) && e.to_string().contains("longer"),
         "{e}"
     );
-    let list: Value = c
-        .get(format!("{url}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = list_files(&c, &url).await;
     let files = list["files"].as_array().unwrap();
     assert_eq!(files.len(), 16, "{list}");
     assert!(files.iter().all(|f| f["hash"] != sha(&long).as_str()));
@@ -1017,12 +1006,8 @@ async fn a_tiny_upload_budget_queues_uploads_without_deadlock() {
     let url = cluster.gateway.url.clone();
     let mut tasks = Vec::new();
     for i in 0..6u64 {
-        let (c, url) = (c.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let data = content(3 * BLOCK as usize + 17 * i as usize, 500 + i);
-            let v = upload_ok(&c, &url, &format!("b{i}.bin"), &data).await;
-            assert_eq!(v["hash"], sha(&data));
-        }));
+        let data = content(3 * BLOCK as usize + 17 * i as usize, 500 + i);
+        tasks.push(spawn_upload(&c, &url, format!("b{i}.bin"), data));
     }
     for t in tasks {
         tokio::time::timeout(DEADLINE * 2, t)
@@ -1099,14 +1084,7 @@ async fn out_of_space_is_507_and_too_few_datanodes_503() {
         503,
     )
     .await;
-    let list: Value = c
-        .get(format!("{}/files", lonely.gateway.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = list_files(&c, &lonely.gateway.url).await;
     assert!(list["files"].as_array().unwrap().is_empty());
 }
 
