@@ -557,6 +557,9 @@ impl NameSystem {
             for (b, _) in added {
                 repl.replica_added(b, idx);
             }
+            for b in removed.iter().chain(corrupt) {
+                repl.replica_lost(b, idx);
+            }
             for b in corrupt {
                 if blocks.contains(b) {
                     repl.mark_corrupt(*b, idx);
@@ -579,8 +582,12 @@ impl NameSystem {
         };
         tracing::info!(block = %block, node = %node, reason, "bad replica reported");
         metrics::counter!("kdfs_namenode_corrupt_replicas_total").increment(1);
-        if self.shared.blocks.remove_location(block, idx) {
-            lock(&self.shared.repl).mark_corrupt(*block, idx);
+        let removed = self.shared.blocks.remove_location(block, idx);
+        let mut repl = lock(&self.shared.repl);
+        // A copy planned from this replica before the report cannot succeed.
+        repl.replica_lost(block, idx);
+        if removed {
+            repl.mark_corrupt(*block, idx);
         }
     }
 

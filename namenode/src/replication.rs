@@ -165,6 +165,18 @@ impl Replication {
         }
     }
 
+    /// `node` no longer holds `id` (its replica was removed, found corrupt or reported
+    /// bad). A copy it was to serve as the source cannot happen (its transfer fails on
+    /// the datanode, and nothing tells us so): it is cancelled and the block looked at
+    /// again on the next tick, rather than after the copy's timeout. Without this, a
+    /// copy scheduled from the second of two corrupt replicas between the two reports
+    /// held the block short of replicas for the whole timeout (2 minutes by default).
+    pub fn replica_lost(&mut self, id: &BlockId, node: NodeIdx) {
+        if self.pending.get(id).is_some_and(|p| p.source == node) {
+            self.cancel(id);
+        }
+    }
+
     /// After a full report of `node`: completes every outstanding copy to it that the
     /// block map now shows (cheaper than checking each reported block: few copies are
     /// outstanding at any time).
@@ -560,6 +572,56 @@ mod tests {
         r.node_dead(0);
         assert_eq!(r.stats().pending, 0);
         assert_eq!(r.stats().dirty, 1);
+    }
+
+    #[test]
+    fn a_copy_whose_source_lost_its_replica_is_rescheduled_at_once() {
+        // Three nodes, replication 3; node 0's replica is found corrupt: the copy to it
+        // is planned from the first holder, node 1.
+        let m = BlockMap::new();
+        with_block(&m, b(1), 3, &[1, 2]);
+        let mut r = Replication::new(2, 120_000);
+        r.mark_corrupt(b(1), 0);
+        let cmds = r.tick(0, &m, &nodes(3), 1);
+        assert_eq!(
+            cmds,
+            vec![(
+                1,
+                Cmd::Replicate {
+                    block: b(1),
+                    length: 100,
+                    targets: vec![0]
+                }
+            )]
+        );
+        // Node 1's replica turns out corrupt too, before it served the copy.
+        m.remove_location(&b(1), 1);
+        r.replica_lost(&b(1), 1);
+        r.mark_corrupt(b(1), 1);
+        assert_eq!(r.stats().pending, 0, "the copy from node 1 is cancelled");
+        // The next tick (not the timeout) copies from the last good replica to both.
+        let cmds = r.tick(1, &m, &nodes(3), 1);
+        let [(2, Cmd::Replicate { block, targets, .. })] = cmds.as_slice() else {
+            panic!("one copy from node 2 expected, got {cmds:?}");
+        };
+        assert_eq!(*block, b(1));
+        let mut targets = targets.clone();
+        targets.sort_unstable();
+        assert_eq!(targets, vec![0, 1]);
+    }
+
+    #[test]
+    fn losing_a_target_or_another_replica_keeps_the_copy() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 3, &[1, 2]);
+        let mut r = Replication::new(2, 120_000);
+        r.mark_dirty([b(1)]);
+        let cmds = r.tick(0, &m, &nodes(3), 1);
+        let (source, _) = cmds[0];
+        let other = if source == 1 { 2 } else { 1 };
+        r.replica_lost(&b(1), other);
+        r.replica_lost(&b(1), 0);
+        assert_eq!(r.stats().pending, 1);
     }
 
     #[test]

@@ -371,6 +371,44 @@ async fn corrupt_replicas_are_healed_then_removed() {
     assert_eq!(sim.locations(b"data").len(), 2);
 }
 
+/// Two of three replicas are bad and readers report them one at a time: a copy planned
+/// between the two reports may take the second bad replica as its source. That copy
+/// cannot succeed (and no datanode says so), so it is planned again from the good
+/// replica at the next tick, not after the replication timeout.
+#[tokio::test(start_paused = true)]
+async fn a_copy_whose_source_is_reported_bad_meanwhile_is_replanned_at_once() {
+    let sim = Sim::new(&["--replication", "3"]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"data", &[0, 1, 2]).await;
+    sim.ns
+        .bad_replica(&block(b"data"), &sim.nodes[0], "checksum mismatch");
+    sim.tick();
+    let first: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|n| (n, replications(&sim.beat(n))))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    let [(source, copies)] = first.as_slice() else {
+        panic!("one copy expected, got {first:?}");
+    };
+    assert_eq!(copies, &vec![(block(b"data"), vec![sim.nodes[0]])]);
+    // The source's replica is bad too (the reader's failover reports it a moment later).
+    let (source, good) = (*source, 3 - *source);
+    sim.ns
+        .bad_replica(&block(b"data"), &sim.nodes[source], "checksum mismatch");
+    sim.tick();
+    let copies = replications(&sim.beat(good));
+    let [(b, targets)] = copies.as_slice() else {
+        panic!("a copy from the good replica at once expected, got {copies:?}");
+    };
+    assert_eq!(*b, block(b"data"));
+    let mut targets = targets.clone();
+    targets.sort();
+    let mut want = vec![sim.nodes[0], sim.nodes[source]];
+    want.sort();
+    assert_eq!(targets, want, "both bad nodes get a good copy");
+}
+
 #[tokio::test(start_paused = true)]
 async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
     let dir = tempfile::tempdir().unwrap();
