@@ -34,7 +34,7 @@
 //!   [`Error::Corrupt`].
 //! - Commits, deletes and quarantines of one id are serialised by a striped lock, so
 //!   concurrent writers of the same block end with one intact file (the first commit
-//!   wins, later ones are no-op successes).
+//!   wins, later ones are no-op successes that report the replica again).
 //! - Every change is logged as an [`Event`] for the namenode's incremental reports.
 //!
 //! All functions here do blocking file I/O: async callers run them on
@@ -919,6 +919,29 @@ impl Store {
         self.inner.events.push(Event::Corrupt(*id));
     }
 
+    /// A commit of a block this store already holds: nothing is written, but the
+    /// replica is reported again (an [`Event::Added`]). The namenode may have dropped
+    /// it meanwhile (a late bad-replica report, a lost report), and a copy it sent
+    /// here is only complete when this node reports the block: without the event it
+    /// would wait for its timeout and be sent again, until the next full report.
+    /// `None` if the block is not here. Takes the block's stripe lock, so no delete
+    /// slips in between the check and the event.
+    fn recommit(&self, id: &BlockId) -> Option<Commit> {
+        let _g = self.stripe(id);
+        self.recommit_locked(id)
+    }
+
+    /// [`Store::recommit`] for a caller holding the block's stripe lock.
+    fn recommit_locked(&self, id: &BlockId) -> Option<Commit> {
+        let length = self.length(id)?;
+        self.inner.events.push(Event::Added { id: *id, length });
+        Some(Commit {
+            id: *id,
+            length,
+            existed: true,
+        })
+    }
+
     fn stripe(&self, id: &BlockId) -> std::sync::MutexGuard<'_, ()> {
         let i = usize::from(id.as_bytes()[0]) % COMMIT_STRIPES;
         self.inner.stripes[i].lock().expect("stripe lock poisoned")
@@ -1135,13 +1158,11 @@ impl BlockWriter {
             inner: self.inner.clone(),
         };
         let length = self.len;
-        let existing = Commit {
-            id: expected,
-            length,
-            existed: true,
-        };
-        if store.contains(&expected) {
-            return Ok(existing); // Cheap no-op: dropping `self` removes the temp file.
+        // The lock-free check first: most blocks are new.
+        if store.contains(&expected)
+            && let Some(c) = store.recommit(&expected)
+        {
+            return Ok(c); // Cheap: dropping `self` removes the temp file.
         }
         if self.chunk_fill > 0 {
             self.crcs.push(self.chunk_crc);
@@ -1176,8 +1197,8 @@ impl BlockWriter {
 
         let dest = store.block_path(&expected);
         let _g = store.stripe(&expected);
-        if store.contains(&expected) {
-            return Ok(existing); // Another writer won the race.
+        if let Some(c) = store.recommit_locked(&expected) {
+            return Ok(c); // Another writer won the race.
         }
         store.ensure_parent(&dest)?;
         if let Some(tmp_sidecar) = &tmp_sidecar {
