@@ -306,6 +306,8 @@ impl Client {
                 name: name.to_owned(),
                 content_type: content_type.to_owned(),
                 replication: self.inner.options.replication,
+                // Block 0's pipeline then needs room for only this much.
+                max_size: at_most.unwrap_or(0),
             }),
         )
         .await?;
@@ -1082,6 +1084,7 @@ async fn allocate(
             block_index: index,
             exclude: exclude.iter().map(|d| d.to_string()).collect(),
             replicas,
+            max_length: ctx.block_max_len(index),
         }),
     )
     .await?;

@@ -848,6 +848,27 @@ async fn small_uploads_reserve_their_size_not_a_block() {
     assert!(collect(body).await == data);
 }
 
+/// Datanodes with less room than a block still take files that fit: `/upload` tells
+/// the namenode the body's length, and placement asks for that much room, not a block
+/// (a larger file on the same datanodes: `out_of_space_is_507_and_too_few_datanodes_503`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_fit_on_datanodes_with_less_room_than_a_block() {
+    let cluster = TestCluster::with(Spec {
+        capacity: "512KiB".into(),
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let small = content(4096, 7_300);
+    let up = upload_ok(&c, &url, "small.bin", &small).await;
+    assert_eq!(up["replicas"], 3, "{up}");
+    let hash = up["hash"].as_str().unwrap().to_owned();
+    assert!(download(&c, &url, &hash).await == small);
+    let list = list_files(&c, &url).await;
+    assert_eq!(list["files"][0]["hash"], hash.as_str(), "{list}");
+}
+
 /// Uploads 12 MiB from a slow source and kills datanode `victim` after `after`.
 async fn kill_mid_upload(datanodes: usize, victim: usize, after: Duration) {
     let mut cluster = TestCluster::start(datanodes).await;
@@ -1055,16 +1076,19 @@ async fn graceful_shutdown_drains_an_in_flight_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_space_is_507_and_too_few_datanodes_503() {
-    // Datanodes with less room than one block: the namenode cannot place it.
+    // Datanodes with less room than the file: the namenode cannot place it, and
+    // nothing is left behind.
     let full = TestCluster::with(Spec {
         capacity: "512KiB".into(),
         ..Spec::default()
     })
     .await;
     let c = http();
-    let r = upload(&c, &full.gateway.url, "big.bin", &content(100, 1)).await;
+    let r = upload(&c, &full.gateway.url, "big.bin", &content(600 << 10, 1)).await;
     let m = assert_json_error(r, 507).await;
     assert!(m.contains("space"), "{m}");
+    let list = list_files(&c, &full.gateway.url).await;
+    assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
     drop(full);
 
     // One datanode, replication 3 (so at least 2 replicas): not enough live datanodes.

@@ -648,12 +648,14 @@ impl NameSystem {
         Ok(l.clone())
     }
 
-    /// A pipeline for the next block of an upload.
+    /// A pipeline for the next block of an upload, of nodes with room for
+    /// `max_length` bytes (0, or more than a block: a whole block).
     pub fn allocate(
         &self,
         upload_id: &str,
         exclude: &[DatanodeId],
         replicas: u32,
+        max_length: u64,
     ) -> Result<Vec<Location>> {
         let lease = self.renew(upload_id)?;
         if exclude.len() > MAX_EXCLUDE {
@@ -669,7 +671,10 @@ impl NameSystem {
         let request = placement::Request {
             wanted,
             min: (self.settings.min_replicas.min(lease.replication) as usize).min(wanted),
-            block_size: self.settings.block_size,
+            room: match max_length {
+                0 => self.settings.block_size,
+                n => n.min(self.settings.block_size),
+            },
             exclude: exclude.iter().filter_map(|d| cluster.index_of(d)).collect(),
         };
         let pipeline = placement::check(&cluster.candidates(), &request)?;

@@ -1,8 +1,9 @@
 //! Where new replicas go: a pure function of the cluster's state and a request.
 //!
 //! Rules, in order:
-//! 1. Only live, non-stale nodes that are not excluded and have room for a whole block
-//!    (`available >= block_size`) are eligible.
+//! 1. Only live, non-stale nodes that are not excluded and have room for the block
+//!    (`available >= room`: a whole block, or less when the block is known to be
+//!    smaller, e.g. a small file's only block) are eligible.
 //! 2. Too few live nodes at all is `Unavailable` (the gateway answers 503); live nodes
 //!    but too few with room is `ResourceExhausted` (507). "Too few" means fewer than
 //!    `min(wanted, min_replicas)`: a write may go ahead with fewer nodes than wanted
@@ -37,7 +38,8 @@ pub struct Request {
     pub wanted: usize,
     /// Fewest acceptable (a pipeline shorter than this is refused).
     pub min: usize,
-    pub block_size: u64,
+    /// Bytes each chosen node must have free: the most the block can hold.
+    pub room: u64,
     pub exclude: HashSet<NodeIdx>,
 }
 
@@ -57,12 +59,12 @@ pub fn check(cluster: &[Candidate], req: &Request) -> Result<Vec<NodeIdx>> {
     }
     let mut roomy: Vec<&Candidate> = live
         .into_iter()
-        .filter(|c| c.available >= req.block_size)
+        .filter(|c| c.available >= req.room)
         .collect();
     if roomy.len() < floor {
         return Err(Error::ResourceExhausted(format!(
             "not enough datanodes with {} bytes free: {} have room, {} needed",
-            req.block_size,
+            req.room,
             roomy.len(),
             floor
         )));
@@ -112,7 +114,7 @@ mod tests {
         Request {
             wanted,
             min: 2,
-            block_size: 64 << 20,
+            room: 64 << 20,
             exclude: exclude.iter().copied().collect(),
         }
     }
@@ -193,6 +195,39 @@ mod tests {
             // Live nodes but no room: 507.
             (
                 vec![node(0, "", 0, 0), node(1, "", 0, 0), node(2, "", 10, 0)],
+                req(3, &[]),
+                Exhausted,
+            ),
+            // A small block fits where a whole one does not: 1 MiB free is room
+            // enough for a 4 KiB file, not for a 64 MiB block.
+            (
+                vec![
+                    Candidate {
+                        available: 1 << 20,
+                        ..node(0, "", 0, 0)
+                    },
+                    Candidate {
+                        available: 1 << 20,
+                        ..node(1, "", 0, 0)
+                    },
+                ],
+                Request {
+                    room: 4096,
+                    ..req(3, &[])
+                },
+                Pipeline(vec![0, 1]),
+            ),
+            (
+                vec![
+                    Candidate {
+                        available: 1 << 20,
+                        ..node(0, "", 0, 0)
+                    },
+                    Candidate {
+                        available: 1 << 20,
+                        ..node(1, "", 0, 0)
+                    },
+                ],
                 req(3, &[]),
                 Exhausted,
             ),

@@ -309,7 +309,9 @@ impl Replication {
                 match p {
                     None => {}
                     Some(Priority::OneReplica | Priority::Under) => {
-                        match self.plan_copy(&id, &info.locs, target - live, nodes, block_size) {
+                        // Targets need room for the block itself, not a whole block.
+                        let room = info.length.min(block_size);
+                        match self.plan_copy(&id, &info.locs, target - live, nodes, room) {
                             Some((source, targets)) => {
                                 *self.source_load.entry(source).or_default() += 1;
                                 for t in &targets {
@@ -375,7 +377,7 @@ impl Replication {
         holders: &[NodeIdx],
         need: usize,
         nodes: &[Candidate],
-        block_size: u64,
+        room: u64,
     ) -> Option<(NodeIdx, Vec<NodeIdx>)> {
         let avoid = self.avoid.get(id);
         let avoided = |n: NodeIdx| avoid.is_some_and(|a| a.contains(&n));
@@ -401,7 +403,7 @@ impl Replication {
         let request = |exclude: HashSet<NodeIdx>| placement::Request {
             wanted: need,
             min: 1,
-            block_size,
+            room,
             exclude,
         };
         // Prefer nodes that have not failed this block (nor held a corrupt replica of
@@ -608,6 +610,32 @@ mod tests {
         let mut targets = targets.clone();
         targets.sort_unstable();
         assert_eq!(targets, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_small_block_heals_onto_a_node_without_room_for_a_whole_block() {
+        // The block is 100 bytes; node 2 has 1,000 bytes free, far less than a 64 MiB
+        // block: room enough for this copy. Node 3 has 99 bytes: not enough.
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0]);
+        let mut cluster = nodes(4);
+        cluster[1].writable = false;
+        cluster[2].available = 1_000;
+        cluster[3].available = 99;
+        let mut r = Replication::new(2, 120_000);
+        r.mark_dirty([b(1)]);
+        let cmds = r.tick(0, &m, &cluster, 64 << 20);
+        assert_eq!(
+            cmds,
+            vec![(
+                0,
+                Cmd::Replicate {
+                    block: b(1),
+                    length: 100,
+                    targets: vec![2]
+                }
+            )]
+        );
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl namenode_server::Namenode for NamenodeService {
         // Best effort: an error here is AllocateBlock's to report.
         let pipeline = self
             .ns
-            .allocate(&lease.id, &[], 0)
+            .allocate(&lease.id, &[], 0, r.max_size)
             .map(|p| p.iter().map(loc).collect())
             .unwrap_or_default();
         Ok(Response::new(pb::BeginUploadResponse {
@@ -371,7 +371,7 @@ impl namenode_server::Namenode for NamenodeService {
             .iter()
             .map(|d| wire::datanode_id("exclude", d))
             .collect::<Result<Vec<_>, _>>()?;
-        let pipeline = self.ns.allocate(up, &exclude, r.replicas)?;
+        let pipeline = self.ns.allocate(up, &exclude, r.replicas, r.max_length)?;
         Ok(Response::new(pb::AllocateBlockResponse {
             pipeline: pipeline.iter().map(loc).collect(),
         }))

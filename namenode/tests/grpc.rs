@@ -25,6 +25,7 @@ async fn upload_get_list_delete_round_trip() {
             name: "hello.txt".into(),
             content_type: String::new(),
             replication: 0,
+            max_size: 0,
         })
         .await
         .unwrap()
@@ -49,6 +50,7 @@ async fn upload_get_list_delete_round_trip() {
             block_index: 0,
             exclude: vec![],
             replicas: 0,
+            max_length: 0,
         })
         .await
         .unwrap()
@@ -325,6 +327,35 @@ async fn allocation_errors_map_to_unavailable_and_exhausted() {
     }
     let e = alloc(&c, up.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // 10 bytes of room take a block known to hold at most 10 bytes (a small file),
+    // from AllocateBlock and from BeginUpload; 11 bytes are still refused.
+    let small = |up: String, max_length: u64| {
+        let mut c = c.clone();
+        async move {
+            c.allocate_block(pb::AllocateBlockRequest {
+                upload_id: up,
+                max_length,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let p = small(up.clone(), 10).await.unwrap().into_inner().pipeline;
+    assert_eq!(p.len(), 2, "{p:?}");
+    let e = small(up.clone(), 11).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    for (max_size, pipeline) in [(10, 2), (11, 0), (0, 0)] {
+        let given = c
+            .begin_upload(pb::BeginUploadRequest {
+                name: "small".into(),
+                max_size,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(given.pipeline.len(), pipeline, "max_size {max_size}");
+    }
 
     // Names are checked.
     let e = c

@@ -553,7 +553,7 @@ async fn a_decommissioning_node_gets_no_writes_and_its_blocks_are_copied_away() 
         .collect();
     assert_eq!(copies, vec![(block(b"data"), vec![sim.nodes[2]])]);
     let lease = sim.ns.begin_upload("x", "", 0).await.unwrap();
-    let pipeline = sim.ns.allocate(&lease.id, &[], 0).unwrap();
+    let pipeline = sim.ns.allocate(&lease.id, &[], 0, 0).unwrap();
     assert!(
         pipeline.iter().all(|l| l.id != sim.nodes[0]),
         "no writes to it"

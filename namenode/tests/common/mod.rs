@@ -316,6 +316,7 @@ pub async fn upload(
             name: name.into(),
             content_type: "text/plain".into(),
             replication: 0,
+            max_size: 0,
         })
         .await?
         .into_inner();
