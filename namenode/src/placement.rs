@@ -110,6 +110,14 @@ mod tests {
         }
     }
 
+    /// A node with 1 MiB free: room for a small file, not for a block.
+    fn nearly_full(node: NodeIdx) -> Candidate {
+        Candidate {
+            available: 1 << 20,
+            ..self::node(node, "", 0, 0)
+        }
+    }
+
     fn req(wanted: usize, exclude: &[NodeIdx]) -> Request {
         Request {
             wanted,
@@ -201,36 +209,14 @@ mod tests {
             // A small block fits where a whole one does not: 1 MiB free is room
             // enough for a 4 KiB file, not for a 64 MiB block.
             (
-                vec![
-                    Candidate {
-                        available: 1 << 20,
-                        ..node(0, "", 0, 0)
-                    },
-                    Candidate {
-                        available: 1 << 20,
-                        ..node(1, "", 0, 0)
-                    },
-                ],
+                vec![nearly_full(0), nearly_full(1)],
                 Request {
                     room: 4096,
                     ..req(3, &[])
                 },
                 Pipeline(vec![0, 1]),
             ),
-            (
-                vec![
-                    Candidate {
-                        available: 1 << 20,
-                        ..node(0, "", 0, 0)
-                    },
-                    Candidate {
-                        available: 1 << 20,
-                        ..node(1, "", 0, 0)
-                    },
-                ],
-                req(3, &[]),
-                Exhausted,
-            ),
+            (vec![nearly_full(0), nearly_full(1)], req(3, &[]), Exhausted),
             // Replication 1 needs one node.
             (
                 vec![node(0, "", 1, 0), node(1, "", 2, 0)],

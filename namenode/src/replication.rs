@@ -461,6 +461,18 @@ mod tests {
         }
     }
 
+    /// The command copying the 100-byte block `id` (see `with_block`) from `source`.
+    fn copy(source: NodeIdx, id: BlockId, targets: Vec<NodeIdx>) -> (NodeIdx, Cmd) {
+        (
+            source,
+            Cmd::Replicate {
+                block: id,
+                length: 100,
+                targets,
+            },
+        )
+    }
+
     fn copies(cmds: &[(NodeIdx, Cmd)]) -> Vec<BlockId> {
         cmds.iter()
             .filter_map(|(_, c)| match c {
@@ -585,17 +597,7 @@ mod tests {
         let mut r = Replication::new(2, 120_000);
         r.mark_corrupt(b(1), 0);
         let cmds = r.tick(0, &m, &nodes(3), 1);
-        assert_eq!(
-            cmds,
-            vec![(
-                1,
-                Cmd::Replicate {
-                    block: b(1),
-                    length: 100,
-                    targets: vec![0]
-                }
-            )]
-        );
+        assert_eq!(cmds, vec![copy(1, b(1), vec![0])]);
         // Node 1's replica turns out corrupt too, before it served the copy.
         m.remove_location(&b(1), 1);
         r.replica_lost(&b(1), 1);
@@ -625,17 +627,7 @@ mod tests {
         let mut r = Replication::new(2, 120_000);
         r.mark_dirty([b(1)]);
         let cmds = r.tick(0, &m, &cluster, 64 << 20);
-        assert_eq!(
-            cmds,
-            vec![(
-                0,
-                Cmd::Replicate {
-                    block: b(1),
-                    length: 100,
-                    targets: vec![2]
-                }
-            )]
-        );
+        assert_eq!(cmds, vec![copy(0, b(1), vec![2])]);
     }
 
     #[test]
