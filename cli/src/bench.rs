@@ -453,9 +453,9 @@ async fn small(
             let (commits, new_store) = commits.await??;
             let ops = count.clamp(200, FLOOR_OPS);
             let mut parts = floor(data.clone(), ops).await?;
-            let (meta_commit, sha) = durable_floor(scratch, &data, ops).await?;
-            parts["meta_commit_us"] = json!(meta_commit);
-            parts["sha256_us"] = json!(sha);
+            parts["meta_commit_us"] = json!(meta_commit_floor(scratch, data.len(), ops).await?);
+            parts["sha256_us"] =
+                json!(tokio::task::spawn_blocking(move || sha256_us(&data)).await?);
             Some((commits, new_store, parts))
         }
         _ => None,
@@ -1293,18 +1293,12 @@ where
 /// Operations per part of the upload floor (fewer for a run of fewer files).
 const FLOOR_OPS: usize = 2_000;
 
-/// The work besides the network that every small upload needs at the least, each part
-/// measured alone on this machine: `meta_commit`, machine CPU µs per file record made
-/// durable by the namenode's own group-commit writer, [`COMMIT_THREADS`] committers at
-/// once, its database in `dir` (the lease row is queued first, as `BeginUpload` does;
-/// here it usually lands in its commit's batch and is never written, which a real
-/// upload only gets when it is quick); `sha256`, CPU µs of one SHA-256 pass over
-/// `file` on one thread (the median of five timed loops). Returns both.
-async fn durable_floor(
-    dir: &std::path::Path,
-    file: &Bytes,
-    ops: usize,
-) -> anyhow::Result<(f64, f64)> {
+/// The file record's part of the upload floor: machine CPU µs per record of a one-block
+/// file of `len` bytes made durable by the namenode's own group-commit writer,
+/// [`COMMIT_THREADS`] committers at once, its database in `dir` (the lease row is
+/// queued first, as `BeginUpload` does; here it usually lands in its commit's batch and
+/// is never written, which a real upload only gets when it is quick).
+async fn meta_commit_floor(dir: &std::path::Path, len: usize, ops: usize) -> anyhow::Result<f64> {
     use kdfs_core::{BlockId, FileId};
     use kdfs_namenode::meta::{FileRecord, Lease, Op, Store, Writer};
     let db_dir = dir.join("floor-meta");
@@ -1315,7 +1309,7 @@ async fn durable_floor(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
-    let len = file.len() as u64;
+    let len = len as u64;
     let meta_commit = machine_cpu_per_op(ops, |i| {
         let writer = writer.clone();
         async move {
@@ -1353,23 +1347,24 @@ async fn durable_floor(
     drop(writer);
     let _ = stopped.await;
     std::fs::remove_dir_all(&db_dir).with_context(|| format!("remove {}", db_dir.display()))?;
-    let data = file.clone();
-    let sha = tokio::task::spawn_blocking(move || {
-        const HASHES: u32 = 5_000;
-        let mut loops: Vec<f64> = (0..5)
+    Ok(meta_commit)
+}
+
+/// The hashing part of the floors: CPU µs of one SHA-256 pass over `data` on this
+/// thread, the median of five timed loops.
+fn sha256_us(data: &[u8]) -> f64 {
+    const HASHES: u32 = 5_000;
+    median(
+        (0..5)
             .map(|_| {
                 let t = Instant::now();
                 for _ in 0..HASHES {
-                    std::hint::black_box(Sha256::digest(std::hint::black_box(&data[..])));
+                    std::hint::black_box(Sha256::digest(std::hint::black_box(data)));
                 }
                 t.elapsed().as_secs_f64() * 1e6 / f64::from(HASHES)
             })
-            .collect();
-        loops.sort_by(f64::total_cmp);
-        loops[loops.len() / 2]
-    })
-    .await?;
-    Ok((meta_commit, sha))
+            .collect(),
+    )
 }
 
 /// The network work every small upload at replication 3, and every small download,
