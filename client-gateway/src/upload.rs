@@ -779,7 +779,7 @@ async fn write_block(
             (&lenient, wanted),
             (&lenient, needed),
         ] {
-            pipeline = allocate(&ctx, index, exclude, replicas).await;
+            pipeline = allocate(&ctx, index, exclude, replicas, length).await;
             if !matches!(pipeline, Err(Error::NotEnoughDatanodes(_))) {
                 break;
             }
@@ -1047,9 +1047,10 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
             return Ok(pipeline);
         }
     }
+    let room = ctx.block_max_len(index);
     let mut delay = ALLOCATE_RETRY_DELAY;
     for _ in 1..ALLOCATE_TRIES {
-        match allocate(ctx, index, &BTreeSet::new(), 0).await {
+        match allocate(ctx, index, &BTreeSet::new(), 0, room).await {
             Err(Error::NotEnoughDatanodes(e)) => {
                 debug!(index, error = %e, "no pipeline yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -1058,7 +1059,7 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
             r => return r,
         }
     }
-    allocate(ctx, index, &BTreeSet::new(), 0).await
+    allocate(ctx, index, &BTreeSet::new(), 0, room).await
 }
 
 /// A pipeline from the namenode's reply to `rpc`, every location validated.
@@ -1070,12 +1071,14 @@ fn parse_pipeline(rpc: &str, locations: &[pb::DatanodeLocation]) -> Result<Vec<L
         .map_err(|s| Error::Internal(format!("{rpc} reply: {}", s.message())))
 }
 
-/// Asks the namenode for a pipeline for block `index`.
+/// Asks the namenode for a pipeline for block `index` on nodes with room for
+/// `max_length` bytes (what the attempt will reserve on each).
 async fn allocate(
     ctx: &UploadCtx,
     index: u64,
     exclude: &BTreeSet<DatanodeId>,
     replicas: u32,
+    max_length: u64,
 ) -> Result<Vec<Location>> {
     let resp = unary(
         "AllocateBlock",
@@ -1084,7 +1087,7 @@ async fn allocate(
             block_index: index,
             exclude: exclude.iter().map(|d| d.to_string()).collect(),
             replicas,
-            max_length: ctx.block_max_len(index),
+            max_length,
         }),
     )
     .await?;
