@@ -14,7 +14,7 @@
 //! that retrying cannot fix (another cluster) ends the worker with an error, which
 //! stops the datanode with a clear message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,8 +23,8 @@ use kdfs_core::BlockId;
 use kdfs_proto::pb::command::Kind;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::pb::{
-    BlockEntry, Command, FullBlockReportChunk, HeartbeatRequest, IncrementalBlockReportRequest,
-    RegisterRequest, RegisterResponse,
+    BlockEntry, Command, FailedCopy, FullBlockReportChunk, HeartbeatRequest,
+    IncrementalBlockReportRequest, RegisterRequest, RegisterResponse, TransferBlockResponse,
 };
 use kdfs_proto::transport;
 use kdfs_proto::wire::{self, Location};
@@ -118,6 +118,87 @@ pub struct Link {
     /// Serialises full and incremental reports, so that the namenode sees them in the
     /// order of the changes they describe.
     reports: tokio::sync::Mutex<()>,
+    /// Replications that failed, for the next heartbeat (see [`FailedCopies`]).
+    failed_copies: Arc<FailedCopies>,
+}
+
+/// Replications that did not reach every target, waiting for the next heartbeat to
+/// tell the namenode, which then plans them again at once (otherwise it waits for the
+/// copy's timeout, 2 minutes by default, with the block short of replicas). Bounded:
+/// beyond [`transport::MAX_FAILED_COPIES`] the oldest are dropped (the timeout still
+/// catches them).
+#[derive(Debug, Default)]
+pub struct FailedCopies(Mutex<VecDeque<FailedCopy>>);
+
+impl FailedCopies {
+    /// Records the outcome of a replication of `id` to `targets`; a full success
+    /// records nothing.
+    pub fn record(
+        &self,
+        id: BlockId,
+        targets: &[Location],
+        outcome: &Result<TransferBlockResponse, Status>,
+    ) {
+        let copy = match outcome {
+            Ok(r) if r.failed.is_empty() => return,
+            Ok(r) => FailedCopy {
+                block_id: wire::raw(id.as_bytes()),
+                // Only the targets that were asked: a failure names a node by id, or
+                // by address when its id is unknown.
+                targets: targets
+                    .iter()
+                    .filter(|t| {
+                        let tid = t.id.to_string();
+                        r.failed
+                            .iter()
+                            .any(|f| f.node == tid || f.node == t.address)
+                    })
+                    .map(|t| t.id.to_string())
+                    .collect(),
+                whole: false,
+                reason: r
+                    .failed
+                    .first()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default(),
+            },
+            Err(status) => FailedCopy {
+                block_id: wire::raw(id.as_bytes()),
+                targets: targets.iter().map(|t| t.id.to_string()).collect(),
+                whole: true,
+                reason: status.message().to_owned(),
+            },
+        };
+        if copy.targets.is_empty() {
+            return; // Failures of nodes it was not asked about: nothing to replan.
+        }
+        let mut q = self.0.lock().expect("failed-copy lock poisoned");
+        if q.len() >= transport::MAX_FAILED_COPIES {
+            q.pop_front();
+        }
+        q.push_back(copy);
+    }
+
+    /// Everything recorded so far, oldest first.
+    pub fn take(&self) -> Vec<FailedCopy> {
+        self.0
+            .lock()
+            .expect("failed-copy lock poisoned")
+            .drain(..)
+            .collect()
+    }
+
+    /// Puts back what a failed heartbeat did not deliver (ahead of newer entries, still
+    /// within the bound).
+    pub fn restore(&self, copies: Vec<FailedCopy>) {
+        let mut q = self.0.lock().expect("failed-copy lock poisoned");
+        for c in copies.into_iter().rev() {
+            if q.len() >= transport::MAX_FAILED_COPIES {
+                break;
+            }
+            q.push_front(c);
+        }
+    }
 }
 
 /// Sleeps unless cancelled first; false if cancelled.
@@ -146,6 +227,7 @@ impl Link {
             tasks: TaskTracker::new(),
             reports: tokio::sync::Mutex::new(()),
             stop: CancellationToken::new(),
+            failed_copies: Arc::default(),
         })
     }
 
@@ -320,6 +402,7 @@ impl Link {
 
     async fn heartbeat(&self) -> Result<kdfs_proto::pb::HeartbeatResponse, Status> {
         let space = self.node.store.space().map_err(Status::from)?;
+        let failed_copies = self.failed_copies.take();
         let req = HeartbeatRequest {
             datanode_id: self.node.id.to_string(),
             capacity: space.capacity,
@@ -327,9 +410,18 @@ impl Link {
             available: space.available,
             in_flight: self.node.metrics.in_flight.load(Ordering::Relaxed),
             blocks: self.node.store.block_count() as u64,
+            failed_copies,
         };
         let mut client = self.client.clone();
-        Ok(client.heartbeat(with_timeout(req)).await?.into_inner())
+        match client.heartbeat(with_timeout(req.clone())).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => {
+                // Told on the next beat; a namenode that forgot this node replans them
+                // after its copy timeout anyway.
+                self.failed_copies.restore(req.failed_copies);
+                Err(status)
+            }
+        }
     }
 
     /// Sends every stored block, in chunks of at most `MAX_REPORT_CHUNK` entries. Pending
@@ -510,14 +602,18 @@ impl Link {
                     let node = self.node.clone();
                     let permits = self.replication.clone();
                     let cancel = self.stop.clone();
+                    let failed = self.failed_copies.clone();
                     self.tasks.spawn(async move {
                         let Ok(_permit) = permits.acquire_owned().await else {
                             return;
                         };
                         tokio::select! {
                             _ = cancel.cancelled() => {}
-                            // Outcome is logged and counted inside `transfer`.
-                            _ = node.transfer(id, &targets) => {}
+                            // Logged and counted inside `transfer`; failures also go to
+                            // the namenode with the next heartbeat.
+                            outcome = node.transfer(id, &targets) => {
+                                failed.record(id, &targets, &outcome);
+                            }
                         }
                     });
                 }

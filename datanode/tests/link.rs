@@ -170,6 +170,72 @@ async fn replicate_command_copies_the_block_to_its_targets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_replications_are_reported_with_the_next_heartbeat() {
+    let (nn, url, _srv) = namenode("c1").await;
+    let source = TestNode::start(&url, &[]).await;
+    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    // A datanode that is not there: nothing listens on its port.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = l.local_addr().unwrap().to_string();
+        drop(l);
+        kdfs_proto::pb::DatanodeLocation {
+            id: kdfs_core::DatanodeId::random().to_string(),
+            address,
+        }
+    };
+    let bytes = pattern(200_000, 9);
+    let id = BlockId::of(&bytes);
+    write_chain(&[source.location()], &bytes, &id)
+        .await
+        .unwrap();
+    let missing = BlockId::of(b"never stored here");
+    let replicate = |block: &BlockId, targets| Command {
+        kind: Some(Kind::Replicate(ReplicateBlock {
+            block_id: kdfs_proto::wire::raw(block.as_bytes()),
+            length: bytes.len() as u64,
+            targets,
+        })),
+    };
+    nn.seen(|s| {
+        // Reaches the live target, not the one after it.
+        s.pending
+            .push(replicate(&id, vec![target.location(), gone.clone()]));
+        // The source has no replica to send: fails as a whole.
+        s.pending.push(replicate(&missing, vec![target.location()]));
+    });
+    assert!(
+        wait_until(WAIT, || nn.seen(|s| s.failed_copies.len() >= 2)).await,
+        "both failures reported: {:?}",
+        nn.seen(|s| s.failed_copies.clone())
+    );
+    assert!(target.holds(&id), "the live target committed its copy");
+    let failed = nn.seen(|s| s.failed_copies.clone());
+    let of = |b: &BlockId| {
+        failed
+            .iter()
+            .find(|f| f.block_id.as_ref() == b.as_bytes())
+            .unwrap_or_else(|| panic!("no report for {b}: {failed:?}"))
+            .clone()
+    };
+    let partial = of(&id);
+    assert_eq!(partial.targets, vec![gone.id.clone()]);
+    assert!(!partial.whole);
+    assert!(!partial.reason.is_empty());
+    let whole = of(&missing);
+    assert_eq!(whole.targets, vec![target.location().id]);
+    assert!(whole.whole);
+    // Each is reported once: later heartbeats carry nothing more.
+    let beats = nn.seen(|s| s.heartbeats);
+    assert!(wait_until(WAIT, || nn.seen(|s| s.heartbeats >= beats + 3)).await);
+    assert_eq!(nn.seen(|s| s.failed_copies.len()), 2);
+    for n in [source, target] {
+        let (_d, r) = n.stop().await;
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reregister_request_sends_registration_and_full_report_again() {
     let (nn, url, _srv) = namenode("c1").await;
     let node = TestNode::start(&url, &[]).await;

@@ -200,6 +200,16 @@ pub enum Outgoing {
     },
 }
 
+/// A replication a datanode reports as failed (with its heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCopy {
+    pub block: BlockId,
+    /// Targets that hold no new replica.
+    pub targets: Vec<DatanodeId>,
+    /// The transfer failed as a whole (the source could not send it).
+    pub whole: bool,
+}
+
 /// A block acknowledged by an upload's pipeline.
 #[derive(Debug, Clone)]
 pub struct CommittedBlock {
@@ -457,6 +467,37 @@ impl NameSystem {
             out.insert(0, Outgoing::Delete(deletes));
         }
         Some(out)
+    }
+
+    /// Replications that `id` (their source) reports as failed: the failed targets (and
+    /// the source, when the whole transfer failed) are tried last for that block, and a
+    /// copy with no target left is planned again on the next tick instead of after its
+    /// timeout. Reports about copies no longer outstanding change nothing.
+    pub fn copies_failed(&self, id: &DatanodeId, failed: &[FailedCopy]) {
+        if failed.is_empty() {
+            return;
+        }
+        let (source, targets): (NodeIdx, Vec<Vec<NodeIdx>>) = {
+            let cluster = self.cluster();
+            let Some(source) = cluster.live_index(id) else {
+                return;
+            };
+            let targets = failed
+                .iter()
+                .map(|f| {
+                    f.targets
+                        .iter()
+                        .filter_map(|t| cluster.index_of(t))
+                        .collect()
+                })
+                .collect();
+            (source, targets)
+        };
+        let mut repl = lock(&self.shared.repl);
+        for (f, targets) in failed.iter().zip(&targets) {
+            tracing::info!(block = %f.block, source = %id, targets = f.targets.len(), whole = f.whole, "replication failed; planning it again");
+            repl.copy_failed(&f.block, source, targets, f.whole);
+        }
     }
 
     fn take_deletes(&self, idx: NodeIdx, now_ms: u64) -> Vec<BlockId> {

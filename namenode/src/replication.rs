@@ -63,6 +63,8 @@ struct Pending {
     source: NodeIdx,
     targets: SmallVec<[NodeIdx; 4]>,
     deadline_ms: u64,
+    /// A target reported failing: its `avoid` entry must outlive this copy.
+    partly_failed: bool,
 }
 
 /// Re-replication state.
@@ -78,7 +80,8 @@ pub struct Replication {
     pending: HashMap<BlockId, Pending, IdBuild>,
     source_load: HashMap<NodeIdx, u32>,
     target_load: HashMap<NodeIdx, u32>,
-    /// Nodes that failed a copy of the block (timed out): tried last.
+    /// Nodes that failed a copy of the block (timed out, or reported failing by the
+    /// source): tried last. Forgotten once the block is healthy.
     avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>, IdBuild>,
     /// Replicas found corrupt, to delete once the block is healthy again.
     corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>, IdBuild>,
@@ -157,10 +160,12 @@ impl Replication {
         p.targets.remove(pos);
         dec(&mut self.target_load, node);
         if p.targets.is_empty() {
-            let source = p.source;
+            let (source, partly_failed) = (p.source, p.partly_failed);
             self.pending.remove(id);
             dec(&mut self.source_load, source);
-            self.avoid.remove(id);
+            if !partly_failed {
+                self.avoid.remove(id);
+            }
             self.dirty.push_back(*id);
         }
     }
@@ -177,20 +182,69 @@ impl Replication {
         }
     }
 
+    /// `source` reports that its copy of `id` reached none of `failed` (`whole`: the
+    /// transfer failed as a whole). Those targets leave the copy and are tried last for
+    /// this block (as is the source after a whole failure); a copy with no target left
+    /// is cancelled and the block looked at again on the next tick, rather than after
+    /// the copy's timeout. A report about another copy (an older one from the same
+    /// block, or from another source) is ignored.
+    pub fn copy_failed(&mut self, id: &BlockId, source: NodeIdx, failed: &[NodeIdx], whole: bool) {
+        let Some(p) = self.pending.get_mut(id) else {
+            return;
+        };
+        if p.source != source {
+            return;
+        }
+        let mut gone = SmallVec::<[NodeIdx; 4]>::new();
+        p.targets.retain(|t| {
+            let hit = whole || failed.contains(t);
+            if hit {
+                gone.push(*t);
+            }
+            !hit
+        });
+        let empty = p.targets.is_empty();
+        p.partly_failed = true;
+        for t in &gone {
+            dec(&mut self.target_load, *t);
+        }
+        let avoid = self.avoid.entry(*id).or_default();
+        for n in gone.iter().copied().chain(whole.then_some(source)) {
+            if !avoid.contains(&n) {
+                avoid.push(n);
+            }
+        }
+        if empty {
+            self.pending.remove(id);
+            dec(&mut self.source_load, source);
+            self.dirty.push_back(*id);
+        }
+    }
+
     /// After a full report of `node`: completes every outstanding copy to it that the
-    /// block map now shows (cheaper than checking each reported block: few copies are
-    /// outstanding at any time).
+    /// block map now shows, and cancels every copy it was to serve whose replica the
+    /// report no longer lists (as [`Replication::replica_lost`] does for incremental
+    /// reports). Cheaper than checking each reported block: few copies are outstanding
+    /// at any time.
     pub fn confirm_from(&mut self, blocks: &BlockMap, node: NodeIdx) {
+        let holds = |id: &BlockId| blocks.get(id).is_some_and(|i| i.locs.contains(&node));
         let done: Vec<BlockId> = self
             .pending
             .iter()
-            .filter(|(id, p)| {
-                p.targets.contains(&node) && blocks.get(id).is_some_and(|i| i.locs.contains(&node))
-            })
+            .filter(|(id, p)| p.targets.contains(&node) && holds(id))
             .map(|(id, _)| *id)
             .collect();
         for id in done {
             self.replica_added(&id, node);
+        }
+        let lost: Vec<BlockId> = self
+            .pending
+            .iter()
+            .filter(|(id, p)| p.source == node && !holds(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.cancel(&id);
         }
     }
 
@@ -277,9 +331,15 @@ impl Replication {
             if self.pending.contains_key(&id) || self.queued.contains(&id) {
                 continue;
             }
-            if let (_, Some(p)) = self.judge(&id, &info.locs, info.target as usize) {
-                self.queued.insert(id);
-                self.queues[p as usize].push_back(id);
+            match self.judge(&id, &info.locs, info.target as usize) {
+                (_, Some(p)) => {
+                    self.queued.insert(id);
+                    self.queues[p as usize].push_back(id);
+                }
+                // Healthy: the nodes that failed its copies matter no more.
+                (_, None) => {
+                    self.avoid.remove(&id);
+                }
             }
         }
     }
@@ -323,6 +383,7 @@ impl Replication {
                                         source,
                                         targets: targets.iter().copied().collect(),
                                         deadline_ms: now_ms + self.timeout_ms,
+                                        partly_failed: false,
                                     },
                                 );
                                 out.push((
@@ -642,6 +703,81 @@ mod tests {
         r.replica_lost(&b(1), other);
         r.replica_lost(&b(1), 0);
         assert_eq!(r.stats().pending, 1);
+    }
+
+    #[test]
+    fn a_reported_failed_copy_is_replanned_at_once_avoiding_the_failed_targets() {
+        // Replication 3 on five nodes, one replica on node 0: a copy to two targets.
+        let m = BlockMap::new();
+        with_block(&m, b(1), 3, &[0]);
+        let mut r = Replication::new(2, 120_000);
+        r.mark_dirty([b(1)]);
+        let cmds = r.tick(0, &m, &nodes(5), 1);
+        let [(0, Cmd::Replicate { targets, .. })] = cmds.as_slice() else {
+            panic!("one copy from node 0 expected, got {cmds:?}");
+        };
+        let (t1, t2) = (targets[0], targets[1]);
+        // Stale or foreign reports change nothing: another source, another block.
+        r.copy_failed(&b(1), 3, &[t1, t2], true);
+        r.copy_failed(&b(2), 0, &[t1], false);
+        assert_eq!(r.stats().pending, 1);
+        // t1 failed, t2 committed (its report is still on the way): the copy waits for
+        // t2 and nothing is planned in the meantime.
+        r.copy_failed(&b(1), 0, &[t1], false);
+        assert_eq!(r.stats().pending, 1);
+        assert!(r.tick(1, &m, &nodes(5), 1).is_empty());
+        m.add_location(&b(1), t2);
+        r.replica_added(&b(1), t2);
+        assert_eq!(r.stats().pending, 0);
+        // The next tick plans the missing replica on a node other than t1.
+        let cmds = r.tick(2, &m, &nodes(5), 1);
+        let [(_, Cmd::Replicate { targets, .. })] = cmds.as_slice() else {
+            panic!("one copy expected, got {cmds:?}");
+        };
+        assert_eq!(targets.len(), 1);
+        assert!(![0, t1, t2].contains(&targets[0]), "{targets:?}");
+    }
+
+    #[test]
+    fn a_whole_failed_copy_frees_its_streams_and_is_replanned_on_the_next_tick() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 2, &[0]);
+        // One stream per node: the failed copy must give its stream back.
+        let mut r = Replication::new(1, 120_000);
+        r.mark_dirty([b(1)]);
+        let cmds = r.tick(0, &m, &nodes(3), 1);
+        assert_eq!(cmds.len(), 1);
+        let (_, Cmd::Replicate { targets, .. }) = &cmds[0] else {
+            panic!("a copy expected");
+        };
+        let first = targets[0];
+        r.copy_failed(&b(1), 0, &[], true);
+        assert_eq!(r.stats().pending, 0);
+        // Long before the timeout: planned again; node 0 is the only source, and the
+        // other spare is preferred to the target that failed.
+        let cmds = r.tick(1, &m, &nodes(3), 1);
+        let [(0, Cmd::Replicate { targets, .. })] = cmds.as_slice() else {
+            panic!("one copy from node 0 expected, got {cmds:?}");
+        };
+        assert_ne!(targets[0], first);
+    }
+
+    #[test]
+    fn a_full_report_without_the_source_replica_cancels_its_copy() {
+        let m = BlockMap::new();
+        with_block(&m, b(1), 3, &[0, 1]);
+        let mut r = Replication::new(2, 120_000);
+        r.mark_dirty([b(1)]);
+        let cmds = r.tick(0, &m, &nodes(4), 1);
+        let (source, _) = cmds[0];
+        // A full report of another node changes nothing.
+        r.confirm_from(&m, 3);
+        assert_eq!(r.stats().pending, 1);
+        // The source's full report no longer lists the block.
+        m.remove_location(&b(1), source);
+        r.confirm_from(&m, source);
+        assert_eq!(r.stats().pending, 0);
+        assert_eq!(r.stats().dirty, 1);
     }
 
     #[test]

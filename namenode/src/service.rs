@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
-use crate::namesystem::{CommittedBlock, FileView, Location, NameSystem, Outgoing};
+use crate::namesystem::{CommittedBlock, FailedCopy, FileView, Location, NameSystem, Outgoing};
 
 /// Most blocks one full report may carry in total: a bound on the memory a report
 /// stream can make the namenode hold before applying it (~40 bytes per entry, so
@@ -23,6 +23,9 @@ use crate::namesystem::{CommittedBlock, FileView, Location, NameSystem, Outgoing
 pub const MAX_REPORT_BLOCKS: usize = 10_000_000;
 /// Most blocks one file may have (1 PiB at 64 MiB blocks).
 pub const MAX_FILE_BLOCKS: usize = 16 << 20;
+/// Most targets one reported failed copy may name (a copy has fewer than the largest
+/// replication factor).
+pub const MAX_COPY_TARGETS: usize = 32;
 
 /// The tonic service.
 #[derive(Clone)]
@@ -169,6 +172,34 @@ fn deletes(ids: Vec<BlockId>) -> Vec<pb::Command> {
     }
 }
 
+/// A heartbeat's failed replications, every id checked (a bad one refuses the beat).
+fn failed_copies(raw: &[pb::FailedCopy]) -> Result<Vec<FailedCopy>, Status> {
+    if raw.len() > transport::MAX_FAILED_COPIES {
+        return Err(Status::invalid_argument(format!(
+            "failed_copies: at most {} per heartbeat",
+            transport::MAX_FAILED_COPIES
+        )));
+    }
+    raw.iter()
+        .map(|f| {
+            if f.targets.len() > MAX_COPY_TARGETS {
+                return Err(Status::invalid_argument(format!(
+                    "failed_copies.targets: at most {MAX_COPY_TARGETS}"
+                )));
+            }
+            Ok(FailedCopy {
+                block: wire::block_id("failed_copies.block_id", &f.block_id)?,
+                targets: f
+                    .targets
+                    .iter()
+                    .map(|t| wire::datanode_id("failed_copies.targets", t))
+                    .collect::<Result<_, _>>()?,
+                whole: f.whole,
+            })
+        })
+        .collect()
+}
+
 fn entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
     raw.iter()
         .map(|e| Ok((wire::block_id(field, &e.id)?, e.length)))
@@ -233,6 +264,7 @@ impl namenode_server::Namenode for NamenodeService {
         let r = request.into_inner();
         let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
         self.check_identity(peer.as_ref(), &id, None, "heartbeat")?;
+        let failed = failed_copies(&r.failed_copies)?;
         let load = Load {
             capacity: r.capacity,
             used: r.used,
@@ -240,6 +272,7 @@ impl namenode_server::Namenode for NamenodeService {
             in_flight: r.in_flight,
             blocks: r.blocks,
         };
+        self.ns.copies_failed(&id, &failed);
         Ok(Response::new(match self.ns.heartbeat(&id, load) {
             Some(out) => pb::HeartbeatResponse {
                 commands: commands(out),

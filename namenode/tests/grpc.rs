@@ -454,6 +454,93 @@ async fn dead_datanode_blocks_are_replicated_through_heartbeats() {
 }
 
 #[tokio::test]
+async fn a_copy_its_source_reports_failed_is_planned_again_at_once_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = fast_args(dir.path());
+    // The default copy timeout (2 minutes) stays: only the report can explain a quick
+    // second plan.
+    args.extend(["--replication".into(), "2".into()]);
+    let nn = TestNamenode::start(&args).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 4).await;
+    let (a, b) = (&dns[0], &dns[1]);
+    upload(&mut c, "f", b"fragile", &[a, b]).await.unwrap();
+    let stop = CancellationToken::new();
+    let beating: Vec<_> = dns[1..]
+        .iter()
+        .map(|d| d.keep_beating(stop.clone()))
+        .collect();
+    // a goes silent and is declared dead: b is asked to copy to one of the spares.
+    wait_until(
+        Duration::from_secs(5),
+        "a copy from the survivor",
+        || async { !b.replications().is_empty() },
+    )
+    .await;
+    let (blk, first) = b.replications()[0].clone();
+    assert_eq!(blk, block(b"fragile"));
+    assert_eq!(first.len(), 1);
+
+    // Malformed reports are refused whole, and change nothing.
+    let mut b2 = b.clone();
+    let bad = |block_id: Vec<u8>, target: &str| pb::FailedCopy {
+        block_id: block_id.into(),
+        targets: vec![target.to_owned()],
+        whole: false,
+        reason: "test".into(),
+    };
+    for (report, what) in [
+        (vec![bad(vec![7; 31], &first[0])], "short block id"),
+        (
+            vec![bad(raw(block(b"fragile").as_bytes()).to_vec(), "../../etc")],
+            "bad datanode id",
+        ),
+        (
+            vec![bad(raw(block(b"fragile").as_bytes()).to_vec(), &first[0]); 1001],
+            "too many entries",
+        ),
+    ] {
+        let err = b2.heartbeat_reporting(report).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    // A report about a copy b was never asked for (another block) changes nothing.
+    b2.heartbeat_reporting(vec![bad(
+        raw(block(b"other").as_bytes()).to_vec(),
+        &first[0],
+    )])
+    .await
+    .unwrap();
+    assert_eq!(b.replications().len(), 1);
+
+    // b reports that the target refused the copy: a new copy goes to the other spare
+    // within a few heartbeats, not after two minutes.
+    let reported = tokio::time::Instant::now();
+    b2.heartbeat_reporting(vec![bad(raw(blk.as_bytes()).to_vec(), &first[0])])
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), "a second plan", || async {
+        b.replications().len() >= 2
+    })
+    .await;
+    assert!(reported.elapsed() < Duration::from_secs(5));
+    let (blk2, second) = b.replications()[1].clone();
+    assert_eq!(blk2, blk);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "the target that failed is not asked again");
+    assert!(![a.id.to_string(), b.id.to_string()].contains(&second[0]));
+    // The second target confirms: healed, and nothing more is planned.
+    let target = dns.iter().find(|d| d.id.to_string() == second[0]).unwrap();
+    target.clone().added(&[(blk, 7)]).await;
+    assert_eq!(info(&mut c).await.under_replicated, 0);
+    stop.cancel();
+    for h in beating {
+        h.await.unwrap();
+    }
+    assert_eq!(b.replications().len(), 2);
+    nn.stop().await;
+}
+
+#[tokio::test]
 async fn full_report_reconciles_unknown_tombstoned_and_missing() {
     let dir = tempfile::tempdir().unwrap();
     let nn = TestNamenode::start(&fast_args(dir.path())).await;

@@ -16,6 +16,9 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
 /// Block entries per `FullBlockReportChunk` (~40 bytes each on the wire: ~2 MiB).
 pub const MAX_REPORT_CHUNK: usize = 50_000;
+/// `HeartbeatRequest.failed_copies` entries per heartbeat (a datanode keeps at most
+/// this many; older ones are dropped and left to the namenode's copy timeout).
+pub const MAX_FAILED_COPIES: usize = 1_000;
 /// HTTP/2 flow-control windows: per stream and per connection. What a client receives
 /// in bulk is `ReadBlock` pieces: a gateway holds up to a stream window of each block
 /// it reads (the current one and one ahead). At 8 MiB, once clients took 1 MiB frames,

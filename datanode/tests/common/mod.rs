@@ -387,6 +387,8 @@ pub struct Seen {
     pub pending: Vec<Command>,
     /// Answer the next heartbeat with `reregister`.
     pub reregister_next: bool,
+    /// Failed replications reported with heartbeats.
+    pub failed_copies: Vec<FailedCopy>,
 }
 
 /// A recording namenode: a real tonic server implementing just the datanode-facing
@@ -466,10 +468,12 @@ impl Namenode for FakeNamenode {
 
     async fn heartbeat(
         &self,
-        _r: Request<HeartbeatRequest>,
+        r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = r.into_inner();
         let (commands, reregister) = self.seen(|s| {
             s.heartbeats += 1;
+            s.failed_copies.extend(r.failed_copies);
             (
                 std::mem::take(&mut s.pending),
                 std::mem::take(&mut s.reregister_next),

@@ -178,6 +178,14 @@ impl FakeDatanode {
     }
 
     pub async fn heartbeat(&mut self) -> pb::HeartbeatResponse {
+        self.heartbeat_reporting(Vec::new()).await.unwrap()
+    }
+
+    /// A heartbeat that reports replications this fake datanode failed.
+    pub async fn heartbeat_reporting(
+        &mut self,
+        failed_copies: Vec<pb::FailedCopy>,
+    ) -> Result<pb::HeartbeatResponse, tonic::Status> {
         let r = self
             .client
             .heartbeat(pb::HeartbeatRequest {
@@ -187,12 +195,12 @@ impl FakeDatanode {
                 available: self.available,
                 in_flight: 0,
                 blocks: 0,
+                failed_copies,
             })
-            .await
-            .unwrap()
+            .await?
             .into_inner();
         self.commands.lock().unwrap().extend(r.commands.clone());
-        r
+        Ok(r)
     }
 
     /// Heartbeats every 100 ms until `stop` is cancelled.
