@@ -25,6 +25,8 @@ pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
 /// How long in-flight writes may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
 pub const DEFAULT_REPLICATION_STREAMS: &str = "4";
+/// Replicas that failed verification stay in `quarantine/` this long.
+pub const DEFAULT_QUARANTINE_RETENTION: &str = "7d";
 /// A write stream (or a successor) that moves no data this long is given up on.
 pub const DEFAULT_WRITE_IDLE_TIMEOUT: &str = "60s";
 
@@ -96,6 +98,11 @@ pub struct Config {
     /// How long in-flight writes may take to finish after a shutdown signal.
     #[arg(long, env = "KDFS_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: HumanDuration,
+
+    /// Replicas that failed verification are kept in `quarantine/` this long, for
+    /// inspection, then deleted.
+    #[arg(long, env = "KDFS_QUARANTINE_RETENTION", default_value = DEFAULT_QUARANTINE_RETENTION)]
+    pub quarantine_retention: HumanDuration,
 
     /// Replication transfers (namenode commands) run at once.
     #[arg(long, env = "KDFS_REPLICATION_STREAMS", default_value = DEFAULT_REPLICATION_STREAMS)]

@@ -170,6 +170,12 @@ pub async fn run(
             rate: config.scan_rate.bytes(),
         };
         workers.spawn(async move { ("scanner", scanner::run(store, cfg, stats, cancel).await) });
+        let (s, cancel) = (node.store.clone(), workers_cancel.clone());
+        let retention = config.quarantine_retention.get();
+        workers.spawn(async move {
+            let r = scanner::prune_quarantine(s, retention, cancel).await;
+            ("quarantine", r)
+        });
         let (l, cancel) = (link.clone(), workers_cancel.clone());
         workers.spawn(async move { ("heartbeat", l.run_heartbeats(cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());

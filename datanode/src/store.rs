@@ -247,6 +247,26 @@ struct Inner {
 }
 
 /// fsyncs a directory, making renames and creations inside it durable.
+/// What [`Store::prune_quarantine`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Files: replicas and sidecars.
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The quarantine time of a file named `<block id>.<unix ms>` or
+/// `<block id>.<unix ms>.crc` (its sidecar); `None` for any other name.
+fn quarantined_at(name: &str) -> Option<u64> {
+    let name = name.strip_suffix(SIDECAR_SUFFIX).unwrap_or(name);
+    let (id, ms) = name.split_once('.')?;
+    BlockId::parse(id).ok()?;
+    if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ms.parse().ok()
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -603,6 +623,41 @@ impl Store {
 
     pub fn quarantine_dir(&self) -> &Path {
         &self.inner.quarantine
+    }
+
+    /// Deletes the replicas (and their sidecars) quarantined before `cutoff_ms`, Unix
+    /// milliseconds: their names end in the time they were quarantined (see
+    /// `quarantine_locked`). A file whose name does not have that form was not put
+    /// there by a store and is left alone. Kept replicas are for inspection only
+    /// (nothing reads them), so the pass needs no lock.
+    pub fn prune_quarantine(&self, cutoff_ms: u64) -> Result<Pruned> {
+        let dir = &self.inner.quarantine;
+        let mut pruned = Pruned::default();
+        let entries = fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(at_ms) = name.to_str().and_then(quarantined_at) else {
+                continue;
+            };
+            if at_ms >= cutoff_ms {
+                continue;
+            }
+            let path = entry.path();
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    pruned.files += 1;
+                    pruned.bytes += len;
+                }
+                // Removed meanwhile (another pass, an operator): nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(format!("remove {}", path.display()), e));
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     pub fn events(&self) -> &EventLog {

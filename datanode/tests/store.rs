@@ -717,3 +717,71 @@ async fn scanner_finds_a_flipped_byte_within_its_rate_window() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn quarantined_replicas_are_deleted_after_their_retention_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // A real quarantine: a corrupt 5-chunk block (with its sidecar) found by a read.
+    let data = pattern(5 * CHECKSUM_CHUNK + 7, 4);
+    let c = store.put(&data).unwrap();
+    flip_byte(&store.block_path(&c.id), 100);
+    assert!(store.read_range(&c.id, 0, 0).unwrap().any(|p| p.is_err()));
+    let q = dir.path().join("quarantine");
+    let fresh = files_in(&q);
+    assert_eq!(fresh.len(), 2, "replica and sidecar: {fresh:?}");
+    // An old quarantine (a replica and its sidecar), and files the store never puts
+    // there: foreign names, a bad id, a bad time.
+    let old = BlockId::of(b"old reject");
+    let old_files = [format!("{old}.1000"), format!("{old}.1000.crc")];
+    let foreign = [
+        "notes.txt".to_owned(),
+        "abcd.1000".to_owned(),
+        format!("{old}.x1000"),
+        format!("{old}."),
+    ];
+    for name in old_files.iter().chain(&foreign) {
+        fs::write(q.join(name), b"0123456789").unwrap();
+    }
+
+    // A store-level pass with the cutoff an hour ago removes only the old pair.
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 3_600_000;
+    let pruned = store.prune_quarantine(cutoff).unwrap();
+    assert_eq!((pruned.files, pruned.bytes), (2, 20));
+    let mut left: Vec<String> = files_in(&q);
+    left.sort();
+    let mut want: Vec<String> = fresh
+        .iter()
+        .cloned()
+        .chain(foreign.iter().map(|n| q.join(n).display().to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(left, want);
+    // Nothing left to prune: a second pass removes nothing.
+    assert_eq!(store.prune_quarantine(cutoff).unwrap().files, 0);
+
+    // The worker with a short retention deletes the fresh quarantine within a pass or
+    // two, still leaving the foreign files, and stops when cancelled.
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(scanner::prune_quarantine(
+        store.clone(),
+        Duration::from_millis(300),
+        cancel.clone(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(10), || files_in(&q).len()
+            == foreign.len())
+        .await,
+        "left: {:?}",
+        files_in(&q)
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    // The block itself can still be written again and read.
+    assert!(!store.put(&data).unwrap().existed);
+    assert_eq!(store.get(&c.id).unwrap(), data);
+}
