@@ -513,16 +513,17 @@ async fn a_copy_its_source_reports_failed_is_planned_again_at_once_elsewhere() {
     assert_eq!(b.replications().len(), 1);
 
     // b reports that the target refused the copy: a new copy goes to the other spare
-    // within a few heartbeats, not after two minutes.
+    // within a few heartbeats (~0.2 s), long before the copy's 2-minute timeout (the
+    // deadlines leave room for a loaded machine).
     let reported = tokio::time::Instant::now();
     b2.heartbeat_reporting(vec![bad(raw(blk.as_bytes()).to_vec(), &first[0])])
         .await
         .unwrap();
-    wait_until(Duration::from_secs(5), "a second plan", || async {
+    wait_until(Duration::from_secs(30), "a second plan", || async {
         b.replications().len() >= 2
     })
     .await;
-    assert!(reported.elapsed() < Duration::from_secs(5));
+    assert!(reported.elapsed() < Duration::from_secs(60));
     let (blk2, second) = b.replications()[1].clone();
     assert_eq!(blk2, blk);
     assert_eq!(second.len(), 1);
