@@ -51,6 +51,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// namenode's fence assumes delivered deletes execute within 10 s
 /// (`DELETE_EXECUTION_MARGIN_MS`), so a late delete can never hit a re-upload.
 pub const DELETE_DEADLINE: Duration = Duration::from_secs(8);
+/// Bytes of a failed copy's reason sent to the namenode (for its log).
+const MAX_REASON: usize = 256;
 /// Per-call deadline for unary namenode calls (a full report gets one per chunk).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -139,7 +141,7 @@ impl FailedCopies {
         targets: &[Location],
         outcome: &Result<TransferBlockResponse, Status>,
     ) {
-        let copy = match outcome {
+        let mut copy = match outcome {
             Ok(r) if r.failed.is_empty() => return,
             Ok(r) => FailedCopy {
                 block_id: wire::raw(id.as_bytes()),
@@ -169,6 +171,13 @@ impl FailedCopies {
                 reason: status.message().to_owned(),
             },
         };
+        if copy.reason.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !copy.reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            copy.reason.truncate(end);
+        }
         if copy.targets.is_empty() {
             return; // Failures of nodes it was not asked about: nothing to replan.
         }
@@ -415,12 +424,15 @@ impl Link {
         let mut client = self.client.clone();
         match client.heartbeat(with_timeout(req.clone())).await {
             Ok(r) => Ok(r.into_inner()),
-            Err(status) => {
-                // Told on the next beat; a namenode that forgot this node replans them
-                // after its copy timeout anyway.
+            // The namenode was not reached (or did not answer): told on the next beat.
+            // Anything else (a refusal) is not retried, so a report the namenode will
+            // not take cannot fail every later heartbeat; its copy timeout still
+            // replans those copies.
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) => {
                 self.failed_copies.restore(req.failed_copies);
                 Err(status)
             }
+            Err(status) => Err(status),
         }
     }
 

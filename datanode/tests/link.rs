@@ -235,6 +235,47 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
     }
 }
 
+/// A heartbeat carrying a failed-copy report is refused with `code`; returns how many
+/// heartbeats carried it by the time five more (refused or not) were answered.
+async fn copy_report_refused_with(code: tonic::Code) -> (usize, usize) {
+    let (nn, url, _srv) = namenode("c1").await;
+    nn.seen(|s| s.refuse_copy_reports = Some(code));
+    let source = TestNode::start(&url, &[]).await;
+    let missing = BlockId::of(b"not here");
+    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    nn.seen(|s| {
+        s.pending.push(Command {
+            kind: Some(Kind::Replicate(ReplicateBlock {
+                block_id: kdfs_proto::wire::raw(missing.as_bytes()),
+                length: 10,
+                targets: vec![target.location()],
+            })),
+        })
+    });
+    assert!(wait_until(WAIT, || nn.seen(|s| s.refused_copy_reports >= 1)).await);
+    let answered = || nn.seen(|s| s.heartbeats + s.refused_copy_reports);
+    let now = answered();
+    assert!(wait_until(WAIT, || answered() >= now + 5).await);
+    let r = nn.seen(|s| (s.refused_copy_reports, s.heartbeats));
+    for n in [source, target] {
+        let (_d, r) = n.stop().await;
+        r.unwrap();
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_failed_copy_report_is_dropped_but_an_unanswered_one_is_sent_again() {
+    // Refused for what it carries: sent once, and the heartbeats after it go through
+    // (a report the namenode will not take must not fail every later heartbeat).
+    let (refused, beats) = copy_report_refused_with(tonic::Code::InvalidArgument).await;
+    assert_eq!(refused, 1);
+    assert!(beats >= 4, "{beats}");
+    // Not answered (the namenode unavailable): carried again by the next beats.
+    let (refused, _) = copy_report_refused_with(tonic::Code::Unavailable).await;
+    assert!(refused >= 5, "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reregister_request_sends_registration_and_full_report_again() {
     let (nn, url, _srv) = namenode("c1").await;

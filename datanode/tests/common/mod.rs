@@ -389,6 +389,9 @@ pub struct Seen {
     pub reregister_next: bool,
     /// Failed replications reported with heartbeats.
     pub failed_copies: Vec<FailedCopy>,
+    /// Refuse heartbeats that report failed copies with this code (and count them).
+    pub refuse_copy_reports: Option<tonic::Code>,
+    pub refused_copy_reports: usize,
 }
 
 /// A recording namenode: a real tonic server implementing just the datanode-facing
@@ -471,6 +474,14 @@ impl Namenode for FakeNamenode {
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = r.into_inner();
+        if !r.failed_copies.is_empty()
+            && let Some(code) = self.seen(|s| {
+                s.refused_copy_reports += s.refuse_copy_reports.is_some() as usize;
+                s.refuse_copy_reports
+            })
+        {
+            return Err(Status::new(code, "failed-copy report refused (test)"));
+        }
         let (commands, reregister) = self.seen(|s| {
             s.heartbeats += 1;
             s.failed_copies.extend(r.failed_copies);
