@@ -471,8 +471,9 @@ impl NameSystem {
 
     /// Replications that `id` (their source) reports as failed: the failed targets (and
     /// the source, when the whole transfer failed) are tried last for that block, and a
-    /// copy with no target left is planned again on the next tick instead of after its
-    /// timeout. Reports about copies no longer outstanding change nothing.
+    /// copy with no target left is planned again after a short, growing delay instead
+    /// of after its timeout (`Replication::copy_failed`). Reports about copies no
+    /// longer outstanding change nothing.
     pub fn copies_failed(&self, id: &DatanodeId, failed: &[FailedCopy]) {
         if failed.is_empty() {
             return;
@@ -493,10 +494,11 @@ impl NameSystem {
                 .collect();
             (source, targets)
         };
+        let now_ms = self.clock.now_ms();
         let mut repl = lock(&self.shared.repl);
         for (f, targets) in failed.iter().zip(&targets) {
-            tracing::info!(block = %f.block, source = %id, targets = f.targets.len(), whole = f.whole, "replication failed; planning it again");
-            repl.copy_failed(&f.block, source, targets, f.whole);
+            tracing::info!(block = %f.block, source = %id, targets = f.targets.len(), whole = f.whole, "replication failed; planning it again shortly");
+            repl.copy_failed(now_ms, &f.block, source, targets, f.whole);
         }
     }
 

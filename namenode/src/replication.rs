@@ -67,6 +67,18 @@ struct Pending {
     partly_failed: bool,
 }
 
+/// The first wait before a block whose copy was reported failed is planned again.
+pub const RETRY_BASE_MS: u64 = 1_000;
+
+/// Failed copies of one block in a row, and when the next may be planned.
+#[derive(Debug, Default, Clone, Copy)]
+struct Retry {
+    failures: u32,
+    not_before_ms: u64,
+    /// Already put back among the blocks to look at.
+    released: bool,
+}
+
 /// Re-replication state.
 #[derive(Debug)]
 pub struct Replication {
@@ -83,6 +95,8 @@ pub struct Replication {
     /// Nodes that failed a copy of the block (timed out, or reported failing by the
     /// source): tried last. Forgotten once the block is healthy.
     avoid: HashMap<BlockId, SmallVec<[NodeIdx; 4]>, IdBuild>,
+    /// Blocks whose copies were reported failed: when the next may be planned.
+    retry: HashMap<BlockId, Retry, IdBuild>,
     /// Replicas found corrupt, to delete once the block is healthy again.
     corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>, IdBuild>,
     /// Nodes being decommissioned: their replicas serve as sources but do not count.
@@ -109,6 +123,7 @@ impl Replication {
             source_load: HashMap::new(),
             target_load: HashMap::new(),
             avoid: HashMap::default(),
+            retry: HashMap::default(),
             corrupt: HashMap::default(),
             retiring: HashSet::new(),
         }
@@ -185,10 +200,19 @@ impl Replication {
     /// `source` reports that its copy of `id` reached none of `failed` (`whole`: the
     /// transfer failed as a whole). Those targets leave the copy and are tried last for
     /// this block (as is the source after a whole failure); a copy with no target left
-    /// is cancelled and the block looked at again on the next tick, rather than after
-    /// the copy's timeout. A report about another copy (an older one from the same
-    /// block, or from another source) is ignored.
-    pub fn copy_failed(&mut self, id: &BlockId, source: NodeIdx, failed: &[NodeIdx], whole: bool) {
+    /// is cancelled and the block planned again after [`RETRY_BASE_MS`], doubling with
+    /// each failure in a row (at most the copy timeout), rather than after the timeout:
+    /// a target that keeps refusing (its disk full before its heartbeat says so) costs
+    /// a few cheap refusals, not a copy per tick. A report about another copy (an older
+    /// one from the same block, or from another source) is ignored.
+    pub fn copy_failed(
+        &mut self,
+        now_ms: u64,
+        id: &BlockId,
+        source: NodeIdx,
+        failed: &[NodeIdx],
+        whole: bool,
+    ) {
         let Some(p) = self.pending.get_mut(id) else {
             return;
         };
@@ -214,10 +238,26 @@ impl Replication {
                 avoid.push(n);
             }
         }
+        let retry = self.retry.entry(*id).or_default();
+        retry.failures = retry.failures.saturating_add(1);
+        let delay = RETRY_BASE_MS
+            .saturating_mul(1 << (retry.failures - 1).min(20))
+            .min(self.timeout_ms);
+        retry.not_before_ms = now_ms + delay;
+        retry.released = false;
         if empty {
             self.pending.remove(id);
             dec(&mut self.source_load, source);
-            self.dirty.push_back(*id);
+        }
+    }
+
+    /// Blocks whose wait after a failed copy is over go back to be looked at.
+    fn release_retries(&mut self, now_ms: u64) {
+        for (id, r) in self.retry.iter_mut() {
+            if !r.released && r.not_before_ms <= now_ms {
+                r.released = true;
+                self.dirty.push_back(*id);
+            }
         }
     }
 
@@ -291,7 +331,8 @@ impl Replication {
         block_size: u64,
     ) -> Vec<(NodeIdx, Cmd)> {
         self.expire(now_ms);
-        self.classify(blocks);
+        self.release_retries(now_ms);
+        self.classify(now_ms, blocks);
         self.schedule(now_ms, blocks, nodes, block_size)
     }
 
@@ -319,16 +360,25 @@ impl Replication {
         }
     }
 
-    fn classify(&mut self, blocks: &BlockMap) {
+    fn classify(&mut self, now_ms: u64, blocks: &BlockMap) {
         let n = self.dirty.len().min(MAX_CLASSIFY_PER_TICK);
         let batch: Vec<BlockId> = self.dirty.drain(..n).collect();
         for id in batch {
             let Some(info) = blocks.get(&id) else {
                 self.corrupt.remove(&id);
                 self.avoid.remove(&id);
+                self.retry.remove(&id);
                 continue;
             };
             if self.pending.contains_key(&id) || self.queued.contains(&id) {
+                continue;
+            }
+            // Waiting after a failed copy: `release_retries` brings it back.
+            if self
+                .retry
+                .get(&id)
+                .is_some_and(|r| r.not_before_ms > now_ms)
+            {
                 continue;
             }
             match self.judge(&id, &info.locs, info.target as usize) {
@@ -339,6 +389,7 @@ impl Replication {
                 // Healthy: the nodes that failed its copies matter no more.
                 (_, None) => {
                     self.avoid.remove(&id);
+                    self.retry.remove(&id);
                 }
             }
         }
@@ -706,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reported_failed_copy_is_replanned_at_once_avoiding_the_failed_targets() {
+    fn a_reported_failed_copy_is_replanned_shortly_avoiding_the_failed_targets() {
         // Replication 3 on five nodes, one replica on node 0: a copy to two targets.
         let m = BlockMap::new();
         with_block(&m, b(1), 3, &[0]);
@@ -718,28 +769,35 @@ mod tests {
         };
         let (t1, t2) = (targets[0], targets[1]);
         // Stale or foreign reports change nothing: another source, another block.
-        r.copy_failed(&b(1), 3, &[t1, t2], true);
-        r.copy_failed(&b(2), 0, &[t1], false);
+        r.copy_failed(1, &b(1), 3, &[t1, t2], true);
+        r.copy_failed(1, &b(2), 0, &[t1], false);
         assert_eq!(r.stats().pending, 1);
         // t1 failed, t2 committed (its report is still on the way): the copy waits for
         // t2 and nothing is planned in the meantime.
-        r.copy_failed(&b(1), 0, &[t1], false);
+        r.copy_failed(1, &b(1), 0, &[t1], false);
         assert_eq!(r.stats().pending, 1);
-        assert!(r.tick(1, &m, &nodes(5), 1).is_empty());
+        assert!(r.tick(2, &m, &nodes(5), 1).is_empty());
         m.add_location(&b(1), t2);
         r.replica_added(&b(1), t2);
         assert_eq!(r.stats().pending, 0);
-        // The next tick plans the missing replica on a node other than t1.
-        let cmds = r.tick(2, &m, &nodes(5), 1);
+        // Not before the retry delay; then the missing replica goes to a node other
+        // than t1.
+        assert!(r.tick(3, &m, &nodes(5), 1).is_empty());
+        let cmds = r.tick(1 + RETRY_BASE_MS, &m, &nodes(5), 1);
         let [(_, Cmd::Replicate { targets, .. })] = cmds.as_slice() else {
             panic!("one copy expected, got {cmds:?}");
         };
         assert_eq!(targets.len(), 1);
         assert!(![0, t1, t2].contains(&targets[0]), "{targets:?}");
+        // Once healthy, the block's failure history is forgotten.
+        m.add_location(&b(1), targets[0]);
+        r.replica_added(&b(1), targets[0]);
+        r.tick(2 + RETRY_BASE_MS, &m, &nodes(5), 1);
+        assert!(r.retry.is_empty() && r.avoid.is_empty());
     }
 
     #[test]
-    fn a_whole_failed_copy_frees_its_streams_and_is_replanned_on_the_next_tick() {
+    fn a_whole_failed_copy_frees_its_streams_and_is_replanned_after_a_growing_delay() {
         let m = BlockMap::new();
         with_block(&m, b(1), 2, &[0]);
         // One stream per node: the failed copy must give its stream back.
@@ -751,15 +809,24 @@ mod tests {
             panic!("a copy expected");
         };
         let first = targets[0];
-        r.copy_failed(&b(1), 0, &[], true);
+        r.copy_failed(10, &b(1), 0, &[], true);
         assert_eq!(r.stats().pending, 0);
-        // Long before the timeout: planned again; node 0 is the only source, and the
-        // other spare is preferred to the target that failed.
-        let cmds = r.tick(1, &m, &nodes(3), 1);
+        // Long before the 2-minute timeout, after the first delay: planned again; node
+        // 0 is the only source, and the other spare is preferred to the failed target.
+        assert!(r.tick(9 + RETRY_BASE_MS, &m, &nodes(3), 1).is_empty());
+        let cmds = r.tick(10 + RETRY_BASE_MS, &m, &nodes(3), 1);
         let [(0, Cmd::Replicate { targets, .. })] = cmds.as_slice() else {
             panic!("one copy from node 0 expected, got {cmds:?}");
         };
         assert_ne!(targets[0], first);
+        // A second failure in a row waits twice as long.
+        let t = 20 + RETRY_BASE_MS;
+        r.copy_failed(t, &b(1), 0, &[], true);
+        assert!(
+            r.tick(t + 2 * RETRY_BASE_MS - 1, &m, &nodes(3), 1)
+                .is_empty()
+        );
+        assert_eq!(r.tick(t + 2 * RETRY_BASE_MS, &m, &nodes(3), 1).len(), 1);
     }
 
     #[test]

@@ -513,7 +513,7 @@ async fn a_copy_its_source_reports_failed_is_planned_again_at_once_elsewhere() {
     assert_eq!(b.replications().len(), 1);
 
     // b reports that the target refused the copy: a new copy goes to the other spare
-    // within a few heartbeats (~0.2 s), long before the copy's 2-minute timeout (the
+    // after the first retry delay (~1.2 s), long before the copy's 2-minute timeout (the
     // deadlines leave room for a loaded machine).
     let reported = tokio::time::Instant::now();
     b2.heartbeat_reporting(vec![bad(raw(blk.as_bytes()).to_vec(), &first[0])])
