@@ -63,8 +63,6 @@ struct Pending {
     source: NodeIdx,
     targets: SmallVec<[NodeIdx; 4]>,
     deadline_ms: u64,
-    /// A target reported failing: its `avoid` entry must outlive this copy.
-    partly_failed: bool,
 }
 
 /// The first wait before a block whose copy was reported failed is planned again.
@@ -175,10 +173,12 @@ impl Replication {
         p.targets.remove(pos);
         dec(&mut self.target_load, node);
         if p.targets.is_empty() {
-            let (source, partly_failed) = (p.source, p.partly_failed);
+            let source = p.source;
             self.pending.remove(id);
             dec(&mut self.source_load, source);
-            if !partly_failed {
+            // After a reported failure the nodes to avoid stay until the block is
+            // healthy (`classify` forgets them with the failure count).
+            if !self.retry.contains_key(id) {
                 self.avoid.remove(id);
             }
             self.dirty.push_back(*id);
@@ -228,16 +228,10 @@ impl Replication {
             !hit
         });
         let empty = p.targets.is_empty();
-        p.partly_failed = true;
         for t in &gone {
             dec(&mut self.target_load, *t);
         }
-        let avoid = self.avoid.entry(*id).or_default();
-        for n in gone.iter().copied().chain(whole.then_some(source)) {
-            if !avoid.contains(&n) {
-                avoid.push(n);
-            }
-        }
+        self.avoid_for(id, gone.iter().copied().chain(whole.then_some(source)));
         let retry = self.retry.entry(*id).or_default();
         retry.failures = retry.failures.saturating_add(1);
         let delay = RETRY_BASE_MS
@@ -248,6 +242,16 @@ impl Replication {
         if empty {
             self.pending.remove(id);
             dec(&mut self.source_load, source);
+        }
+    }
+
+    /// Adds `nodes` to those tried last for `id`.
+    fn avoid_for(&mut self, id: &BlockId, nodes: impl IntoIterator<Item = NodeIdx>) {
+        let avoid = self.avoid.entry(*id).or_default();
+        for n in nodes {
+            if !avoid.contains(&n) {
+                avoid.push(n);
+            }
         }
     }
 
@@ -349,12 +353,7 @@ impl Replication {
                 let tried: SmallVec<[NodeIdx; 4]> = std::iter::once(p.source)
                     .chain(p.targets.iter().copied())
                     .collect();
-                let avoid = self.avoid.entry(id).or_default();
-                for n in tried {
-                    if !avoid.contains(&n) {
-                        avoid.push(n);
-                    }
-                }
+                self.avoid_for(&id, tried);
             }
             self.cancel(&id);
         }
@@ -434,7 +433,6 @@ impl Replication {
                                         source,
                                         targets: targets.iter().copied().collect(),
                                         deadline_ms: now_ms + self.timeout_ms,
-                                        partly_failed: false,
                                     },
                                 );
                                 out.push((
