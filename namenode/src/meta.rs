@@ -31,7 +31,7 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, WriteTransaction,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::blockmap::NodeIdx;
 use crate::error::{Error, Result};
@@ -535,6 +535,10 @@ struct Request {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Request>,
+    /// The writer's progress as a sequence number: odd from the moment a batch starts
+    /// being written until every change of it has been applied to memory
+    /// ([`OnDurable`]), even in between. See [`Writer::settled`].
+    progress: Arc<watch::Sender<u64>>,
 }
 
 /// Called on the writer thread, in commit order, once a batch is durable.
@@ -547,14 +551,33 @@ impl Writer {
     pub fn spawn(store: Arc<Store>, on_durable: OnDurable) -> (Self, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let (done_tx, done_rx) = oneshot::channel();
+        let progress = Arc::new(watch::Sender::new(0));
+        let writer_progress = progress.clone();
         std::thread::Builder::new()
             .name("kdfs-meta-writer".into())
             .spawn(move || {
-                writer_loop(store, rx, on_durable);
+                writer_loop(store, rx, on_durable, &writer_progress);
                 let _ = done_tx.send(());
             })
             .expect("spawning the metadata writer thread");
-        (Self { tx }, done_rx)
+        (Self { tx, progress }, done_rx)
+    }
+
+    /// Waits (at most `limit`) until the batch being written when it was called, if
+    /// any, has been applied to memory. A change is visible in the store a moment
+    /// before it is applied to memory; a reader that found the two disagreeing (a live
+    /// record whose blocks are not in the block map) calls this and reads again, and
+    /// then sees both agree. Returns whether it settled within `limit`.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        let now = *rx.borrow_and_update();
+        if now.is_multiple_of(2) {
+            return true;
+        }
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|s| *s > now)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Submits `op` and waits until it is durable and applied. Cancellation-safe in
@@ -592,7 +615,12 @@ impl Writer {
     }
 }
 
-fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, on_durable: OnDurable) {
+fn writer_loop(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Request>,
+    on_durable: OnDurable,
+    progress: &watch::Sender<u64>,
+) {
     // Only for timed receives; every other wait of this thread is a plain block.
     let timer = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -607,6 +635,7 @@ fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, on_durable: O
         }
         open = gather(&timer, &mut rx, &mut batch);
         let size = batch.len();
+        progress.send_modify(|s| *s += 1); // Odd: the store may now run ahead of memory.
         match write_batch(&store, &batch) {
             Ok(results) => {
                 metrics::counter!("kdfs_namenode_group_commits_total").increment(1);
@@ -628,6 +657,7 @@ fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, on_durable: O
                 }
             }
         }
+        progress.send_modify(|s| *s += 1); // Even: memory has caught up.
     }
 }
 

@@ -38,6 +38,10 @@ pub const MAX_LIST_SCAN: usize = 100_000;
 pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
 /// Datanodes to exclude per allocation request, at most.
 pub const MAX_EXCLUDE: usize = 64;
+/// Longest a file read waits for the metadata writer to apply a change the store
+/// already shows (`NameSystem::get_file`); a batch is applied within microseconds of
+/// being durable, so this only bounds a writer that stopped.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Settings derived from [`Config`], in the units the code uses.
 #[derive(Debug, Clone)]
@@ -869,23 +873,42 @@ impl NameSystem {
     // -------------------------------------------------------------------- files
 
     /// A file with its located blocks, or its tombstone.
-    pub fn get_file(&self, id: &FileId) -> Result<FileView> {
-        match self.store.lookup(id)? {
-            None => Err(Error::NotFound(format!("file {id} not found"))),
+    ///
+    /// A commit or a delete is visible in the store a moment before the writer applies
+    /// it to the block map. A live record read in that moment has blocks the map does
+    /// not hold (a new file's not yet added, a deleted one's already released): then
+    /// the read waits for the writer to catch up and is made again, so a file being
+    /// deleted reads as live with its replicas or as deleted, never as a live file
+    /// without replicas.
+    pub async fn get_file(&self, id: &FileId) -> Result<FileView> {
+        let (view, consistent) = self.read_file(id)?;
+        if consistent || !self.writer.settled(SETTLE_LIMIT).await {
+            return Ok(view);
+        }
+        Ok(self.read_file(id)?.0)
+    }
+
+    /// [`NameSystem::get_file`]'s read, and whether the block map held every block of
+    /// a live record.
+    fn read_file(&self, id: &FileId) -> Result<(FileView, bool)> {
+        let mut consistent = true;
+        let view = match self.store.lookup(id)? {
+            None => return Err(Error::NotFound(format!("file {id} not found"))),
             Some(Lookup::Deleted { record, deleted_ms }) => {
-                Ok(FileView::Deleted { record, deleted_ms })
+                FileView::Deleted { record, deleted_ms }
             }
             Some(Lookup::Live(record)) => {
                 let cluster = self.cluster();
                 let mut offset = 0;
                 let mut blocks = Vec::with_capacity(record.blocks.len());
                 for (b, len) in &record.blocks {
-                    let mut nodes: Vec<&Node> = self
-                        .shared
-                        .blocks
-                        .get(b)
-                        .map(|i| i.locs.iter().filter_map(|n| cluster.node(*n)).collect())
-                        .unwrap_or_default();
+                    let mut nodes: Vec<&Node> = match self.shared.blocks.get(b) {
+                        Some(i) => i.locs.iter().filter_map(|n| cluster.node(*n)).collect(),
+                        None => {
+                            consistent = false;
+                            Vec::new()
+                        }
+                    };
                     nodes.retain(|n| n.state != NodeState::Dead);
                     nodes.sort_by_key(|n| (n.state != NodeState::Live, n.load.in_flight));
                     blocks.push(LocatedBlock {
@@ -896,9 +919,10 @@ impl NameSystem {
                     });
                     offset += len;
                 }
-                Ok(FileView::Live { record, blocks })
+                FileView::Live { record, blocks }
             }
-        }
+        };
+        Ok((view, consistent))
     }
 
     /// Fewest live replicas over a file's blocks.

@@ -462,7 +462,7 @@ impl namenode_server::Namenode for NamenodeService {
         request: Request<pb::GetFileRequest>,
     ) -> Result<Response<pb::GetFileResponse>, Status> {
         let id = wire::file_id("file_id", &request.get_ref().file_id)?;
-        Ok(Response::new(match self.ns.get_file(&id)? {
+        Ok(Response::new(match self.ns.get_file(&id).await? {
             FileView::Live {
                 record: rec,
                 blocks,

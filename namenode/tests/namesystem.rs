@@ -134,8 +134,8 @@ impl Sim {
             .unwrap();
     }
 
-    fn locations(&self, content: &[u8]) -> Vec<DatanodeId> {
-        match self.ns.get_file(&file(content)).unwrap() {
+    async fn locations(&self, content: &[u8]) -> Vec<DatanodeId> {
+        match self.ns.get_file(&file(content)).await.unwrap() {
             FileView::Live { blocks, .. } => blocks[0].replicas.iter().map(|l| l.id).collect(),
             FileView::Deleted { .. } => panic!("deleted"),
         }
@@ -188,7 +188,7 @@ async fn a_dead_nodes_blocks_are_scheduled_within_one_heartbeat() {
     }
     tokio::time::advance(Duration::from_secs(1)).await;
     sim.tick(); // node 0 silent for 5 s: dead, its replica dropped, copy scheduled
-    assert_eq!(sim.locations(b"data"), vec![sim.nodes[1]]);
+    assert_eq!(sim.locations(b"data").await, vec![sim.nodes[1]]);
     let cmds = sim.beat(1);
     assert_eq!(
         replications(&cmds),
@@ -318,7 +318,7 @@ async fn deleting_then_uploading_the_same_content_again_keeps_it() {
         )
         .await
         .unwrap();
-    let mut at = sim.locations(b"same");
+    let mut at = sim.locations(b"same").await;
     at.sort();
     let mut want = vec![sim.nodes[0], sim.nodes[2]];
     want.sort();
@@ -356,7 +356,7 @@ async fn corrupt_replicas_are_healed_then_removed() {
     sim.tick();
     sim.upload(b"data", &[0, 1]).await;
     sim.report(1).with(b"data").corrupt();
-    assert_eq!(sim.locations(b"data"), vec![sim.nodes[0]]);
+    assert_eq!(sim.locations(b"data").await, vec![sim.nodes[0]]);
     sim.tick();
     let copies = replications(&sim.beat(0));
     assert_eq!(
@@ -368,7 +368,7 @@ async fn corrupt_replicas_are_healed_then_removed() {
     sim.report(2).with(b"data").full();
     sim.tick();
     assert_eq!(deletes(&sim.beat(1)), vec![block(b"data")]);
-    assert_eq!(sim.locations(b"data").len(), 2);
+    assert_eq!(sim.locations(b"data").await.len(), 2);
 }
 
 /// Two of three replicas are bad and readers report them one at a time: a copy planned
@@ -494,8 +494,12 @@ async fn surplus_replicas_are_trimmed_unless_another_was_lost_meanwhile() {
         vec![block(b"twice")],
         "only the still-surplus copy goes"
     );
-    assert_eq!(sim.locations(b"twice").len(), 2);
-    assert_eq!(sim.locations(b"thrice").len(), 2, "node 2's copy was kept");
+    assert_eq!(sim.locations(b"twice").await.len(), 2);
+    assert_eq!(
+        sim.locations(b"thrice").await.len(),
+        2,
+        "node 2's copy was kept"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -506,7 +510,7 @@ async fn tombstones_are_purged_after_the_retention() {
     assert!(sim.ns.delete(file(b"short-lived")).await.unwrap());
     sim.ns.gc_tick(true).await.unwrap();
     assert!(matches!(
-        sim.ns.get_file(&file(b"short-lived")).unwrap(),
+        sim.ns.get_file(&file(b"short-lived")).await.unwrap(),
         FileView::Deleted { .. }
     ));
     assert_eq!(sim.ns.store_counts().unwrap(), (0, 1));
@@ -514,7 +518,7 @@ async fn tombstones_are_purged_after_the_retention() {
     tokio::time::advance(Duration::from_secs(11)).await;
     sim.ns.gc_tick(true).await.unwrap();
     assert!(matches!(
-        sim.ns.get_file(&file(b"short-lived")),
+        sim.ns.get_file(&file(b"short-lived")).await,
         Err(kdfs_namenode::Error::NotFound(_))
     ));
     assert_eq!(sim.ns.store_counts().unwrap(), (0, 0));
@@ -564,4 +568,48 @@ async fn a_decommissioning_node_gets_no_writes_and_its_blocks_are_copied_away() 
         st.nodes[0].node.state,
         kdfs_namenode::cluster::NodeState::Decommissioning
     );
+}
+
+/// A file being deleted is read as live with its replicas, or as deleted: never as a
+/// live record whose blocks are already gone from the block map (the tombstone is in
+/// the store a moment before the writer releases the blocks in memory; a reader in
+/// between saw "no live replica" and the gateway answered 503 instead of 410).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_deleted_reads_as_live_with_replicas_or_as_deleted() {
+    let sim = Arc::new(Sim::new(&[]).with_nodes(2));
+    sim.tick();
+    const FILES: usize = 150;
+    let contents: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| format!("being deleted {i}").into_bytes())
+        .collect();
+    for c in &contents {
+        sim.upload(c, &[0, 1]).await;
+    }
+    let mut live_reads = 0u64;
+    for c in &contents {
+        let id = file(c);
+        let reader = {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let mut live = 0u64;
+                loop {
+                    match sim.ns.get_file(&id).await.unwrap() {
+                        FileView::Live { blocks, .. } => {
+                            assert!(
+                                blocks.iter().all(|b| !b.replicas.is_empty()),
+                                "a live view of {id} with a block without replicas"
+                            );
+                            live += 1;
+                        }
+                        FileView::Deleted { .. } => return live,
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(sim.ns.delete(id).await.unwrap());
+        live_reads += reader.await.unwrap();
+    }
+    assert!(live_reads > 0, "the reads overlapped the deletes");
 }
