@@ -57,6 +57,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const POLL: Duration = Duration::from_millis(100);
 /// Lines of each log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
+/// Most lines of the warnings digest a failing test prints last.
+const LOG_DIGEST_LINES: usize = 40;
 
 /// Polls `cond` every [`POLL`] until it holds or `deadline` passes; then panics naming
 /// `what`. Returns how long it took.
@@ -323,6 +325,31 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The WARN and ERROR lines of every process's log, each prefixed with the process
+/// name, in time order (the logs' lines start with an RFC 3339 timestamp), at most the
+/// last `n`. The mTLS-off warning every process prints at start is left out.
+fn warnings_digest(procs: &[&Proc], n: usize) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for p in procs {
+        for line in p.log_text().lines() {
+            if (line.contains(" WARN ") || line.contains(" ERROR "))
+                && !line.contains("mTLS is off")
+            {
+                let at = line.split(' ').next().unwrap_or_default().to_owned();
+                lines.push((at, format!("[{}] {line}", p.name)));
+            }
+        }
+    }
+    lines.sort();
+    let skip = lines.len().saturating_sub(n);
+    lines
+        .into_iter()
+        .skip(skip)
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How to build a [`TestCluster`].
@@ -1148,7 +1175,7 @@ impl Drop for TestCluster {
             let mut procs: Vec<&Proc> = vec![&self.namenode];
             procs.extend(self.datanodes.iter());
             procs.push(&self.gateway);
-            for p in procs {
+            for p in &procs {
                 eprintln!(
                     "\n===== {} ({}) last {LOG_TAIL_LINES} lines =====\n{}",
                     p.name,
@@ -1156,6 +1183,13 @@ impl Drop for TestCluster {
                     p.log_tail(LOG_TAIL_LINES)
                 );
             }
+            // Last, so that an output cut to its head and tail still shows them: every
+            // process's warnings and errors (what a busy log's tail may have scrolled
+            // past, such as a datanode declared dead seconds before the failure).
+            eprintln!(
+                "\n===== warnings and errors of every process (last {LOG_DIGEST_LINES}) =====\n{}",
+                warnings_digest(&procs, LOG_DIGEST_LINES)
+            );
         }
         if std::thread::panicking() || std::env::var_os("KDFS_FAULT_KEEP").is_some() {
             // Keep the directory for inspection.

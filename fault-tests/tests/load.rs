@@ -80,11 +80,17 @@ fn client(api: Api, id: u64, until: Instant, shared: Arc<Mutex<Shared>>) {
                 }
                 Err(e) => {
                     let mut sh = shared.lock().expect("shared");
-                    assert!(
-                        matches!(e.status, 404 | 410) && sh.deleting.contains(&pick.hash),
-                        "download of {} failed: {e}",
-                        pick.hash
-                    );
+                    if !(matches!(e.status, 404 | 410) && sh.deleting.contains(&pick.hash)) {
+                        // What the namenode says of the file and of the datanodes now,
+                        // so that a failure seen once is understood from its report.
+                        let file = api.file(&pick.hash);
+                        let nodes = api.try_info().map(|v| v["datanodes"].clone());
+                        drop(sh);
+                        panic!(
+                            "download of {} failed: {e}\nthe file now: {file:?}\nthe datanodes now: {nodes:?}",
+                            pick.hash
+                        );
+                    }
                     *sh.errors
                         .entry(format!("download {} (deleted)", e.status))
                         .or_default() += 1;
