@@ -374,3 +374,26 @@ fn malformed_input_everywhere_is_refused_cleanly() {
     let after = c.upload(&random_bytes(500 << 10, 14));
     c.verify_all(&[kept, after]);
 }
+
+/// A gateway that refuses an upload at once (here: too few datanodes for the
+/// replication) answers before it has read the body. The client, still sending tens of
+/// MiB, must get that answer, not a connection reset (which is what closing a socket
+/// with unread data makes the kernel send).
+#[test]
+fn a_client_still_sending_a_refused_upload_gets_the_refusal() {
+    let c = TestCluster::start(Options {
+        datanodes: 1,
+        ..Options::default()
+    });
+    let data = random_bytes(48 << 20, 9);
+    for attempt in 0..3 {
+        match c.try_upload_named("big.bin", data.clone()) {
+            Ok(v) => panic!("an upload with too few datanodes succeeded: {v}"),
+            Err(e) => assert!(
+                e.status == 503 && e.body.contains("not enough live datanodes"),
+                "attempt {attempt}: {e}"
+            ),
+        }
+    }
+    assert!(c.list().is_empty(), "a refused upload left a file");
+}

@@ -94,9 +94,7 @@ fn full_disks_send_writes_elsewhere_then_fail_with_507() {
             if refused.status == 507 {
                 return true;
             }
-            // Small enough that the client finishes sending before the gateway answers
-            // (the gateway answers without reading the rest of a body; a larger body then
-            // meets a closed connection instead of the status), but more than a block.
+            // More than a block.
             let data = random_bytes(300 << 10, 5_000 + c.list().len() as u64);
             match c.try_upload_named("one-more", data.clone()) {
                 Ok(v) => panic!("an upload into a full cluster succeeded: {v}"),

@@ -9,22 +9,41 @@
 //! are drained and capped at [`MAX_OTHER_FIELD`] bytes. Crossing `--max-upload` fails
 //! the source at once (413); a client that disconnects makes the body stream fail, and
 //! the upload is abandoned: no file record is left.
+//!
+//! A refused upload (no room, too few datanodes, a bad form) is usually answered
+//! before its body has been read. Closing the connection then would make the kernel
+//! reset it (unread data), and a client still sending would see "connection reset"
+//! instead of the answer. So the body is shared between the parser and the handler,
+//! and after an error the rest of it is read and discarded in the background, within
+//! [`LINGER_BYTES`] and [`LINGER_TIME`] ("lingering close"), while the answer goes out.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::Serialize;
+
+use tracing::debug;
 
 use crate::audit::Audited;
 use crate::http::{ApiError, AppState};
 
 /// Largest non-`file` form field accepted (they are read and discarded).
 pub const MAX_OTHER_FIELD: u64 = 64 * 1024;
+/// Most bytes of a refused upload's body read (and discarded) after the answer, so
+/// that a client which reads the answer only once it has sent everything gets it.
+pub const LINGER_BYTES: u64 = 256 << 20;
+/// Longest time a refused upload's body is read after the answer.
+pub const LINGER_TIME: Duration = Duration::from_secs(30);
 /// Longest file name kept, in bytes (the namenode's limit).
 pub const MAX_NAME_BYTES: usize = 1024;
 /// The form field that carries the file.
@@ -88,6 +107,19 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let body = SharedBody::new(body);
+    let answer = upload_form(&st, &headers, body.clone()).await;
+    if answer.is_err() {
+        body.linger();
+    }
+    answer
+}
+
+async fn upload_form(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: SharedBody,
+) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -100,11 +132,8 @@ pub async fn upload(
     let limits = SizeLimit::new()
         .per_field(MAX_OTHER_FIELD)
         .for_field(FILE_FIELD, u64::MAX);
-    let mut form = Multipart::with_constraints(
-        body.into_data_stream(),
-        boundary,
-        Constraints::new().size_limit(limits),
-    );
+    let mut form =
+        Multipart::with_constraints(body, boundary, Constraints::new().size_limit(limits));
     let field = loop {
         match form.next_field().await.map_err(BodyError::from_multer)? {
             None => {
@@ -155,6 +184,54 @@ pub async fn upload(
     .into_response();
     resp.extensions_mut().insert(audited);
     Ok(resp)
+}
+
+/// The request body, shared by the multipart parser and the handler: once the parser
+/// is gone (the upload failed), the handler can still read what is left of it.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<BodyDataStream>>);
+
+impl SharedBody {
+    fn new(body: Body) -> Self {
+        Self(Arc::new(Mutex::new(body.into_data_stream())))
+    }
+
+    /// Reads the rest of the body in the background and discards it, until it ends,
+    /// fails, or [`LINGER_BYTES`] or [`LINGER_TIME`] is reached (then the connection
+    /// is closed with the rest unread).
+    fn linger(mut self) {
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(LINGER_TIME);
+            tokio::pin!(deadline);
+            let mut read = 0u64;
+            let outcome = loop {
+                tokio::select! {
+                    _ = &mut deadline => break "time limit",
+                    item = self.next() => match item {
+                        Some(Ok(b)) => {
+                            read += b.len() as u64;
+                            if read > LINGER_BYTES {
+                                break "size limit";
+                            }
+                        }
+                        Some(Err(_)) => break "body broke off",
+                        None => break "body read to its end",
+                    },
+                }
+            };
+            debug!(read, outcome, "rest of a refused upload's body discarded");
+        });
+    }
+}
+
+impl Stream for SharedBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Never contended: the parser and the lingering reader never run together.
+        let mut body = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Pin::new(&mut *body).poll_next(cx)
+    }
 }
 
 /// Reads and discards a non-file field (its size is capped by the constraints).
