@@ -625,8 +625,12 @@ impl Attempt {
         }
     }
 
-    /// Sends the trailer and waits for the ack.
-    async fn finish(mut self, id: BlockId) -> std::result::Result<pb::WriteBlockResponse, String> {
+    /// Sends the trailer and waits for the ack. A failure of the whole call says
+    /// whether the head refused the block for lack of room.
+    async fn finish(
+        mut self,
+        id: BlockId,
+    ) -> std::result::Result<pb::WriteBlockResponse, (String, bool)> {
         self.send(Msg::Trailer(pb::WriteTrailer {
             block_id: wire::raw(id.as_bytes()),
         }))
@@ -636,10 +640,13 @@ impl Attempt {
         // The ack comes after every node verified, fsynced and heard from its successor.
         let wait = self.stall * 2;
         match tokio::time::timeout(wait, &mut self.call).await {
-            Err(_) => Err(format!("no ack within {wait:?}")),
-            Ok(Err(e)) if broken => Err(format!("stream broke: {e}")),
-            Ok(Err(e)) => Err(format!("write task: {e}")),
-            Ok(Ok(Err(status))) => Err(format!("{}: {}", status.code(), status.message())),
+            Err(_) => Err((format!("no ack within {wait:?}"), false)),
+            Ok(Err(e)) if broken => Err((format!("stream broke: {e}"), false)),
+            Ok(Err(e)) => Err((format!("write task: {e}"), false)),
+            Ok(Ok(Err(status))) => Err((
+                format!("{}: {}", status.code(), status.message()),
+                status.code() == tonic::Code::ResourceExhausted,
+            )),
             Ok(Ok(Ok(resp))) => Ok(resp),
         }
     }
@@ -689,6 +696,10 @@ async fn write_block(
     let mut failed: BTreeSet<DatanodeId> = BTreeSet::new();
     let mut dead: BTreeSet<DatanodeId> = BTreeSet::new();
     let mut last_error = String::new();
+    // Whether every failed attempt failed because a node had no room for the block:
+    // then giving up is "out of space" (507), not a shortage of datanodes (503). The
+    // namenode's view of free space is a heartbeat old, so a node it picked may refuse.
+    let mut only_space = true;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -696,6 +707,7 @@ async fn write_block(
         match attempt.finish(id).await {
             Ok(resp) if resp.length != length => {
                 last_error = format!("pipeline wrote {} bytes, sent {length}", resp.length);
+                only_space = false;
                 failed.extend(pipeline.iter().map(|l| l.id));
             }
             Ok(resp) => {
@@ -726,13 +738,20 @@ async fn write_block(
                 } else {
                     failed.extend(named);
                 }
-                if let Some(f) = resp.failed.first() {
-                    last_error = format!("{}: {}", f.node, f.reason);
+                // The first failure is the cause; the ones after it were not reached.
+                match resp.failed.first() {
+                    Some(f) => {
+                        last_error = format!("{}: {}", f.node, f.reason);
+                        only_space &= f.out_of_space;
+                    }
+                    None if committed.len() < ctx.min_replicas => only_space = false,
+                    None => {}
                 }
             }
-            Err(e) => {
+            Err((e, out_of_space)) => {
                 // The head failed (or the stream to it): nothing of this attempt is durable.
                 last_error = format!("{}: {e}", pipeline[0].address);
+                only_space &= out_of_space;
                 dead.insert(pipeline[0].id);
             }
         }
@@ -750,12 +769,22 @@ async fn write_block(
                 replicas: committed,
             });
         }
-        let not_enough = |last_error: String| Error::NotEnoughReplicas {
-            index,
-            obtained: committed.len(),
-            needed: ctx.min_replicas,
-            attempts,
-            last_error,
+        let not_enough = |last_error: String| {
+            if only_space {
+                Error::NoSpace(format!(
+                    "block {index} got {} of the {} replicas required after {attempts} pipeline attempts, each refused for lack of room: {last_error}",
+                    committed.len(),
+                    ctx.min_replicas
+                ))
+            } else {
+                Error::NotEnoughReplicas {
+                    index,
+                    obtained: committed.len(),
+                    needed: ctx.min_replicas,
+                    attempts,
+                    last_error,
+                }
+            }
         };
         if attempts >= ctx.attempts {
             return Err(not_enough(last_error));

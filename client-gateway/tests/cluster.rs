@@ -1113,6 +1113,31 @@ async fn out_of_space_is_507_and_too_few_datanodes_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datanodes_refusing_for_room_the_namenode_thought_they_had_is_507() {
+    // Heartbeats an hour apart: the namenode's view of free space stays what the
+    // datanodes registered with (1 MiB each), so after a first 600 KiB file it still
+    // places a second one on nodes that have 424 KiB left, and every pipeline the
+    // gateway tries is refused by its datanodes for lack of room.
+    let c = TestCluster::with(Spec {
+        capacity: "1MiB".into(),
+        namenode_args: vec![
+            "--heartbeat-interval=1h".into(),
+            "--stale-after=2h".into(),
+            "--dead-after=3h".into(),
+        ],
+        ..Spec::default()
+    })
+    .await;
+    let http = http();
+    upload_ok(&http, &c.gateway.url, "first.bin", &content(600 << 10, 1)).await;
+    let r = upload(&http, &c.gateway.url, "second.bin", &content(600 << 10, 2)).await;
+    let m = assert_json_error(r, 507).await;
+    assert!(m.contains("room"), "{m}");
+    let list = list_files(&http, &c.gateway.url).await;
+    assert_eq!(list["files"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_upload_renews_its_lease() {
     // A 1 s lease and an upload that takes about 3 s with over a second between block
     // allocations: only the background renewal keeps the lease alive.

@@ -116,10 +116,11 @@ impl DatanodeService {
     }
 }
 
-fn failure(node: &str, reason: impl Into<String>) -> NodeFailure {
+fn failure(node: &str, reason: impl Into<String>, out_of_space: bool) -> NodeFailure {
     NodeFailure {
         node: node.to_owned(),
         reason: reason.into(),
+        out_of_space,
     }
 }
 
@@ -226,11 +227,14 @@ impl Downstream {
                         status.message()
                     ),
                 };
-                let mut failed = vec![failure(&next, reason)];
+                let out_of_space =
+                    self.stalled.is_none() && status.code() == tonic::Code::ResourceExhausted;
+                let mut failed = vec![failure(&next, reason, out_of_space)];
                 failed.extend(self.rest.iter().map(|l| {
                     failure(
                         &l.id.to_string(),
                         format!("not reached: upstream {next} failed"),
+                        false,
                     )
                 }));
                 (Vec::new(), failed)
@@ -381,7 +385,8 @@ impl Node {
                     return Err(e.into());
                 }
                 tracing::warn!(block = %id, error = %e, "local commit failed; downstream holds the block");
-                failed.push(failure(&me, e.to_string()));
+                let out_of_space = matches!(e, Error::OutOfSpace { .. });
+                failed.push(failure(&me, e.to_string(), out_of_space));
             }
         }
         committed.extend(down_committed);
