@@ -770,20 +770,19 @@ async fn write_block(
             });
         }
         let not_enough = |last_error: String| {
+            let e = Error::NotEnoughReplicas {
+                index,
+                obtained: committed.len(),
+                needed: ctx.min_replicas,
+                attempts,
+                last_error,
+            };
             if only_space {
                 Error::NoSpace(format!(
-                    "block {index} got {} of the {} replicas required after {attempts} pipeline attempts, each refused for lack of room: {last_error}",
-                    committed.len(),
-                    ctx.min_replicas
+                    "every pipeline attempt was refused for lack of room: {e}"
                 ))
             } else {
-                Error::NotEnoughReplicas {
-                    index,
-                    obtained: committed.len(),
-                    needed: ctx.min_replicas,
-                    attempts,
-                    last_error,
-                }
+                e
             }
         };
         if attempts >= ctx.attempts {

@@ -31,7 +31,6 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::Serialize;
-
 use tracing::debug;
 
 use crate::audit::Audited;
