@@ -925,14 +925,61 @@ impl NameSystem {
         Ok((view, consistent))
     }
 
-    /// Fewest live replicas over a file's blocks.
-    pub fn min_live_replicas(&self, record: &FileRecord) -> u32 {
-        record
-            .blocks
-            .iter()
-            .map(|(b, _)| self.shared.blocks.get(b).map_or(0, |i| i.locs.len() as u32))
-            .min()
-            .unwrap_or(0)
+    /// Fewest live replicas over a file's blocks; `None` if the block map lacks one of
+    /// them (a commit or delete between the store and the map: see
+    /// [`NameSystem::get_file`]).
+    fn min_live_replicas(&self, record: &FileRecord) -> Option<u32> {
+        let mut min = None::<u32>;
+        for (b, _) in &record.blocks {
+            let n = self.shared.blocks.get(b)?.locs.len() as u32;
+            min = Some(min.map_or(n, |m| m.min(n)));
+        }
+        Some(min.unwrap_or(0))
+    }
+
+    /// A newest-first page of live files ([`NameSystem::list`]), each with the fewest
+    /// live replicas over its blocks. As in [`NameSystem::get_file`], a page read while
+    /// a commit or a delete was between the store and the block map is read again once
+    /// the writer has caught up: a file being deleted is listed with its replicas or
+    /// not at all, never with none.
+    pub async fn list_with_replicas(
+        self: &Arc<Self>,
+        limit: u32,
+        after: &str,
+        name_contains: &str,
+    ) -> Result<(Vec<(FileRecord, u32)>, String)> {
+        let (page, consistent) = self.read_page(limit, after, name_contains).await?;
+        if consistent || !self.writer.settled(SETTLE_LIMIT).await {
+            return Ok(page);
+        }
+        Ok(self.read_page(limit, after, name_contains).await?.0)
+    }
+
+    /// [`NameSystem::list_with_replicas`]'s read (off the runtime: it reads the store),
+    /// and whether the block map held every block of every file listed.
+    async fn read_page(
+        self: &Arc<Self>,
+        limit: u32,
+        after: &str,
+        name_contains: &str,
+    ) -> Result<((Vec<(FileRecord, u32)>, String), bool)> {
+        let ns = self.clone();
+        let (after, name_contains) = (after.to_owned(), name_contains.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let (files, next) = ns.list(limit, &after, &name_contains)?;
+            let mut consistent = true;
+            let files = files
+                .into_iter()
+                .map(|f| {
+                    let n = ns.min_live_replicas(&f);
+                    consistent &= n.is_some();
+                    (f, n.unwrap_or(0))
+                })
+                .collect();
+            Ok(((files, next), consistent))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("listing task failed: {e}")))?
     }
 
     /// A newest-first page of live files; `after` is the opaque cursor.

@@ -497,22 +497,17 @@ impl namenode_server::Namenode for NamenodeService {
         request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         let r = request.into_inner();
-        let ns = self.ns.clone();
-        let (files, next) = tokio::task::spawn_blocking(move || {
-            ns.list(r.limit, &r.after, &r.name_contains)
-                .map(|(files, next)| {
-                    let files = files
-                        .iter()
-                        .map(|f| pb::FileSummary {
-                            file: Some(record(f)),
-                            min_live_replicas: ns.min_live_replicas(f),
-                        })
-                        .collect::<Vec<_>>();
-                    (files, next)
-                })
-        })
-        .await
-        .map_err(|e| Status::internal(format!("listing task failed: {e}")))??;
+        let (files, next) = self
+            .ns
+            .list_with_replicas(r.limit, &r.after, &r.name_contains)
+            .await?;
+        let files = files
+            .iter()
+            .map(|(f, min_live_replicas)| pb::FileSummary {
+                file: Some(record(f)),
+                min_live_replicas: *min_live_replicas,
+            })
+            .collect();
         Ok(Response::new(pb::ListFilesResponse { files, next }))
     }
 

@@ -613,3 +613,44 @@ async fn a_file_being_deleted_reads_as_live_with_replicas_or_as_deleted() {
     }
     assert!(live_reads > 0, "the reads overlapped the deletes");
 }
+
+/// The listing's side of the same moment: a file being deleted is listed with its
+/// replicas or not at all, never with none (the browser page showed such a file as
+/// having lost every replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_deleted_is_listed_with_replicas_or_not_at_all() {
+    let sim = Arc::new(Sim::new(&[]).with_nodes(2));
+    sim.tick();
+    const FILES: usize = 150;
+    let contents: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| format!("listed while deleted {i}").into_bytes())
+        .collect();
+    for c in &contents {
+        sim.upload(c, &[0, 1]).await;
+    }
+    let mut listed = 0u64;
+    for c in &contents {
+        let id = file(c);
+        let lister = {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let mut seen = 0u64;
+                loop {
+                    let (page, _) = sim.ns.list_with_replicas(1000, "", "").await.unwrap();
+                    match page.iter().find(|(f, _)| f.id == id) {
+                        Some((_, replicas)) => {
+                            assert!(*replicas > 0, "{id} listed without replicas");
+                            seen += 1;
+                        }
+                        None => return seen,
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(sim.ns.delete(id).await.unwrap());
+        listed += lister.await.unwrap();
+    }
+    assert!(listed > 0, "the listings overlapped the deletes");
+}
