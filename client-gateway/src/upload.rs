@@ -11,7 +11,8 @@
 //! The caller's task only receives bytes and cuts them into `CHUNK_SIZE` pieces on
 //! block boundaries; the block's SHA-256 is computed in its block task and the file's
 //! SHA-256 in a hasher task, because hashing in the receiving task halves throughput
-//! (CRATES.md). Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
+//! (CRATES.md). A file known to fit in one block (the source's announced length is at
+//! most a block) has no hasher task: its id is its only block's hash. Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
 //! for recovery is the same allocation that was sent.
 //!
 //! # Memory bound
@@ -347,14 +348,22 @@ impl Client {
         });
         debug!(upload = %ctx.upload_id, block_size = ctx.block_size, replication, min_replicas, "upload begun");
 
-        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS * 2);
-        let hasher = AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut h = Sha256::new();
-            while let Some(b) = hash_rx.recv().await {
-                h.update(&b);
-            }
-            FileId::from_bytes(h.finalize().into())
-        }));
+        // A file that fits in one block (its length bounded by the body's) is that
+        // block's bytes: its id is the block's hash, and it is hashed once, not twice.
+        let one_block = at_most.is_some_and(|n| n <= ctx.block_size);
+        let (hash_tx, hasher) = if one_block {
+            (None, None)
+        } else {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS * 2);
+            let hasher = AbortOnDropHandle::new(tokio::spawn(async move {
+                let mut h = Sha256::new();
+                while let Some(b) = rx.recv().await {
+                    h.update(&b);
+                }
+                FileId::from_bytes(h.finalize().into())
+            }));
+            (Some(tx), Some(hasher))
+        };
 
         let mut driver = Driver {
             ctx: ctx.clone(),
@@ -391,9 +400,18 @@ impl Client {
             driver.feed(p).await?;
         }
         let blocks = driver.finish().await?;
-        let file_id = hasher
-            .await
-            .map_err(|e| Error::Internal(format!("file hasher: {e}")))?;
+        let file_id = match (hasher, blocks.as_slice()) {
+            (Some(hasher), _) => hasher
+                .await
+                .map_err(|e| Error::Internal(format!("file hasher: {e}")))?,
+            (None, []) => FileId::of(&[]),
+            (None, [block]) => FileId::from_bytes(*block.id.as_bytes()),
+            (None, _) => {
+                return Err(Error::Internal(
+                    "an upload of at most one block made several".into(),
+                ));
+            }
+        };
         metrics::counter!("kdfs_gateway_upload_bytes_total").increment(size);
 
         let replicas = blocks
@@ -475,7 +493,8 @@ struct Driver {
     done: BTreeMap<u64, Committed>,
     current: Option<mpsc::Sender<Piece>>,
     next_index: u64,
-    hash_tx: mpsc::Sender<Bytes>,
+    /// The file hasher's queue; `None` for a file of one block (its id is the block's).
+    hash_tx: Option<mpsc::Sender<Bytes>>,
 }
 
 impl Driver {
@@ -485,10 +504,12 @@ impl Driver {
                 if self.current.is_none() {
                     self.start_block().await?;
                 }
-                self.hash_tx
-                    .send(chunk.clone())
-                    .await
-                    .map_err(|_| Error::Internal("file hasher stopped".into()))?;
+                if let Some(hash_tx) = &self.hash_tx {
+                    hash_tx
+                        .send(chunk.clone())
+                        .await
+                        .map_err(|_| Error::Internal("file hasher stopped".into()))?;
+                }
                 let tx = self.current.as_ref().expect("a block was just started");
                 if tx.send(Piece::Chunk(chunk)).await.is_err() {
                     // The block task ended early: it failed; its error is the one to report.

@@ -153,6 +153,24 @@ async fn round_trips_of_every_size_through_http_and_the_library() {
     assert_eq!(info.record.size, data.len() as u64);
     assert!(collect(body).await == data);
 
+    // A bound of at most a block: one hash pass, the file's id is its block's.
+    for (i, size) in [0, 1, b - 1, b, b + 1].into_iter().enumerate() {
+        let data = content(size, 50 + i as u64);
+        let up = client
+            .upload_at_most(
+                source(data.clone(), 10_000),
+                &format!("bounded-{size}.bin"),
+                "",
+                Some(size as u64),
+            )
+            .await
+            .unwrap();
+        assert_eq!(up.record.id.to_string(), sha(&data), "{size} bytes");
+        assert_eq!(up.record.blocks.len(), size.div_ceil(b), "{size} bytes");
+        let (_, body) = client.download(up.record.id, None).await.unwrap();
+        assert!(collect(body).await == data, "{size} bytes");
+    }
+
     // Same content again: same hash, first name kept, nothing new stored.
     let again = client
         .upload(source(data.clone(), 1 << 20), "other-name.bin", "")
