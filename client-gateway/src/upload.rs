@@ -12,8 +12,9 @@
 //! block boundaries; the block's SHA-256 is computed in its block task and the file's
 //! SHA-256 in a hasher task, because hashing in the receiving task halves throughput
 //! (CRATES.md). A file known to fit in one block (the source's announced length is at
-//! most a block) has no hasher task: its id is its only block's hash. Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
-//! for recovery is the same allocation that was sent.
+//! most a block) has no hasher task: its id is its only block's hash. Bytes move as
+//! `Bytes` (reference-counted): the chunk a block task keeps for recovery is the same
+//! allocation that was sent.
 //!
 //! # Memory bound
 //!
