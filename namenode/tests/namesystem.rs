@@ -570,47 +570,56 @@ async fn a_decommissioning_node_gets_no_writes_and_its_blocks_are_copied_away() 
     );
 }
 
+/// Stores 150 one-block files on two nodes, then deletes them one by one, each while
+/// `observer(sim, id)` runs in a task of its own; returns the sum of what the observers
+/// return (how many of their looks found the file still there).
+async fn delete_each_while<F, Fut>(tag: &str, observer: F) -> u64
+where
+    F: Fn(Arc<Sim>, FileId) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let sim = Arc::new(Sim::new(&[]).with_nodes(2));
+    sim.tick();
+    let contents: Vec<Vec<u8>> = (0..150)
+        .map(|i| format!("{tag} {i}").into_bytes())
+        .collect();
+    for c in &contents {
+        sim.upload(c, &[0, 1]).await;
+    }
+    let mut seen = 0u64;
+    for c in &contents {
+        let id = file(c);
+        let observer = tokio::spawn(observer(sim.clone(), id));
+        tokio::task::yield_now().await;
+        assert!(sim.ns.delete(id).await.unwrap());
+        seen += observer.await.unwrap();
+    }
+    seen
+}
+
 /// A file being deleted is read as live with its replicas, or as deleted: never as a
 /// live record whose blocks are already gone from the block map (the tombstone is in
 /// the store a moment before the writer releases the blocks in memory; a reader in
 /// between saw "no live replica" and the gateway answered 503 instead of 410).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_being_deleted_reads_as_live_with_replicas_or_as_deleted() {
-    let sim = Arc::new(Sim::new(&[]).with_nodes(2));
-    sim.tick();
-    const FILES: usize = 150;
-    let contents: Vec<Vec<u8>> = (0..FILES)
-        .map(|i| format!("being deleted {i}").into_bytes())
-        .collect();
-    for c in &contents {
-        sim.upload(c, &[0, 1]).await;
-    }
-    let mut live_reads = 0u64;
-    for c in &contents {
-        let id = file(c);
-        let reader = {
-            let sim = sim.clone();
-            tokio::spawn(async move {
-                let mut live = 0u64;
-                loop {
-                    match sim.ns.get_file(&id).await.unwrap() {
-                        FileView::Live { blocks, .. } => {
-                            assert!(
-                                blocks.iter().all(|b| !b.replicas.is_empty()),
-                                "a live view of {id} with a block without replicas"
-                            );
-                            live += 1;
-                        }
-                        FileView::Deleted { .. } => return live,
-                    }
-                    tokio::task::yield_now().await;
+    let live_reads = delete_each_while("being deleted", |sim, id| async move {
+        let mut live = 0u64;
+        loop {
+            match sim.ns.get_file(&id).await.unwrap() {
+                FileView::Live { blocks, .. } => {
+                    assert!(
+                        blocks.iter().all(|b| !b.replicas.is_empty()),
+                        "a live view of {id} with a block without replicas"
+                    );
+                    live += 1;
                 }
-            })
-        };
-        tokio::task::yield_now().await;
-        assert!(sim.ns.delete(id).await.unwrap());
-        live_reads += reader.await.unwrap();
-    }
+                FileView::Deleted { .. } => return live,
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     assert!(live_reads > 0, "the reads overlapped the deletes");
 }
 
@@ -619,38 +628,20 @@ async fn a_file_being_deleted_reads_as_live_with_replicas_or_as_deleted() {
 /// having lost every replica).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_being_deleted_is_listed_with_replicas_or_not_at_all() {
-    let sim = Arc::new(Sim::new(&[]).with_nodes(2));
-    sim.tick();
-    const FILES: usize = 150;
-    let contents: Vec<Vec<u8>> = (0..FILES)
-        .map(|i| format!("listed while deleted {i}").into_bytes())
-        .collect();
-    for c in &contents {
-        sim.upload(c, &[0, 1]).await;
-    }
-    let mut listed = 0u64;
-    for c in &contents {
-        let id = file(c);
-        let lister = {
-            let sim = sim.clone();
-            tokio::spawn(async move {
-                let mut seen = 0u64;
-                loop {
-                    let (page, _) = sim.ns.list_with_replicas(1000, "", "").await.unwrap();
-                    match page.iter().find(|(f, _)| f.id == id) {
-                        Some((_, replicas)) => {
-                            assert!(*replicas > 0, "{id} listed without replicas");
-                            seen += 1;
-                        }
-                        None => return seen,
-                    }
-                    tokio::task::yield_now().await;
+    let listed = delete_each_while("listed while deleted", |sim, id| async move {
+        let mut seen = 0u64;
+        loop {
+            let (page, _) = sim.ns.list_with_replicas(1000, "", "").await.unwrap();
+            match page.iter().find(|(f, _)| f.id == id) {
+                Some((_, replicas)) => {
+                    assert!(*replicas > 0, "{id} listed without replicas");
+                    seen += 1;
                 }
-            })
-        };
-        tokio::task::yield_now().await;
-        assert!(sim.ns.delete(id).await.unwrap());
-        listed += lister.await.unwrap();
-    }
+                None => return seen,
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     assert!(listed > 0, "the listings overlapped the deletes");
 }
