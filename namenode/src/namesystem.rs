@@ -881,11 +881,23 @@ impl NameSystem {
     /// deleted reads as live with its replicas or as deleted, never as a live file
     /// without replicas.
     pub async fn get_file(&self, id: &FileId) -> Result<FileView> {
-        let (view, consistent) = self.read_file(id)?;
+        self.read_settled(|| async move { self.read_file(id) })
+            .await
+    }
+
+    /// Reads with `read`, which also says whether the block map held every block of
+    /// what it read; a read that was not (a commit or delete between the store and the
+    /// map) is made again once the writer has caught up, waiting at most
+    /// [`SETTLE_LIMIT`].
+    async fn read_settled<T, Fut>(&self, read: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<(T, bool)>>,
+    {
+        let (value, consistent) = read().await?;
         if consistent || !self.writer.settled(SETTLE_LIMIT).await {
-            return Ok(view);
+            return Ok(value);
         }
-        Ok(self.read_file(id)?.0)
+        Ok(read().await?.0)
     }
 
     /// [`NameSystem::get_file`]'s read, and whether the block map held every block of
@@ -940,7 +952,7 @@ impl NameSystem {
     /// A newest-first page of live files ([`NameSystem::list`]), each with the fewest
     /// live replicas over its blocks. As in [`NameSystem::get_file`], a page read while
     /// a commit or a delete was between the store and the block map is read again once
-    /// the writer has caught up: a file being deleted is listed with its replicas or
+    /// the writer has caught up ([`NameSystem::read_settled`]): a file being deleted is listed with its replicas or
     /// not at all, never with none.
     pub async fn list_with_replicas(
         self: &Arc<Self>,
@@ -948,11 +960,8 @@ impl NameSystem {
         after: &str,
         name_contains: &str,
     ) -> Result<(Vec<(FileRecord, u32)>, String)> {
-        let (page, consistent) = self.read_page(limit, after, name_contains).await?;
-        if consistent || !self.writer.settled(SETTLE_LIMIT).await {
-            return Ok(page);
-        }
-        Ok(self.read_page(limit, after, name_contains).await?.0)
+        self.read_settled(|| self.read_page(limit, after, name_contains))
+            .await
     }
 
     /// [`NameSystem::list_with_replicas`]'s read (off the runtime: it reads the store),
