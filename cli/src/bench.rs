@@ -1549,6 +1549,13 @@ impl pb::datanode_server::Datanode for Sink {
         }))
     }
 
+    async fn write_blocks(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::WriteBlockRequest>>,
+    ) -> Result<tonic::Response<pb::WriteBlocksResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("WriteBlocks"))
+    }
+
     type ReadBlockStream =
         futures::stream::Iter<std::option::IntoIter<Result<pb::ReadBlockResponse, tonic::Status>>>;
 

@@ -61,6 +61,8 @@ pub struct ClientOptions {
     pub memory_prefix: u64,
     /// mTLS towards the namenode and the datanodes (`None`: plaintext).
     pub tls: Option<Arc<kdfs_proto::tls::Tls>>,
+    /// Store small uploads of known length in batches ([`crate::batch`]).
+    pub batch_small_files: bool,
 }
 
 impl Default for ClientOptions {
@@ -75,6 +77,7 @@ impl Default for ClientOptions {
             spool_dir: Some(std::env::temp_dir()),
             memory_prefix: crate::upload::MEMORY_PREFIX,
             tls: None,
+            batch_small_files: true,
         }
     }
 }
@@ -95,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) budget_units: u32,
     /// Spool files of finished blocks, for later blocks to overwrite.
     pub(crate) spool_files: Arc<crate::upload::SpoolFiles>,
+    /// Gathers small uploads into batches (started by the first).
+    pub(crate) batcher: crate::batch::Batcher,
 }
 
 impl Client {
@@ -120,6 +125,7 @@ impl Client {
                 budget: Arc::new(Semaphore::new(units as usize)),
                 budget_units: units,
                 spool_files: Arc::default(),
+                batcher: Default::default(),
             }),
         })
     }

@@ -91,6 +91,12 @@ pub struct Config {
     #[arg(long, env = "KDFS_SPOOL_DIR")]
     pub spool_dir: Option<std::path::PathBuf>,
 
+    /// Store concurrent small uploads (bodies of at most 1 MiB) in batches: one lease,
+    /// one pipeline stream and one commit for many files. `false` gives every upload
+    /// its own.
+    #[arg(long, env = "KDFS_BATCH_SMALL_FILES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_small_files: bool,
+
     /// How long a graceful shutdown waits for in-flight transfers.
     #[arg(long, env = "KDFS_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT)]
     pub drain_timeout: HumanDuration,

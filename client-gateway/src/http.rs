@@ -297,6 +297,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         stall_timeout: config.stall_timeout.get().max(Duration::from_millis(100)),
         spool_dir: Some(config.spool_dir.clone().unwrap_or_else(std::env::temp_dir)),
         tls: grpc_tls,
+        batch_small_files: config.batch_small_files,
         ..ClientOptions::default()
     };
     let client = Client::new(&config.namenode, options)?;

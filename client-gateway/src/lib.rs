@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod download;
@@ -26,6 +27,7 @@ pub mod pool;
 pub mod routes;
 pub mod upload;
 
+pub use batch::BatchStats;
 pub use client::{Client, ClientOptions, ClusterInfo, FileInfo, FileRecord, Listing};
 pub use config::Config;
 pub use download::{ByteRange, Download};

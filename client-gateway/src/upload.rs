@@ -241,10 +241,10 @@ struct Committed {
 
 /// Sends `AbandonUpload` when dropped unless disarmed: the one place that makes a
 /// dropped or failed upload release its lease at once.
-struct AbandonOnDrop {
-    client: Client,
-    upload_id: String,
-    armed: bool,
+pub(crate) struct AbandonOnDrop {
+    pub(crate) client: Client,
+    pub(crate) upload_id: String,
+    pub(crate) armed: bool,
 }
 
 impl Drop for AbandonOnDrop {
@@ -291,7 +291,67 @@ impl Client {
     /// what it can hold, from the client's budget and on each datanode, instead of a
     /// whole block (a 4 KiB file would otherwise hold 64 MiB of room on three disks
     /// while it is written). A source longer than `at_most` fails the upload.
+    ///
+    /// A source of at most [`transport::MAX_BATCHED_BLOCK`] bytes is read whole and
+    /// stored in a batch with the client's other small uploads ([`crate::batch`]),
+    /// unless [`crate::ClientOptions::batch_small_files`] is off.
     pub async fn upload_at_most<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: Option<u64>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        match at_most {
+            Some(n)
+                if self.inner.options.batch_small_files && n <= transport::MAX_BATCHED_BLOCK =>
+            {
+                self.upload_small(source, name, content_type, n).await
+            }
+            _ => self.upload_alone(source, name, content_type, at_most).await,
+        }
+    }
+
+    /// A source of at most `at_most` (≤ `MAX_BATCHED_BLOCK`) bytes: read whole under
+    /// the upload budget, then stored in a batch, or alone if the batch could not.
+    async fn upload_small<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: u64,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let inner = &self.inner;
+        let permit = inner
+            .budget
+            .clone()
+            .acquire_many_owned(crate::batch::budget_units(at_most, inner.budget_units))
+            .await
+            .map_err(|_| Error::Internal("upload budget closed".into()))?;
+        let data = crate::batch::read_whole(source, at_most).await?;
+        if !data.is_empty()
+            && let Some(done) = self.upload_batched(data.clone(), name, content_type).await
+        {
+            return done;
+        }
+        // An empty file, or one the batch could not store: the pipeline with recovery.
+        drop(permit);
+        let size = data.len() as u64;
+        let source = futures::stream::once(async move { Ok::<_, BoxError>(data) });
+        self.upload_alone(source, name, content_type, Some(size))
+            .await
+    }
+
+    /// One upload with its own lease and pipelines (see the module docs).
+    async fn upload_alone<S, E>(
         &self,
         source: S,
         name: &str,
@@ -1113,7 +1173,10 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
 }
 
 /// A pipeline from the namenode's reply to `rpc`, every location validated.
-fn parse_pipeline(rpc: &str, locations: &[pb::DatanodeLocation]) -> Result<Vec<Location>> {
+pub(crate) fn parse_pipeline(
+    rpc: &str,
+    locations: &[pb::DatanodeLocation],
+) -> Result<Vec<Location>> {
     locations
         .iter()
         .map(Location::try_from)

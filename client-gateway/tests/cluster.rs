@@ -1183,3 +1183,114 @@ async fn a_long_upload_renews_its_lease() {
     let (_, body) = client.download(up.record.id, None).await.unwrap();
     assert!(collect(body).await == data);
 }
+
+/// Uploads `files` at once through one client, each bounded by its length (as
+/// `/upload` bounds a file by its body), and checks every answer and every download.
+/// Returns how many answers said the content already existed.
+async fn upload_all_at_once(client: &Client, files: Vec<(String, Vec<u8>)>) -> usize {
+    let mut tasks = Vec::new();
+    for (name, data) in files {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let len = data.len() as u64;
+            let up = client
+                .upload_at_most(source(data.clone(), 1000), &name, "text/plain", Some(len))
+                .await
+                .unwrap_or_else(|e| panic!("upload of {name}: {e}"));
+            assert_eq!(up.record.id.to_string(), sha(&data), "{name}");
+            assert_eq!(up.record.size, len, "{name}");
+            assert_eq!(up.record.content_type, "text/plain", "{name}");
+            assert!(up.replicas >= 2, "{name}: {} replicas", up.replicas);
+            if !up.existed {
+                assert_eq!(up.record.name, name);
+            }
+            (up, data)
+        }));
+    }
+    let mut existed = 0;
+    for t in tasks {
+        let (up, data) = t.await.unwrap();
+        existed += usize::from(up.existed);
+        let (_, body) = client.download(up.record.id, None).await.unwrap();
+        assert!(collect(body).await == data, "{}", up.record.name);
+    }
+    existed
+}
+
+/// Concurrent small uploads of one client share batches (one lease, one WriteBlocks
+/// stream per hop and one CommitFiles for many files), and each file keeps its own
+/// name, type and content; the same content twice is stored once. With batching off
+/// every upload goes alone, and files that cannot be batched (empty, over a batched
+/// block) go alone too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_uploads_are_batched_and_each_round_trips() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let shared = content(5000, 8_000);
+    let mut files: Vec<(String, Vec<u8>)> = (0..38u64)
+        .map(|i| {
+            let len = match i {
+                0 => 1,
+                1 => BLOCK as usize,
+                _ => 100 + 997 * i as usize,
+            };
+            (format!("b{i}.txt"), content(len, 8_001 + i))
+        })
+        .collect();
+    files.push(("twin-a.txt".into(), shared.clone()));
+    files.push(("twin-b.txt".into(), shared.clone()));
+    let existed = upload_all_at_once(&client, files).await;
+    assert_eq!(existed, 1, "the shared content is stored once");
+    let stats = client.batch_stats();
+    assert_eq!(stats.files, 40, "{stats:?}");
+    assert!(stats.batches < 40, "uploads were not batched: {stats:?}");
+    let listing = client.list(100, "", "").await.unwrap();
+    assert_eq!(listing.files.len(), 39);
+
+    // Not batched: an empty file, one over a batched block, and everything with
+    // batching off.
+    let empty = upload_all_at_once(&client, vec![("empty.txt".into(), Vec::new())]).await;
+    let big = vec![("big.txt".into(), content(BLOCK as usize + 1, 8_100))];
+    upload_all_at_once(&client, big).await;
+    assert_eq!(client.batch_stats(), stats);
+    let alone = Client::new(
+        &cluster.namenode_url,
+        kdfs_client_gateway::ClientOptions {
+            batch_small_files: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let files = (0..8u64)
+        .map(|i| (format!("alone{i}.txt"), content(4096, 8_200 + i)))
+        .collect();
+    assert_eq!(upload_all_at_once(&alone, files).await + empty, 0);
+    assert_eq!(alone.batch_stats().batches, 0);
+    assert_eq!(client.list(100, "", "").await.unwrap().files.len(), 49);
+}
+
+/// A datanode dies and the namenode does not know yet, so it stays in the pipelines:
+/// a batch whose head is the dead node fails and its files go alone (the pipeline with
+/// recovery leaves the node out); a batch that only lost a later node commits its files
+/// with the two replicas it got. Every file is stored and reads back intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_uploads_survive_a_datanode_dying_under_their_batches() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    let warm = vec![("warm.txt".into(), content(4096, 8_300))];
+    upload_all_at_once(&client, warm).await;
+    cluster.kill(0);
+    for round in 0..3u64 {
+        let files = (0..16u64)
+            .map(|i| {
+                let seed = 8_400 + round * 100 + i;
+                (
+                    format!("r{round}-{i}.txt"),
+                    content(4096 + i as usize, seed),
+                )
+            })
+            .collect();
+        upload_all_at_once(&client, files).await;
+    }
+    assert_eq!(client.list(100, "", "").await.unwrap().files.len(), 49);
+}

@@ -4,7 +4,8 @@
 //!   CRC32C sidecars for verified range reads, quarantine, the in-memory index.
 //! - [`capacity`], [`version`], [`scanner`]: room for writes, the disk's identity, and
 //!   the background re-verification of stored blocks.
-//! - [`service`]: the `Datanode` gRPC service (pipelined writes, reads, transfers).
+//! - [`service`]: the `Datanode` gRPC service (pipelined writes, batches of small
+//!   blocks, reads, transfers).
 //! - [`link`]: registration, heartbeats, block reports and namenode commands.
 //! - [`http`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`config`] and [`run`]: what `main` parses and calls; tests call the same `run`.

@@ -57,7 +57,7 @@ impl Histogram {
 /// Counters of the gRPC service.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Block bytes received by `WriteBlock` (before dedup).
+    /// Block bytes received by `WriteBlock` and `WriteBlocks` (before dedup).
     pub bytes_received: AtomicU64,
     /// Block bytes sent by `ReadBlock`.
     pub bytes_served: AtomicU64,
@@ -73,8 +73,10 @@ pub struct Metrics {
     pub in_flight: AtomicU32,
     /// Whole `WriteBlock` calls at this node, header to reply.
     pub write_seconds: Histogram,
-    /// Per hop: from forwarding the trailer to the successor's reply (its verify,
-    /// commit and everything after it).
+    /// Whole `WriteBlocks` calls (batches) at this node, header to reply.
+    pub write_batch_seconds: Histogram,
+    /// Per hop: from forwarding the trailer (a batch's last) to the successor's reply
+    /// (its verify, commit and everything after it).
     pub downstream_ack_seconds: Histogram,
 }
 
@@ -112,7 +114,7 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         &mut out,
         "bytes_received_total",
         c,
-        "Block bytes received by WriteBlock.",
+        "Block bytes received by WriteBlock and WriteBlocks.",
         r(&m.bytes_received),
     );
     metric(
@@ -154,21 +156,21 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         &mut out,
         "writes_committed_total",
         c,
-        "WriteBlock calls that committed locally.",
+        "Blocks written by WriteBlock or WriteBlocks that committed locally.",
         r(&m.writes_committed),
     );
     metric(
         &mut out,
         "writes_failed_total",
         c,
-        "WriteBlock calls that did not commit locally.",
+        "Blocks written by WriteBlock or WriteBlocks that did not commit locally.",
         r(&m.writes_failed),
     );
     metric(
         &mut out,
         "downstream_failures_total",
         c,
-        "Pipeline writes whose downstream failed.",
+        "Pipeline block writes whose downstream failed.",
         r(&m.downstream_failures),
     );
     metric(
@@ -275,6 +277,11 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         &mut out,
         "write_block_seconds",
         "WriteBlock calls at this node, header to reply.",
+    );
+    m.write_batch_seconds.render(
+        &mut out,
+        "write_blocks_seconds",
+        "WriteBlocks calls (batches) at this node, header to reply.",
     );
     m.downstream_ack_seconds.render(
         &mut out,

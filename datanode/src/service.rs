@@ -9,6 +9,10 @@
 //! it is named in `failed`. A broken upstream stream aborts everything downstream (no
 //! trailer ever reaches it, so nothing can commit).
 //!
+//! `WriteBlocks` carries a batch of small blocks through the same chain in one stream
+//! per hop: each block is held in memory until its trailer and committed by one
+//! blocking call while the next one arrives, and the answer has one entry per block.
+//!
 //! Cancellation: once the trailer arrived, the local commit runs in a blocking task that
 //! finishes even if the caller vanishes; before that, dropping the handler aborts the
 //! local write and the downstream call.
@@ -25,10 +29,10 @@ use kdfs_proto::pb::datanode_server::{Datanode, DatanodeServer};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::pb::{
     self, NodeFailure, ReadBlockRequest, ReadBlockResponse, ReplicateBlock, TransferBlockResponse,
-    WriteBlockRequest, WriteBlockResponse, WriteHeader, WriteTrailer,
+    WriteBlockRequest, WriteBlockResponse, WriteBlocksResponse, WriteHeader, WriteTrailer,
 };
 use kdfs_proto::tls::{self, Tls};
-use kdfs_proto::transport;
+use kdfs_proto::transport::{self, MAX_BATCH_BYTES, MAX_BATCH_FILES, MAX_BATCHED_BLOCK};
 use kdfs_proto::wire::{self, Location};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,7 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
 use crate::metrics::{InFlight, Metrics};
-use crate::store::{AsyncBlockWriter, Piece, RangeReader, Store};
+use crate::store::{AsyncBlockWriter, Commit, CommitTask, Piece, RangeReader, Store};
 
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
 /// back-pressures this node and, through HTTP/2 flow control, its predecessor. Small,
@@ -124,19 +128,46 @@ fn failure(node: &str, reason: impl Into<String>, out_of_space: bool) -> NodeFai
     }
 }
 
-/// The forwarding half of a pipeline write: a call to the successor fed through a
-/// bounded queue. Dropping it aborts the call (the successor then aborts too).
-struct Downstream {
+/// The pipeline rpcs a hop forwards its stream to, by their answer.
+trait Pipelined: Sized + Send + 'static {
+    fn call(
+        client: DatanodeClient<Channel>,
+        stream: ReceiverStream<WriteBlockRequest>,
+    ) -> impl Future<Output = Result<Response<Self>, Status>> + Send + 'static;
+}
+
+impl Pipelined for WriteBlockResponse {
+    async fn call(
+        mut client: DatanodeClient<Channel>,
+        stream: ReceiverStream<WriteBlockRequest>,
+    ) -> Result<Response<Self>, Status> {
+        client.write_block(stream).await
+    }
+}
+
+impl Pipelined for WriteBlocksResponse {
+    async fn call(
+        mut client: DatanodeClient<Channel>,
+        stream: ReceiverStream<WriteBlockRequest>,
+    ) -> Result<Response<Self>, Status> {
+        client.write_blocks(stream).await
+    }
+}
+
+/// The forwarding half of a pipeline write: a `WriteBlock` or `WriteBlocks` call to
+/// the successor (answering `R`) fed through a bounded queue. Dropping it aborts the
+/// call (the successor then aborts too).
+struct Downstream<R> {
     next: Location,
     rest: Vec<Location>,
     tx: Option<mpsc::Sender<WriteBlockRequest>>,
-    call: JoinHandle<Result<WriteBlockResponse, Status>>,
+    call: JoinHandle<Result<R, Status>>,
     /// Why the successor was given up on, if it stalled.
     stalled: Option<String>,
     idle: Duration,
 }
 
-impl Downstream {
+impl<R: Pipelined> Downstream<R> {
     fn start(
         peers: &Peers,
         downstream: &[Location],
@@ -147,7 +178,7 @@ impl Downstream {
         let (next, rest) = downstream
             .split_first()
             .expect("called with a non-empty pipeline");
-        let mut client = peers.client(&next.address)?;
+        let client = peers.client(&next.address)?;
         let (tx, rx) = mpsc::channel(FORWARD_QUEUE_DEPTH);
         let header = WriteBlockRequest {
             msg: Some(Msg::Header(WriteHeader {
@@ -158,12 +189,8 @@ impl Downstream {
         };
         tx.try_send(header)
             .expect("a fresh queue has room for the header");
-        let call = tokio::spawn(async move {
-            client
-                .write_block(ReceiverStream::new(rx))
-                .await
-                .map(Response::into_inner)
-        });
+        let call = R::call(client, ReceiverStream::new(rx));
+        let call = tokio::spawn(async move { call.await.map(Response::into_inner) });
         Ok(Self {
             next: next.clone(),
             rest: rest.to_vec(),
@@ -196,9 +223,13 @@ impl Downstream {
         self.call.abort();
     }
 
-    /// Ends the stream and waits for the successor's answer; a failed successor becomes
-    /// a `failed` entry for it and for every node after it (they were not reached).
-    async fn finish(mut self) -> (Vec<String>, Vec<NodeFailure>) {
+    /// Ends the stream and waits for the successor's answer, which `check` validates.
+    /// A failed successor (or an answer `check` refuses) becomes a `failed` entry for
+    /// it and for every node after it (they were not reached).
+    async fn finish<T>(
+        mut self,
+        check: impl FnOnce(R) -> Result<T, Status>,
+    ) -> Result<T, Vec<NodeFailure>> {
         self.tx = None;
         let result = if self.stalled.is_some() {
             Err(Status::deadline_exceeded("stalled"))
@@ -214,59 +245,111 @@ impl Downstream {
                 }
             }
         };
-        match result {
-            Ok(resp) => (resp.committed, resp.failed),
-            Err(status) => {
-                let next = self.next.id.to_string();
-                let reason = match &self.stalled {
-                    Some(why) => format!("{}: {why}", self.next.address),
-                    None => format!(
-                        "{} ({}): {}",
-                        self.next.address,
-                        status.code(),
-                        status.message()
-                    ),
-                };
-                let out_of_space =
-                    self.stalled.is_none() && status.code() == tonic::Code::ResourceExhausted;
-                let mut failed = vec![failure(&next, reason, out_of_space)];
-                failed.extend(self.rest.iter().map(|l| {
-                    failure(
-                        &l.id.to_string(),
-                        format!("not reached: upstream {next} failed"),
-                        false,
-                    )
-                }));
-                (Vec::new(), failed)
-            }
-        }
+        let status = match result.and_then(check) {
+            Ok(answer) => return Ok(answer),
+            Err(status) => status,
+        };
+        let next = self.next.id.to_string();
+        let reason = match &self.stalled {
+            Some(why) => format!("{}: {why}", self.next.address),
+            None => format!(
+                "{} ({}): {}",
+                self.next.address,
+                status.code(),
+                status.message()
+            ),
+        };
+        let out_of_space =
+            self.stalled.is_none() && status.code() == tonic::Code::ResourceExhausted;
+        let mut failed = vec![failure(&next, reason, out_of_space)];
+        failed.extend(self.rest.iter().map(|l| {
+            failure(
+                &l.id.to_string(),
+                format!("not reached: upstream {next} failed"),
+                false,
+            )
+        }));
+        Err(failed)
     }
 }
 
-impl Drop for Downstream {
+impl<R> Drop for Downstream<R> {
     fn drop(&mut self) {
         self.call.abort();
     }
 }
 
+/// Who committed a block past this node and who failed.
+type Answer = (Vec<String>, Vec<NodeFailure>);
+
+fn answer_of(r: WriteBlockResponse) -> Answer {
+    (r.committed, r.failed)
+}
+
+/// A successor's `WriteBlocks` answer, if it has one entry per block sent, of the
+/// lengths sent.
+fn check_batch_answer(
+    r: WriteBlocksResponse,
+    lengths: &[u64],
+) -> Result<Vec<WriteBlockResponse>, Status> {
+    let same = r.blocks.len() == lengths.len()
+        && r.blocks.iter().zip(lengths).all(|(b, l)| b.length == *l);
+    if !same {
+        return Err(Status::internal(format!(
+            "answered for {} blocks, not the {} sent",
+            r.blocks.len(),
+            lengths.len()
+        )));
+    }
+    Ok(r.blocks)
+}
+
+/// A write stream's header, checked.
+struct Header {
+    /// The rest of the pipeline after this node.
+    downstream: Vec<Location>,
+    upload_id: String,
+    max_length: u64,
+}
+
 impl Node {
-    /// Receives one pipelined block write (see the module docs).
-    async fn write_block(
+    /// The next message of a write stream, `None` at its end. A sender silent for
+    /// `write_idle_timeout` is given up on. Cancellation-safe.
+    async fn next_message(
         &self,
-        mut inbound: Streaming<WriteBlockRequest>,
-    ) -> Result<WriteBlockResponse, Status> {
-        let me = self.id.to_string();
-        let header = match inbound.message().await? {
-            Some(WriteBlockRequest {
-                msg: Some(Msg::Header(h)),
-            }) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first WriteBlock message must be the header",
-                ));
+        inbound: &mut Streaming<WriteBlockRequest>,
+        rpc: &str,
+    ) -> Result<Option<Msg>, Status> {
+        match tokio::time::timeout(self.write_idle_timeout, inbound.message()).await {
+            Err(_) => {
+                tracing::info!("write stream idle too long: aborted");
+                Err(Status::deadline_exceeded(format!(
+                    "no {rpc} message for {:?}: aborted",
+                    self.write_idle_timeout
+                )))
             }
+            Ok(Ok(Some(WriteBlockRequest { msg: Some(m) }))) => Ok(Some(m)),
+            Ok(Ok(Some(_))) => Err(Status::invalid_argument(format!("an empty {rpc} message"))),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(status)) => {
+                tracing::info!(error = %status, "write stream broke: aborted");
+                Err(status)
+            }
+        }
+    }
+
+    /// Reads and checks the header that opens a write stream.
+    async fn read_header(
+        &self,
+        inbound: &mut Streaming<WriteBlockRequest>,
+        rpc: &str,
+    ) -> Result<Header, Status> {
+        let Some(Msg::Header(h)) = self.next_message(inbound, rpc).await? else {
+            return Err(Status::invalid_argument(format!(
+                "the first {rpc} message must be the header"
+            )));
         };
-        let downstream = header
+        let downstream = h
             .downstream
             .iter()
             .map(Location::try_from)
@@ -276,42 +359,121 @@ impl Node {
                 "the pipeline names this datanode twice",
             ));
         }
+        Ok(Header {
+            downstream,
+            upload_id: h.upload_id,
+            max_length: h.max_length,
+        })
+    }
+
+    /// Starts forwarding to the successor, if this node has one.
+    fn forward_to<R: Pipelined>(
+        &self,
+        header: &mut Header,
+    ) -> Result<Option<Downstream<R>>, Status> {
+        if header.downstream.is_empty() {
+            return Ok(None);
+        }
+        Downstream::start(
+            &self.peers,
+            &header.downstream,
+            std::mem::take(&mut header.upload_id),
+            header.max_length,
+            self.write_idle_timeout,
+        )
+        .map(Some)
+    }
+
+    /// Ends the forwarded stream and waits for the successor's answer (see
+    /// [`Downstream::finish`]), timing it; the tail has nothing to wait for (`tail`).
+    async fn downstream_answer<R: Pipelined, T>(
+        &self,
+        down: Option<Downstream<R>>,
+        check: impl FnOnce(R) -> Result<T, Status>,
+        tail: T,
+    ) -> Result<T, Vec<NodeFailure>> {
+        let Some(d) = down else { return Ok(tail) };
+        let sent = std::time::Instant::now();
+        let r = d.finish(check).await;
+        self.metrics.downstream_ack_seconds.observe(sent.elapsed());
+        r
+    }
+
+    /// Counts the bytes of a data message and forwards them.
+    async fn received<R: Pipelined>(&self, down: &mut Option<Downstream<R>>, data: &Bytes) {
+        self.metrics
+            .bytes_received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(d) = down.as_mut() {
+            d.forward(Msg::Data(data.clone())).await;
+        }
+    }
+
+    /// One block's answer: this node, if it committed, ahead of the nodes after it, and
+    /// this node's failure, if any, ahead of theirs. Counts the block in the metrics.
+    /// The local error comes back too when no node holds the block.
+    fn block_answer(
+        &self,
+        id: BlockId,
+        length: u64,
+        local: Result<Commit>,
+        (down_committed, down_failed): Answer,
+    ) -> (WriteBlockResponse, Option<Error>) {
+        if !down_failed.is_empty() {
+            self.metrics
+                .downstream_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let mut committed = Vec::with_capacity(1 + down_committed.len());
+        let mut failed = Vec::new();
+        let mut lost = None;
+        match local {
+            Ok(c) => {
+                self.metrics
+                    .writes_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(block = %id, length = c.length, existed = c.existed, "block committed");
+                committed.push(self.id.to_string());
+            }
+            Err(e) => {
+                self.metrics.writes_failed.fetch_add(1, Ordering::Relaxed);
+                if down_committed.is_empty() {
+                    tracing::info!(block = %id, error = %e, "block write failed");
+                } else {
+                    tracing::warn!(block = %id, error = %e, "local commit failed; downstream holds the block");
+                }
+                let out_of_space = matches!(e, Error::OutOfSpace { .. });
+                failed.push(failure(&self.id.to_string(), e.to_string(), out_of_space));
+                lost = down_committed.is_empty().then_some(e);
+            }
+        }
+        committed.extend(down_committed);
+        failed.extend(down_failed);
+        let answer = WriteBlockResponse {
+            committed,
+            failed,
+            length,
+        };
+        (answer, lost)
+    }
+
+    /// Receives one pipelined block write (see the module docs).
+    async fn write_block(
+        &self,
+        mut inbound: Streaming<WriteBlockRequest>,
+    ) -> Result<WriteBlockResponse, Status> {
+        let mut header = self.read_header(&mut inbound, "WriteBlock").await?;
         let max_length = header.max_length;
         // Refused here, before any byte is accepted, if the block cannot fit.
         let mut local = Some(AsyncBlockWriter::start(&self.store, max_length).await?);
         let mut local_err: Option<Error> = None;
-        let mut down = if downstream.is_empty() {
-            None
-        } else {
-            Some(Downstream::start(
-                &self.peers,
-                &downstream,
-                header.upload_id,
-                max_length,
-                self.write_idle_timeout,
-            )?)
-        };
+        let mut down = self.forward_to::<WriteBlockResponse>(&mut header)?;
         let mut length = 0u64;
         let trailer = loop {
-            let next = tokio::time::timeout(self.write_idle_timeout, inbound.message()).await;
-            let Ok(next) = next else {
-                tracing::info!("write stream idle too long: aborted");
-                return Err(Status::deadline_exceeded(format!(
-                    "no WriteBlock message for {:?}: aborted",
-                    self.write_idle_timeout
-                )));
-            };
-            let msg = match next {
-                Ok(Some(WriteBlockRequest { msg: Some(m) })) => m,
-                Ok(_) => {
-                    return Err(Status::cancelled(
-                        "write stream ended before its trailer: aborted",
-                    ));
-                }
-                Err(status) => {
-                    tracing::info!(error = %status, "write stream broke: aborted");
-                    return Err(status);
-                }
+            let Some(msg) = self.next_message(&mut inbound, "WriteBlock").await? else {
+                return Err(Status::cancelled(
+                    "write stream ended before its trailer: aborted",
+                ));
             };
             match msg {
                 Msg::Data(data) => {
@@ -319,12 +481,7 @@ impl Node {
                     if length > max_length {
                         return Err(Error::TooLong { max: max_length }.into());
                     }
-                    self.metrics
-                        .bytes_received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if let Some(d) = down.as_mut() {
-                        d.forward(Msg::Data(data.clone())).await;
-                    }
+                    self.received(&mut down, &data).await;
                     if let Some(w) = local.as_mut()
                         && let Err(e) = w.write(data).await
                     {
@@ -350,52 +507,109 @@ impl Node {
                 (None, None) => Err(Error::Aborted),
             }
         };
-        let downstream_result = async {
-            match down {
-                Some(d) => {
-                    let sent = std::time::Instant::now();
-                    let r = d.finish().await;
-                    self.metrics.downstream_ack_seconds.observe(sent.elapsed());
-                    r
+        let downstream_result =
+            self.downstream_answer(down, |r| Ok(answer_of(r)), Answer::default());
+        let (local_result, down_result) = tokio::join!(local_commit, downstream_result);
+        let down_result = down_result.unwrap_or_else(|failed| (Vec::new(), failed));
+        match self.block_answer(id, length, local_result, down_result) {
+            (_, Some(lost)) => Err(lost.into()),
+            (answer, None) => Ok(answer),
+        }
+    }
+
+    /// Receives a pipelined batch of small blocks (`WriteBlocks`): each block is held in
+    /// memory until its trailer, then committed on a blocking thread while the next ones
+    /// arrive. The commits of a batch run side by side (each waits on its own fsyncs,
+    /// and one at a time made a batch as slow as the sum of its fsyncs), so a stream
+    /// holds at most its batch, `max_length` ≤ `MAX_BATCH_BYTES`, which its header
+    /// reserved. Every message is forwarded as it comes. A block that fails here fails
+    /// alone; a malformed stream fails as a whole (blocks committed before stay, as
+    /// orphans for the namenode).
+    async fn write_blocks(
+        &self,
+        mut inbound: Streaming<WriteBlockRequest>,
+    ) -> Result<Vec<WriteBlockResponse>, Status> {
+        const RPC: &str = "WriteBlocks";
+        let mut header = self.read_header(&mut inbound, RPC).await?;
+        let max_length = header.max_length;
+        if max_length > MAX_BATCH_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "max_length {max_length} exceeds a batch's {MAX_BATCH_BYTES} bytes"
+            )));
+        }
+        // Refused here, before any byte is accepted, if the batch cannot fit.
+        let mut room = self.store.begin_batch(max_length)?;
+        let mut down = self.forward_to::<WriteBlocksResponse>(&mut header)?;
+        // The block being received, and those being committed.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_len = 0u64;
+        let mut committing: Vec<(BlockId, CommitTask)> = Vec::new();
+        let mut lengths: Vec<u64> = Vec::new();
+        let mut total = 0u64;
+        while let Some(msg) = self.next_message(&mut inbound, RPC).await? {
+            match msg {
+                Msg::Data(data) => {
+                    if held.is_empty() && lengths.len() == MAX_BATCH_FILES {
+                        return Err(Status::invalid_argument(format!(
+                            "more than {MAX_BATCH_FILES} blocks in one batch"
+                        )));
+                    }
+                    held_len += data.len() as u64;
+                    total += data.len() as u64;
+                    if held_len > MAX_BATCHED_BLOCK {
+                        return Err(Status::invalid_argument(format!(
+                            "a batched block exceeds {MAX_BATCHED_BLOCK} bytes"
+                        )));
+                    }
+                    if total > max_length {
+                        return Err(Error::TooLong { max: max_length }.into());
+                    }
+                    self.received(&mut down, &data).await;
+                    held.push(data);
                 }
-                None => (Vec::new(), Vec::new()),
+                Msg::Trailer(t) => {
+                    if held_len == 0 {
+                        return Err(Status::invalid_argument("a batched block without bytes"));
+                    }
+                    let id = wire::block_id("trailer.block_id", &t.block_id)?;
+                    if let Some(d) = down.as_mut() {
+                        d.forward(Msg::Trailer(t)).await;
+                    }
+                    committing.push((id, room.commit(std::mem::take(&mut held), id)));
+                    lengths.push(held_len);
+                    held_len = 0;
+                }
+                Msg::Header(_) => {
+                    return Err(Status::invalid_argument("a second WriteBlocks header"));
+                }
             }
+        }
+        if !held.is_empty() {
+            return Err(Status::cancelled(
+                "write stream ended inside a block: aborted",
+            ));
+        }
+        let commits = async {
+            let mut local: Vec<(BlockId, Result<Commit>)> = Vec::with_capacity(committing.len());
+            for (id, task) in committing {
+                local.push((id, task.await));
+            }
+            local
         };
-        let (local_result, (down_committed, down_failed)) =
-            tokio::join!(local_commit, downstream_result);
-        if !down_failed.is_empty() {
-            self.metrics
-                .downstream_failures
-                .fetch_add(1, Ordering::Relaxed);
+        let tail = vec![WriteBlockResponse::default(); lengths.len()];
+        let downstream_result =
+            self.downstream_answer(down, |r| check_batch_answer(r, &lengths), tail);
+        let (local, down_result) = tokio::join!(commits, downstream_result);
+        let mut down_blocks = down_result.map(Vec::into_iter);
+        let mut answers = Vec::with_capacity(lengths.len());
+        for ((id, result), &length) in local.into_iter().zip(&lengths) {
+            let down = match &mut down_blocks {
+                Ok(blocks) => answer_of(blocks.next().expect("checked: one answer per block")),
+                Err(failed) => (Vec::new(), failed.clone()),
+            };
+            answers.push(self.block_answer(id, length, result, down).0);
         }
-        let mut committed = Vec::with_capacity(1 + down_committed.len());
-        let mut failed = Vec::new();
-        match local_result {
-            Ok(c) => {
-                self.metrics
-                    .writes_committed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(block = %id, length = c.length, existed = c.existed, "block committed");
-                committed.push(me);
-            }
-            Err(e) => {
-                self.metrics.writes_failed.fetch_add(1, Ordering::Relaxed);
-                if down_committed.is_empty() {
-                    tracing::info!(block = %id, error = %e, "block write failed");
-                    return Err(e.into());
-                }
-                tracing::warn!(block = %id, error = %e, "local commit failed; downstream holds the block");
-                let out_of_space = matches!(e, Error::OutOfSpace { .. });
-                failed.push(failure(&me, e.to_string(), out_of_space));
-            }
-        }
-        committed.extend(down_committed);
-        failed.extend(down_failed);
-        Ok(WriteBlockResponse {
-            committed,
-            failed,
-            length,
-        })
+        Ok(answers)
     }
 
     /// Streams a verified local replica of `id` through the write chain `targets`.
@@ -449,7 +663,7 @@ impl Node {
         let reader = tokio::task::spawn_blocking(move || store.read_range(&id, 0, 0))
             .await
             .map_err(|e| Status::internal(format!("reader task: {e}")))??;
-        let mut down = Downstream::start(
+        let mut down = Downstream::<WriteBlockResponse>::start(
             &self.peers,
             targets,
             String::new(),
@@ -476,7 +690,10 @@ impl Node {
             block_id: wire::raw(id.as_bytes()),
         }))
         .await;
-        let (committed, failed) = down.finish().await;
+        let (committed, failed) = down
+            .finish(|r| Ok(answer_of(r)))
+            .await
+            .unwrap_or_else(|failed| (Vec::new(), failed));
         Ok(TransferBlockResponse { committed, failed })
     }
 }
@@ -505,6 +722,20 @@ impl Datanode for DatanodeService {
         let r = self.node.write_block(request.into_inner()).await;
         self.node.metrics.write_seconds.observe(started.elapsed());
         r.map(Response::new)
+    }
+
+    async fn write_blocks(
+        &self,
+        request: Request<Streaming<WriteBlockRequest>>,
+    ) -> Result<Response<WriteBlocksResponse>, Status> {
+        let _in_flight = InFlight::new(&self.node.metrics);
+        let started = std::time::Instant::now();
+        let r = self.node.write_blocks(request.into_inner()).await;
+        self.node
+            .metrics
+            .write_batch_seconds
+            .observe(started.elapsed());
+        r.map(|blocks| Response::new(WriteBlocksResponse { blocks }))
     }
 
     type ReadBlockStream = ReceiverStream<Result<ReadBlockResponse, Status>>;

@@ -38,7 +38,8 @@
 //! - Every change is logged as an [`Event`] for the namenode's incremental reports.
 //!
 //! All functions here do blocking file I/O: async callers run them on
-//! `spawn_blocking` ([`AsyncBlockWriter`] wraps a write in a dedicated blocking task).
+//! `spawn_blocking` ([`AsyncBlockWriter`] wraps a write in a dedicated blocking task;
+//! [`BatchWriter`] commits each block of a batch held in memory by one blocking call).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -777,6 +778,36 @@ impl Store {
         w.commit(BlockId::of(data))
     }
 
+    /// Starts a batch of blocks of at most `max_len` bytes in all (see [`BatchWriter`]):
+    /// reserves the room, refusing with [`Error::OutOfSpace`] as
+    /// [`Store::begin_write`] does. One statvfs under the reservation lock: short
+    /// enough for a runtime thread.
+    pub fn begin_batch(&self, max_len: u64) -> Result<BatchWriter> {
+        Ok(BatchWriter {
+            store: self.clone(),
+            room: self.reserve(max_len)?,
+        })
+    }
+
+    /// Writes a block held in memory to a temp file and commits it, on a blocking
+    /// thread: one hand-off for the whole block. Buffered: a small block stays in the
+    /// page cache for the reads that usually follow, and its page-cache cost is small.
+    fn spawn_put(
+        &self,
+        reservation: Reservation,
+        held: Vec<Bytes>,
+        expected: BlockId,
+    ) -> CommitTask {
+        let store = self.clone();
+        CommitTask(tokio::task::spawn_blocking(move || {
+            let mut w = store.begin_reserved(reservation, false)?;
+            for b in &held {
+                w.write(b)?;
+            }
+            w.commit(expected)
+        }))
+    }
+
     /// Opens a verified reader of `length` bytes at `offset` (`length` 0: to the end).
     pub fn read_range(&self, id: &BlockId, offset: u64, length: u64) -> Result<RangeReader> {
         let block_len = self.length(id).ok_or(Error::NotFound(*id))?;
@@ -1038,6 +1069,19 @@ impl Store {
 struct Reservation {
     inner: Arc<Inner>,
     bytes: u64,
+}
+
+impl Reservation {
+    /// Moves up to `bytes` of this reservation into a new one: the room reserved in all
+    /// does not change.
+    fn split(&mut self, bytes: u64) -> Reservation {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Reservation {
+            inner: self.inner.clone(),
+            bytes,
+        }
+    }
 }
 
 impl Drop for Reservation {
@@ -1841,20 +1885,7 @@ impl AsyncBlockWriter {
         match self.state {
             WriterState::Held {
                 reservation, held, ..
-            } => {
-                let store = self.store;
-                // Buffered: a small block stays in the page cache for the reads that
-                // usually follow, and its page-cache cost is small.
-                tokio::task::spawn_blocking(move || {
-                    let mut w = store.begin_reserved(reservation, false)?;
-                    for b in &held {
-                        w.write(b)?;
-                    }
-                    w.commit(expected)
-                })
-                .await
-                .map_err(task_error)?
-            }
+            } => self.store.spawn_put(reservation, held, expected).await,
             WriterState::Streaming {
                 tx,
                 mut task,
@@ -1870,6 +1901,50 @@ impl AsyncBlockWriter {
             }
             WriterState::Broken => Err(Error::Aborted),
         }
+    }
+}
+
+/// Room reserved for a batch of small blocks (`WriteBlocks`), whose caller holds each
+/// block whole in memory and hands it to [`BatchWriter::commit`]: written buffered,
+/// verified and committed by one blocking call, as an [`AsyncBlockWriter`] commits a
+/// block that ends within [`LAZY_BYTES`]. Each block takes its length out of the
+/// batch's room; dropping the writer releases what no block took.
+#[derive(Debug)]
+pub struct BatchWriter {
+    store: Store,
+    room: Reservation,
+}
+
+impl BatchWriter {
+    /// Bytes of room no block has taken yet.
+    pub fn remaining(&self) -> u64 {
+        self.room.bytes
+    }
+
+    /// Verifies the block `held` (its bytes, in order) against `expected` and commits
+    /// it, on a blocking thread, as [`BlockWriter::commit`] does. A block longer than
+    /// the room left fails with [`Error::TooLong`].
+    pub fn commit(&mut self, held: Vec<Bytes>, expected: BlockId) -> CommitTask {
+        let len = held.iter().map(|b| b.len() as u64).sum();
+        let reservation = self.room.split(len);
+        self.store.spawn_put(reservation, held, expected)
+    }
+}
+
+/// A commit running on a blocking thread; it finishes even if this handle is dropped.
+#[derive(Debug)]
+pub struct CommitTask(tokio::task::JoinHandle<Result<Commit>>);
+
+impl std::future::Future for CommitTask {
+    type Output = Result<Commit>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Commit>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(task_error).and_then(|c| c))
     }
 }
 

@@ -14,14 +14,6 @@ use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn namenode(cluster: &str) -> (FakeNamenode, String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let nn = FakeNamenode::new(cluster);
-    let task = nn.serve(listener);
-    (nn, url, task)
-}
-
 fn cluster_in(dir: &std::path::Path) -> String {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("VERSION")).unwrap()).unwrap();
@@ -30,7 +22,7 @@ fn cluster_in(dir: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
-    let (nn, url, _srv) = namenode("cluster-a").await;
+    let (nn, url, _srv) = FakeNamenode::start("cluster-a").await;
     // A block stored before the datanode starts appears in its first full report.
     let dir = tempfile::tempdir().unwrap();
     let stored = {
@@ -80,7 +72,7 @@ async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_of_another_cluster_is_refused_and_the_datanode_exits_with_an_error() {
-    let (_nn, url_a, _a) = namenode("cluster-a").await;
+    let (_nn, url_a, _a) = FakeNamenode::start("cluster-a").await;
     let node = TestNode::start(&url_a, &[]).await;
     assert!(wait_until(WAIT, || cluster_in(node.dir.path()) == "cluster-a").await);
     let (dir, r) = node.stop().await;
@@ -118,7 +110,7 @@ async fn a_disk_of_another_cluster_is_refused_and_the_datanode_exits_with_an_err
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_command_removes_the_block_and_is_reported() {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
     assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
     let bytes = pattern(70_000, 2);
@@ -144,7 +136,7 @@ async fn delete_command_removes_the_block_and_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_command_copies_the_block_to_its_targets() {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let source = TestNode::start(&url, &[]).await;
     let target = TestNode::start(NO_NAMENODE, &[]).await;
     let bytes = pattern(1_500_000, 3);
@@ -171,7 +163,7 @@ async fn replicate_command_copies_the_block_to_its_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_replications_are_reported_with_the_next_heartbeat() {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let source = TestNode::start(&url, &[]).await;
     let target = TestNode::start(NO_NAMENODE, &[]).await;
     // A datanode that is not there: nothing listens on its port.
@@ -238,7 +230,7 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
 /// A heartbeat carrying a failed-copy report is refused with `code`; returns how many
 /// heartbeats carried it by the time five more (refused or not) were answered.
 async fn copy_report_refused_with(code: tonic::Code) -> (usize, usize) {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     nn.seen(|s| s.refuse_copy_reports = Some(code));
     let source = TestNode::start(&url, &[]).await;
     let missing = BlockId::of(b"not here");
@@ -278,7 +270,7 @@ async fn a_refused_failed_copy_report_is_dropped_but_an_unanswered_one_is_sent_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reregister_request_sends_registration_and_full_report_again() {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
     assert!(wait_until(WAIT, || nn.seen(|s| s.full_reports.len() == 1)).await);
     nn.seen(|s| s.reregister_next = true);
@@ -345,7 +337,7 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_replica_found_by_a_read_is_reported_as_corrupt() {
-    let (nn, url, _srv) = namenode("c1").await;
+    let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
     assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
     let bytes = pattern(200_000, 5);

@@ -13,22 +13,7 @@ use kdfs_proto::transport::CHUNK_SIZE;
 use tonic::Code;
 
 async fn three() -> Vec<TestNode> {
-    let mut v = Vec::new();
-    for _ in 0..3 {
-        v.push(TestNode::start(NO_NAMENODE, &[]).await);
-    }
-    v
-}
-
-fn locations(nodes: &[TestNode]) -> Vec<DatanodeLocation> {
-    nodes.iter().map(TestNode::location).collect()
-}
-
-async fn stop_all(nodes: Vec<TestNode>) {
-    for n in nodes {
-        let (_dir, r) = n.stop().await;
-        r.expect("graceful stop returns Ok");
-    }
+    start_nodes(3).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

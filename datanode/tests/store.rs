@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kdfs_core::BlockId;
 use kdfs_datanode::capacity::CapacitySource;
 use kdfs_datanode::error::Error;
@@ -398,6 +399,70 @@ fn out_of_space_is_refused_before_any_byte() {
     ));
     assert!(store.delete(&c.id).unwrap());
     assert_eq!(store.space().unwrap().available, 10_000);
+}
+
+#[tokio::test]
+async fn a_batch_reserves_its_room_up_front_and_each_block_takes_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    let cfg = StoreConfig {
+        capacity: CapacitySource::Fixed { total: 10_000 },
+        ..StoreConfig::new(dir.path())
+    };
+    let (store, _) = Store::open(cfg).unwrap();
+    let mut batch = store.begin_batch(6_000).unwrap();
+    assert_eq!(store.space().unwrap().available, 4_000);
+    assert!(matches!(
+        store.begin_batch(5_000),
+        Err(Error::OutOfSpace { .. })
+    ));
+    // A block in two pieces: committed, its share taken from the batch's room.
+    let a = pattern(2_500, 1);
+    let pieces = vec![
+        Bytes::copy_from_slice(&a[..1000]),
+        Bytes::copy_from_slice(&a[1000..]),
+    ];
+    let c = batch.commit(pieces, BlockId::of(&a)).await.unwrap();
+    assert!(!c.existed);
+    assert_eq!(store.get(&c.id).unwrap(), a);
+    assert_eq!(batch.remaining(), 3_500);
+    let s = store.space().unwrap();
+    assert_eq!((s.used, s.available), (2_500, 4_000));
+    // A wrong hash fails that block alone and leaves nothing behind.
+    let b = pattern(1_000, 2);
+    let err = batch
+        .commit(vec![Bytes::from(b.clone())], BlockId::of(b"other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+    assert!(!store.contains(&BlockId::of(&b)));
+    assert!(temp_files(&tmp).is_empty());
+    // A block already stored is a no-op that reports the replica again.
+    store.events().drain();
+    let again = batch
+        .commit(vec![Bytes::from(a.clone())], BlockId::of(&a))
+        .await
+        .unwrap();
+    assert!(again.existed);
+    assert_eq!(
+        store.events().drain().events,
+        vec![Event::Added {
+            id: c.id,
+            length: 2_500
+        }]
+    );
+    // A block longer than the room left fails with TooLong.
+    let err = batch
+        .commit(
+            vec![Bytes::from(vec![1u8; 1_001])],
+            BlockId::of(&[1u8; 1_001]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLong { .. }), "{err}");
+    assert!(temp_files(&tmp).is_empty());
+    drop(batch);
+    assert_eq!(store.space().unwrap().available, 7_500);
 }
 
 #[test]

@@ -31,6 +31,7 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, WriteTransaction,
 };
+use smallvec::{SmallVec, smallvec};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::blockmap::NodeIdx;
@@ -45,9 +46,11 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 
 /// Name of the database file inside `--data-dir`.
 pub const DB_FILE: &str = "namenode.redb";
-/// Most requests one group commit carries: bounds the latency of the first one.
+/// Most requests one group commit carries: bounds the latency of the first one. A
+/// submission of several ops ([`Writer::submit_all`]) is taken whole, so a batch can
+/// pass it by that submission's size less one.
 pub const MAX_BATCH: usize = 2048;
-/// Requests that may wait for the writer before callers are slowed down.
+/// Submissions that may wait for the writer before callers are slowed down.
 pub const WRITER_QUEUE: usize = 8192;
 /// Longest a change nobody waits for (a lease row of [`Writer::enqueue`]) is held back
 /// so that it rides along with the next change somebody waits for, instead of costing
@@ -493,7 +496,8 @@ pub enum Op {
         /// Trusted pipeline acks per block (interned nodes), applied to the block map
         /// once durable.
         replicas: Vec<Vec<NodeIdx>>,
-        /// The lease, ended in the same transaction.
+        /// The lease, ended in the same transaction. Several commits of one batch
+        /// may name it: the first removes its row, the others find none.
         upload_id: String,
     },
     /// Tombstone a live file.
@@ -531,10 +535,14 @@ struct Request {
     reply: oneshot::Sender<Result<Effect>>,
 }
 
+/// One entry of the writer's queue: the requests of one submission, which the writer
+/// takes whole, so they land in the same group commit.
+type Submission = SmallVec<[Request; 1]>;
+
 /// The handle callers use to submit durable changes to the group-commit writer.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Submission>,
     /// The writer's progress as a sequence number: odd from the moment a batch starts
     /// being written until every change of it has been applied to memory
     /// ([`OnDurable`]), even in between. See [`Writer::settled`].
@@ -585,17 +593,50 @@ impl Writer {
     /// or not this future is still polled.
     pub async fn submit(&self, op: Op) -> Result<Effect> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                op,
-                waited_for: true,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Unavailable("metadata writer stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("metadata writer stopped".into()))?
+        self.send(smallvec![Request {
+            op,
+            waited_for: true,
+            reply,
+        }])
+        .await?;
+        rx.await.map_err(|_| stopped())?
     }
+
+    /// Submits `ops` together and waits until they are durable and applied: they go
+    /// into one group commit, in this order, so a batch of commits costs one
+    /// transaction and one fsync. One result per op; the outer error only if the
+    /// writer stopped. Cancellation-safe as [`Writer::submit`].
+    pub async fn submit_all(&self, ops: Vec<Op>) -> Result<Vec<Result<Effect>>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (submission, replies): (Submission, Vec<_>) = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, rx) = oneshot::channel();
+                let req = Request {
+                    op,
+                    waited_for: true,
+                    reply,
+                };
+                (req, rx)
+            })
+            .unzip();
+        self.send(submission).await?;
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.map_err(|_| stopped())?);
+        }
+        Ok(out)
+    }
+
+    async fn send(&self, submission: Submission) -> Result<()> {
+        self.tx.send(submission).await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("metadata writer stopped".into())
 }
 
 impl Writer {
@@ -604,20 +645,18 @@ impl Writer {
     /// depends on it). Only waits for queue space, which is the back-pressure.
     pub async fn enqueue(&self, op: Op) -> Result<()> {
         let (reply, _) = oneshot::channel();
-        self.tx
-            .send(Request {
-                op,
-                waited_for: false,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Unavailable("metadata writer stopped".into()))
+        self.send(smallvec![Request {
+            op,
+            waited_for: false,
+            reply,
+        }])
+        .await
     }
 }
 
 fn writer_loop(
     store: Arc<Store>,
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::Receiver<Submission>,
     on_durable: OnDurable,
     progress: &watch::Sender<u64>,
 ) {
@@ -630,7 +669,7 @@ fn writer_loop(
     let mut open = true;
     while open {
         match rx.blocking_recv() {
-            Some(first) => batch.push(first),
+            Some(first) => batch.extend(first),
             None => break,
         }
         open = gather(&timer, &mut rx, &mut batch);
@@ -661,12 +700,12 @@ fn writer_loop(
     }
 }
 
-/// Moves every queued request into `batch` (up to [`MAX_BATCH`]); `false` once every
-/// sender is gone.
-fn drain(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) -> bool {
+/// Moves every queued submission into `batch` (until it holds [`MAX_BATCH`]
+/// requests); `false` once every sender is gone.
+fn drain(rx: &mut mpsc::Receiver<Submission>, batch: &mut Vec<Request>) -> bool {
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(r) => batch.push(r),
+            Ok(s) => batch.extend(s),
             Err(mpsc::error::TryRecvError::Empty) => return true,
             Err(mpsc::error::TryRecvError::Disconnected) => return false,
         }
@@ -689,7 +728,7 @@ fn drain(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) -> bool {
 /// done.
 fn gather(
     timer: &tokio::runtime::Runtime,
-    rx: &mut mpsc::Receiver<Request>,
+    rx: &mut mpsc::Receiver<Submission>,
     batch: &mut Vec<Request>,
 ) -> bool {
     let start = Instant::now();
@@ -702,7 +741,7 @@ fn gather(
         };
         // The timeout is made inside `block_on`: a timer needs the runtime's context.
         match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-            Ok(Some(r)) => batch.push(r),
+            Ok(Some(s)) => batch.extend(s),
             Ok(None) => return false,
             Err(_) => return true,
         }
@@ -859,6 +898,39 @@ mod tests {
         // A lease written by an earlier batch is removed from the table.
         write_batch(&store, &[req(Op::EndLease("b".into()))]).unwrap();
         assert!(leases(&store).is_empty());
+    }
+
+    #[tokio::test]
+    async fn ops_submitted_together_share_one_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (w, done) = Writer::spawn(store.clone(), Box::new(|_, _| {}));
+        let commit = |r: FileRecord| Op::Commit {
+            record: r,
+            replicas: vec![],
+            upload_id: "u".into(),
+        };
+        let mut ops: Vec<Op> = (1..=100).map(|n| commit(record(n, &[n]))).collect();
+        ops.push(commit(record(7, &[7])));
+        let out = w.submit_all(ops).await.unwrap();
+        assert_eq!(out.len(), 101);
+        assert!(
+            out[..100]
+                .iter()
+                .all(|e| matches!(e, Ok(Effect::Committed { existed: false, .. })))
+        );
+        assert!(
+            matches!(out[100], Ok(Effect::Committed { existed: true, .. })),
+            "the same file twice in one batch: the second finds the first"
+        );
+        // Every batch moves the progress counter by two, the second step just after
+        // the replies.
+        assert!(w.settled(Duration::from_secs(5)).await);
+        assert_eq!(*w.progress.borrow(), 2, "one group commit");
+        assert!(w.submit_all(Vec::new()).await.unwrap().is_empty());
+        assert_eq!(store.load().unwrap().files, 100);
+        drop((w, store));
+        done.await.unwrap();
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::transport::MAX_BATCH_FILES;
 use tokio::time::Instant;
 
 use crate::blockmap::{BlockMap, IdBuild, NodeIdx, Stats};
@@ -212,6 +213,18 @@ pub struct FailedCopy {
     pub targets: Vec<DatanodeId>,
     /// The transfer failed as a whole (the source could not send it).
     pub whole: bool,
+}
+
+/// One file of a batch commit ([`NameSystem::commit_files`]).
+#[derive(Debug, Clone)]
+pub struct FileToCommit {
+    pub name: String,
+    /// Empty means `application/octet-stream`.
+    pub content_type: String,
+    pub id: FileId,
+    /// Bytes; the sum of the block lengths.
+    pub size: u64,
+    pub blocks: Vec<CommittedBlock>,
 }
 
 /// A block acknowledged by an upload's pipeline.
@@ -662,11 +675,7 @@ impl NameSystem {
         let lease = Lease {
             id: uuid::Uuid::new_v4().hyphenated().to_string(),
             name: name.to_owned(),
-            content_type: if content_type.is_empty() {
-                "application/octet-stream".into()
-            } else {
-                content_type.to_owned()
-            },
+            content_type: content_type_or_default(content_type.to_owned()),
             replication,
             begin_ms: now,
             expires_ms: now + self.settings.lease_ttl.as_millis() as u64,
@@ -744,14 +753,111 @@ impl NameSystem {
         size: u64,
         blocks: Vec<CommittedBlock>,
     ) -> Result<(FileRecord, bool)> {
-        let lease = {
-            let now = self.clock.now_ms();
-            lock(&self.leases)
-                .get(upload_id)
-                .filter(|l| l.expires_ms > now)
-                .cloned()
-                .ok_or_else(|| unknown_upload(upload_id))?
+        let lease = self.open_lease(upload_id)?;
+        // From the ack check until the commit is durable, no delete of these blocks
+        // may go out (they are not referenced yet, so GC would still think them
+        // garbage).
+        let _committing = CommitGuard::new(&self.committing, blocks.iter().map(|b| b.id));
+        let op = self.commit_op(
+            &lease,
+            FileToCommit {
+                name: lease.name.clone(),
+                content_type: lease.content_type.clone(),
+                id: file_id,
+                size,
+                blocks,
+            },
+        )?;
+        let effect = self.writer.submit(op).await?;
+        lock(&self.leases).remove(upload_id);
+        committed(effect)
+    }
+
+    /// Commits a batch of files written under one lease, each checked and committed
+    /// as [`NameSystem::commit`] commits one, with its own name and content type and
+    /// the lease's replication. The commits go to the metadata writer together (one
+    /// group commit) and are durable before it returns; one file's failure leaves the
+    /// others alone. One result per file, in order. Fails as a whole, committing
+    /// nothing and leaving the lease open, for more than [`MAX_BATCH_FILES`] files, an
+    /// unknown or expired lease, or a metadata writer failure. The lease ends with it.
+    pub async fn commit_files(
+        &self,
+        upload_id: &str,
+        files: Vec<FileToCommit>,
+    ) -> Result<Vec<Result<(FileRecord, bool)>>> {
+        if files.len() > MAX_BATCH_FILES {
+            return Err(Error::InvalidArgument(format!(
+                "{} files, at most {MAX_BATCH_FILES} in one batch",
+                files.len()
+            )));
+        }
+        let lease = self.open_lease(upload_id)?;
+        // As in `commit`: no delete of the batch's blocks goes out until it is durable.
+        let _committing = CommitGuard::new(
+            &self.committing,
+            files.iter().flat_map(|f| f.blocks.iter().map(|b| b.id)),
+        );
+        // Per file, the error that refused it, or `None` for a commit submitted.
+        let mut refused = Vec::with_capacity(files.len());
+        let mut ops = Vec::with_capacity(files.len());
+        for f in files {
+            match self.commit_op(&lease, f) {
+                Ok(op) => {
+                    ops.push(op);
+                    refused.push(None);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+        }
+        let effects = if ops.is_empty() {
+            // Nothing to commit: the lease row is ended on its own.
+            self.writer
+                .submit(Op::EndLease(upload_id.to_owned()))
+                .await?;
+            Vec::new()
+        } else {
+            // One group commit: either every op of it is durable or none is.
+            self.writer
+                .submit_all(ops)
+                .await?
+                .into_iter()
+                .map(|e| e.and_then(committed))
+                .collect::<Result<Vec<_>>>()?
         };
+        lock(&self.leases).remove(upload_id);
+        let mut effects = effects.into_iter();
+        Ok(refused
+            .into_iter()
+            .map(|r| match r {
+                Some(e) => Err(e),
+                None => Ok(effects.next().expect("an effect per op submitted")),
+            })
+            .collect())
+    }
+
+    /// An upload's lease, if it is open.
+    fn open_lease(&self, upload_id: &str) -> Result<Lease> {
+        let now = self.clock.now_ms();
+        lock(&self.leases)
+            .get(upload_id)
+            .filter(|l| l.expires_ms > now)
+            .cloned()
+            .ok_or_else(|| unknown_upload(upload_id))
+    }
+
+    /// A file's commit under `lease`, checked: name and content type, block lengths
+    /// against the block size and the file's size, enough trusted acks per block. The
+    /// caller holds a [`CommitGuard`] on its blocks.
+    fn commit_op(&self, lease: &Lease, file: FileToCommit) -> Result<Op> {
+        check_name(&file.name)?;
+        check_content_type(&file.content_type)?;
+        let FileToCommit {
+            name,
+            content_type,
+            id,
+            size,
+            blocks,
+        } = file;
         let mut total: u64 = 0;
         for (i, b) in blocks.iter().enumerate() {
             if b.length > self.settings.block_size {
@@ -770,35 +876,21 @@ impl NameSystem {
             )));
         }
         let need = self.settings.min_replicas.min(lease.replication) as usize;
-        // From the ack check until the commit is durable, no delete of these blocks
-        // may go out (they are not referenced yet, so GC would still think them
-        // garbage).
-        let _committing = CommitGuard::new(&self.committing, &blocks);
-        let acks = self.trusted_acks(&lease, &blocks, need)?;
+        let acks = self.trusted_acks(lease, &blocks, need)?;
         let record = FileRecord {
-            id: file_id,
-            name: lease.name.clone(),
+            id,
+            name,
             size,
-            content_type: lease.content_type.clone(),
+            content_type: content_type_or_default(content_type),
             created_ms: self.clock.now_ms() as i64,
             replication: lease.replication,
             blocks: blocks.iter().map(|b| (b.id, b.length)).collect(),
         };
-        let effect = self
-            .writer
-            .submit(Op::Commit {
-                record,
-                replicas: acks,
-                upload_id: upload_id.to_owned(),
-            })
-            .await?;
-        lock(&self.leases).remove(upload_id);
-        match effect {
-            Effect::Committed { record, existed } => Ok((record, existed)),
-            other => Err(Error::Corrupt(format!(
-                "unexpected commit effect {other:?}"
-            ))),
-        }
+        Ok(Op::Commit {
+            record,
+            replicas: acks,
+            upload_id: lease.id.clone(),
+        })
     }
 
     /// The pipeline acks that count (known nodes, not fenced off by a delete delivered
@@ -1341,8 +1433,11 @@ struct CommitGuard<'a> {
 }
 
 impl<'a> CommitGuard<'a> {
-    fn new(set: &'a Mutex<HashMap<BlockId, u32, IdBuild>>, blocks: &[CommittedBlock]) -> Self {
-        let ids: Vec<BlockId> = blocks.iter().map(|b| b.id).collect();
+    fn new(
+        set: &'a Mutex<HashMap<BlockId, u32, IdBuild>>,
+        ids: impl IntoIterator<Item = BlockId>,
+    ) -> Self {
+        let ids: Vec<BlockId> = ids.into_iter().collect();
         let mut m = lock(set);
         for id in &ids {
             *m.entry(*id).or_default() += 1;
@@ -1400,6 +1495,25 @@ pub fn check_name(name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A commit's answer from its durable effect.
+fn committed(effect: Effect) -> Result<(FileRecord, bool)> {
+    match effect {
+        Effect::Committed { record, existed } => Ok((record, existed)),
+        other => Err(Error::Corrupt(format!(
+            "unexpected commit effect {other:?}"
+        ))),
+    }
+}
+
+/// A content type as stored: none given means `application/octet-stream`.
+fn content_type_or_default(ct: String) -> String {
+    if ct.is_empty() {
+        "application/octet-stream".into()
+    } else {
+        ct
+    }
 }
 
 fn check_content_type(ct: &str) -> Result<()> {

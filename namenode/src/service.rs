@@ -11,11 +11,13 @@ use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::pb::{self, namenode_server};
 use kdfs_proto::tls::{self, PeerInfo};
 use kdfs_proto::{transport, wire};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
-use crate::namesystem::{CommittedBlock, FailedCopy, FileView, Location, NameSystem, Outgoing};
+use crate::namesystem::{
+    CommittedBlock, FailedCopy, FileToCommit, FileView, Location, NameSystem, Outgoing,
+};
 
 /// Most blocks one full report may carry in total: a bound on the memory a report
 /// stream can make the namenode hold before applying it (~40 bytes per entry, so
@@ -203,6 +205,26 @@ fn failed_copies(raw: &[pb::FailedCopy]) -> Result<Vec<FailedCopy>, Status> {
 fn entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
     raw.iter()
         .map(|e| Ok((wire::block_id(field, &e.id)?, e.length)))
+        .collect()
+}
+
+/// A commit's blocks, every id checked.
+fn committed_blocks(raw: &[pb::CommittedBlock]) -> Result<Vec<CommittedBlock>, Status> {
+    if raw.len() > MAX_FILE_BLOCKS {
+        return Err(Status::invalid_argument("too many blocks"));
+    }
+    raw.iter()
+        .map(|b| {
+            Ok(CommittedBlock {
+                id: wire::block_id("blocks.id", &b.id)?,
+                length: b.length,
+                replicas: b
+                    .replicas
+                    .iter()
+                    .map(|d| wire::datanode_id("blocks.replicas", d))
+                    .collect::<Result<_, Status>>()?,
+            })
+        })
         .collect()
 }
 
@@ -417,24 +439,7 @@ impl namenode_server::Namenode for NamenodeService {
         let r = request.into_inner();
         let up = upload_id(&r.upload_id)?.to_owned();
         let file_id = wire::file_id("file_id", &r.file_id)?;
-        if r.blocks.len() > MAX_FILE_BLOCKS {
-            return Err(Status::invalid_argument("too many blocks"));
-        }
-        let blocks = r
-            .blocks
-            .iter()
-            .map(|b| {
-                Ok(CommittedBlock {
-                    id: wire::block_id("blocks.id", &b.id)?,
-                    length: b.length,
-                    replicas: b
-                        .replicas
-                        .iter()
-                        .map(|d| wire::datanode_id("blocks.replicas", d))
-                        .collect::<Result<_, Status>>()?,
-                })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let blocks = committed_blocks(&r.blocks)?;
         // The commit must finish once started even if the caller disconnects: run it
         // in its own task so dropping this future cannot cut it in half.
         let ns = self.ns.clone();
@@ -446,6 +451,54 @@ impl namenode_server::Namenode for NamenodeService {
             file: Some(record(&rec)),
             existed,
         }))
+    }
+
+    async fn commit_files(
+        &self,
+        request: Request<pb::CommitFilesRequest>,
+    ) -> Result<Response<pb::CommitFilesResponse>, Status> {
+        let r = request.into_inner();
+        let up = upload_id(&r.upload_id)?.to_owned();
+        // A bad id in any file refuses the whole batch: only a broken client sends one.
+        let files = r
+            .files
+            .into_iter()
+            .map(|f| {
+                Ok(FileToCommit {
+                    id: wire::file_id("files.file_id", &f.file_id)?,
+                    blocks: committed_blocks(&f.blocks)?,
+                    name: f.name,
+                    content_type: f.content_type,
+                    size: f.size,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        // As a single commit: run in its own task so a disconnect cannot cut it short.
+        let ns = self.ns.clone();
+        let results = tokio::spawn(async move { ns.commit_files(&up, files).await })
+            .await
+            .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
+        let results = results
+            .into_iter()
+            .map(|r| match r {
+                Ok((rec, existed)) => pb::FileCommitResult {
+                    file: Some(record(&rec)),
+                    existed,
+                    code: Code::Ok as i32,
+                    message: String::new(),
+                },
+                Err(e) => {
+                    let status = Status::from(e);
+                    pb::FileCommitResult {
+                        file: None,
+                        existed: false,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CommitFilesResponse { results }))
     }
 
     async fn abandon_upload(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kdfs_proto::pb;
+use kdfs_proto::{pb, transport};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -700,6 +700,116 @@ async fn expired_leases_cannot_commit() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    nn.stop().await;
+}
+
+/// A counter's value in a Prometheus text page (0 when absent).
+fn counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn commit_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 3).await;
+    let commits = || async {
+        counter(
+            &http_get(nn.http, "/metrics").await.1,
+            "kdfs_namenode_commits_total",
+        )
+    };
+    let before = commits().await;
+
+    let mut no_type = batched("no-type", b"no type", &[&dns[1], &dns[2]]);
+    no_type.content_type = String::new();
+    let (upload_id, r) = commit_batch(
+        &mut c,
+        vec![
+            batched("a.txt", b"alpha", &[&dns[0], &dns[1]]),
+            batched("short", b"too few acks", &[&dns[0]]),
+            no_type,
+            batched("a-again.txt", b"alpha", &[&dns[2], &dns[0]]),
+        ],
+    )
+    .await
+    .unwrap();
+    let codes: Vec<_> = r.results.iter().map(|f| f.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Code::Ok as i32,
+            Code::FailedPrecondition as i32,
+            Code::Ok as i32,
+            Code::Ok as i32
+        ],
+        "{:?}",
+        r.results
+    );
+    assert!(r.results[1].message.contains("confirmed replicas"));
+    assert!(r.results[1].file.is_none());
+    let a = r.results[0].file.as_ref().unwrap();
+    assert_eq!((a.name.as_str(), a.size), ("a.txt", 5));
+    assert!(!r.results[0].existed);
+    assert!(r.results[3].existed, "the same content twice");
+    assert_eq!(r.results[3].file.as_ref().unwrap().name, "a.txt");
+
+    let got = get(&mut c, b"alpha").await.unwrap();
+    assert_eq!(got.state, pb::FileState::Live as i32);
+    assert_eq!(got.blocks[0].replicas.len(), 3, "both copies' acks count");
+    let got = get(&mut c, b"no type").await.unwrap().file.unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.content_type.as_str()),
+        ("no-type", "application/octet-stream")
+    );
+    assert_eq!(
+        get(&mut c, b"too few acks").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(commits().await - before >= 3.0, "counted per file");
+
+    // The lease ended with the call.
+    let again = c
+        .commit_files(pb::CommitFilesRequest {
+            upload_id,
+            files: vec![batched("late", b"late", &[&dns[0], &dns[1]])],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Malformed batches fail as a whole.
+    let too_many = (0..=transport::MAX_BATCH_FILES)
+        .map(|i| batched("n", format!("{i}").as_bytes(), &[&dns[0], &dns[1]]))
+        .collect();
+    let e = commit_batch(&mut c, too_many).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut bad_id = batched("bad-id", b"bad id", &[&dns[0], &dns[1]]);
+    bad_id.file_id = bytes::Bytes::from_static(b"short");
+    let e = commit_batch(
+        &mut c,
+        vec![batched("ok", b"ok", &[&dns[0], &dns[1]]), bad_id],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(
+        get(&mut c, b"ok").await.unwrap_err().code(),
+        Code::NotFound,
+        "nothing of a refused batch is committed"
+    );
+    let e = c
+        .commit_files(pb::CommitFilesRequest {
+            upload_id: "not-a-lease".into(),
+            files: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(info(&mut c).await.files, 2);
     nn.stop().await;
 }
 

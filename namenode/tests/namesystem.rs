@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_namenode::cluster::{Load, Registration};
-use kdfs_namenode::namesystem::{CommittedBlock, FileView, Outgoing};
+use kdfs_namenode::error::Error;
+use kdfs_namenode::meta::FileRecord;
+use kdfs_namenode::namesystem::{CommittedBlock, FileToCommit, FileView, Outgoing};
 use kdfs_namenode::{Config, NameSystem};
 use sha2::{Digest, Sha256};
 
@@ -132,6 +134,35 @@ impl Sim {
             )
             .await
             .unwrap();
+    }
+
+    /// A one-block file of a batch, acknowledged by `on`.
+    fn batched(
+        &self,
+        name: &str,
+        content_type: &str,
+        content: &[u8],
+        on: &[usize],
+    ) -> FileToCommit {
+        FileToCommit {
+            name: name.into(),
+            content_type: content_type.into(),
+            id: file(content),
+            size: content.len() as u64,
+            blocks: vec![CommittedBlock {
+                id: block(content),
+                length: content.len() as u64,
+                replicas: on.iter().map(|i| self.nodes[*i]).collect(),
+            }],
+        }
+    }
+
+    /// A live file's record, from the store.
+    async fn record(&self, content: &[u8]) -> FileRecord {
+        match self.ns.get_file(&file(content)).await.unwrap() {
+            FileView::Live { record, .. } => record,
+            FileView::Deleted { .. } => panic!("deleted"),
+        }
     }
 
     async fn locations(&self, content: &[u8]) -> Vec<DatanodeId> {
@@ -644,4 +675,198 @@ async fn a_file_being_deleted_is_listed_with_replicas_or_not_at_all() {
     })
     .await;
     assert!(listed > 0, "the listings overlapped the deletes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_commits_every_file_durably_and_ends_its_lease() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
+    let two_blocks = FileToCommit {
+        name: "two.bin".into(),
+        content_type: "application/x-two".into(),
+        id: file(b"onetwo"),
+        size: 6,
+        blocks: [&b"one"[..], b"two"]
+            .iter()
+            .map(|c| CommittedBlock {
+                id: block(c),
+                length: 3,
+                replicas: vec![sim.nodes[1], sim.nodes[2]],
+            })
+            .collect(),
+    };
+    let files = vec![
+        sim.batched("a.txt", "text/plain", b"alpha", &[0, 1]),
+        sim.batched("b", "", b"bravo!", &[1, 2]),
+        two_blocks,
+    ];
+    let results = sim.ns.commit_files(&lease.id, files).await.unwrap();
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        let (rec, existed) = r.as_ref().unwrap();
+        assert!(!existed, "{rec:?}");
+        assert_eq!(rec.replication, 2, "the lease's replication");
+    }
+    assert_eq!(sim.ns.lease_count(), 0);
+    assert_eq!(sim.ns.store_counts().unwrap(), (3, 0));
+    assert_eq!(sim.ns.status().files, 3);
+
+    let a = sim.record(b"alpha").await;
+    assert_eq!(
+        (a.name.as_str(), a.content_type.as_str(), a.size),
+        ("a.txt", "text/plain", 5)
+    );
+    assert_eq!(a.blocks, vec![(block(b"alpha"), 5)]);
+    let b = sim.record(b"bravo!").await;
+    assert_eq!(
+        (b.name.as_str(), b.content_type.as_str(), b.size),
+        ("b", "application/octet-stream", 6)
+    );
+    let two = sim.record(b"onetwo").await;
+    assert_eq!((two.name.as_str(), two.size), ("two.bin", 6));
+    assert_eq!(two.blocks, vec![(block(b"one"), 3), (block(b"two"), 3)]);
+    // The pipeline acks are located at once, as for a single commit.
+    let mut on = sim.locations(b"alpha").await;
+    on.sort();
+    let mut want = vec![sim.nodes[0], sim.nodes[1]];
+    want.sort();
+    assert_eq!(on, want);
+
+    // The lease ended with the call.
+    let again = sim
+        .ns
+        .commit_files(&lease.id, vec![sim.batched("c", "", b"charlie", &[0, 1])])
+        .await
+        .unwrap_err();
+    assert!(matches!(again, Error::FailedPrecondition(_)), "{again:?}");
+    assert_eq!(sim.ns.store_counts().unwrap(), (3, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_that_fails_in_a_batch_fails_alone() {
+    let sim = Sim::new(&[]).with_nodes(2);
+    sim.tick();
+    let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
+    let mut wrong_size = sim.batched("wrong-size", "", b"wrong size", &[0, 1]);
+    wrong_size.size += 1;
+    let files = vec![
+        sim.batched("first", "", b"first", &[0, 1]),
+        wrong_size,
+        sim.batched("one-replica", "", b"one replica", &[0]),
+        sim.batched("bad\nname", "", b"bad name", &[0, 1]),
+        sim.batched("bad-type", "text/\u{7}", b"bad type", &[0, 1]),
+        sim.batched("last", "", b"last", &[1, 0]),
+    ];
+    let results = sim.ns.commit_files(&lease.id, files).await.unwrap();
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0].as_ref().unwrap().0.name, "first");
+    assert!(
+        matches!(&results[1], Err(Error::InvalidArgument(m)) if m.contains("sum of the block lengths")),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(&results[2], Err(Error::FailedPrecondition(m)) if m.contains("1 confirmed replicas, 2 needed")),
+        "{:?}",
+        results[2]
+    );
+    assert!(matches!(&results[3], Err(Error::InvalidArgument(_))));
+    assert!(matches!(&results[4], Err(Error::InvalidArgument(_))));
+    assert_eq!(results[5].as_ref().unwrap().0.name, "last");
+    assert_eq!(sim.ns.store_counts().unwrap(), (2, 0));
+    for failed in [&b"wrong size"[..], b"one replica", b"bad name", b"bad type"] {
+        assert!(matches!(
+            sim.ns.get_file(&file(failed)).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+    assert_eq!(sim.ns.lease_count(), 0);
+
+    // A batch whose every file fails ends its lease all the same.
+    let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
+    let results = sim
+        .ns
+        .commit_files(&lease.id, vec![sim.batched("x", "", b"x", &[0])])
+        .await
+        .unwrap();
+    assert!(matches!(results[0], Err(Error::FailedPrecondition(_))));
+    assert_eq!(sim.ns.lease_count(), 0);
+    assert_eq!(sim.ns.store_counts().unwrap(), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_content_twice_in_a_batch_is_committed_once() {
+    let sim = Sim::new(&[]).with_nodes(3);
+    sim.tick();
+    sim.upload(b"earlier", &[0, 1]).await;
+    let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
+    let files = vec![
+        sim.batched("copy 1", "", b"twice", &[0, 1]),
+        sim.batched("copy 2", "", b"twice", &[1, 2]),
+        sim.batched("again", "", b"earlier", &[2, 1]),
+    ];
+    let results = sim.ns.commit_files(&lease.id, files).await.unwrap();
+    let (first, first_existed) = results[0].as_ref().unwrap();
+    let (second, second_existed) = results[1].as_ref().unwrap();
+    assert!(!first_existed);
+    assert!(second_existed, "the second finds the first");
+    assert_eq!(first, second, "both answer with the first record");
+    assert_eq!(second.name, "copy 1");
+    let (earlier, existed) = results[2].as_ref().unwrap();
+    assert!(existed);
+    assert_eq!(earlier.name, "f");
+    assert_eq!(sim.ns.store_counts().unwrap(), (2, 0));
+    assert_eq!(sim.ns.status().files, 2);
+    // Every ack counts, as for commits of existing content one by one.
+    assert_eq!(sim.locations(b"twice").await.len(), 3);
+    assert_eq!(sim.locations(b"earlier").await.len(), 3);
+    assert_eq!(sim.ns.blocks().get(&block(b"twice")).unwrap().refs, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_batch_commits_nothing() {
+    let sim = Sim::new(&["--lease-ttl", "10s"]).with_nodes(2);
+    sim.tick();
+    let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
+    let max = kdfs_proto::transport::MAX_BATCH_FILES;
+    let too_many: Vec<FileToCommit> = (0..=max)
+        .map(|i| sim.batched("n", "", format!("file {i}").as_bytes(), &[0, 1]))
+        .collect();
+    let e = sim.ns.commit_files(&lease.id, too_many).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(sim.ns.store_counts().unwrap(), (0, 0));
+    assert_eq!(sim.ns.lease_count(), 1, "the lease stays open");
+    // The largest batch allowed goes through, under the same lease.
+    let most: Vec<FileToCommit> = (0..max)
+        .map(|i| sim.batched("n", "", format!("file {i}").as_bytes(), &[0, 1]))
+        .collect();
+    let results = sim.ns.commit_files(&lease.id, most).await.unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(sim.ns.store_counts().unwrap(), (max as u64, 0));
+
+    let unknown = sim
+        .ns
+        .commit_files(
+            "00000000-0000-0000-0000-000000000000",
+            vec![sim.batched("u", "", b"u", &[0, 1])],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, Error::FailedPrecondition(_)),
+        "{unknown:?}"
+    );
+    let late = sim.ns.begin_upload("late", "", 0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let expired = sim
+        .ns
+        .commit_files(&late.id, vec![sim.batched("l", "", b"l", &[0, 1])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(expired, Error::FailedPrecondition(_)),
+        "{expired:?}"
+    );
+    assert_eq!(sim.ns.store_counts().unwrap(), (max as u64, 0));
 }

@@ -233,3 +233,42 @@ async fn an_upload_survives_a_namenode_restart() {
     assert_eq!(done.file.unwrap().name, "across.bin");
     nn.stop().await;
 }
+
+#[tokio::test]
+async fn files_committed_in_a_batch_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    let dns = datanodes(&nn, 2).await;
+    let acks = [&dns[0], &dns[1]];
+    let (upload_id, r) = commit_batch(
+        &mut c,
+        vec![
+            batched("one.txt", b"one", &acks),
+            batched("two.txt", b"two", &acks),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(r.results.iter().all(|f| f.code == 0), "{:?}", r.results);
+    nn.stop().await;
+
+    let nn = TestNamenode::start(&fast_args(dir.path())).await;
+    let mut c = nn.client().await;
+    for (content, name) in [(&b"one"[..], "one.txt"), (b"two", "two.txt")] {
+        let got = get(&mut c, content).await.unwrap();
+        assert_eq!(got.state, pb::FileState::Live as i32);
+        assert_eq!(got.file.unwrap().name, name);
+    }
+    assert_eq!(info(&mut c).await.files, 2);
+    // The lease's row ended with the batch: it did not come back.
+    let e = c
+        .commit_files(pb::CommitFilesRequest {
+            upload_id,
+            files: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    nn.stop().await;
+}

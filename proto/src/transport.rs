@@ -34,6 +34,13 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 pub const SERVER_STREAM_WINDOW: u32 = 2 << 20;
 /// Largest HTTP/2 frame a server or a client accepts.
 pub const MAX_FRAME_SIZE: u32 = 1 << 20;
+/// Batches of small files (`WriteBlocks`, `CommitFiles`): a batched block is at most
+/// `MAX_BATCHED_BLOCK` bytes (one data message), a batch holds at most
+/// `MAX_BATCH_FILES` files and `MAX_BATCH_BYTES` bytes of blocks. A datanode holds at
+/// most one batched block of each stream in memory.
+pub const MAX_BATCHED_BLOCK: u64 = CHUNK_SIZE as u64;
+pub const MAX_BATCH_FILES: usize = 256;
+pub const MAX_BATCH_BYTES: u64 = 4 << 20;
 /// Dialing a peer that does not answer is given up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// HTTP/2 keep-alive pings detect a peer that vanished mid-stream (a killed pod's

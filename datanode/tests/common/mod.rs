@@ -253,6 +253,69 @@ pub async fn write_chain(
         .map(Response::into_inner)
 }
 
+/// A block for a batch: its bytes and the id its trailer claims (theirs).
+pub fn block(bytes: Vec<u8>) -> (Vec<u8>, BlockId) {
+    let id = BlockId::of(&bytes);
+    (bytes, id)
+}
+
+/// The messages of a `WriteBlocks` stream: the header, then for each block its bytes
+/// (in messages of at most `CHUNK_SIZE`) and a trailer claiming its id.
+pub fn batch_msgs(
+    downstream: Vec<DatanodeLocation>,
+    max_length: u64,
+    blocks: &[(Vec<u8>, BlockId)],
+) -> Vec<WriteBlockRequest> {
+    let mut msgs = vec![header(downstream, max_length)];
+    for (bytes, id) in blocks {
+        msgs.extend(bytes.chunks(transport::CHUNK_SIZE).map(data));
+        msgs.push(trailer(id));
+    }
+    msgs
+}
+
+/// Sends `msgs` as one `WriteBlocks` call to the node at `address`.
+pub async fn send_batch(
+    address: &str,
+    msgs: Vec<WriteBlockRequest>,
+) -> Result<WriteBlocksResponse, Status> {
+    client(address)
+        .write_blocks(tokio_stream::iter(msgs))
+        .await
+        .map(Response::into_inner)
+}
+
+/// Writes `blocks` as one batch through the chain `nodes[0] -> nodes[1..]`, its
+/// `max_length` their total.
+pub async fn write_batch(
+    nodes: &[DatanodeLocation],
+    blocks: &[(Vec<u8>, BlockId)],
+) -> Result<WriteBlocksResponse, Status> {
+    let total = blocks.iter().map(|(b, _)| b.len() as u64).sum();
+    let msgs = batch_msgs(nodes[1..].to_vec(), total, blocks);
+    send_batch(&nodes[0].address, msgs).await
+}
+
+/// Starts `n` datanodes without a namenode.
+pub async fn start_nodes(n: usize) -> Vec<TestNode> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(TestNode::start(NO_NAMENODE, &[]).await);
+    }
+    v
+}
+
+pub fn locations(nodes: &[TestNode]) -> Vec<DatanodeLocation> {
+    nodes.iter().map(TestNode::location).collect()
+}
+
+pub async fn stop_all(nodes: Vec<TestNode>) {
+    for n in nodes {
+        let (_dir, r) = n.stop().await;
+        r.expect("graceful stop returns Ok");
+    }
+}
+
 /// Reads a range and returns its messages.
 pub async fn read_range(
     node: &TestNode,
@@ -414,6 +477,15 @@ impl FakeNamenode {
         }
     }
 
+    /// A recording namenode serving on 127.0.0.1:0, its URL, and its server task.
+    pub async fn start(cluster_id: &str) -> (Self, String, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let nn = Self::new(cluster_id);
+        let task = nn.serve(listener);
+        (nn, url, task)
+    }
+
     /// Serves on `listener` until the returned handle is aborted.
     pub fn serve(&self, listener: TcpListener) -> JoinHandle<()> {
         let svc = NamenodeServer::new(self.clone());
@@ -545,6 +617,12 @@ impl Namenode for FakeNamenode {
         &self,
         _: Request<CommitFileRequest>,
     ) -> Result<Response<CommitFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn commit_files(
+        &self,
+        _: Request<CommitFilesRequest>,
+    ) -> Result<Response<CommitFilesResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
     async fn abandon_upload(

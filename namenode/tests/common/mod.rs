@@ -352,6 +352,44 @@ pub async fn commit(
         .map(|r| r.into_inner())
 }
 
+/// A one-block file of a `CommitFiles` batch, acknowledged by `acks`.
+pub fn batched(name: &str, content: &[u8], acks: &[&FakeDatanode]) -> pb::FileToCommit {
+    pb::FileToCommit {
+        name: name.into(),
+        content_type: "text/plain".into(),
+        file_id: raw(file(content).as_bytes()),
+        size: content.len() as u64,
+        blocks: vec![pb::CommittedBlock {
+            id: raw(block(content).as_bytes()),
+            length: content.len() as u64,
+            replicas: acks.iter().map(|d| d.id.to_string()).collect(),
+        }],
+    }
+}
+
+/// Opens a lease for a batch (its name is a placeholder) and commits `files` with
+/// `CommitFiles`.
+pub async fn commit_batch(
+    client: &mut Client,
+    files: Vec<pb::FileToCommit>,
+) -> Result<(String, pb::CommitFilesResponse), tonic::Status> {
+    let lease = client
+        .begin_upload(pb::BeginUploadRequest {
+            name: "batch".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let r = client
+        .commit_files(pb::CommitFilesRequest {
+            upload_id: lease.upload_id.clone(),
+            files,
+        })
+        .await?
+        .into_inner();
+    Ok((lease.upload_id, r))
+}
+
 pub async fn get(
     client: &mut Client,
     content: &[u8],

@@ -1,0 +1,462 @@
+//! Small files in batches: concurrent small uploads share their namenode calls and
+//! their pipeline streams.
+//!
+//! ```text
+//!  upload A ─┐                       one BeginUpload (a lease and a pipeline)
+//!  upload B ─┼─► queue ─► batch ───► one WriteBlocks stream: head ─► mid ─► tail
+//!  upload C ─┘                       one CommitFiles
+//! ```
+//!
+//! An upload whose source is bounded by at most [`transport::MAX_BATCHED_BLOCK`] bytes
+//! (a small file in a multipart body) is read whole and hashed (its only block's
+//! SHA-256 is its id), then queued for the client's batcher. Whenever one of
+//! [`BATCHES_IN_FLIGHT`] batch slots is free, the batcher takes every file queued (up to
+//! [`transport::MAX_BATCH_FILES`] files and [`transport::MAX_BATCH_BYTES`] bytes) and
+//! writes them as one upload: one `BeginUpload` for their total size, one `WriteBlocks`
+//! stream down the pipeline it came with, carrying every block, and one `CommitFiles`.
+//! Nothing waits on a timer: a file arriving while the slots are busy joins the next
+//! batch, so a lone upload goes out at once and busy ones share the cost. What a small
+//! upload cost was mostly the gRPC stack's work per call and per stream, in five
+//! processes (BENCHMARKS.md); a batch pays it once.
+//!
+//! # Failures
+//!
+//! A batch is a fast path, never the only one. A file it could not store (no pipeline
+//! now, a broken stream, fewer than `min_replicas` acks for its block, a batch call that
+//! failed) goes back to its caller, which uploads it alone through the pipeline with
+//! recovery of [`crate::upload`], and so gets that path's answer (503, 507, …). A file
+//! the namenode refused at `CommitFiles` (its name, or a delete of the same content
+//! racing with it) gets that refusal, as `CommitFile` would have given it. The blocks of
+//! a batch that did not commit are left to the namenode's orphan collection, as those
+//! of any abandoned upload.
+//!
+//! Once a file's bytes are read and queued, its upload finishes even if its caller goes
+//! away (a batch never waits on one of its callers).
+//!
+//! # Memory
+//!
+//! A queued file holds its bytes (at most `MAX_BATCHED_BLOCK`) under the client's
+//! upload budget, as a block of a streamed upload does; the queue holds at most
+//! [`QUEUE`] files and a full queue makes uploads wait to join it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::pb::write_block_request::Msg;
+use kdfs_proto::wire::{self, Location};
+use kdfs_proto::{pb, transport};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::client::{BUDGET_UNIT, Client, FileRecord, Inner, bad_reply, unary};
+use crate::error::{BoxError, Error, Result};
+use crate::upload::{AbandonOnDrop, Uploaded, parse_pipeline};
+
+/// Batches written at once; files arriving meanwhile wait for the next one. With 16
+/// clients on 3 datanodes, 1, 2, 4 and 8 measured 778–850, 806–837, 695–709 and
+/// 712–794 uploads/s (BENCHMARKS.md): fewer, larger batches cost less CPU per file;
+/// two keep one slow batch from idling the rest.
+pub const BATCHES_IN_FLIGHT: usize = 2;
+/// A batch slower than this frees its slot for the next batch.
+pub const SLOT_HELD: Duration = Duration::from_secs(1);
+/// Files waiting for a batch, at most.
+pub const QUEUE: usize = 2 * transport::MAX_BATCH_FILES;
+/// Files up to this size are hashed on the async worker; larger ones on a blocking
+/// thread (a 1 MiB hash takes ~0.6 ms).
+const HASH_INLINE: usize = 64 << 10;
+/// The lease's name: every file of a batch brings its own to `CommitFiles`.
+const LEASE_NAME: &str = "small-file batch";
+
+/// The client's batcher, started by the first small upload (it needs a runtime).
+#[derive(Default)]
+pub(crate) struct Batcher {
+    queue: OnceLock<mpsc::Sender<Queued>>,
+    batches: AtomicU64,
+    stored: AtomicU64,
+}
+
+/// What a client's batcher did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches written (each one `BeginUpload`, `WriteBlocks` and `CommitFiles`).
+    pub batches: u64,
+    /// Files those batches committed.
+    pub files: u64,
+}
+
+/// A small file waiting for a batch, and where its outcome goes: `None` means the
+/// batch did not store it and its caller must upload it alone.
+struct Queued {
+    name: String,
+    content_type: String,
+    data: Bytes,
+    id: BlockId,
+    reply: oneshot::Sender<Option<Result<Uploaded>>>,
+}
+
+/// Reads a source of at most `at_most` bytes whole. A longer source fails.
+pub(crate) async fn read_whole<S, E>(source: S, at_most: u64) -> Result<Bytes>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+    E: Into<BoxError>,
+{
+    let mut source = std::pin::pin!(source);
+    let mut buf = BytesMut::new();
+    while let Some(item) = source.next().await {
+        let data = item.map_err(|e| Error::Source(e.into()))?;
+        if (buf.len() + data.len()) as u64 > at_most {
+            return Err(Error::Source(
+                format!("the source is longer than the {at_most} bytes it announced").into(),
+            ));
+        }
+        if buf.is_empty() && data.len() as u64 == at_most {
+            return Ok(data);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+impl Client {
+    /// Stores a small file (1 to `MAX_BATCHED_BLOCK` bytes) in a batch with the other
+    /// small uploads of this client. `None`: the batch could not store it; the caller
+    /// uploads it alone.
+    pub(crate) async fn upload_batched(
+        &self,
+        data: Bytes,
+        name: &str,
+        content_type: &str,
+    ) -> Option<Result<Uploaded>> {
+        debug_assert!(!data.is_empty() && data.len() as u64 <= transport::MAX_BATCHED_BLOCK);
+        let id = if data.len() <= HASH_INLINE {
+            BlockId::from_bytes(Sha256::digest(&data).into())
+        } else {
+            let d = data.clone();
+            tokio::task::spawn_blocking(move || BlockId::from_bytes(Sha256::digest(&d).into()))
+                .await
+                .ok()?
+        };
+        let (reply, outcome) = oneshot::channel();
+        let queued = Queued {
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            data,
+            id,
+            reply,
+        };
+        self.inner
+            .batcher
+            .queue(&self.inner)
+            .send(queued)
+            .await
+            .ok()?;
+        // A batch task that died (its runtime shut down) drops the sender: upload alone.
+        outcome.await.ok().flatten()
+    }
+}
+
+impl Client {
+    /// What this client's batcher did so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        let b = &self.inner.batcher;
+        BatchStats {
+            batches: b.batches.load(Ordering::Relaxed),
+            files: b.stored.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Batcher {
+    fn queue(&self, inner: &Arc<Inner>) -> &mpsc::Sender<Queued> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            // Weak: the task must not keep the client alive; it ends with the client.
+            tokio::spawn(gather(Arc::downgrade(inner), rx));
+            tx
+        })
+    }
+}
+
+/// The batcher task: waits for a free slot, then takes every queued file as a batch.
+async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut held_over: Option<Queued> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match held_over.take() {
+            Some(q) => q,
+            None => match queue.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = first.data.len() as u64;
+        let mut batch = vec![first];
+        while batch.len() < transport::MAX_BATCH_FILES {
+            let Ok(q) = queue.try_recv() else { break };
+            if bytes + q.data.len() as u64 > transport::MAX_BATCH_BYTES {
+                held_over = Some(q);
+                break;
+            }
+            bytes += q.data.len() as u64;
+            batch.push(q);
+        }
+        // Dropping the batch (the client is gone) answers its callers `None`.
+        let Some(inner) = inner.upgrade() else { return };
+        let client = Client { inner };
+        tokio::spawn(async move {
+            // A batch that hangs (a datanode that stopped answering) gives its slot
+            // back after SLOT_HELD, so other small uploads do not wait behind it.
+            let mut slot = Some(slot);
+            let outcomes = {
+                let mut write = std::pin::pin!(client.write_batch(&batch));
+                tokio::select! {
+                    o = &mut write => o,
+                    () = tokio::time::sleep(SLOT_HELD) => {
+                        slot = None;
+                        write.await
+                    }
+                }
+            };
+            drop(slot);
+            for (q, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = q.reply.send(outcome);
+            }
+        });
+    }
+}
+
+impl Client {
+    /// Writes and commits one batch; one outcome per file, in order.
+    async fn write_batch(&self, batch: &[Queued]) -> Vec<Option<Result<Uploaded>>> {
+        let mut outcomes: Vec<Option<Result<Uploaded>>> = batch.iter().map(|_| None).collect();
+        let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
+        metrics::counter!("kdfs_gateway_upload_batches_total").increment(1);
+        self.inner.batcher.batches.fetch_add(1, Ordering::Relaxed);
+        match self.try_batch(batch, &mut outcomes).await {
+            Ok(()) => {
+                let stored = outcomes.iter().filter(|o| o.is_some()).count();
+                debug!(files = batch.len(), stored, bytes, "batch done");
+            }
+            Err(e) => {
+                warn!(files = batch.len(), bytes, error = %e, "batch failed; its files are uploaded alone");
+            }
+        }
+        let alone = outcomes.iter().filter(|o| o.is_none()).count();
+        metrics::counter!("kdfs_gateway_batched_files_alone_total").increment(alone as u64);
+        outcomes
+    }
+
+    /// Fills `outcomes` for the files the batch stored or the namenode refused.
+    async fn try_batch(
+        &self,
+        batch: &[Queued],
+        outcomes: &mut [Option<Result<Uploaded>>],
+    ) -> Result<()> {
+        let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
+        let begin = unary(
+            "BeginUpload",
+            self.nn().begin_upload(pb::BeginUploadRequest {
+                name: LEASE_NAME.into(),
+                content_type: String::new(),
+                replication: self.inner.options.replication,
+                max_size: bytes,
+            }),
+        )
+        .await?;
+        if begin.block_size == 0 || begin.upload_id.is_empty() {
+            return Err(bad_reply("BeginUpload without a lease or block size"));
+        }
+        let mut lease = AbandonOnDrop {
+            client: self.clone(),
+            upload_id: begin.upload_id.clone(),
+            armed: true,
+        };
+        let min_replicas = (begin.min_replicas.max(1)) as usize;
+        let pipeline = parse_pipeline("BeginUpload", &begin.pipeline)?;
+        if pipeline.is_empty() {
+            return Err(Error::NotEnoughDatanodes(
+                "no pipeline for the batch now".into(),
+            ));
+        }
+        // Files larger than a block (a cluster with tiny blocks) go alone.
+        let fits: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].data.len() as u64 <= begin.block_size)
+            .collect();
+        if fits.is_empty() {
+            return Ok(());
+        }
+        let acks = self
+            .write_blocks(&begin.upload_id, &pipeline, batch, &fits)
+            .await?;
+        let mut files = Vec::with_capacity(fits.len());
+        let mut committing = Vec::with_capacity(fits.len());
+        for (&i, ack) in fits.iter().zip(&acks) {
+            if ack.len() < min_replicas {
+                continue;
+            }
+            let q = &batch[i];
+            files.push(pb::FileToCommit {
+                name: q.name.clone(),
+                content_type: q.content_type.clone(),
+                file_id: wire::raw(q.id.as_bytes()),
+                size: q.data.len() as u64,
+                blocks: vec![pb::CommittedBlock {
+                    id: wire::raw(q.id.as_bytes()),
+                    length: q.data.len() as u64,
+                    replicas: ack.iter().map(|d| d.to_string()).collect(),
+                }],
+            });
+            committing.push((i, ack.len() as u32));
+        }
+        if files.is_empty() {
+            return Err(Error::NotEnoughReplicas {
+                index: 0,
+                obtained: acks.iter().map(Vec::len).max().unwrap_or(0),
+                needed: min_replicas,
+                attempts: 1,
+                last_error: "no block of the batch was acknowledged by enough datanodes".into(),
+            });
+        }
+        let resp = unary(
+            "CommitFiles",
+            self.nn().commit_files(pb::CommitFilesRequest {
+                upload_id: begin.upload_id.clone(),
+                files,
+            }),
+        )
+        .await?;
+        // The namenode ended the lease with the call.
+        lease.armed = false;
+        if resp.results.len() != committing.len() {
+            return Err(bad_reply(
+                "CommitFiles answered for another number of files",
+            ));
+        }
+        for ((i, replicas), result) in committing.into_iter().zip(resp.results) {
+            let q = &batch[i];
+            outcomes[i] = Some(file_outcome(q, replicas, result));
+        }
+        let committed = outcomes.iter().filter(|o| matches!(o, Some(Ok(_)))).count();
+        metrics::counter!("kdfs_gateway_uploads_total").increment(committed as u64);
+        let b = &self.inner.batcher;
+        b.stored.fetch_add(committed as u64, Ordering::Relaxed);
+        metrics::counter!("kdfs_gateway_upload_bytes_total").increment(bytes);
+        info!(files = committed, bytes, "batch of small files committed");
+        Ok(())
+    }
+
+    /// Streams the blocks `fits` of `batch` down `pipeline` in one `WriteBlocks`
+    /// call; the nodes that acknowledged each block, in the order of `fits`.
+    async fn write_blocks(
+        &self,
+        upload_id: &str,
+        pipeline: &[Location],
+        batch: &[Queued],
+        fits: &[usize],
+    ) -> Result<Vec<Vec<DatanodeId>>> {
+        let head = &pipeline[0];
+        let max_length = fits.iter().map(|&i| batch[i].data.len() as u64).sum();
+        let mut messages = Vec::with_capacity(1 + 2 * fits.len());
+        messages.push(Msg::Header(pb::WriteHeader {
+            downstream: pipeline[1..]
+                .iter()
+                .map(pb::DatanodeLocation::from)
+                .collect(),
+            upload_id: upload_id.to_owned(),
+            max_length,
+        }));
+        for &i in fits {
+            messages.push(Msg::Data(batch[i].data.clone()));
+            messages.push(Msg::Trailer(pb::WriteTrailer {
+                block_id: wire::raw(batch[i].id.as_bytes()),
+            }));
+        }
+        let stream = futures::stream::iter(
+            messages
+                .into_iter()
+                .map(|m| pb::WriteBlockRequest { msg: Some(m) }),
+        );
+        let mut dn = self.inner.pool.datanode(&head.address)?;
+        // The ack comes after every node verified, fsynced and heard from its successor.
+        let wait = self.inner.options.stall_timeout * 2;
+        let resp = match tokio::time::timeout(wait, dn.write_blocks(stream)).await {
+            Err(_) => {
+                let status = tonic::Status::deadline_exceeded(format!(
+                    "{}: no ack within {wait:?}",
+                    head.address
+                ));
+                return Err(Error::Rpc {
+                    context: "WriteBlocks",
+                    status,
+                });
+            }
+            Ok(Err(status)) => {
+                return Err(Error::Rpc {
+                    context: "WriteBlocks",
+                    status,
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if resp.blocks.len() != fits.len() {
+            return Err(Error::Internal(format!(
+                "WriteBlocks: {} answered for {} blocks, {} were sent",
+                head.address,
+                resp.blocks.len(),
+                fits.len()
+            )));
+        }
+        let mut acks = Vec::with_capacity(fits.len());
+        for (&i, block) in fits.iter().zip(&resp.blocks) {
+            let mut committed: Vec<DatanodeId> = Vec::new();
+            if block.length == batch[i].data.len() as u64 {
+                for c in &block.committed {
+                    match wire::datanode_id("committed", c) {
+                        Ok(d) if !committed.contains(&d) => committed.push(d),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
+                    }
+                }
+            }
+            if let Some(f) = block.failed.first() {
+                debug!(block = %batch[i].id, node = %f.node, reason = %f.reason, "batched block failed on a node");
+            }
+            acks.push(committed);
+        }
+        Ok(acks)
+    }
+}
+
+/// What the namenode said about one file of a batch.
+fn file_outcome(q: &Queued, replicas: u32, r: pb::FileCommitResult) -> Result<Uploaded> {
+    if r.code != 0 {
+        let status = tonic::Status::new(tonic::Code::from(r.code), r.message);
+        return Err(Error::namenode("CommitFiles", status));
+    }
+    let record = r
+        .file
+        .as_ref()
+        .ok_or_else(|| bad_reply("CommitFiles without a record"))
+        .and_then(FileRecord::try_from)?;
+    if record.id != FileId::from_bytes(*q.id.as_bytes()) {
+        return Err(bad_reply("CommitFiles returned another file id"));
+    }
+    Ok(Uploaded {
+        record,
+        existed: r.existed,
+        replicas,
+    })
+}
+
+/// Budget units a small file of at most `at_most` bytes holds while it waits.
+pub(crate) fn budget_units(at_most: u64, budget_units: u32) -> u32 {
+    (at_most.div_ceil(BUDGET_UNIT).max(1) as u32).min(budget_units)
+}
