@@ -379,6 +379,8 @@ impl Client {
                 block_id: wire::raw(batch[i].id.as_bytes()),
             }));
         }
+        // The end marker: without it the datanodes take the batch as aborted.
+        messages.push(Msg::Trailer(pb::WriteTrailer::default()));
         let stream = futures::stream::iter(
             messages
                 .into_iter()

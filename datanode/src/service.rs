@@ -42,7 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
 use crate::metrics::{InFlight, Metrics};
-use crate::store::{AsyncBlockWriter, Commit, CommitTask, Piece, RangeReader, Store};
+use crate::store::{AsyncBlockWriter, Commit, Piece, RangeReader, Store};
 
 /// Messages queued towards a successor (1 MiB each): bounded so that a slow successor
 /// back-pressures this node and, through HTTP/2 flow control, its predecessor. Small,
@@ -517,12 +517,11 @@ impl Node {
         }
     }
 
-    /// Receives a pipelined batch of small blocks (`WriteBlocks`): each block is held in
-    /// memory until its trailer, then committed on a blocking thread while the next ones
-    /// arrive. The commits of a batch run side by side (each waits on its own fsyncs,
-    /// and one at a time made a batch as slow as the sum of its fsyncs), so a stream
-    /// holds at most its batch, `max_length` ≤ `MAX_BATCH_BYTES`, which its header
-    /// reserved. Every message is forwarded as it comes. A block that fails here fails
+    /// Receives a pipelined batch of small blocks (`WriteBlocks`): the blocks are held in
+    /// memory (at most the header's `max_length` ≤ `MAX_BATCH_BYTES`, reserved up
+    /// front) and, once the stream ends, verified and committed together by one
+    /// blocking call with one durability step for all ([`BatchWriter::commit_all`]);
+    /// meanwhile every message has been forwarded as it came. A block that fails here fails
     /// alone; a malformed stream fails as a whole (blocks committed before stay, as
     /// orphans for the namenode).
     async fn write_blocks(
@@ -538,16 +537,32 @@ impl Node {
             )));
         }
         // Refused here, before any byte is accepted, if the batch cannot fit.
-        let mut room = self.store.begin_batch(max_length)?;
+        let room = self.store.begin_batch(max_length)?;
         let mut down = self.forward_to::<WriteBlocksResponse>(&mut header)?;
-        // The block being received, and those being committed.
+        // The block being received, and those complete.
         let mut held: Vec<Bytes> = Vec::new();
         let mut held_len = 0u64;
-        let mut committing: Vec<(BlockId, CommitTask)> = Vec::new();
+        let mut blocks: Vec<(Vec<Bytes>, BlockId)> = Vec::new();
         let mut lengths: Vec<u64> = Vec::new();
         let mut total = 0u64;
+        // The end marker came: the batch is whole. A stream that ends without it was
+        // aborted upstream (a closed forward queue ends the stream cleanly too).
+        let mut ended = false;
         while let Some(msg) = self.next_message(&mut inbound, RPC).await? {
+            if ended {
+                return Err(Status::invalid_argument(
+                    "a message after the batch's end marker",
+                ));
+            }
             match msg {
+                Msg::Trailer(t) if t.block_id.is_empty() => {
+                    if !held.is_empty() {
+                        return Err(Status::invalid_argument("the end marker inside a block"));
+                    }
+                    // Forwarded once the stream has ended here too, so that a
+                    // message after it fails the batch downstream as well.
+                    ended = true;
+                }
                 Msg::Data(data) => {
                     if held.is_empty() && lengths.len() == MAX_BATCH_FILES {
                         return Err(Status::invalid_argument(format!(
@@ -575,7 +590,7 @@ impl Node {
                     if let Some(d) = down.as_mut() {
                         d.forward(Msg::Trailer(t)).await;
                     }
-                    committing.push((id, room.commit(std::mem::take(&mut held), id)));
+                    blocks.push((std::mem::take(&mut held), id));
                     lengths.push(held_len);
                     held_len = 0;
                 }
@@ -589,13 +604,16 @@ impl Node {
                 "write stream ended inside a block: aborted",
             ));
         }
-        let commits = async {
-            let mut local: Vec<(BlockId, Result<Commit>)> = Vec::with_capacity(committing.len());
-            for (id, task) in committing {
-                local.push((id, task.await));
-            }
-            local
-        };
+        if !ended {
+            return Err(Status::cancelled(
+                "batch stream ended before its end marker: aborted",
+            ));
+        }
+        if let Some(d) = down.as_mut() {
+            d.forward(Msg::Trailer(WriteTrailer::default())).await;
+        }
+        let ids: Vec<BlockId> = blocks.iter().map(|(_, id)| *id).collect();
+        let commits = async { ids.into_iter().zip(room.commit_all(blocks).await) };
         let tail = vec![WriteBlockResponse::default(); lengths.len()];
         let downstream_result =
             self.downstream_answer(down, |r| check_batch_answer(r, &lengths), tail);

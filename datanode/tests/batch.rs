@@ -71,6 +71,7 @@ async fn three_node_batch_commits_every_block_everywhere_in_order() {
     assert!(total <= MAX_BATCH_BYTES);
     // One block split over two data messages.
     let mut msgs = batch_msgs(locations(&nodes)[1..].to_vec(), total, &blocks[..5]);
+    msgs.pop(); // the end marker comes after the rest
     let (bytes, id) = &blocks[5];
     msgs.extend([data(&bytes[..1000]), data(&bytes[1000..]), trailer(id)]);
     msgs.extend(batch_msgs(vec![], 0, &blocks[6..]).into_iter().skip(1));
@@ -144,27 +145,21 @@ async fn a_block_with_a_wrong_hash_fails_alone_on_every_node() {
 }
 
 /// Sends a malformed batch through two nodes: it fails with `code`; afterwards no node
-/// has a temp file or a block outside `committed`, and the head holds all of them
-/// (downstream one may be missing: the abort can overtake its trailer).
-async fn refused(
-    nodes: &[TestNode],
-    msgs: Vec<WriteBlockRequest>,
-    code: Code,
-    committed: &[(Vec<u8>, BlockId)],
-) {
+/// has a temp file or any block (the blocks of a batch are committed only once its
+/// stream ended well).
+async fn refused(nodes: &[TestNode], msgs: Vec<WriteBlockRequest>, code: Code) {
     let err = send_batch(&nodes[0].grpc.to_string(), msgs)
         .await
         .unwrap_err();
     assert_eq!(err.code(), code, "{err}");
     tmp_emptied(nodes).await;
-    // A block whose trailer arrived may still be committing.
-    let all = || committed.iter().all(|(_, id)| nodes[0].holds(id));
-    assert!(wait_until(WAIT, all).await, "earlier blocks stay");
     for n in nodes {
-        for id in stored(n) {
-            let earlier = committed.iter().any(|(_, c)| *c == id);
-            assert!(earlier, "{id} on {} after {err}", n.id);
-        }
+        assert!(
+            stored(n).is_empty(),
+            "{:?} on {} after {err}",
+            stored(n),
+            n.id
+        );
     }
 }
 
@@ -179,14 +174,14 @@ async fn malformed_batches_fail_whole_and_leave_nothing_half_written() {
 
     // max_length beyond a batch's bound.
     let msgs = batch_msgs(down.clone(), MAX_BATCH_BYTES + 1, only_first);
-    refused(&nodes, msgs, Code::InvalidArgument, &[]).await;
+    refused(&nodes, msgs, Code::InvalidArgument).await;
     // No header first.
     let msgs = batch_msgs(down.clone(), 600, only_first)[1..].to_vec();
-    refused(&nodes, msgs, Code::InvalidArgument, &[]).await;
+    refused(&nodes, msgs, Code::InvalidArgument).await;
     // A block without bytes.
     let mut msgs = vec![header(down.clone(), 600), trailer(&first.1)];
     msgs.extend(batch_msgs(vec![], 0, only_first).into_iter().skip(1));
-    refused(&nodes, msgs, Code::InvalidArgument, &[]).await;
+    refused(&nodes, msgs, Code::InvalidArgument).await;
     // A block larger than a batched block may be, in two messages.
     let big = pattern(max + 1, 3);
     let msgs = vec![
@@ -195,20 +190,38 @@ async fn malformed_batches_fail_whole_and_leave_nothing_half_written() {
         data(&big[max..]),
         trailer(&BlockId::of(&big)),
     ];
-    refused(&nodes, msgs, Code::InvalidArgument, &[]).await;
-    // More bytes than max_length: the first block commits, the second never lands.
+    refused(&nodes, msgs, Code::InvalidArgument).await;
+    // More bytes than max_length: neither block lands.
     let msgs = batch_msgs(down.clone(), 1000, &[first.clone(), second.clone()]);
-    refused(&nodes, msgs, Code::InvalidArgument, only_first).await;
-    // The stream ends inside a block.
+    refused(&nodes, msgs, Code::InvalidArgument).await;
+    // The stream ends without the end marker (as when the node before aborted: its
+    // closed queue ends the stream cleanly), or inside a block.
     let mut msgs = batch_msgs(down.clone(), 1200, &[first.clone(), second.clone()]);
     msgs.pop();
-    refused(&nodes, msgs, Code::Cancelled, only_first).await;
-    assert!(!nodes[0].holds(&second.1) && !nodes[1].holds(&second.1));
-    // More than MAX_BATCH_FILES blocks (the same byte: all but the first are no-ops).
+    refused(&nodes, msgs.clone(), Code::Cancelled).await;
+    msgs.pop();
+    refused(&nodes, msgs, Code::Cancelled).await;
+    // The end marker inside a block, and a message after it.
+    let mut msgs = batch_msgs(down.clone(), 1200, &[first.clone(), second.clone()]);
+    let end = msgs.pop().unwrap();
+    let last = msgs.pop().unwrap();
+    refused(
+        &nodes,
+        [msgs.clone(), vec![end.clone()]].concat(),
+        Code::InvalidArgument,
+    )
+    .await;
+    refused(
+        &nodes,
+        [msgs, vec![last, end, data(b"x")]].concat(),
+        Code::InvalidArgument,
+    )
+    .await;
+    // More than MAX_BATCH_FILES blocks.
     let one = block(vec![7]);
     let many = vec![one.clone(); MAX_BATCH_FILES + 1];
     let msgs = batch_msgs(down.clone(), MAX_BATCH_FILES as u64 + 1, &many);
-    refused(&nodes, msgs, Code::InvalidArgument, &[first.clone(), one]).await;
+    refused(&nodes, msgs, Code::InvalidArgument).await;
     stop_all(nodes).await;
 }
 
@@ -224,23 +237,34 @@ async fn a_client_vanishing_mid_batch_leaves_no_partial_block() {
         head.write_blocks(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    for m in batch_msgs(
+    let mut msgs = batch_msgs(
         chain[1..].to_vec(),
         MAX_BATCH_BYTES,
         std::slice::from_ref(&first),
-    ) {
+    );
+    msgs.pop(); // no end marker: the client vanishes first
+    for m in msgs {
         tx.send(m).await.unwrap();
     }
     tx.send(data(&second[..1000])).await.unwrap();
-    assert!(
-        wait_until(WAIT, || nodes.iter().all(|n| n.holds(&first.1))).await,
-        "the first block commits everywhere"
-    );
+    // Every node has received the first block and part of the second.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for n in &nodes {
+        loop {
+            let (_, m) = http_get(n.http, "/metrics").await;
+            if m.contains("kdfs_datanode_bytes_received_total 6000\n") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} got\n{m}", n.id);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     call.abort();
     drop(tx);
     tmp_emptied(&nodes).await;
+    // A batch's blocks are committed only once its stream ended well.
     for n in &nodes {
-        assert_eq!(stored(n).len(), 1);
+        assert!(stored(n).is_empty(), "{:?}", stored(n));
     }
     stop_all(nodes).await;
 }

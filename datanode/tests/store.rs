@@ -410,59 +410,68 @@ async fn a_batch_reserves_its_room_up_front_and_each_block_takes_its_share() {
         ..StoreConfig::new(dir.path())
     };
     let (store, _) = Store::open(cfg).unwrap();
-    let mut batch = store.begin_batch(6_000).unwrap();
+    let batch = store.begin_batch(6_000).unwrap();
     assert_eq!(store.space().unwrap().available, 4_000);
     assert!(matches!(
         store.begin_batch(5_000),
         Err(Error::OutOfSpace { .. })
     ));
-    // A block in two pieces: committed, its share taken from the batch's room.
+    // A block in two pieces: committed; the room it did not take is given back.
     let a = pattern(2_500, 1);
     let pieces = vec![
         Bytes::copy_from_slice(&a[..1000]),
         Bytes::copy_from_slice(&a[1000..]),
     ];
-    let c = batch.commit(pieces, BlockId::of(&a)).await.unwrap();
+    let mut results = batch.commit_all(vec![(pieces, BlockId::of(&a))]).await;
+    let c = results.pop().unwrap().unwrap();
     assert!(!c.existed);
     assert_eq!(store.get(&c.id).unwrap(), a);
-    assert_eq!(batch.remaining(), 3_500);
     let s = store.space().unwrap();
-    assert_eq!((s.used, s.available), (2_500, 4_000));
-    // A wrong hash fails that block alone and leaves nothing behind.
+    assert_eq!((s.used, s.available), (2_500, 7_500));
+
+    // In one batch: a wrong hash fails that block alone and leaves nothing behind; a
+    // block already stored is a no-op that reports the replica again; a new block
+    // commits; a block longer than the room left (4,000 − 1,000 − 2,500 − 300) fails
+    // with TooLong.
+    store.events().drain();
     let b = pattern(1_000, 2);
-    let err = batch
-        .commit(vec![Bytes::from(b.clone())], BlockId::of(b"other"))
-        .await
-        .unwrap_err();
+    let d = pattern(300, 3);
+    let batch = store.begin_batch(4_000).unwrap();
+    let results = batch
+        .commit_all(vec![
+            (vec![Bytes::from(b.clone())], BlockId::of(b"other")),
+            (vec![Bytes::from(a.clone())], BlockId::of(&a)),
+            (vec![Bytes::from(d.clone())], BlockId::of(&d)),
+            (
+                vec![Bytes::from(vec![1u8; 1_001])],
+                BlockId::of(&[1u8; 1_001]),
+            ),
+        ])
+        .await;
+    let mut results = results.into_iter();
+    let err = results.next().unwrap().unwrap_err();
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
     assert!(!store.contains(&BlockId::of(&b)));
-    assert!(temp_files(&tmp).is_empty());
-    // A block already stored is a no-op that reports the replica again.
-    store.events().drain();
-    let again = batch
-        .commit(vec![Bytes::from(a.clone())], BlockId::of(&a))
-        .await
-        .unwrap();
-    assert!(again.existed);
+    assert!(results.next().unwrap().unwrap().existed);
+    assert!(!results.next().unwrap().unwrap().existed);
+    let err = results.next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::TooLong { .. }), "{err}");
+    assert_eq!(store.get(&BlockId::of(&d)).unwrap(), d);
     assert_eq!(
         store.events().drain().events,
-        vec![Event::Added {
-            id: c.id,
-            length: 2_500
-        }]
+        vec![
+            Event::Added {
+                id: c.id,
+                length: 2_500
+            },
+            Event::Added {
+                id: BlockId::of(&d),
+                length: 300
+            }
+        ]
     );
-    // A block longer than the room left fails with TooLong.
-    let err = batch
-        .commit(
-            vec![Bytes::from(vec![1u8; 1_001])],
-            BlockId::of(&[1u8; 1_001]),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::TooLong { .. }), "{err}");
     assert!(temp_files(&tmp).is_empty());
-    drop(batch);
-    assert_eq!(store.space().unwrap().available, 7_500);
+    assert_eq!(store.space().unwrap().available, 7_200);
 }
 
 #[test]

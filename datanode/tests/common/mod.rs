@@ -260,7 +260,8 @@ pub fn block(bytes: Vec<u8>) -> (Vec<u8>, BlockId) {
 }
 
 /// The messages of a `WriteBlocks` stream: the header, then for each block its bytes
-/// (in messages of at most `CHUNK_SIZE`) and a trailer claiming its id.
+/// (in messages of at most `CHUNK_SIZE`) and a trailer claiming its id; then the end
+/// marker.
 pub fn batch_msgs(
     downstream: Vec<DatanodeLocation>,
     max_length: u64,
@@ -271,7 +272,15 @@ pub fn batch_msgs(
         msgs.extend(bytes.chunks(transport::CHUNK_SIZE).map(data));
         msgs.push(trailer(id));
     }
+    msgs.push(end_of_batch());
     msgs
+}
+
+/// The trailer with an empty block id that ends a `WriteBlocks` batch.
+pub fn end_of_batch() -> WriteBlockRequest {
+    WriteBlockRequest {
+        msg: Some(Msg::Trailer(WriteTrailer::default())),
+    }
 }
 
 /// Sends `msgs` as one `WriteBlocks` call to the node at `address`.
