@@ -214,20 +214,20 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
         let Some(inner) = inner.upgrade() else { return };
         let client = Client { inner };
         tokio::spawn(async move {
+            let slot = Slot(std::sync::Mutex::new(Some(slot)));
             // A batch that hangs (a datanode that stopped answering) gives its slot
             // back after SLOT_HELD, so other small uploads do not wait behind it.
-            let mut slot = Some(slot);
             let outcomes = {
-                let mut write = std::pin::pin!(client.write_batch(&batch));
+                let mut write = std::pin::pin!(client.write_batch(&batch, &slot));
                 tokio::select! {
                     o = &mut write => o,
                     () = tokio::time::sleep(SLOT_HELD) => {
-                        slot = None;
+                        slot.release();
                         write.await
                     }
                 }
             };
-            drop(slot);
+            slot.release();
             for (q, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = q.reply.send(outcome);
             }
@@ -235,14 +235,24 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
+/// A batch's slot: given back once its blocks are written, so that its commit overlaps
+/// the next batch's writes, or after [`SLOT_HELD`], whichever comes first.
+struct Slot(std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+
+impl Slot {
+    fn release(&self) {
+        self.0.lock().expect("slot lock is never poisoned").take();
+    }
+}
+
 impl Client {
     /// Writes and commits one batch; one outcome per file, in order.
-    async fn write_batch(&self, batch: &[Queued]) -> Vec<Option<Result<Uploaded>>> {
+    async fn write_batch(&self, batch: &[Queued], slot: &Slot) -> Vec<Option<Result<Uploaded>>> {
         let mut outcomes: Vec<Option<Result<Uploaded>>> = batch.iter().map(|_| None).collect();
         let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
         metrics::counter!("kdfs_gateway_upload_batches_total").increment(1);
         self.inner.batcher.batches.fetch_add(1, Ordering::Relaxed);
-        match self.try_batch(batch, &mut outcomes).await {
+        match self.try_batch(batch, slot, &mut outcomes).await {
             Ok(()) => {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
                 debug!(files = batch.len(), stored, bytes, "batch done");
@@ -260,6 +270,7 @@ impl Client {
     async fn try_batch(
         &self,
         batch: &[Queued],
+        slot: &Slot,
         outcomes: &mut [Option<Result<Uploaded>>],
     ) -> Result<()> {
         let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
@@ -298,6 +309,7 @@ impl Client {
         let acks = self
             .write_blocks(&begin.upload_id, &pipeline, batch, &fits)
             .await?;
+        slot.release();
         let mut files = Vec::with_capacity(fits.len());
         let mut committing = Vec::with_capacity(fits.len());
         for (&i, ack) in fits.iter().zip(&acks) {
