@@ -10,7 +10,8 @@
 //! An upload whose source is bounded by at most [`transport::MAX_BATCHED_BLOCK`] bytes
 //! (a small file in a multipart body) is read whole and hashed (its only block's
 //! SHA-256 is its id), then queued for the client's batcher. Whenever a batch slot is
-//! free ([`BATCHES_IN_FLIGHT`]), the batcher takes every file queued (up to
+//! free ([`BATCHES_IN_FLIGHT`]; a batch holds it until its blocks are written), the
+//! batcher takes every file queued (up to
 //! [`transport::MAX_BATCH_FILES`] files and [`transport::MAX_BATCH_BYTES`] bytes) and
 //! writes them as one upload: one `BeginUpload` for their total size, one `WriteBlocks`
 //! stream down the pipeline it came with, carrying every block, and one `CommitFiles`.
@@ -57,12 +58,11 @@ use crate::client::{BUDGET_UNIT, Client, FileRecord, Inner, bad_reply, unary};
 use crate::error::{BoxError, Error, Result};
 use crate::upload::{AbandonOnDrop, Uploaded, parse_pipeline};
 
-/// Batches written at once; files arriving meanwhile wait for the next one, so a
-/// batch grows with the load (a batch of 256 files costs little more time than one of
-/// 16). With 16 clients on 3 datanodes, 1, 2, 3 and 4 measured 1,071–1,188, 904–1,043,
-/// 926–1,010 and 947–950 uploads/s, side by side (BENCHMARKS.md): fewer, larger
-/// batches cost less CPU per file. A batch that hangs frees its slot after
-/// [`SLOT_HELD`].
+/// Batches writing their blocks at once; files arriving meanwhile wait for the next
+/// one, so a batch grows with the load. With 16 clients on 3 datanodes, 1, 2, 3 and 4
+/// (each holding its slot until committed) measured 1,071–1,188, 904–1,043, 926–1,010
+/// and 947–950 uploads/s, side by side (BENCHMARKS.md): fewer, larger batches cost
+/// less CPU per file. A batch that hangs frees its slot after [`SLOT_HELD`].
 pub const BATCHES_IN_FLIGHT: usize = 1;
 /// A batch slower than this frees its slot for the next batch.
 pub const SLOT_HELD: Duration = Duration::from_secs(1);
