@@ -342,14 +342,19 @@ pub async fn commit(
             upload_id: upload_id.into(),
             file_id: raw(file(content).as_bytes()),
             size: content.len() as u64,
-            blocks: vec![pb::CommittedBlock {
-                id: raw(block(content).as_bytes()),
-                length: content.len() as u64,
-                replicas: acks.iter().map(|d| d.id.to_string()).collect(),
-            }],
+            blocks: one_block(content, acks),
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// The block list of a one-block file of `content`, acknowledged by `acks`.
+fn one_block(content: &[u8], acks: &[&FakeDatanode]) -> Vec<pb::CommittedBlock> {
+    vec![pb::CommittedBlock {
+        id: raw(block(content).as_bytes()),
+        length: content.len() as u64,
+        replicas: acks.iter().map(|d| d.id.to_string()).collect(),
+    }]
 }
 
 /// A one-block file of a `CommitFiles` batch, acknowledged by `acks`.
@@ -359,11 +364,7 @@ pub fn batched(name: &str, content: &[u8], acks: &[&FakeDatanode]) -> pb::FileTo
         content_type: "text/plain".into(),
         file_id: raw(file(content).as_bytes()),
         size: content.len() as u64,
-        blocks: vec![pb::CommittedBlock {
-            id: raw(block(content).as_bytes()),
-            length: content.len() as u64,
-            replicas: acks.iter().map(|d| d.id.to_string()).collect(),
-        }],
+        blocks: one_block(content, acks),
     }
 }
 
