@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
@@ -108,20 +108,24 @@ where
     E: Into<BoxError>,
 {
     let mut source = std::pin::pin!(source);
-    let mut buf = BytesMut::new();
+    // Read to the end (a multipart source checks the rest of its form there) and keep
+    // the pieces: one piece, the usual case, is the file without a copy.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut len = 0u64;
     while let Some(item) = source.next().await {
         let data = item.map_err(|e| Error::Source(e.into()))?;
-        if (buf.len() + data.len()) as u64 > at_most {
+        len += data.len() as u64;
+        if len > at_most {
             return Err(Error::Source(
                 format!("the source is longer than the {at_most} bytes it announced").into(),
             ));
         }
-        if buf.is_empty() && data.len() as u64 == at_most {
-            return Ok(data);
-        }
-        buf.extend_from_slice(&data);
+        pieces.push(data);
     }
-    Ok(buf.freeze())
+    Ok(match pieces.len() {
+        1 => pieces.pop().expect("one piece"),
+        _ => Bytes::from(pieces.concat()),
+    })
 }
 
 impl Client {
