@@ -54,9 +54,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::client::{BUDGET_UNIT, Client, FileRecord, Inner, bad_reply, unary};
+use crate::client::{Client, FileRecord, Inner, bad_reply, unary};
 use crate::error::{BoxError, Error, Result};
-use crate::upload::{AbandonOnDrop, Uploaded, parse_pipeline};
+use crate::upload::{AbandonOnDrop, Uploaded, add_acks, longer_than, parse_pipeline};
 
 /// Batches writing their blocks at once; files arriving meanwhile wait for the next
 /// one, so a batch grows with the load. With 16 clients on 3 datanodes, 1, 2, 3 and 4
@@ -116,9 +116,7 @@ where
         let data = item.map_err(|e| Error::Source(e.into()))?;
         len += data.len() as u64;
         if len > at_most {
-            return Err(Error::Source(
-                format!("the source is longer than the {at_most} bytes it announced").into(),
-            ));
+            return Err(longer_than(at_most));
         }
         pieces.push(data);
     }
@@ -222,7 +220,7 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
             // A batch that hangs (a datanode that stopped answering) gives its slot
             // back after SLOT_HELD, so other small uploads do not wait behind it.
             let outcomes = {
-                let mut write = std::pin::pin!(client.write_batch(&batch, &slot));
+                let mut write = std::pin::pin!(client.write_batch(&batch, bytes, &slot));
                 tokio::select! {
                     o = &mut write => o,
                     () = tokio::time::sleep(SLOT_HELD) => {
@@ -251,12 +249,17 @@ impl Slot {
 
 impl Client {
     /// Writes and commits one batch; one outcome per file, in order.
-    async fn write_batch(&self, batch: &[Queued], slot: &Slot) -> Vec<Option<Result<Uploaded>>> {
+    /// `bytes` is the sum of the files' sizes.
+    async fn write_batch(
+        &self,
+        batch: &[Queued],
+        bytes: u64,
+        slot: &Slot,
+    ) -> Vec<Option<Result<Uploaded>>> {
         let mut outcomes: Vec<Option<Result<Uploaded>>> = batch.iter().map(|_| None).collect();
-        let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
         metrics::counter!("kdfs_gateway_upload_batches_total").increment(1);
         self.inner.batcher.batches.fetch_add(1, Ordering::Relaxed);
-        match self.try_batch(batch, slot, &mut outcomes).await {
+        match self.try_batch(batch, bytes, slot, &mut outcomes).await {
             Ok(()) => {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
                 debug!(files = batch.len(), stored, bytes, "batch done");
@@ -274,10 +277,10 @@ impl Client {
     async fn try_batch(
         &self,
         batch: &[Queued],
+        bytes: u64,
         slot: &Slot,
         outcomes: &mut [Option<Result<Uploaded>>],
     ) -> Result<()> {
-        let bytes: u64 = batch.iter().map(|q| q.data.len() as u64).sum();
         let begin = unary(
             "BeginUpload",
             self.nn().begin_upload(pb::BeginUploadRequest {
@@ -438,13 +441,7 @@ impl Client {
         for (&i, block) in fits.iter().zip(&resp.blocks) {
             let mut committed: Vec<DatanodeId> = Vec::new();
             if block.length == batch[i].data.len() as u64 {
-                for c in &block.committed {
-                    match wire::datanode_id("committed", c) {
-                        Ok(d) if !committed.contains(&d) => committed.push(d),
-                        Ok(_) => {}
-                        Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
-                    }
-                }
+                add_acks(&mut committed, &block.committed);
             }
             if let Some(f) = block.failed.first() {
                 debug!(block = %batch[i].id, node = %f.node, reason = %f.reason, "batched block failed on a node");
@@ -474,9 +471,4 @@ fn file_outcome(q: &Queued, replicas: u32, r: pb::FileCommitResult) -> Result<Up
         existed: r.existed,
         replicas,
     })
-}
-
-/// Budget units a small file of at most `at_most` bytes holds while it waits.
-pub(crate) fn budget_units(at_most: u64, budget_units: u32) -> u32 {
-    (at_most.div_ceil(BUDGET_UNIT).max(1) as u32).min(budget_units)
 }

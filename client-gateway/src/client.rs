@@ -102,6 +102,15 @@ pub(crate) struct Inner {
     pub(crate) batcher: crate::batch::Batcher,
 }
 
+impl Inner {
+    /// Budget permits that hold `bytes` (at most the whole budget).
+    pub(crate) fn budget_units_for(&self, bytes: u64) -> u32 {
+        bytes
+            .div_ceil(BUDGET_UNIT)
+            .min(u64::from(self.budget_units)) as u32
+    }
+}
+
 impl Client {
     /// A client for the namenode at `namenode` (`http://host:port` or `host:port`).
     /// Connects lazily: a namenode that is down now is an error only when used.

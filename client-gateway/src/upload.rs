@@ -333,7 +333,7 @@ impl Client {
         let permit = inner
             .budget
             .clone()
-            .acquire_many_owned(crate::batch::budget_units(at_most, inner.budget_units))
+            .acquire_many_owned(inner.budget_units_for(at_most))
             .await
             .map_err(|_| Error::Internal("upload budget closed".into()))?;
         let data = crate::batch::read_whole(source, at_most).await?;
@@ -447,9 +447,7 @@ impl Client {
             if let Some(n) = at_most
                 && size > n
             {
-                return Err(Error::Source(
-                    format!("the source is longer than the {n} bytes it announced").into(),
-                ));
+                return Err(longer_than(n));
             }
             splitter.push(data, &mut pieces);
             for p in pieces.drain(..) {
@@ -608,7 +606,7 @@ impl Driver {
         let inner = &self.ctx.client.inner;
         let index = self.next_index;
         let max_len = self.ctx.block_max_len(index);
-        let units = (max_len.div_ceil(BUDGET_UNIT) as u32).min(inner.budget_units);
+        let units = inner.budget_units_for(max_len);
         let permit = inner
             .budget
             .clone()
@@ -793,13 +791,7 @@ async fn write_block(
                 failed.extend(pipeline.iter().map(|l| l.id));
             }
             Ok(resp) => {
-                for c in &resp.committed {
-                    match wire::datanode_id("committed", c) {
-                        Ok(d) if !committed.contains(&d) => committed.push(d),
-                        Ok(_) => {}
-                        Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
-                    }
-                }
+                add_acks(&mut committed, &resp.committed);
                 // Exclude the nodes the pipeline named as failed. A node after a failed
                 // one did not fail itself (it just never got the bytes), so it stays
                 // eligible. With no names, blame the first node that did not commit.
@@ -1173,6 +1165,22 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
 }
 
 /// A pipeline from the namenode's reply to `rpc`, every location validated.
+/// The error of a source that holds more than the `at_most` bytes it announced.
+pub(crate) fn longer_than(at_most: u64) -> Error {
+    Error::Source(format!("the source is longer than the {at_most} bytes it announced").into())
+}
+
+/// Adds the datanodes of a pipeline's ack (`committed`) to `acked`, once each.
+pub(crate) fn add_acks(acked: &mut Vec<DatanodeId>, committed: &[String]) {
+    for c in committed {
+        match wire::datanode_id("committed", c) {
+            Ok(d) if !acked.contains(&d) => acked.push(d),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "ignoring a malformed ack entry"),
+        }
+    }
+}
+
 pub(crate) fn parse_pipeline(
     rpc: &str,
     locations: &[pb::DatanodeLocation],

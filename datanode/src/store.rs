@@ -2026,12 +2026,7 @@ impl BatchWriter {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.commit_batch(writes)).await {
             Ok(results) => results,
-            Err(e) => {
-                let e = task_error(e);
-                (0..n)
-                    .map(|_| Err(Error::io("batch commit", io::Error::other(e.to_string()))))
-                    .collect()
-            }
+            Err(e) => fail_all((0..n).map(|_| None).collect(), &task_error(e)),
         }
     }
 }

@@ -592,14 +592,10 @@ impl Writer {
     /// the sense that matters: once submitted, the change is made (or fails) whether
     /// or not this future is still polled.
     pub async fn submit(&self, op: Op) -> Result<Effect> {
-        let (reply, rx) = oneshot::channel();
-        self.send(smallvec![Request {
-            op,
-            waited_for: true,
-            reply,
-        }])
-        .await?;
-        rx.await.map_err(|_| stopped())?
+        self.submit_all(vec![op])
+            .await?
+            .pop()
+            .expect("one result per op")
     }
 
     /// Submits `ops` together and waits until they are durable and applied: they go
