@@ -833,23 +833,18 @@ async fn small_uploads_reserve_their_size_not_a_block() {
 
     let client = cluster.client();
     let long = content(10_000, 7_100);
-    let e = client
-        .upload_at_most(source(long.clone(), 1000), "long.bin", "", Some(4096))
-        .await
-        .expect_err("a source longer than its bound");
-    assert!(
-        matches!(e, kdfs_client_gateway::Error::Source(_)) && e.to_string().contains("longer"),
-        "{e}"
-    );
-    // Its first piece fills the bound exactly: the bytes after it must still fail it.
-    let e = client
-        .upload_at_most(source(long.clone(), 4096), "long.bin", "", Some(4096))
-        .await
-        .expect_err("a source longer than its bound, past a first piece of the bound");
-    assert!(
-        matches!(e, kdfs_client_gateway::Error::Source(_)) && e.to_string().contains("longer"),
-        "{e}"
-    );
+    // In pieces of 1000 bytes, and with a first piece that fills the bound exactly
+    // (the bytes after it must still fail the upload).
+    for piece in [1000, 4096] {
+        let e = client
+            .upload_at_most(source(long.clone(), piece), "long.bin", "", Some(4096))
+            .await
+            .expect_err("a source longer than its bound");
+        assert!(
+            matches!(e, kdfs_client_gateway::Error::Source(_)) && e.to_string().contains("longer"),
+            "{piece}: {e}"
+        );
+    }
     let list = list_files(&c, &url).await;
     let files = list["files"].as_array().unwrap();
     assert_eq!(files.len(), 16, "{list}");
