@@ -237,6 +237,8 @@ struct Inner {
     /// Bytes reserved by writes in flight; the mutex also serialises admission.
     in_flight: Mutex<u64>,
     stripes: Vec<Mutex<()>>,
+    /// `syncfs` of the store's file system for batches, calls shared ([`SyncfsGroup`]).
+    syncfs: SyncfsGroup,
     tmp_seq: AtomicU64,
     /// `tmp/` takes unnamed temp files (`O_TMPFILE`) that can be linked into place
     /// (probed at open; see [`create_tmp`]).
@@ -571,6 +573,7 @@ impl Store {
             ..OpenReport::default()
         };
         let unnamed_tmp = cfg.unnamed_tmp && probe_unnamed_tmp(&tmp);
+        let syncfs = SyncfsGroup::new(&tmp)?;
         let scan = scan_blocks(&blocks, cfg.sharding.levels())?;
         report.orphans_removed = scan.orphans_removed;
         let inner = Arc::new(Inner {
@@ -585,6 +588,7 @@ impl Store {
             index: RwLock::new(scan.index),
             in_flight: Mutex::new(0),
             stripes: (0..COMMIT_STRIPES).map(|_| Mutex::new(())).collect(),
+            syncfs,
             tmp_seq: AtomicU64::new(0),
             unnamed_tmp,
             events: EventLog::default(),
@@ -1033,6 +1037,25 @@ impl Store {
         self.inner.stripes[i].lock().expect("stripe lock poisoned")
     }
 
+    /// Runs `put` (a rename or link to `dest`); if `dest`'s shard directory is missing,
+    /// makes it ([`Store::ensure_parent`]) and runs `put` again. Trying first saves a
+    /// `stat` of the directory per block: once a store has filled, it nearly always
+    /// exists.
+    fn move_into_place(
+        &self,
+        dest: &Path,
+        sync: Sync,
+        put: impl Fn() -> io::Result<()>,
+    ) -> io::Result<Result<()>> {
+        match put() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.ensure_parent(dest, sync) {
+                Ok(()) => put().map(Ok),
+                Err(e) => Ok(Err(e)),
+            },
+            r => r.map(Ok),
+        }
+    }
+
     /// Makes sure the shard directory of `path` exists, fsyncing the parent of each
     /// directory it created (and only those: once the first-level shards exist, a new
     /// shard costs one directory fsync, not one per level).
@@ -1376,21 +1399,22 @@ impl StagedBlock {
         if let Some(c) = store.recommit_locked(&expected) {
             return Ok(Placed::Existing(c)); // Another writer won the race.
         }
-        store.ensure_parent(&dest, sync)?;
         if let Some(tmp_sidecar) = &self.tmp_sidecar {
             let side_dest = sidecar_of(&dest);
-            match &self.sidecar_file {
-                Some(sf) => link_into_place(sf, &side_dest),
-                None => fs::rename(tmp_sidecar, &side_dest),
-            }
-            .ctx(|| format!("put {} into place", tmp_sidecar.display()))?;
+            store
+                .move_into_place(&dest, sync, || match &self.sidecar_file {
+                    Some(sf) => link_into_place(sf, &side_dest),
+                    None => fs::rename(tmp_sidecar, &side_dest),
+                })
+                .ctx(|| format!("put {} into place", tmp_sidecar.display()))??;
         }
         let path = &self.writer.path;
-        match &self.file {
-            Some(f) => link_into_place(f, &dest),
-            None => fs::rename(path, &dest),
-        }
-        .ctx(|| format!("put {} into place", path.display()))?;
+        store
+            .move_into_place(&dest, sync, || match &self.file {
+                Some(f) => link_into_place(f, &dest),
+                None => fs::rename(path, &dest),
+            })
+            .ctx(|| format!("put {} into place", path.display()))??;
         self.writer.done = true;
         if sync == Sync::Now {
             sync_dir(dest.parent().expect("block paths have a parent"))?;
@@ -2044,12 +2068,6 @@ impl Store {
     /// failed write-back fails the batch.
     fn commit_batch(&self, writes: Vec<(Reservation, Vec<Bytes>, BlockId)>) -> Vec<Result<Commit>> {
         let mut results: Vec<Option<Result<Commit>>> = writes.iter().map(|_| None).collect();
-        let root = match File::open(&self.inner.tmp)
-            .ctx(|| format!("open {}", self.inner.tmp.display()))
-        {
-            Ok(f) => f,
-            Err(e) => return fail_all(results, &e),
-        };
         let mut staged = Vec::with_capacity(writes.len());
         for (i, (reservation, held, expected)) in writes.into_iter().enumerate() {
             let step = self.begin_reserved(reservation, false).and_then(|mut w| {
@@ -2072,7 +2090,7 @@ impl Store {
                 .map(|r| r.expect("every block answered"))
                 .collect();
         }
-        if let Err(e) = syncfs(&root, &self.inner.tmp) {
+        if let Err(e) = self.inner.syncfs.sync() {
             return fail_all(results, &e);
         }
         let mut placed = Vec::with_capacity(staged.len());
@@ -2086,7 +2104,7 @@ impl Store {
             }
         }
         if !placed.is_empty() {
-            if let Err(e) = syncfs(&root, &self.inner.blocks) {
+            if let Err(e) = self.inner.syncfs.sync() {
                 // The names may not be durable: not acknowledged, not indexed (the
                 // files, whose bytes are durable, are indexed by the next start).
                 return fail_all(results, &e);
@@ -2111,6 +2129,74 @@ fn fail_all(results: Vec<Option<Result<Commit>>>, e: &Error) -> Vec<Result<Commi
             r.unwrap_or_else(|| Err(Error::io("batch commit", io::Error::other(e.to_string()))))
         })
         .collect()
+}
+
+/// `syncfs` calls shared by the batches committing at once (a group commit of the file
+/// system): a caller is answered by the first `syncfs` that *started* after it asked,
+/// so everything it wrote before asking is covered; a caller arriving while one runs
+/// waits for the next one, which it shares with every caller arriving meanwhile. Two
+/// batches at once (several gateways) then cost about one `syncfs` per step instead of
+/// two. The descriptor lives as long as the store, so a write-back error of the file
+/// system since the last call fails the call that reports it, and every sharer of it.
+#[derive(Debug)]
+struct SyncfsGroup {
+    dir: File,
+    path: PathBuf,
+    state: Mutex<SyncfsState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncfsState {
+    /// Calls started and finished; one runs while `started > finished`.
+    started: u64,
+    finished: u64,
+    /// The last finished call's failure.
+    failed: Option<String>,
+}
+
+impl SyncfsGroup {
+    fn new(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            dir: File::open(dir).ctx(|| format!("open {}", dir.display()))?,
+            path: dir.to_owned(),
+            state: Mutex::new(SyncfsState::default()),
+            done: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Returns once a `syncfs` that started after this call began has finished.
+    fn sync(&self) -> Result<()> {
+        let lock = || self.state.lock().expect("syncfs lock poisoned");
+        let mut s = lock();
+        // A call running now may have started before our writes: the one after it.
+        let want = s.started + 1;
+        loop {
+            if s.finished >= want {
+                // `finished` is the call that covers us, or one after it; either
+                // way its outcome covers everything we wrote.
+                return match &s.failed {
+                    Some(e) => Err(Error::io(
+                        format!("syncfs {}", self.path.display()),
+                        io::Error::other(e.clone()),
+                    )),
+                    None => Ok(()),
+                };
+            }
+            if s.started == s.finished {
+                s.started += 1;
+                let call = s.started;
+                drop(s);
+                let r = syncfs(&self.dir, &self.path);
+                s = lock();
+                s.finished = call;
+                s.failed = r.as_ref().err().map(ToString::to_string);
+                self.done.notify_all();
+                continue;
+            }
+            s = self.done.wait(s).expect("syncfs lock poisoned");
+        }
+    }
 }
 
 /// `syncfs(2)` of the file system holding `file` (opened at `path`).
@@ -2147,6 +2233,36 @@ impl std::future::Future for CommitTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Callers arriving together share `syncfs` calls: each is answered, and fewer
+    /// calls run than were asked for (one runs while the others queue for the next).
+    #[test]
+    fn concurrent_syncfs_callers_share_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = Arc::new(SyncfsGroup::new(dir.path()).unwrap());
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (group, barrier) = (group.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..20 {
+                        group.sync().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = group.state.lock().unwrap();
+        assert_eq!(s.started, s.finished);
+        assert!(
+            s.started >= 20,
+            "every caller needs a call of its own at least"
+        );
+        assert!(s.started < 8 * 20, "no call was shared: {}", s.started);
+    }
 
     fn open(dir: &Path) -> Store {
         Store::open(StoreConfig::new(dir)).unwrap().0

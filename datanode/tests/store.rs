@@ -859,3 +859,81 @@ async fn quarantined_replicas_are_deleted_after_their_retention_and_nothing_else
     assert!(!store.put(&data).unwrap().existed);
     assert_eq!(store.get(&c.id).unwrap(), data);
 }
+
+/// Batches committing at once (several gateways writing) share their `syncfs` calls:
+/// every block of every batch is committed, indexed, reported once and reads back,
+/// and nothing is left in `tmp/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_committing_at_once_all_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.events().drain();
+    let batches: Vec<Vec<Vec<u8>>> = (0..8u8)
+        .map(|b| {
+            (0..6u8)
+                .map(|i| pattern(3_000 + 10 * usize::from(i), b * 16 + i))
+                .collect()
+        })
+        .collect();
+    let tasks: Vec<_> = batches
+        .iter()
+        .map(|blocks| {
+            let store = store.clone();
+            let blocks: Vec<(Vec<Bytes>, BlockId)> = blocks
+                .iter()
+                .map(|b| (vec![Bytes::from(b.clone())], BlockId::of(b)))
+                .collect();
+            tokio::spawn(async move {
+                let total = blocks.iter().map(|(b, _)| b[0].len() as u64).sum();
+                store.begin_batch(total).unwrap().commit_all(blocks).await
+            })
+        })
+        .collect();
+    for (task, blocks) in tasks.into_iter().zip(&batches) {
+        let results = task.await.unwrap();
+        assert_eq!(results.len(), blocks.len());
+        for (r, b) in results.into_iter().zip(blocks) {
+            let c = r.unwrap();
+            assert!(!c.existed);
+            assert_eq!(c.id, BlockId::of(b));
+            assert_eq!(store.get(&c.id).unwrap(), *b);
+        }
+    }
+    let added = store
+        .events()
+        .drain()
+        .events
+        .into_iter()
+        .filter(|e| matches!(e, Event::Added { .. }))
+        .count();
+    assert_eq!(added, 8 * 6);
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
+}
+
+/// A shard directory that vanished after the store made it (an operator's cleanup) is
+/// made again by the next block that belongs in it, in a batch and alone.
+#[tokio::test]
+async fn a_shard_directory_removed_under_the_store_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = pattern(2_000, 40);
+    let id = BlockId::of(&a);
+    store.put(&a).unwrap();
+    let shard = dir.path().join("blocks").join(&id.to_string()[..2]);
+    assert!(store.delete(&id).unwrap());
+    fs::remove_dir_all(&shard).unwrap();
+    let results = store
+        .begin_batch(a.len() as u64)
+        .unwrap()
+        .commit_all(vec![(vec![Bytes::from(a.clone())], id)])
+        .await;
+    assert!(!results[0].as_ref().unwrap().existed);
+    assert_eq!(store.get(&id).unwrap(), a);
+    assert!(store.delete(&id).unwrap());
+    fs::remove_dir_all(&shard).unwrap();
+    store.put(&a).unwrap();
+    assert_eq!(store.get(&id).unwrap(), a);
+    // Reopened: the block is found where it belongs.
+    drop(store);
+    assert_eq!(open(dir.path()).get(&id).unwrap(), a);
+}
