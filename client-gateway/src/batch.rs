@@ -186,9 +186,14 @@ impl Batcher {
     }
 }
 
-/// The batcher task: waits for a free slot, then takes every queued file as a batch.
+/// The batcher task: waits for a free slot, then takes every queued file as a batch
+/// (after lingering for the files the last batch's uploads bring back, see [`Pace`]).
 async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
+    let Some(linger) = inner.upgrade().map(|i| i.options.batch_linger) else {
+        return;
+    };
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let pace = Arc::new(Pace::new());
     let mut held_over: Option<Queued> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -201,26 +206,53 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
                 None => return,
             },
         };
-        let mut bytes = first.data.len() as u64;
-        let mut batch = vec![first];
-        while batch.len() < transport::MAX_BATCH_FILES {
-            let Ok(q) = queue.try_recv() else { break };
-            if bytes + q.data.len() as u64 > transport::MAX_BATCH_BYTES {
-                held_over = Some(q);
-                break;
-            }
-            bytes += q.data.len() as u64;
-            batch.push(q);
-        }
         // Dropping the batch (the client is gone) answers its callers `None`.
         let Some(inner) = inner.upgrade() else { return };
         let client = Client { inner };
+        // The lease is asked for now, while the batch gathers its files.
+        let lease = tokio::spawn({
+            let client = client.clone();
+            async move { client.begin_batch().await }
+        });
+        let mut taking = Taking {
+            batch: vec![first],
+            bytes: 0,
+            held_over: &mut held_over,
+        };
+        taking.bytes = taking.batch[0].data.len() as u64;
+        while let Ok(q) = queue.try_recv() {
+            if !taking.add(q) {
+                break;
+            }
+        }
+        if !linger.is_zero() {
+            // Until as many files as the last batch carried are here, at most until
+            // `linger` after it ended.
+            let (want, until) = pace.expect(linger);
+            let until = tokio::time::Instant::from_std(until);
+            while taking.open() && taking.batch.len() < want {
+                tokio::select! {
+                    q = queue.recv() => match q {
+                        Some(q) => if !taking.add(q) { break },
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
+        let (batch, bytes) = (taking.batch, taking.bytes);
+        let pace = pace.clone();
         tokio::spawn(async move {
-            let slot = Slot(std::sync::Mutex::new(Some(slot)));
+            // Lingering, a batch keeps its slot until it has committed: the next one
+            // then gathers the files its answers bring back instead of splitting them.
+            let slot = Slot {
+                permit: std::sync::Mutex::new(Some(slot)),
+                early: linger.is_zero(),
+            };
             // A batch that hangs (a datanode that stopped answering) gives its slot
             // back after SLOT_HELD, so other small uploads do not wait behind it.
             let outcomes = {
-                let mut write = std::pin::pin!(client.write_batch(&batch, bytes, &slot));
+                let mut write = std::pin::pin!(client.write_batch(lease, &batch, bytes, &slot));
                 tokio::select! {
                     o = &mut write => o,
                     () = tokio::time::sleep(SLOT_HELD) => {
@@ -229,6 +261,7 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
                     }
                 }
             };
+            pace.ended(batch.len());
             slot.release();
             for (q, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = q.reply.send(outcome);
@@ -237,13 +270,81 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
-/// A batch's slot: given back once its blocks are written, so that its commit overlaps
-/// the next batch's writes, or after [`SLOT_HELD`], whichever comes first.
-struct Slot(std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>);
+/// A batch's `BeginUpload`, asked for when its first file is taken.
+type Lease = tokio::task::JoinHandle<Result<pb::BeginUploadResponse>>;
+
+/// The files of the batch being gathered.
+struct Taking<'a> {
+    batch: Vec<Queued>,
+    bytes: u64,
+    /// A file that did not fit: it starts the next batch.
+    held_over: &'a mut Option<Queued>,
+}
+
+impl Taking<'_> {
+    /// Takes `q` if it fits; `false` once the batch is full.
+    fn add(&mut self, q: Queued) -> bool {
+        if self.bytes + q.data.len() as u64 > transport::MAX_BATCH_BYTES {
+            *self.held_over = Some(q);
+            return false;
+        }
+        self.bytes += q.data.len() as u64;
+        self.batch.push(q);
+        self.open()
+    }
+
+    fn open(&self) -> bool {
+        self.held_over.is_none() && self.batch.len() < transport::MAX_BATCH_FILES
+    }
+}
+
+/// When the last batch ended and how many files it carried. Most small uploads come
+/// from clients that send their next file once answered, so a batch's answers bring
+/// about as many files back a moment later: the next batch waits for them, at most
+/// the client's `batch_linger` (`--batch-linger`), instead of leaving with the first
+/// few and splitting the clients into two smaller batches. Larger batches are cheaper
+/// per file: a batch's fixed costs (its calls, streams and two `syncfs` per datanode)
+/// dominate a small file's (BENCHMARKS.md: 16 clients, 0 vs 3 ms). A lone upload, or
+/// one after a pause, does not wait.
+struct Pace(std::sync::Mutex<(usize, std::time::Instant)>);
+
+impl Pace {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new((0, std::time::Instant::now())))
+    }
+
+    /// Files to wait for, and until when.
+    fn expect(&self, linger: Duration) -> (usize, std::time::Instant) {
+        let (files, ended) = *self.0.lock().expect("pace lock is never poisoned");
+        (files, ended + linger)
+    }
+
+    fn ended(&self, files: usize) {
+        *self.0.lock().expect("pace lock is never poisoned") = (files, std::time::Instant::now());
+    }
+}
+
+/// A batch's slot: given back once its blocks are written (`early`, so that its commit
+/// overlaps the next batch's writes) or once it has committed, or after
+/// [`SLOT_HELD`], whichever comes first.
+struct Slot {
+    permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    early: bool,
+}
 
 impl Slot {
     fn release(&self) {
-        self.0.lock().expect("slot lock is never poisoned").take();
+        self.permit
+            .lock()
+            .expect("slot lock is never poisoned")
+            .take();
+    }
+
+    /// The batch's blocks are written.
+    fn written(&self) {
+        if self.early {
+            self.release();
+        }
     }
 }
 
@@ -252,6 +353,7 @@ impl Client {
     /// `bytes` is the sum of the files' sizes.
     async fn write_batch(
         &self,
+        lease: Lease,
         batch: &[Queued],
         bytes: u64,
         slot: &Slot,
@@ -259,7 +361,10 @@ impl Client {
         let mut outcomes: Vec<Option<Result<Uploaded>>> = batch.iter().map(|_| None).collect();
         metrics::counter!("kdfs_gateway_upload_batches_total").increment(1);
         self.inner.batcher.batches.fetch_add(1, Ordering::Relaxed);
-        match self.try_batch(batch, bytes, slot, &mut outcomes).await {
+        match self
+            .try_batch(lease, batch, bytes, slot, &mut outcomes)
+            .await
+        {
             Ok(()) => {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
                 debug!(files = batch.len(), stored, bytes, "batch done");
@@ -273,24 +378,33 @@ impl Client {
         outcomes
     }
 
-    /// Fills `outcomes` for the files the batch stored or the namenode refused.
-    async fn try_batch(
-        &self,
-        batch: &[Queued],
-        bytes: u64,
-        slot: &Slot,
-        outcomes: &mut [Option<Result<Uploaded>>],
-    ) -> Result<()> {
-        let begin = unary(
+    /// A batch's lease and pipeline, for as much as a batch may carry.
+    async fn begin_batch(&self) -> Result<pb::BeginUploadResponse> {
+        unary(
             "BeginUpload",
             self.nn().begin_upload(pb::BeginUploadRequest {
                 name: LEASE_NAME.into(),
                 content_type: String::new(),
                 replication: self.inner.options.replication,
-                max_size: bytes,
+                max_size: transport::MAX_BATCH_BYTES,
             }),
         )
-        .await?;
+        .await
+    }
+
+    /// Fills `outcomes` for the files the batch stored or the namenode refused.
+    async fn try_batch(
+        &self,
+        lease: Lease,
+        batch: &[Queued],
+        bytes: u64,
+        slot: &Slot,
+        outcomes: &mut [Option<Result<Uploaded>>],
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let begin = lease
+            .await
+            .map_err(|e| Error::Internal(format!("batch lease task: {e}")))??;
         if begin.block_size == 0 || begin.upload_id.is_empty() {
             return Err(bad_reply("BeginUpload without a lease or block size"));
         }
@@ -313,10 +427,13 @@ impl Client {
         if fits.is_empty() {
             return Ok(());
         }
+        phase_done("begin", started);
+        let writing = std::time::Instant::now();
         let acks = self
             .write_blocks(&begin.upload_id, &pipeline, batch, &fits)
             .await?;
-        slot.release();
+        slot.written();
+        phase_done("write", writing);
         let mut files = Vec::with_capacity(fits.len());
         let mut committing = Vec::with_capacity(fits.len());
         for (&i, ack) in fits.iter().zip(&acks) {
@@ -346,6 +463,7 @@ impl Client {
                 last_error: "no block of the batch was acknowledged by enough datanodes".into(),
             });
         }
+        let committing_at = std::time::Instant::now();
         let resp = unary(
             "CommitFiles",
             self.nn().commit_files(pb::CommitFilesRequest {
@@ -356,6 +474,7 @@ impl Client {
         .await?;
         // The namenode ended the lease with the call.
         lease.armed = false;
+        phase_done("commit", committing_at);
         if resp.results.len() != committing.len() {
             return Err(bad_reply(
                 "CommitFiles answered for another number of files",
@@ -450,6 +569,14 @@ impl Client {
         }
         Ok(acks)
     }
+}
+
+/// Records how long a phase of a batch took (`kdfs_gateway_batch_phase_seconds`):
+/// `begin` (BeginUpload), `write` (the WriteBlocks stream to its ack), `commit`
+/// (CommitFiles).
+fn phase_done(phase: &'static str, since: std::time::Instant) {
+    metrics::histogram!("kdfs_gateway_batch_phase_seconds", "phase" => phase)
+        .record(since.elapsed().as_secs_f64());
 }
 
 /// What the namenode said about one file of a batch.

@@ -29,6 +29,9 @@ pub const DEFAULT_BLOCKS_IN_FLIGHT: usize = 2;
 pub const DEFAULT_READ_AHEAD: usize = 1;
 /// A transfer that moves no message for this long is considered stalled.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a batch of small files waits for the files the last batch's answers bring
+/// back ([`crate::batch`]).
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(3);
 /// How many pipelines one block may be written to before the upload gives up.
 pub const DEFAULT_PIPELINE_ATTEMPTS: usize = 4;
 /// Unary namenode calls (metadata only) time out after this long.
@@ -63,6 +66,9 @@ pub struct ClientOptions {
     pub tls: Option<Arc<kdfs_proto::tls::Tls>>,
     /// Store small uploads of known length in batches ([`crate::batch`]).
     pub batch_small_files: bool,
+    /// How long a batch waits, after the last one ended, for as many files as that one
+    /// carried; zero starts a batch as soon as the last one's blocks are written.
+    pub batch_linger: Duration,
 }
 
 impl Default for ClientOptions {
@@ -78,6 +84,7 @@ impl Default for ClientOptions {
             memory_prefix: crate::upload::MEMORY_PREFIX,
             tls: None,
             batch_small_files: true,
+            batch_linger: DEFAULT_BATCH_LINGER,
         }
     }
 }

@@ -20,6 +20,8 @@ pub const DEFAULT_UPLOAD_BUDGET: &str = "512MiB";
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 /// A block transfer that moves no message for this long fails over.
 pub const DEFAULT_STALL_TIMEOUT: &str = "30s";
+/// See `--batch-linger`.
+pub const DEFAULT_BATCH_LINGER: &str = "3ms";
 /// How often `--auth-token-file` is re-read (a Kubernetes Secret volume changes in place).
 pub const DEFAULT_AUTH_TOKEN_RELOAD_INTERVAL: &str = "5s";
 /// Failed authentications one client may make within `--auth-failure-window` before its
@@ -96,6 +98,13 @@ pub struct Config {
     /// its own.
     #[arg(long, env = "KDFS_BATCH_SMALL_FILES", default_value_t = true, action = clap::ArgAction::Set)]
     pub batch_small_files: bool,
+
+    /// How long a batch of small files waits, once the last batch ended, for as many
+    /// files as that one carried (the clients it answered usually send their next file
+    /// at once). Larger batches cost less per file. `0s`: a batch starts as soon as the
+    /// last one's blocks are written, with whatever files are queued.
+    #[arg(long, env = "KDFS_BATCH_LINGER", default_value = DEFAULT_BATCH_LINGER)]
+    pub batch_linger: HumanDuration,
 
     /// How long a graceful shutdown waits for in-flight transfers.
     #[arg(long, env = "KDFS_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT)]

@@ -298,6 +298,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         spool_dir: Some(config.spool_dir.clone().unwrap_or_else(std::env::temp_dir)),
         tls: grpc_tls,
         batch_small_files: config.batch_small_files,
+        batch_linger: config.batch_linger.get(),
         ..ClientOptions::default()
     };
     let client = Client::new(&config.namenode, options)?;

@@ -1273,6 +1273,81 @@ async fn concurrent_small_uploads_are_batched_and_each_round_trips() {
     assert_eq!(client.list(100, "", "").await.unwrap().files.len(), 49);
 }
 
+/// A batch lingers for as many files as the last one carried (`batch_linger`), so
+/// clients that send their next file once answered share one batch; but a lone upload
+/// never waits for files that are not coming (a client alone: at once; after a burst:
+/// at most the linger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lingering_batches_gather_returning_clients_and_never_hold_a_lone_upload() {
+    let cluster = TestCluster::start(3).await;
+    let with_linger = |linger: Duration| {
+        Client::new(
+            &cluster.namenode_url,
+            kdfs_client_gateway::ClientOptions {
+                batch_linger: linger,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    // One client alone, one file after the other: each batch carries one file and the
+    // next one expects one, so none waits out the (minute-long) linger.
+    let alone = with_linger(Duration::from_secs(60));
+    let sequential = async {
+        for i in 0..5u64 {
+            let file = vec![(format!("seq{i}.txt"), content(3000, 8_500 + i))];
+            upload_all_at_once(&alone, file).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), sequential)
+        .await
+        .expect("a lone upload waited for files that were not coming");
+    assert_eq!(alone.batch_stats().files, 5);
+
+    // After a burst, a lone file waits at most the linger for the burst's size.
+    let bursty = with_linger(Duration::from_millis(300));
+    let burst = (0..8u64)
+        .map(|i| (format!("burst{i}.txt"), content(2000, 8_600 + i)))
+        .collect();
+    upload_all_at_once(&bursty, burst).await;
+    let late = vec![("late.txt".into(), content(2000, 8_700))];
+    tokio::time::timeout(Duration::from_secs(30), upload_all_at_once(&bursty, late))
+        .await
+        .expect("a lone upload after a burst waited past the linger");
+
+    // Eight clients, each sending its next file once answered: all stored, in batches.
+    let looping = with_linger(Duration::from_millis(500));
+    let clients: Vec<_> = (0..8u64)
+        .map(|c| {
+            let client = looping.clone();
+            tokio::spawn(async move {
+                for round in 0..4u64 {
+                    let seed = 8_800 + c * 10 + round;
+                    let file = vec![(format!("loop{c}-{round}.txt"), content(1500, seed))];
+                    upload_all_at_once(&client, file).await;
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for c in clients {
+            c.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("looping clients stalled");
+    let stats = looping.batch_stats();
+    assert_eq!(stats.files, 32, "{stats:?}");
+    assert!(stats.batches < 32, "uploads were not batched: {stats:?}");
+    let listing = cluster_files(&alone).await;
+    assert_eq!(listing, 5 + 9 + 32);
+}
+
+async fn cluster_files(client: &Client) -> usize {
+    client.list(100, "", "").await.unwrap().files.len()
+}
+
 /// A datanode dies and the namenode does not know yet, so it stays in the pipelines:
 /// a batch whose head is the dead node fails and its files go alone (the pipeline with
 /// recovery leaves the node out); a batch that only lost a later node commits its files
