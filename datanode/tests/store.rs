@@ -694,7 +694,13 @@ proptest! {
 async fn async_writer_commits_and_aborts() {
     use kdfs_datanode::store::AsyncBlockWriter;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    // A fixed capacity: the room checks below must not follow other writers of the
+    // same disk (a build or a test run beside this one).
+    let cfg = StoreConfig {
+        capacity: CapacitySource::Fixed { total: 8 << 30 },
+        ..StoreConfig::new(dir.path())
+    };
+    let (store, _) = Store::open(cfg).unwrap();
     let data = bytes::Bytes::from(pattern(3 << 20, 9));
     let mut w = AsyncBlockWriter::start(&store, data.len() as u64)
         .await
