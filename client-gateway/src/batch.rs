@@ -49,7 +49,7 @@ use futures::{Stream, StreamExt};
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire::{self, Location};
-use kdfs_proto::{pb, transport};
+use kdfs_proto::{framed, pb, transport};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -526,10 +526,11 @@ impl Client {
                 .into_iter()
                 .map(|m| pb::WriteBlockRequest { msg: Some(m) }),
         );
-        let mut dn = self.inner.pool.datanode(&head.address)?;
+        let channel = self.inner.pool.channel(&head.address)?;
         // The ack comes after every node verified, fsynced and heard from its successor.
         let wait = self.inner.options.stall_timeout * 2;
-        let resp = match tokio::time::timeout(wait, dn.write_blocks(stream)).await {
+        let call = framed::client_streaming::<pb::WriteBlocksResponse, _>(channel, stream);
+        let resp = match tokio::time::timeout(wait, call).await {
             Err(_) => {
                 let status = tonic::Status::deadline_exceeded(format!(
                     "{}: no ack within {wait:?}",
@@ -546,7 +547,7 @@ impl Client {
                     status,
                 });
             }
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => r,
         };
         if resp.blocks.len() != fits.len() {
             return Err(Error::Internal(format!(

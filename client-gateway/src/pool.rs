@@ -31,22 +31,24 @@ impl Pool {
 
     /// A client for the datanode at `address` (already checked by `wire::address`).
     pub fn datanode(&self, address: &str) -> Result<DatanodeClient<Channel>> {
-        let channel = {
-            let mut map = self.channels.lock().expect("pool lock is never poisoned");
-            match map.get(address) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = tls::channel(address, self.tls.as_ref()).map_err(|e| {
-                        Error::InvalidInput(format!("datanode address {address:?}: {e}"))
-                    })?;
-                    map.insert(address.to_owned(), c.clone());
-                    c
-                }
-            }
-        };
-        Ok(DatanodeClient::new(channel)
+        Ok(DatanodeClient::new(self.channel(address)?)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+    }
+
+    /// The channel to the datanode at `address`, for [`kdfs_proto::framed`] calls.
+    pub fn channel(&self, address: &str) -> Result<Channel> {
+        let mut map = self.channels.lock().expect("pool lock is never poisoned");
+        Ok(match map.get(address) {
+            Some(c) => c.clone(),
+            None => {
+                let c = tls::channel(address, self.tls.as_ref()).map_err(|e| {
+                    Error::InvalidInput(format!("datanode address {address:?}: {e}"))
+                })?;
+                map.insert(address.to_owned(), c.clone());
+                c
+            }
+        })
     }
 
     /// Number of datanodes a channel was opened to (for metrics and tests).

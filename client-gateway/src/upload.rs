@@ -76,7 +76,7 @@ use futures::{Stream, StreamExt};
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire::{self, Location};
-use kdfs_proto::{pb, transport};
+use kdfs_proto::{framed, pb, transport};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
@@ -664,13 +664,13 @@ impl Attempt {
         let head = pipeline
             .first()
             .ok_or_else(|| bad_reply("AllocateBlock returned an empty pipeline"))?;
-        let mut dn = ctx.client.inner.pool.datanode(&head.address)?;
+        let channel = ctx.client.inner.pool.channel(&head.address)?;
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-        let call = AbortOnDropHandle::new(tokio::spawn(async move {
-            dn.write_block(ReceiverStream::new(rx))
-                .await
-                .map(|r| r.into_inner())
-        }));
+        // Through `framed`: the block's bytes go out without a copy.
+        let call = AbortOnDropHandle::new(tokio::spawn(framed::client_streaming(
+            channel,
+            ReceiverStream::new(rx),
+        )));
         let mut a = Self {
             tx: Some(tx),
             call,

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId};
+use kdfs_proto::framed;
 use kdfs_proto::pb::datanode_client::DatanodeClient;
 use kdfs_proto::pb::datanode_server::{Datanode, DatanodeServer};
 use kdfs_proto::pb::write_block_request::Msg;
@@ -71,8 +72,15 @@ impl Peers {
 
     /// A client for the datanode at `address` (dials on first use).
     pub fn client(&self, address: &str) -> Result<DatanodeClient<Channel>, Status> {
+        Ok(DatanodeClient::new(self.channel(address)?)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+    }
+
+    /// The channel to the datanode at `address` (dials on first use).
+    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
         let mut map = self.channels.lock().expect("peer map lock poisoned");
-        let channel = match map.get(address) {
+        Ok(match map.get(address) {
             Some(c) => c.clone(),
             None => {
                 let c = tls::channel(address, self.tls.as_ref()).map_err(|e| {
@@ -81,10 +89,7 @@ impl Peers {
                 map.insert(address.to_owned(), c.clone());
                 c
             }
-        };
-        Ok(DatanodeClient::new(channel)
-            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
+        })
     }
 }
 
@@ -128,32 +133,6 @@ fn failure(node: &str, reason: impl Into<String>, out_of_space: bool) -> NodeFai
     }
 }
 
-/// The pipeline rpcs a hop forwards its stream to, by their answer.
-trait Pipelined: Sized + Send + 'static {
-    fn call(
-        client: DatanodeClient<Channel>,
-        stream: ReceiverStream<WriteBlockRequest>,
-    ) -> impl Future<Output = Result<Response<Self>, Status>> + Send + 'static;
-}
-
-impl Pipelined for WriteBlockResponse {
-    async fn call(
-        mut client: DatanodeClient<Channel>,
-        stream: ReceiverStream<WriteBlockRequest>,
-    ) -> Result<Response<Self>, Status> {
-        client.write_block(stream).await
-    }
-}
-
-impl Pipelined for WriteBlocksResponse {
-    async fn call(
-        mut client: DatanodeClient<Channel>,
-        stream: ReceiverStream<WriteBlockRequest>,
-    ) -> Result<Response<Self>, Status> {
-        client.write_blocks(stream).await
-    }
-}
-
 /// The forwarding half of a pipeline write: a `WriteBlock` or `WriteBlocks` call to
 /// the successor (answering `R`) fed through a bounded queue. Dropping it aborts the
 /// call (the successor then aborts too).
@@ -167,7 +146,7 @@ struct Downstream<R> {
     idle: Duration,
 }
 
-impl<R: Pipelined> Downstream<R> {
+impl<R: framed::Answer> Downstream<R> {
     fn start(
         peers: &Peers,
         downstream: &[Location],
@@ -178,7 +157,7 @@ impl<R: Pipelined> Downstream<R> {
         let (next, rest) = downstream
             .split_first()
             .expect("called with a non-empty pipeline");
-        let client = peers.client(&next.address)?;
+        let channel = peers.channel(&next.address)?;
         let (tx, rx) = mpsc::channel(FORWARD_QUEUE_DEPTH);
         let header = WriteBlockRequest {
             msg: Some(Msg::Header(WriteHeader {
@@ -189,8 +168,11 @@ impl<R: Pipelined> Downstream<R> {
         };
         tx.try_send(header)
             .expect("a fresh queue has room for the header");
-        let call = R::call(client, ReceiverStream::new(rx));
-        let call = tokio::spawn(async move { call.await.map(Response::into_inner) });
+        // Through `framed`: forwarded block bytes are not copied again.
+        let call = tokio::spawn(framed::client_streaming::<R, _>(
+            channel,
+            ReceiverStream::new(rx),
+        ));
         Ok(Self {
             next: next.clone(),
             rest: rest.to_vec(),
@@ -367,7 +349,7 @@ impl Node {
     }
 
     /// Starts forwarding to the successor, if this node has one.
-    fn forward_to<R: Pipelined>(
+    fn forward_to<R: framed::Answer>(
         &self,
         header: &mut Header,
     ) -> Result<Option<Downstream<R>>, Status> {
@@ -386,7 +368,7 @@ impl Node {
 
     /// Ends the forwarded stream and waits for the successor's answer (see
     /// [`Downstream::finish`]), timing it; the tail has nothing to wait for (`tail`).
-    async fn downstream_answer<R: Pipelined, T>(
+    async fn downstream_answer<R: framed::Answer, T>(
         &self,
         down: Option<Downstream<R>>,
         check: impl FnOnce(R) -> Result<T, Status>,
@@ -400,7 +382,7 @@ impl Node {
     }
 
     /// Counts the bytes of a data message and forwards them.
-    async fn received<R: Pipelined>(&self, down: &mut Option<Downstream<R>>, data: &Bytes) {
+    async fn received<R: framed::Answer>(&self, down: &mut Option<Downstream<R>>, data: &Bytes) {
         self.metrics
             .bytes_received
             .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -7,12 +7,15 @@
 //!   `Status::invalid_argument`.
 //! - [`transport`]: the message-size and HTTP/2 window settings every client and server
 //!   uses, so a 1 MiB chunk stream runs near the loopback ceiling everywhere.
+//! - [`framed`]: `WriteBlock`/`WriteBlocks` calls that send block bytes without
+//!   copying them into tonic's encode buffer.
 //! - [`tls`]: mutual TLS for every link (flags, reloadable certificates, the accept
 //!   loop with concurrent handshakes, the dialing connector, the identity check).
 //!
 //! Only this crate and the code right at an rpc's edge touch prost types; the rest of
 //! the workspace works with domain types.
 
+pub mod framed;
 pub mod tls;
 pub mod transport;
 pub mod wire;
