@@ -9,17 +9,20 @@
 //!
 //! An upload whose source is bounded by at most [`transport::MAX_BATCHED_BLOCK`] bytes
 //! (a small file in a multipart body) is read whole and hashed (its only block's
-//! SHA-256 is its id), then queued for the client's batcher. Whenever a batch slot is
-//! free ([`BATCHES_IN_FLIGHT`]; a batch holds it until its blocks are written), the
-//! batcher takes every file queued (up to
-//! [`transport::MAX_BATCH_FILES`] files and [`transport::MAX_BATCH_BYTES`] bytes) and
-//! writes them as one upload: one `BeginUpload` for their total size, one `WriteBlocks`
-//! stream down the pipeline it came with, carrying every block, and one `CommitFiles`.
-//! Nothing waits on a timer: a file arriving while a batch is out joins the next one,
-//! so a lone upload goes out at once and busy ones share the cost. What a small
-//! upload cost was mostly the gRPC stack's work per call and per stream, in five
-//! processes (BENCHMARKS.md); a batch pays it once.
-//!
+//! SHA-256 is its id), then queued for the client's batcher. One batch is out at a time
+//! ([`BATCHES_IN_FLIGHT`]). Once it has ended, the batcher takes every file queued (up
+//! to [`transport::MAX_BATCH_FILES`] files and [`transport::MAX_BATCH_BYTES`] bytes) and
+//! waits, at most the client's `batch_linger` after the last batch ended, until as many
+//! files are here as that batch carried ([`Pace`]): the uploads it answered usually
+//! come back with their next file at once, and one large batch costs far less per file
+//! than two small ones. A lone upload, or one after a pause, goes out at once. The
+//! batch is one upload: one `BeginUpload` (asked for as its first file is taken), one
+//! `WriteBlocks` stream down the pipeline it came with, carrying every block, and one
+//! `CommitFiles`. What a small upload cost was mostly the gRPC stack's work per call
+//! and per stream, in five processes, and two `syncfs` per datanode and batch
+//! (BENCHMARKS.md); a batch pays them once. With a linger of zero a batch frees its
+//! slot once its blocks are written and the next one leaves with whatever is queued.
+
 //! # Failures
 //!
 //! A batch is a fast path, never the only one. A file it could not store (no pipeline
@@ -214,12 +217,12 @@ async fn gather(inner: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
             let client = client.clone();
             async move { client.begin_batch().await }
         });
+        let bytes = first.data.len() as u64;
         let mut taking = Taking {
             batch: vec![first],
-            bytes: 0,
+            bytes,
             held_over: &mut held_over,
         };
-        taking.bytes = taking.batch[0].data.len() as u64;
         while let Ok(q) = queue.try_recv() {
             if !taking.add(q) {
                 break;
