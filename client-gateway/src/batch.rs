@@ -53,7 +53,6 @@ use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire::{self, Location};
 use kdfs_proto::{framed, pb, transport};
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -141,10 +140,10 @@ impl Client {
     ) -> Option<Result<Uploaded>> {
         debug_assert!(!data.is_empty() && data.len() as u64 <= transport::MAX_BATCHED_BLOCK);
         let id = if data.len() <= HASH_INLINE {
-            BlockId::from_bytes(Sha256::digest(&data).into())
+            BlockId::of(&data)
         } else {
             let d = data.clone();
-            tokio::task::spawn_blocking(move || BlockId::from_bytes(Sha256::digest(&d).into()))
+            tokio::task::spawn_blocking(move || BlockId::of(&d))
                 .await
                 .ok()?
         };

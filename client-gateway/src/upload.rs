@@ -1164,7 +1164,6 @@ async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>
     allocate(ctx, index, &BTreeSet::new(), 0, room).await
 }
 
-/// A pipeline from the namenode's reply to `rpc`, every location validated.
 /// The error of a source that holds more than the `at_most` bytes it announced.
 pub(crate) fn longer_than(at_most: u64) -> Error {
     Error::Source(format!("the source is longer than the {at_most} bytes it announced").into())
@@ -1181,6 +1180,7 @@ pub(crate) fn add_acks(acked: &mut Vec<DatanodeId>, committed: &[String]) {
     }
 }
 
+/// A pipeline from the namenode's reply to `rpc`, every location validated.
 pub(crate) fn parse_pipeline(
     rpc: &str,
     locations: &[pb::DatanodeLocation],

@@ -1340,12 +1340,8 @@ async fn lingering_batches_gather_returning_clients_and_never_hold_a_lone_upload
     let stats = looping.batch_stats();
     assert_eq!(stats.files, 32, "{stats:?}");
     assert!(stats.batches < 32, "uploads were not batched: {stats:?}");
-    let listing = cluster_files(&alone).await;
-    assert_eq!(listing, 5 + 9 + 32);
-}
-
-async fn cluster_files(client: &Client) -> usize {
-    client.list(100, "", "").await.unwrap().files.len()
+    let listing = alone.list(100, "", "").await.unwrap();
+    assert_eq!(listing.files.len(), 5 + 9 + 32);
 }
 
 /// A datanode dies and the namenode does not know yet, so it stays in the pipelines:

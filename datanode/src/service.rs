@@ -10,8 +10,9 @@
 //! trailer ever reaches it, so nothing can commit).
 //!
 //! `WriteBlocks` carries a batch of small blocks through the same chain in one stream
-//! per hop: each block is held in memory until its trailer and committed by one
-//! blocking call while the next one arrives, and the answer has one entry per block.
+//! per hop: the blocks are held in memory, and once the stream has ended with its end
+//! marker they are verified and committed together (one durability step for all, see
+//! `Store::commit_batch`); the answer has one entry per block.
 //!
 //! Cancellation: once the trailer arrived, the local commit runs in a blocking task that
 //! finishes even if the caller vanishes; before that, dropping the handler aborts the
@@ -25,7 +26,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::framed;
-use kdfs_proto::pb::datanode_client::DatanodeClient;
 use kdfs_proto::pb::datanode_server::{Datanode, DatanodeServer};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::pb::{
@@ -68,13 +68,6 @@ impl Peers {
             channels: Arc::default(),
             tls,
         }
-    }
-
-    /// A client for the datanode at `address` (dials on first use).
-    pub fn client(&self, address: &str) -> Result<DatanodeClient<Channel>, Status> {
-        Ok(DatanodeClient::new(self.channel(address)?)
-            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE))
     }
 
     /// The channel to the datanode at `address` (dials on first use).

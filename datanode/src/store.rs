@@ -39,7 +39,7 @@
 //!
 //! All functions here do blocking file I/O: async callers run them on
 //! `spawn_blocking` ([`AsyncBlockWriter`] wraps a write in a dedicated blocking task;
-//! [`BatchWriter`] commits each block of a batch held in memory by one blocking call).
+//! [`BatchWriter`] commits the blocks of a batch held in memory by one blocking call).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -791,25 +791,6 @@ impl Store {
             store: self.clone(),
             room: self.reserve(max_len)?,
         })
-    }
-
-    /// Writes a block held in memory to a temp file and commits it, on a blocking
-    /// thread: one hand-off for the whole block. Buffered: a small block stays in the
-    /// page cache for the reads that usually follow, and its page-cache cost is small.
-    fn spawn_put(
-        &self,
-        reservation: Reservation,
-        held: Vec<Bytes>,
-        expected: BlockId,
-    ) -> CommitTask {
-        let store = self.clone();
-        CommitTask(tokio::task::spawn_blocking(move || {
-            let mut w = store.begin_reserved(reservation, false)?;
-            for b in &held {
-                w.write(b)?;
-            }
-            w.commit(expected)
-        }))
     }
 
     /// Opens a verified reader of `length` bytes at `offset` (`length` 0: to the end).
@@ -2003,7 +1984,20 @@ impl AsyncBlockWriter {
         match self.state {
             WriterState::Held {
                 reservation, held, ..
-            } => self.store.spawn_put(reservation, held, expected).await,
+            } => {
+                let store = self.store;
+                // Buffered: a small block stays in the page cache for the reads that
+                // usually follow, and its page-cache cost is small.
+                tokio::task::spawn_blocking(move || {
+                    let mut w = store.begin_reserved(reservation, false)?;
+                    for b in &held {
+                        w.write(b)?;
+                    }
+                    w.commit(expected)
+                })
+                .await
+                .map_err(task_error)?
+            }
             WriterState::Streaming {
                 tx,
                 mut task,
@@ -2063,9 +2057,9 @@ impl Store {
     /// indexed, reported and acknowledged. The same promise as a block's own commit
     /// (its bytes are durable before its name, and both before it is visible), for two
     /// `syncfs` calls instead of two or three fsyncs per block: on this kind of disk a
-    /// quarter of the CPU per block (BENCHMARKS.md). `syncfs` reports write-back errors
-    /// of the file system since `root` was opened, before any block was written, so a
-    /// failed write-back fails the batch.
+    /// quarter of the CPU per block (BENCHMARKS.md). A failed `syncfs` (it reports the
+    /// file system's write-back errors since the store's last call, [`SyncfsGroup`])
+    /// fails the batch.
     fn commit_batch(&self, writes: Vec<(Reservation, Vec<Bytes>, BlockId)>) -> Vec<Result<Commit>> {
         let mut results: Vec<Option<Result<Commit>>> = writes.iter().map(|_| None).collect();
         let mut staged = Vec::with_capacity(writes.len());
@@ -2210,23 +2204,6 @@ fn syncfs(file: &File, path: &Path) -> Result<()> {
             format!("syncfs {}", path.display()),
             io::Error::last_os_error(),
         ))
-    }
-}
-
-/// A commit running on a blocking thread; it finishes even if this handle is dropped.
-#[derive(Debug)]
-pub struct CommitTask(tokio::task::JoinHandle<Result<Commit>>);
-
-impl std::future::Future for CommitTask {
-    type Output = Result<Commit>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<Commit>> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.map_err(task_error).and_then(|c| c))
     }
 }
 

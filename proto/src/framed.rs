@@ -52,7 +52,7 @@ const DATA_FIELD: u32 = 2;
 
 /// The body pieces of one request message, as tonic would put it on the wire (no
 /// compression): the gRPC header (flag and length) and the protobuf encoding.
-pub fn pieces(request: WriteBlockRequest) -> impl Iterator<Item = Bytes> {
+fn pieces(request: WriteBlockRequest) -> impl Iterator<Item = Bytes> {
     let (first, second) = match request.msg {
         Some(Msg::Data(data)) if data.len() >= SEPARATE_DATA => {
             let len = prost::encoding::bytes::encoded_len(DATA_FIELD, &data);
