@@ -132,6 +132,7 @@ pub async fn run(
         blocks = report.blocks,
         bytes = report.bytes,
         tmp_removed = report.tmp_removed,
+        tmp_recovered = report.tmp_recovered,
         unnamed_tmp = store.unnamed_tmp(),
         took_ms = report.took.as_millis() as u64,
         "block store opened"
@@ -177,6 +178,8 @@ pub async fn run(
             let r = scanner::prune_quarantine(s, retention, cancel).await;
             ("quarantine", r)
         });
+        let (s, cancel) = (node.store.clone(), workers_cancel.clone());
+        workers.spawn(async move { ("kept-names", scanner::flush_kept(s, cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());
         workers.spawn(async move { ("heartbeat", l.run_heartbeats(cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());

@@ -8,6 +8,9 @@
 //! reader, so a corrupt block is quarantined and its [`crate::store::Event::Corrupt`]
 //! reaches the namenode through the incremental reports like any other change.
 //!
+//! Also the store's housekeeping: [`prune_quarantine`] deletes old quarantined
+//! replicas, [`flush_kept`] removes the temp names kept after batches.
+//!
 //! [`prune_quarantine`] deletes quarantined replicas once `--quarantine-retention` has
 //! passed, so a failing disk's rejects cannot fill it for good.
 
@@ -216,6 +219,36 @@ pub async fn prune_quarantine(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Once batches pause this long, a store's kept temp names are removed.
+pub const KEPT_IDLE: Duration = Duration::from_millis(500);
+
+/// Removes the temp names a store keeps after its last batches
+/// ([`Store::flush_kept`]: one `syncfs`, then the names) once batches pause for
+/// [`KEPT_IDLE`]; a busy store removes them with each batch's own `syncfs`.
+pub async fn flush_kept(store: Store, cancel: CancellationToken) -> Result<()> {
+    loop {
+        let wait = match store.kept_for() {
+            Some(idle) if idle >= KEPT_IDLE => {
+                let s = store.clone();
+                let r = tokio::task::spawn_blocking(move || s.flush_kept())
+                    .await
+                    .map_err(|e| Error::io("kept names task", std::io::Error::other(e)))?;
+                if let Err(e) = r {
+                    // Kept for the next try; a restart verifies them anyway.
+                    tracing::warn!(error = %e, "cannot remove kept temp names");
+                }
+                KEPT_IDLE
+            }
+            Some(idle) => KEPT_IDLE - idle,
+            None => KEPT_IDLE,
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
