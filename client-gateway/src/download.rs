@@ -16,6 +16,10 @@
 //! datanode verifies its stored chunk checksums before sending) catches corruption
 //! before any bad byte is sent.
 //!
+//! A file of one small block ([`READ_BEFORE_ANSWER`]) is read and verified whole before
+//! its answer starts instead ([`Client::read_small`]): it costs no task or channel hop,
+//! and a failure is the answer's status.
+//!
 //! Timeouts are per message (stall detection), never around a whole transfer.
 //! Dropping the returned stream aborts the driver and every reader task.
 
@@ -39,6 +43,9 @@ use crate::error::{Error, Result};
 /// Messages (about 1 MiB each) buffered per block reader, on top of the HTTP/2 stream
 /// window (`kdfs_proto::transport::STREAM_WINDOW`) already in flight per read.
 pub const READER_QUEUE: usize = 2;
+/// A file of one block of at most this many bytes is read before its answer starts
+/// ([`Client::read_small`]).
+pub const READ_BEFORE_ANSWER: u64 = 64 << 10;
 
 /// A half-open byte range `start..end` of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +132,84 @@ impl Client {
         Ok((info, body))
     }
 
+    /// `range` (already checked against the size) of a looked-up file of one block of
+    /// at most [`READ_BEFORE_ANSWER`] bytes, read before the answer starts: the whole
+    /// block from one replica after another until one's bytes match the block's
+    /// SHA-256 (a range too), then the range cut out of it. No driver or reader task, no
+    /// channel hop per message; a corrupt replica is reported and the next one tried
+    /// (a streamed block's can only end its stream); a block no replica could serve
+    /// becomes the answer's status instead of a body broken off after a 200. `None`
+    /// for any other file (stream it with [`Client::read`]).
+    pub async fn read_small(&self, info: &FileInfo, range: ByteRange) -> Option<Result<Bytes>> {
+        let [block] = info.blocks.as_slice() else {
+            return None;
+        };
+        if block.length > READ_BEFORE_ANSWER {
+            return None;
+        }
+        let [r] = plan(&[block.length], range)[..] else {
+            return Some(Ok(Bytes::new())); // An empty range.
+        };
+        let mut errors: Vec<String> = Vec::new();
+        for replica in &block.replicas {
+            if !errors.is_empty() {
+                metrics::counter!("kdfs_gateway_read_failovers_total").increment(1);
+            }
+            let mut pos = 0;
+            let mut hasher = Sha256::new();
+            let mut pieces = Vec::new();
+            let read = read_replica(
+                self,
+                block.id,
+                replica,
+                &mut pos,
+                block.length,
+                Some(&mut hasher),
+                &mut Out::Buffer(&mut pieces),
+            )
+            .await;
+            let failure = match read {
+                Ok(()) => {
+                    let got = BlockId::from_bytes(hasher.finalize().into());
+                    if got == block.id {
+                        let whole = match pieces.len() {
+                            1 => pieces.pop().expect("one piece"),
+                            _ => Bytes::from(pieces.concat()),
+                        };
+                        let bytes = whole.slice(r.offset as usize..(r.offset + r.len) as usize);
+                        metrics::counter!("kdfs_gateway_download_bytes_total")
+                            .increment(bytes.len() as u64);
+                        return Some(Ok(bytes));
+                    }
+                    ReplicaFailure::Bad(format!("block content hashes to {got}"))
+                }
+                Err(f) => f,
+            };
+            match failure {
+                ReplicaFailure::Bad(reason) => {
+                    warn!(block = %block.id, node = %replica.id, %reason, "bad replica; failing over");
+                    self.report_bad_replica(block.id, replica, reason.clone());
+                    errors.push(format!("{}: {reason}", replica.address));
+                }
+                ReplicaFailure::Transient(reason) => {
+                    warn!(block = %block.id, node = %replica.address, %reason, "replica read failed; failing over");
+                    errors.push(format!("{}: {reason}", replica.address));
+                }
+                // A buffer never goes away.
+                ReplicaFailure::Gone => unreachable!("a read into a buffer has a consumer"),
+            }
+        }
+        let reason = if block.replicas.is_empty() {
+            "no live replica".to_owned()
+        } else {
+            format!("every replica failed: {}", errors.join("; "))
+        };
+        Some(Err(Error::Unreadable {
+            block: block.id.to_string(),
+            reason,
+        }))
+    }
+
     /// Streams `range` (already checked against the size) of a looked-up file.
     pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
         let lengths: Vec<u64> = info.blocks.iter().map(|b| b.length).collect();
@@ -209,7 +294,7 @@ async fn read_block(
             &mut pos,
             end,
             hasher.as_mut(),
-            &tx,
+            &mut Out::Channel(&tx),
         )
         .await;
         if pos > before {
@@ -263,6 +348,27 @@ async fn read_block(
     }
 }
 
+/// Where a replica's verified messages go.
+enum Out<'a> {
+    /// To the download's stream, waiting for room.
+    Channel(&'a mpsc::Sender<Result<Bytes>>),
+    /// Kept (a small block, [`Client::read_small`]).
+    Buffer(&'a mut Vec<Bytes>),
+}
+
+impl Out<'_> {
+    /// `false`: the consumer went away.
+    async fn put(&mut self, data: Bytes) -> bool {
+        match self {
+            Out::Channel(tx) => tx.send(Ok(data)).await.is_ok(),
+            Out::Buffer(kept) => {
+                kept.push(data);
+                true
+            }
+        }
+    }
+}
+
 /// Streams `*pos..end` of a block from one replica, advancing `*pos` per verified message.
 async fn read_replica(
     client: &Client,
@@ -271,7 +377,7 @@ async fn read_replica(
     pos: &mut u64,
     end: u64,
     mut hasher: Option<&mut Sha256>,
-    tx: &mpsc::Sender<Result<Bytes>>,
+    out: &mut Out<'_>,
 ) -> std::result::Result<(), ReplicaFailure> {
     let stall = client.inner.options.stall_timeout;
     let mut dn = client
@@ -335,7 +441,7 @@ async fn read_replica(
             h.update(&msg.data);
         }
         *pos += len;
-        if tx.send(Ok(msg.data)).await.is_err() {
+        if !out.put(msg.data).await {
             return Err(ReplicaFailure::Gone);
         }
     }

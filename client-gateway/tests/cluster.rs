@@ -1036,6 +1036,76 @@ async fn corrupt_replicas_are_never_served_and_reads_fail_over() {
     assert!(download(&c, &url, &hash).await == data);
 }
 
+/// A small file is read whole before its answer starts: a corrupt replica (its bytes
+/// do not hash to the block's id) is failed over like a missing one, for a range
+/// too, and a file whose every replica is corrupt is a 503, never a 200 with a body
+/// broken off or wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_fail_over_corrupt_replicas_and_are_503_when_none_is_good() {
+    let cluster = TestCluster::start(3).await;
+    let c = http();
+    let url = cluster.gateway.url.clone();
+    let client = cluster.client();
+    let replicas_of = |info: &kdfs_client_gateway::FileInfo| -> Vec<usize> {
+        info.blocks[0]
+            .replicas
+            .iter()
+            .map(|r| {
+                cluster
+                    .datanode_index(&r.address)
+                    .expect("a cluster datanode")
+            })
+            .collect()
+    };
+
+    let data = content(4096, 91);
+    let hash = upload_ok(&c, &url, "small.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let info = client.get(FileId::parse(&hash).unwrap()).await.unwrap();
+    let nodes = replicas_of(&info);
+    assert_eq!(nodes.len(), 3);
+    // The two replicas this lookup ranks first are corrupt: the third serves.
+    for &i in &nodes[..2] {
+        cluster.corrupt(i, &hash);
+    }
+    let whole = ByteRange {
+        start: 0,
+        end: 4096,
+    };
+    let got = client.read_small(&info, whole).await.expect("a small file");
+    assert!(got.unwrap() == data, "failed over to the good replica");
+    let inside = ByteRange {
+        start: 100,
+        end: 2_100,
+    };
+    let got = client
+        .read_small(&info, inside)
+        .await
+        .expect("a small file");
+    assert!(got.unwrap() == data[100..2_100], "a range, verified whole");
+    assert!(download(&c, &url, &hash).await == data);
+
+    // Every replica corrupt: a 503 before any byte.
+    let data = content(3000, 92);
+    let hash = upload_ok(&c, &url, "doomed.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let info = client.get(FileId::parse(&hash).unwrap()).await.unwrap();
+    for i in replicas_of(&info) {
+        cluster.corrupt(i, &hash);
+    }
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    let msg = assert_json_error(r, 503).await;
+    assert!(msg.contains("every replica failed"), "{msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_upload_budget_queues_uploads_without_deadlock() {
     // The budget holds exactly one block: concurrent multi-block uploads must take

@@ -731,7 +731,7 @@ impl Datanode for DatanodeService {
         r.map(|blocks| Response::new(WriteBlocksResponse { blocks }))
     }
 
-    type ReadBlockStream = ReceiverStream<Result<ReadBlockResponse, Status>>;
+    type ReadBlockStream = ReadStream;
 
     async fn read_block(
         &self,
@@ -757,6 +757,21 @@ impl Datanode for DatanodeService {
                 tracing::warn!(block = %id, error = %e, "read of a corrupt replica refused");
             }
         })?;
+        // A range read by its first piece (a small block) goes out as it is.
+        let first = match first {
+            Some(Ok(p)) if reader.remaining() == 0 => {
+                self.node
+                    .metrics
+                    .bytes_served
+                    .fetch_add(p.data.len() as u64, Ordering::Relaxed);
+                return Ok(Response::new(ReadStream::One(Some(ReadBlockResponse {
+                    offset: p.offset,
+                    crc32c: p.crc32c,
+                    data: p.data,
+                }))));
+            }
+            other => other,
+        };
         let (tx, rx) = mpsc::channel(READ_QUEUE_DEPTH);
         let node = self.node.clone();
         tokio::spawn(async move {
@@ -787,7 +802,7 @@ impl Datanode for DatanodeService {
                 current = Some(next_piece(r).await);
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(ReadStream::Pieces(ReceiverStream::new(rx))))
     }
 
     async fn transfer_block(
@@ -802,6 +817,28 @@ impl Datanode for DatanodeService {
             .map(Location::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         self.node.transfer(id, &targets).await.map(Response::new)
+    }
+}
+
+/// A `ReadBlock` answer: a range read by its first piece (a small block) as that one
+/// message, without a task or a channel; any other range as the pieces its task reads
+/// one after another (at most `READ_QUEUE_DEPTH` ahead of the sender).
+pub enum ReadStream {
+    One(Option<ReadBlockResponse>),
+    Pieces(ReceiverStream<Result<ReadBlockResponse, Status>>),
+}
+
+impl futures::Stream for ReadStream {
+    type Item = Result<ReadBlockResponse, Status>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Self::One(m) => std::task::Poll::Ready(m.take().map(Ok)),
+            Self::Pieces(s) => std::pin::Pin::new(s).poll_next(cx),
+        }
     }
 }
 

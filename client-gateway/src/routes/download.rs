@@ -86,7 +86,10 @@ pub async fn download(
         .ok()
         .filter(|_| !record.content_type.is_empty())
         .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-    let body = st.client.read(&info, range);
+    let body = match st.client.read_small(&info, range).await {
+        Some(small) => Body::from(small?),
+        None => Body::from_stream(st.client.read(&info, range)),
+    };
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -98,7 +101,7 @@ pub async fn download(
             content_disposition(&record.name),
         )
         .header("x-content-type-options", "nosniff")
-        .body(Body::from_stream(body))
+        .body(body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if status == StatusCode::PARTIAL_CONTENT {
         resp.headers_mut().insert(
