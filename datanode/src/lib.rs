@@ -17,6 +17,7 @@ pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod journal;
 pub mod link;
 pub mod metrics;
 pub mod scanner;
@@ -132,7 +133,7 @@ pub async fn run(
         blocks = report.blocks,
         bytes = report.bytes,
         tmp_removed = report.tmp_removed,
-        tmp_recovered = report.tmp_recovered,
+        journal_restored = report.journal_restored,
         unnamed_tmp = store.unnamed_tmp(),
         took_ms = report.took.as_millis() as u64,
         "block store opened"
@@ -179,7 +180,7 @@ pub async fn run(
             ("quarantine", r)
         });
         let (s, cancel) = (node.store.clone(), workers_cancel.clone());
-        workers.spawn(async move { ("kept-names", scanner::flush_kept(s, cancel).await) });
+        workers.spawn(async move { ("journal", scanner::checkpoint_journal(s, cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());
         workers.spawn(async move { ("heartbeat", l.run_heartbeats(cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());

@@ -9,7 +9,7 @@
 //! reaches the namenode through the incremental reports like any other change.
 //!
 //! Also the store's housekeeping: [`prune_quarantine`] deletes old quarantined
-//! replicas, [`flush_kept`] removes the temp names kept after batches.
+//! replicas, [`checkpoint_journal`] runs the batch journal's checkpoints.
 //!
 //! [`prune_quarantine`] deletes quarantined replicas once `--quarantine-retention` has
 //! passed, so a failing disk's rejects cannot fill it for good.
@@ -223,32 +223,25 @@ pub async fn prune_quarantine(
     }
 }
 
-/// Once batches pause this long, a store's kept temp names are removed.
-pub const KEPT_IDLE: Duration = Duration::from_millis(500);
+/// How often [`checkpoint_journal`] looks whether a checkpoint is due.
+pub const JOURNAL_TICK: Duration = Duration::from_millis(250);
 
-/// Removes the temp names a store keeps after its last batches
-/// ([`Store::flush_kept`]: one `syncfs`, then the names) once batches pause for
-/// [`KEPT_IDLE`]; a busy store removes them with each batch's own `syncfs`.
-pub async fn flush_kept(store: Store, cancel: CancellationToken) -> Result<()> {
+/// Runs the store's journal checkpoints ([`Store::checkpoint_journal`]): whenever one
+/// is due (the active journal file's oldest record is a second old, or the file is
+/// large), one `syncfs` off every batch's path, and the journal files it covered go.
+pub async fn checkpoint_journal(store: Store, cancel: CancellationToken) -> Result<()> {
     loop {
-        let wait = match store.kept_for() {
-            Some(idle) if idle >= KEPT_IDLE => {
-                let s = store.clone();
-                let r = tokio::task::spawn_blocking(move || s.flush_kept())
-                    .await
-                    .map_err(|e| Error::io("kept names task", std::io::Error::other(e)))?;
-                if let Err(e) = r {
-                    // Kept for the next try; a restart verifies them anyway.
-                    tracing::warn!(error = %e, "cannot remove kept temp names");
-                }
-                KEPT_IDLE
-            }
-            Some(idle) => KEPT_IDLE - idle,
-            None => KEPT_IDLE,
-        };
+        let s = store.clone();
+        let r = tokio::task::spawn_blocking(move || s.checkpoint_journal())
+            .await
+            .map_err(|e| Error::io("journal task", std::io::Error::other(e)))?;
+        if let Err(e) = r {
+            // The journal stays as it is (it only grows): tried again at the next tick.
+            tracing::warn!(error = %e, "journal checkpoint failed");
+        }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(JOURNAL_TICK) => {}
         }
     }
 }

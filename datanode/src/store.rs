@@ -6,13 +6,12 @@
 //! <data>/VERSION            node id + cluster id (see `version.rs`)
 //! <data>/LOCK               flock'ed while a datanode uses the directory
 //! <data>/tmp/               writes in progress (named files, or unnamed ones with
-//!                           `--unnamed-tmp`), and the kept temp names of batched
-//!                           blocks (`<id>.k<seq>`); emptied at every start, after
-//!                           kept names whose block is missing were verified and put
-//!                           into place
+//!                           `--unnamed-tmp`); emptied at every start
 //! <data>/blocks/ab/cd/<id>  a block: exactly its bytes (`sha256sum` equals its name)
 //! <data>/blocks/ab/cd/<id>.crc   its sidecar: CRC32C of every 64 KiB chunk (none for
 //!                                 a block of at most one chunk, see below)
+//! <data>/journal/           the batch journal: batched blocks until a checkpoint
+//!                           (see `journal.rs`)
 //! <data>/quarantine/        replicas that failed verification, kept for inspection
 //! <data>/scanner.state      when the block scanner last finished a pass
 //! ```
@@ -23,10 +22,9 @@
 //!   expected id and the file was fsynced; the sidecar is put into place *before* the
 //!   block and the directory is fsynced after both, so a visible block always has its
 //!   sidecar. An orphan sidecar (crash between the two) is removed at startup.
-//!   A batched block is linked into place after one `syncfs` made its bytes and its
-//!   temp name durable, and keeps that name until a later `syncfs` covers the link: a
-//!   crash in between is repaired at the next start from the kept name, verified
-//!   (`Store::commit_batch`).
+//!   A batched block is put into place (renamed, nothing fsynced) once its bytes are
+//!   in the journal, `fdatasync`ed; the journal keeps them until a checkpoint's
+//!   `syncfs` covers the block, and the next start puts back whatever a crash lost.
 //! - A block of at most [`CHECKSUM_CHUNK`] bytes has no sidecar: its one CRC would cover
 //!   the same bytes as its SHA-256, so every read of it, whole or a range, reads the
 //!   whole block and checks the SHA-256 instead. That saves a small block a file
@@ -65,6 +63,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::capacity::{self, CapacitySource, Space};
 use crate::error::{Error, IoContext, Result};
+use crate::journal::Journal;
 
 /// Bytes covered by one CRC32C in a sidecar.
 pub const CHECKSUM_CHUNK: usize = 64 << 10;
@@ -130,9 +129,8 @@ pub struct OpenReport {
     pub bytes: u64,
     /// Leftover in-progress writes removed from `tmp/`.
     pub tmp_removed: usize,
-    /// Batched blocks put into place from their kept temp names (a crash after their
-    /// batch's `syncfs`, before their names were durable), each verified first.
-    pub tmp_recovered: usize,
+    /// Blocks of acknowledged batches a crash had lost, put back from the journal.
+    pub journal_restored: usize,
     /// Sidecars without a block (a crash between the two renames), removed.
     pub orphans_removed: usize,
     /// Blocks without a sidecar, quarantined.
@@ -247,10 +245,11 @@ struct Inner {
     /// Bytes reserved by writes in flight; the mutex also serialises admission.
     in_flight: Mutex<u64>,
     stripes: Vec<Mutex<()>>,
-    /// `syncfs` of the store's file system for batches, calls shared ([`SyncfsGroup`]).
+    /// `syncfs` of the store's file system (journal checkpoints), calls shared
+    /// ([`SyncfsGroup`]).
     syncfs: SyncfsGroup,
-    /// Temp names of batched blocks kept until a later `syncfs` ([`Store::commit_batch`]).
-    kept: Mutex<Kept>,
+    /// What makes a batch durable before its blocks are ([`Store::commit_batch`]).
+    journal: Journal,
     tmp_seq: AtomicU64,
     /// `tmp/` takes unnamed temp files (`O_TMPFILE`) that can be linked into place
     /// (probed at open; see [`create_tmp`]).
@@ -580,14 +579,17 @@ impl Store {
             fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
         }
         let lock = lock_dir(&root)?;
-        let (tmp_removed, tmp_recovered) = recover_tmp(&tmp, &blocks, &cfg.sharding)?;
         let mut report = OpenReport {
-            tmp_removed,
-            tmp_recovered,
+            tmp_removed: clean_dir(&tmp)?,
             ..OpenReport::default()
         };
         let unnamed_tmp = cfg.unnamed_tmp && probe_unnamed_tmp(&tmp);
         let syncfs = SyncfsGroup::new(&tmp)?;
+        // Before the scan: what a crash lost of acknowledged batches goes back first.
+        let (journal, restored) = Journal::open(&root.join("journal"), |id, data| {
+            restore_block(&blocks, &tmp, &cfg.sharding, &id, data)
+        })?;
+        report.journal_restored = restored;
         let scan = scan_blocks(&blocks, cfg.sharding.levels())?;
         report.orphans_removed = scan.orphans_removed;
         let inner = Arc::new(Inner {
@@ -603,7 +605,7 @@ impl Store {
             in_flight: Mutex::new(0),
             stripes: (0..COMMIT_STRIPES).map(|_| Mutex::new(())).collect(),
             syncfs,
-            kept: Mutex::new(Kept::default()),
+            journal,
             tmp_seq: AtomicU64::new(0),
             unnamed_tmp,
             events: EventLog::default(),
@@ -740,7 +742,7 @@ impl Store {
     /// [`Error::OutOfSpace`] if it cannot fit) and creates the temp file.
     pub fn begin_write(&self, max_len: u64) -> Result<BlockWriter> {
         let reservation = self.reserve(max_len)?;
-        self.begin_reserved(reservation, true, None)
+        self.begin_reserved(reservation, true)
     }
 
     /// Reserves room for a write of at most `max_len` bytes (one statvfs, no file).
@@ -766,20 +768,10 @@ impl Store {
 
     /// Creates the temp file of a write whose room is reserved; `direct` asks for
     /// `O_DIRECT` (see [`BlockWriter`]).
-    /// `kept`: the block's id, for a temp name kept after the block is put into place
-    /// ([`Store::commit_batch`]).
-    fn begin_reserved(
-        &self,
-        reservation: Reservation,
-        direct: bool,
-        kept: Option<&BlockId>,
-    ) -> Result<BlockWriter> {
+    fn begin_reserved(&self, reservation: Reservation, direct: bool) -> Result<BlockWriter> {
         let max_len = reservation.bytes;
         let seq = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.inner.tmp.join(match kept {
-            Some(id) => kept_name(id, seq),
-            None => format!("w{seq:08}"),
-        });
+        let path = self.inner.tmp.join(format!("w{seq:08}"));
         let unnamed = self.inner.unnamed_tmp;
         let (file, direct) = create_tmp(&self.inner.tmp, &path, unnamed, direct)?;
         Ok(BlockWriter {
@@ -788,7 +780,6 @@ impl Store {
             direct: direct.then(|| Stage::new(max_len)),
             path,
             unnamed,
-            keep_tmp: kept.is_some() && !unnamed,
             hasher: Some(Sha256::new()),
             crcs: Vec::new(),
             chunk_crc: 0,
@@ -954,7 +945,6 @@ impl Store {
             return Ok(false);
         };
         self.inner.used.fetch_sub(len, Ordering::Relaxed);
-        self.forget_kept(id);
         let path = self.block_path(id);
         // The block first, then its sidecar: a visible block always has its sidecar.
         for p in [path.clone(), sidecar_of(&path)] {
@@ -997,7 +987,6 @@ impl Store {
         {
             self.inner.used.fetch_sub(len, Ordering::Relaxed);
         }
-        self.forget_kept(id);
         let dest = self
             .inner
             .quarantine
@@ -1146,9 +1135,6 @@ pub struct BlockWriter {
     /// (the file is an unnamed inode, see [`create_tmp`]).
     path: PathBuf,
     unnamed: bool,
-    /// The temp name (and the sidecar's) stays after the block is linked into place,
-    /// until a later `syncfs` ([`Store::commit_batch`]).
-    keep_tmp: bool,
     /// `None` when the caller hashes the bytes itself (on another thread).
     hasher: Option<Sha256>,
     crcs: Vec<u32>,
@@ -1406,13 +1392,11 @@ impl StagedBlock {
         if let Some(c) = store.recommit_locked(&expected) {
             return Ok(Placed::Existing(c)); // Another writer won the race.
         }
-        let keep = self.writer.keep_tmp;
         if let Some(tmp_sidecar) = &self.tmp_sidecar {
             let side_dest = sidecar_of(&dest);
             store
                 .move_into_place(&dest, sync, || match &self.sidecar_file {
                     Some(sf) => link_into_place(sf, &side_dest),
-                    None if keep => hard_link_replacing(tmp_sidecar, &side_dest),
                     None => fs::rename(tmp_sidecar, &side_dest),
                 })
                 .ctx(|| format!("put {} into place", tmp_sidecar.display()))??;
@@ -1421,17 +1405,10 @@ impl StagedBlock {
         store
             .move_into_place(&dest, sync, || match &self.file {
                 Some(f) => link_into_place(f, &dest),
-                None if keep => hard_link_replacing(path, &dest),
                 None => fs::rename(path, &dest),
             })
             .ctx(|| format!("put {} into place", path.display()))??;
         self.writer.done = true;
-        if keep {
-            let names = std::iter::once(path.clone())
-                .chain(self.tmp_sidecar.clone())
-                .collect();
-            store.keep(expected, names);
-        }
         if sync == Sync::Now {
             sync_dir(dest.parent().expect("block paths have a parent"))?;
         }
@@ -1713,133 +1690,24 @@ impl Iterator for RangeReader {
     }
 }
 
-/// Empties `tmp/` at start. A kept temp name of a batched block (`<id>.k<seq>`, see
-/// [`Store::commit_batch`]) whose block is not in place (or lacks its sidecar) may be
-/// the one durable name of a block acknowledged before a crash: it is verified (read
-/// whole: its SHA-256 must equal the id in its name) and put into place durably,
-/// before `blocks/` is scanned. Everything else is the leftover of an interrupted
-/// write. Returns the names removed and the blocks put into place.
-fn recover_tmp(tmp: &Path, blocks: &Path, sharding: &Sharding) -> Result<(usize, usize)> {
-    let mut kept = Vec::new();
-    let mut removed = 0;
-    for entry in fs::read_dir(tmp).ctx(|| format!("list {}", tmp.display()))? {
-        let entry = entry.ctx(|| format!("list {}", tmp.display()))?;
+/// Removes everything inside `dir` (leftovers of interrupted writes).
+fn clean_dir(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
         let p = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if !is_dir && let Some(id) = entry.file_name().to_str().and_then(parse_kept_name) {
-            kept.push((id, p));
-            continue;
-        }
-        let r = if is_dir {
+        let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             fs::remove_dir_all(&p)
         } else {
             fs::remove_file(&p)
         };
         r.ctx(|| format!("remove {}", p.display()))?;
-        removed += 1;
+        n += 1;
     }
-    let mut recovered = 0;
-    for (id, p) in kept {
-        let dest = sharding.path(blocks, &id);
-        let whole = match fs::symlink_metadata(&dest) {
-            Ok(m) => !needs_sidecar(m.len()) || sidecar_of(&dest).exists(),
-            Err(_) => false,
-        };
-        if !whole {
-            if restore_kept(&p, &id, &dest)? {
-                recovered += 1;
-                tracing::info!(block = %id, "batched block put into place from its kept temp name");
-            } else {
-                tracing::warn!(block = %id, path = %p.display(), "kept temp name does not hold its block: removed");
-            }
-        }
-        match fs::remove_file(&p) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
-        }
+    if n > 0 {
+        tracing::info!(removed = n, dir = %dir.display(), "removed leftovers of interrupted writes");
     }
-    if removed > 0 {
-        tracing::info!(removed, recovered, dir = %tmp.display(), "removed leftovers of interrupted writes");
-    }
-    Ok((removed, recovered))
-}
-
-/// Verifies the kept temp file `kept` against `id` and, if it holds the block, makes
-/// it durable and puts it (and its sidecar, computed again) into place at `dest`.
-/// `false`: it does not hold the block (its bytes never reached the disk).
-fn restore_kept(kept: &Path, id: &BlockId, dest: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut file = File::open(kept).ctx(|| format!("open {}", kept.display()))?;
-    let mut hasher = Sha256::new();
-    let mut crcs = Vec::new();
-    let mut chunk = vec![0u8; CHECKSUM_CHUNK];
-    let mut length = 0u64;
-    loop {
-        let mut fill = 0;
-        while fill < chunk.len() {
-            match file.read(&mut chunk[fill..]) {
-                Ok(0) => break,
-                Ok(n) => fill += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("read {}", kept.display()), e)),
-            }
-        }
-        if fill == 0 {
-            break;
-        }
-        hasher.update(&chunk[..fill]);
-        crcs.push(crc32c::crc32c(&chunk[..fill]));
-        length += fill as u64;
-        if fill < chunk.len() {
-            break;
-        }
-    }
-    if length == 0 || BlockId::from_bytes(hasher.finalize().into()) != *id {
-        return Ok(false);
-    }
-    file.sync_all()
-        .ctx(|| format!("fsync {}", kept.display()))?;
-    let dir = dest.parent().expect("block paths have a parent");
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        let mut d = dir;
-        while let Some(parent) = d.parent() {
-            sync_dir(parent)?;
-            if parent.ends_with("blocks") {
-                break;
-            }
-            d = parent;
-        }
-    }
-    if needs_sidecar(length) {
-        let tmp_side = sidecar_of(kept);
-        let mut sf = File::create(&tmp_side).ctx(|| format!("create {}", tmp_side.display()))?;
-        sf.write_all(&sidecar_bytes(length, &crcs))
-            .and_then(|()| sf.sync_data())
-            .ctx(|| format!("write {}", tmp_side.display()))?;
-        hard_link_replacing(&tmp_side, &sidecar_of(dest))
-            .ctx(|| format!("put {} into place", tmp_side.display()))?;
-        fs::remove_file(&tmp_side).ctx(|| format!("remove {}", tmp_side.display()))?;
-    }
-    match fs::hard_link(kept, dest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("put {} into place", kept.display()), e)),
-    }
-    sync_dir(dir)?;
-    Ok(true)
-}
-
-/// A sidecar's bytes: its header (magic, block length), then one CRC32C per chunk.
-fn sidecar_bytes(length: u64, crcs: &[u32]) -> Vec<u8> {
-    let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * crcs.len());
-    side.extend_from_slice(SIDECAR_MAGIC);
-    side.extend_from_slice(&length.to_le_bytes());
-    for c in crcs {
-        side.extend_from_slice(&c.to_le_bytes());
-    }
-    side
+    Ok(n)
 }
 
 #[derive(Default)]
@@ -2087,11 +1955,10 @@ impl AsyncBlockWriter {
             return Ok(());
         };
         let s = self.store.clone();
-        let mut writer =
-            tokio::task::spawn_blocking(move || s.begin_reserved(reservation, true, None))
-                .await
-                .map_err(task_error)??
-                .without_hashing();
+        let mut writer = tokio::task::spawn_blocking(move || s.begin_reserved(reservation, true))
+            .await
+            .map_err(task_error)??
+            .without_hashing();
         let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE_DEPTH);
         let task = tokio::task::spawn_blocking(move || {
             while let Some(msg) = rx.blocking_recv() {
@@ -2134,7 +2001,7 @@ impl AsyncBlockWriter {
                 // Buffered: a small block stays in the page cache for the reads that
                 // usually follow, and its page-cache cost is small.
                 tokio::task::spawn_blocking(move || {
-                    let mut w = store.begin_reserved(reservation, false, None)?;
+                    let mut w = store.begin_reserved(reservation, false)?;
                     for b in &held {
                         w.write(b)?;
                     }
@@ -2188,216 +2055,148 @@ impl BatchWriter {
             .collect();
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.commit_batch(writes)).await {
-            Ok((results, removable)) => {
-                if !removable.is_empty() {
-                    // Off the batch's path: its answer need not wait for them.
-                    tokio::task::spawn_blocking(move || remove_kept(removable));
-                }
-                results
-            }
+            Ok(results) => results,
             Err(e) => fail_all((0..n).map(|_| None).collect(), &task_error(e)),
         }
     }
 }
 
 impl Store {
-    /// Writes and commits a batch of small blocks with one `syncfs` for all, then
-    /// answers with the temp names of earlier batches that `syncfs` made removable
-    /// (the caller removes them off the batch's path, [`remove_kept`]).
-    ///
-    /// Every block's file (and sidecar) is written to `tmp/<id>.k<seq>` unsynced; one
-    /// `syncfs` makes the bytes and those temp names durable; each block is then
-    /// *linked* into place (shard directories made, nothing fsynced) and is indexed,
-    /// reported and acknowledged at once. Its temp name stays ([`Kept`]) until a later
-    /// `syncfs` (the next batch's, or [`Store::flush_kept`] once the store is idle)
-    /// has made the link durable too. Until then a crash can lose the link, never the
-    /// block: at start, a kept name whose block is missing is verified (its SHA-256
-    /// must equal the id in its name) and put into place ([`recover_tmp`]). A rename
-    /// would not do: on ext4 without a journal a crash may persist the removal of the
-    /// old name without the new one. So a batch costs one `syncfs` on its path instead
-    /// of two (the second made the names durable before the ack), and not two or three
-    /// fsyncs per block: BENCHMARKS.md. A failed `syncfs` (it reports the file
-    /// system's write-back errors since the store's last call, [`SyncfsGroup`]) fails
-    /// the batch.
-    ///
-    /// With unnamed temp files (`--unnamed-tmp`) there is no name to keep: the blocks
-    /// are linked into place after the first `syncfs` and a second one makes the names
-    /// durable before the ack.
-    fn commit_batch(
-        &self,
-        writes: Vec<(Reservation, Vec<Bytes>, BlockId)>,
-    ) -> (Vec<Result<Commit>>, Vec<PathBuf>) {
-        let unnamed = self.inner.unnamed_tmp;
+    /// Writes and commits a batch of small blocks with one durability step for all:
+    /// every block's file (and sidecar) is written to `tmp/` unsynced; the blocks are
+    /// appended to the journal, which is `fdatasync`ed ([`Journal::append`]); each is
+    /// put into place (shard directories made, nothing fsynced), then indexed,
+    /// reported and acknowledged. The journal keeps the blocks until a checkpoint's
+    /// `syncfs` covers them ([`Store::checkpoint_journal`]); after a crash the next
+    /// start puts back from it whatever did not reach the disk. One `fdatasync` of one
+    /// file on the batch's path, where it took a `syncfs` before the renames and one
+    /// after, or two or three fsyncs per block before that (BENCHMARKS.md). A block
+    /// that fails (its hash, no room) fails alone; a failed journal write fails the
+    /// batch.
+    fn commit_batch(&self, writes: Vec<(Reservation, Vec<Bytes>, BlockId)>) -> Vec<Result<Commit>> {
         let mut results: Vec<Option<Result<Commit>>> = writes.iter().map(|_| None).collect();
         let mut staged = Vec::with_capacity(writes.len());
         for (i, (reservation, held, expected)) in writes.into_iter().enumerate() {
-            let kept = (!unnamed).then_some(&expected);
-            let step = self
-                .begin_reserved(reservation, false, kept)
-                .and_then(|mut w| {
-                    for b in &held {
-                        w.write(b)?;
-                    }
-                    let hasher = w.hasher.take().expect("a new writer hashes inline");
-                    let actual = BlockId::from_bytes(hasher.finalize().into());
-                    w.stage(expected, actual, Sync::Later)
-                });
+            let step = self.begin_reserved(reservation, false).and_then(|mut w| {
+                for b in &held {
+                    w.write(b)?;
+                }
+                let hasher = w.hasher.take().expect("a new writer hashes inline");
+                let actual = BlockId::from_bytes(hasher.finalize().into());
+                w.stage(expected, actual, Sync::Later)
+            });
             match step {
                 Ok(Staged::Existing(c)) => results[i] = Some(Ok(c)),
-                Ok(Staged::New(s)) => staged.push((i, s)),
+                Ok(Staged::New(s)) => staged.push((i, s, held)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let answered = |results: Vec<Option<Result<Commit>>>| {
-            results
-                .into_iter()
-                .map(|r| r.expect("every block answered"))
-                .collect()
-        };
-        if staged.is_empty() {
-            return (answered(results), Vec::new());
-        }
-        // Kept names linked before this call: the `syncfs` below covers their links.
-        let earlier = self.take_kept();
-        if let Err(e) = self.inner.syncfs.sync() {
-            self.return_kept(earlier);
-            return (fail_all(results, &e), Vec::new());
-        }
-        let removable = earlier.into_values().flatten().collect();
-        let mut placed = Vec::with_capacity(staged.len());
-        for (i, s) in staged {
-            let id = s.id;
-            let _g = self.stripe(&id);
-            match (*s).place_locked(Sync::Later) {
-                Ok(Placed::Existing(c)) => results[i] = Some(Ok(c)),
-                Ok(Placed::New(p)) if unnamed => placed.push((i, p)),
-                Ok(Placed::New(p)) => results[i] = Some(Ok(p.publish_locked())),
-                Err(e) => results[i] = Some(Err(e)),
+        if !staged.is_empty() {
+            let journal = &self.inner.journal;
+            // Held until the blocks are in place: a checkpoint's syncfs covers them.
+            let hold = journal.hold();
+            let records: Vec<(BlockId, &[Bytes])> = staged
+                .iter()
+                .map(|(_, s, held)| (s.id, held.as_slice()))
+                .collect();
+            if let Err(e) = journal.append(&hold, &records) {
+                return fail_all(results, &e);
+            }
+            for (i, s, _) in staged {
+                let id = s.id;
+                let _g = self.stripe(&id);
+                results[i] = Some(match (*s).place_locked(Sync::Later) {
+                    Ok(Placed::Existing(c)) => Ok(c),
+                    Ok(Placed::New(p)) => Ok(p.publish_locked()),
+                    Err(e) => Err(e),
+                });
             }
         }
-        if !placed.is_empty() {
-            if let Err(e) = self.inner.syncfs.sync() {
-                // The names may not be durable: not acknowledged, not indexed (the
-                // files, whose bytes are durable, are indexed by the next start).
-                return (fail_all(results, &e), removable);
-            }
-            for (i, p) in placed {
-                let _g = self.stripe(&p.id);
-                results[i] = Some(Ok(p.publish_locked()));
-            }
-        }
-        (answered(results), removable)
+        results
+            .into_iter()
+            .map(|r| r.expect("every block answered"))
+            .collect()
     }
 
-    /// Keeps the temp names of `id`, just linked into place (the caller holds its
-    /// stripe lock).
-    fn keep(&self, id: BlockId, names: Vec<PathBuf>) {
-        let mut k = self.inner.kept.lock().expect("kept lock poisoned");
-        k.names.entry(id).or_default().extend(names);
-        k.since = Some(Instant::now());
+    /// A journal checkpoint if one is due ([`Journal::due`]): a new journal file, one
+    /// `syncfs` (which makes every block put into place so far durable), and the older
+    /// journal files removed. Returns whether one ran.
+    pub fn checkpoint_journal(&self) -> Result<bool> {
+        let journal = &self.inner.journal;
+        if !journal.due() {
+            return Ok(false);
+        }
+        journal.checkpoint(|| self.inner.syncfs.sync())
     }
 
-    /// Takes every kept name: each was linked before this call.
-    fn take_kept(&self) -> HashMap<BlockId, Vec<PathBuf>> {
-        std::mem::take(&mut self.inner.kept.lock().expect("kept lock poisoned").names)
+    /// A journal checkpoint now, if the journal holds anything (tests; shutdown).
+    pub fn checkpoint_journal_now(&self) -> Result<bool> {
+        self.inner.journal.checkpoint(|| self.inner.syncfs.sync())
     }
 
-    /// Gives back names taken for a `syncfs` that failed.
-    fn return_kept(&self, names: HashMap<BlockId, Vec<PathBuf>>) {
-        if names.is_empty() {
-            return;
-        }
-        let mut k = self.inner.kept.lock().expect("kept lock poisoned");
-        for (id, n) in names {
-            k.names.entry(id).or_default().extend(n);
-        }
-    }
-
-    /// Removes the kept temp names of `id`, whose block is being removed (deleted or
-    /// quarantined): a restart must not put it back. The caller holds its stripe lock.
-    fn forget_kept(&self, id: &BlockId) {
-        let names = {
-            let mut k = self.inner.kept.lock().expect("kept lock poisoned");
-            if k.names.is_empty() {
-                return;
-            }
-            k.names.remove(id)
-        };
-        remove_kept(names.unwrap_or_default());
-    }
-
-    /// How long ago the newest kept name was kept; `None` when none is.
-    pub fn kept_for(&self) -> Option<Duration> {
-        let k = self.inner.kept.lock().expect("kept lock poisoned");
-        if k.names.is_empty() {
-            return None;
-        }
-        k.since.map(|t| t.elapsed())
-    }
-
-    /// Makes the links of the kept names durable (one `syncfs`) and removes the names:
-    /// for a store that stopped receiving batches (a busy one does it with each batch).
-    /// Returns how many names it removed.
-    pub fn flush_kept(&self) -> Result<usize> {
-        let kept = self.take_kept();
-        if kept.is_empty() {
-            return Ok(0);
-        }
-        if let Err(e) = self.inner.syncfs.sync() {
-            self.return_kept(kept);
-            return Err(e);
-        }
-        let names: Vec<PathBuf> = kept.into_values().flatten().collect();
-        let n = names.len();
-        remove_kept(names);
-        Ok(n)
+    /// Bytes in the active journal file.
+    pub fn journal_bytes(&self) -> u64 {
+        self.inner.journal.bytes()
     }
 }
 
-/// Removes kept temp names whose links are durable (or whose block is gone).
-pub fn remove_kept(names: Vec<PathBuf>) {
-    for p in names {
-        if let Err(e) = fs::remove_file(&p)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %p.display(), error = %e, "cannot remove a kept temp name");
+/// Puts block `id` (its bytes `data`, checked against `id` by the caller) back at its
+/// place under `blocks` if it is not there intact, durably: a temp file in `tmp` with
+/// its sidecar, both fsynced, renamed into place (sidecar first), the directory
+/// fsynced. Returns whether it wrote anything. For the journal's replay at start.
+fn restore_block(
+    blocks: &Path,
+    tmp: &Path,
+    sharding: &Sharding,
+    id: &BlockId,
+    data: &[u8],
+) -> Result<bool> {
+    let dest = sharding.path(blocks, id);
+    let intact = fs::read(&dest).is_ok_and(|d| BlockId::of(&d) == *id)
+        && (!needs_sidecar(data.len() as u64) || sidecar_of(&dest).exists());
+    if intact {
+        return Ok(false);
+    }
+    let tmp_path = tmp.join(format!("restore-{id}"));
+    let write = |path: &Path, bytes: &[u8]| -> Result<()> {
+        let mut f = File::create(path).ctx(|| format!("create {}", path.display()))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .ctx(|| format!("write {}", path.display()))
+    };
+    write(&tmp_path, data)?;
+    let dir = dest.parent().expect("block paths have a parent");
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        // Each level made durable in its parent, up to `blocks`.
+        let mut d = dir;
+        while d != blocks {
+            let parent = d.parent().expect("inside blocks");
+            sync_dir(parent)?;
+            d = parent;
         }
     }
-}
-
-/// The temp names of batched blocks linked into place whose links a `syncfs` has not
-/// covered yet (see [`Store::commit_batch`]).
-#[derive(Debug, Default)]
-struct Kept {
-    names: HashMap<BlockId, Vec<PathBuf>>,
-    /// When a name was last kept.
-    since: Option<Instant>,
-}
-
-/// The kept temp name of a batched block: `<id>.k<seq>`.
-fn kept_name(id: &BlockId, seq: u64) -> String {
-    format!("{id}.k{seq:08}")
-}
-
-/// The block id of a kept temp name (`<id>.k<digits>`, not its sidecar).
-fn parse_kept_name(name: &str) -> Option<BlockId> {
-    let (id, seq) = name.split_once(".k")?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if needs_sidecar(data.len() as u64) {
+        let crcs: Vec<u32> = data.chunks(CHECKSUM_CHUNK).map(crc32c::crc32c).collect();
+        let tmp_side = sidecar_of(&tmp_path);
+        write(&tmp_side, &sidecar_bytes(data.len() as u64, &crcs))?;
+        fs::rename(&tmp_side, sidecar_of(&dest))
+            .ctx(|| format!("put {} into place", tmp_side.display()))?;
     }
-    BlockId::parse(id).ok()
+    fs::rename(&tmp_path, &dest).ctx(|| format!("put {} into place", tmp_path.display()))?;
+    sync_dir(dir)?;
+    Ok(true)
 }
 
-/// Links `src` at `dest`; a file already at `dest` is removed first (callers hold the
-/// id's stripe lock and checked the index: it is the leftover of a failed commit).
-fn hard_link_replacing(src: &Path, dest: &Path) -> io::Result<()> {
-    match fs::hard_link(src, dest) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(dest)?;
-            fs::hard_link(src, dest)
-        }
-        r => r,
+/// A sidecar's bytes: its header (magic, block length), then one CRC32C per chunk.
+fn sidecar_bytes(length: u64, crcs: &[u32]) -> Vec<u8> {
+    let mut side = Vec::with_capacity(SIDECAR_HEADER as usize + 4 * crcs.len());
+    side.extend_from_slice(SIDECAR_MAGIC);
+    side.extend_from_slice(&length.to_le_bytes());
+    for c in crcs {
+        side.extend_from_slice(&c.to_le_bytes());
     }
+    side
 }
 
 /// Fails every block of a batch not answered yet with `e`.

@@ -38,47 +38,6 @@ fn temp_files(tmp: &Path) -> Vec<String> {
     out
 }
 
-/// `tmp` holds `n` files, each the kept temp name of a batched block
-/// (`<id>.k<seq>`): a second link of the block's file in place.
-fn assert_only_kept_names(tmp: &Path, n: usize) {
-    use std::os::unix::fs::MetadataExt;
-    let files = files_in(tmp);
-    assert_eq!(files.len(), n, "{files:?}");
-    for f in files {
-        let name = Path::new(&f)
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        // A block's, or its sidecar's.
-        let (block, suffix) = match name.strip_suffix(".crc") {
-            Some(b) => (b, ".crc"),
-            None => (name.as_str(), ""),
-        };
-        let (id, seq) = block.split_once(".k").expect("a kept name");
-        assert!(seq.bytes().all(|b| b.is_ascii_digit()), "{name}");
-        let id = BlockId::parse(id).unwrap();
-        let meta = fs::metadata(&f).unwrap();
-        assert_eq!(meta.nlink(), 2, "{name}: linked into place once");
-        let in_place = format!(
-            "{}{suffix}",
-            block_path(tmp.parent().unwrap(), &id).display()
-        );
-        let in_place = fs::metadata(in_place).unwrap();
-        assert_eq!(in_place.ino(), meta.ino(), "{name}: the file in place");
-    }
-}
-
-/// Where a block lives in the default layout (`blocks/ab/cd/<id>`).
-fn block_path(root: &Path, id: &BlockId) -> std::path::PathBuf {
-    let hex = id.to_string();
-    root.join("blocks")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex)
-}
-
 fn files_in(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -511,11 +470,6 @@ async fn a_batch_reserves_its_room_up_front_and_each_block_takes_its_share() {
             }
         ]
     );
-    // What stays in tmp/ is the kept name of the block this batch committed, until a
-    // syncfs (the first batch's went with this batch's, removed off its path).
-    assert!(wait_until(Duration::from_secs(10), || files_in(&tmp).len() == 1).await);
-    assert_only_kept_names(&tmp, 1);
-    assert_eq!(store.flush_kept().unwrap(), 1);
     assert!(temp_files(&tmp).is_empty());
     assert_eq!(store.space().unwrap().available, 7_200);
 }
@@ -959,62 +913,60 @@ async fn batches_committing_at_once_all_commit() {
         .filter(|e| matches!(e, Event::Added { .. }))
         .count();
     assert_eq!(added, 8 * 6);
-    // The kept names left (batches remove those of earlier ones, off their path) go
-    // with the next syncfs.
-    let tmp = dir.path().join("tmp");
-    store.flush_kept().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || temp_files(&tmp).is_empty()).await);
+    assert!(temp_files(&dir.path().join("tmp")).is_empty());
 }
 
-/// A crash after a batch's `syncfs` but before its links reached the disk: the blocks'
-/// names in place are lost, their kept temp names are not. The next start verifies
-/// each (its SHA-256 against the id in its name) and puts it into place, its sidecar
-/// made again; a kept name whose bytes never reached the disk is removed; a block
-/// deleted since its batch is not brought back.
+/// A crash after a batch was acknowledged but before a checkpoint: its blocks' bytes
+/// and names in place may not have reached the disk. The next start replays the
+/// journal and puts back every block that is missing or damaged (its sidecar made
+/// again), leaves intact ones alone, and stops at a torn record.
 #[tokio::test]
-async fn kept_temp_names_bring_back_acknowledged_blocks_after_a_crash() {
+async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let tmp = root.join("tmp");
     let store = open(root);
     let small = pattern(3_000, 1);
     let large = pattern(2 * CHECKSUM_CHUNK + 100, 2); // With a sidecar.
-    let deleted = pattern(2_000, 3);
-    let ids: Vec<BlockId> = [&small, &large, &deleted]
+    let intact = pattern(2_000, 3);
+    let ids: Vec<BlockId> = [&small, &large, &intact]
         .iter()
         .map(|b| BlockId::of(b))
         .collect();
-    let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &deleted]
+    let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &intact]
         .iter()
         .map(|b| (vec![Bytes::from((*b).clone())], BlockId::of(b)))
         .collect();
     let total = blocks.iter().map(|(b, _)| b[0].len() as u64).sum();
     let results = store.begin_batch(total).unwrap().commit_all(blocks).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    // small, large and its sidecar, deleted.
-    assert_only_kept_names(&tmp, 4);
-    assert!(store.delete(&ids[2]).unwrap());
-    assert_only_kept_names(&tmp, 3);
-    drop(store); // Crashed: nothing flushed.
+    assert!(store.journal_bytes() > total);
+    drop(store); // Crashed: no checkpoint.
 
-    // The links were lost; so was the block of a kept name whose bytes never reached
-    // the disk (its file holds other bytes).
-    let large_path = block_path(root, &ids[1]);
-    for p in [
-        block_path(root, &ids[0]),
-        large_path.clone(),
-        format!("{}.crc", large_path.display()).into(),
-    ] {
-        fs::remove_file(p).unwrap();
-    }
-    let never = BlockId::of(b"never written");
-    fs::write(tmp.join(format!("{never}.k00000099")), pattern(1_500, 5)).unwrap();
+    // What the crash lost: one block's name, another's bytes and sidecar.
+    let path_of = |id: &BlockId| {
+        let hex = id.to_string();
+        root.join("blocks")
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(&hex)
+    };
+    fs::remove_file(path_of(&ids[0])).unwrap();
+    fs::write(path_of(&ids[1]), vec![0u8; large.len()]).unwrap();
+    fs::remove_file(format!("{}.crc", path_of(&ids[1]).display())).unwrap();
+    // And the journal ends in a record torn mid-append (never acknowledged).
+    let journal = files_in(&root.join("journal"));
+    assert_eq!(journal.len(), 1);
+    let mut torn = fs::OpenOptions::new()
+        .append(true)
+        .open(&journal[0])
+        .unwrap();
+    std::io::Write::write_all(&mut torn, b"KJB1\x10\x00\x00\x00half a header").unwrap();
 
     let (store, report) = Store::open(StoreConfig::new(root)).unwrap();
-    assert_eq!(report.tmp_recovered, 2);
-    assert!(temp_files(&tmp).is_empty());
+    assert_eq!(report.journal_restored, 2);
     assert_eq!(store.get(&ids[0]).unwrap(), small);
     assert_eq!(store.get(&ids[1]).unwrap(), large);
+    assert_eq!(store.get(&ids[2]).unwrap(), intact);
     // A range read checks the chunk CRCs of the sidecar made again.
     let piece = store
         .read_range(&ids[1], CHECKSUM_CHUNK as u64 + 5, 1_000)
@@ -1024,21 +976,21 @@ async fn kept_temp_names_bring_back_acknowledged_blocks_after_a_crash() {
         .unwrap();
     let at = CHECKSUM_CHUNK + 5;
     assert_eq!(piece.data, large[at..at + 1_000]);
-    assert!(!store.contains(&ids[2]));
-    assert!(!store.contains(&never));
-    assert_eq!(files_in(&root.join("blocks")).len(), 3);
-    // Reopened cleanly: nothing more to recover.
+    assert!(temp_files(&root.join("tmp")).is_empty());
+    // The replayed journal is gone; a new, empty one takes the next batches.
+    let journal = files_in(&root.join("journal"));
+    assert_eq!(journal.len(), 1);
+    assert_eq!(fs::metadata(&journal[0]).unwrap().len(), 0);
     drop(store);
     let (_, report) = Store::open(StoreConfig::new(root)).unwrap();
-    assert_eq!((report.tmp_recovered, report.tmp_removed), (0, 0));
+    assert_eq!(report.journal_restored, 0);
 }
 
-/// A store whose batches stopped removes its kept names within moments
-/// ([`scanner::flush_kept`]); a later batch removes those of the batch before it.
+/// A checkpoint (one syncfs) empties the journal; the datanode's worker runs one once
+/// the oldest record is a second old, and not before.
 #[tokio::test]
-async fn kept_names_go_with_the_next_batch_or_once_batches_pause() {
+async fn journal_checkpoints_empty_the_journal_once_due() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join("tmp");
     let store = open(dir.path());
     let batch = |seed: u8| {
         let store = store.clone();
@@ -1051,22 +1003,24 @@ async fn kept_names_go_with_the_next_batch_or_once_batches_pause() {
             assert!(r.iter().all(Result::is_ok));
         }
     };
+    assert!(!store.checkpoint_journal_now().unwrap(), "nothing to do");
     batch(10).await;
-    assert_only_kept_names(&tmp, 3);
+    assert!(store.journal_bytes() > 3_000);
+    assert!(store.checkpoint_journal_now().unwrap());
+    assert_eq!(store.journal_bytes(), 0);
+    let journal = files_in(&dir.path().join("journal"));
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(fs::metadata(&journal[0]).unwrap().len(), 0);
+
     batch(20).await;
-    // The first batch's names are removed off the second's path.
-    assert!(
-        wait_until(Duration::from_secs(10), || files_in(&tmp).len() == 3).await,
-        "{:?}",
-        files_in(&tmp)
-    );
-    assert_only_kept_names(&tmp, 3);
+    let written = Instant::now();
+    assert!(!store.checkpoint_journal().unwrap(), "not due yet");
     let cancel = CancellationToken::new();
-    let flusher = tokio::spawn(scanner::flush_kept(store.clone(), cancel.clone()));
-    assert!(wait_until(Duration::from_secs(10), || files_in(&tmp).is_empty()).await);
-    assert_eq!(store.kept_for(), None);
+    let worker = tokio::spawn(scanner::checkpoint_journal(store.clone(), cancel.clone()));
+    assert!(wait_until(Duration::from_secs(10), || store.journal_bytes() == 0).await);
+    assert!(written.elapsed() >= kdfs_datanode::journal::CHECKPOINT_AGE);
     cancel.cancel();
-    flusher.await.unwrap().unwrap();
+    worker.await.unwrap().unwrap();
     assert_eq!(files_in(&dir.path().join("blocks")).len(), 6);
 }
 
