@@ -69,6 +69,10 @@ struct Active {
     bytes: u64,
     /// When the first record of the active file was appended.
     since: Option<Instant>,
+    /// A write or `fdatasync` of this file failed: what follows the failure may not
+    /// be replayable (a torn record, or pages the kernel dropped), so nothing more is
+    /// appended to it; the next checkpoint starts a new file.
+    broken: bool,
 }
 
 /// A batch's hold on the journal (see [`Journal::hold`]).
@@ -113,6 +117,7 @@ impl Journal {
                     generation,
                     bytes: 0,
                     since: None,
+                    broken: false,
                 }),
             },
             restored,
@@ -158,27 +163,36 @@ impl Journal {
                 buf.extend_from_slice(p);
             }
         }
-        let file = {
-            let mut a = self.active.lock().expect("journal lock poisoned");
-            // Appends of concurrent batches do not interleave: O_APPEND, one write each.
-            (&a.file)
-                .write_all(&buf)
-                .ctx(|| format!("append to the journal in {}", self.dir.display()))?;
-            a.bytes += buf.len() as u64;
+        // Write and fdatasync under the lock: a batch is answered only by an fdatasync
+        // that covered every record before its own, and none runs after a failure.
+        let mut a = self.active.lock().expect("journal lock poisoned");
+        if a.broken {
+            return Err(Error::io(
+                "journal append",
+                io::Error::other("the journal file failed a write; waiting for a checkpoint"),
+            ));
+        }
+        let written = (&a.file).write_all(&buf).and_then(|()| a.file.sync_data());
+        if let Err(e) = written {
+            a.broken = true;
             a.since.get_or_insert_with(Instant::now);
-            a.file
-                .try_clone()
-                .ctx(|| format!("journal in {}", self.dir.display()))?
-        };
-        file.sync_data()
-            .ctx(|| format!("fdatasync the journal in {}", self.dir.display()))
+            return Err(Error::io(
+                format!("append to the journal in {}", self.dir.display()),
+                e,
+            ));
+        }
+        a.bytes += buf.len() as u64;
+        a.since.get_or_insert_with(Instant::now);
+        Ok(())
     }
 
     /// Whether a checkpoint is due: the active file's oldest record is
     /// [`CHECKPOINT_AGE`] old, or it holds [`CHECKPOINT_BYTES`].
     pub fn due(&self) -> bool {
         let a = self.active.lock().expect("journal lock poisoned");
-        a.bytes >= CHECKPOINT_BYTES || a.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE)
+        a.broken
+            || a.bytes >= CHECKPOINT_BYTES
+            || a.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE)
     }
 
     /// Bytes in the active journal file.
@@ -194,7 +208,7 @@ impl Journal {
             // Waits for the batches between their append and their last rename.
             let _switch = self.gate.write().expect("journal gate poisoned");
             let mut a = self.active.lock().expect("journal lock poisoned");
-            if a.bytes == 0 {
+            if a.bytes == 0 && !a.broken {
                 return Ok(false);
             }
             let generation = a.generation + 1;
@@ -205,6 +219,7 @@ impl Journal {
                 generation,
                 bytes: 0,
                 since: None,
+                broken: false,
             };
             old
         };
@@ -303,4 +318,87 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(seed: u8) -> (BlockId, Vec<Bytes>) {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i as u8).wrapping_add(seed)).collect();
+        (BlockId::of(&data), vec![Bytes::from(data)])
+    }
+
+    fn append(j: &Journal, seeds: &[u8]) -> Result<()> {
+        let blocks: Vec<_> = seeds.iter().map(|&s| block(s)).collect();
+        let records: Vec<(BlockId, &[Bytes])> =
+            blocks.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+        let hold = j.hold();
+        j.append(&hold, &records)
+    }
+
+    /// After a failed write, nothing more goes into that file (what follows a torn
+    /// record would never be replayed): appends fail until a checkpoint has started a
+    /// new file; the records before the failure and after the checkpoint are replayed.
+    #[test]
+    fn a_failed_write_stops_appends_until_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, restored) = Journal::open(dir.path(), |_, _| Ok(true)).unwrap();
+        assert_eq!(restored, 0);
+        append(&j, &[1, 2]).unwrap();
+        let good = {
+            let mut a = j.active.lock().unwrap();
+            let read_only = File::open(dir.path().join(format!("{:020}.log", a.generation)));
+            std::mem::replace(&mut a.file, read_only.unwrap())
+        };
+        assert!(append(&j, &[3]).is_err());
+        assert!(j.due());
+        // Still refused, even with a file that would take it.
+        j.active.lock().unwrap().file = good;
+        assert!(append(&j, &[4]).is_err());
+        let mut synced = 0;
+        assert!(
+            j.checkpoint(|| {
+                synced += 1;
+                Ok(())
+            })
+            .unwrap()
+        );
+        assert_eq!(synced, 1);
+        append(&j, &[5]).unwrap();
+        drop(j);
+        let mut replayed = Vec::new();
+        let (_, restored) = Journal::open(dir.path(), |id, _| {
+            replayed.push(id);
+            Ok(true)
+        })
+        .unwrap();
+        // The checkpoint removed the first file: only what came after it.
+        assert_eq!(replayed, vec![block(5).0]);
+        assert_eq!(restored, 1);
+    }
+
+    /// Files are replayed oldest first, each to its end; a file that is not a journal
+    /// file is left alone.
+    #[test]
+    fn replay_runs_oldest_first_and_skips_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), |_, _| Ok(true)).unwrap();
+        append(&j, &[1, 2]).unwrap();
+        // A checkpoint whose syncfs failed keeps the older file.
+        assert!(j.checkpoint(|| Err(Error::Aborted)).is_err());
+        append(&j, &[3]).unwrap();
+        drop(j);
+        fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let mut replayed = Vec::new();
+        let (j, restored) = Journal::open(dir.path(), |id, _| {
+            replayed.push(id);
+            Ok(false)
+        })
+        .unwrap();
+        assert_eq!(replayed, vec![block(1).0, block(2).0, block(3).0]);
+        assert_eq!(restored, 0, "restore put nothing back");
+        assert_eq!(j.bytes(), 0);
+        assert!(dir.path().join("notes.txt").exists());
+    }
 }
