@@ -32,6 +32,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ pub struct Journal {
     /// checkpoint takes it exclusively to switch files.
     gate: RwLock<()>,
     active: Mutex<Active>,
+    /// Checkpoints done.
+    checkpoints: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ impl Journal {
                     since: None,
                     broken: false,
                 }),
+                checkpoints: AtomicU64::new(0),
             },
             restored,
         ))
@@ -195,6 +199,11 @@ impl Journal {
             || a.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE)
     }
 
+    /// Checkpoints done since the journal was opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
     /// Bytes in the active journal file.
     pub fn bytes(&self) -> u64 {
         self.active.lock().expect("journal lock poisoned").bytes
@@ -229,6 +238,7 @@ impl Journal {
                 fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
             }
         }
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 }

@@ -119,6 +119,20 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
     );
     metric(
         &mut out,
+        "journal_bytes",
+        g,
+        "Bytes of batched blocks in the active journal file, until the next checkpoint.",
+        store.journal_bytes(),
+    );
+    metric(
+        &mut out,
+        "journal_checkpoints_total",
+        c,
+        "Journal checkpoints (one syncfs each) since the datanode started.",
+        store.journal_checkpoints(),
+    );
+    metric(
+        &mut out,
         "bytes_written_total",
         c,
         "Bytes of new replicas committed to disk.",

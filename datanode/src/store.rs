@@ -2138,6 +2138,11 @@ impl Store {
     pub fn journal_bytes(&self) -> u64 {
         self.inner.journal.bytes()
     }
+
+    /// Journal checkpoints done since the store was opened.
+    pub fn journal_checkpoints(&self) -> u64 {
+        self.inner.journal.checkpoints()
+    }
 }
 
 /// Puts block `id` (its bytes `data`, checked against `id` by the caller) back at its

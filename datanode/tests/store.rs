@@ -1008,6 +1008,7 @@ async fn journal_checkpoints_empty_the_journal_once_due() {
     assert!(store.journal_bytes() > 3_000);
     assert!(store.checkpoint_journal_now().unwrap());
     assert_eq!(store.journal_bytes(), 0);
+    assert_eq!(store.journal_checkpoints(), 1);
     let journal = files_in(&dir.path().join("journal"));
     assert_eq!(journal.len(), 1, "{journal:?}");
     assert_eq!(fs::metadata(&journal[0]).unwrap().len(), 0);
