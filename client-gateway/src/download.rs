@@ -185,29 +185,11 @@ impl Client {
                 }
                 Err(f) => f,
             };
-            match failure {
-                ReplicaFailure::Bad(reason) => {
-                    warn!(block = %block.id, node = %replica.id, %reason, "bad replica; failing over");
-                    self.report_bad_replica(block.id, replica, reason.clone());
-                    errors.push(format!("{}: {reason}", replica.address));
-                }
-                ReplicaFailure::Transient(reason) => {
-                    warn!(block = %block.id, node = %replica.address, %reason, "replica read failed; failing over");
-                    errors.push(format!("{}: {reason}", replica.address));
-                }
-                // A buffer never goes away.
-                ReplicaFailure::Gone => unreachable!("a read into a buffer has a consumer"),
+            if !note_failure(self, block, replica, failure, &mut errors) {
+                unreachable!("a read into a buffer has a consumer");
             }
         }
-        let reason = if block.replicas.is_empty() {
-            "no live replica".to_owned()
-        } else {
-            format!("every replica failed: {}", errors.join("; "))
-        };
-        Some(Err(Error::Unreadable {
-            block: block.id.to_string(),
-            reason,
-        }))
+        Some(Err(unreadable(block, &errors)))
     }
 
     /// Streams `range` (already checked against the size) of a looked-up file.
@@ -269,6 +251,43 @@ enum ReplicaFailure {
     Gone,
 }
 
+/// Logs a replica's failure (reporting a bad replica to the namenode) and adds it to
+/// `errors`, the reasons [`unreadable`] lists. `false`: our consumer went away.
+fn note_failure(
+    client: &Client,
+    block: &LocatedBlock,
+    replica: &Location,
+    failure: ReplicaFailure,
+    errors: &mut Vec<String>,
+) -> bool {
+    match failure {
+        ReplicaFailure::Gone => return false,
+        ReplicaFailure::Bad(reason) => {
+            warn!(block = %block.id, node = %replica.id, %reason, "bad replica; failing over");
+            client.report_bad_replica(block.id, replica, reason.clone());
+            errors.push(format!("{}: {reason}", replica.address));
+        }
+        ReplicaFailure::Transient(reason) => {
+            warn!(block = %block.id, node = %replica.address, %reason, "replica read failed; failing over");
+            errors.push(format!("{}: {reason}", replica.address));
+        }
+    }
+    true
+}
+
+/// The error of a block no replica could serve, with each replica's reason.
+fn unreadable(block: &LocatedBlock, errors: &[String]) -> Error {
+    let reason = if block.replicas.is_empty() {
+        "no live replica".to_owned()
+    } else {
+        format!("every replica failed: {}", errors.join("; "))
+    };
+    Error::Unreadable {
+        block: block.id.to_string(),
+        reason,
+    }
+}
+
 /// Reads `r` of `block`, failing over between replicas at the current offset.
 async fn read_block(
     client: Client,
@@ -300,35 +319,17 @@ async fn read_block(
         if pos > before {
             served_by.push(replica.clone());
         }
-        match outcome {
-            Ok(()) => {}
-            Err(ReplicaFailure::Gone) => return,
-            Err(ReplicaFailure::Bad(reason)) => {
-                warn!(block = %block.id, node = %replica.id, %reason, "bad replica; failing over");
-                client.report_bad_replica(block.id, replica, reason.clone());
-                errors.push(format!("{}: {reason}", replica.address));
-            }
-            Err(ReplicaFailure::Transient(reason)) => {
-                warn!(block = %block.id, node = %replica.address, %reason, "replica read failed; failing over");
-                errors.push(format!("{}: {reason}", replica.address));
-            }
+        if let Err(failure) = outcome
+            && !note_failure(&client, &block, replica, failure, &mut errors)
+        {
+            return;
         }
         if pos < end {
             metrics::counter!("kdfs_gateway_read_failovers_total").increment(1);
         }
     }
     if pos < end {
-        let reason = if block.replicas.is_empty() {
-            "no live replica".to_owned()
-        } else {
-            format!("every replica failed: {}", errors.join("; "))
-        };
-        let _ = tx
-            .send(Err(Error::Unreadable {
-                block: block.id.to_string(),
-                reason,
-            }))
-            .await;
+        let _ = tx.send(Err(unreadable(&block, &errors))).await;
         return;
     }
     if let Some(h) = hasher {

@@ -760,15 +760,8 @@ impl Datanode for DatanodeService {
         // A range read by its first piece (a small block) goes out as it is.
         let first = match first {
             Some(Ok(p)) if reader.remaining() == 0 => {
-                self.node
-                    .metrics
-                    .bytes_served
-                    .fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                return Ok(Response::new(ReadStream::One(Some(ReadBlockResponse {
-                    offset: p.offset,
-                    crc32c: p.crc32c,
-                    data: p.data,
-                }))));
+                let msg = served(&self.node.metrics, p);
+                return Ok(Response::new(ReadStream::One(Some(msg))));
             }
             other => other,
         };
@@ -780,16 +773,7 @@ impl Datanode for DatanodeService {
             while let Some((r, piece)) = current.take() {
                 let msg = match piece {
                     None => break,
-                    Some(Ok(p)) => {
-                        node.metrics
-                            .bytes_served
-                            .fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                        Ok(ReadBlockResponse {
-                            offset: p.offset,
-                            crc32c: p.crc32c,
-                            data: p.data,
-                        })
-                    }
+                    Some(Ok(p)) => Ok(served(&node.metrics, p)),
                     Some(Err(e)) => {
                         tracing::warn!(block = %id, error = %e, "read failed mid-stream");
                         Err(Status::from(e))
@@ -817,6 +801,18 @@ impl Datanode for DatanodeService {
             .map(Location::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         self.node.transfer(id, &targets).await.map(Response::new)
+    }
+}
+
+/// The `ReadBlock` message of a verified piece, counted as served.
+fn served(metrics: &Metrics, p: crate::store::Piece) -> ReadBlockResponse {
+    metrics
+        .bytes_served
+        .fetch_add(p.data.len() as u64, Ordering::Relaxed);
+    ReadBlockResponse {
+        offset: p.offset,
+        crc32c: p.crc32c,
+        data: p.data,
     }
 }
 

@@ -1054,37 +1054,43 @@ impl Store {
         }
     }
 
-    /// Makes sure the shard directory of `path` exists, fsyncing the parent of each
-    /// directory it created (and only those: once the first-level shards exist, a new
-    /// shard costs one directory fsync, not one per level).
+    /// Makes sure the shard directory of `path` exists ([`make_shard_dirs`]).
     fn ensure_parent(&self, path: &Path, sync: Sync) -> Result<()> {
-        let dir = path.parent().expect("block paths have a parent");
-        if dir.is_dir() {
-            return Ok(());
-        }
-        // The missing levels, deepest first, up to the first one that exists.
-        let mut missing = vec![dir];
-        let mut d = dir;
-        while let Some(parent) = d.parent() {
-            if parent == self.inner.blocks || parent.is_dir() {
-                break;
-            }
-            missing.push(parent);
-            d = parent;
-        }
-        for m in missing.iter().rev() {
-            match fs::create_dir(m) {
-                Ok(()) => {}
-                // Made meanwhile by another writer: fsync its parent all the same.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).ctx(|| format!("create {}", m.display())),
-            }
-            if sync == Sync::Now {
-                sync_dir(m.parent().expect("shard directories have a parent"))?;
-            }
-        }
-        Ok(())
+        make_shard_dirs(&self.inner.blocks, path, sync)
     }
+}
+
+/// Makes sure the shard directory of block path `path` under `blocks` exists,
+/// fsyncing (with [`Sync::Now`]) the parent of each directory it created, and only
+/// those: once the first-level shards exist, a new shard costs one directory fsync,
+/// not one per level.
+fn make_shard_dirs(blocks: &Path, path: &Path, sync: Sync) -> Result<()> {
+    let dir = path.parent().expect("block paths have a parent");
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The missing levels, deepest first, up to the first one that exists.
+    let mut missing = vec![dir];
+    let mut d = dir;
+    while let Some(parent) = d.parent() {
+        if parent == blocks || parent.is_dir() {
+            break;
+        }
+        missing.push(parent);
+        d = parent;
+    }
+    for m in missing.iter().rev() {
+        match fs::create_dir(m) {
+            Ok(()) => {}
+            // Made meanwhile by another writer: fsync its parent all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).ctx(|| format!("create {}", m.display())),
+        }
+        if sync == Sync::Now {
+            sync_dir(m.parent().expect("shard directories have a parent"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Bytes reserved for a write in flight; released when the write ends either way.
@@ -2129,7 +2135,7 @@ impl Store {
         journal.checkpoint(|| self.inner.syncfs.sync())
     }
 
-    /// A journal checkpoint now, if the journal holds anything (tests; shutdown).
+    /// A journal checkpoint now, if the journal holds anything (tests).
     pub fn checkpoint_journal_now(&self) -> Result<bool> {
         self.inner.journal.checkpoint(|| self.inner.syncfs.sync())
     }
@@ -2170,17 +2176,7 @@ fn restore_block(
             .ctx(|| format!("write {}", path.display()))
     };
     write(&tmp_path, data)?;
-    let dir = dest.parent().expect("block paths have a parent");
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        // Each level made durable in its parent, up to `blocks`.
-        let mut d = dir;
-        while d != blocks {
-            let parent = d.parent().expect("inside blocks");
-            sync_dir(parent)?;
-            d = parent;
-        }
-    }
+    make_shard_dirs(blocks, &dest, Sync::Now)?;
     if needs_sidecar(data.len() as u64) {
         let crcs: Vec<u32> = data.chunks(CHECKSUM_CHUNK).map(crc32c::crc32c).collect();
         let tmp_side = sidecar_of(&tmp_path);
@@ -2189,7 +2185,7 @@ fn restore_block(
             .ctx(|| format!("put {} into place", tmp_side.display()))?;
     }
     fs::rename(&tmp_path, &dest).ctx(|| format!("put {} into place", tmp_path.display()))?;
-    sync_dir(dir)?;
+    sync_dir(dest.parent().expect("block paths have a parent"))?;
     Ok(true)
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kdfs_core::BlockId;
+use kdfs_core::cas::Sharding;
 use kdfs_datanode::capacity::CapacitySource;
 use kdfs_datanode::error::Error;
 use kdfs_datanode::scanner::{self, ScannerConfig, ScannerStats};
@@ -928,14 +929,11 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     let small = pattern(3_000, 1);
     let large = pattern(2 * CHECKSUM_CHUNK + 100, 2); // With a sidecar.
     let intact = pattern(2_000, 3);
-    let ids: Vec<BlockId> = [&small, &large, &intact]
-        .iter()
-        .map(|b| BlockId::of(b))
-        .collect();
     let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &intact]
         .iter()
         .map(|b| (vec![Bytes::from((*b).clone())], BlockId::of(b)))
         .collect();
+    let ids: Vec<BlockId> = blocks.iter().map(|(_, id)| *id).collect();
     let total = blocks.iter().map(|(b, _)| b[0].len() as u64).sum();
     let results = store.begin_batch(total).unwrap().commit_all(blocks).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -943,13 +941,7 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     drop(store); // Crashed: no checkpoint.
 
     // What the crash lost: one block's name, another's bytes and sidecar.
-    let path_of = |id: &BlockId| {
-        let hex = id.to_string();
-        root.join("blocks")
-            .join(&hex[..2])
-            .join(&hex[2..4])
-            .join(&hex)
-    };
+    let path_of = |id: &BlockId| Sharding::default().path(&root.join("blocks"), id);
     fs::remove_file(path_of(&ids[0])).unwrap();
     fs::write(path_of(&ids[1]), vec![0u8; large.len()]).unwrap();
     fs::remove_file(format!("{}.crc", path_of(&ids[1]).display())).unwrap();
