@@ -929,7 +929,8 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     let small = pattern(3_000, 1);
     let large = pattern(2 * CHECKSUM_CHUNK + 100, 2); // With a sidecar.
     let intact = pattern(2_000, 3);
-    let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &intact]
+    let partial = pattern(5_000, 4);
+    let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &intact, &partial]
         .iter()
         .map(|b| (vec![Bytes::from((*b).clone())], BlockId::of(b)))
         .collect();
@@ -945,6 +946,13 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     fs::remove_file(path_of(&ids[0])).unwrap();
     fs::write(path_of(&ids[1]), vec![0u8; large.len()]).unwrap();
     fs::remove_file(format!("{}.crc", path_of(&ids[1]).display())).unwrap();
+    // And one block written in place only in part.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path_of(&ids[3]))
+        .unwrap()
+        .set_len(1_000)
+        .unwrap();
     // And the journal ends in a record torn mid-append (never acknowledged).
     let journal = files_in(&root.join("journal"));
     assert_eq!(journal.len(), 1);
@@ -955,10 +963,11 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     std::io::Write::write_all(&mut torn, b"KJB1\x10\x00\x00\x00half a header").unwrap();
 
     let (store, report) = Store::open(StoreConfig::new(root)).unwrap();
-    assert_eq!(report.journal_restored, 2);
+    assert_eq!(report.journal_restored, 3);
     assert_eq!(store.get(&ids[0]).unwrap(), small);
     assert_eq!(store.get(&ids[1]).unwrap(), large);
     assert_eq!(store.get(&ids[2]).unwrap(), intact);
+    assert_eq!(store.get(&ids[3]).unwrap(), partial);
     // A range read checks the chunk CRCs of the sidecar made again.
     let piece = store
         .read_range(&ids[1], CHECKSUM_CHUNK as u64 + 5, 1_000)
@@ -976,6 +985,62 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     drop(store);
     let (_, report) = Store::open(StoreConfig::new(root)).unwrap();
     assert_eq!(report.journal_restored, 0);
+}
+
+/// A batched block whose write in place fails (here its shard directory cannot be
+/// made) fails alone, leaves no file behind, and is stored by a later batch; the
+/// others of its batch are stored and readable.
+#[tokio::test]
+async fn a_batched_block_that_cannot_be_written_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = open(root);
+    let data: Vec<Vec<u8>> = (0..4).map(|i| pattern(3_000 + i, 10 + i as u8)).collect();
+    let ids: Vec<BlockId> = data.iter().map(|d| BlockId::of(d)).collect();
+    let path_of = |id: &BlockId| Sharding::default().path(&root.join("blocks"), id);
+    // The first shard level of block 2 is a file: nothing can be made under it.
+    let blocker = path_of(&ids[2])
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ids.iter()
+            .enumerate()
+            .all(|(i, id)| i == 2 || !path_of(id).starts_with(&blocker)),
+        "the blocks share a shard: pick other patterns"
+    );
+    fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    fs::write(&blocker, b"not a directory").unwrap();
+    let batch = |d: &[Vec<u8>]| -> Vec<(Vec<Bytes>, BlockId)> {
+        d.iter()
+            .map(|b| (vec![Bytes::from(b.clone())], BlockId::of(b)))
+            .collect()
+    };
+    let total = data.iter().map(|d| d.len() as u64).sum();
+    let results = store
+        .begin_batch(total)
+        .unwrap()
+        .commit_all(batch(&data))
+        .await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_ok(), i != 2, "block {i}: {r:?}");
+    }
+    assert!(!store.contains(&ids[2]));
+    for i in [0, 1, 3] {
+        assert_eq!(store.get(&ids[i]).unwrap(), data[i]);
+    }
+
+    fs::remove_file(&blocker).unwrap();
+    let again = store
+        .begin_batch(data[2].len() as u64)
+        .unwrap()
+        .commit_all(batch(&data[2..3]))
+        .await;
+    assert!(again[0].is_ok(), "{again:?}");
+    assert_eq!(store.get(&ids[2]).unwrap(), data[2]);
+    assert!(temp_files(&root.join("tmp")).is_empty());
 }
 
 /// A checkpoint (one syncfs) empties the journal; the datanode's worker runs one once
