@@ -27,6 +27,17 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A batch for `BatchWriter::commit_all`: each block as one piece, with its id.
+fn batch_of<B: AsRef<[u8]>>(blocks: &[B]) -> Vec<(Vec<Bytes>, BlockId)> {
+    blocks
+        .iter()
+        .map(|b| {
+            let b = b.as_ref();
+            (vec![Bytes::copy_from_slice(b)], BlockId::of(b))
+        })
+        .collect()
+}
+
 /// Temp files of writes in progress under `tmp`: named ones, and the unnamed
 /// (`O_TMPFILE`) ones this process holds open there.
 fn temp_files(tmp: &Path) -> Vec<String> {
@@ -886,10 +897,7 @@ async fn batches_committing_at_once_all_commit() {
         .iter()
         .map(|blocks| {
             let store = store.clone();
-            let blocks: Vec<(Vec<Bytes>, BlockId)> = blocks
-                .iter()
-                .map(|b| (vec![Bytes::from(b.clone())], BlockId::of(b)))
-                .collect();
+            let blocks = batch_of(blocks);
             tokio::spawn(async move {
                 let total = blocks.iter().map(|(b, _)| b[0].len() as u64).sum();
                 store.begin_batch(total).unwrap().commit_all(blocks).await
@@ -930,10 +938,7 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     let large = pattern(2 * CHECKSUM_CHUNK + 100, 2); // With a sidecar.
     let intact = pattern(2_000, 3);
     let partial = pattern(5_000, 4);
-    let blocks: Vec<(Vec<Bytes>, BlockId)> = [&small, &large, &intact, &partial]
-        .iter()
-        .map(|b| (vec![Bytes::from((*b).clone())], BlockId::of(b)))
-        .collect();
+    let blocks = batch_of(&[&small, &large, &intact, &partial]);
     let ids: Vec<BlockId> = blocks.iter().map(|(_, id)| *id).collect();
     let total = blocks.iter().map(|(b, _)| b[0].len() as u64).sum();
     let results = store.begin_batch(total).unwrap().commit_all(blocks).await;
@@ -946,7 +951,7 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     fs::remove_file(path_of(&ids[0])).unwrap();
     fs::write(path_of(&ids[1]), vec![0u8; large.len()]).unwrap();
     fs::remove_file(format!("{}.crc", path_of(&ids[1]).display())).unwrap();
-    // And one block written in place only in part.
+    // And one block in place whose bytes reached the disk only in part.
     fs::OpenOptions::new()
         .write(true)
         .open(path_of(&ids[3]))
@@ -987,7 +992,7 @@ async fn a_crash_after_a_batch_is_repaired_from_the_journal() {
     assert_eq!(report.journal_restored, 0);
 }
 
-/// A batched block whose write in place fails (here its shard directory cannot be
+/// A batched block that cannot be put into place (its shard directory cannot be
 /// made) fails alone, leaves no file behind, and is stored by a later batch; the
 /// others of its batch are stored and readable.
 #[tokio::test]
@@ -1013,16 +1018,11 @@ async fn a_batched_block_that_cannot_be_written_fails_alone() {
     );
     fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     fs::write(&blocker, b"not a directory").unwrap();
-    let batch = |d: &[Vec<u8>]| -> Vec<(Vec<Bytes>, BlockId)> {
-        d.iter()
-            .map(|b| (vec![Bytes::from(b.clone())], BlockId::of(b)))
-            .collect()
-    };
     let total = data.iter().map(|d| d.len() as u64).sum();
     let results = store
         .begin_batch(total)
         .unwrap()
-        .commit_all(batch(&data))
+        .commit_all(batch_of(&data))
         .await;
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.is_ok(), i != 2, "block {i}: {r:?}");
@@ -1031,12 +1031,13 @@ async fn a_batched_block_that_cannot_be_written_fails_alone() {
     for i in [0, 1, 3] {
         assert_eq!(store.get(&ids[i]).unwrap(), data[i]);
     }
+    assert!(temp_files(&root.join("tmp")).is_empty());
 
     fs::remove_file(&blocker).unwrap();
     let again = store
         .begin_batch(data[2].len() as u64)
         .unwrap()
-        .commit_all(batch(&data[2..3]))
+        .commit_all(batch_of(&data[2..3]))
         .await;
     assert!(again[0].is_ok(), "{again:?}");
     assert_eq!(store.get(&ids[2]).unwrap(), data[2]);
@@ -1052,10 +1053,10 @@ async fn journal_checkpoints_empty_the_journal_once_due() {
     let batch = |seed: u8| {
         let store = store.clone();
         async move {
-            let blocks: Vec<(Vec<Bytes>, BlockId)> = (0..3u8)
+            let data: Vec<Vec<u8>> = (0..3u8)
                 .map(|i| pattern(1_000 + usize::from(i), seed + i))
-                .map(|b| (vec![Bytes::from(b.clone())], BlockId::of(&b)))
                 .collect();
+            let blocks = batch_of(&data);
             let r = store.begin_batch(4_000).unwrap().commit_all(blocks).await;
             assert!(r.iter().all(Result::is_ok));
         }
