@@ -37,9 +37,18 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, DEFAULT_REPLICATION};
 pub use error::{Error, Result};
 pub use namesystem::NameSystem;
+
+/// The internals the benchmark harness measures directly, below the gRPC API: the
+/// block map's report path, the metadata store with its group-commit writer, and the
+/// process's metrics recorder. Nothing else outside this crate needs them.
+pub mod bench {
+    pub use crate::blockmap::BlockMap;
+    pub use crate::http::prometheus;
+    pub use crate::meta::{FileRecord, Lease, Op, Store, Writer};
+}
 
 /// After shutdown begins, open requests get this long to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
