@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # image-test.sh - prove the real Dockerfile: build it offline and run what it holds.
 #
-# Makes the base images if missing (../shared/scripts/docker-local-images.sh, when that
-# exists: no registry is reachable here), then
+# Makes the base images if missing (scripts/docker-local-images.sh: no registry is
+# reachable here), then
 #   DOCKER_BUILDKIT=0 docker build --network=none -t $KDFS_IMAGE .
 # (the classic builder; --network=none proves the build downloads nothing), and checks
 # the image: each of kdfs-namenode, kdfs-datanode, kdfs-gateway and kdfs answers
@@ -16,8 +16,8 @@ IMAGE=${KDFS_IMAGE:-kdfs:dev}
 
 if ! docker image inspect rust:1-bookworm >/dev/null 2>&1 ||
   ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
-  if [ -f ../shared/scripts/docker-local-images.sh ]; then
-    bash ../shared/scripts/docker-local-images.sh
+  if [ -f scripts/docker-local-images.sh ]; then
+    bash scripts/docker-local-images.sh
   else
     echo "image-test.sh: no rust:1-bookworm / debian:bookworm-slim image and no way to make one" >&2
     exit 1
