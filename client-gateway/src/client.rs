@@ -1,6 +1,6 @@
 //! [`Client`]: the kdfs client library's entry point, and the domain types it returns.
 //!
-//! A `Client` holds one channel to the namenode and a [`Pool`] of datanode channels; it
+//! A `Client` holds one channel to the namenode and a [`ChannelPool`] of datanode channels; it
 //! is cheap to clone (everything is behind an `Arc`) and safe to share between every
 //! request of the gateway. Uploads live in [`crate::upload`], downloads in
 //! [`crate::download`]; this file has the thin metadata calls and the conversion of
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kdfs_core::{BlockId, ByteSize, FileId};
 use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::pool::ChannelPool;
 use kdfs_proto::wire::{self, Location};
 use kdfs_proto::{pb, transport};
 use serde::Serialize;
@@ -19,7 +20,6 @@ use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
-use crate::pool::Pool;
 
 /// Default global byte budget for data held by uploads awaiting pipeline acks.
 pub const DEFAULT_UPLOAD_BUDGET: ByteSize = ByteSize(512 * ByteSize::MIB);
@@ -98,7 +98,7 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) namenode_url: String,
     pub(crate) namenode: NamenodeClient<Channel>,
-    pub(crate) pool: Pool,
+    pub(crate) pool: ChannelPool,
     pub(crate) options: ClientOptions,
     /// Bytes (in [`BUDGET_UNIT`]s) uploads may hold; see `upload.rs` for the bound.
     pub(crate) budget: Arc<Semaphore>,
@@ -136,7 +136,7 @@ impl Client {
             inner: Arc::new(Inner {
                 namenode_url: namenode.to_owned(),
                 namenode: namenode_client,
-                pool: Pool::new(options.tls.clone()),
+                pool: ChannelPool::new(options.tls.clone()),
                 options,
                 budget: Arc::new(Semaphore::new(units as usize)),
                 budget_units: units,

@@ -385,7 +385,7 @@ async fn read_replica(
         .inner
         .pool
         .datanode(&replica.address)
-        .map_err(|e| ReplicaFailure::Transient(e.to_string()))?;
+        .map_err(|e| ReplicaFailure::Transient(Error::from(e).to_string()))?;
     let req = pb::ReadBlockRequest {
         block_id: wire::raw(id.as_bytes()),
         offset: *pos,

@@ -111,3 +111,9 @@ impl From<std::io::Error> for Error {
         Error::Internal(format!("I/O: {e}"))
     }
 }
+
+impl From<kdfs_proto::pool::BadAddress> for Error {
+    fn from(e: kdfs_proto::pool::BadAddress) -> Self {
+        Error::InvalidInput(format!("datanode address {:?}: {}", e.address, e.source))
+    }
+}

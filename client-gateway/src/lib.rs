@@ -2,7 +2,7 @@
 //!
 //! The **client library** is what moves bytes for anyone outside the cluster:
 //! - [`Client`] ([`client`]): metadata calls to the namenode and the domain types they
-//!   return; one channel to the namenode and a [`pool::Pool`] of datanode channels.
+//!   return; one channel to the namenode and a [`kdfs_proto::pool::ChannelPool`] of datanode channels.
 //! - [`upload`]: `Client::upload(stream, name, type)`: pipelined block writes with
 //!   on-the-fly hashing, pipeline recovery and a bounded memory footprint.
 //! - [`download`]: `Client::download(id, range)`: read-ahead, verified reads with
@@ -23,7 +23,6 @@ pub mod download;
 pub mod error;
 pub mod http;
 pub mod page;
-pub mod pool;
 pub mod routes;
 pub mod upload;
 

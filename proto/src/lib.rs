@@ -9,6 +9,8 @@
 //!   uses, so a 1 MiB chunk stream runs near the loopback ceiling everywhere.
 //! - [`framed`]: `WriteBlock`/`WriteBlocks` calls that send block bytes without
 //!   copying them into tonic's encode buffer.
+//! - [`pool`]: one lazily dialed, reused channel per peer address (gateway and
+//!   datanode forwarding alike).
 //! - [`tls`]: mutual TLS for every link (flags, reloadable certificates, the accept
 //!   loop with concurrent handshakes, the dialing connector, the identity check).
 //!
@@ -16,6 +18,7 @@
 //! the workspace works with domain types.
 
 pub mod framed;
+pub mod pool;
 pub mod tls;
 pub mod transport;
 pub mod wire;
