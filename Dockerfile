@@ -2,7 +2,7 @@
 #
 #   DOCKER_BUILDKIT=0 docker build --network=none -t kdfs:dev .
 #
-# (Offline here after `bash ../shared/scripts/docker-local-images.sh`, which makes the
+# (Offline here after `bash scripts/docker-local-images.sh`, which makes the
 # two base images locally; with internet access they are the official ones and
 # `docker build -t kdfs:dev .` is enough.) Runs as uid/gid 65532; the Kubernetes
 # manifests (k8s/) set the same ids.

@@ -19,7 +19,7 @@
 #
 # For speed the image is by default a small test image: the host-built binaries
 # (target/debug/kdfs-*, built here with `cargo build` if needed) copied into
-# debian:bookworm-slim (make it with ../shared/scripts/docker-local-images.sh), running
+# debian:bookworm-slim (make it with scripts/docker-local-images.sh), running
 # as uid 65532 like the real image. The real multi-stage Dockerfile is proven by the
 # `docker build` CI step; KDFS_CT_IMAGE=kdfs:dev runs this test against that image.
 #
