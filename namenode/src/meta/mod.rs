@@ -1,0 +1,36 @@
+//! Durable metadata: the namenode's embedded ACID store (redb) behind one
+//! group-commit writer.
+//!
+//! What is persisted, one table each (`tables.rs`):
+//! - `meta`: the cluster id, generated at first start.
+//! - `files`: live file records by file id.
+//! - `by_time`: `(created_ms, file id)` for newest-first listings.
+//! - `tombstones`: deleted file records with their deletion time, purged after the
+//!   retention.
+//! - `refs`: per block, how many live files reference it, its length and the largest
+//!   replication any of them asked for (dedup: one block, many files).
+//! - `leases`: open uploads (id, name, content type, replication, start, expiry).
+//!
+//! Block *locations* are never persisted: they come back from datanode reports.
+//!
+//! The parts, each depending only on those above it:
+//! - `records.rs`: the row types ([`FileRecord`], [`Lease`]) and their byte encoding.
+//! - `tables.rs`: the table definitions, opened together once per transaction.
+//! - `ops.rs`: the changes ([`Op`]) and how one is applied inside a transaction.
+//! - `store.rs`: [`Store`], opening the database, loading at start and every read.
+//! - `writer.rs`: [`Writer`], the group commit: one thread drains every waiting
+//!   request into one transaction and one fsync, applies the in-memory effects in the
+//!   same order and only then answers. A change is durable before it is acknowledged
+//!   and memory never runs ahead of the disk. Why redb and why a group commit:
+//!   docs/decisions/0001-redb-namenode-metadata.md.
+
+mod ops;
+mod records;
+mod store;
+mod tables;
+mod writer;
+
+pub use ops::{Effect, Op};
+pub use records::{FileRecord, Lease, time_key};
+pub use store::{DB_FILE, Loaded, Lookup, Store};
+pub use writer::{LAZY_WAIT, MAX_BATCH, OnDurable, WRITER_QUEUE, Writer};

@@ -1,0 +1,317 @@
+//! The changes to the durable state ([`Op`]), what each did ([`Effect`]), and how one
+//! is applied inside a group commit's transaction ([`apply`]).
+//!
+//! An op checks before it changes anything where it can fail on its own (an unknown
+//! file), so such a failure leaves the transaction as it was and fails that op alone.
+
+use kdfs_core::FileId;
+use redb::ReadableTable;
+
+use super::records::{FileRecord, Lease, encode_tombstone, tombstone_time};
+use super::tables::Tables;
+use crate::blockmap::NodeIdx;
+use crate::error::{Error, Result};
+
+/// A change to the durable state.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Store a file record (idempotent: existing content keeps its first record).
+    Commit {
+        record: FileRecord,
+        /// Trusted pipeline acks per block (interned nodes), applied to the block map
+        /// once durable.
+        replicas: Vec<Vec<NodeIdx>>,
+        /// The lease, ended in the same transaction. Several commits of one batch
+        /// may name it: the first removes its row, the others find none.
+        upload_id: String,
+    },
+    /// Tombstone a live file.
+    Delete {
+        id: FileId,
+        now_ms: u64,
+    },
+    PutLease(Lease),
+    EndLease(String),
+    PurgeTombstones {
+        before_ms: u64,
+    },
+}
+
+impl Op {
+    /// The lease id this op writes or ends, if any: `(id, true)` for a write.
+    pub(super) fn lease(&self) -> Option<(&str, bool)> {
+        match self {
+            Op::PutLease(l) => Some((l.id.as_str(), true)),
+            Op::Commit { upload_id, .. } => Some((upload_id.as_str(), false)),
+            Op::EndLease(id) => Some((id.as_str(), false)),
+            _ => None,
+        }
+    }
+}
+
+/// What a durable change did; applied to the in-memory state in commit order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Committed {
+        record: FileRecord,
+        existed: bool,
+    },
+    /// `record` is `None` when the file was already deleted.
+    Deleted {
+        record: Option<FileRecord>,
+        deleted_ms: u64,
+    },
+    Purged(Vec<FileId>),
+    Done,
+}
+
+/// Applies one op inside a group commit's transaction. `skip_lease`: the op's lease
+/// is written and ended within the same batch, so the lease table is left alone (see
+/// `writer::transient_leases`).
+pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Effect> {
+    match op {
+        Op::Commit {
+            record, upload_id, ..
+        } => {
+            if !skip_lease {
+                t.leases.remove(upload_id.as_str())?;
+            }
+            commit(t, record)
+        }
+        Op::Delete { id, now_ms } => delete(t, id, *now_ms),
+        Op::PutLease(lease) => {
+            if !skip_lease {
+                t.leases
+                    .insert(lease.id.as_str(), lease.encode().as_slice())?;
+            }
+            Ok(Effect::Done)
+        }
+        Op::EndLease(id) => {
+            if !skip_lease {
+                t.leases.remove(id.as_str())?;
+            }
+            Ok(Effect::Done)
+        }
+        Op::PurgeTombstones { before_ms } => {
+            let mut purged = Vec::new();
+            t.tombstones.retain(|k, v| {
+                let old = tombstone_time(v).is_some_and(|deleted| deleted < *before_ms);
+                if old {
+                    purged.push(k);
+                }
+                !old
+            })?;
+            let ids = purged
+                .into_iter()
+                .filter_map(|k| FileId::from_slice(&k).ok())
+                .collect();
+            Ok(Effect::Purged(ids))
+        }
+    }
+}
+
+/// Stores a new file and counts its blocks' references; a file already stored keeps
+/// its first record.
+fn commit(t: &mut Tables<'_>, record: &FileRecord) -> Result<Effect> {
+    if let Some(v) = t.files.get(record.id.as_bytes())? {
+        let existing = FileRecord::decode(record.id, v.value())?;
+        return Ok(Effect::Committed {
+            record: existing,
+            existed: true,
+        });
+    }
+    t.files
+        .insert(record.id.as_bytes(), record.encode().as_slice())?;
+    t.by_time.insert(record.time_key(), ())?;
+    t.tombstones.remove(record.id.as_bytes())?;
+    for (b, len) in record.distinct_blocks() {
+        let (n, _, repl) = t
+            .refs
+            .get(b.as_bytes())?
+            .map(|v| v.value())
+            .unwrap_or((0, len, 0));
+        t.refs
+            .insert(b.as_bytes(), (n + 1, len, repl.max(record.replication)))?;
+    }
+    Ok(Effect::Committed {
+        record: record.clone(),
+        existed: false,
+    })
+}
+
+/// Turns a live file into a tombstone and drops its blocks' references. Deleting a
+/// tombstoned file again succeeds with no record; an unknown file is `NotFound`.
+fn delete(t: &mut Tables<'_>, id: &FileId, now_ms: u64) -> Result<Effect> {
+    let Some(v) = t.files.remove(id.as_bytes())? else {
+        if t.tombstones.get(id.as_bytes())?.is_some() {
+            return Ok(Effect::Deleted {
+                record: None,
+                deleted_ms: now_ms,
+            });
+        }
+        return Err(Error::NotFound(format!("file {id} not found")));
+    };
+    let record = FileRecord::decode(*id, v.value())?;
+    drop(v);
+    t.by_time.remove(record.time_key())?;
+    t.tombstones
+        .insert(id.as_bytes(), encode_tombstone(now_ms, &record).as_slice())?;
+    for (b, _) in record.distinct_blocks() {
+        let cur = t.refs.get(b.as_bytes())?.map(|v| v.value());
+        match cur {
+            Some((n, len, repl)) if n > 1 => {
+                t.refs.insert(b.as_bytes(), (n - 1, len, repl))?;
+            }
+            _ => {
+                t.refs.remove(b.as_bytes())?;
+            }
+        }
+    }
+    Ok(Effect::Deleted {
+        record: Some(record),
+        deleted_ms: now_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::Store;
+    use super::super::tables::REFS;
+    use super::*;
+
+    fn commit(record: FileRecord) -> Op {
+        Op::Commit {
+            record,
+            replicas: vec![],
+            upload_id: String::new(),
+        }
+    }
+
+    fn delete(n: u8, now_ms: u64) -> Op {
+        Op::Delete {
+            id: FileRecord::test(n, &[]).id,
+            now_ms,
+        }
+    }
+
+    /// Applies `ops` in one transaction, committed whatever their results.
+    fn apply_all(store: &Store, ops: &[Op]) -> Vec<Result<Effect>> {
+        let txn = store.begin_write().unwrap();
+        let out = {
+            let mut t = Tables::open(&txn).unwrap();
+            ops.iter().map(|op| apply(&mut t, op, false)).collect()
+        };
+        txn.commit().unwrap();
+        out
+    }
+
+    /// The `refs` table as (first byte of the block id, files, replication).
+    fn refs(store: &Store) -> Vec<(u8, u64, u32)> {
+        let txn = store.read().unwrap();
+        let table = txn.open_table(REFS).unwrap();
+        let mut out: Vec<_> = table
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                let (n, _, repl) = v.value();
+                (k.value()[0], n, repl)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn reference_counts_follow_commits_and_deletes() {
+        let wide = FileRecord {
+            replication: 5,
+            ..FileRecord::test(3, &[2])
+        };
+        let check = |ops: Vec<Op>, expected: &[(u8, u64, u32)]| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            apply_all(&store, &ops);
+            assert_eq!(refs(&store), expected, "{ops:?}");
+        };
+        check(vec![], &[]);
+        check(
+            vec![commit(FileRecord::test(1, &[1, 2, 1]))],
+            &[(1, 1, 3), (2, 1, 3)],
+        );
+        check(
+            vec![
+                commit(FileRecord::test(1, &[1, 2])),
+                commit(FileRecord::test(2, &[2, 3])),
+            ],
+            &[(1, 1, 3), (2, 2, 3), (3, 1, 3)],
+        );
+        // The same file again counts nothing.
+        check(
+            vec![
+                commit(FileRecord::test(1, &[1])),
+                commit(FileRecord::test(1, &[1])),
+            ],
+            &[(1, 1, 3)],
+        );
+        check(
+            vec![
+                commit(FileRecord::test(1, &[1, 2])),
+                commit(FileRecord::test(2, &[2, 3])),
+                delete(1, 10),
+            ],
+            &[(2, 1, 3), (3, 1, 3)],
+        );
+        // The largest replication asked for wins, and stays after that file goes.
+        check(
+            vec![commit(FileRecord::test(1, &[2])), commit(wide.clone())],
+            &[(2, 2, 5)],
+        );
+        check(
+            vec![
+                commit(FileRecord::test(1, &[2])),
+                commit(wide),
+                delete(3, 10),
+            ],
+            &[(2, 1, 5)],
+        );
+    }
+
+    #[test]
+    fn deletes_tombstone_once_and_purges_by_deletion_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = FileRecord::test(1, &[1]).id;
+        let out = apply_all(
+            &store,
+            &[
+                commit(FileRecord::test(1, &[1])),
+                delete(1, 5000),
+                delete(1, 6000),
+                delete(9, 6000),
+                Op::PurgeTombstones { before_ms: 5000 },
+            ],
+        );
+        assert!(matches!(
+            out[1],
+            Ok(Effect::Deleted {
+                record: Some(_),
+                deleted_ms: 5000
+            })
+        ));
+        assert!(matches!(out[2], Ok(Effect::Deleted { record: None, .. })));
+        assert!(matches!(out[3], Err(Error::NotFound(_))));
+        assert!(matches!(&out[4], Ok(Effect::Purged(ids)) if ids.is_empty()));
+        assert_eq!(store.counts().unwrap(), (0, 1));
+        let out = apply_all(&store, &[Op::PurgeTombstones { before_ms: 5001 }]);
+        assert!(matches!(&out[0], Ok(Effect::Purged(ids)) if ids == &[id]));
+        assert_eq!(store.counts().unwrap(), (0, 0));
+        // A purged file is unknown; committing it again brings it back.
+        assert!(matches!(
+            apply_all(&store, &[delete(1, 7000)])[0],
+            Err(Error::NotFound(_))
+        ));
+        apply_all(&store, &[commit(FileRecord::test(1, &[1]))]);
+        assert_eq!(store.counts().unwrap(), (1, 0));
+    }
+}
