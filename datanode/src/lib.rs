@@ -17,12 +17,12 @@ pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod journal;
 pub mod link;
 pub mod metrics;
 pub mod scanner;
 pub mod service;
 pub mod store;
+mod sys;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -176,11 +176,11 @@ pub async fn run(
         let (s, cancel) = (node.store.clone(), workers_cancel.clone());
         let retention = config.quarantine_retention.get();
         workers.spawn(async move {
-            let r = scanner::prune_quarantine(s, retention, cancel).await;
+            let r = store::run_quarantine_pruning(s, retention, cancel).await;
             ("quarantine", r)
         });
         let (s, cancel) = (node.store.clone(), workers_cancel.clone());
-        workers.spawn(async move { ("journal", scanner::checkpoint_journal(s, cancel).await) });
+        workers.spawn(async move { ("journal", store::run_journal_checkpoints(s, cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());
         workers.spawn(async move { ("heartbeat", l.run_heartbeats(cancel).await) });
         let (l, cancel) = (link.clone(), workers_cancel.clone());

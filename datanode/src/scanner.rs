@@ -7,12 +7,6 @@
 //! instead of starting over (or never finishing). Reads go through the store's verified
 //! reader, so a corrupt block is quarantined and its [`crate::store::Event::Corrupt`]
 //! reaches the namenode through the incremental reports like any other change.
-//!
-//! Also the store's housekeeping: [`prune_quarantine`] deletes old quarantined
-//! replicas, [`checkpoint_journal`] runs the batch journal's checkpoints.
-//!
-//! [`prune_quarantine`] deletes quarantined replicas once `--quarantine-retention` has
-//! passed, so a failing disk's rejects cannot fill it for good.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,63 +181,6 @@ async fn pass(
         "block scanner pass finished"
     );
     Ok(true)
-}
-
-/// Quarantined replicas older than this are deleted; how often to look is derived from
-/// it (a quarter of it, between a second and an hour).
-pub async fn prune_quarantine(
-    store: Store,
-    retention: Duration,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-    loop {
-        let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.prune_quarantine(cutoff))
-            .await
-            .map_err(|e| Error::io("quarantine task", std::io::Error::other(e)))?
-        {
-            Ok(p) if p.files > 0 => {
-                tracing::info!(
-                    files = p.files,
-                    bytes = p.bytes,
-                    retention_s = retention.as_secs(),
-                    "old quarantined replicas deleted"
-                );
-            }
-            Ok(_) => {}
-            // A full or failing disk must not stop the datanode: try again later.
-            Err(e) => tracing::warn!(error = %e, "cannot prune the quarantine"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-/// How often [`checkpoint_journal`] looks whether a checkpoint is due.
-pub const JOURNAL_TICK: Duration = Duration::from_millis(250);
-
-/// Runs the store's journal checkpoints ([`Store::checkpoint_journal`]): whenever one
-/// is due (the active journal file's oldest record is a second old, or the file is
-/// large), one `syncfs` off every batch's path, and the journal files it covered go.
-pub async fn checkpoint_journal(store: Store, cancel: CancellationToken) -> Result<()> {
-    loop {
-        let s = store.clone();
-        let r = tokio::task::spawn_blocking(move || s.checkpoint_journal())
-            .await
-            .map_err(|e| Error::io("journal task", std::io::Error::other(e)))?;
-        if let Err(e) = r {
-            // The journal stays as it is (it only grows): tried again at the next tick.
-            tracing::warn!(error = %e, "journal checkpoint failed");
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(JOURNAL_TICK) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl Version {
             .and_then(|_| f.sync_all())
             .ctx(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, path(root)).ctx(|| format!("rename {}", tmp.display()))?;
-        crate::store::sync_dir(root)
+        crate::sys::sync_dir(root)
     }
 }
 

@@ -859,7 +859,7 @@ async fn quarantined_replicas_are_deleted_after_their_retention_and_nothing_else
     // The worker with a short retention deletes the fresh quarantine within a pass or
     // two, still leaving the foreign files, and stops when cancelled.
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(scanner::prune_quarantine(
+    let task = tokio::spawn(kdfs_datanode::store::run_quarantine_pruning(
         store.clone(),
         Duration::from_millis(300),
         cancel.clone(),
@@ -1075,9 +1075,12 @@ async fn journal_checkpoints_empty_the_journal_once_due() {
     let written = Instant::now();
     assert!(!store.checkpoint_journal().unwrap(), "not due yet");
     let cancel = CancellationToken::new();
-    let worker = tokio::spawn(scanner::checkpoint_journal(store.clone(), cancel.clone()));
+    let worker = tokio::spawn(kdfs_datanode::store::run_journal_checkpoints(
+        store.clone(),
+        cancel.clone(),
+    ));
     assert!(wait_until(Duration::from_secs(10), || store.journal_bytes() == 0).await);
-    assert!(written.elapsed() >= kdfs_datanode::journal::CHECKPOINT_AGE);
+    assert!(written.elapsed() >= kdfs_datanode::store::CHECKPOINT_AGE);
     cancel.cancel();
     worker.await.unwrap().unwrap();
     assert_eq!(files_in(&dir.path().join("blocks")).len(), 6);

@@ -5,7 +5,7 @@
 //! <data>/journal/<generation>.log   records: magic, length, block id, CRC32C, bytes
 //! ```
 //!
-//! A batch ([`crate::store::Store`]'s `commit_batch`) writes its blocks' temp files
+//! A batch (`Store::commit_batch`, in the parent module) writes its blocks' temp files
 //! unsynced, appends every block to the active journal file and `fdatasync`s it, then
 //! renames the blocks into place (unsynced) and acknowledges them. The bytes and the
 //! names in place reach the disk later: a checkpoint ([`Journal::checkpoint`], about
@@ -23,8 +23,8 @@
 //! never acknowledged) ends a file's replay: its CRC32C does not match.
 //!
 //! One `fdatasync` of one file on a batch's path instead of a `syncfs` of the whole
-//! file system: on a machine whose datanodes share a disk, `syncfs` calls wait for each
-//! other's write-back (BENCHMARKS.md). A block deleted after its batch but before the
+//! file system, whose calls wait for every other writer's write-back on a shared disk
+//! (docs/decisions/0004-batch-journal.md). A block deleted after its batch but before the
 //! next checkpoint can come back after a crash (its record is replayed); it is then a
 //! replica no file references, which the namenode's reconciliation of the next full
 //! report deletes again.
@@ -105,7 +105,7 @@ impl Journal {
             fs::remove_file(path).ctx(|| format!("remove {}", path.display()))?;
         }
         if !old.is_empty() {
-            crate::store::sync_dir(dir)?;
+            crate::sys::sync_dir(dir)?;
         }
         if restored > 0 {
             tracing::warn!(
@@ -273,7 +273,7 @@ fn new_file(dir: &Path, generation: u64) -> Result<File> {
         .create_new(true)
         .open(&path)
         .ctx(|| format!("create {}", path.display()))?;
-    crate::store::sync_dir(dir)?;
+    crate::sys::sync_dir(dir)?;
     Ok(file)
 }
 
