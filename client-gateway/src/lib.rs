@@ -1,35 +1,24 @@
 //! kdfs client library and HTTP gateway.
 //!
-//! The **client library** is what moves bytes for anyone outside the cluster:
-//! - [`Client`] ([`client`]): metadata calls to the namenode and the domain types they
-//!   return; one channel to the namenode and a [`kdfs_proto::pool::ChannelPool`] of datanode channels.
-//! - [`upload`]: `Client::upload(stream, name, type)`: pipelined block writes with
-//!   on-the-fly hashing, pipeline recovery and a bounded memory footprint.
-//! - [`download`]: `Client::download(id, range)`: read-ahead, verified reads with
-//!   failover between replicas at the same offset.
+//! - [`client`]: the **client library**, what moves bytes for anyone outside the
+//!   cluster: [`Client`] with its metadata calls, `Client::upload` (pipelined block
+//!   writes with on-the-fly hashing, pipeline recovery and a bounded memory footprint,
+//!   small files in batches) and `Client::download` (read-ahead, verified reads with
+//!   failover between replicas at the same offset).
+//! - [`gateway`]: the **gateway** `kdfs-gateway`, DESIGN.md §8's HTTP API and the
+//!   browser page in front of the library. [`run`] is what `main.rs` and the tests call.
+//! - [`error`]: the library's error type, which the gateway maps onto HTTP statuses.
 //!
-//! The **gateway** (`kdfs-gateway`) puts DESIGN.md §8's HTTP API and the browser page
-//! in front of it: [`config`] (flags), [`http`] (router, errors, the guard middleware,
-//! shutdown), [`auth`] (bearer tokens, the failed-attempt limit), [`audit`] (one log
-//! line per upload, delete and refused authentication), [`routes`] (one module per
-//! resource), [`page`] (the HTML page). [`run`] is what `main.rs` and the tests call.
+//! Dependencies go one way: `gateway` → `client` → `error`.
 
-pub mod audit;
-pub mod auth;
-pub mod batch;
 pub mod client;
-pub mod config;
-pub mod download;
 pub mod error;
-pub mod http;
-pub mod page;
-pub mod routes;
-pub mod upload;
+pub mod gateway;
 
-pub use batch::BatchStats;
-pub use client::{Client, ClientOptions, ClusterInfo, FileInfo, FileRecord, Listing};
-pub use config::Config;
-pub use download::{ByteRange, Download};
+pub use client::{
+    BatchStats, ByteRange, Client, ClientOptions, ClusterInfo, Download, FileInfo, FileRecord,
+    Listing, Uploaded,
+};
 pub use error::{Error, Result};
-pub use http::run;
-pub use upload::Uploaded;
+pub use gateway::config::{self, Config};
+pub use gateway::http::{self, run};

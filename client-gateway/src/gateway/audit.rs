@@ -3,7 +3,7 @@
 //! authentication, so an operator can route it apart from the other logs
 //! (`RUST_LOG=info,kdfs::audit=info`, or a filter on `target` in JSON logs).
 //!
-//! Fields: `who` (the [`Who`](crate::auth::Who) of an accepted request, `none` or
+//! Fields: `who` (the [`Who`](crate::gateway::auth::Who) of an accepted request, `none` or
 //! `bad-token` for a refused one, `limited` for a client over the failure limit),
 //! `client` (the peer's IP address), `action` (`upload`, `delete` or `auth`), `wanted`
 //! (what a refused request tried), `file` (the file's hash when known), `size` (bytes,

@@ -5,7 +5,7 @@
 //! methods (405) use the same shape.
 //!
 //! Upload and delete pass the [`guard`] middleware: the bearer token and the failure
-//! limit of [`crate::auth`], and one line of [`crate::audit`] per request. The client's
+//! limit of [`crate::gateway::auth`], and one line of [`crate::gateway::audit`] per request. The client's
 //! address comes from the connection ([`ClientAddr`]), never from a header.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,12 +27,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::audit::{Action, AuditGuard, Audited};
-use crate::auth::{Auth, Verdict};
 use crate::client::{Client, ClientOptions};
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::routes;
+use crate::gateway::audit::{Action, AuditGuard, Audited};
+use crate::gateway::auth::{Auth, Verdict};
+use crate::gateway::config::Config;
+use crate::gateway::routes;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -163,7 +163,7 @@ fn prometheus() -> Option<PrometheusHandle> {
 /// middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(crate::page::index))
+        .route("/", get(crate::gateway::page::index))
         .route("/upload", axum::routing::post(routes::upload::upload))
         .route("/download", get(routes::download::download))
         .route("/info", get(routes::info::info))

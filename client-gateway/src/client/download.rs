@@ -35,9 +35,10 @@ use kdfs_proto::wire::{self, Location};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::warn;
+use tracing::{Instrument, instrument, warn};
 
-use crate::client::{Client, FileInfo, LocatedBlock};
+use super::Client;
+use super::model::{FileInfo, LocatedBlock};
 use crate::error::{Error, Result};
 
 /// Messages (about 1 MiB each) buffered per block reader, on top of the HTTP/2 stream
@@ -112,6 +113,7 @@ impl Stream for Download {
 
 impl Client {
     /// Looks the file up and streams `range` of it (the whole file if `None`).
+    #[instrument(skip_all, fields(file = %id))]
     pub async fn download(
         &self,
         id: FileId,
@@ -140,6 +142,7 @@ impl Client {
     /// (a streamed block's can only end its stream); a block no replica could serve
     /// becomes the answer's status instead of a body broken off after a 200. `None`
     /// for any other file (stream it with [`Client::read`]).
+    #[instrument(skip_all, fields(file = %info.record.id))]
     pub async fn read_small(&self, info: &FileInfo, range: ByteRange) -> Option<Result<Bytes>> {
         let [block] = info.blocks.as_slice() else {
             return None;
@@ -199,7 +202,8 @@ impl Client {
         let blocks = info.blocks.clone();
         let (tx, rx) = mpsc::channel(2);
         let client = self.clone();
-        let driver = tokio::spawn(drive(client, blocks, reads, tx));
+        let span = tracing::info_span!("read", file = %info.record.id);
+        let driver = tokio::spawn(drive(client, blocks, reads, tx).instrument(span));
         Download {
             rx,
             _driver: AbortOnDropHandle::new(driver),
@@ -223,7 +227,7 @@ async fn drive(
             let Some(r) = reads.next() else { break };
             let (tx, rx) = mpsc::channel(READER_QUEUE);
             let block = blocks[r.index].clone();
-            let task = tokio::spawn(read_block(client.clone(), block, r, tx));
+            let task = tokio::spawn(read_block(client.clone(), block, r, tx).in_current_span());
             running.push_back((rx, AbortOnDropHandle::new(task)));
         }
         let Some((mut rx, _task)) = running.pop_front() else {
@@ -289,6 +293,7 @@ fn unreadable(block: &LocatedBlock, errors: &[String]) -> Error {
 }
 
 /// Reads `r` of `block`, failing over between replicas at the current offset.
+#[instrument(skip_all, fields(block = %block.id, index = r.index))]
 async fn read_block(
     client: Client,
     block: LocatedBlock,

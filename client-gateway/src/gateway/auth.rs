@@ -28,8 +28,8 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::gateway::config::Config;
 
 /// Most clients whose failed attempts are remembered at once (about 100 bytes each).
 pub const MAX_TRACKED_CLIENTS: usize = 16_384;

@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::download::ByteRange;
-use crate::http::{ApiError, AppState};
-use crate::routes::parse_hash;
+use crate::client::ByteRange;
+use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::routes::parse_hash;
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {

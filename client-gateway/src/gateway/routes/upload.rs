@@ -33,8 +33,8 @@ use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::Serialize;
 use tracing::debug;
 
-use crate::audit::Audited;
-use crate::http::{ApiError, AppState};
+use crate::gateway::audit::Audited;
+use crate::gateway::http::{ApiError, AppState};
 
 /// Largest non-`file` form field accepted (they are read and discarded).
 pub const MAX_OTHER_FIELD: u64 = 64 * 1024;

@@ -18,17 +18,17 @@
 //! than two small ones. A lone upload, or one after a pause, goes out at once. The
 //! batch is one upload: one `BeginUpload` (asked for as its first file is taken), one
 //! `WriteBlocks` stream down the pipeline it came with, carrying every block, and one
-//! `CommitFiles`. What a small upload cost was mostly the gRPC stack's work per call
-//! and per stream, in five processes, and two `syncfs` per datanode and batch
-//! (BENCHMARKS.md); a batch pays them once. With a linger of zero a batch frees its
+//! `CommitFiles`. What a small upload costs is mostly the gRPC stack's work per call
+//! and per stream and two `syncfs` per datanode and batch; a batch pays them once
+//! (docs/decisions/0008-small-file-batches.md). With a linger of zero a batch frees its
 //! slot once its blocks are written and the next one leaves with whatever is queued.
-
+//!
 //! # Failures
 //!
 //! A batch is a fast path, never the only one. A file it could not store (no pipeline
 //! now, a broken stream, fewer than `min_replicas` acks for its block, a batch call that
 //! failed) goes back to its caller, which uploads it alone through the pipeline with
-//! recovery of [`crate::upload`], and so gets that path's answer (503, 507, …). A file
+//! recovery of [`super::upload`], and so gets that path's answer (503, 507, …). A file
 //! the namenode refused at `CommitFiles` (its name, or a delete of the same content
 //! racing with it) gets that refusal, as `CommitFile` would have given it. The blocks of
 //! a batch that did not commit are left to the namenode's orphan collection, as those
@@ -48,30 +48,31 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire::{self, Location};
 use kdfs_proto::{framed, pb, transport};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::field::Empty;
+use tracing::{Span, debug, info, instrument, warn};
 
-use crate::client::{Client, FileRecord, Inner, bad_reply, unary};
-use crate::error::{BoxError, Error, Result};
-use crate::upload::{AbandonOnDrop, Uploaded, add_acks, longer_than, parse_pipeline};
+use super::lease::AbandonOnDrop;
+use super::model::{FileRecord, Uploaded};
+use super::rpc::{add_acks, bad_reply, parse_pipeline, unary};
+use super::{Client, Inner};
+use crate::error::{Error, Result};
 
 /// Batches writing their blocks at once; files arriving meanwhile wait for the next
-/// one, so a batch grows with the load. With 16 clients on 3 datanodes, 1, 2, 3 and 4
-/// (each holding its slot until committed) measured 1,071–1,188, 904–1,043, 926–1,010
-/// and 947–950 uploads/s, side by side (BENCHMARKS.md): fewer, larger batches cost
-/// less CPU per file. A batch that hangs frees its slot after [`SLOT_HELD`].
+/// one, so a batch grows with the load: fewer, larger batches cost less CPU per file
+/// (docs/decisions/0008-small-file-batches.md). A batch that hangs frees its slot after
+/// [`SLOT_HELD`].
 pub const BATCHES_IN_FLIGHT: usize = 1;
 /// A batch slower than this frees its slot for the next batch.
 pub const SLOT_HELD: Duration = Duration::from_secs(1);
 /// Files waiting for a batch, at most.
 pub const QUEUE: usize = 2 * transport::MAX_BATCH_FILES;
 /// Files up to this size are hashed on the async worker; larger ones on a blocking
-/// thread (a 1 MiB hash takes ~0.6 ms).
+/// thread, so hashing a large one does not hold up the other tasks of its worker.
 const HASH_INLINE: usize = 64 << 10;
 /// The lease's name: every file of a batch brings its own to `CommitFiles`.
 const LEASE_NAME: &str = "small-file batch";
@@ -103,31 +104,6 @@ struct Queued {
     reply: oneshot::Sender<Option<Result<Uploaded>>>,
 }
 
-/// Reads a source of at most `at_most` bytes whole. A longer source fails.
-pub(crate) async fn read_whole<S, E>(source: S, at_most: u64) -> Result<Bytes>
-where
-    S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-    E: Into<BoxError>,
-{
-    let mut source = std::pin::pin!(source);
-    // Read to the end (a multipart source checks the rest of its form there) and keep
-    // the pieces: one piece, the usual case, is the file without a copy.
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut len = 0u64;
-    while let Some(item) = source.next().await {
-        let data = item.map_err(|e| Error::Source(e.into()))?;
-        len += data.len() as u64;
-        if len > at_most {
-            return Err(longer_than(at_most));
-        }
-        pieces.push(data);
-    }
-    Ok(match pieces.len() {
-        1 => pieces.pop().expect("one piece"),
-        _ => Bytes::from(pieces.concat()),
-    })
-}
-
 impl Client {
     /// Stores a small file (1 to `MAX_BATCHED_BLOCK` bytes) in a batch with the other
     /// small uploads of this client. `None`: the batch could not store it; the caller
@@ -147,6 +123,8 @@ impl Client {
                 .await
                 .ok()?
         };
+        // A small file's id is its only block's hash.
+        Span::current().record("file", tracing::field::display(id));
         let (reply, outcome) = oneshot::channel();
         let queued = Queued {
             name: name.to_owned(),
@@ -306,8 +284,8 @@ impl Taking<'_> {
 /// the client's `batch_linger` (`--batch-linger`), instead of leaving with the first
 /// few and splitting the clients into two smaller batches. Larger batches are cheaper
 /// per file: a batch's fixed costs (its calls, streams and two `syncfs` per datanode)
-/// dominate a small file's (BENCHMARKS.md: 16 clients, 0 vs 3 ms). A lone upload, or
-/// one after a pause, does not wait.
+/// dominate a small file's (docs/decisions/0008-small-file-batches.md). A lone upload,
+/// or one after a pause, does not wait.
 struct Pace(std::sync::Mutex<(usize, std::time::Instant)>);
 
 impl Pace {
@@ -353,6 +331,7 @@ impl Slot {
 impl Client {
     /// Writes and commits one batch; one outcome per file, in order.
     /// `bytes` is the sum of the files' sizes.
+    #[instrument(name = "batch", skip_all, fields(files = batch.len(), bytes, upload = Empty))]
     async fn write_batch(
         &self,
         lease: Lease,
@@ -369,10 +348,10 @@ impl Client {
         {
             Ok(()) => {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
-                debug!(files = batch.len(), stored, bytes, "batch done");
+                debug!(stored, "batch done");
             }
             Err(e) => {
-                warn!(files = batch.len(), bytes, error = %e, "batch failed; its files are uploaded alone");
+                warn!(error = %e, "batch failed; its files are uploaded alone");
             }
         }
         let alone = outcomes.iter().filter(|o| o.is_none()).count();
@@ -410,6 +389,7 @@ impl Client {
         if begin.block_size == 0 || begin.upload_id.is_empty() {
             return Err(bad_reply("BeginUpload without a lease or block size"));
         }
+        Span::current().record("upload", begin.upload_id.as_str());
         let mut lease = AbandonOnDrop {
             client: self.clone(),
             upload_id: begin.upload_id.clone(),

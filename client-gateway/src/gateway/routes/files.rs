@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::audit::Audited;
 use crate::client::FileRecord;
-use crate::http::{ApiError, AppState};
-use crate::routes::parse_hash;
+use crate::gateway::audit::Audited;
+use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::routes::parse_hash;
 
 /// Page size when `limit` is not given, and the largest one accepted.
 pub const DEFAULT_PAGE: u32 = 100;

@@ -1,0 +1,168 @@
+//! The client's metadata calls to the namenode (a file's record and locations, listing,
+//! delete, the cluster's state, reporting a bad replica): thin unary calls whose replies
+//! become the checked types of [`super::model`].
+
+use kdfs_core::{BlockId, FileId};
+use kdfs_proto::pb;
+use kdfs_proto::wire::{self, Location};
+
+use super::model::{
+    ClusterInfo, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
+};
+use super::rpc::{bad_reply, unary};
+use super::{Client, NAMENODE_CALL_TIMEOUT};
+use crate::error::{Error, Result};
+
+impl Client {
+    /// A file's record, blocks and live replica locations.
+    pub async fn get(&self, id: FileId) -> Result<FileInfo> {
+        let resp = unary(
+            "GetFile",
+            self.nn().get_file(pb::GetFileRequest {
+                file_id: wire::raw(id.as_bytes()),
+            }),
+        )
+        .await
+        .map_err(not_found_as(id))?;
+        if resp.state == pb::FileState::Deleted as i32 {
+            return Err(Error::Deleted(id));
+        }
+        let record = resp
+            .file
+            .as_ref()
+            .ok_or_else(|| bad_reply("GetFile without a file record"))
+            .and_then(FileRecord::try_from)?;
+        let blocks = resp
+            .blocks
+            .iter()
+            .map(LocatedBlock::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let info = FileInfo { record, blocks };
+        info.check()?;
+        Ok(info)
+    }
+
+    /// One page of files, newest first.
+    pub async fn list(&self, limit: u32, after: &str, name_contains: &str) -> Result<Listing> {
+        let resp = unary(
+            "ListFiles",
+            self.nn().list_files(pb::ListFilesRequest {
+                limit,
+                after: after.to_owned(),
+                name_contains: name_contains.to_owned(),
+            }),
+        )
+        .await?;
+        let files = resp
+            .files
+            .iter()
+            .map(|s| {
+                let record = s
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| bad_reply("ListFiles entry without a record"))
+                    .and_then(FileRecord::try_from)?;
+                Ok(FileSummary {
+                    record,
+                    min_live_replicas: s.min_live_replicas,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Listing {
+            files,
+            next: (!resp.next.is_empty()).then_some(resp.next),
+        })
+    }
+
+    /// Tombstones a file; `Ok(false)` if it was already deleted.
+    pub async fn delete(&self, id: FileId) -> Result<bool> {
+        let resp = unary(
+            "DeleteFile",
+            self.nn().delete_file(pb::DeleteFileRequest {
+                file_id: wire::raw(id.as_bytes()),
+            }),
+        )
+        .await
+        .map_err(not_found_as(id))?;
+        Ok(resp.deleted)
+    }
+
+    /// The cluster's state, as `/info` shows it.
+    pub async fn cluster_info(&self) -> Result<ClusterInfo> {
+        let r = unary(
+            "ClusterInfo",
+            self.nn().cluster_info(pb::ClusterInfoRequest {}),
+        )
+        .await?;
+        Ok(ClusterInfo {
+            cluster_id: r.cluster_id,
+            version: r.version,
+            safe_mode: r.safe_mode,
+            reported_fraction: r.reported_fraction,
+            files: r.files,
+            blocks: r.blocks,
+            bytes: r.bytes,
+            under_replicated: r.under_replicated,
+            missing: r.missing,
+            replication: r.replication,
+            min_replicas: r.min_replicas,
+            block_size: r.block_size,
+            datanodes: r
+                .datanodes
+                .into_iter()
+                .map(|d| DatanodeInfo {
+                    state: datanode_state(d.state),
+                    id: d.id,
+                    address: d.address,
+                    zone: d.zone,
+                    capacity: d.capacity,
+                    used: d.used,
+                    available: d.available,
+                    blocks: d.blocks,
+                    in_flight: d.in_flight,
+                    last_heartbeat_secs: d.since_heartbeat_ms as f64 / 1000.0,
+                    version: d.version,
+                })
+                .collect(),
+        })
+    }
+
+    /// Tells the namenode a replica failed verification (best effort, logged on failure).
+    pub(crate) fn report_bad_replica(&self, block: BlockId, node: &Location, reason: String) {
+        let mut nn = self.nn();
+        let req = pb::ReportBadReplicaRequest {
+            block_id: wire::raw(block.as_bytes()),
+            datanode_id: node.id.to_string(),
+            reason,
+        };
+        let node = node.id;
+        metrics::counter!("kdfs_gateway_bad_replicas_reported_total").increment(1);
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(NAMENODE_CALL_TIMEOUT, nn.report_bad_replica(req))
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|s| s.to_string()))
+            {
+                tracing::warn!(block = %block, node = %node, error = %e, "reporting a bad replica failed");
+            }
+        });
+    }
+}
+
+fn datanode_state(s: i32) -> &'static str {
+    match pb::DatanodeState::try_from(s) {
+        Ok(pb::DatanodeState::Live) => "live",
+        Ok(pb::DatanodeState::Stale) => "stale",
+        Ok(pb::DatanodeState::Dead) => "dead",
+        Ok(pb::DatanodeState::Decommissioning) => "decommissioning",
+        _ => "unknown",
+    }
+}
+
+/// Turns the namenode's NOT_FOUND for `id` into [`Error::NotFound`]; other errors pass.
+fn not_found_as(id: FileId) -> impl Fn(Error) -> Error {
+    move |e| match e {
+        Error::Rpc { status, .. } if status.code() == tonic::Code::NotFound => Error::NotFound(id),
+        e => e,
+    }
+}

@@ -1,0 +1,202 @@
+//! The kdfs client library: everything that moves bytes for someone outside the cluster.
+//!
+//! A [`Client`] holds one channel to the namenode and a [`ChannelPool`] of datanode
+//! channels; it is cheap to clone (everything is behind an `Arc`) and safe to share
+//! between every request of the gateway. Its rooms, from the top:
+//!
+//! - [`upload`]: `Client::upload`: a byte stream in, a committed file out; it cuts the
+//!   stream ([`splitter`]), hands blocks to block tasks ([`driver`]), each of which
+//!   writes its block ([`block`]) down a pipeline ([`attempt`]), keeps it for a re-send
+//!   ([`spool`]) and follows the [`recovery`] policy when a pipeline fails; [`lease`]
+//!   renews and abandons the upload's lease.
+//! - [`batch`]: small files of many uploads written and committed together.
+//! - [`download`]: `Client::download`: verified reads with read-ahead and failover.
+//! - [`metadata`]: the thin metadata calls; [`model`]: the checked types they return.
+//! - [`rpc`], [`source`]: the helpers the others share (a unary call, reply checks, the
+//!   caller's byte source).
+//!
+//! The only modules that see prost messages are these; the gateway works with
+//! domain types.
+
+pub(crate) mod attempt;
+pub mod batch;
+pub(crate) mod block;
+pub mod download;
+pub(crate) mod driver;
+pub(crate) mod lease;
+mod metadata;
+pub mod model;
+pub(crate) mod recovery;
+pub(crate) mod rpc;
+pub(crate) mod source;
+pub(crate) mod splitter;
+pub(crate) mod spool;
+pub mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kdfs_core::ByteSize;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::pool::ChannelPool;
+use kdfs_proto::transport;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+
+pub use batch::BatchStats;
+pub use download::{ByteRange, Download};
+pub use model::{
+    BlockRef, ClusterInfo, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
+    Uploaded,
+};
+
+/// Default global byte budget for data held by uploads awaiting pipeline acks.
+pub const DEFAULT_UPLOAD_BUDGET: ByteSize = ByteSize(512 * ByteSize::MIB);
+/// Blocks of one upload that may be streaming or awaiting their ack at once.
+pub const DEFAULT_BLOCKS_IN_FLIGHT: usize = 2;
+/// Blocks of one download read ahead of the one being sent (plus the current one).
+pub const DEFAULT_READ_AHEAD: usize = 1;
+/// A transfer that moves no message for this long is considered stalled.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a batch of small files waits for the files the last batch's answers bring
+/// back ([`batch`]).
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(3);
+/// How many pipelines one block may be written to before the upload gives up.
+pub const DEFAULT_PIPELINE_ATTEMPTS: usize = 4;
+/// Unary namenode calls (metadata only) time out after this long.
+pub const NAMENODE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Chunks queued between the receiving task and a block task or the file hasher, and
+/// between a block task and its pipeline stream or spool writer.
+pub(crate) const QUEUE_CHUNKS: usize = 4;
+
+/// Budget permits are counted in KiB so that a `u32` permit count covers any budget.
+pub(crate) const BUDGET_UNIT: u64 = 1024;
+
+/// Tunables of a [`Client`]; the defaults suit a gateway.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bytes that all uploads of this client together may hold unacknowledged.
+    pub upload_budget: ByteSize,
+    /// Blocks in flight per upload (at least 1; 2 keeps one slow node from idling the rest).
+    pub blocks_in_flight: usize,
+    /// Blocks read ahead per download.
+    pub read_ahead: usize,
+    /// Per-message stall timeout for block writes and reads.
+    pub stall_timeout: Duration,
+    /// Pipelines tried per block before an upload fails.
+    pub pipeline_attempts: usize,
+    /// Replication asked for at BeginUpload; 0 means the namenode's default.
+    pub replication: u32,
+    /// Where blocks awaiting their ack are kept beyond their first
+    /// [`spool::MEMORY_PREFIX`] bytes (an unlinked temp file per block), so an
+    /// upload's memory does not grow with the block size. `None`, or a directory where
+    /// no file can be created, keeps whole blocks in memory.
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes of each block kept in memory before the rest goes to `spool_dir`.
+    pub memory_prefix: u64,
+    /// mTLS towards the namenode and the datanodes (`None`: plaintext).
+    pub tls: Option<Arc<kdfs_proto::tls::Tls>>,
+    /// Store small uploads of known length in batches ([`batch`]).
+    pub batch_small_files: bool,
+    /// How long a batch waits, after the last one ended, for as many files as that one
+    /// carried; zero starts a batch as soon as the last one's blocks are written.
+    pub batch_linger: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            upload_budget: DEFAULT_UPLOAD_BUDGET,
+            blocks_in_flight: DEFAULT_BLOCKS_IN_FLIGHT,
+            read_ahead: DEFAULT_READ_AHEAD,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            pipeline_attempts: DEFAULT_PIPELINE_ATTEMPTS,
+            replication: 0,
+            spool_dir: Some(std::env::temp_dir()),
+            memory_prefix: spool::MEMORY_PREFIX,
+            tls: None,
+            batch_small_files: true,
+            batch_linger: DEFAULT_BATCH_LINGER,
+        }
+    }
+}
+
+/// The kdfs client: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) namenode_url: String,
+    pub(crate) namenode: NamenodeClient<Channel>,
+    pub(crate) pool: ChannelPool,
+    pub(crate) options: ClientOptions,
+    /// Bytes (in [`BUDGET_UNIT`]s) uploads may hold; see [`upload`] for the bound.
+    pub(crate) budget: Arc<Semaphore>,
+    pub(crate) budget_units: u32,
+    /// Spool files of finished blocks, for later blocks to overwrite.
+    pub(crate) spool_files: Arc<spool::SpoolFiles>,
+    /// Gathers small uploads into batches (started by the first).
+    pub(crate) batcher: batch::Batcher,
+}
+
+impl Inner {
+    /// Budget permits that hold `bytes` (at most the whole budget).
+    pub(crate) fn budget_units_for(&self, bytes: u64) -> u32 {
+        bytes
+            .div_ceil(BUDGET_UNIT)
+            .min(u64::from(self.budget_units)) as u32
+    }
+}
+
+impl Client {
+    /// A client for the namenode at `namenode` (`http://host:port` or `host:port`).
+    /// Connects lazily: a namenode that is down now is an error only when used.
+    pub fn new(namenode: &str, options: ClientOptions) -> Result<Self> {
+        let channel = kdfs_proto::tls::channel(namenode, options.tls.as_ref())
+            .map_err(|e| Error::InvalidInput(format!("namenode address {namenode:?}: {e}")))?;
+        let namenode_client = NamenodeClient::new(channel)
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let units = options
+            .upload_budget
+            .bytes()
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(u32::MAX >> 1)) as u32;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                namenode_url: namenode.to_owned(),
+                namenode: namenode_client,
+                pool: ChannelPool::new(options.tls.clone()),
+                options,
+                budget: Arc::new(Semaphore::new(units as usize)),
+                budget_units: units,
+                spool_files: Arc::default(),
+                batcher: Default::default(),
+            }),
+        })
+    }
+
+    /// The namenode address this client talks to.
+    pub fn namenode_url(&self) -> &str {
+        &self.inner.namenode_url
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Bytes of the upload budget currently free.
+    pub fn upload_budget_available(&self) -> u64 {
+        self.inner.budget.available_permits() as u64 * BUDGET_UNIT
+    }
+
+    pub(crate) fn nn(&self) -> NamenodeClient<Channel> {
+        self.inner.namenode.clone()
+    }
+}

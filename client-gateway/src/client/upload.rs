@@ -1,0 +1,343 @@
+//! Uploads: a stream of bytes in, a committed file out (DESIGN.md §6).
+//!
+//! ```text
+//!  source ──► Splitter ──► block task i ───► WriteBlock stream ──► head ─► mid ─► tail
+//!  (caller's    │ chunks    (hash block,      (header, 1 MiB data
+//!   task)       │           keep chunks        messages, trailer)
+//!               ▼           until acked)
+//!          file hasher task
+//! ```
+//!
+//! The caller's task only receives bytes and cuts them into `CHUNK_SIZE` pieces on
+//! block boundaries ([`super::splitter`]); the block's SHA-256 is computed in its block
+//! task ([`super::block`]) and the file's SHA-256 in a hasher task, because hashing in
+//! the receiving task would halve throughput. A file known to fit in one block (the
+//! source's announced length is at most a block) has no hasher task: its id is its only
+//! block's hash. Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
+//! for recovery is the same allocation that was sent.
+//!
+//! # Memory bound
+//!
+//! A block task keeps every chunk of its block until the pipeline acknowledges it, so
+//! that a failed pipeline can be replaced without re-reading the source (HDFS keeps a
+//! window of unacknowledged packets for the same reason; a whole block is the natural
+//! window here because the datanode verifies and commits whole blocks). Beyond its
+//! first [`super::spool::MEMORY_PREFIX`] bytes a block goes to a spool file
+//! ([`super::spool`]). One upload therefore holds at most
+//! `MEMORY_PREFIX × blocks_in_flight` bytes plus a few chunks in channels, whatever the
+//! file's and the block's size; without a usable spool directory it holds
+//! `block_size × blocks_in_flight`. Across uploads, a client-wide byte budget (a
+//! semaphore counted in KiB, [`crate::ClientOptions::upload_budget`], 512 MiB by
+//! default) must grant a block its `block_size` (or, for a source of bounded length,
+//! what the block can hold: [`Client::upload_at_most`]) before the block starts; excess
+//! is returned as soon as the block's real length is known. A block is granted its
+//! whole reservation at once, so uploads waiting for budget never hold part of it and
+//! cannot deadlock each other; while an upload waits, it stops reading its source and
+//! the HTTP client is slowed by TCP back-pressure.
+//!
+//! Block 0's first pipeline comes with the `BeginUpload` reply when the namenode could
+//! choose one (and is used if still fresh), which saves a small upload one namenode
+//! round trip; later blocks and every retry call `AllocateBlock`.
+//!
+//! # Recovery
+//!
+//! The datanodes' ack lists who committed and who failed. At least `min_replicas`
+//! committed: the block is accepted (the namenode heals it to `replication` later).
+//! Fewer: the retained chunks are re-sent to a new pipeline, up to `pipeline_attempts`
+//! pipelines per block; [`super::recovery`] holds the rules (which nodes to exclude,
+//! how many replicas to ask for, which error to give up with).
+//!
+//! # Cancellation
+//!
+//! Dropping the future returned by [`Client::upload`] aborts its block tasks and
+//! hasher (they live in a `JoinSet` / abort-on-drop handles), and a drop guard sends
+//! `AbandonUpload` (best effort; the lease expiring is the fallback), so no file record
+//! is created. Once every block is acknowledged, `CommitFile` runs in its own task so a
+//! disconnect cannot leave the commit half-known.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use kdfs_core::FileId;
+use kdfs_proto::{pb, transport, wire};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::field::Empty;
+use tracing::{Span, debug, info, instrument};
+
+use super::block::UploadCtx;
+use super::driver::Driver;
+use super::lease::{AbandonOnDrop, renew_lease};
+use super::model::{FileRecord, Uploaded};
+use super::rpc::{bad_reply, parse_pipeline, unary};
+use super::source::{longer_than, read_whole};
+use super::splitter::Splitter;
+use super::{Client, QUEUE_CHUNKS};
+use crate::error::{BoxError, Error, Result};
+
+impl Client {
+    /// Stores the bytes of `source` as a file named `name` of type `content_type`.
+    ///
+    /// Memory stays bounded whatever the size (see the module docs). Not
+    /// cancellation-safe by design: dropping the future abandons the upload.
+    pub async fn upload<S, E>(&self, source: S, name: &str, content_type: &str) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        self.upload_at_most(source, name, content_type, None).await
+    }
+
+    /// As [`Client::upload`], for a source known to hold at most `at_most` bytes (an
+    /// HTTP body's Content-Length): a block that cannot be whole then reserves only
+    /// what it can hold, from the client's budget and on each datanode, instead of a
+    /// whole block (a 4 KiB file would otherwise hold 64 MiB of room on three disks
+    /// while it is written). A source longer than `at_most` fails the upload.
+    ///
+    /// A source of at most [`transport::MAX_BATCHED_BLOCK`] bytes is read whole and
+    /// stored in a batch with the client's other small uploads ([`super::batch`]),
+    /// unless [`crate::ClientOptions::batch_small_files`] is off.
+    #[instrument(skip_all, fields(name = %name, at_most = ?at_most, upload = Empty, file = Empty))]
+    pub async fn upload_at_most<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: Option<u64>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        match at_most {
+            Some(n)
+                if self.inner.options.batch_small_files && n <= transport::MAX_BATCHED_BLOCK =>
+            {
+                self.upload_small(source, name, content_type, n).await
+            }
+            _ => self.upload_alone(source, name, content_type, at_most).await,
+        }
+    }
+
+    /// A source of at most `at_most` (≤ `MAX_BATCHED_BLOCK`) bytes: read whole under
+    /// the upload budget, then stored in a batch, or alone if the batch could not.
+    async fn upload_small<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: u64,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let inner = &self.inner;
+        let permit = inner
+            .budget
+            .clone()
+            .acquire_many_owned(inner.budget_units_for(at_most))
+            .await
+            .map_err(|_| Error::Internal("upload budget closed".into()))?;
+        let data = read_whole(source, at_most).await?;
+        if !data.is_empty()
+            && let Some(done) = self.upload_batched(data.clone(), name, content_type).await
+        {
+            return done;
+        }
+        // An empty file, or one the batch could not store: the pipeline with recovery.
+        drop(permit);
+        let size = data.len() as u64;
+        let source = futures::stream::once(async move { Ok::<_, BoxError>(data) });
+        self.upload_alone(source, name, content_type, Some(size))
+            .await
+    }
+
+    /// One upload with its own lease and pipelines (see the module docs).
+    async fn upload_alone<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: Option<u64>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        let begin = unary(
+            "BeginUpload",
+            self.nn().begin_upload(pb::BeginUploadRequest {
+                name: name.to_owned(),
+                content_type: content_type.to_owned(),
+                replication: self.inner.options.replication,
+                // Block 0's pipeline then needs room for only this much.
+                max_size: at_most.unwrap_or(0),
+            }),
+        )
+        .await?;
+        if begin.block_size == 0 || begin.upload_id.is_empty() {
+            return Err(bad_reply("BeginUpload without a lease or block size"));
+        }
+        let min_replicas = (begin.min_replicas.max(1)) as usize;
+        let replication = (begin.replication as usize).max(min_replicas);
+        let mut guard = AbandonOnDrop {
+            client: self.clone(),
+            upload_id: begin.upload_id.clone(),
+            armed: true,
+        };
+        let renewer = CancellationToken::new();
+        let _stop_renewing = renewer.clone().drop_guard();
+        tokio::spawn(renew_lease(
+            self.clone(),
+            begin.upload_id.clone(),
+            Duration::from_millis(begin.lease_ttl_ms.max(300)),
+            renewer,
+        ));
+        Span::current().record("upload", begin.upload_id.as_str());
+        let first_pipeline = parse_pipeline("BeginUpload", &begin.pipeline)?;
+        let ctx = Arc::new(UploadCtx {
+            client: self.clone(),
+            upload_id: begin.upload_id.clone(),
+            block_size: begin.block_size,
+            replication,
+            min_replicas,
+            attempts: self.inner.options.pipeline_attempts.max(1),
+            spool_dir: self.inner.options.spool_dir.clone(),
+            memory_prefix: self.inner.options.memory_prefix,
+            first_pipeline: std::sync::Mutex::new(
+                (!first_pipeline.is_empty()).then(|| (first_pipeline, Instant::now())),
+            ),
+            at_most,
+        });
+        debug!(
+            block_size = ctx.block_size,
+            replication, min_replicas, "upload begun"
+        );
+
+        // A file that fits in one block (its length bounded by the body's) is that
+        // block's bytes: its id is the block's hash, and it is hashed once, not twice.
+        let one_block = at_most.is_some_and(|n| n <= ctx.block_size);
+        let (hash_tx, hasher) = if one_block {
+            (None, None)
+        } else {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS * 2);
+            let hasher = AbortOnDropHandle::new(tokio::spawn(async move {
+                let mut h = Sha256::new();
+                while let Some(b) = rx.recv().await {
+                    h.update(&b);
+                }
+                FileId::from_bytes(h.finalize().into())
+            }));
+            (Some(tx), Some(hasher))
+        };
+
+        let mut driver = Driver {
+            ctx: ctx.clone(),
+            tasks: JoinSet::new(),
+            done: BTreeMap::new(),
+            current: None,
+            next_index: 0,
+            hash_tx,
+        };
+        let mut splitter = Splitter::new(ctx.block_size, transport::CHUNK_SIZE);
+        let mut pieces = Vec::new();
+        let mut size = 0u64;
+        let mut source = std::pin::pin!(source);
+        loop {
+            let Some(item) = source.next().await else {
+                break;
+            };
+            let data = item.map_err(|e| Error::Source(e.into()))?;
+            size += data.len() as u64;
+            if let Some(n) = at_most
+                && size > n
+            {
+                return Err(longer_than(n));
+            }
+            splitter.push(data, &mut pieces);
+            for p in pieces.drain(..) {
+                driver.feed(p).await?;
+            }
+        }
+        splitter.finish(&mut pieces);
+        for p in pieces.drain(..) {
+            driver.feed(p).await?;
+        }
+        let blocks = driver.finish().await?;
+        let file_id = match (hasher, blocks.as_slice()) {
+            (Some(hasher), _) => hasher
+                .await
+                .map_err(|e| Error::Internal(format!("file hasher: {e}")))?,
+            (None, []) => FileId::of(&[]),
+            (None, [block]) => FileId::from_bytes(*block.id.as_bytes()),
+            (None, _) => {
+                return Err(Error::Internal(
+                    "an upload of at most one block made several".into(),
+                ));
+            }
+        };
+        Span::current().record("file", tracing::field::display(file_id));
+        metrics::counter!("kdfs_gateway_upload_bytes_total").increment(size);
+
+        let replicas = blocks
+            .iter()
+            .map(|b| b.replicas.len() as u32)
+            .min()
+            .unwrap_or(replication as u32);
+        let req = pb::CommitFileRequest {
+            upload_id: ctx.upload_id.clone(),
+            file_id: wire::raw(file_id.as_bytes()),
+            size,
+            blocks: blocks
+                .iter()
+                .map(|b| pb::CommittedBlock {
+                    id: wire::raw(b.id.as_bytes()),
+                    length: b.length,
+                    replicas: b.replicas.iter().map(|d| d.to_string()).collect(),
+                })
+                .collect(),
+        };
+        // The commit runs to completion in its own task even if this future is dropped;
+        // the guard moves with it, so a failed commit still abandons the lease.
+        let mut nn = self.nn();
+        let commit = tokio::spawn(async move {
+            let r = unary("CommitFile", nn.commit_file(req)).await;
+            if r.is_ok() {
+                guard.armed = false;
+            }
+            drop(guard);
+            r
+        });
+        let resp = commit
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
+        let record = resp
+            .file
+            .as_ref()
+            .ok_or_else(|| bad_reply("CommitFile without a record"))
+            .and_then(FileRecord::try_from)?;
+        if record.id != file_id {
+            return Err(bad_reply("CommitFile returned another file id"));
+        }
+        metrics::counter!("kdfs_gateway_uploads_total").increment(1);
+        info!(
+            size,
+            blocks = blocks.len(),
+            replicas,
+            existed = resp.existed,
+            "upload committed"
+        );
+        Ok(Uploaded {
+            record,
+            existed: resp.existed,
+            replicas,
+        })
+    }
+}

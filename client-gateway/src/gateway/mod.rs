@@ -1,0 +1,21 @@
+//! The HTTP gateway `kdfs-gateway`: DESIGN.md §8's API and the browser page in front of
+//! the client library.
+//!
+//! - [`config`]: every flag, its environment variable and default.
+//! - [`http`]: the axum app: router, error mapping, the guard middleware, [`run`]
+//!   (what `main.rs` and the tests call) and its graceful shutdown.
+//! - [`auth`]: bearer tokens and the failed-attempt limit; [`audit`]: one log line per
+//!   upload, delete and refused authentication.
+//! - [`routes`]: one module per resource; [`page`]: the HTML page.
+//!
+//! Only [`crate::client`]'s public API is used here: the gateway is one client among
+//! others (the `kdfs` CLI is another).
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod page;
+pub mod routes;
+
+pub use http::run;
