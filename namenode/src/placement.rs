@@ -44,7 +44,7 @@ pub struct Request {
 }
 
 /// Chooses an ordered pipeline for `req` among `cluster`.
-pub fn check(cluster: &[Candidate], req: &Request) -> Result<Vec<NodeIdx>> {
+pub fn choose_pipeline(cluster: &[Candidate], req: &Request) -> Result<Vec<NodeIdx>> {
     let floor = req.min.min(req.wanted).max(1);
     let live: Vec<&Candidate> = cluster
         .iter()
@@ -135,7 +135,7 @@ mod tests {
     }
 
     fn expect(cluster: &[Candidate], request: Request, want: Want) {
-        let got = match check(cluster, &request) {
+        let got = match choose_pipeline(cluster, &request) {
             Ok(p) => Want::Pipeline(p),
             Err(Error::Unavailable(_)) => Want::Unavailable,
             Err(Error::ResourceExhausted(_)) => Want::Exhausted,

@@ -71,12 +71,12 @@ pub fn plan_copy(
         let mut strict = exclude.clone();
         strict.extend(avoid.into_iter().flatten().copied());
         strict.extend(corrupt.into_iter().flatten().copied());
-        if let Ok(t) = placement::check(&open, &request(strict)) {
+        if let Ok(t) = placement::choose_pipeline(&open, &request(strict)) {
             return Some((source, t));
         }
     }
     exclude.insert(source);
-    placement::check(&open, &request(exclude))
+    placement::choose_pipeline(&open, &request(exclude))
         .ok()
         .map(|t| (source, t))
 }

@@ -1,0 +1,183 @@
+//! Datanode membership: registration, heartbeats (which carry the node's queued
+//! commands back, resolved for the wire) and what happens when a node dies.
+
+use kdfs_core::{BlockId, DatanodeId};
+use tokio::time::Instant;
+
+use super::{Location, NameSystem, location, lock};
+use crate::blockmap::NodeIdx;
+use crate::cluster::{Beat, Cmd, Load, Registration};
+use crate::error::Result;
+
+/// Queued commands (copies, trims) handed out per heartbeat reply, at most.
+pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
+
+/// A command resolved for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Delete(Vec<BlockId>),
+    Replicate {
+        block: BlockId,
+        length: u64,
+        targets: Vec<Location>,
+    },
+}
+
+impl NameSystem {
+    /// Registers a datanode; returns the cluster id it must persist.
+    pub fn register(&self, id: DatanodeId, reg: &Registration) -> Result<String> {
+        let idx = {
+            let mut cluster = self.cluster();
+            let known = cluster.index_of(&id);
+            let idx = cluster.register(reg, id, Instant::now())?;
+            drop(cluster);
+            if known.is_some() {
+                // A restarted datanode forgot the copies it was asked to make or
+                // receive: reschedule them now rather than after their timeout.
+                lock(&self.shared.repl).node_dead(idx);
+            }
+            idx
+        };
+        tracing::info!(node = %id, idx, address = %reg.address, zone = %reg.zone, "datanode registered");
+        Ok(self.cluster_id.clone())
+    }
+
+    /// Records a heartbeat and hands out the node's commands; `None` means it must
+    /// register again.
+    pub fn heartbeat(&self, id: &DatanodeId, load: Load) -> Option<Vec<Outgoing>> {
+        let now_ms = self.clock.now_ms();
+        let mut cluster = self.cluster();
+        let Beat::Known(idx) = cluster.heartbeat(id, load, Instant::now()) else {
+            return None;
+        };
+        // Bounded per reply so a node back from a long pause gets its backlog over
+        // several heartbeats rather than in one oversized message.
+        let cmds: Vec<Cmd> = cluster
+            .node_mut(idx)
+            .map(|n| {
+                let k = n.commands.len().min(MAX_COMMANDS_PER_REPLY);
+                n.commands.drain(..k).collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        let mut trims = Vec::new();
+        let mut corrupt = Vec::new();
+        for c in cmds {
+            match c {
+                Cmd::Replicate {
+                    block,
+                    length,
+                    targets,
+                } => out.push(Outgoing::Replicate {
+                    block,
+                    length,
+                    targets: targets
+                        .iter()
+                        .filter_map(|t| cluster.node(*t).map(location))
+                        .collect(),
+                }),
+                Cmd::Trim(ids) => trims.extend(ids),
+                Cmd::DropCorrupt(ids) => corrupt.extend(ids),
+            }
+        }
+        drop(cluster);
+        let blocks = &self.shared.blocks;
+        trims.retain(|b| match blocks.get(b) {
+            Some(info) if info.locs.len() >= (info.target as usize).max(1) => true,
+            Some(_) => {
+                // Another replica was lost since the trim was planned: keep this one.
+                blocks.add_location(b, idx);
+                false
+            }
+            None => false,
+        });
+        trims.extend(corrupt);
+        let mut deletes = self.take_deletes(idx, now_ms);
+        if !trims.is_empty() {
+            let mut gc = lock(&self.shared.gc);
+            for b in &trims {
+                gc.log_delivery(*b, idx, now_ms);
+            }
+            deletes.extend(trims);
+        }
+        if !deletes.is_empty() {
+            out.insert(0, Outgoing::Delete(deletes));
+        }
+        Some(out)
+    }
+
+    /// A dead node's replicas leave the map and its blocks are queued for copies.
+    pub(super) fn node_died(&self, idx: NodeIdx, reason: &str) {
+        let lost = self.shared.blocks.remove_node(idx);
+        tracing::warn!(idx, blocks = lost.len(), reason, "datanode declared dead");
+        lock(&self.shared.gc).node_dead(idx);
+        let mut repl = lock(&self.shared.repl);
+        repl.node_dead(idx);
+        repl.mark_dirty(lost);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::test_fixtures::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_nodes_blocks_are_scheduled_within_one_heartbeat() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"data", &[0, 1]).await;
+
+        // Nodes 1 and 2 beat every second; node 0 is silent.
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            sim.tick();
+            assert!(
+                replications(&sim.beat(1)).is_empty(),
+                "nothing to do while 0 lives"
+            );
+            sim.beat(2);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        sim.tick(); // node 0 silent for 5 s: dead, its replica dropped, copy scheduled
+        assert_eq!(sim.locations(b"data").await, vec![sim.nodes[1]]);
+        let cmds = sim.beat(1);
+        assert_eq!(
+            replications(&cmds),
+            vec![(block(b"data"), vec![sim.nodes[2]])]
+        );
+
+        // The target reports the copy: nothing more is scheduled.
+        sim.report(2).with(b"data").full();
+        sim.tick();
+        assert!(sim.beat(1).is_empty());
+        assert_eq!(sim.ns.status().stats.under_replicated, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn surplus_replicas_are_trimmed_unless_another_was_lost_meanwhile() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"twice", &[0, 1]).await;
+        sim.upload(b"thrice", &[0, 1]).await;
+        sim.report(2).with(b"twice").with(b"thrice").full();
+        sim.tick();
+        // Node 0 loses its copy of "thrice" before node 2 picks up its trims.
+        sim.ns
+            .incremental_report(&sim.nodes[0], &[], &[block(b"thrice")], &[])
+            .unwrap();
+        let trimmed = deletes(&sim.beat(2));
+        assert_eq!(
+            trimmed,
+            vec![block(b"twice")],
+            "only the still-surplus copy goes"
+        );
+        assert_eq!(sim.locations(b"twice").await.len(), 2);
+        assert_eq!(
+            sim.locations(b"thrice").await.len(),
+            2,
+            "node 2's copy was kept"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The namesystem: every namenode operation on domain types, tying together the
+//! durable store ([`crate::meta`]), membership ([`crate::cluster`]), the block map
+//! ([`crate::blockmap`]), garbage collection ([`crate::gc`]), re-replication
+//! ([`crate::replication`]) and safe mode. The gRPC layer ([`crate::service`]) only
+//! converts messages.
+//!
+//! [`NameSystem`] and the state it owns live here; its operations are split by concern,
+//! one `impl NameSystem` block per file:
+//! - [`membership`]: registration, heartbeats and the commands they carry, a node's death;
+//! - [`reports`]: full and incremental block reports, bad replicas, failed copies;
+//! - [`uploads`]: leases, pipeline allocation, commits (one file or a batch);
+//! - [`reads`]: a file with its located blocks, listings;
+//! - [`deletes`]: tombstoning a file, handing replica deletes to datanodes;
+//! - [`kubernetes_hooks`]: what the pod watch may do (zones, decommission, declare dead);
+//! - [`ticks`]: one round of each background worker (liveness, safe mode, replication, gc);
+//! - [`status`]: `ClusterInfo`'s answer and the `/metrics` gauges.
+//!
+//! Locks, always taken in this order and never held across an `.await`:
+//! `cluster` → block-map shard → `gc` → `repl`; `leases` alone. The metadata writer
+//! thread takes block-map shards, `gc` and `repl` (never `cluster`) to apply durable
+//! changes in commit order.
+
+mod deletes;
+mod kubernetes_hooks;
+mod membership;
+mod reads;
+mod reports;
+mod status;
+mod ticks;
+mod uploads;
+
+#[cfg(test)]
+mod test_fixtures;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kdfs_core::{BlockId, DatanodeId};
+use tokio::time::Instant;
+
+use crate::blockmap::{BlockMap, IdBuild, Stats};
+use crate::cluster::{Cluster, Node};
+use crate::config::Config;
+use crate::error::Result;
+use crate::gc::Gc;
+use crate::meta::{Effect, Lease, Op, Store, Writer};
+use crate::replication::Replication;
+
+pub use kubernetes_hooks::PodDatanode;
+pub use membership::Outgoing;
+pub use reads::{FileView, LocatedBlock};
+pub use reports::FailedCopy;
+pub use status::{ClusterStatus, NodeStatus};
+pub use uploads::{CommittedBlock, FileToCommit, check_name};
+
+/// Largest file name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Largest content type, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+
+/// Settings derived from [`Config`], in the units the code uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub replication: u32,
+    pub min_replicas: u32,
+    pub block_size: u64,
+    pub heartbeat_interval: Duration,
+    pub stale_after: Duration,
+    pub dead_after: Duration,
+    pub block_report_interval: Duration,
+    pub lease_ttl: Duration,
+    pub tombstone_retention: Duration,
+    pub delete_grace: Duration,
+    pub safe_mode_threshold: f64,
+    pub safe_mode_timeout: Duration,
+    pub safe_mode_extension: Duration,
+    pub replication_streams: u32,
+    pub replication_timeout: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            replication: c.replication,
+            min_replicas: c.min_replicas(),
+            block_size: c.block_size.bytes().max(1),
+            heartbeat_interval: c.heartbeat_interval.get(),
+            stale_after: c.stale_after(),
+            dead_after: c.dead_after.get(),
+            block_report_interval: c.block_report_interval.get(),
+            lease_ttl: c.lease_ttl.get(),
+            tombstone_retention: c.tombstone_retention.get(),
+            delete_grace: c.delete_grace.get(),
+            safe_mode_threshold: c.safe_mode_threshold,
+            safe_mode_timeout: c.safe_mode_timeout.get(),
+            safe_mode_extension: c.safe_mode_extension(),
+            replication_streams: c.replication_streams,
+            replication_timeout: c.replication_timeout.get(),
+        }
+    }
+}
+
+/// Wall-clock milliseconds that advance with tokio's clock, so paused-time tests move
+/// leases and tombstones along with heartbeats.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_ms: u64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let start_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            start: Instant::now(),
+            start_ms,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.start_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// State the metadata writer thread updates after each durable change.
+struct Shared {
+    blocks: BlockMap,
+    gc: Mutex<Gc>,
+    repl: Mutex<Replication>,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its structure consistent between statements that
+    // can panic, so a poisoned lock is taken over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Applies a durable change to memory (runs on the writer thread, in commit order).
+    fn on_durable(&self, op: &Op, effect: &Effect) {
+        match (op, effect) {
+            (
+                Op::Commit {
+                    record: submitted,
+                    replicas,
+                    ..
+                },
+                Effect::Committed { record, existed },
+            ) => {
+                let mut dirty = Vec::with_capacity(record.blocks.len());
+                if !existed {
+                    self.files.fetch_add(1, Ordering::Relaxed);
+                    self.bytes.fetch_add(record.size, Ordering::Relaxed);
+                    for (b, len) in record.distinct_blocks() {
+                        self.blocks.add_ref(b, len, record.replication);
+                        let adopted = lock(&self.gc).referenced(&b);
+                        for n in adopted {
+                            self.blocks.add_location(&b, n);
+                        }
+                    }
+                }
+                // The acks belong to the blocks as submitted (an existing record of the
+                // same content may have been cut into blocks of another size).
+                for ((b, _), acks) in submitted.blocks.iter().zip(replicas) {
+                    for n in acks {
+                        self.blocks.add_location(b, *n);
+                    }
+                    dirty.push(*b);
+                }
+                metrics::counter!("kdfs_namenode_commits_total").increment(1);
+                lock(&self.repl).mark_dirty(dirty);
+            }
+            (
+                Op::Delete { .. },
+                Effect::Deleted {
+                    record: Some(record),
+                    deleted_ms,
+                },
+            ) => {
+                self.files.fetch_sub(1, Ordering::Relaxed);
+                self.bytes.fetch_sub(record.size, Ordering::Relaxed);
+                metrics::counter!("kdfs_namenode_deletes_total").increment(1);
+                for (b, _) in record.distinct_blocks() {
+                    if let Some((_, locs)) = self.blocks.release(&b) {
+                        lock(&self.gc).block_dead(b, &locs, *deleted_ms);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A datanode's location for replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub id: DatanodeId,
+    pub address: String,
+}
+
+/// The namenode's state and operations.
+pub struct NameSystem {
+    pub settings: Settings,
+    pub clock: Clock,
+    cluster_id: String,
+    store: Arc<Store>,
+    writer: Writer,
+    shared: Arc<Shared>,
+    cluster: Mutex<Cluster>,
+    leases: Mutex<HashMap<String, Lease>>,
+    /// Blocks of commits in progress, with how many commits hold each.
+    committing: Mutex<HashMap<BlockId, u32, IdBuild>>,
+    safe_mode: AtomicBool,
+    /// When the reported fraction first reached the threshold (safe-mode extension).
+    threshold_reached: Mutex<Option<Instant>>,
+    started: Instant,
+    writer_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl NameSystem {
+    /// Opens the store in `data_dir`, loads it and starts the metadata writer.
+    pub fn open(config: &Config) -> Result<Arc<Self>> {
+        let settings = Settings::from(config);
+        let clock = Clock::new();
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        let loaded = store.load()?;
+        let shared = Arc::new(Shared {
+            blocks: BlockMap::new(),
+            gc: Mutex::new(Gc::new(settings.delete_grace.as_millis() as u64)),
+            repl: Mutex::new(Replication::new(
+                settings.replication_streams,
+                settings.replication_timeout.as_millis() as u64,
+            )),
+            files: AtomicU64::new(loaded.files),
+            bytes: AtomicU64::new(loaded.bytes),
+        });
+        for (b, refs, len, repl) in &loaded.refs {
+            shared.blocks.load(*b, *refs, *len, *repl);
+        }
+        {
+            let mut gc = lock(&shared.gc);
+            for (b, deleted_ms, _) in &loaded.dead_blocks {
+                gc.load_dead(*b, *deleted_ms);
+            }
+        }
+        // Leases survive a restart; their clients get a fresh TTL to come back in.
+        let now = clock.now_ms();
+        let ttl = settings.lease_ttl.as_millis() as u64;
+        let leases = loaded
+            .leases
+            .into_iter()
+            .map(|mut l| {
+                l.expires_ms = l.expires_ms.max(now + ttl);
+                (l.id.clone(), l)
+            })
+            .collect::<HashMap<_, _>>();
+        let s2 = shared.clone();
+        let (writer, writer_done) =
+            Writer::spawn(store.clone(), Box::new(move |op, e| s2.on_durable(op, e)));
+        if loaded.refs.is_empty() {
+            tracing::info!("no blocks known: not entering safe mode");
+        } else {
+            tracing::info!(
+                blocks = loaded.refs.len(),
+                "in safe mode until the known blocks are reported"
+            );
+        }
+        tracing::info!(
+            cluster_id = %loaded.cluster_id,
+            files = loaded.files,
+            blocks = loaded.refs.len(),
+            leases = leases.len(),
+            dead_blocks = loaded.dead_blocks.len(),
+            "metadata loaded"
+        );
+        Ok(Arc::new(Self {
+            cluster_id: loaded.cluster_id.clone(),
+            cluster: Mutex::new(Cluster::new(loaded.cluster_id)),
+            settings,
+            clock,
+            store,
+            writer,
+            shared,
+            leases: Mutex::new(leases),
+            committing: Mutex::new(HashMap::default()),
+            // With no known blocks there is nothing to wait for.
+            safe_mode: AtomicBool::new(!loaded.refs.is_empty()),
+            threshold_reached: Mutex::new(None),
+            started: Instant::now(),
+            writer_done: Mutex::new(Some(writer_done)),
+        }))
+    }
+
+    /// Fires once the metadata writer thread has stopped (after the last handle to
+    /// this namesystem is dropped). Taken once, by `run`.
+    pub fn writer_done(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        lock(&self.writer_done).take()
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn blocks(&self) -> &BlockMap {
+        &self.shared.blocks
+    }
+
+    pub fn in_safe_mode(&self) -> bool {
+        self.safe_mode.load(Ordering::Relaxed)
+    }
+
+    fn cluster(&self) -> MutexGuard<'_, Cluster> {
+        lock(&self.cluster)
+    }
+
+    /// Store counts (live files, tombstones), for tests.
+    pub fn store_counts(&self) -> Result<(u64, u64)> {
+        self.store.counts()
+    }
+}
+
+fn fraction(st: &Stats) -> f64 {
+    if st.blocks == 0 {
+        1.0
+    } else {
+        st.reported as f64 / st.blocks as f64
+    }
+}
+
+fn location(n: &Node) -> Location {
+    Location {
+        id: n.id,
+        address: n.address.clone(),
+    }
+}

@@ -1,0 +1,266 @@
+//! What datanodes report about their replicas: full and incremental block reports,
+//! a bad replica found by a reader, and copies that failed. Each report may answer
+//! with the node's pending deletes.
+
+use kdfs_core::{BlockId, DatanodeId};
+
+use super::{NameSystem, lock};
+use crate::blockmap::NodeIdx;
+use crate::error::{Error, Result};
+
+/// A replication a datanode reports as failed (with its heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCopy {
+    pub block: BlockId,
+    /// Targets that hold no new replica.
+    pub targets: Vec<DatanodeId>,
+    /// The transfer failed as a whole (the source could not send it).
+    pub whole: bool,
+}
+
+impl NameSystem {
+    fn reporting_node(&self, id: &DatanodeId) -> Result<NodeIdx> {
+        self.cluster().live_index(id).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "datanode {id} is not registered (or was declared dead): register first"
+            ))
+        })
+    }
+
+    /// Applies a complete full block report. Returns the replicas accepted and the
+    /// resulting delete commands.
+    pub fn full_report(
+        &self,
+        id: &DatanodeId,
+        blocks: Vec<(BlockId, u64)>,
+    ) -> Result<(u64, Vec<BlockId>)> {
+        let idx = self.reporting_node(id)?;
+        let now_ms = self.clock.now_ms();
+        let started = std::time::Instant::now();
+        let reported = blocks.len();
+        let outcome = self.shared.blocks.apply_full_report(idx, blocks);
+        {
+            let mut gc = lock(&self.shared.gc);
+            for (b, len) in &outcome.unknown {
+                gc.unreferenced_replica(idx, *b, *len, now_ms, false);
+            }
+        }
+        {
+            let mut repl = lock(&self.shared.repl);
+            repl.confirm_from(&self.shared.blocks, idx);
+            repl.mark_dirty(outcome.dirty.iter().copied());
+        }
+        let deletes = self.take_deletes(idx, now_ms);
+        tracing::info!(
+            node = %id,
+            reported,
+            accepted = outcome.accepted,
+            unknown = outcome.unknown.len(),
+            dropped = outcome.dropped,
+            deletes = deletes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "full block report applied"
+        );
+        Ok((outcome.accepted, deletes))
+    }
+
+    /// Applies an incremental report; returns delete commands for the node.
+    pub fn incremental_report(
+        &self,
+        id: &DatanodeId,
+        added: &[(BlockId, u64)],
+        removed: &[BlockId],
+        corrupt: &[BlockId],
+    ) -> Result<Vec<BlockId>> {
+        let idx = self.reporting_node(id)?;
+        let now_ms = self.clock.now_ms();
+        let blocks = &self.shared.blocks;
+        let mut dirty = Vec::new();
+        let mut unknown = Vec::new();
+        for (b, len) in added {
+            match blocks.add_location(b, idx) {
+                Some(over) => {
+                    if over {
+                        dirty.push(*b);
+                    }
+                }
+                None => unknown.push((*b, *len)),
+            }
+        }
+        for b in removed.iter().chain(corrupt) {
+            if blocks.remove_location(b, idx) {
+                dirty.push(*b);
+            }
+        }
+        {
+            let mut gc = lock(&self.shared.gc);
+            for (b, len) in unknown {
+                gc.unreferenced_replica(idx, b, len, now_ms, true);
+            }
+            for b in removed.iter().chain(corrupt) {
+                gc.replica_gone(idx, b);
+            }
+        }
+        {
+            let mut repl = lock(&self.shared.repl);
+            for (b, _) in added {
+                repl.replica_added(b, idx);
+            }
+            for b in removed.iter().chain(corrupt) {
+                repl.replica_lost(b, idx);
+            }
+            for b in corrupt {
+                if blocks.contains(b) {
+                    repl.mark_corrupt(*b, idx);
+                }
+            }
+            repl.mark_dirty(dirty);
+        }
+        if !corrupt.is_empty() {
+            metrics::counter!("kdfs_namenode_corrupt_replicas_total")
+                .increment(corrupt.len() as u64);
+        }
+        Ok(self.take_deletes(idx, now_ms))
+    }
+
+    /// A reader found a bad replica: it leaves the map, the block is healed, and the
+    /// bad copy is deleted once enough good ones exist.
+    pub fn bad_replica(&self, block: &BlockId, node: &DatanodeId, reason: &str) {
+        let Some(idx) = self.cluster().index_of(node) else {
+            return;
+        };
+        tracing::info!(block = %block, node = %node, reason, "bad replica reported");
+        metrics::counter!("kdfs_namenode_corrupt_replicas_total").increment(1);
+        let removed = self.shared.blocks.remove_location(block, idx);
+        let mut repl = lock(&self.shared.repl);
+        // A copy planned from this replica before the report cannot succeed.
+        repl.replica_lost(block, idx);
+        if removed {
+            repl.mark_corrupt(*block, idx);
+        }
+    }
+
+    /// Replications that `id` (their source) reports as failed: the failed targets (and
+    /// the source, when the whole transfer failed) are tried last for that block, and a
+    /// copy with no target left is planned again after a short, growing delay instead
+    /// of after its timeout (`Replication::copy_failed`). Reports about copies no
+    /// longer outstanding change nothing.
+    pub fn copies_failed(&self, id: &DatanodeId, failed: &[FailedCopy]) {
+        if failed.is_empty() {
+            return;
+        }
+        let (source, targets): (NodeIdx, Vec<Vec<NodeIdx>>) = {
+            let cluster = self.cluster();
+            let Some(source) = cluster.live_index(id) else {
+                return;
+            };
+            let targets = failed
+                .iter()
+                .map(|f| {
+                    f.targets
+                        .iter()
+                        .filter_map(|t| cluster.index_of(t))
+                        .collect()
+                })
+                .collect();
+            (source, targets)
+        };
+        let now_ms = self.clock.now_ms();
+        let mut repl = lock(&self.shared.repl);
+        for (f, targets) in failed.iter().zip(&targets) {
+            tracing::info!(block = %f.block, source = %id, targets = f.targets.len(), whole = f.whole, "replication failed; planning it again shortly");
+            repl.copy_failed(now_ms, &f.block, source, targets, f.whole);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::test_fixtures::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_replicas_wait_for_uploads_that_began_before_them() {
+        let sim = Sim::new(&["--lease-ttl", "30s"]).with_nodes(2);
+        sim.tick();
+        let lease = sim.ns.begin_upload("slow", "", 0).await.unwrap();
+        // A block of the upload lands on node 0 and is reported before the commit.
+        assert!(sim.report(0).with(b"in progress").full().is_empty());
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            sim.ns.renew(&lease.id).unwrap();
+            sim.beat(0);
+            sim.beat(1);
+            sim.ns.gc_tick(false).await.unwrap();
+            assert!(
+                deletes(&sim.beat(0)).is_empty(),
+                "an older upload may still claim it"
+            );
+        }
+        // The upload gives up: after the grace, the orphan goes.
+        sim.ns.abandon(&lease.id).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        sim.ns.gc_tick(false).await.unwrap();
+        assert_eq!(deletes(&sim.beat(0)), vec![block(b"in progress")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn corrupt_replicas_are_healed_then_removed() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"data", &[0, 1]).await;
+        sim.report(1).with(b"data").corrupt();
+        assert_eq!(sim.locations(b"data").await, vec![sim.nodes[0]]);
+        sim.tick();
+        let copies = replications(&sim.beat(0));
+        assert_eq!(
+            copies,
+            vec![(block(b"data"), vec![sim.nodes[2]])],
+            "not back to the bad disk"
+        );
+        // Healed: the corrupt copy is deleted.
+        sim.report(2).with(b"data").full();
+        sim.tick();
+        assert_eq!(deletes(&sim.beat(1)), vec![block(b"data")]);
+        assert_eq!(sim.locations(b"data").await.len(), 2);
+    }
+
+    /// Two of three replicas are bad and readers report them one at a time: a copy planned
+    /// between the two reports may take the second bad replica as its source. That copy
+    /// cannot succeed (and no datanode says so), so it is planned again from the good
+    /// replica at the next tick, not after the replication timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_whose_source_is_reported_bad_meanwhile_is_replanned_at_once() {
+        let sim = Sim::new(&["--replication", "3"]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"data", &[0, 1, 2]).await;
+        sim.ns
+            .bad_replica(&block(b"data"), &sim.nodes[0], "checksum mismatch");
+        sim.tick();
+        let first: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|n| (n, replications(&sim.beat(n))))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        let [(source, copies)] = first.as_slice() else {
+            panic!("one copy expected, got {first:?}");
+        };
+        assert_eq!(copies, &vec![(block(b"data"), vec![sim.nodes[0]])]);
+        // The source's replica is bad too (the reader's failover reports it a moment later).
+        let (source, good) = (*source, 3 - *source);
+        sim.ns
+            .bad_replica(&block(b"data"), &sim.nodes[source], "checksum mismatch");
+        sim.tick();
+        let copies = replications(&sim.beat(good));
+        let [(b, targets)] = copies.as_slice() else {
+            panic!("a copy from the good replica at once expected, got {copies:?}");
+        };
+        assert_eq!(*b, block(b"data"));
+        let mut targets = targets.clone();
+        targets.sort();
+        let mut want = vec![sim.nodes[0], sim.nodes[source]];
+        want.sort();
+        assert_eq!(targets, want, "both bad nodes get a good copy");
+    }
+}
