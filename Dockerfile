@@ -24,9 +24,11 @@ COPY client-gateway/Cargo.toml client-gateway/
 COPY cli/Cargo.toml cli/
 COPY fault-tests/Cargo.toml fault-tests/
 COPY deploy-tests/Cargo.toml deploy-tests/
+COPY testkit/Cargo.toml testkit/
+COPY bench/Cargo.toml bench/
 ARG PACKAGES="-p kdfs-namenode -p kdfs-datanode -p kdfs-client-gateway -p kdfs"
 # hadolint ignore=SC2086
-RUN for c in core proto namenode datanode client-gateway cli fault-tests deploy-tests; do \
+RUN for c in core proto namenode datanode client-gateway cli fault-tests deploy-tests testkit bench; do \
       mkdir -p "$c/src" && echo '' > "$c/src/lib.rs" && echo 'fn main() {}' > "$c/src/main.rs"; \
     done \
  && cargo build --release --locked $PACKAGES --bins \
@@ -37,7 +39,7 @@ RUN for c in core proto namenode datanode client-gateway cli fault-tests deploy-
 #    and keeps the symbols, so backtraces still name functions.
 COPY . .
 # hadolint ignore=SC2086
-RUN find core proto namenode datanode client-gateway cli -name '*.rs' -exec touch {} + \
+RUN find core proto namenode datanode client-gateway cli bench -name '*.rs' -exec touch {} + \
  && cargo build --release --locked $PACKAGES --bins \
  && mkdir /out \
  && cp target/release/kdfs-namenode target/release/kdfs-datanode \

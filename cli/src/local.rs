@@ -229,7 +229,6 @@ async fn wait_ready(url: &str, datanodes: u16) -> anyhow::Result<()> {
 }
 
 /// One probe: `/readyz` answers 200 and `/info` shows at least `datanodes` live ones.
-/// Shared with the bench's cluster of child processes.
 pub async fn is_ready(http: &reqwest::Client, url: &str, datanodes: usize) -> Option<()> {
     let r = http.get(format!("{url}/readyz")).send().await.ok()?;
     r.status().is_success().then_some(())?;

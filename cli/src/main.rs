@@ -4,11 +4,9 @@
 //! `KDFS_GATEWAY`), so the CLI uses exactly the public API a `curl` user has. Errors end the process with
 //! a one-line message on stderr and a non-zero exit code.
 
-mod bench;
 mod certs;
 mod gateway;
 mod local;
-mod procs;
 mod transfer;
 
 use std::path::PathBuf;
@@ -83,7 +81,7 @@ enum Command {
     /// reuses the directory's CA unless --force.
     Certs(certs::CertsOptions),
     /// Measure throughput, small-file rate, heal time and the machine's ceilings.
-    Bench(bench::BenchArgs),
+    Bench(kdfs_bench::BenchArgs),
 }
 
 fn main() {
@@ -132,6 +130,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { json } => gw()?.info(json).await,
         Command::Local(args) => local::run(args).await,
         Command::Certs(opts) => certs::run(opts),
-        Command::Bench(args) => bench::run(&cli.gateway, args).await,
+        Command::Bench(args) => kdfs_bench::run(&cli.gateway, args).await,
     }
 }

@@ -3,47 +3,33 @@
 //! `/proc`, and so a datanode can be SIGKILLed for the heal scenario.
 //!
 //! The binaries are taken from the directory of the running `kdfs` (build them all with
-//! `cargo build --release`).
+//! `cargo build --release`). This module is the bench's only launcher, so that it can be
+//! swapped for a shared one without touching the scenarios.
 
-use crate::certs::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+
+use crate::machine;
 
 /// How long the cluster may take to serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
+/// The roles `kdfs certs` issues a certificate for, by their file names.
+const NAMENODE: &str = "namenode";
+const DATANODE: &str = "datanode";
+const GATEWAY: &str = "gateway";
+
+struct Proc {
+    name: String,
+    child: Child,
 }
 
-impl Proc {
-    /// Peak resident set (VmHWM) in bytes, while the process lives.
-    pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-}
-
-/// User + system CPU seconds a process has used so far (`/proc/<pid>/stat`).
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
-    Some(ticks / 100.0)
-}
-
-pub struct ProcCluster {
-    pub gateway: String,
-    pub procs: Vec<Proc>,
+pub(crate) struct ProcCluster {
+    pub(crate) gateway: String,
+    procs: Vec<Proc>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +68,38 @@ fn spawn(name: &str, exe: &Path, args: &[String], log: &Path) -> anyhow::Result<
     })
 }
 
+/// A CA and a certificate per role in `dir`, made by `kdfs certs` with every flag at
+/// its default (the variables that would change them are removed).
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    let status = Command::new(bin("kdfs")?)
+        .arg("certs")
+        .arg(format!("--out={}", dir.display()))
+        .env_remove("KDFS_NAMESPACE")
+        .env_remove("KDFS_CLUSTER_DOMAIN")
+        .env_remove("KDFS_HOST")
+        .env_remove("KDFS_DAYS")
+        .env_remove("KDFS_CA_DAYS")
+        .env_remove("KDFS_FORCE")
+        .stdout(Stdio::null())
+        .status()
+        .context("running kdfs certs")?;
+    ensure!(status.success(), "kdfs certs failed ({status})");
+    Ok(())
+}
+
+/// The `--tls-*` flags of one role whose certificates `kdfs certs` wrote to `dir`,
+/// or none without TLS.
+fn tls_flags(certs: Option<&Path>, role: &str) -> Vec<String> {
+    let Some(dir) = certs else {
+        return Vec::new();
+    };
+    vec![
+        format!("--tls-cert={}", dir.join(format!("{role}.crt")).display()),
+        format!("--tls-key={}", dir.join(format!("{role}.key")).display()),
+        format!("--tls-ca={}", dir.join("ca.crt").display()),
+    ]
+}
+
 impl ProcCluster {
     /// Starts a namenode, `datanodes` datanodes and a gateway in a fresh temp dir. The
     /// ports are probed free and then handed to the children, so another process on
@@ -89,7 +107,7 @@ impl ProcCluster {
     /// (a few times) with new ports, saying why on stderr.
     /// With `tls`, every internal gRPC link is mutual TLS (certificates from
     /// `kdfs certs` in the temp dir).
-    pub async fn start(
+    pub(crate) async fn start(
         datanodes: usize,
         block_size: &str,
         dead_after: &str,
@@ -118,11 +136,13 @@ impl ProcCluster {
         let dir = tempfile::Builder::new().prefix("kdfs-bench-").tempdir()?;
         let root = dir.path();
         let certs = if tls {
-            Some(crate::certs::ensure_local(&root.join("tls"))?.0)
+            let certs = root.join("tls");
+            make_certs(&certs)?;
+            Some(certs)
         } else {
             None
         };
-        let flags = |role| crate::local::tls_flags(certs.as_ref(), role);
+        let flags = |role| tls_flags(certs.as_deref(), role);
         let nn_port = free_port()?;
         let nn = format!("http://127.0.0.1:{nn_port}");
         let mut procs = vec![spawn(
@@ -137,7 +157,7 @@ impl ProcCluster {
                 format!("--dead-after={dead_after}"),
             ]
             .into_iter()
-            .chain(flags(Role::Namenode))
+            .chain(flags(NAMENODE))
             .collect::<Vec<_>>(),
             &root.join("namenode.log"),
         )?];
@@ -158,7 +178,7 @@ impl ProcCluster {
                     "--reserved=0".into(),
                 ]
                 .into_iter()
-                .chain(flags(Role::Datanode))
+                .chain(flags(DATANODE))
                 .collect::<Vec<_>>(),
                 &root.join(format!("datanode-{i}.log")),
             )?);
@@ -172,7 +192,7 @@ impl ProcCluster {
                 format!("--namenode={nn}"),
             ]
             .into_iter()
-            .chain(flags(Role::Gateway))
+            .chain(flags(GATEWAY))
             .collect::<Vec<_>>(),
             &root.join("gateway.log"),
         )?);
@@ -187,12 +207,11 @@ impl ProcCluster {
 
     /// Waits until `/info` shows `n` live datanodes and `/readyz` answers 200.
     /// A process that exits meanwhile ends the wait with the tail of its log.
-    pub async fn wait_live(&mut self, n: usize) -> anyhow::Result<()> {
+    pub(crate) async fn wait_live(&mut self, n: usize) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
-            let ok = crate::local::is_ready(&http, &self.gateway, n);
-            if ok.await.is_some() {
+            if is_ready(&http, &self.gateway, n).await.is_some() {
                 return Ok(());
             }
             for p in &mut self.procs {
@@ -216,7 +235,7 @@ impl ProcCluster {
     }
 
     /// SIGKILLs the process named `name`.
-    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let p = self
             .procs
             .iter_mut()
@@ -229,23 +248,28 @@ impl ProcCluster {
 
     /// `(name, CPU seconds used so far)` of every process still running, and of this
     /// one (the bench's HTTP client) as `bench-client`.
-    pub fn cpu(&self) -> Vec<(String, f64)> {
+    pub(crate) fn cpu(&self) -> Vec<(String, f64)> {
         let mut v: Vec<(String, f64)> = self
             .procs
             .iter()
-            .filter_map(|p| Some((p.name.clone(), cpu_seconds(&p.child.id().to_string())?)))
+            .filter_map(|p| {
+                Some((
+                    p.name.clone(),
+                    machine::cpu_seconds(&p.child.id().to_string())?,
+                ))
+            })
             .collect();
-        if let Some(s) = cpu_seconds("self") {
+        if let Some(s) = machine::cpu_seconds("self") {
             v.push(("bench-client".into(), s));
         }
         v
     }
 
     /// `(name, peak RSS bytes)` of every process still running.
-    pub fn peak_rss(&self) -> Vec<(String, u64)> {
+    pub(crate) fn peak_rss(&self) -> Vec<(String, u64)> {
         self.procs
             .iter()
-            .filter_map(|p| Some((p.name.clone(), p.peak_rss()?)))
+            .filter_map(|p| Some((p.name.clone(), machine::peak_rss(p.child.id())?)))
             .collect()
     }
 }
@@ -256,5 +280,43 @@ impl Drop for ProcCluster {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+    }
+}
+
+/// One probe: `/readyz` answers 200 and `/info` shows at least `datanodes` live ones.
+async fn is_ready(http: &reqwest::Client, url: &str, datanodes: usize) -> Option<()> {
+    let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+    r.status().is_success().then_some(())?;
+    let info: serde_json::Value = http
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let live = info["datanodes"]
+        .as_array()?
+        .iter()
+        .filter(|d| d["state"] == "live")
+        .count();
+    (live >= datanodes).then_some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_flags_name_the_roles_files() {
+        assert!(tls_flags(None, GATEWAY).is_empty());
+        assert_eq!(
+            tls_flags(Some(Path::new("/t")), DATANODE),
+            [
+                "--tls-cert=/t/datanode.crt",
+                "--tls-key=/t/datanode.key",
+                "--tls-ca=/t/ca.crt"
+            ]
+        );
     }
 }

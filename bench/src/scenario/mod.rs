@@ -1,0 +1,9 @@
+//! The scenarios `kdfs bench --scenarios` runs, one per file; each returns one JSON
+//! object whose `scenario` field names it.
+
+pub(crate) mod ceiling;
+pub(crate) mod heal;
+pub(crate) mod large;
+pub(crate) mod namenode;
+pub(crate) mod small;
+pub(crate) mod store;
