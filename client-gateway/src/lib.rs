@@ -5,8 +5,8 @@
 //!   writes with on-the-fly hashing, pipeline recovery and a bounded memory footprint,
 //!   small files in batches) and `Client::download` (read-ahead, verified reads with
 //!   failover between replicas at the same offset).
-//! - [`gateway`]: the **gateway** `kdfs-gateway`, DESIGN.md §8's HTTP API and the
-//!   browser page in front of the library. [`run`] is what `main.rs` and the tests call.
+//! - [`gateway`]: the **gateway** `kdfs-gateway`, the HTTP API and the browser page
+//!   in front of the library. [`run`] is what `main.rs` and the tests call.
 //! - [`error`]: the library's error type, which the gateway maps onto HTTP statuses.
 //!
 //! Dependencies go one way: `gateway` → `client` → `error`.

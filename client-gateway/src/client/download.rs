@@ -1,4 +1,4 @@
-//! Downloads: a file id and a byte range in, a stream of verified bytes out (DESIGN.md §7).
+//! Downloads: a file id and a byte range in, a stream of verified bytes out.
 //!
 //! The range is mapped onto blocks ([`plan`]); one reader task per block reads it from
 //! its best replica, checks each message's CRC32C and offset, and computes the

@@ -1,4 +1,4 @@
-//! Uploads: a stream of bytes in, a committed file out (DESIGN.md §6).
+//! Uploads: a stream of bytes in, a committed file out.
 //!
 //! ```text
 //!  source ──► Splitter ──► block task i ───► WriteBlock stream ──► head ─► mid ─► tail

@@ -1,7 +1,8 @@
 //! `kdfs-gateway`'s configuration: every flag, its environment variable and default.
 //!
-//! The names of `--listen`, `--namenode`, `--max-upload` and `--auth-token` are part of
-//! DESIGN.md §12's command-line contract (scripts and manifests use them).
+//! The names of `--listen`, `--namenode`, `--max-upload` and `--auth-token` are part
+//! of the command-line contract (docs/configuration.md; scripts and manifests use
+//! them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use kdfs_core::{ByteSize, HumanDuration};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// The namenode's default gRPC address.
 pub const DEFAULT_NAMENODE: &str = "http://127.0.0.1:8020";
-/// Bytes all uploads together may hold unacknowledged (see `upload.rs`).
+/// Bytes all uploads together may hold unacknowledged (see [`crate::client::upload`]).
 pub const DEFAULT_UPLOAD_BUDGET: &str = "512MiB";
 /// How long a shutdown waits for in-flight transfers before closing them.
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";

@@ -1,6 +1,6 @@
 //! The gateway's HTTP server: router, error responses, auth, metrics and shutdown.
 //!
-//! Every error leaves as JSON `{"error": "..."}` with the status DESIGN.md §8 names,
+//! Every error leaves as JSON `{"error": "..."}` with the status the HTTP API documents,
 //! through one mapping ([`ApiError`]'s `From<Error>`); unknown routes (404) and wrong
 //! methods (405) use the same shape.
 //!

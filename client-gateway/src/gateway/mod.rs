@@ -1,5 +1,5 @@
-//! The HTTP gateway `kdfs-gateway`: DESIGN.md §8's API and the browser page in front of
-//! the client library.
+//! The HTTP gateway `kdfs-gateway`: the HTTP API (README.md, "Using it") and the
+//! browser page in front of the client library.
 //!
 //! - [`config`]: every flag, its environment variable and default.
 //! - [`http`]: the axum app: router, error mapping, the guard middleware, [`run`]

@@ -4,9 +4,10 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
-/// The page's source, `src/page.html`.
+/// The page's source, `src/gateway/page.html`.
 pub const INDEX_HTML: &str = include_str!("page.html");
 
+#[tracing::instrument(name = "http_page", level = "debug", skip_all)]
 pub async fn index() -> impl IntoResponse {
     (
         [

@@ -11,6 +11,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tracing::field::Empty;
+use tracing::{Span, instrument};
 
 use crate::client::ByteRange;
 use crate::gateway::http::{ApiError, AppState};
@@ -21,6 +23,7 @@ pub struct DownloadQuery {
     hash: Option<String>,
 }
 
+#[instrument(name = "http_download", skip_all, fields(file = Empty))]
 pub async fn download(
     State(st): State<AppState>,
     query: Result<Query<DownloadQuery>, QueryRejection>,
@@ -31,6 +34,7 @@ pub async fn download(
         .hash
         .ok_or_else(|| ApiError::bad_request("missing query parameter hash"))?;
     let id = parse_hash(&raw)?;
+    Span::current().record("file", tracing::field::display(id));
     let info = st.client.get(id).await?;
     let record = &info.record;
     let etag = format!("\"{id}\"");

@@ -7,6 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::field::Empty;
+use tracing::{Span, instrument};
 
 use crate::client::FileRecord;
 use crate::gateway::audit::Audited;
@@ -56,6 +58,8 @@ impl FileJson {
     }
 }
 
+/// `GET /files`: one page of the listing.
+#[instrument(name = "http_list", skip_all)]
 pub async fn list(
     State(st): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -86,11 +90,14 @@ pub async fn list(
     Ok(Json(json!({ "files": files, "next": page.next })))
 }
 
+/// `GET /files/{hash}`: a file's record and its blocks' replicas.
+#[instrument(name = "http_file", skip_all, fields(file = Empty))]
 pub async fn get(
     State(st): State<AppState>,
     Path(hash): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_hash(&hash)?;
+    Span::current().record("file", tracing::field::display(id));
     let info = st.client.get(id).await?;
     let min_live = info
         .blocks
@@ -123,11 +130,13 @@ pub async fn get(
 /// Tombstones a file. Its size is looked up first, for the audit line only: a failed
 /// lookup (an unknown or already deleted file) leaves the size out and the delete
 /// decides the answer.
+#[instrument(name = "http_delete", skip_all, fields(file = Empty))]
 pub async fn delete(
     State(st): State<AppState>,
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_hash(&hash)?;
+    Span::current().record("file", tracing::field::display(id));
     let size = st.client.get(id).await.ok().map(|f| f.record.size);
     let deleted = st.client.delete(id).await?;
     let mut resp = Json(json!({ "hash": id.to_string(), "deleted": deleted })).into_response();

@@ -14,10 +14,12 @@ use crate::gateway::http::{ApiError, AppState};
 /// Readiness gives the namenode this long to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[tracing::instrument(name = "http_healthz", level = "debug", skip_all)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[tracing::instrument(name = "http_readyz", level = "debug", skip_all)]
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let unavailable = |m: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m);
     let info = tokio::time::timeout(READY_TIMEOUT, st.client.cluster_info())
@@ -34,6 +36,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value
     Ok(Json(json!({ "status": "ready", "live_datanodes": live })))
 }
 
+#[tracing::instrument(name = "http_metrics", level = "debug", skip_all)]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

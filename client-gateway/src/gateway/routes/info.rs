@@ -12,6 +12,7 @@ use crate::gateway::http::AppState;
 /// The service name `/info` reports.
 pub const SERVICE: &str = "kdfs-gateway";
 
+#[tracing::instrument(name = "http_info", skip_all)]
 pub async fn info(State(st): State<AppState>) -> Response {
     let namenode = st.client.namenode_url().to_owned();
     match st.client.cluster_info().await {

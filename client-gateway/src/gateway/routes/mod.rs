@@ -1,4 +1,4 @@
-//! The gateway's HTTP handlers, one module per resource of DESIGN.md §8.
+//! The gateway's HTTP handlers, one module per resource of the HTTP API.
 
 pub mod download;
 pub mod files;

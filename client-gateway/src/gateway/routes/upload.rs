@@ -31,7 +31,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde::Serialize;
-use tracing::debug;
+use tracing::field::Empty;
+use tracing::{Span, debug, instrument};
 
 use crate::gateway::audit::Audited;
 use crate::gateway::http::{ApiError, AppState};
@@ -101,6 +102,8 @@ pub struct UploadResponse {
     pub existed: bool,
 }
 
+/// Stores the form's `file` part; the answer names the file by its hash.
+#[instrument(name = "http_upload", skip_all, fields(file = Empty))]
 pub async fn upload(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -167,6 +170,7 @@ async fn upload_form(
         .client
         .upload_at_most(source, &name, &mime, at_most)
         .await?;
+    Span::current().record("file", tracing::field::display(up.record.id));
     let audited = Audited {
         file: Some(up.record.id),
         size: Some(up.record.size),
