@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use kdfs_fault_tests::{Options, TestCluster, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, random_bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
@@ -208,7 +208,7 @@ async fn fuzz_service(
 
 #[test]
 fn malformed_input_everywhere_is_refused_cleanly() {
-    let c = TestCluster::start(Options::default());
+    let c = ProcessCluster::start(Options::default());
     let kept = c.upload(&random_bytes(300 << 10, 11));
 
     // gRPC: every method of the namenode and of one datanode.
@@ -367,8 +367,8 @@ fn malformed_input_everywhere_is_refused_cleanly() {
     }
     // Nodes the fuzz registered (if any) die off; the real three stay live.
     c.wait_until(
-        Duration::from_secs(30),
         "only the real datanodes live",
+        Duration::from_secs(30),
         || c.live_datanodes() == 3,
     );
     let after = c.upload(&random_bytes(500 << 10, 14));
@@ -381,7 +381,7 @@ fn malformed_input_everywhere_is_refused_cleanly() {
 /// with unread data makes the kernel send).
 #[test]
 fn a_client_still_sending_a_refused_upload_gets_the_refusal() {
-    let c = TestCluster::start(Options {
+    let c = ProcessCluster::start(Options {
         datanodes: 1,
         ..Options::default()
     });

@@ -6,23 +6,23 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kdfs_fault_tests::{Options, Stored, TestCluster, flip_byte, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, Stored, flip_byte, random_bytes};
 
 #[test]
 fn corrupt_replicas_are_never_served_quarantined_and_replaced() {
     // The scanner is idle (its first pass ran on empty disks) until phase 2.
-    let mut c = TestCluster::start(Options::default());
+    let mut c = ProcessCluster::start(Options::default());
     let x = c.upload(&random_bytes(1 << 20, 51)); // 4 blocks
     let y = c.upload(&random_bytes((3 << 18) - 5, 52)); // 3 blocks
     let files = [x.clone(), y.clone()];
-    c.wait_until(Duration::from_secs(30), "full replication", || {
+    c.wait_until("full replication", Duration::from_secs(30), || {
         c.fully_replicated(&files, &[])
     });
 
     // Two of the three replicas of every block of x, one of every block of y, at the
     // first byte, in the middle, and at the last byte.
     let mut corrupted = Vec::new();
-    let mut corrupt = |c: &TestCluster, file: &Stored, nodes: &dyn Fn(usize) -> Vec<usize>| {
+    let mut corrupt = |c: &ProcessCluster, file: &Stored, nodes: &dyn Fn(usize) -> Vec<usize>| {
         for (k, id) in c.block_ids(&file.hash).into_iter().enumerate() {
             for n in nodes(k) {
                 let path = c.block_path(n, &id).expect("replica on disk");
@@ -50,8 +50,8 @@ fn corrupt_replicas_are_never_served_quarantined_and_replaced() {
     );
     // What reads found is replaced by good copies.
     c.wait_replicated(
-        Duration::from_secs(60),
         "replicas found corrupt by reads re-replicated",
+        Duration::from_secs(60),
         &files,
         &[],
     );
@@ -76,8 +76,8 @@ fn corrupt_replicas_are_never_served_quarantined_and_replaced() {
     // good copies on disk, and the namenode agrees.
     let ids: BTreeSet<&String> = corrupted.iter().map(|(_, id)| id).collect();
     let took = c.wait_until(
-        Duration::from_secs(90),
         "no corrupt replica left, every corrupted block at 3 good copies on disk",
+        Duration::from_secs(90),
         || {
             (0..3).all(|i| c.corrupt_blocks_on_disk(i).is_empty())
                 && ids
@@ -86,8 +86,8 @@ fn corrupt_replicas_are_never_served_quarantined_and_replaced() {
         },
     );
     c.wait_replicated(
-        Duration::from_secs(30),
         "namenode sees 3 replicas",
+        Duration::from_secs(30),
         &files,
         &[],
     );

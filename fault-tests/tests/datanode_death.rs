@@ -4,18 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Options, Stored, TestCluster, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, Stored, random_bytes};
 
 #[test]
 fn sigkill_idle_datanode_is_declared_dead_and_healed() {
-    let mut c = TestCluster::start(Options::default().datanodes(4).replication(3));
+    let mut c = ProcessCluster::start(Options::default().datanodes(4).replication(3));
     let sizes = [1, 100 << 10, 256 << 10, (1 << 20) + 7, 3 << 20];
     let files: Vec<Stored> = sizes
         .iter()
         .enumerate()
         .map(|(i, &n)| c.upload(&random_bytes(n, 100 + i as u64)))
         .collect();
-    c.wait_until(Duration::from_secs(30), "initial full replication", || {
+    c.wait_until("initial full replication", Duration::from_secs(30), || {
         c.fully_replicated(&files, &[])
     });
 
@@ -28,12 +28,12 @@ fn sigkill_idle_datanode_is_declared_dead_and_healed() {
     let killed = Instant::now();
     c.kill_datanode(victim);
 
-    c.wait_until(Duration::from_secs(20), "victim declared dead", || {
+    c.wait_until("victim declared dead", Duration::from_secs(20), || {
         c.datanode_state(victim).as_deref() == Some("dead")
     });
     let dead_after = killed.elapsed();
     let what = format!("every block back to 3 replicas without datanode {victim}");
-    c.wait_replicated(Duration::from_secs(90), &what, &files, &[victim]);
+    c.wait_replicated(&what, Duration::from_secs(90), &files, &[victim]);
     let healed = killed.elapsed();
     eprintln!(
         "scenario 1: datanode {victim} held {held} blocks; declared dead after {:.2}s, \
@@ -46,8 +46,8 @@ fn sigkill_idle_datanode_is_declared_dead_and_healed() {
     // It comes back with its old replicas: the cluster converges to exactly 3 again.
     c.restart_datanode(victim);
     c.wait_replicated(
-        Duration::from_secs(60),
         "over-replicated copies trimmed after the victim returned",
+        Duration::from_secs(60),
         &files,
         &[],
     );

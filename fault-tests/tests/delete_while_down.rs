@@ -5,14 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Options, TestCluster, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, random_bytes};
 
 #[test]
 fn delete_while_a_replica_holder_is_down_is_finished_when_it_returns() {
-    let mut c = TestCluster::start(Options::default());
+    let mut c = ProcessCluster::start(Options::default());
     let doomed = c.upload(&random_bytes((1 << 20) + 100, 61));
     let kept = c.upload(&random_bytes(700 << 10, 62));
-    c.wait_until(Duration::from_secs(30), "full replication", || {
+    c.wait_until("full replication", Duration::from_secs(30), || {
         c.fully_replicated(&[doomed.clone(), kept.clone()], &[])
     });
     let doomed_blocks: BTreeSet<String> = c.block_ids(&doomed.hash).into_iter().collect();
@@ -22,7 +22,7 @@ fn delete_while_a_replica_holder_is_down_is_finished_when_it_returns() {
     let away = 1;
     assert!(c.blocks_on_disk(away).is_superset(&doomed_blocks));
     c.kill_datanode(away);
-    c.wait_until(Duration::from_secs(20), "datanode declared dead", || {
+    c.wait_until("datanode declared dead", Duration::from_secs(20), || {
         c.datanode_state(away).as_deref() == Some("dead")
     });
     let answer = c.delete(&doomed.hash);
@@ -46,8 +46,8 @@ fn delete_while_a_replica_holder_is_down_is_finished_when_it_returns() {
         "a deleted file is listed"
     );
     c.wait_until(
-        Duration::from_secs(30),
         "the deleted file's blocks gone from the live datanodes",
+        Duration::from_secs(30),
         || {
             [0, 2]
                 .iter()
@@ -59,8 +59,8 @@ fn delete_while_a_replica_holder_is_down_is_finished_when_it_returns() {
 
     c.restart_datanode(away);
     let took = c.wait_until(
-        Duration::from_secs(30),
         "the returning datanode deletes the deleted file's blocks",
+        Duration::from_secs(30),
         || c.blocks_on_disk(away).is_disjoint(&doomed_blocks),
     );
     eprintln!(
@@ -87,20 +87,20 @@ fn reupload_of_deleted_content_is_accepted() {
     // A delete that overtakes the datanodes' incremental reports of the writes leaves
     // the replicas as orphans (they look like a re-upload's fresh writes) until the
     // lease TTL: keep it short.
-    let c = TestCluster::start(Options::default().namenode_arg("--lease-ttl", "3s"));
+    let c = ProcessCluster::start(Options::default().namenode_arg("--lease-ttl", "3s"));
     let data = random_bytes((1 << 20) + 100, 63);
     let first = c.upload(&data);
     let blocks: BTreeSet<String> = c.block_ids(&first.hash).into_iter().collect();
     c.wait_replicated(
-        Duration::from_secs(30),
         "full replication",
+        Duration::from_secs(30),
         std::slice::from_ref(&first),
         &[],
     );
     c.delete(&first.hash);
     c.wait_until(
-        Duration::from_secs(30),
         "deleted blocks gone from every disk",
+        Duration::from_secs(30),
         || (0..3).all(|i| c.blocks_on_disk(i).is_disjoint(&blocks)),
     );
 
@@ -115,8 +115,8 @@ fn reupload_of_deleted_content_is_accepted() {
         start.elapsed().as_secs_f64()
     );
     c.wait_until(
-        Duration::from_secs(30),
         "re-upload fully replicated",
+        Duration::from_secs(30),
         || c.fully_replicated(std::slice::from_ref(&first), &[]),
     );
     for i in 0..3 {

@@ -7,14 +7,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kdfs_fault_tests::{
-    HttpFailure, Options, Stored, TestCluster, datanode_entry, random_bytes, sha256_hex,
+use kdfs_testkit::{
+    HttpFailure, Options, ProcessCluster, Stored, datanode_entry, random_bytes, sha256_hex,
 };
 
 const MIB: u64 = 1 << 20;
 
-fn full_cluster() -> TestCluster {
-    TestCluster::start(
+fn full_cluster() -> ProcessCluster {
+    ProcessCluster::start(
         Options::default()
             .datanodes(4)
             .small_disk(3, 2 * MIB)
@@ -32,7 +32,7 @@ fn out_of_space(e: &HttpFailure) -> bool {
 
 /// Uploads 1 MiB files until the small node is full, then until an upload fails.
 /// Returns the stored files, and the failure with the hash of its content.
-fn fill(c: &TestCluster) -> (Vec<Stored>, HttpFailure, String) {
+fn fill(c: &ProcessCluster) -> (Vec<Stored>, HttpFailure, String) {
     let mut files: Vec<Stored> = Vec::new();
     let mut k = 0u64;
     // Phase 1: the small node fills up; every upload still succeeds on the others.
@@ -106,15 +106,15 @@ fn full_disks_send_writes_elsewhere_then_fail_with_507() {
         );
     }
     c.wait_until(
-        Duration::from_secs(15),
         "no temp file on any datanode",
+        Duration::from_secs(15),
         || (0..4).all(|i| c.temp_files(i).is_empty()),
     );
     // The refused uploads' blocks (if any landed) are collected after their lease.
     let referenced: BTreeSet<String> = files.iter().flat_map(|f| c.block_ids(&f.hash)).collect();
     let orphans_took = c.wait_until(
-        Duration::from_secs(60),
         "disks hold only blocks of stored files",
+        Duration::from_secs(60),
         || (0..4).all(|i| c.blocks_on_disk(i).is_subset(&referenced)),
     );
     c.verify_all(&files);
@@ -127,10 +127,10 @@ fn full_disks_send_writes_elsewhere_then_fail_with_507() {
         "{} shared every block",
         removed.hash
     );
-    let delete_took = c.wait_until(Duration::from_secs(30), "deleted blocks gone", || {
+    let delete_took = c.wait_until("deleted blocks gone", Duration::from_secs(30), || {
         (0..4).all(|i| c.blocks_on_disk(i).is_disjoint(&removed_blocks))
     });
-    let fits_took = c.wait_until(Duration::from_secs(30), "an upload fits again", || match c
+    let fits_took = c.wait_until("an upload fits again", Duration::from_secs(30), || match c
         .try_upload_named("after-delete", random_bytes(300 << 10, 9_999))
     {
         Ok(_) => true,
@@ -149,7 +149,7 @@ fn full_disks_send_writes_elsewhere_then_fail_with_507() {
 
 /// Blocks of `referenced` no file of `files` uses.
 fn c_blocks_only_in(
-    c: &TestCluster,
+    c: &ProcessCluster,
     referenced: &BTreeSet<String>,
     files: &[Stored],
 ) -> BTreeSet<String> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kdfs_fault_tests::{Options, SlowReader, TestCluster, random_bytes, sha256_hex};
+use kdfs_testkit::{Options, ProcessCluster, SlowReader, random_bytes, sha256_hex};
 
 #[test]
 fn sigkill_gateway_mid_upload_leaves_no_record_and_no_garbage() {
-    let mut c = TestCluster::start(Options::default().namenode_arg("--lease-ttl", "3s"));
+    let mut c = ProcessCluster::start(Options::default().namenode_arg("--lease-ttl", "3s"));
     let kept = c.upload(&random_bytes(600 << 10, 41));
     let kept_blocks: BTreeSet<String> = c.block_ids(&kept.hash).into_iter().collect();
 
@@ -27,14 +27,14 @@ fn sigkill_gateway_mid_upload_leaves_no_record_and_no_garbage() {
             api.try_upload_reader("interrupted.bin", reader)
         })
     };
-    let on_disk = |c: &TestCluster| -> BTreeSet<String> {
+    let on_disk = |c: &ProcessCluster| -> BTreeSet<String> {
         (0..c.datanodes.len())
             .flat_map(|i| c.blocks_on_disk(i))
             .collect()
     };
     c.wait_until(
-        Duration::from_secs(30),
         "half the upload sent and some of its blocks on disk",
+        Duration::from_secs(30),
         || sent.load(Ordering::Relaxed) >= (3 << 20) / 2 && on_disk(&c).len() > kept_blocks.len(),
     );
     c.kill_gateway();
@@ -59,8 +59,8 @@ fn sigkill_gateway_mid_upload_leaves_no_record_and_no_garbage() {
 
     // The orphan blocks go once the upload's lease has expired; nothing else does.
     let took = c.wait_until(
-        Duration::from_secs(60),
         "orphan blocks of the interrupted upload deleted from every datanode",
+        Duration::from_secs(60),
         || (0..3).all(|i| c.blocks_on_disk(i) == kept_blocks),
     );
     eprintln!(

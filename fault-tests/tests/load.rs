@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Api, Options, Stored, TestCluster, random_bytes, sha256_hex};
+use kdfs_testkit::{Api, Options, ProcessCluster, Stored, random_bytes, sha256_hex};
 
 const CLIENTS: u64 = 32;
 const RUN_FOR: Duration = Duration::from_secs(10);
@@ -118,7 +118,7 @@ fn client(api: Api, id: u64, until: Instant, shared: Arc<Mutex<Shared>>) {
 
 #[test]
 fn thirty_two_clients_mixing_uploads_downloads_and_deletes() {
-    let c = TestCluster::start(Options::default());
+    let c = ProcessCluster::start(Options::default());
     let shared = Arc::new(Mutex::new(Shared::default()));
     // A first file so downloads always have something to read.
     shared

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kdfs_fault_tests::pki::{Ca, Leaf, write_atomically};
-use kdfs_fault_tests::{Options, Stored, TestCluster, random_bytes, sha256_hex};
 use kdfs_proto::pb;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::tls::Tls;
+use kdfs_testkit::pki::{Ca, Leaf, write_atomically};
+use kdfs_testkit::{Options, ProcessCluster, Stored, random_bytes, sha256_hex};
 use rustls::pki_types::ServerName;
 use tonic::transport::Channel;
 
@@ -67,10 +67,10 @@ async fn cluster_info(client: &mut NamenodeClient<Channel>) -> Result<usize, ton
 }
 
 /// Waits until `proc_log()` holds `needle`, or fails showing the log's tail.
-fn wait_for_log(c: &TestCluster, log: impl Fn() -> String, needle: &str) {
+fn wait_for_log(c: &ProcessCluster, log: impl Fn() -> String, needle: &str) {
     c.wait_until(
-        Duration::from_secs(15),
         &format!("log line {needle:?}"),
+        Duration::from_secs(15),
         || log().contains(needle),
     );
 }
@@ -80,7 +80,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     let pki = tempfile::tempdir().expect("pki dir");
     let ca = Ca::new(pki.path(), "kdfs test CA");
     let node = ca.leaf("node", LOCAL_NAMES);
-    let mut c = TestCluster::start(mtls_options(
+    let mut c = ProcessCluster::start(mtls_options(
         &ca,
         &node,
         Options::default().datanodes(4).replication(3),
@@ -106,7 +106,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
         c.file(&doomed.hash).expect("file lookup").is_none(),
         "a deleted file is still listed"
     );
-    c.wait_replicated(Duration::from_secs(30), "initial replication", &files, &[]);
+    c.wait_replicated("initial replication", Duration::from_secs(30), &files, &[]);
 
     let rt = runtime();
     // Lazy channels spawn their connection task on creation.
@@ -209,12 +209,12 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
         .max_by_key(|&i| c.blocks_on_disk(i).len())
         .expect("four datanodes");
     c.kill_datanode(victim);
-    c.wait_until(Duration::from_secs(20), "victim declared dead", || {
+    c.wait_until("victim declared dead", Duration::from_secs(20), || {
         c.datanode_state(victim).as_deref() == Some("dead")
     });
     c.wait_replicated(
-        Duration::from_secs(90),
         "every block back to 3 replicas over mTLS",
+        Duration::from_secs(90),
         &files,
         &[victim],
     );
@@ -277,7 +277,7 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
     let ca = Ca::new(pki.path(), "kdfs test CA");
     let node = ca.leaf("node", LOCAL_NAMES);
     let old_der = node.der();
-    let c = TestCluster::start(mtls_options(&ca, &node, Options::default()));
+    let c = ProcessCluster::start(mtls_options(&ca, &node, Options::default()));
     let rt = runtime();
     let nn_port = c.namenode_port;
     let dn_ports: Vec<u16> = c
@@ -305,8 +305,8 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
     let api = c.api.clone();
     let upload = std::thread::spawn(move || api.try_upload_reader("in-flight.bin", body));
     c.wait_until(
-        Duration::from_secs(20),
         "the upload paused half-way",
+        Duration::from_secs(20),
         || paused.load(Ordering::SeqCst),
     );
 
@@ -322,8 +322,8 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
         std::iter::once(("namenode", nn_port)).chain(dn_ports.iter().map(|&p| ("datanode", p)))
     {
         c.wait_until(
-            Duration::from_secs(15),
             &format!("{what} on port {port} presenting the rotated certificate"),
+            Duration::from_secs(15),
             || rt.block_on(presented_certificate(port, &checker, &ca.cert)) == new_der,
         );
     }

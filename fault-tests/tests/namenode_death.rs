@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Api, HttpFailure, Options, Stored, TestCluster, random_bytes, sha256_hex};
+use kdfs_testkit::{Api, HttpFailure, Options, ProcessCluster, Stored, random_bytes, sha256_hex};
 
 /// One upload attempt of the background client.
 struct Attempt {
@@ -50,7 +50,7 @@ fn uploader(api: Api, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Attempt>>>) {
 
 #[test]
 fn sigkill_namenode_during_uploads_loses_no_acknowledged_file() {
-    let mut c = TestCluster::start(Options::default());
+    let mut c = ProcessCluster::start(Options::default());
     let dn_pids: Vec<Option<u32>> = c.datanodes.iter().map(|d| d.pid()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::<Attempt>::new()));
@@ -73,15 +73,15 @@ fn sigkill_namenode_during_uploads_loses_no_acknowledged_file() {
             .count()
     };
     let t0 = Instant::now();
-    c.wait_until(Duration::from_secs(30), "5 uploads before the kill", || {
+    c.wait_until("5 uploads before the kill", Duration::from_secs(30), || {
         successes(t0) >= 5
     });
 
     let killed = Instant::now();
     c.kill_namenode();
     c.wait_until(
-        Duration::from_secs(30),
         "3 uploads failing while the namenode is down",
+        Duration::from_secs(30),
         || failures(killed) >= 3,
     );
     assert!(
@@ -100,13 +100,13 @@ fn sigkill_namenode_during_uploads_loses_no_acknowledged_file() {
     c.restart_namenode();
     let restarted = Instant::now();
     c.wait_until(
-        Duration::from_secs(30),
         "every datanode live again, safe mode over",
+        Duration::from_secs(30),
         || c.live_datanodes() == 3 && c.safe_mode() == Some(false),
     );
     c.wait_until(
-        Duration::from_secs(30),
         "5 uploads after the restart",
+        Duration::from_secs(30),
         || successes(restarted) >= 5,
     );
     stop.store(true, Ordering::Relaxed);

@@ -6,15 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Options, Stored, TestCluster, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, Stored, random_bytes};
 
 #[test]
 fn partitioned_datanode_is_healed_around_and_trimmed_after_rejoining() {
-    let mut c = TestCluster::start(Options::default().datanodes(4).partitionable(2));
+    let mut c = ProcessCluster::start(Options::default().datanodes(4).partitionable(2));
     let files: Vec<Stored> = (0..5)
         .map(|i| c.upload(&random_bytes((350 << 10) * (i + 1), 1_000 + i as u64)))
         .collect();
-    c.wait_replicated(Duration::from_secs(30), "full replication", &files, &[]);
+    c.wait_replicated("full replication", Duration::from_secs(30), &files, &[]);
     let held = c.blocks_on_disk(2);
     assert!(!held.is_empty(), "the partitioned node holds no block");
 
@@ -24,8 +24,8 @@ fn partitioned_datanode_is_healed_around_and_trimmed_after_rejoining() {
         return;
     }
     c.wait_until(
-        Duration::from_secs(20),
         "partitioned datanode declared dead",
+        Duration::from_secs(20),
         || c.datanode_state(2).as_deref() == Some("dead"),
     );
     let dead = cut.elapsed();
@@ -36,8 +36,8 @@ fn partitioned_datanode_is_healed_around_and_trimmed_after_rejoining() {
     );
     c.verify_all(&files);
     c.wait_replicated(
-        Duration::from_secs(60),
         "healed to 3 replicas around the partitioned node",
+        Duration::from_secs(60),
         &files,
         &[2],
     );
@@ -45,14 +45,14 @@ fn partitioned_datanode_is_healed_around_and_trimmed_after_rejoining() {
 
     let joined = Instant::now();
     c.heal_partition(2);
-    c.wait_until(Duration::from_secs(60), "the datanode rejoins", || {
+    c.wait_until("the datanode rejoins", Duration::from_secs(60), || {
         c.datanode_state(2).as_deref() == Some("live")
     });
     let rejoined = joined.elapsed();
     // Converged: 3 replicas per block as the namenode sees it, and on disk.
     let took = c.wait_until(
-        Duration::from_secs(60),
         "every block on exactly 3 disks after the rejoin",
+        Duration::from_secs(60),
         || {
             c.fully_replicated(&files, &[])
                 && files.iter().all(|f| {

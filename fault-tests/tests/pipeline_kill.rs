@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Options, SlowReader, Stored, TestCluster, random_bytes, sha256_hex};
+use kdfs_testkit::{Options, ProcessCluster, SlowReader, Stored, random_bytes, sha256_hex};
 
 const SIZE: usize = 6 << 20;
 const MAX_ROUNDS: usize = 3;
@@ -39,7 +39,7 @@ fn positions_lost(log: &str) -> Vec<&'static str> {
 
 #[test]
 fn sigkill_each_pipeline_position_during_large_uploads() {
-    let mut c = TestCluster::start(Options::default().datanodes(4));
+    let mut c = ProcessCluster::start(Options::default().datanodes(4));
     let mut files: Vec<Stored> = Vec::new();
     let mut hit = BTreeMap::<&'static str, usize>::new();
     for round in 0..MAX_ROUNDS {
@@ -65,8 +65,8 @@ fn sigkill_each_pipeline_position_during_large_uploads() {
         // Rotate over the nodes: the first one, from `round` on, that is writing now.
         let mut victim = None;
         c.wait_until(
-            Duration::from_secs(30),
             "40% sent and a datanode in a pipeline",
+            Duration::from_secs(30),
             || {
                 if upload.is_finished() {
                     return true;
@@ -115,7 +115,7 @@ fn sigkill_each_pipeline_position_during_large_uploads() {
             *hit.entry(p).or_default() += 1;
         }
         let what = format!("healed to 3 replicas without datanode {victim}");
-        c.wait_replicated(Duration::from_secs(90), &what, &files, &[victim]);
+        c.wait_replicated(&what, Duration::from_secs(90), &files, &[victim]);
         eprintln!(
             "scenario 2: round {round}: datanode {victim} killed at 40% of a {} MiB upload, \
              positions lost {lost:?}; upload ok; healed {:.2}s after the kill",
@@ -125,8 +125,8 @@ fn sigkill_each_pipeline_position_during_large_uploads() {
         c.verify_all(&files);
         c.restart_datanode(victim);
         c.wait_replicated(
-            Duration::from_secs(60),
             "exactly 3 replicas after the victim returned",
+            Duration::from_secs(60),
             &files,
             &[],
         );

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kdfs_fault_tests::{Api, Options, Stored, TestCluster, random_bytes, sha256_hex};
+use kdfs_testkit::{Api, Options, ProcessCluster, Stored, random_bytes, sha256_hex};
 
 #[derive(Default)]
 struct Tally {
@@ -71,11 +71,11 @@ fn client(api: Api, seed: Vec<Stored>, stop: Arc<AtomicBool>, tally: Arc<Mutex<T
 
 #[test]
 fn rolling_restart_under_load_fails_no_download() {
-    let mut c = TestCluster::start(Options::default());
+    let mut c = ProcessCluster::start(Options::default());
     let seed: Vec<Stored> = (0..4)
         .map(|i| c.upload(&random_bytes((400 << 10) + i, 80 + i as u64)))
         .collect();
-    c.wait_replicated(Duration::from_secs(30), "seed replicated", &seed, &[]);
+    c.wait_replicated("seed replicated", Duration::from_secs(30), &seed, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let worker = {
@@ -96,14 +96,14 @@ fn rolling_restart_under_load_fails_no_download() {
         // The client keeps going while the node is away: three rounds of an upload and
         // three downloads each.
         c.wait_until(
-            Duration::from_secs(60),
             &format!("3 client rounds while datanode {i} is down"),
+            Duration::from_secs(60),
             || rounds(&tally) >= before + 3,
         );
         c.datanodes[i].start();
         c.wait_until(
-            Duration::from_secs(30),
             &format!("datanode {i} live"),
+            Duration::from_secs(30),
             || c.datanode_state(i).as_deref() == Some("live"),
         );
         // A careful operator waits for the cluster to heal before the next node.
@@ -112,8 +112,8 @@ fn rolling_restart_under_load_fails_no_download() {
             seed.iter().chain(t.acked.iter()).cloned().collect()
         };
         let healed = c.wait_replicated(
-            Duration::from_secs(60),
             &format!("healed after restarting datanode {i}"),
+            Duration::from_secs(60),
             &files,
             &[],
         );

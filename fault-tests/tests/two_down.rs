@@ -5,22 +5,22 @@
 
 use std::time::{Duration, Instant};
 
-use kdfs_fault_tests::{Options, Stored, TestCluster, random_bytes};
+use kdfs_testkit::{Options, ProcessCluster, Stored, random_bytes};
 
 #[test]
 fn two_datanodes_down_reads_served_and_cluster_converges() {
-    let mut c = TestCluster::start(Options::default().datanodes(4));
+    let mut c = ProcessCluster::start(Options::default().datanodes(4));
     let mut files: Vec<Stored> = (0..6)
         .map(|i| c.upload(&random_bytes((300 << 10) * (i + 1) + 11, 90 + i as u64)))
         .collect();
-    c.wait_replicated(Duration::from_secs(30), "full replication", &files, &[]);
+    c.wait_replicated("full replication", Duration::from_secs(30), &files, &[]);
 
     let killed = Instant::now();
     c.kill_datanode(0);
     c.kill_datanode(2);
     // At once, before the namenode knows: reads fail over from the dead replicas.
     c.verify_all(&files);
-    c.wait_until(Duration::from_secs(20), "both declared dead", || {
+    c.wait_until("both declared dead", Duration::from_secs(20), || {
         c.datanode_state(0).as_deref() == Some("dead")
             && c.datanode_state(2).as_deref() == Some("dead")
     });
@@ -32,8 +32,8 @@ fn two_datanodes_down_reads_served_and_cluster_converges() {
     c.verify_all(&files);
     // Every block is on both survivors and nowhere else live.
     c.wait_until(
-        Duration::from_secs(60),
         "every block on both survivors",
+        Duration::from_secs(60),
         || {
             files.iter().all(|f| {
                 c.replicas(&f.hash).is_some_and(|blocks| {
@@ -51,8 +51,8 @@ fn two_datanodes_down_reads_served_and_cluster_converges() {
     c.restart_datanode(0);
     c.restart_datanode(2);
     let took = c.wait_replicated(
-        Duration::from_secs(90),
         "converged to 3 replicas after both returned",
+        Duration::from_secs(90),
         &files,
         &[],
     );
