@@ -40,7 +40,7 @@ pub use error::{Error, Result};
 use crate::capacity::CapacitySource;
 use crate::link::{Link, LinkConfig};
 use crate::scanner::{ScannerConfig, ScannerStats};
-use crate::service::{DatanodeService, Node, Peers};
+use crate::service::{DatanodeService, Node};
 use crate::store::{Store, StoreConfig};
 use crate::version::Version;
 
@@ -142,7 +142,7 @@ pub async fn run(
     let node = Arc::new(Node {
         id: version.datanode_id,
         store: store.clone(),
-        peers: Peers::new(tls.clone()),
+        peers: kdfs_proto::pool::ChannelPool::new(tls.clone()),
         metrics: Default::default(),
         write_idle_timeout: config.write_idle_timeout.get(),
     });

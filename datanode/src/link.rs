@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::service::Node;
@@ -363,6 +364,7 @@ impl Link {
         }
     }
 
+    #[tracing::instrument(name = "register", skip_all)]
     async fn register(&self) -> Result<RegisterResponse> {
         let (id, ours) = {
             let v = self.version.lock().expect("version lock poisoned");
@@ -409,6 +411,7 @@ impl Link {
         Ok(reply)
     }
 
+    #[tracing::instrument(name = "heartbeat", level = "debug", skip_all)]
     async fn heartbeat(&self) -> Result<kdfs_proto::pb::HeartbeatResponse, Status> {
         let space = self.node.store.space().map_err(Status::from)?;
         let failed_copies = self.failed_copies.take();
@@ -438,6 +441,7 @@ impl Link {
 
     /// Sends every stored block, in chunks of at most `MAX_REPORT_CHUNK` entries. Pending
     /// incremental events are dropped first: the full report supersedes them.
+    #[tracing::instrument(name = "full_report", skip_all)]
     pub async fn full_report(&self) -> Result<()> {
         // Serialised with incremental reports: see `run_incremental`.
         let _reports = self.reports.lock().await;
@@ -531,6 +535,7 @@ impl Link {
         }
     }
 
+    #[tracing::instrument(name = "incremental_report", level = "debug", skip_all)]
     async fn send_incremental(&self, events: &[Event]) -> Result<(), Status> {
         // The latest event per block wins (added then removed in one batch = removed).
         let mut last: HashMap<BlockId, Event> = HashMap::with_capacity(events.len());
@@ -615,19 +620,23 @@ impl Link {
                     let permits = self.replication.clone();
                     let cancel = self.stop.clone();
                     let failed = self.failed_copies.clone();
-                    self.tasks.spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            // Logged and counted inside `transfer`; failures also go to
-                            // the namenode with the next heartbeat.
-                            outcome = node.transfer(id, &targets) => {
-                                failed.record(id, &targets, &outcome);
+                    let span = tracing::info_span!("replicate", block = %id);
+                    self.tasks.spawn(
+                        async move {
+                            let Ok(_permit) = permits.acquire_owned().await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = cancel.cancelled() => {}
+                                // Logged and counted inside `transfer`; failures also go to
+                                // the namenode with the next heartbeat.
+                                outcome = node.transfer(id, &targets) => {
+                                    failed.record(id, &targets, &outcome);
+                                }
                             }
                         }
-                    });
+                        .instrument(span),
+                    );
                 }
                 None => tracing::warn!("empty command from the namenode ignored"),
             }

@@ -103,6 +103,7 @@ pub async fn run(
 }
 
 /// One full pass; false if it was cancelled.
+#[tracing::instrument(name = "scanner_pass", skip_all)]
 async fn pass(
     store: &Store,
     rate: u64,
