@@ -1,7 +1,7 @@
 //! The block map: for every block a live file references, its length, reference
 //! count, wanted replication and the datanodes holding a replica.
 //!
-//! Only the reference counts are durable (`meta.rs`); locations live in memory and are
+//! Only the reference counts are durable (`meta/`); locations live in memory and are
 //! rebuilt from block reports and pipeline acknowledgements, as in HDFS.
 //!
 //! Compactness: datanodes are interned to small integers ([`NodeIdx`], see
@@ -387,5 +387,88 @@ mod tests {
         assert_eq!((out.accepted, out.dropped), (2, 0));
         assert_eq!(m.get(&b(1)).unwrap().locs.as_slice(), &[7]);
         assert!(m.stats(8).per_node[7] == 2);
+    }
+
+    /// One full report of node 7 against a map of blocks 1..=4 (each wanting two
+    /// replicas) with the given locations; `reported` lists block numbers (9 is
+    /// unreferenced). Expected: (accepted, unknown, dropped, dirty, blocks on node 7).
+    #[test]
+    fn full_report_reconciliation_table() {
+        type Expected = (u64, Vec<u8>, u64, Vec<u8>, Vec<u8>);
+        let check = |mapped: &[(u8, &[NodeIdx])], reported: &[u8], expected: Expected| {
+            let m = BlockMap::new();
+            for n in 1..=4 {
+                m.add_ref(b(n), 10, 2);
+            }
+            for (n, locs) in mapped {
+                for l in *locs {
+                    m.add_location(&b(*n), *l);
+                }
+            }
+            let out = m.apply_full_report(7, reported.iter().map(|n| (b(*n), 10)).collect());
+            let first = |ids: &[BlockId]| -> Vec<u8> {
+                let mut v: Vec<u8> = ids.iter().map(|id| id.as_bytes()[0]).collect();
+                v.sort_unstable();
+                v
+            };
+            let unknown: Vec<BlockId> = out.unknown.iter().map(|(id, _)| *id).collect();
+            let got = (
+                out.accepted,
+                first(&unknown),
+                out.dropped,
+                first(&out.dirty),
+                first(&m.blocks_on(7)),
+            );
+            assert_eq!(got, expected, "mapped {mapped:?}, reported {reported:?}");
+            // No location keeps the tag once the report is applied.
+            for n in 1..=4 {
+                assert!(m.get(&b(n)).unwrap().locs.iter().all(|l| l & SEEN == 0));
+            }
+        };
+        check(&[], &[], (0, vec![], 0, vec![], vec![]));
+        check(&[], &[1, 2], (2, vec![], 0, vec![], vec![1, 2]));
+        check(&[(1, &[7])], &[1], (1, vec![], 0, vec![], vec![1]));
+        check(
+            &[(1, &[7]), (2, &[7])],
+            &[1],
+            (1, vec![], 1, vec![2], vec![1]),
+        );
+        check(&[(1, &[7])], &[], (0, vec![], 1, vec![1], vec![]));
+        check(&[], &[9, 9, 1], (1, vec![9, 9], 0, vec![], vec![1]));
+        // A third replica where two are wanted: over-replicated, dirty.
+        check(&[(3, &[0, 1])], &[3], (1, vec![], 0, vec![3], vec![3]));
+        // Other nodes' replicas are left alone.
+        check(&[(4, &[0, 7])], &[], (0, vec![], 1, vec![4], vec![]));
+    }
+
+    #[test]
+    fn locations_are_added_once_and_removed_per_node() {
+        let m = BlockMap::new();
+        assert_eq!(m.add_location(&b(1), 0), None, "unreferenced");
+        m.add_ref(b(1), 10, 1);
+        assert_eq!(m.add_location(&b(1), 0), Some(false));
+        assert_eq!(m.add_location(&b(1), 0), Some(false), "once");
+        assert_eq!(m.add_location(&b(1), 1), Some(true), "over-replicated");
+        assert_eq!(m.misreplicated(), vec![b(1)]);
+        assert!(m.remove_location(&b(1), 1));
+        assert!(!m.remove_location(&b(1), 1));
+        assert!(m.misreplicated().is_empty());
+        m.add_ref(b(2), 10, 1);
+        m.add_location(&b(2), 0);
+        let mut lost = m.remove_node(0);
+        lost.sort_unstable();
+        assert_eq!(lost, vec![b(1), b(2)]);
+        assert!(m.blocks_on(0).is_empty());
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn loaded_targets_are_at_least_one() {
+        let m = BlockMap::new();
+        m.load(b(1), 2, 10, 0);
+        m.load(b(2), 1, 10, 1_000);
+        assert_eq!(m.get(&b(1)).unwrap().target, 1);
+        assert_eq!(m.get(&b(2)).unwrap().target, u8::MAX);
+        assert_eq!(m.get(&b(1)).unwrap().refs, 2);
     }
 }

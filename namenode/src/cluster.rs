@@ -225,6 +225,7 @@ impl Cluster {
     }
 
     /// Moves nodes along live → stale → dead. Returns the nodes that just died.
+    #[tracing::instrument(name = "cluster_tick", skip_all, fields(nodes = self.nodes.len()))]
     pub fn tick(
         &mut self,
         now: Instant,
@@ -372,5 +373,83 @@ mod tests {
         assert!(
             matches!(&e, Error::FailedPrecondition(m) if m.contains("other") && m.contains("c1"))
         );
+    }
+
+    /// A cluster with one node registered at `t0`, put in `state`.
+    fn one_node(state: NodeState, t0: Instant) -> (Cluster, DatanodeId, NodeIdx) {
+        let mut c = Cluster::new("c1".into());
+        let id = DatanodeId::random();
+        let idx = c.register(&reg(""), id, t0).unwrap();
+        c.node_mut(idx).unwrap().state = state;
+        (c, id, idx)
+    }
+
+    #[test]
+    fn liveness_transition_table() {
+        use NodeState::*;
+        let (stale, dead) = (Duration::from_secs(9), Duration::from_secs(30));
+        let ms = Duration::from_millis;
+        let check = |from: NodeState, silent: Duration, to: NodeState, died: bool| {
+            let t0 = Instant::now();
+            let (mut c, _, idx) = one_node(from, t0);
+            let out = c.tick(t0 + silent, stale, dead);
+            let got = (c.node(idx).unwrap().state, !out.is_empty());
+            assert_eq!(got, (to, died), "{from:?} silent {silent:?}");
+        };
+        check(Live, ms(0), Live, false);
+        check(Live, stale - ms(1), Live, false);
+        check(Live, stale, Stale, false);
+        check(Live, dead - ms(1), Stale, false);
+        check(Live, dead, Dead, true);
+        check(Stale, stale, Stale, false);
+        check(Stale, dead, Dead, true);
+        // Leaving nodes are not marked stale, but do die of silence.
+        check(Decommissioning, stale, Decommissioning, false);
+        check(Decommissioning, dead, Dead, true);
+        // The dead die once.
+        check(Dead, dead * 2, Dead, false);
+    }
+
+    #[test]
+    fn heartbeat_decommission_and_declare_dead_by_state() {
+        use NodeState::*;
+        // (state, heartbeat answer is Known, state after the heartbeat,
+        //  decommission accepted, declare_dead accepted)
+        for (from, known, after_beat, decommissions, dies) in [
+            (Live, true, Live, true, true),
+            (Stale, true, Live, true, true),
+            (Decommissioning, true, Decommissioning, false, true),
+            (Dead, false, Dead, false, false),
+        ] {
+            let t0 = Instant::now();
+            let (mut c, id, idx) = one_node(from, t0);
+            let beat = c.heartbeat(&id, Load::default(), t0);
+            assert_eq!(beat == Beat::Known(idx), known, "{from:?}");
+            assert_eq!(c.node(idx).unwrap().state, after_beat, "{from:?}");
+            let (mut c, _, idx) = one_node(from, t0);
+            assert_eq!(c.decommission(idx), decommissions, "{from:?}");
+            let (mut c, _, idx) = one_node(from, t0);
+            assert_eq!(c.declare_dead(idx), dies, "{from:?}");
+        }
+    }
+
+    #[test]
+    fn a_zone_learnt_elsewhere_survives_a_registration_without_one() {
+        let mut c = Cluster::new("c1".into());
+        let id = DatanodeId::random();
+        let idx = c.register(&reg("c1"), id, Instant::now()).unwrap();
+        c.node_mut(idx).unwrap().zone = "zone-a".into();
+        c.register(&reg("c1"), id, Instant::now()).unwrap();
+        assert_eq!(c.node(idx).unwrap().zone, "zone-a");
+        let with_zone = Registration {
+            zone: "zone-b".into(),
+            ..reg("c1")
+        };
+        c.register(&with_zone, id, Instant::now()).unwrap();
+        assert_eq!(c.node(idx).unwrap().zone, "zone-b");
+        assert_eq!(c.counts(), (1, 0));
+        assert!(c.retiring().is_empty());
+        c.decommission(idx);
+        assert_eq!(c.retiring(), HashSet::from([idx]));
     }
 }

@@ -13,7 +13,7 @@
 //!   of an upload that has not committed yet, or never will. They are deleted only
 //!   once they have been unreferenced for a lease TTL *and* every open upload began
 //!   after they appeared (an older upload might still commit them).
-//! - Over-replication trims are not garbage and are handled by `replication.rs`.
+//! - Over-replication trims are not garbage and are handled by `replication/`.
 //!
 //! **The fence.** Content-addressing means a new upload of deleted content writes the
 //! very same block ids. If a delete command for block B reaches datanode N after an
@@ -203,6 +203,8 @@ impl Gc {
 
     /// Moves orphans that can no longer belong to any upload to the delete queues.
     /// `oldest_lease_begin_ms` is the start of the oldest open upload, if any.
+    /// Returns how many blocks were doomed.
+    #[tracing::instrument(name = "gc_sweep_orphans", skip_all, fields(orphans = self.orphans.len()))]
     pub fn sweep_orphans(
         &mut self,
         now_ms: u64,
@@ -349,5 +351,77 @@ mod tests {
         gc.unreferenced_replica(4, b(2), 10, 1000, false);
         assert_eq!(gc.referenced(&b(2)).as_slice(), &[3, 4]);
         assert_eq!(gc.sweep_orphans(u64::MAX / 2, 0, None), 0);
+    }
+
+    #[test]
+    fn fence_table() {
+        // A delete of b(1) delivered to node 0 at 50 s; may an ack of b(1) from
+        // `node`, by an upload that began at `begin_ms`, be trusted?
+        let margin = DELETE_EXECUTION_MARGIN_MS;
+        let mut gc = Gc::default();
+        gc.block_dead(b(1), &[0], 1000);
+        gc.take_deletes(0, 50_000, |_| false);
+        for (what, id, node, begin_ms, trusted) in [
+            ("began before the delivery", b(1), 0, 45_000, false),
+            ("began at the delivery", b(1), 0, 50_000, false),
+            ("began within the margin", b(1), 0, 50_000 + margin, false),
+            ("began after the margin", b(1), 0, 50_001 + margin, true),
+            ("another node", b(1), 1, 45_000, true),
+            ("another block", b(2), 0, 45_000, true),
+        ] {
+            assert_eq!(gc.ack_trusted(&id, node, begin_ms), trusted, "{what}");
+        }
+        // A trim logged the same way is fenced too.
+        gc.log_delivery(b(2), 3, 60_000);
+        assert!(!gc.ack_trusted(&b(2), 3, 59_000));
+    }
+
+    #[test]
+    fn orphan_sweep_table() {
+        // An orphan seen at 1 s, swept at `now_ms` with a 60 s grace while the oldest
+        // open upload began at `oldest`: is it doomed?
+        let margin = DELETE_EXECUTION_MARGIN_MS;
+        for (what, now_ms, oldest, doomed) in [
+            ("too young", 60_999, None, false),
+            ("old enough, no upload open", 61_000, None, true),
+            ("an upload older than the orphan", 61_000, Some(500), false),
+            (
+                "an upload within the margin",
+                61_000,
+                Some(1000 + margin),
+                false,
+            ),
+            (
+                "every upload began later",
+                61_000,
+                Some(1001 + margin),
+                true,
+            ),
+        ] {
+            let mut gc = Gc::default();
+            gc.unreferenced_replica(3, b(2), 10, 1000, false);
+            let n = gc.sweep_orphans(now_ms, 60_000, oldest);
+            assert_eq!(n == 1, doomed, "{what}");
+            assert_eq!(gc.pending_for(3) == 1, doomed, "{what}");
+            assert_eq!(gc.orphan(&b(2)).is_none(), doomed, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_dead_node_takes_its_pending_deletes_and_orphan_replicas_along() {
+        let mut gc = Gc::new(30_000);
+        gc.block_dead(b(1), &[0, 1], 1000);
+        gc.unreferenced_replica(0, b(2), 10, 1000, false);
+        gc.unreferenced_replica(1, b(2), 10, 1000, false);
+        gc.node_dead(0);
+        assert_eq!(gc.pending_for(0), 0);
+        assert_eq!(gc.pending_for(1), 1);
+        assert_eq!(gc.orphan(&b(2)).unwrap().locs.as_slice(), &[1]);
+        gc.replica_gone(1, &b(2));
+        assert!(gc.orphan(&b(2)).is_none());
+        assert_eq!(gc.counts(), (1, 0, 1));
+        // Dead blocks are forgotten with their purged tombstones.
+        gc.prune(100_000, None, 1001);
+        assert!(!gc.is_dead(&b(1)));
     }
 }
