@@ -2,16 +2,8 @@
 //! and machine, resident memory, and the CPU's SHA extensions (all from `/proc`).
 
 /// User + system CPU seconds a process (or `self`, `thread-self`, `self/task/<tid>`)
-/// has used so far (`/proc/<pid>/stat`).
-pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at state (field 3).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
-    Some(ticks / 100.0)
-}
+/// has used so far; the test kit's, which also measures the local cluster's processes.
+pub(crate) use kdfs_testkit::proc::cpu_seconds;
 
 /// CPU time of the whole machine so far (every core, every process, interrupts and
 /// kernel threads too), from the first line of `/proc/stat`, in seconds.
@@ -44,14 +36,6 @@ pub(crate) fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-/// Peak resident set (VmHWM) of a process in bytes, while it lives.
-pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Whether the CPU has the SHA extensions (SHA-NI), which SHA-256's speed depends on.
 pub(crate) fn sha_ni() -> bool {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -68,7 +52,6 @@ mod tests {
         assert!(cpu_seconds("thread-self").is_some());
         assert!(machine_cpu_seconds().is_some_and(|s| s > 0.0));
         assert!(rss_bytes() > 0);
-        assert!(peak_rss(std::process::id()).is_some_and(|b| b > 0));
         assert_eq!(cpu_seconds("no-such-process"), None);
     }
 }
