@@ -12,6 +12,7 @@ use kdfs_proto::pb::{self, namenode_server};
 use kdfs_proto::tls::{self, PeerInfo};
 use kdfs_proto::{transport, wire};
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{Instrument, Span, instrument};
 
 use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
@@ -239,6 +240,7 @@ fn short(s: &str, field: &str, max: usize) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl namenode_server::Namenode for NamenodeService {
+    #[instrument(skip_all, fields(datanode = %request.get_ref().datanode_id))]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -278,6 +280,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(level = "debug", skip_all, fields(datanode = %request.get_ref().datanode_id))]
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
@@ -307,6 +310,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(skip_all, fields(datanode = tracing::field::Empty))]
     async fn full_block_report(
         &self,
         request: Request<Streaming<pb::FullBlockReportChunk>>,
@@ -322,6 +326,7 @@ impl namenode_server::Namenode for NamenodeService {
             let id = wire::datanode_id("datanode_id", &chunk.datanode_id)?;
             match sender {
                 None => {
+                    Span::current().record("datanode", tracing::field::display(&id));
                     self.check_identity(peer.as_ref(), &id, None, "block-report")?;
                     sender = Some(id);
                 }
@@ -350,15 +355,18 @@ impl namenode_server::Namenode for NamenodeService {
         let ns = self.ns.clone();
         // Applying a million entries takes a fraction of a second of CPU: keep it off
         // the async workers.
-        let (accepted, dels) = tokio::task::spawn_blocking(move || ns.full_report(&id, blocks))
-            .await
-            .map_err(|e| Status::internal(format!("report task failed: {e}")))??;
+        let span = Span::current();
+        let (accepted, dels) =
+            tokio::task::spawn_blocking(move || span.in_scope(|| ns.full_report(&id, blocks)))
+                .await
+                .map_err(|e| Status::internal(format!("report task failed: {e}")))??;
         Ok(Response::new(pb::FullBlockReportResponse {
             accepted,
             commands: deletes(dels),
         }))
     }
 
+    #[instrument(level = "debug", skip_all, fields(datanode = %request.get_ref().datanode_id))]
     async fn incremental_block_report(
         &self,
         request: Request<pb::IncrementalBlockReportRequest>,
@@ -378,6 +386,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(skip_all, fields(upload = tracing::field::Empty))]
     async fn begin_upload(
         &self,
         request: Request<pb::BeginUploadRequest>,
@@ -387,6 +396,7 @@ impl namenode_server::Namenode for NamenodeService {
             .ns
             .begin_upload(&r.name, &r.content_type, r.replication)
             .await?;
+        Span::current().record("upload", &lease.id);
         let s = &self.ns.settings;
         // Best effort: an error here is AllocateBlock's to report.
         let pipeline = self
@@ -404,6 +414,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(level = "debug", skip_all, fields(upload = %request.get_ref().upload_id))]
     async fn renew_lease(
         &self,
         request: Request<pb::RenewLeaseRequest>,
@@ -415,6 +426,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(skip_all, fields(upload = %request.get_ref().upload_id))]
     async fn allocate_block(
         &self,
         request: Request<pb::AllocateBlockRequest>,
@@ -432,6 +444,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(skip_all, fields(upload = %request.get_ref().upload_id, file = %hex::encode(&request.get_ref().file_id)))]
     async fn commit_file(
         &self,
         request: Request<pb::CommitFileRequest>,
@@ -443,16 +456,18 @@ impl namenode_server::Namenode for NamenodeService {
         // The commit must finish once started even if the caller disconnects: run it
         // in its own task so dropping this future cannot cut it in half.
         let ns = self.ns.clone();
-        let (rec, existed) =
-            tokio::spawn(async move { ns.commit(&up, file_id, r.size, blocks).await })
-                .await
-                .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
+        let (rec, existed) = tokio::spawn(
+            async move { ns.commit(&up, file_id, r.size, blocks).await }.in_current_span(),
+        )
+        .await
+        .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
         Ok(Response::new(pb::CommitFileResponse {
             file: Some(record(&rec)),
             existed,
         }))
     }
 
+    #[instrument(skip_all, fields(upload = %request.get_ref().upload_id, files = request.get_ref().files.len()))]
     async fn commit_files(
         &self,
         request: Request<pb::CommitFilesRequest>,
@@ -475,9 +490,10 @@ impl namenode_server::Namenode for NamenodeService {
             .collect::<Result<Vec<_>, Status>>()?;
         // As a single commit: run in its own task so a disconnect cannot cut it short.
         let ns = self.ns.clone();
-        let results = tokio::spawn(async move { ns.commit_files(&up, files).await })
-            .await
-            .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
+        let results =
+            tokio::spawn(async move { ns.commit_files(&up, files).await }.in_current_span())
+                .await
+                .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
         let results = results
             .into_iter()
             .map(|r| match r {
@@ -501,6 +517,7 @@ impl namenode_server::Namenode for NamenodeService {
         Ok(Response::new(pb::CommitFilesResponse { results }))
     }
 
+    #[instrument(skip_all, fields(upload = %request.get_ref().upload_id))]
     async fn abandon_upload(
         &self,
         request: Request<pb::AbandonUploadRequest>,
@@ -510,6 +527,7 @@ impl namenode_server::Namenode for NamenodeService {
         Ok(Response::new(pb::AbandonUploadResponse {}))
     }
 
+    #[instrument(skip_all, fields(file = %hex::encode(&request.get_ref().file_id)))]
     async fn get_file(
         &self,
         request: Request<pb::GetFileRequest>,
@@ -545,6 +563,7 @@ impl namenode_server::Namenode for NamenodeService {
         }))
     }
 
+    #[instrument(skip_all)]
     async fn list_files(
         &self,
         request: Request<pb::ListFilesRequest>,
@@ -564,6 +583,7 @@ impl namenode_server::Namenode for NamenodeService {
         Ok(Response::new(pb::ListFilesResponse { files, next }))
     }
 
+    #[instrument(skip_all, fields(file = %hex::encode(&request.get_ref().file_id)))]
     async fn delete_file(
         &self,
         request: Request<pb::DeleteFileRequest>,
@@ -571,12 +591,13 @@ impl namenode_server::Namenode for NamenodeService {
         let id = wire::file_id("file_id", &request.get_ref().file_id)?;
         let ns = self.ns.clone();
         // Like a commit, a delete runs to completion once started.
-        let deleted = tokio::spawn(async move { ns.delete(id).await })
+        let deleted = tokio::spawn(async move { ns.delete(id).await }.in_current_span())
             .await
             .map_err(|e| Status::internal(format!("delete task failed: {e}")))??;
         Ok(Response::new(pb::DeleteFileResponse { deleted }))
     }
 
+    #[instrument(skip_all, fields(block = %hex::encode(&request.get_ref().block_id), datanode = %request.get_ref().datanode_id))]
     async fn report_bad_replica(
         &self,
         request: Request<pb::ReportBadReplicaRequest>,
@@ -589,6 +610,7 @@ impl namenode_server::Namenode for NamenodeService {
         Ok(Response::new(pb::ReportBadReplicaResponse {}))
     }
 
+    #[instrument(level = "debug", skip_all)]
     async fn cluster_info(
         &self,
         _request: Request<pb::ClusterInfoRequest>,

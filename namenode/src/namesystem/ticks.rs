@@ -16,6 +16,7 @@ use crate::meta::{Effect, Op};
 impl NameSystem {
     /// Liveness: moves nodes to stale and dead; a dead node's replicas leave the map
     /// and its blocks are queued for re-replication. Returns whether a node died.
+    #[tracing::instrument(skip_all)]
     pub fn liveness_tick(&self) -> bool {
         let died = self.cluster().tick(
             Instant::now(),
@@ -30,6 +31,7 @@ impl NameSystem {
 
     /// Safe mode: leaves it once enough known blocks have been reported or the timeout
     /// passed. Returns whether it is still on.
+    #[tracing::instrument(skip_all)]
     pub fn safe_mode_tick(&self) -> bool {
         if !self.in_safe_mode() {
             return false;
@@ -73,6 +75,7 @@ impl NameSystem {
     }
 
     /// Re-replication round: schedules copies and trims onto the nodes' command queues.
+    #[tracing::instrument(skip_all)]
     pub fn replication_tick(&self) -> usize {
         if self.in_safe_mode() {
             return 0;
@@ -123,6 +126,7 @@ impl NameSystem {
 
     /// Leases, orphans and tombstones: expires leases, queues deletes of orphans no
     /// upload can claim, forgets old delete deliveries, purges old tombstones.
+    #[tracing::instrument(skip_all)]
     pub async fn gc_tick(&self, purge: bool) -> Result<()> {
         let now = self.clock.now_ms();
         let expired: Vec<String> = {
