@@ -1,0 +1,105 @@
+//! Helpers shared by the cluster test files (`transfers.rs`, `http_contract.rs`,
+//! `failures.rs`, `small_files.rs`): test content, uploads and downloads through the
+//! gateway's HTTP API, and byte sources for the library.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Deterministic, non-repeating test content (so a misplaced block is detected).
+pub fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub async fn upload(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(data.to_vec())
+        .file_name(name.to_owned())
+        .mime_str("text/plain")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    c.post(format!("{url}/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn upload_ok(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> Value {
+    let r = upload(c, url, name, data).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "upload of {name}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Uploads `data` as `name` in a task; the task checks the answered hash and returns
+/// it with the data.
+pub fn spawn_upload(
+    c: &reqwest::Client,
+    url: &str,
+    name: String,
+    data: Vec<u8>,
+) -> tokio::task::JoinHandle<(String, Vec<u8>)> {
+    let (c, url) = (c.clone(), url.to_owned());
+    tokio::spawn(async move {
+        let v = upload_ok(&c, &url, &name, &data).await;
+        assert_eq!(v["hash"], sha(&data));
+        (v["hash"].as_str().unwrap().to_owned(), data)
+    })
+}
+
+/// `GET /files` (the first page, newest first).
+pub async fn list_files(c: &reqwest::Client, url: &str) -> Value {
+    c.get(format!("{url}/files"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+pub async fn download(c: &reqwest::Client, url: &str, hash: &str) -> Vec<u8> {
+    let r = c
+        .get(format!("{url}/download?hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// A source that yields `data` in pieces of `piece` bytes.
+pub fn source(
+    data: Vec<u8>,
+    piece: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let data = Bytes::from(data);
+    let n = data.len().div_ceil(piece.max(1));
+    futures::stream::iter(
+        (0..n).map(move |i| Ok(data.slice(i * piece..((i + 1) * piece).min(data.len())))),
+    )
+}
+
+pub async fn collect(mut s: kdfs_client_gateway::Download) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.extend_from_slice(&b.expect("verified bytes"));
+    }
+    out
+}
