@@ -182,17 +182,16 @@ impl TestCluster {
     /// (its checksum sidecar is left as is, so reads detect the damage).
     pub fn corrupt(&self, i: usize, hex: &str) {
         let root = self.dir.path().join(format!("datanode-{i}")).join("blocks");
-        let path = find(&root, hex).unwrap_or_else(|| panic!("block {hex} not on datanode {i}"));
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
+        let path = kdfs_testkit::disk::find_file(&root, hex)
+            .unwrap_or_else(|| panic!("block {hex} not on datanode {i}"));
+        let len = std::fs::metadata(&path).unwrap().len();
+        kdfs_testkit::flip_byte(&path, len / 2);
     }
 
     /// The bytes of datanode `i`'s servable copy of block `hex` (under `blocks/`), if any.
     pub fn stored_copy(&self, i: usize, hex: &str) -> Option<Vec<u8>> {
         let root = self.dir.path().join(format!("datanode-{i}")).join("blocks");
-        find(&root, hex).and_then(|p| std::fs::read(p).ok())
+        kdfs_testkit::disk::find_file(&root, hex).and_then(|p| std::fs::read(p).ok())
     }
 
     /// Kills datanode `i` abruptly: its runtime, with every task and socket, is dropped.
@@ -252,20 +251,4 @@ impl Drop for TestCluster {
         self.nn_token.cancel();
         self.nn_task.abort();
     }
-}
-
-/// The file named exactly `name` under `dir`, searched recursively.
-fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()? {
-        let entry = entry.ok()?;
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(p) = find(&path, name) {
-                return Some(p);
-            }
-        } else if entry.file_name() == name {
-            return Some(path);
-        }
-    }
-    None
 }

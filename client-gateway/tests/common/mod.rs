@@ -1,11 +1,13 @@
-//! Test fixtures: an in-process gateway on 127.0.0.1:0 (and, once the servers exist, a
-//! whole in-process cluster), an HTTP client, multipart bodies and polling helpers.
+//! Test fixtures: an in-process gateway on 127.0.0.1:0 (and in `cluster.rs` a whole
+//! in-process cluster), multipart bodies and error-body checks. Waiting and the HTTP
+//! client come from `kdfs-testkit`; the in-process fixtures stay here because the test
+//! kit must not depend on this crate (see its crate doc).
 
 #![allow(dead_code)]
 
 pub mod cluster;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use kdfs_client_gateway::Config;
@@ -16,29 +18,11 @@ use tokio_util::sync::CancellationToken;
 /// How long fixtures wait for anything to become true.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
-pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use kdfs_testkit::wait_until;
 
-/// An HTTP client for plain-http tests (reqwest needs a crypto provider to be built).
+/// An HTTP client for plain-http tests.
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("building a plain HTTP client")
+    kdfs_testkit::http_client()
 }
 
 /// A gateway serving on 127.0.0.1:0; cancelled (and awaited) on drop of its token.
