@@ -1,4 +1,13 @@
-//! kdfs-deploy-tests: no library code; the checks of `k8s/` (manifests parsed into
-//! their k8s-openapi types, DESIGN.md §9 invariants, flags against the binaries' clap
-//! configs) live in `tests/manifests.rs`. The container cluster test is
-//! `scripts/container-test.sh`.
+//! kdfs-deploy-tests: no library code; the static checks of `k8s/`, `deploy.sh` and the
+//! Dockerfile live in `tests/`, sharing `tests/common/` (every manifest parsed into its
+//! k8s-openapi type, and the binaries' clap flags read from their sources):
+//!
+//! - `workloads.rs`: every document parses and is listed by kustomize; the namenode,
+//!   datanode and gateway workloads and their Services hold the deployment's invariants;
+//! - `containers.rs`: every container probed, non-root, read-only, unprivileged and
+//!   bounded, with its mTLS Secret (and the gateway's token) mounted as a directory that
+//!   `deploy.sh` creates;
+//! - `binaries.rs`: every flag and `KDFS_*` variable the manifests pass exists in its
+//!   binary, and the image runs as the manifests' user and holds every binary they run.
+//!
+//! The container cluster test is `scripts/container-test.sh`.
