@@ -297,7 +297,8 @@ fn write_batch(store: &Store, batch: &[Request]) -> Result<Vec<Result<Effect>>> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{FileRecord, Lease, Lookup};
+    use super::super::records::{FileRecord, Lease};
+    use super::super::store::Lookup;
     use super::*;
 
     fn commit(record: FileRecord, upload_id: &str) -> Op {
