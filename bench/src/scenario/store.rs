@@ -84,7 +84,9 @@ fn rounded(v: &[f64]) -> Vec<f64> {
 
 /// Part 1: blocks written and read through the store, and the disk's own write.
 async fn blocks(dir: &Path, runs: usize) -> anyhow::Result<Value> {
-    progress(format!("store: {runs} blocks of 64 MiB written and read"));
+    progress(format!(
+        "store: 64 MiB blocks written and read, {runs} of each kind"
+    ));
     let root = dir.join("store");
     let store = tokio::task::spawn_blocking(move || Store::open(StoreConfig::new(root))).await??;
     let store = store.0;
