@@ -40,12 +40,10 @@ fn mixed_blocks() -> Vec<(Vec<u8>, BlockId)> {
 /// Every node's temp files are gone (a commit or an abort may still be finishing).
 async fn tmp_emptied(nodes: &[TestNode]) {
     for n in nodes {
-        assert!(
-            wait_until(WAIT, || n.tmp_files().is_empty()).await,
-            "tmp/ of {} not emptied: {:?}",
-            n.id,
-            n.tmp_files()
-        );
+        wait_for(&format!("tmp/ of {} emptied", n.id), WAIT, || {
+            n.tmp_files().is_empty()
+        })
+        .await;
     }
 }
 
@@ -322,17 +320,17 @@ async fn batched_blocks_are_reported_incrementally() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
     // Registered: what is written from now on goes into incremental reports.
-    assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
+    wait_for("a full block report", WAIT, || {
+        nn.seen(|s| !s.full_reports.is_empty())
+    })
+    .await;
     let blocks: Vec<_> = (0..4).map(|i| block(pattern(2000 + i, i as u8))).collect();
     write_batch(&[node.location()], &blocks).await.unwrap();
-    assert!(
-        wait_until(WAIT, || {
-            let added = nn.added();
-            blocks.iter().all(|(_, id)| added.contains(id))
-        })
-        .await,
-        "every batched block reported"
-    );
+    wait_for("every batched block reported", WAIT, || {
+        let added = nn.added();
+        blocks.iter().all(|(_, id)| added.contains(id))
+    })
+    .await;
     let (_d, r) = node.stop().await;
     r.unwrap();
 }

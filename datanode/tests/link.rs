@@ -32,10 +32,10 @@ async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
         store.put(b"stored before start").unwrap().id
     };
     let node = TestNode::start_in(dir, &url, &["--zone", "zone-1"]).await;
-    assert!(
-        wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await,
-        "full report after registration"
-    );
+    wait_for("full report after registration", WAIT, || {
+        nn.seen(|s| !s.full_reports.is_empty())
+    })
+    .await;
     let reg = nn.seen(|s| s.registers[0].clone());
     assert_eq!(reg.datanode_id, node.id.to_string());
     assert_eq!(
@@ -49,7 +49,7 @@ async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
     assert_eq!(report.len(), 1);
     assert_eq!(BlockId::from_slice(&report[0].id).unwrap(), stored);
     assert_eq!(cluster_in(node.dir.path()), "cluster-a");
-    assert!(wait_until(WAIT, || nn.seen(|s| s.heartbeats >= 2)).await);
+    wait_for("two heartbeats", WAIT, || nn.seen(|s| s.heartbeats >= 2)).await;
     let (code, _) = http_get(node.http, "/readyz").await;
     assert_eq!(code, 200);
     let (code, body) = http_get(node.http, "/healthz").await;
@@ -64,7 +64,10 @@ async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
     let id = BlockId::of(&bytes);
     write_chain(&[node.location()], &bytes, &id).await.unwrap();
     let t = std::time::Instant::now();
-    assert!(wait_until(WAIT, || nn.added().contains(&id)).await);
+    wait_for("the block reported as added", WAIT, || {
+        nn.added().contains(&id)
+    })
+    .await;
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let (_d, r) = node.stop().await;
     r.unwrap();
@@ -74,7 +77,10 @@ async fn registration_adopts_cluster_id_reports_blocks_and_becomes_ready() {
 async fn a_disk_of_another_cluster_is_refused_and_the_datanode_exits_with_an_error() {
     let (_nn, url_a, _a) = FakeNamenode::start("cluster-a").await;
     let node = TestNode::start(&url_a, &[]).await;
-    assert!(wait_until(WAIT, || cluster_in(node.dir.path()) == "cluster-a").await);
+    wait_for("the disk adopting cluster-a", WAIT, || {
+        cluster_in(node.dir.path()) == "cluster-a"
+    })
+    .await;
     let (dir, r) = node.stop().await;
     r.unwrap();
 
@@ -112,11 +118,17 @@ async fn a_disk_of_another_cluster_is_refused_and_the_datanode_exits_with_an_err
 async fn delete_command_removes_the_block_and_is_reported() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
-    assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
+    wait_for("a full block report", WAIT, || {
+        nn.seen(|s| !s.full_reports.is_empty())
+    })
+    .await;
     let bytes = pattern(70_000, 2);
     let id = BlockId::of(&bytes);
     write_chain(&[node.location()], &bytes, &id).await.unwrap();
-    assert!(wait_until(WAIT, || nn.added().contains(&id)).await);
+    wait_for("the block reported as added", WAIT, || {
+        nn.added().contains(&id)
+    })
+    .await;
     nn.seen(|s| {
         s.pending.push(Command {
             kind: Some(Kind::Delete(DeleteBlocks {
@@ -124,11 +136,8 @@ async fn delete_command_removes_the_block_and_is_reported() {
             })),
         })
     });
-    assert!(wait_until(WAIT, || !node.holds(&id)).await, "block deleted");
-    assert!(
-        wait_until(WAIT, || nn.removed().contains(&id)).await,
-        "removal reported"
-    );
+    wait_for("block deleted", WAIT, || !node.holds(&id)).await;
+    wait_for("removal reported", WAIT, || nn.removed().contains(&id)).await;
     assert!(node.block_files().is_empty(), "sidecar deleted too");
     let (_d, r) = node.stop().await;
     r.unwrap();
@@ -153,7 +162,7 @@ async fn replicate_command_copies_the_block_to_its_targets() {
             })),
         })
     });
-    assert!(wait_until(WAIT, || target.holds(&id)).await);
+    wait_for("the target holds the block", WAIT, || target.holds(&id)).await;
     assert_eq!(std::fs::read(target.block_path(&id)).unwrap(), bytes);
     for n in [source, target] {
         let (_d, r) = n.stop().await;
@@ -196,11 +205,10 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
         // The source has no replica to send: fails as a whole.
         s.pending.push(replicate(&missing, vec![target.location()]));
     });
-    assert!(
-        wait_until(WAIT, || nn.seen(|s| s.failed_copies.len() >= 2)).await,
-        "both failures reported: {:?}",
-        nn.seen(|s| s.failed_copies.clone())
-    );
+    wait_for("both failures reported", WAIT, || {
+        nn.seen(|s| s.failed_copies.len() >= 2)
+    })
+    .await;
     assert!(target.holds(&id), "the live target committed its copy");
     let failed = nn.seen(|s| s.failed_copies.clone());
     let of = |b: &BlockId| {
@@ -219,7 +227,10 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
     assert!(whole.whole);
     // Each is reported once: later heartbeats carry nothing more.
     let beats = nn.seen(|s| s.heartbeats);
-    assert!(wait_until(WAIT, || nn.seen(|s| s.heartbeats >= beats + 3)).await);
+    wait_for("three more heartbeats", WAIT, || {
+        nn.seen(|s| s.heartbeats >= beats + 3)
+    })
+    .await;
     assert_eq!(nn.seen(|s| s.failed_copies.len()), 2);
     for n in [source, target] {
         let (_d, r) = n.stop().await;
@@ -244,10 +255,16 @@ async fn copy_report_refused_with(code: tonic::Code) -> (usize, usize) {
             })),
         })
     });
-    assert!(wait_until(WAIT, || nn.seen(|s| s.refused_copy_reports >= 1)).await);
+    wait_for("a refused failed-copy report", WAIT, || {
+        nn.seen(|s| s.refused_copy_reports >= 1)
+    })
+    .await;
     let answered = || nn.seen(|s| s.heartbeats + s.refused_copy_reports);
     let now = answered();
-    assert!(wait_until(WAIT, || answered() >= now + 5).await);
+    wait_for("five more answered heartbeats", WAIT, || {
+        answered() >= now + 5
+    })
+    .await;
     let r = nn.seen(|s| (s.refused_copy_reports, s.heartbeats));
     for n in [source, target] {
         let (_d, r) = n.stop().await;
@@ -272,13 +289,15 @@ async fn a_refused_failed_copy_report_is_dropped_but_an_unanswered_one_is_sent_a
 async fn reregister_request_sends_registration_and_full_report_again() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
-    assert!(wait_until(WAIT, || nn.seen(|s| s.full_reports.len() == 1)).await);
+    wait_for("one full report", WAIT, || {
+        nn.seen(|s| s.full_reports.len() == 1)
+    })
+    .await;
     nn.seen(|s| s.reregister_next = true);
-    assert!(
-        wait_until(WAIT, || nn
-            .seen(|s| s.registers.len() == 2 && s.full_reports.len() == 2))
-        .await
-    );
+    wait_for("a second registration and full report", WAIT, || {
+        nn.seen(|s| s.registers.len() == 2 && s.full_reports.len() == 2)
+    })
+    .await;
     let regs = nn.seen(|s| s.registers.clone());
     assert_eq!(
         regs[1].cluster_id, "c1",
@@ -315,12 +334,12 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
 
     let nn = FakeNamenode::new("late");
     let _srv = nn.serve(TcpListener::bind(addr).await.unwrap());
-    assert!(
-        wait_until(Duration::from_secs(15), || nn
-            .seen(|s| !s.full_reports.is_empty()))
-        .await,
-        "registered once the namenode appeared"
-    );
+    wait_for(
+        "registered once the namenode appeared",
+        Duration::from_secs(15),
+        || nn.seen(|s| !s.full_reports.is_empty()),
+    )
+    .await;
     let report = nn.seen(|s| s.full_reports[0].clone());
     assert!(report.iter().any(|e| e.id[..] == id.as_bytes()[..]));
     let deadline = std::time::Instant::now() + WAIT;
@@ -339,7 +358,10 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
 async fn a_corrupt_replica_found_by_a_read_is_reported_as_corrupt() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let node = TestNode::start(&url, &[]).await;
-    assert!(wait_until(WAIT, || nn.seen(|s| !s.full_reports.is_empty())).await);
+    wait_for("a full block report", WAIT, || {
+        nn.seen(|s| !s.full_reports.is_empty())
+    })
+    .await;
     let bytes = pattern(200_000, 5);
     let id = BlockId::of(&bytes);
     write_chain(&[node.location()], &bytes, &id).await.unwrap();
@@ -357,7 +379,7 @@ async fn a_corrupt_replica_found_by_a_read_is_reported_as_corrupt() {
                 .any(|c| c[..] == id.as_bytes()[..])
         })
     };
-    assert!(wait_until(WAIT, corrupt).await, "corrupt replica reported");
+    wait_for("corrupt replica reported", WAIT, corrupt).await;
     let (_, m) = http_get(node.http, "/metrics").await;
     assert!(m.contains("kdfs_datanode_corrupt_replicas_total 1"), "{m}");
     let (_d, r) = node.stop().await;

@@ -68,10 +68,10 @@ async fn wrong_trailer_hash_commits_nowhere() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     for n in &nodes {
-        assert!(
-            wait_until(Duration::from_secs(5), || n.tmp_files().is_empty()).await,
-            "tmp/ left behind"
-        );
+        wait_for("tmp/ emptied", Duration::from_secs(5), || {
+            n.tmp_files().is_empty()
+        })
+        .await;
         assert!(n.block_files().is_empty());
     }
     stop_all(nodes).await;
@@ -115,13 +115,16 @@ async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
     }
     // Bytes reached the tail's temp file: now it "crashes".
     let tail = &nodes[2];
-    assert!(
-        wait_until(Duration::from_secs(10), || tail
-            .tmp_files()
-            .iter()
-            .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false)))
-        .await
-    );
+    wait_for(
+        "bytes in the tail's temp file",
+        Duration::from_secs(10),
+        || {
+            tail.tmp_files()
+                .iter()
+                .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        },
+    )
+    .await;
     tail_proxy.kill();
     for c in chunks {
         tx.send(data(c)).await.unwrap();
@@ -137,7 +140,10 @@ async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
     assert_eq!(resp.failed[0].node, nodes[2].id.to_string());
     assert!(nodes[0].holds(&id) && nodes[1].holds(&id));
     // The tail saw its upstream vanish: it aborted and holds nothing.
-    assert!(wait_until(Duration::from_secs(10), || tail.tmp_files().is_empty()).await);
+    wait_for("tmp/ of the tail emptied", Duration::from_secs(10), || {
+        tail.tmp_files().is_empty()
+    })
+    .await;
     assert!(!tail.holds(&id));
     stop_all(nodes).await;
 }
@@ -160,18 +166,19 @@ async fn client_dropping_mid_stream_commits_nothing_anywhere() {
     for c in bytes.chunks(CHUNK_SIZE).take(2) {
         tx.send(data(c)).await.unwrap();
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || !nodes[2].tmp_files().is_empty()).await,
-        "data reached the tail"
-    );
+    wait_for("data reached the tail", Duration::from_secs(10), || {
+        !nodes[2].tmp_files().is_empty()
+    })
+    .await;
     call.abort();
     drop(tx);
     for n in &nodes {
-        assert!(
-            wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await,
-            "temp file removed on {}",
-            n.id
-        );
+        wait_for(
+            &format!("temp file removed on {}", n.id),
+            Duration::from_secs(10),
+            || n.tmp_files().is_empty(),
+        )
+        .await;
         assert!(n.block_files().is_empty());
     }
     stop_all(nodes).await;
@@ -304,7 +311,10 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err}");
     for n in &nodes[1..] {
-        assert!(wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await);
+        wait_for("tmp/ emptied", Duration::from_secs(10), || {
+            n.tmp_files().is_empty()
+        })
+        .await;
         assert!(!n.holds(&oid));
     }
     stop_all(nodes).await;
@@ -326,7 +336,10 @@ async fn shutdown_lets_an_in_flight_write_finish() {
     // Two chunks: the first alone would still be held in memory, with no temp file.
     tx.send(data(chunks.next().unwrap())).await.unwrap();
     tx.send(data(chunks.next().unwrap())).await.unwrap();
-    assert!(wait_until(Duration::from_secs(10), || !node.tmp_files().is_empty()).await);
+    wait_for("a temp file in tmp/", Duration::from_secs(10), || {
+        !node.tmp_files().is_empty()
+    })
+    .await;
     // The shutdown signal arrives mid-write: the write still completes.
     node.cancel.cancel();
     for c in chunks {
@@ -381,7 +394,10 @@ async fn a_slow_tail_back_pressures_the_client() {
     call.abort();
     slow.kill();
     for n in &nodes {
-        assert!(wait_until(Duration::from_secs(10), || n.tmp_files().is_empty()).await);
+        wait_for("tmp/ emptied", Duration::from_secs(10), || {
+            n.tmp_files().is_empty()
+        })
+        .await;
     }
     stop_all(nodes).await;
 }
@@ -430,7 +446,10 @@ async fn a_stuck_successor_is_given_up_on_and_an_idle_client_aborted() {
     tx.send(data(b"01234")).await.unwrap();
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
-    assert!(wait_until(Duration::from_secs(5), || node.tmp_files().is_empty()).await);
+    wait_for("tmp/ emptied", Duration::from_secs(5), || {
+        node.tmp_files().is_empty()
+    })
+    .await;
     drop(tx);
     held.abort();
     let (_d, r) = node.stop().await;

@@ -1,0 +1,239 @@
+//! A recording namenode: a real tonic server implementing the datanode-facing rpcs,
+//! noting what datanodes sent and handing out the commands a test queued.
+
+use std::sync::{Arc, Mutex};
+
+use kdfs_core::BlockId;
+use kdfs_proto::pb::namenode_server::{Namenode, NamenodeServer};
+use kdfs_proto::pb::*;
+use kdfs_proto::transport;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+/// What the fake namenode saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub registers: Vec<RegisterRequest>,
+    pub heartbeats: usize,
+    pub full_reports: Vec<Vec<BlockEntry>>,
+    pub incrementals: Vec<IncrementalBlockReportRequest>,
+    /// Commands handed out with the next heartbeat reply.
+    pub pending: Vec<Command>,
+    /// Answer the next heartbeat with `reregister`.
+    pub reregister_next: bool,
+    /// Failed replications reported with heartbeats.
+    pub failed_copies: Vec<FailedCopy>,
+    /// Refuse heartbeats that report failed copies with this code (and count them).
+    pub refuse_copy_reports: Option<tonic::Code>,
+    pub refused_copy_reports: usize,
+}
+
+/// A recording namenode: a real tonic server implementing just the datanode-facing
+/// rpcs.
+#[derive(Debug, Clone)]
+pub struct FakeNamenode {
+    pub cluster_id: String,
+    /// Refuse datanodes of other clusters itself (as a real namenode does); when false
+    /// the datanode's own check has to catch the mismatch.
+    pub strict: bool,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeNamenode {
+    pub fn new(cluster_id: &str) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            strict: true,
+            seen: Arc::default(),
+        }
+    }
+
+    /// A recording namenode serving on 127.0.0.1:0, its URL, and its server task.
+    pub async fn start(cluster_id: &str) -> (Self, String, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let nn = Self::new(cluster_id);
+        let task = nn.serve(listener);
+        (nn, url, task)
+    }
+
+    /// Serves on `listener` until the returned handle is aborted.
+    pub fn serve(&self, listener: TcpListener) -> JoinHandle<()> {
+        let svc = NamenodeServer::new(self.clone());
+        tokio::spawn(async move {
+            let _ = transport::server()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        })
+    }
+
+    pub fn seen<R>(&self, f: impl FnOnce(&mut Seen) -> R) -> R {
+        f(&mut self.seen.lock().unwrap())
+    }
+
+    pub fn added(&self) -> Vec<BlockId> {
+        self.seen(|s| {
+            s.incrementals
+                .iter()
+                .flat_map(|r| r.added.iter().map(|e| BlockId::from_slice(&e.id).unwrap()))
+                .collect()
+        })
+    }
+
+    pub fn removed(&self) -> Vec<BlockId> {
+        self.seen(|s| {
+            s.incrementals
+                .iter()
+                .flat_map(|r| r.removed.iter().map(|e| BlockId::from_slice(e).unwrap()))
+                .collect()
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Namenode for FakeNamenode {
+    async fn register(
+        &self,
+        r: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = r.into_inner();
+        if self.strict && !r.cluster_id.is_empty() && r.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "datanode of cluster {} does not belong to cluster {}",
+                r.cluster_id, self.cluster_id
+            )));
+        }
+        self.seen(|s| s.registers.push(r));
+        Ok(Response::new(RegisterResponse {
+            cluster_id: self.cluster_id.clone(),
+            heartbeat_interval_ms: 100,
+            block_report_interval_ms: 3_600_000,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        r: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = r.into_inner();
+        if !r.failed_copies.is_empty()
+            && let Some(code) = self.seen(|s| {
+                s.refused_copy_reports += s.refuse_copy_reports.is_some() as usize;
+                s.refuse_copy_reports
+            })
+        {
+            return Err(Status::new(code, "failed-copy report refused (test)"));
+        }
+        let (commands, reregister) = self.seen(|s| {
+            s.heartbeats += 1;
+            s.failed_copies.extend(r.failed_copies);
+            (
+                std::mem::take(&mut s.pending),
+                std::mem::take(&mut s.reregister_next),
+            )
+        });
+        Ok(Response::new(HeartbeatResponse {
+            commands,
+            reregister,
+        }))
+    }
+
+    async fn full_block_report(
+        &self,
+        r: Request<Streaming<FullBlockReportChunk>>,
+    ) -> Result<Response<FullBlockReportResponse>, Status> {
+        let mut stream = r.into_inner();
+        let mut all = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            all.extend(chunk.blocks);
+        }
+        let accepted = all.len() as u64;
+        self.seen(|s| s.full_reports.push(all));
+        Ok(Response::new(FullBlockReportResponse {
+            accepted,
+            commands: vec![],
+        }))
+    }
+
+    async fn incremental_block_report(
+        &self,
+        r: Request<IncrementalBlockReportRequest>,
+    ) -> Result<Response<IncrementalBlockReportResponse>, Status> {
+        self.seen(|s| s.incrementals.push(r.into_inner()));
+        Ok(Response::new(IncrementalBlockReportResponse {
+            commands: vec![],
+        }))
+    }
+
+    async fn begin_upload(
+        &self,
+        _: Request<BeginUploadRequest>,
+    ) -> Result<Response<BeginUploadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn renew_lease(
+        &self,
+        _: Request<RenewLeaseRequest>,
+    ) -> Result<Response<RenewLeaseResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn allocate_block(
+        &self,
+        _: Request<AllocateBlockRequest>,
+    ) -> Result<Response<AllocateBlockResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn commit_file(
+        &self,
+        _: Request<CommitFileRequest>,
+    ) -> Result<Response<CommitFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn commit_files(
+        &self,
+        _: Request<CommitFilesRequest>,
+    ) -> Result<Response<CommitFilesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn abandon_upload(
+        &self,
+        _: Request<AbandonUploadRequest>,
+    ) -> Result<Response<AbandonUploadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_file(
+        &self,
+        _: Request<GetFileRequest>,
+    ) -> Result<Response<GetFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_files(
+        &self,
+        _: Request<ListFilesRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_file(
+        &self,
+        _: Request<DeleteFileRequest>,
+    ) -> Result<Response<DeleteFileResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn report_bad_replica(
+        &self,
+        _: Request<ReportBadReplicaRequest>,
+    ) -> Result<Response<ReportBadReplicaResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// A namenode address nobody listens on.
+pub const NO_NAMENODE: &str = "http://127.0.0.1:1";
