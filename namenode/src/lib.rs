@@ -18,20 +18,20 @@
 //! cluster.
 //!
 //! The public API is [`run`] with its [`Config`], [`Error`] and [`Result`], and the
-//! [`bench`] facade.
+//! [`bench`] facade; every module is private to the crate.
 
 pub mod blockmap;
 pub mod cluster;
-pub mod config;
-pub mod error;
+mod config;
+mod error;
 pub mod gc;
-pub mod http;
+mod http;
 pub mod kubernetes;
 pub mod meta;
-pub mod namesystem;
-pub mod placement;
+mod namesystem;
+mod placement;
 pub mod replication;
-pub mod service;
+mod service;
 mod supervisor;
 mod workers;
 
@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Config, DEFAULT_REPLICATION};
 pub use error::{Error, Result};
 
-pub use namesystem::NameSystem;
+use namesystem::NameSystem;
 use supervisor::spawn_worker;
 
 /// The internals the benchmark harness measures directly, below the gRPC API: the

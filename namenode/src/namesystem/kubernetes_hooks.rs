@@ -91,6 +91,9 @@ impl NameSystem {
 }
 
 #[cfg(test)]
+mod pod_watch_tests;
+
+#[cfg(test)]
 mod tests {
     use kdfs_core::DatanodeId;
 

@@ -48,12 +48,10 @@ use crate::gc::Gc;
 use crate::meta::{Effect, Lease, Op, Store, Writer};
 use crate::replication::Replication;
 
-pub use kubernetes_hooks::PodDatanode;
 pub use membership::Outgoing;
-pub use reads::{FileView, LocatedBlock};
+pub use reads::FileView;
 pub use reports::FailedCopy;
-pub use status::{ClusterStatus, NodeStatus};
-pub use uploads::{CommittedBlock, FileToCommit, check_name};
+pub use uploads::{CommittedBlock, FileToCommit};
 
 /// Largest file name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 1024;

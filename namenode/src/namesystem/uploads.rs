@@ -390,7 +390,7 @@ fn unknown_upload(id: &str) -> Error {
 }
 
 /// A file name: at most [`MAX_NAME_LEN`] bytes, no control characters.
-pub fn check_name(name: &str) -> Result<()> {
+fn check_name(name: &str) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::InvalidArgument(format!(
             "name is {} bytes, at most {MAX_NAME_LEN} allowed",

@@ -1,8 +1,6 @@
-//! The `kubernetes` worker against a mock Kubernetes API (the kube-rs way: a
-//! `tower_test` mock service behind a real `kube::Client`), serving recorded list,
-//! watch, node and StatefulSet responses. No cluster needed.
-
-mod common;
+//! The hooks as the real `kubernetes` worker drives them, against a mock Kubernetes
+//! API (the kube-rs way: a `tower_test` mock service behind a real `kube::Client`),
+//! serving recorded list, watch, node and StatefulSet responses. No cluster needed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,9 +8,6 @@ use std::time::Duration;
 use clap::Parser;
 use http::{Request, Response, StatusCode};
 use kdfs_core::DatanodeId;
-use kdfs_namenode::cluster::{Load, NodeState, Registration};
-use kdfs_namenode::namesystem::{CommittedBlock, Outgoing};
-use kdfs_namenode::{Config, NameSystem, kubernetes};
 use kube::client::Body;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -20,11 +15,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_test::mock;
 
-use common::wait_until;
+use crate::Config;
+use crate::cluster::{Load, NodeState, Registration};
+use crate::kubernetes;
+use crate::namesystem::{CommittedBlock, NameSystem, Outgoing};
+use kdfs_testkit::wait::wait_until;
 
 const NAMESPACE: &str = "kdfs";
 /// The recorded node (`kubectl get node -o json` on k3d): zone-a.
-const ZONED_NODE: &str = include_str!("fixtures/node-zone-a.json");
+const ZONED_NODE: &str = include_str!("../../../tests/fixtures/node-zone-a.json");
 const ZONED_NODE_NAME: &str = "k3d-kdfs-agent-0";
 
 /// A datanode pod of StatefulSet `datanode`, scheduled on `node`.
@@ -283,7 +282,7 @@ impl Harness {
     }
 
     async fn wait_for(&self, i: usize, what: &str, want: impl Fn(NodeState, &str) -> bool) {
-        wait_until(Duration::from_secs(20), what, || {
+        wait_until(what, Duration::from_secs(20), || {
             let (s, z) = self.state(i);
             let ok = want(s, &z);
             async move { ok }
