@@ -13,7 +13,7 @@
 //! ([`BATCHES_IN_FLIGHT`]). Once it has ended, the batcher takes every file queued (up
 //! to [`transport::MAX_BATCH_FILES`] files and [`transport::MAX_BATCH_BYTES`] bytes) and
 //! waits, at most the client's `batch_linger` after the last batch ended, until as many
-//! files are here as that batch carried ([`Pace`]): the uploads it answered usually
+//! files are here as that batch carried (`Pace`): the uploads it answered usually
 //! come back with their next file at once, and one large batch costs far less per file
 //! than two small ones. A lone upload, or one after a pause, goes out at once. The
 //! batch is one upload: one `BeginUpload` (asked for as its first file is taken), one

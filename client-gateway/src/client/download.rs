@@ -1,6 +1,6 @@
 //! Downloads: a file id and a byte range in, a stream of verified bytes out.
 //!
-//! The range is mapped onto blocks ([`plan`]); one reader task per block reads it from
+//! The range is mapped onto blocks (`plan`); one reader task per block reads it from
 //! its best replica, checks each message's CRC32C and offset, and computes the
 //! SHA-256 of a block read whole. On an error, a stall, a checksum or offset mismatch,
 //! it fails over to the next replica **at the same offset**, so nothing already sent

@@ -5,14 +5,14 @@
 //! between every request of the gateway. Its rooms, from the top:
 //!
 //! - [`upload`]: `Client::upload`: a byte stream in, a committed file out; it cuts the
-//!   stream ([`splitter`]), hands blocks to block tasks ([`driver`]), each of which
-//!   writes its block ([`block`]) down a pipeline ([`attempt`]), keeps it for a re-send
-//!   ([`spool`]) and follows the [`recovery`] policy when a pipeline fails; [`lease`]
+//!   stream (`splitter`), hands blocks to block tasks (`driver`), each of which
+//!   writes its block (`block`) down a pipeline (`attempt`), keeps it for a re-send
+//!   (`spool`) and follows the `recovery` policy when a pipeline fails; `lease`
 //!   renews and abandons the upload's lease.
 //! - [`batch`]: small files of many uploads written and committed together.
 //! - [`download`]: `Client::download`: verified reads with read-ahead and failover.
-//! - [`metadata`]: the thin metadata calls; [`model`]: the checked types they return.
-//! - [`rpc`], [`source`]: the helpers the others share (a unary call, reply checks, the
+//! - `metadata`: the thin metadata calls; [`model`]: the checked types they return.
+//! - `rpc`, `source`: the helpers the others share (a unary call, reply checks, the
 //!   caller's byte source).
 //!
 //! The only modules that see prost messages are these; the gateway works with
@@ -92,7 +92,7 @@ pub struct ClientOptions {
     /// Replication asked for at BeginUpload; 0 means the namenode's default.
     pub replication: u32,
     /// Where blocks awaiting their ack are kept beyond their first
-    /// [`spool::MEMORY_PREFIX`] bytes (an unlinked temp file per block), so an
+    /// [`upload::MEMORY_PREFIX`] bytes (an unlinked temp file per block), so an
     /// upload's memory does not grow with the block size. `None`, or a directory where
     /// no file can be created, keeps whole blocks in memory.
     pub spool_dir: Option<PathBuf>,

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! The caller's task only receives bytes and cuts them into `CHUNK_SIZE` pieces on
-//! block boundaries ([`super::splitter`]); the block's SHA-256 is computed in its block
-//! task ([`super::block`]) and the file's SHA-256 in a hasher task, because hashing in
+//! block boundaries (`splitter`); the block's SHA-256 is computed in its block
+//! task (`block`) and the file's SHA-256 in a hasher task, because hashing in
 //! the receiving task would halve throughput. A file known to fit in one block (the
 //! source's announced length is at most a block) has no hasher task: its id is its only
 //! block's hash. Bytes move as `Bytes` (reference-counted): the chunk a block task keeps
@@ -22,8 +22,8 @@
 //! that a failed pipeline can be replaced without re-reading the source (HDFS keeps a
 //! window of unacknowledged packets for the same reason; a whole block is the natural
 //! window here because the datanode verifies and commits whole blocks). Beyond its
-//! first [`super::spool::MEMORY_PREFIX`] bytes a block goes to a spool file
-//! ([`super::spool`]). One upload therefore holds at most
+//! first [`MEMORY_PREFIX`] bytes a block goes to a spool file
+//! (`spool`). One upload therefore holds at most
 //! `MEMORY_PREFIX × blocks_in_flight` bytes plus a few chunks in channels, whatever the
 //! file's and the block's size; without a usable spool directory it holds
 //! `block_size × blocks_in_flight`. Across uploads, a client-wide byte budget (a
@@ -44,7 +44,7 @@
 //! The datanodes' ack lists who committed and who failed. At least `min_replicas`
 //! committed: the block is accepted (the namenode heals it to `replication` later).
 //! Fewer: the retained chunks are re-sent to a new pipeline, up to `pipeline_attempts`
-//! pipelines per block; [`super::recovery`] holds the rules (which nodes to exclude,
+//! pipelines per block; `recovery` holds the rules (which nodes to exclude,
 //! how many replicas to ask for, which error to give up with).
 //!
 //! # Cancellation
@@ -80,6 +80,8 @@ use super::source::{longer_than, read_whole};
 use super::splitter::Splitter;
 use super::{Client, QUEUE_CHUNKS};
 use crate::error::{BoxError, Error, Result};
+
+pub use super::spool::{MEMORY_PREFIX, SPOOL_FILES_KEPT};
 
 impl Client {
     /// Stores the bytes of `source` as a file named `name` of type `content_type`.

@@ -1,5 +1,5 @@
 //! The gateway's audit log: one structured INFO line on the target
-//! [`AUDIT_TARGET`](kdfs_core::telemetry::AUDIT_TARGET) per upload, delete and refused
+//! [`AUDIT_TARGET`] per upload, delete and refused
 //! authentication, so an operator can route it apart from the other logs
 //! (`RUST_LOG=info,kdfs::audit=info`, or a filter on `target` in JSON logs).
 //!

@@ -4,7 +4,7 @@
 //! through one mapping ([`ApiError`]'s `From<Error>`); unknown routes (404) and wrong
 //! methods (405) use the same shape.
 //!
-//! Upload and delete pass the [`guard`] middleware: the bearer token and the failure
+//! Upload and delete pass the `guard` middleware: the bearer token and the failure
 //! limit of [`crate::gateway::auth`], and one line of [`crate::gateway::audit`] per request. The client's
 //! address comes from the connection ([`ClientAddr`]), never from a header.
 
