@@ -174,7 +174,7 @@ async fn safe_mode_until_the_known_blocks_are_reported() {
     // The known block is reported: safe mode ends, and the delete goes out.
     d.full_report(&[(block(b"deleted"), 7), (block(b"kept"), 4)])
         .await;
-    wait_until(Duration::from_secs(5), "safe mode to end", || {
+    wait_until("safe mode to end", Duration::from_secs(5), || {
         let mut c = c.clone();
         async move { !info(&mut c).await.safe_mode }
     })
@@ -201,7 +201,7 @@ async fn safe_mode_ends_after_its_timeout() {
     let nn = TestNamenode::start(&args).await;
     let mut c = nn.client().await;
     assert!(info(&mut c).await.safe_mode);
-    wait_until(Duration::from_secs(5), "safe mode timeout", || {
+    wait_until("safe mode timeout", Duration::from_secs(5), || {
         let mut c = c.clone();
         async move { !info(&mut c).await.safe_mode }
     })

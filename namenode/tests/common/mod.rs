@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,24 +20,7 @@ use tonic::transport::Channel;
 
 pub type Client = NamenodeClient<Channel>;
 
-/// Polls `cond` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use kdfs_testkit::wait::wait_until;
 
 /// Fast timings for tests: heartbeats every 100 ms, dead after 1 s; no Kubernetes.
 pub fn fast_args(dir: &Path) -> Vec<String> {
