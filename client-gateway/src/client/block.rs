@@ -75,8 +75,9 @@ pub(crate) struct Committed {
 }
 
 /// Writes one block: streams it as it arrives, keeps its chunks until it is
-/// acknowledged, and re-sends them to new pipelines as [`Recovery`] decides.
-#[instrument(skip_all, fields(upload = %ctx.upload_id, index, block = Empty))]
+/// acknowledged, and re-sends them to new pipelines as [`Recovery`] decides. Runs in
+/// the upload's span (see `driver`), so its own span adds only the block.
+#[instrument(skip_all, fields(index, block = Empty))]
 pub(crate) async fn write_block(
     ctx: Arc<UploadCtx>,
     index: u64,
@@ -181,7 +182,7 @@ pub(crate) async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Ve
     for _ in 1..ALLOCATE_TRIES {
         match allocate(ctx, index, &BTreeSet::new(), 0, room).await {
             Err(Error::NotEnoughDatanodes(e)) => {
-                debug!(index, error = %e, "no pipeline yet; retrying");
+                debug!(error = %e, "no pipeline yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

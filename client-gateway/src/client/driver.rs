@@ -17,16 +17,28 @@ use crate::error::{Error, Result};
 
 /// Hands pieces to block tasks, keeping at most `blocks_in_flight` of them running.
 pub(crate) struct Driver {
-    pub(crate) ctx: Arc<UploadCtx>,
-    pub(crate) tasks: JoinSet<Result<(u64, Committed)>>,
-    pub(crate) done: BTreeMap<u64, Committed>,
-    pub(crate) current: Option<mpsc::Sender<Piece>>,
-    pub(crate) next_index: u64,
+    ctx: Arc<UploadCtx>,
+    tasks: JoinSet<Result<(u64, Committed)>>,
+    done: BTreeMap<u64, Committed>,
+    current: Option<mpsc::Sender<Piece>>,
+    next_index: u64,
     /// The file hasher's queue; `None` for a file of one block (its id is the block's).
-    pub(crate) hash_tx: Option<mpsc::Sender<Bytes>>,
+    hash_tx: Option<mpsc::Sender<Bytes>>,
 }
 
 impl Driver {
+    /// A driver for the upload of `ctx`; `hash_tx` feeds the file hasher, if any.
+    pub(crate) fn new(ctx: Arc<UploadCtx>, hash_tx: Option<mpsc::Sender<Bytes>>) -> Self {
+        Self {
+            ctx,
+            tasks: JoinSet::new(),
+            done: BTreeMap::new(),
+            current: None,
+            next_index: 0,
+            hash_tx,
+        }
+    }
+
     /// Hands on one piece, starting a block task at a block's first chunk.
     pub(crate) async fn feed(&mut self, piece: Piece) -> Result<()> {
         match piece {

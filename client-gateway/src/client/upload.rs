@@ -55,7 +55,6 @@
 //! is created. Once every block is acknowledged, `CommitFile` runs in its own task so a
 //! disconnect cannot leave the commit half-known.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,7 +64,6 @@ use kdfs_core::FileId;
 use kdfs_proto::{pb, transport, wire};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::field::Empty;
@@ -240,14 +238,7 @@ impl Client {
             (Some(tx), Some(hasher))
         };
 
-        let mut driver = Driver {
-            ctx: ctx.clone(),
-            tasks: JoinSet::new(),
-            done: BTreeMap::new(),
-            current: None,
-            next_index: 0,
-            hash_tx,
-        };
+        let mut driver = Driver::new(ctx.clone(), hash_tx);
         let mut splitter = Splitter::new(ctx.block_size, transport::CHUNK_SIZE);
         let mut pieces = Vec::new();
         let mut size = 0u64;
