@@ -1,4 +1,5 @@
-//! The datanode's command line (DESIGN.md §12): every flag also reads `KDFS_<FLAG>`.
+//! The datanode's command line (see docs/configuration.md): every flag also reads
+//! `KDFS_<FLAG>`.
 //!
 //! Tests and `kdfs local` build it with `Config::parse_from(["kdfs-datanode", ...])`;
 //! the names are a contract with scripts and manifests, so add flags but never rename.

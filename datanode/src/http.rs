@@ -30,6 +30,7 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+#[tracing::instrument(name = "GET /readyz", level = "debug", skip_all)]
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if s.link.is_registered() {
         (StatusCode::OK, "ready\n")
@@ -41,6 +42,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
+#[tracing::instrument(name = "GET /metrics", level = "debug", skip_all)]
 async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {
     let body = metrics::render(
         &s.node.store,

@@ -1,11 +1,14 @@
 //! The kdfs datanode: a verified, content-addressed block store served over gRPC.
 //!
 //! - [`store`]: blocks on disk (`<data>/blocks/ab/cd/<sha256>`), atomic verified commits,
-//!   CRC32C sidecars for verified range reads, quarantine, the in-memory index.
+//!   CRC32C sidecars for verified range reads, batches of small blocks with their
+//!   journal, quarantine and its pruning, the in-memory index; a directory of small
+//!   modules, one concern each (see its docs).
+//! - `sys`: every system call beyond `std`, in one place (through `rustix`).
 //! - [`capacity`], [`version`], [`scanner`]: room for writes, the disk's identity, and
 //!   the background re-verification of stored blocks.
 //! - [`service`]: the `Datanode` gRPC service (pipelined writes, batches of small
-//!   blocks, reads, transfers).
+//!   blocks, reads, transfers), one file per rpc.
 //! - [`link`]: registration, heartbeats, block reports and namenode commands.
 //! - [`http`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`config`] and [`run`]: what `main` parses and calls; tests call the same `run`.

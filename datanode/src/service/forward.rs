@@ -70,7 +70,8 @@ impl<R: framed::Answer> Downstream<R> {
         };
         tx.try_send(header)
             .expect("a fresh queue has room for the header");
-        // Through `framed`: forwarded block bytes are not copied again.
+        // Through `framed`: forwarded block bytes are not copied again
+        // (docs/decisions/0005-framed-writes.md).
         let call = tokio::spawn(framed::client_streaming::<R, _>(
             channel,
             ReceiverStream::new(rx),

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 /// makes a slow disk slow the sender down (back-pressure) instead of growing memory.
 pub const WRITE_QUEUE_DEPTH: usize = 2;
 
+/// What the network side hands the blocking writer task.
 enum WriteMsg {
     Data(Bytes),
     /// Expected id and the digest the hasher computed.
@@ -27,7 +28,7 @@ enum WriteMsg {
 /// blocking call instead of through queues to two threads.
 const LAZY_BYTES: usize = 1 << 20;
 
-/// A [`BlockWriter`] driven from async code. The first [`LAZY_BYTES`] are held in
+/// A [`super::BlockWriter`] driven from async code. The first `LAZY_BYTES` are held in
 /// memory; a block that ends there is written and committed by one blocking call.
 /// Past them the bytes go through bounded queues to two blocking tasks, one writing and
 /// checksumming them and one computing their SHA-256, so the runtime's threads never

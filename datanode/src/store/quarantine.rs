@@ -43,7 +43,7 @@ fn quarantined_at(name: &str) -> Option<u64> {
 impl Store {
     /// Deletes the replicas (and their sidecars) quarantined before `cutoff_ms`, Unix
     /// milliseconds: their names end in the time they were quarantined (see
-    /// [`Store::quarantine_locked`]). A file whose name does not have that form was not put
+    /// `Store::quarantine_locked`). A file whose name does not have that form was not put
     /// there by a store and is left alone. Kept replicas are for inspection only
     /// (nothing reads them), so the pass needs no lock.
     pub fn prune_quarantine(&self, cutoff_ms: u64) -> Result<Pruned> {
@@ -165,4 +165,27 @@ async fn prune_tick(store: &Store, retention: Duration) -> Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot prune the quarantine"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only names a store gave its quarantined files are pruned.
+    #[test]
+    fn quarantine_times_come_from_names_a_store_gives() {
+        let id = BlockId::of(b"x");
+        let check = |name: String, want: Option<u64>| {
+            assert_eq!(quarantined_at(&name), want, "{name}");
+        };
+        check(format!("{id}.1700000000000"), Some(1_700_000_000_000));
+        check(format!("{id}.42.crc"), Some(42));
+        check(format!("{id}"), None);
+        check(format!("{id}."), None);
+        check(format!("{id}.12a"), None);
+        check(format!("{id}.+12"), None);
+        check(format!("{id}.1.2"), None);
+        check(format!("{id}.99999999999999999999999"), None);
+        check("notablock.123".into(), None);
+    }
 }

@@ -40,7 +40,7 @@ pub struct BatchWriter {
 impl BatchWriter {
     /// Verifies and commits every block of `blocks` (each its bytes, in order, and its
     /// expected id) on one blocking thread, with one durability step for all of them
-    /// ([`Store::commit_batch`]). One result per block, in order; a block that fails
+    /// (`Store::commit_batch`). One result per block, in order; a block that fails
     /// (its hash, no room left, a disk error) fails alone.
     pub async fn commit_all(mut self, blocks: Vec<(Vec<Bytes>, BlockId)>) -> Vec<Result<Commit>> {
         let n = blocks.len();
@@ -73,7 +73,7 @@ impl Store {
 
     /// Writes and commits a batch of small blocks with one durability step for all:
     /// every block's file (and sidecar) is written to `tmp/` unsynced; the blocks are
-    /// appended to the journal, which is `fdatasync`ed ([`Journal::append`]); each is
+    /// appended to the journal, which is `fdatasync`ed ([`journal::Journal::append`]); each is
     /// put into place (shard directories made, nothing fsynced), then indexed,
     /// reported and acknowledged. The journal keeps the blocks until a checkpoint's
     /// `syncfs` covers them ([`Store::checkpoint_journal`]); after a crash the next
@@ -128,7 +128,7 @@ impl Store {
             .collect()
     }
 
-    /// A journal checkpoint if one is due ([`Journal::due`]): a new journal file, one
+    /// A journal checkpoint if one is due (`Journal::due`): a new journal file, one
     /// `syncfs` (which makes every block put into place so far durable), and the older
     /// journal files removed. Returns whether one ran.
     pub fn checkpoint_journal(&self) -> Result<bool> {
