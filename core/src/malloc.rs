@@ -2,16 +2,10 @@
 //!
 //! The data path moves ~1 MiB buffers (messages, chunks, read pieces) between threads.
 //! By default glibc gives each thread that allocates under contention an arena of its
-//! own (up to 8 per core), and every arena keeps its freed 1 MiB buffers: a datanode's
-//! peak RSS wandered between 68 and 85 MiB for a 1 GiB upload, and 57–62 MiB with
-//! [`ARENAS`] at the same throughput and CPU per byte (BENCHMARKS.md, "Datanode
-//! memory"). Every server and the `kdfs` command (which runs `kdfs local` and the
-//! bench's client) start with the same bound.
-//!
-//! Also measured and not taken (BENCHMARKS.md, "Malloc thresholds"): fixing glibc's
-//! mmap threshold at 8 MiB and raising its trim threshold halved the page faults of an
-//! upload, but moved no CPU figure beyond the noise and raised peak RSS towards the
-//! 64 MiB target.
+//! own (up to 8 per core), and every arena keeps its freed 1 MiB buffers, so peak RSS
+//! wanders upwards with the thread count. [`ARENAS`] bounds it at the same throughput
+//! (docs/decisions/0006-malloc-arenas.md). Every server and the `kdfs` command (which
+//! runs `kdfs local` and the bench's client) start with the same bound.
 //!
 //! When `GLIBC_TUNABLES` is set, it decides instead (nothing here is changed).
 

@@ -6,7 +6,7 @@
 //! second time: it reads a message's 5-byte gRPC header only once a frame has brought
 //! it, then reserves room for the whole message *beside* what it holds, which with a
 //! 1 MiB message in a 1 MiB frame is nearly all of it (`BytesMut::reserve` in
-//! `decode_chunk`, 4.7% of a datanode's upload samples; BENCHMARKS.md).
+//! `decode_chunk`; docs/decisions/0005-framed-writes.md).
 //!
 //! Here a data message of at least [`SEPARATE_DATA`] bytes goes out as two body
 //! pieces: its framing (gRPC header, protobuf key and length, 11 bytes at most), then

@@ -1,4 +1,4 @@
-//! Mutual TLS for every gRPC link (DESIGN.md §10), and plain server TLS for the
+//! Mutual TLS for every gRPC link (docs/security.md), and plain server TLS for the
 //! gateway's HTTPS.
 //!
 //! - [`TlsArgs`]: the `--tls-cert/--tls-key/--tls-ca` flags every server and client

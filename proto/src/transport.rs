@@ -1,9 +1,8 @@
 //! Transport settings shared by every gRPC client and server.
 //!
-//! Measured on this kind of machine (see CRATES.md): one tonic stream over loopback
-//! reaches ~2.5 GB/s with 1 MiB messages, a 1 MiB HTTP/2 frame size on the receiver and
-//! 8/16 MiB stream/connection windows; with tonic's defaults it is ~1.8 GB/s, and with
-//! `tcp_nodelay` off it collapses to ~100 MB/s.
+//! Large messages, large frames, wide windows and `TCP_NODELAY` let one stream run near
+//! the loopback ceiling; tonic's defaults, or Nagle's algorithm, cost most of it. The
+//! sizes and the figures that chose them: docs/decisions/0007-transport-windows.md.
 
 use std::time::Duration;
 
@@ -21,16 +20,15 @@ pub const MAX_REPORT_CHUNK: usize = 50_000;
 pub const MAX_FAILED_COPIES: usize = 1_000;
 /// HTTP/2 flow-control windows: per stream and per connection. What a client receives
 /// in bulk is `ReadBlock` pieces: a gateway holds up to a stream window of each block
-/// it reads (the current one and one ahead). At 8 MiB, once clients took 1 MiB frames,
-/// the windows filled and the gateway's peak RSS rose from 41–53 to 59–65 MiB.
+/// it reads (the current one and one ahead), so the window bounds its memory
+/// (docs/decisions/0007-transport-windows.md).
 pub const STREAM_WINDOW: u32 = 4 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// A server's per-stream receive window. Smaller than a client's: a datanode holds up
 /// to this much of every write stream it receives (two per upload while blocks
 /// overlap) before its forward and disk queues take it, and that is most of its peak
-/// memory. 2 MiB (two 1 MiB messages in flight per stream; was 4): a datanode's peak
-/// RSS for a 4 GiB upload 53.7–55.8 → 43.6–49.6 MiB at the same speed, side by side
-/// (BENCHMARKS.md).
+/// memory: two 1 MiB messages in flight per stream keep the speed with less memory
+/// (docs/decisions/0007-transport-windows.md).
 pub const SERVER_STREAM_WINDOW: u32 = 2 << 20;
 /// Largest HTTP/2 frame a server or a client accepts.
 pub const MAX_FRAME_SIZE: u32 = 1 << 20;
