@@ -121,10 +121,6 @@ impl Cluster {
         }
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
-    }
-
     /// Registers (or re-registers) a datanode. A node from another cluster is refused;
     /// a fresh disk (empty cluster id) adopts ours.
     pub fn register(

@@ -243,6 +243,7 @@ impl Gc {
         self.dead.retain(|_, t| *t >= dead_before_ms);
     }
 
+    #[cfg(test)]
     pub fn is_dead(&self, id: &BlockId) -> bool {
         self.dead.contains_key(id)
     }
@@ -251,6 +252,7 @@ impl Gc {
         self.orphans.get(id)
     }
 
+    #[cfg(test)]
     pub fn pending_for(&self, node: NodeIdx) -> usize {
         self.pending.get(&node).map_or(0, BTreeSet::len)
     }

@@ -5,13 +5,13 @@
 //!
 //! Layered so that almost all of it is tested without a cluster, each part depending
 //! only on those above it:
-//! - `mode.rs`: whether awareness is on ([`decide`]).
-//! - `pod_events.rs`: the pure core, [`pod_events`], from a watched pod (and the node
-//!   it runs on, and its StatefulSet's replica count) to [`ClusterEvent`]s.
-//! - `tracker.rs`: [`PodTracker`], the watcher's stream (including relists after a
+//! - `mode.rs`: whether awareness is on ([`decide`](mode::decide)).
+//! - `pod_events.rs`: the pure core, [`pod_events`](pod_events::pod_events), from a watched pod (and the node
+//!   it runs on, and its StatefulSet's replica count) to [`ClusterEvent`](pod_events::ClusterEvent)s.
+//! - `tracker.rs`: [`PodTracker`](tracker::PodTracker), the watcher's stream (including relists after a
 //!   broken watch) as "this pod was applied / deleted", inferring deletions that
 //!   happened while the watch was down. Pure and synchronous.
-//! - `apply.rs`: [`apply`], an event through the [`NameSystem`](crate::NameSystem)
+//! - `apply.rs`: [`apply`](apply::apply), an event through the [`NameSystem`](crate::NameSystem)
 //!   hooks.
 //! - `lookups.rs`: the node and StatefulSet look-ups, cached.
 //! - `worker.rs`: the named background worker `kubernetes` ([`worker`]).
@@ -28,11 +28,7 @@ mod pod_events;
 mod tracker;
 mod worker;
 
-pub use apply::{CLOCK_SKEW, apply};
-pub use lookups::{LOOKUP_TIMEOUT, NODE_TTL, STATEFULSET_TTL};
-pub use mode::{DATANODE_SELECTOR, Decision, Mode, decide};
-pub use pod_events::{
-    ClusterEvent, Context, Watched, ZONE_LABEL, node_zone, ordinal, pod_events, statefulset_of,
-};
-pub use tracker::PodTracker;
-pub use worker::{RECONCILE_INTERVAL, Watch, connect, namespace, worker};
+pub use mode::{DATANODE_SELECTOR, Mode};
+#[cfg(test)]
+pub use worker::Watch;
+pub use worker::{connect, worker};

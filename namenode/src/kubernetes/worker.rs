@@ -35,7 +35,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Watches `selector` in the client's default namespace.
+    /// Watches `selector` in the client's default namespace (tests bring their own
+    /// client; `connect` builds the real one).
+    #[cfg(test)]
     pub fn new(client: Client, selector: &str) -> Self {
         let namespace = client.default_namespace().to_owned();
         Self {

@@ -31,6 +31,6 @@ mod tables;
 mod writer;
 
 pub use ops::{Effect, Op};
-pub use records::{FileRecord, Lease, time_key};
-pub use store::{DB_FILE, Loaded, Lookup, Store};
-pub use writer::{LAZY_WAIT, MAX_BATCH, OnDurable, WRITER_QUEUE, Writer};
+pub use records::{FileRecord, Lease};
+pub use store::{Lookup, Store};
+pub use writer::Writer;

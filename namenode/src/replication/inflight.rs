@@ -27,6 +27,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }

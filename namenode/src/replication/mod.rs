@@ -14,7 +14,7 @@
 //! allow. The result is a list of commands for the heartbeat replies of the sources.
 //!
 //! The parts, each depending only on those above it:
-//! - `priority.rs`: the pure classification of a block ([`priority`], `judge`).
+//! - `priority.rs`: the pure classification of a block ([`priority`](priority::priority), `judge`).
 //! - `queues.rs`: the dirty list and the priority queues.
 //! - `inflight.rs`: copies under way and the per-node stream counts.
 //! - `failures.rs`: nodes to avoid and the retry wait after failed copies.
@@ -35,8 +35,7 @@ use smallvec::SmallVec;
 
 use crate::blockmap::{BlockMap, IdBuild, NodeIdx};
 
-pub use failures::RETRY_BASE_MS;
-pub use priority::{Priority, priority};
+pub use priority::Priority;
 
 use failures::Failures;
 use inflight::InFlight;
@@ -106,11 +105,6 @@ impl Replication {
     /// Replicas that count, and the priority they give the block.
     fn judge(&self, id: &BlockId, locs: &[NodeIdx], target: usize) -> (usize, Option<Priority>) {
         judge(locs, target, self.corrupt.contains_key(id), &self.retiring)
-    }
-
-    /// Whether any copy is outstanding (lets report handling skip the lookups).
-    pub fn has_pending(&self) -> bool {
-        !self.inflight.is_empty()
     }
 
     /// `node` now holds `id`: completes that part of an outstanding copy.

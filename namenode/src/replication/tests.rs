@@ -1,6 +1,7 @@
 //! Behaviour of [`Replication`](super::Replication) as events and ticks drive it: the
 //! order of work, the stream limits, timeouts, failures and trims.
 
+use super::failures::RETRY_BASE_MS;
 use super::*;
 use crate::cluster::Cmd;
 use crate::placement::Candidate;
