@@ -1,4 +1,5 @@
-//! The namenode's command-line and environment configuration (DESIGN.md §12).
+//! The namenode's command-line and environment configuration, one struct with every
+//! flag documented (the table is in docs/configuration.md).
 //!
 //! Every flag also reads `KDFS_<FLAG>`; defaults are the named constants below so that
 //! tests, manifests and documentation can refer to them.
@@ -21,7 +22,7 @@ pub const DEFAULT_HTTP: &str = "0.0.0.0:9870";
 pub const DEFAULT_DATA_DIR: &str = "./kdfs-namenode";
 /// Replicas wanted per block.
 pub const DEFAULT_REPLICATION: u32 = 3;
-/// Largest block.
+/// Largest block (docs/decisions/0002-64-mib-blocks.md).
 pub const DEFAULT_BLOCK_SIZE: &str = "64MiB";
 /// How often datanodes heartbeat.
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "3s";
@@ -34,7 +35,7 @@ pub const DEFAULT_LEASE_TTL: &str = "2m";
 /// Tombstones (and the knowledge that their blocks must go) are kept this long.
 pub const DEFAULT_TOMBSTONE_RETENTION: &str = "7d";
 /// Replicas of deleted content are deleted this long after the file (a re-upload of
-/// the same content within it cancels the deletes; see `gc.rs`).
+/// the same content within it cancels the deletes; see the `gc` module).
 pub const DEFAULT_DELETE_GRACE: &str = "30s";
 /// Safe mode ends when this fraction of known blocks has been reported...
 pub const DEFAULT_SAFE_MODE_THRESHOLD: f64 = 0.999;
@@ -158,7 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_follow_the_design() {
+    fn defaults_are_the_documented_ones() {
         let c = Config::parse_from(["kdfs-namenode"]);
         assert_eq!(c.listen.to_string(), "0.0.0.0:8020");
         assert_eq!(c.http.to_string(), "0.0.0.0:9870");

@@ -18,6 +18,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
     kdfs_core::telemetry::prometheus()
 }
 
+/// The routes, served on `--http`.
 pub fn router(ns: Arc<NameSystem>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -26,6 +27,7 @@ pub fn router(ns: Arc<NameSystem>) -> Router {
         .with_state(ns)
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 async fn readyz(State(ns): State<Arc<NameSystem>>) -> (StatusCode, String) {
     let mode = if ns.in_safe_mode() {
         "safe mode"
@@ -35,6 +37,7 @@ async fn readyz(State(ns): State<Arc<NameSystem>>) -> (StatusCode, String) {
     (StatusCode::OK, format!("ready ({mode})\n"))
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 async fn metrics_text(State(ns): State<Arc<NameSystem>>) -> String {
     let handle = prometheus();
     let _ = tokio::task::spawn_blocking(move || ns.export_metrics()).await;

@@ -1,8 +1,8 @@
-//! The kdfs namenode: the metadata authority of the cluster (DESIGN.md §5).
+//! The kdfs namenode: the metadata authority of the cluster (ARCHITECTURE.md).
 //!
 //! - `config`: flags and defaults.
 //! - `meta`: durable metadata in redb (files, refcounts, tombstones, leases) behind
-//!   a group-commit writer.
+//!   a group-commit writer (docs/decisions/0001-redb-namenode-metadata.md).
 //! - `cluster`: datanode membership and liveness; `blockmap`: block → replica
 //!   locations in memory; `placement`: which datanodes a new block's pipeline uses.
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas

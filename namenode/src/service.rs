@@ -116,7 +116,8 @@ fn upload_id(raw: &str) -> Result<&str, Status> {
     }
 }
 
-fn loc(l: &Location) -> pb::DatanodeLocation {
+/// A datanode's location as the wire carries it.
+fn wire_location(l: &Location) -> pb::DatanodeLocation {
     pb::DatanodeLocation {
         id: l.id.to_string(),
         address: l.address.clone(),
@@ -160,7 +161,7 @@ fn commands(out: Vec<Outgoing>) -> Vec<pb::Command> {
                 } => pb::command::Kind::Replicate(pb::ReplicateBlock {
                     block_id: raw_block(&block),
                     length,
-                    targets: targets.iter().map(loc).collect(),
+                    targets: targets.iter().map(wire_location).collect(),
                 }),
             }),
         })
@@ -203,7 +204,8 @@ fn failed_copies(raw: &[pb::FailedCopy]) -> Result<Vec<FailedCopy>, Status> {
         .collect()
 }
 
-fn entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
+/// Reported replicas: (block id, length) pairs.
+fn block_entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
     raw.iter()
         .map(|e| Ok((wire::block_id(field, &e.id)?, e.length)))
         .collect()
@@ -229,7 +231,8 @@ fn committed_blocks(raw: &[pb::CommittedBlock]) -> Result<Vec<CommittedBlock>, S
         .collect()
 }
 
-fn short(s: &str, field: &str, max: usize) -> Result<String, Status> {
+/// A short free-text field: at most `max` bytes, no control characters.
+fn bounded(s: &str, field: &str, max: usize) -> Result<String, Status> {
     if s.len() > max || s.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(
             "{field}: at most {max} bytes without control characters"
@@ -252,12 +255,12 @@ impl namenode_server::Namenode for NamenodeService {
         self.check_identity(peer.as_ref(), &id, Some(&address), "register")?;
         let reg = Registration {
             id: Some(id),
-            cluster_id: short(&r.cluster_id, "cluster_id", 64)?,
+            cluster_id: bounded(&r.cluster_id, "cluster_id", 64)?,
             address: address.clone(),
-            zone: short(&r.zone, "zone", 253)?,
-            version: short(&r.version, "version", 64)?,
-            pod_name: short(&r.pod_name, "pod_name", 253)?,
-            node_name: short(&r.node_name, "node_name", 253)?,
+            zone: bounded(&r.zone, "zone", 253)?,
+            version: bounded(&r.version, "version", 64)?,
+            pod_name: bounded(&r.pod_name, "pod_name", 253)?,
+            node_name: bounded(&r.node_name, "node_name", 253)?,
             load: Load {
                 capacity: r.capacity,
                 used: r.used,
@@ -375,7 +378,7 @@ impl namenode_server::Namenode for NamenodeService {
         let r = request.into_inner();
         let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
         self.check_identity(peer.as_ref(), &id, None, "block-report")?;
-        let added = entries("added.id", &r.added)?;
+        let added = block_entries("added.id", &r.added)?;
         let removed = wire::block_ids("removed", &r.removed)?;
         let corrupt = wire::block_ids("corrupt", &r.corrupt)?;
         let dels = self
@@ -402,7 +405,7 @@ impl namenode_server::Namenode for NamenodeService {
         let pipeline = self
             .ns
             .allocate(&lease.id, &[], 0, r.max_size)
-            .map(|p| p.iter().map(loc).collect())
+            .map(|p| p.iter().map(wire_location).collect())
             .unwrap_or_default();
         Ok(Response::new(pb::BeginUploadResponse {
             upload_id: lease.id,
@@ -440,7 +443,7 @@ impl namenode_server::Namenode for NamenodeService {
             .collect::<Result<Vec<_>, _>>()?;
         let pipeline = self.ns.allocate(up, &exclude, r.replicas, r.max_length)?;
         Ok(Response::new(pb::AllocateBlockResponse {
-            pipeline: pipeline.iter().map(loc).collect(),
+            pipeline: pipeline.iter().map(wire_location).collect(),
         }))
     }
 
@@ -546,7 +549,7 @@ impl namenode_server::Namenode for NamenodeService {
                         id: raw_block(&b.id),
                         length: b.length,
                         offset: b.offset,
-                        replicas: b.replicas.iter().map(loc).collect(),
+                        replicas: b.replicas.iter().map(wire_location).collect(),
                     })
                     .collect(),
                 deleted_ms: 0,

@@ -312,6 +312,7 @@ impl NameSystem {
         &self.cluster_id
     }
 
+    #[cfg(test)]
     pub fn blocks(&self) -> &BlockMap {
         &self.shared.blocks
     }
@@ -325,6 +326,7 @@ impl NameSystem {
     }
 
     /// Store counts (live files, tombstones), for tests.
+    #[cfg(test)]
     pub fn store_counts(&self) -> Result<(u64, u64)> {
         self.store.counts()
     }
@@ -342,5 +344,31 @@ fn location(n: &Node) -> Location {
     Location {
         id: n.id,
         address: n.address.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::test_fixtures::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reopening_loads_files_and_leases_and_waits_for_reports_in_safe_mode() {
+        let sim = Sim::new(&["--lease-ttl", "10s"]).with_nodes(2);
+        sim.tick();
+        sim.upload(b"kept", &[0, 1]).await;
+        let open = sim.ns.begin_upload("later", "", 0).await.unwrap();
+        let record = sim.record(b"kept").await;
+
+        tokio::time::advance(Duration::from_secs(8)).await;
+        let sim = sim.restart().await;
+        assert_eq!(sim.record(b"kept").await, record, "files survive");
+        assert!(sim.ns.in_safe_mode(), "a known block waits for its report");
+        // The open upload's lease came back with a fresh TTL: still alive after the
+        // first TTL would have ended.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        sim.ns.renew(&open.id).expect("lease survived the restart");
+        assert_eq!(sim.ns.lease_count(), 1);
     }
 }

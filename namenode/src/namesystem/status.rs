@@ -88,3 +88,29 @@ impl NameSystem {
         metrics::gauge!("kdfs_namenode_pending_deletes").set(pending_deletes as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_fixtures::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn status_counts_nodes_files_and_blocks_per_node() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"one", &[0, 1]).await;
+        sim.upload(b"two", &[1, 2]).await;
+
+        let st = sim.ns.status();
+        assert_eq!(st.cluster_id, sim.ns.cluster_id());
+        assert!(!st.safe_mode, "nothing was known at start");
+        assert_eq!((st.files, st.bytes), (2, 6));
+        assert_eq!(st.stats.blocks, 2);
+        let per_node: Vec<u64> = sim
+            .nodes
+            .iter()
+            .map(|id| st.nodes.iter().find(|n| n.node.id == *id).unwrap().blocks)
+            .collect();
+        assert_eq!(per_node, vec![1, 2, 1]);
+        assert_eq!(sim.ns.node_counts(), (3, 0));
+    }
+}

@@ -26,6 +26,7 @@ pub fn file(content: &[u8]) -> FileId {
 pub struct Sim {
     pub ns: Arc<NameSystem>,
     pub nodes: Vec<DatanodeId>,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -74,11 +75,27 @@ impl Sim {
             "1h",
         ];
         args.extend_from_slice(extra);
-        let ns = NameSystem::open(&Config::parse_from(args)).unwrap();
+        let config = Config::parse_from(args);
+        let ns = NameSystem::open(&config).unwrap();
         Self {
             ns,
             nodes: Vec::new(),
+            config,
             _dir: dir,
+        }
+    }
+
+    /// Stops the namesystem (its metadata writer finishes what was queued) and opens
+    /// it again on the same directory, as a restarted namenode does. The datanodes
+    /// are still known by id but must register again.
+    pub async fn restart(self) -> Self {
+        let done = self.ns.writer_done().expect("not taken yet");
+        drop(self.ns);
+        done.await
+            .expect("the writer stops once the last handle is gone");
+        Self {
+            ns: NameSystem::open(&self.config).unwrap(),
+            ..self
         }
     }
 
