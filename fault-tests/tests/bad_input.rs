@@ -348,16 +348,10 @@ fn malformed_input_everywhere_is_refused_cleanly() {
     eprintln!("scenario 11: gateway answered bad HTTP input with {statuses:?}");
 
     // Nothing garbage became a file; nothing crashed; the cluster still works.
-    let listed: Vec<String> = c
-        .list()
-        .iter()
-        .filter_map(|f| f["hash"].as_str().map(str::to_owned))
-        .collect();
+    let listed = c.listed_hashes();
     assert_eq!(listed, vec![kept.hash.clone()], "garbage became a file");
     assert!(c.exited_unexpectedly().is_none(), "a process died");
-    let mut procs = vec![&c.namenode, &c.gateway];
-    procs.extend(c.datanodes.iter());
-    for p in procs {
+    for p in c.procs() {
         assert!(
             !p.log_text().contains("panicked"),
             "{} panicked:\n{}",

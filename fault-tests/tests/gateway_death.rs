@@ -50,11 +50,7 @@ fn sigkill_gateway_mid_upload_leaves_no_record_and_no_garbage() {
         c.file(&hash).expect("GET /files").is_none(),
         "the interrupted upload has a file record"
     );
-    let listed: Vec<String> = c
-        .list()
-        .iter()
-        .filter_map(|f| f["hash"].as_str().map(str::to_owned))
-        .collect();
+    let listed = c.listed_hashes();
     assert_eq!(listed, vec![kept.hash.clone()]);
 
     // The orphan blocks go once the upload's lease has expired; nothing else does.

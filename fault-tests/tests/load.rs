@@ -139,10 +139,8 @@ fn thirty_two_clients_mixing_uploads_downloads_and_deletes() {
         }
     }
     let sh = shared.lock().expect("shared");
-    let mut procs = vec![&c.namenode, &c.gateway];
-    procs.extend(c.datanodes.iter());
-    let rss: Vec<(String, u64)> = procs
-        .iter()
+    let rss: Vec<(String, u64)> = c
+        .procs()
         .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
         .collect();
     eprintln!(
@@ -170,11 +168,7 @@ fn thirty_two_clients_mixing_uploads_downloads_and_deletes() {
         sh.live.len(),
         verify.elapsed().as_secs_f64()
     );
-    let listed: BTreeSet<String> = c
-        .list()
-        .iter()
-        .filter_map(|f| f["hash"].as_str().map(str::to_owned))
-        .collect();
+    let listed: BTreeSet<String> = c.listed_hashes().into_iter().collect();
     let live: BTreeSet<String> = sh.live.iter().map(|s| s.hash.clone()).collect();
     assert_eq!(
         listed, live,

@@ -19,6 +19,16 @@ pub struct HttpFailure {
     pub body: String,
 }
 
+impl HttpFailure {
+    /// A call that got no response (refused, reset, timed out): status 0.
+    fn no_response(e: reqwest::Error) -> Self {
+        Self {
+            status: 0,
+            body: format!("{e:#}"),
+        }
+    }
+}
+
 impl std::fmt::Display for HttpFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HTTP {}: {}", self.status, self.body)
@@ -84,10 +94,7 @@ impl Api {
             .post(self.url("/upload"))
             .multipart(form)
             .send()
-            .map_err(|e| HttpFailure {
-                status: 0,
-                body: format!("{e:#}"),
-            })?;
+            .map_err(HttpFailure::no_response)?;
         json_or_failure(resp)
     }
 
@@ -143,10 +150,7 @@ impl Api {
             .get(self.url("/download"))
             .query(&[("hash", hash)])
             .send()
-            .map_err(|e| HttpFailure {
-                status: 0,
-                body: format!("{e:#}"),
-            })?;
+            .map_err(HttpFailure::no_response)?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(HttpFailure {
@@ -184,10 +188,7 @@ impl Api {
             .get(self.url("/info"))
             .timeout(Duration::from_secs(5))
             .send()
-            .map_err(|e| HttpFailure {
-                status: 0,
-                body: format!("{e:#}"),
-            })?;
+            .map_err(HttpFailure::no_response)?;
         json_or_failure(resp)
     }
 
@@ -204,10 +205,7 @@ impl Api {
             .get(self.url(&format!("/files/{hash}")))
             .timeout(Duration::from_secs(10))
             .send()
-            .map_err(|e| HttpFailure {
-                status: 0,
-                body: format!("{e:#}"),
-            })?;
+            .map_err(HttpFailure::no_response)?;
         match resp.status().as_u16() {
             404 | 410 => Ok(None),
             _ => json_or_failure(resp).map(Some),
@@ -234,6 +232,14 @@ impl Api {
         }
     }
 
+    /// The hash of every file the listing shows, in its order.
+    pub fn listed_hashes(&self) -> Vec<String> {
+        self.list()
+            .iter()
+            .filter_map(|f| f["hash"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// `DELETE /files/{hash}`; panics unless 200.
     pub fn delete(&self, hash: &str) -> Value {
         let resp = self
@@ -252,6 +258,24 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(120))
         .build()
         .expect("building a plain HTTP client")
+}
+
+/// Waits until `GET url` through `client` answers 200 (a server's `/healthz` or
+/// `/readyz`); panics naming `what` after `within`. Returns how long it took.
+pub async fn wait_http_ok(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    within: Duration,
+) -> Duration {
+    crate::wait::wait_until(what, within, || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
 }
 
 /// reqwest is built without a default TLS backend, and needs a process-wide rustls
@@ -320,5 +344,18 @@ mod tests {
         );
         let e = api.try_info().unwrap_err();
         assert_eq!(e.status, 0, "no server: no status");
+    }
+
+    #[tokio::test]
+    async fn waits_for_an_ok_answer() {
+        let base = canned(vec![(503, "not yet"), (200, "ok")]);
+        let took = wait_http_ok(
+            &http_client(),
+            &format!("{base}/readyz"),
+            "ready",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(took >= crate::wait::ASYNC_POLL, "polled twice: {took:?}");
     }
 }

@@ -269,21 +269,23 @@ impl ProcessCluster {
     /// Starts datanode `i` again on its data dir and ports, and waits until it is live.
     pub fn restart_datanode(&mut self, i: usize) {
         self.datanodes[i].restart();
-        let what = format!("datanode {i} live again");
-        self.wait_until(&what, self.opts.start_timeout, || {
-            self.datanode_state(i).as_deref() == Some("live")
-        });
+        self.wait_datanode_live(i, "again");
     }
     /// SIGTERM datanode `i`, wait for its exit, start it again and wait until it is
     /// live. Returns the exit status of the stopped process.
     pub fn graceful_restart_datanode(&mut self, i: usize) -> ExitStatus {
         let status = self.datanodes[i].stop();
         self.datanodes[i].start();
-        let what = format!("datanode {i} live again after a graceful restart");
+        self.wait_datanode_live(i, "again after a graceful restart");
+        status
+    }
+
+    /// Waits until the namenode reports datanode `i` live (`datanode {i} live {when}`).
+    fn wait_datanode_live(&self, i: usize, when: &str) {
+        let what = format!("datanode {i} live {when}");
         self.wait_until(&what, self.opts.start_timeout, || {
             self.datanode_state(i).as_deref() == Some("live")
         });
-        status
     }
     /// Appends a flag to datanode `i`'s command line, effective at its next start.
     pub fn add_datanode_arg(&mut self, i: usize, flag: &str, value: &str) {
@@ -299,9 +301,7 @@ impl ProcessCluster {
     /// Starts the namenode again and waits until the gateway reaches it.
     pub fn restart_namenode(&mut self) {
         self.namenode.restart();
-        self.wait_until("namenode reachable again", self.opts.start_timeout, || {
-            self.try_info().is_ok()
-        });
+        self.wait_answering("namenode reachable again");
     }
     pub fn kill_gateway(&mut self) {
         self.gateway.kill();
@@ -312,9 +312,12 @@ impl ProcessCluster {
     /// Starts the gateway again and waits until it answers `/info`.
     pub fn restart_gateway(&mut self) {
         self.gateway.restart();
-        self.wait_until("gateway answering again", self.opts.start_timeout, || {
-            self.try_info().is_ok()
-        });
+        self.wait_answering("gateway answering again");
+    }
+
+    /// Waits until the gateway answers `/info` (which asks the namenode).
+    fn wait_answering(&self, what: &str) {
+        self.wait_until(what, self.opts.start_timeout, || self.try_info().is_ok());
     }
 
     // ---- partitions ------------------------------------------------------------

@@ -118,3 +118,36 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
         .expect("a PEM certificate")
         .to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leaf_is_written_beside_its_ca_with_its_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(dir.path(), "test CA");
+        let leaf = ca.leaf("node", &["localhost", "127.0.0.1"]);
+        assert!(ca.cert.is_file() && leaf.cert.is_file() && leaf.key.is_file());
+        assert!(!leaf.der().is_empty());
+        let flags = leaf.flags(&ca.cert);
+        let names: Vec<&str> = flags.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names, ["--tls-cert", "--tls-key", "--tls-ca"]);
+        let expired = ca.expired_leaf("old", &["localhost"]);
+        assert_ne!(expired.der(), leaf.der());
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.pem");
+        write_atomically(&p, b"one");
+        write_atomically(&p, b"two");
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+    }
+}

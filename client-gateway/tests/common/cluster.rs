@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use kdfs_testkit::wait_http_ok;
+
 use super::{DEADLINE, Gateway, http, wait_until};
 
 /// Block size of test clusters: small, so a few MiB make many blocks.
@@ -121,18 +123,7 @@ impl TestCluster {
             return c; // never ready: too few datanodes for a write, on purpose
         }
         let ready = c.gateway.at("/readyz");
-        let client = http();
-        wait_until("gateway /readyz", DEADLINE, || {
-            let (client, ready) = (client.clone(), ready.clone());
-            async move {
-                client
-                    .get(&ready)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
-        .await;
+        wait_http_ok(&http(), &ready, "gateway /readyz", DEADLINE).await;
         c
     }
 

@@ -69,18 +69,7 @@ impl Gateway {
             task,
         };
         let health = format!("{}/healthz", g.url);
-        wait_until("gateway /healthz", DEADLINE, || {
-            let client = client.clone();
-            let health = health.clone();
-            async move {
-                client
-                    .get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
-        .await;
+        kdfs_testkit::wait_http_ok(&client, &health, "gateway /healthz", DEADLINE).await;
         g
     }
 
