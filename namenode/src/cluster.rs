@@ -221,7 +221,11 @@ impl Cluster {
     }
 
     /// Moves nodes along live → stale → dead. Returns the nodes that just died.
-    #[tracing::instrument(name = "cluster_tick", skip_all, fields(nodes = self.nodes.len()))]
+    #[tracing::instrument(
+        name = "cluster_tick",
+        skip_all,
+        fields(nodes = self.nodes.len())
+    )]
     pub fn tick(
         &mut self,
         now: Instant,

@@ -204,7 +204,11 @@ impl Gc {
     /// Moves orphans that can no longer belong to any upload to the delete queues.
     /// `oldest_lease_begin_ms` is the start of the oldest open upload, if any.
     /// Returns how many blocks were doomed.
-    #[tracing::instrument(name = "gc_sweep_orphans", skip_all, fields(orphans = self.orphans.len()))]
+    #[tracing::instrument(
+        name = "gc_sweep_orphans",
+        skip_all,
+        fields(orphans = self.orphans.len())
+    )]
     pub fn sweep_orphans(
         &mut self,
         now_ms: u64,

@@ -6,13 +6,14 @@
 //! Layered so that almost all of it is tested without a cluster, each part depending
 //! only on those above it:
 //! - `mode.rs`: whether awareness is on ([`decide`](mode::decide)).
-//! - `pod_events.rs`: the pure core, [`pod_events`](pod_events::pod_events), from a watched pod (and the node
-//!   it runs on, and its StatefulSet's replica count) to [`ClusterEvent`](pod_events::ClusterEvent)s.
-//! - `tracker.rs`: [`PodTracker`](tracker::PodTracker), the watcher's stream (including relists after a
-//!   broken watch) as "this pod was applied / deleted", inferring deletions that
-//!   happened while the watch was down. Pure and synchronous.
-//! - `apply.rs`: [`apply`](apply::apply), an event through the [`NameSystem`](crate::NameSystem)
-//!   hooks.
+//! - `pod_events.rs`: the pure core, [`pod_events`](pod_events::pod_events), from a
+//!   watched pod (and the node it runs on, and its StatefulSet's replica count) to
+//!   [`ClusterEvent`](pod_events::ClusterEvent)s.
+//! - `tracker.rs`: [`PodTracker`](tracker::PodTracker), the watcher's stream
+//!   (including relists after a broken watch) as "this pod was applied / deleted",
+//!   inferring deletions that happened while the watch was down. Pure and synchronous.
+//! - `apply.rs`: [`apply`](apply::apply), an event through the
+//!   [`NameSystem`](crate::NameSystem) hooks.
 //! - `lookups.rs`: the node and StatefulSet look-ups, cached.
 //! - `worker.rs`: the named background worker `kubernetes` ([`worker`]).
 //!

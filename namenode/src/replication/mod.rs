@@ -133,10 +133,11 @@ impl Replication {
     /// `source` reports that its copy of `id` reached none of `failed` (`whole`: the
     /// transfer failed as a whole). Those targets leave the copy and are tried last for
     /// this block (as is the source after a whole failure); a copy with no target left
-    /// is cancelled and the block planned again after [`retry_delay`](failures::retry_delay) rather than after
-    /// the timeout: a target that keeps refusing (its disk full before its heartbeat
-    /// says so) costs a few cheap refusals, not a copy per tick. A report about another
-    /// copy (an older one from the same block, or from another source) is ignored.
+    /// is cancelled and the block planned again after
+    /// [`retry_delay`](failures::retry_delay) rather than after the timeout: a target
+    /// that keeps refusing (its disk full before its heartbeat says so) costs a few
+    /// cheap refusals, not a copy per tick. A report about another copy (an older one
+    /// from the same block, or from another source) is ignored.
     pub fn copy_failed(
         &mut self,
         now_ms: u64,
