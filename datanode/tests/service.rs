@@ -99,16 +99,7 @@ async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
     let bytes = pattern(8 * CHUNK_SIZE, 4);
     let id = BlockId::of(&bytes);
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let head = nodes[0].client();
-    let call = tokio::spawn(async move {
-        let mut head = head;
-        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    tx.send(header(chain[1..].to_vec(), bytes.len() as u64))
-        .await
-        .unwrap();
+    let (tx, call) = open_write(nodes[0].client(), chain[1..].to_vec(), bytes.len() as u64).await;
     let mut chunks = bytes.chunks(CHUNK_SIZE);
     for c in chunks.by_ref().take(3) {
         tx.send(data(c)).await.unwrap();
@@ -153,16 +144,7 @@ async fn client_dropping_mid_stream_commits_nothing_anywhere() {
     let nodes = three().await;
     let chain = locations(&nodes);
     let bytes = pattern(4 * CHUNK_SIZE, 5);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let head = nodes[0].client();
-    let call = tokio::spawn(async move {
-        let mut head = head;
-        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    tx.send(header(chain[1..].to_vec(), bytes.len() as u64))
-        .await
-        .unwrap();
+    let (tx, call) = open_write(nodes[0].client(), chain[1..].to_vec(), bytes.len() as u64).await;
     for c in bytes.chunks(CHUNK_SIZE).take(2) {
         tx.send(data(c)).await.unwrap();
     }
@@ -325,13 +307,7 @@ async fn shutdown_lets_an_in_flight_write_finish() {
     let node = TestNode::start(NO_NAMENODE, &[]).await;
     let bytes = pattern(3 * CHUNK_SIZE, 10);
     let id = BlockId::of(&bytes);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut head = node.client();
-    let call = tokio::spawn(async move {
-        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    tx.send(header(vec![], bytes.len() as u64)).await.unwrap();
+    let (tx, call) = open_write(node.client(), vec![], bytes.len() as u64).await;
     let mut chunks = bytes.chunks(CHUNK_SIZE);
     // Two chunks: the first alone would still be held in memory, with no temp file.
     tx.send(data(chunks.next().unwrap())).await.unwrap();
@@ -436,13 +412,7 @@ async fn a_stuck_successor_is_given_up_on_and_an_idle_client_aborted() {
     assert!(node.holds(&id));
 
     // A client that goes silent mid-write is aborted, its temp file removed.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut c = node.client();
-    let call = tokio::spawn(async move {
-        c.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    tx.send(header(vec![], 10)).await.unwrap();
+    let (tx, call) = open_write(node.client(), vec![], 10).await;
     tx.send(data(b"01234")).await.unwrap();
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");

@@ -409,3 +409,9 @@ impl Store {
 pub(crate) fn task_error(e: tokio::task::JoinError) -> Error {
     Error::io("writer task", io::Error::other(e))
 }
+
+/// A store in `dir` with the default settings, for unit tests.
+#[cfg(test)]
+fn open_for_test(dir: &Path) -> Store {
+    Store::open(StoreConfig::new(dir)).expect("open a store").0
+}

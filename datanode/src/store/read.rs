@@ -347,12 +347,8 @@ impl Iterator for RangeReader {
 mod tests {
     use std::fs::OpenOptions;
 
-    use super::super::StoreConfig;
+    use super::super::open_for_test as open;
     use super::*;
-
-    fn open(dir: &Path) -> Store {
-        Store::open(StoreConfig::new(dir)).unwrap().0
-    }
 
     #[test]
     fn pieces_end_on_read_piece_boundaries() {

@@ -250,14 +250,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use super::super::StoreConfig;
+    use super::super::open_for_test as open;
     use super::*;
-
-    fn open(dir: &Path) -> Store {
-        Store::open(StoreConfig::new(dir)).unwrap().0
-    }
 
     #[test]
     fn direct_and_buffered_writers_store_exact_bytes() {

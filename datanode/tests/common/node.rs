@@ -403,3 +403,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (code, body)
 }
+
+/// The `WriteBlock` call a test feeds by hand: the call to `head` running in a task, its
+/// header (`downstream`, `max_length`) sent; the test sends the rest through the queue.
+pub async fn open_write(
+    mut head: DatanodeClient<Channel>,
+    downstream: Vec<DatanodeLocation>,
+    max_length: u64,
+) -> (
+    tokio::sync::mpsc::Sender<WriteBlockRequest>,
+    JoinHandle<Result<Response<WriteBlockResponse>, Status>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let call = tokio::spawn(async move {
+        head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(header(downstream, max_length)).await.unwrap();
+    (tx, call)
+}
