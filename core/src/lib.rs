@@ -7,7 +7,6 @@
 //! - [`units`]: byte sizes (`64MiB`) and durations (`3s`) as written in flags.
 //! - [`telemetry`]: tracing setup, plain for people and JSON for pods.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a `CancellationToken`.
-//! - [`tmpfiles`]: the unnamed temp files (writes in progress) a process holds open.
 //!
 //! This crate depends on no other kdfs crate; `kdfs-proto` builds on it.
 
@@ -16,7 +15,6 @@ pub mod id;
 pub mod malloc;
 pub mod shutdown;
 pub mod telemetry;
-pub mod tmpfiles;
 pub mod units;
 
 pub use id::{BlockId, DatanodeId, FileId, IdError};
