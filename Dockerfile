@@ -39,7 +39,7 @@ RUN for c in core proto namenode datanode client-gateway cli fault-tests deploy-
 #    and keeps the symbols, so backtraces still name functions.
 COPY . .
 # hadolint ignore=SC2086
-RUN find core proto namenode datanode client-gateway cli bench -name '*.rs' -exec touch {} + \
+RUN find core proto namenode datanode client-gateway cli bench testkit -name '*.rs' -exec touch {} + \
  && cargo build --release --locked $PACKAGES --bins \
  && mkdir /out \
  && cp target/release/kdfs-namenode target/release/kdfs-datanode \
