@@ -167,6 +167,9 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// What every clone of a [`Store`] shares: its directories and settings, the index of
+/// stored blocks with their lengths, the room reserved by writes in flight, the commit
+/// stripes, the journal, and the event log.
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
