@@ -12,8 +12,6 @@ use clap::Parser;
 use kdfs_core::telemetry::LogFormat;
 use kdfs_core::{ByteSize, HumanDuration};
 
-use crate::kubernetes::{DATANODE_SELECTOR, Mode};
-
 /// gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8020";
 /// HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
@@ -45,6 +43,21 @@ pub const DEFAULT_SAFE_MODE_TIMEOUT: &str = "2m";
 pub const DEFAULT_REPLICATION_STREAMS: u32 = 2;
 /// A re-replication not confirmed by the target's report within this is retried.
 pub const DEFAULT_REPLICATION_TIMEOUT: &str = "2m";
+
+/// Label selector of the datanode pods (the StatefulSet's pod template label).
+pub const DATANODE_SELECTOR: &str = "app.kubernetes.io/name=datanode";
+
+/// `--kubernetes`: whether the namenode uses the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// On when running in a pod (`KUBERNETES_SERVICE_HOST` is set), off otherwise.
+    #[default]
+    Auto,
+    /// On (uses the in-cluster config or a kubeconfig).
+    On,
+    /// Off: liveness from heartbeats only, zones from the datanodes' `--zone`.
+    Off,
+}
 
 /// Configuration of `kdfs-namenode`.
 #[derive(Debug, Clone, Parser)]

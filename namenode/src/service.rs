@@ -16,9 +16,11 @@ use tracing::{Instrument, Span, instrument};
 
 use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
-use crate::namesystem::{
-    CommittedBlock, FailedCopy, FileToCommit, FileView, Location, NameSystem, Outgoing,
-};
+use crate::namesystem::membership::Outgoing;
+use crate::namesystem::reads::FileView;
+use crate::namesystem::reports::FailedCopy;
+use crate::namesystem::uploads::{CommittedBlock, FileToCommit};
+use crate::namesystem::{Location, NameSystem};
 
 /// Most blocks one full report may carry in total: a bound on the memory a report
 /// stream can make the namenode hold before applying it (~40 bytes per entry, so

@@ -1,20 +1,8 @@
 //! Whether Kubernetes awareness is on (`--kubernetes`, and whether the namenode runs in
 //! a pod) and which pods are the datanodes.
 
-/// Label selector of the datanode pods (the StatefulSet's pod template label).
-pub const DATANODE_SELECTOR: &str = "app.kubernetes.io/name=datanode";
-
-/// `--kubernetes`: whether the namenode uses the Kubernetes API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// On when running in a pod (`KUBERNETES_SERVICE_HOST` is set), off otherwise.
-    #[default]
-    Auto,
-    /// On (uses the in-cluster config or a kubeconfig).
-    On,
-    /// Off: liveness from heartbeats only, zones from the datanodes' `--zone`.
-    Off,
-}
+// The flag's values live with the rest of the configuration, below this module.
+pub use crate::config::{DATANODE_SELECTOR, Mode};
 
 /// Whether Kubernetes awareness starts, and why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

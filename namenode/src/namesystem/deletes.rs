@@ -36,7 +36,7 @@ impl NameSystem {
 #[cfg(test)]
 mod tests {
     use crate::cluster::Registration;
-    use crate::namesystem::CommittedBlock;
+    use crate::namesystem::uploads::CommittedBlock;
 
     use super::super::test_fixtures::*;
 

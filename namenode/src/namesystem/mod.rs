@@ -5,7 +5,8 @@
 //! converts messages.
 //!
 //! [`NameSystem`] and the state it owns live here; its operations are split by concern,
-//! one `impl NameSystem` block per file:
+//! one `impl NameSystem` block per file (each file imports from this one; this one
+//! imports none of them, nor does one import a sibling):
 //! - [`membership`]: registration, heartbeats and the commands they carry, a node's death;
 //! - [`reports`]: full and incremental block reports, bad replicas, failed copies;
 //! - [`uploads`]: leases, pipeline allocation, commits (one file or a batch);
@@ -20,14 +21,14 @@
 //! thread takes block-map shards, `gc` and `repl` (never `cluster`) to apply durable
 //! changes in commit order.
 
-mod deletes;
-mod kubernetes_hooks;
-mod membership;
-mod reads;
-mod reports;
-mod status;
-mod ticks;
-mod uploads;
+pub(crate) mod deletes;
+pub(crate) mod kubernetes_hooks;
+pub(crate) mod membership;
+pub(crate) mod reads;
+pub(crate) mod reports;
+pub(crate) mod status;
+pub(crate) mod ticks;
+pub(crate) mod uploads;
 
 #[cfg(test)]
 mod test_fixtures;
@@ -47,11 +48,6 @@ use crate::error::Result;
 use crate::gc::Gc;
 use crate::meta::{Effect, Lease, Op, Store, Writer};
 use crate::replication::Replication;
-
-pub use membership::Outgoing;
-pub use reads::FileView;
-pub use reports::FailedCopy;
-pub use uploads::{CommittedBlock, FileToCommit};
 
 /// Largest file name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 1024;

@@ -202,7 +202,7 @@ impl NameSystem {
 
 #[cfg(test)]
 mod tests {
-    use crate::namesystem::FileView;
+    use super::FileView;
     use kdfs_core::FileId;
     use std::sync::Arc;
 

@@ -9,7 +9,10 @@ use clap::Parser;
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use sha2::{Digest, Sha256};
 
-use super::{CommittedBlock, FileToCommit, FileView, NameSystem, Outgoing};
+use super::NameSystem;
+use super::membership::Outgoing;
+use super::reads::FileView;
+use super::uploads::{CommittedBlock, FileToCommit};
 use crate::Config;
 use crate::cluster::{Load, Registration};
 use crate::meta::FileRecord;

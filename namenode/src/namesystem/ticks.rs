@@ -176,7 +176,8 @@ mod tests {
     use crate::Config;
     use crate::NameSystem;
     use crate::cluster::Registration;
-    use crate::namesystem::{CommittedBlock, FileView};
+    use crate::namesystem::reads::FileView;
+    use crate::namesystem::uploads::CommittedBlock;
     use clap::Parser;
     use kdfs_core::DatanodeId;
     use std::time::Duration;

@@ -435,8 +435,8 @@ fn committed(effect: Effect) -> Result<(FileRecord, bool)> {
 
 #[cfg(test)]
 mod tests {
+    use super::{CommittedBlock, FileToCommit};
     use crate::Error;
-    use crate::namesystem::{CommittedBlock, FileToCommit};
     use std::time::Duration;
 
     use super::super::test_fixtures::*;

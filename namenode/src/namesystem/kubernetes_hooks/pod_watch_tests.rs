@@ -18,7 +18,9 @@ use tower_test::mock;
 use crate::Config;
 use crate::cluster::{Load, NodeState, Registration};
 use crate::kubernetes;
-use crate::namesystem::{CommittedBlock, NameSystem, Outgoing};
+use crate::namesystem::NameSystem;
+use crate::namesystem::membership::Outgoing;
+use crate::namesystem::uploads::CommittedBlock;
 use kdfs_testkit::wait::wait_until;
 
 const NAMESPACE: &str = "kdfs";
