@@ -76,7 +76,6 @@ pub struct Node {
     pub zone: String,
     pub version: String,
     pub pod_name: String,
-    pub node_name: String,
     pub load: Load,
     pub state: NodeState,
     pub last_heartbeat: Instant,
@@ -147,7 +146,6 @@ impl Cluster {
             zone,
             version: reg.version.clone(),
             pod_name: reg.pod_name.clone(),
-            node_name: reg.node_name.clone(),
             load: reg.load,
             state: NodeState::Live,
             last_heartbeat: now,
@@ -214,10 +212,6 @@ impl Cluster {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// Moves nodes along live → stale → dead. Returns the nodes that just died.

@@ -18,19 +18,19 @@
 //! cluster.
 //!
 //! The public API is [`run`] with its [`Config`], [`Error`] and [`Result`], and the
-//! [`bench`] facade; every module is private to the crate.
+//! [`bench`](mod@bench) facade; every module is private to the crate.
 
-pub mod blockmap;
-pub mod cluster;
+mod blockmap;
+mod cluster;
 mod config;
 mod error;
-pub mod gc;
+mod gc;
 mod http;
-pub mod kubernetes;
-pub mod meta;
+mod kubernetes;
+mod meta;
 mod namesystem;
 mod placement;
-pub mod replication;
+mod replication;
 mod service;
 mod supervisor;
 mod workers;

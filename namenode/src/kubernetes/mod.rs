@@ -29,7 +29,6 @@ mod pod_events;
 mod tracker;
 mod worker;
 
-pub use mode::{DATANODE_SELECTOR, Mode};
 #[cfg(test)]
 pub use worker::Watch;
 pub use worker::{connect, worker};

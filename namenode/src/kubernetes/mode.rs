@@ -1,8 +1,7 @@
 //! Whether Kubernetes awareness is on (`--kubernetes`, and whether the namenode runs in
 //! a pod) and which pods are the datanodes.
 
-// The flag's values live with the rest of the configuration, below this module.
-pub use crate::config::{DATANODE_SELECTOR, Mode};
+use crate::config::Mode;
 
 /// Whether Kubernetes awareness starts, and why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,15 @@ impl NameSystem {
             }
             idx
         };
-        tracing::info!(node = %id, idx, address = %reg.address, zone = %reg.zone, "datanode registered");
+        tracing::info!(
+            node = %id,
+            idx,
+            address = %reg.address,
+            zone = %reg.zone,
+            pod = %reg.pod_name,
+            kubernetes_node = %reg.node_name,
+            "datanode registered"
+        );
         Ok(self.cluster_id.clone())
     }
 

@@ -6,7 +6,7 @@
 //!
 //! [`NameSystem`] and the state it owns live here; its operations are split by concern,
 //! one `impl NameSystem` block per file (each file imports from this one; this one
-//! imports none of them, nor does one import a sibling):
+//! imports none of them, and outside tests none imports a sibling):
 //! - [`membership`]: registration, heartbeats and the commands they carry, a node's death;
 //! - [`reports`]: full and incremental block reports, bad replicas, failed copies;
 //! - [`uploads`]: leases, pipeline allocation, commits (one file or a batch);

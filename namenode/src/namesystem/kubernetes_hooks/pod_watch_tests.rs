@@ -17,6 +17,7 @@ use tower_test::mock;
 
 use crate::Config;
 use crate::cluster::{Load, NodeState, Registration};
+use crate::config::DATANODE_SELECTOR;
 use crate::kubernetes;
 use crate::namesystem::NameSystem;
 use crate::namesystem::membership::Outgoing;
@@ -201,7 +202,7 @@ impl Unwatched {
         let client = kube::Client::new(service, NAMESPACE);
         let kick = Arc::new(Notify::new());
         let token = CancellationToken::new();
-        let watch = kubernetes::Watch::new(client, kubernetes::DATANODE_SELECTOR);
+        let watch = kubernetes::Watch::new(client, DATANODE_SELECTOR);
         let worker = tokio::spawn(kubernetes::worker(
             watch,
             self.ns.clone(),
