@@ -59,7 +59,7 @@ pub mod bench {
 }
 
 /// After shutdown begins, open requests get this long to finish.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs a namenode on the given listeners until `shutdown` is cancelled, then drains
 /// and returns `Ok(())`.
