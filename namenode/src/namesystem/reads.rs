@@ -238,7 +238,7 @@ mod tests {
     /// A file being deleted is read as live with its replicas, or as deleted: never as a
     /// live record whose blocks are already gone from the block map (the tombstone is in
     /// the store a moment before the writer releases the blocks in memory; a reader in
-    /// between saw "no live replica" and the gateway answered 503 instead of 410).
+    /// between would see "no live replica", and the gateway would answer 503, not 410).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_file_being_deleted_reads_as_live_with_replicas_or_as_deleted() {
         let live_reads = delete_each_while("being deleted", |sim, id| async move {
