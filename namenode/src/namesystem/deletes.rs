@@ -35,10 +35,9 @@ impl NameSystem {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixtures::*;
     use crate::cluster::Registration;
     use crate::namesystem::uploads::CommittedBlock;
-
-    use super::super::test_fixtures::*;
 
     #[tokio::test(start_paused = true)]
     async fn tombstones_are_honoured_for_a_node_returning_after_the_delete() {

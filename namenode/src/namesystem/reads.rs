@@ -202,11 +202,12 @@ impl NameSystem {
 
 #[cfg(test)]
 mod tests {
-    use super::FileView;
-    use kdfs_core::FileId;
     use std::sync::Arc;
 
+    use kdfs_core::FileId;
+
     use super::super::test_fixtures::*;
+    use super::FileView;
 
     /// Stores 150 one-block files on two nodes, then deletes them one by one, each while
     /// `observer(sim, id)` runs in a task of its own; returns the sum of what the observers

@@ -113,16 +113,35 @@ impl Sim {
     /// Registers `n` more datanodes.
     pub fn with_nodes(mut self, n: usize) -> Self {
         for _ in 0..n {
-            let id = DatanodeId::random();
-            let reg = Registration {
-                address: format!("127.0.0.1:{}", 1000 + self.nodes.len()),
-                load: Self::load(),
-                ..Registration::default()
-            };
-            self.ns.register(id, &reg).unwrap();
-            self.nodes.push(id);
+            let i = self.nodes.len();
+            self.register_as(Self::registration(i));
         }
         self
+    }
+
+    /// Registers a new datanode as `reg` says; returns its id, also the last of `nodes`.
+    pub fn register_as(&mut self, reg: Registration) -> DatanodeId {
+        let id = DatanodeId::random();
+        self.ns.register(id, &reg).unwrap();
+        self.nodes.push(id);
+        id
+    }
+
+    /// Registers datanode `node` again, as it does after a restart (its own or the
+    /// namenode's).
+    pub fn register(&self, node: usize) {
+        self.ns
+            .register(self.nodes[node], &Self::registration(node))
+            .unwrap();
+    }
+
+    /// Datanode `i`'s registration: a local address of its own and plenty of room.
+    fn registration(i: usize) -> Registration {
+        Registration {
+            address: format!("127.0.0.1:{}", 1000 + i),
+            load: Self::load(),
+            ..Registration::default()
+        }
     }
 
     pub fn beat(&self, node: usize) -> Vec<Outgoing> {

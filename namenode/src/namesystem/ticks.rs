@@ -173,16 +173,10 @@ impl NameSystem {
 
 #[cfg(test)]
 mod tests {
-    use crate::Config;
-    use crate::NameSystem;
-    use crate::cluster::Registration;
-    use crate::namesystem::reads::FileView;
-    use crate::namesystem::uploads::CommittedBlock;
-    use clap::Parser;
-    use kdfs_core::DatanodeId;
     use std::time::Duration;
 
     use super::super::test_fixtures::*;
+    use crate::namesystem::reads::FileView;
 
     #[tokio::test(start_paused = true)]
     async fn an_unconfirmed_copy_is_retried_from_another_source_or_target() {
@@ -213,69 +207,36 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn safe_mode_holds_back_deletes_and_copies_until_blocks_are_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let args = |timeout: &str| {
-            Config::parse_from([
-                "kdfs-namenode",
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--replication",
-                "2",
-                "--safe-mode-timeout",
-                timeout,
-                "--safe-mode-extension",
-                "2s",
-            ])
-        };
-        let (a, b) = (DatanodeId::random(), DatanodeId::random());
-        let reg = Registration {
-            address: "127.0.0.1:1".into(),
-            load: Sim::load(),
-            ..Registration::default()
-        };
-        {
-            let ns = NameSystem::open(&args("1h")).unwrap();
-            assert!(
-                !ns.safe_mode_tick(),
-                "nothing known: safe mode ends at once"
-            );
-            ns.register(a, &reg).unwrap();
-            ns.register(b, &reg).unwrap();
-            for c in [&b"one"[..], b"two"] {
-                let lease = ns.begin_upload("f", "", 0).await.unwrap();
-                ns.commit(
-                    &lease.id,
-                    file(c),
-                    c.len() as u64,
-                    vec![CommittedBlock {
-                        id: block(c),
-                        length: c.len() as u64,
-                        replicas: vec![a, b],
-                    }],
-                )
-                .await
-                .unwrap();
-            }
-            let done = ns.writer_done().unwrap();
-            drop(ns);
-            done.await.unwrap();
-        }
-        let ns = NameSystem::open(&args("1h")).unwrap();
-        assert!(ns.safe_mode_tick());
-        assert!(ns.in_safe_mode());
-        ns.register(a, &reg).unwrap();
-        ns.full_report(&a, vec![(block(b"one"), 3)]).unwrap();
-        assert!(ns.safe_mode_tick(), "half the blocks reported");
-        assert_eq!(ns.status().reported_fraction, 0.5);
-        assert_eq!(ns.replication_tick(), 0, "no re-replication in safe mode");
-        ns.full_report(&a, vec![(block(b"one"), 3), (block(b"two"), 3)])
-            .unwrap();
-        assert!(ns.safe_mode_tick(), "all reported: the extension starts");
+        let sim = Sim::new(&["--safe-mode-extension", "2s"]).with_nodes(2);
+        assert!(
+            !sim.ns.safe_mode_tick(),
+            "nothing known: safe mode ends at once"
+        );
+        sim.upload(b"one", &[0, 1]).await;
+        sim.upload(b"two", &[0, 1]).await;
+
+        let sim = sim.restart().await;
+        assert!(sim.ns.safe_mode_tick());
+        assert!(sim.ns.in_safe_mode());
+        sim.register(0);
+        sim.report(0).with(b"one").full();
+        assert!(sim.ns.safe_mode_tick(), "half the blocks reported");
+        assert_eq!(sim.ns.status().reported_fraction, 0.5);
+        assert_eq!(
+            sim.ns.replication_tick(),
+            0,
+            "no re-replication in safe mode"
+        );
+        sim.report(0).with(b"one").with(b"two").full();
+        assert!(
+            sim.ns.safe_mode_tick(),
+            "all reported: the extension starts"
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!ns.safe_mode_tick(), "extension over");
+        assert!(!sim.ns.safe_mode_tick(), "extension over");
         // Out of safe mode, the under-replicated blocks are queued at once.
-        ns.register(b, &reg).unwrap();
-        assert_eq!(ns.replication_tick(), 2);
+        sim.register(1);
+        assert_eq!(sim.ns.replication_tick(), 2);
     }
 
     #[tokio::test(start_paused = true)]

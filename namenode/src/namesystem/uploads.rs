@@ -435,11 +435,11 @@ fn committed(effect: Effect) -> Result<(FileRecord, bool)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CommittedBlock, FileToCommit};
-    use crate::Error;
     use std::time::Duration;
 
     use super::super::test_fixtures::*;
+    use super::{CommittedBlock, FileToCommit};
+    use crate::Error;
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_commits_every_file_durably_and_ends_its_lease() {

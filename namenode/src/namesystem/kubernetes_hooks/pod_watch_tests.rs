@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Request, Response, StatusCode};
 use kdfs_core::DatanodeId;
 use kube::client::Body;
@@ -15,12 +14,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_test::mock;
 
-use crate::Config;
-use crate::cluster::{Load, NodeState, Registration};
+use crate::cluster::{NodeState, Registration};
 use crate::config::DATANODE_SELECTOR;
 use crate::kubernetes;
 use crate::namesystem::NameSystem;
 use crate::namesystem::membership::Outgoing;
+use crate::namesystem::test_fixtures::Sim;
 use crate::namesystem::uploads::CommittedBlock;
 use kdfs_testkit::wait::wait_until;
 
@@ -179,19 +178,11 @@ impl MockApi {
     }
 }
 
-fn load() -> Load {
-    Load {
-        capacity: 1 << 40,
-        available: 1 << 40,
-        ..Load::default()
-    }
-}
-
 /// A namesystem with datanodes registered as pods, before the worker starts.
 struct Unwatched {
     ns: Arc<NameSystem>,
     ids: Vec<DatanodeId>,
-    dir: tempfile::TempDir,
+    sim: Sim,
 }
 
 impl Unwatched {
@@ -216,7 +207,7 @@ impl Unwatched {
             token,
             worker,
             seen,
-            _dir: self.dir,
+            _sim: self.sim,
         }
     }
 }
@@ -229,7 +220,7 @@ struct Harness {
     token: CancellationToken,
     worker: tokio::task::JoinHandle<()>,
     seen: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _sim: Sim,
 }
 
 impl Harness {
@@ -240,39 +231,24 @@ impl Harness {
 
     /// A namesystem (replication 2) with these datanodes registered; no watch yet.
     fn registered(datanodes: &[(&str, &str)]) -> Unwatched {
-        let dir = tempfile::tempdir().unwrap();
         // --dead-after 1h: anything declared dead here was declared by the watch.
-        let config = Config::parse_from([
-            "kdfs-namenode",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--heartbeat-interval",
-            "1s",
-            "--dead-after",
-            "1h",
-            "--replication",
-            "2",
-            "--safe-mode-timeout",
-            "1h",
-            "--kubernetes",
-            "off",
-        ]);
-        let ns = NameSystem::open(&config).unwrap();
+        let mut sim = Sim::new(&["--dead-after", "1h", "--kubernetes", "off"]);
         let ids = datanodes
             .iter()
             .map(|(pod, address)| {
-                let id = DatanodeId::random();
-                let reg = Registration {
+                sim.register_as(Registration {
                     address: address.to_string(),
                     pod_name: pod.to_string(),
-                    load: load(),
+                    load: Sim::load(),
                     ..Registration::default()
-                };
-                ns.register(id, &reg).unwrap();
-                id
+                })
             })
             .collect();
-        Unwatched { ns, ids, dir }
+        Unwatched {
+            ns: sim.ns.clone(),
+            ids,
+            sim,
+        }
     }
     fn state(&self, i: usize) -> (NodeState, String) {
         let st = self.ns.status();
@@ -464,7 +440,7 @@ async fn a_deleted_pods_blocks_are_copied_without_waiting_for_dead_after() {
     // What that worker does next: datanode-1 is told to copy the block to datanode-0.
     h.ns.replication_tick();
     let cmds =
-        h.ns.heartbeat(&h.ids[1], load())
+        h.ns.heartbeat(&h.ids[1], Sim::load())
             .expect("datanode-1 is known");
     let copies: Vec<_> = cmds
         .iter()
