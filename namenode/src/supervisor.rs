@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Spawns the worker `name` on `set`: `start()` builds its loop, which should return
-/// once `token` is cancelled. A loop that panics is logged at ERROR and started again
-/// (with fresh state from `start()`) after [`RESTART_BACKOFF`]; one that returns ends
-/// the worker.
+/// once `token` is cancelled. A loop that panics is logged at ERROR, counted in
+/// `kdfs_namenode_worker_restarts_total{worker}` and started again (with fresh state
+/// from `start()`) after [`RESTART_BACKOFF`]; one that returns ends the worker.
 pub fn spawn_worker<F, Fut>(
     set: &mut JoinSet<()>,
     name: &'static str,
@@ -34,11 +34,15 @@ pub fn spawn_worker<F, Fut>(
             // left half-done is observed again.
             match AssertUnwindSafe(start()).catch_unwind().await {
                 Ok(()) => return,
-                Err(panic) => tracing::error!(
-                    worker = name,
-                    panic = panic_message(&panic),
-                    "worker panicked; restarting it"
-                ),
+                Err(panic) => {
+                    tracing::error!(
+                        worker = name,
+                        panic = panic_message(&panic),
+                        "worker panicked; restarting it"
+                    );
+                    metrics::counter!("kdfs_namenode_worker_restarts_total", "worker" => name)
+                        .increment(1);
+                }
             }
             tokio::select! {
                 _ = token.cancelled() => return,
