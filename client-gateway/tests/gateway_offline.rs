@@ -72,14 +72,19 @@ async fn routes_validate_and_answer_json_errors() {
     // Bad upload bodies, refused before any namenode call.
     let r = c
         .post(gw.at("/upload"))
-        .header("content-type", "application/octet-stream")
-        .body("raw bytes")
+        .header("content-type", "multipart/form-data")
+        .body("no boundary")
         .send()
         .await
         .unwrap();
     let m = assert_json_error(r, 400).await;
     assert!(m.contains("multipart"), "{m}");
-    let r = c.post(gw.at("/upload")).send().await.unwrap();
+    let r = c
+        .post(gw.at("/upload?name=a&name=b"))
+        .body("bad query")
+        .send()
+        .await
+        .unwrap();
     assert_json_error(r, 400).await;
     let (ct, body) = multipart(&[("other", None, b"x")]);
     let r = c
@@ -111,6 +116,22 @@ async fn routes_validate_and_answer_json_errors() {
         .unwrap();
     let m = assert_json_error(r, 503).await;
     assert!(m.contains("namenode"), "{m}");
+    // So does a raw body (PUT or POST, any non-form type, or none).
+    for (method, ct) in [
+        (reqwest::Method::PUT, None),
+        (reqwest::Method::POST, Some("application/octet-stream")),
+        (reqwest::Method::POST, None),
+    ] {
+        let mut req = c
+            .request(method, gw.at("/upload?name=a.bin"))
+            .body("raw bytes");
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let m = assert_json_error(req.send().await.unwrap(), 503).await;
+        assert!(m.contains("namenode"), "{m}");
+    }
+    assert_json_error(c.patch(gw.at("/upload")).send().await.unwrap(), 405).await;
 
     // Reads that need the namenode: 503 JSON; /info keeps its shape.
     assert_json_error(

@@ -164,7 +164,10 @@ fn prometheus() -> Option<PrometheusHandle> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(crate::gateway::page::index))
-        .route("/upload", axum::routing::post(routes::upload::upload))
+        .route(
+            "/upload",
+            axum::routing::post(routes::upload::upload).put(routes::upload::upload),
+        )
         .route("/download", get(routes::download::download))
         .route("/info", get(routes::info::info))
         .route("/files", get(routes::files::list))
@@ -193,13 +196,13 @@ async fn method_not_allowed(method: Method) -> ApiError {
     )
 }
 
-/// Upload and delete need `Authorization: Bearer <token>` when a token is configured,
+/// Upload (`POST` or `PUT`) and delete need `Authorization: Bearer <token>` when a token is configured,
 /// and are audited. Checked before the handler runs, so an unauthorised upload body is
 /// never read. Other requests pass untouched.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let (action, file) = match *req.method() {
-        Method::POST if path == "/upload" => (Action::Upload, None),
+        Method::POST | Method::PUT if path == "/upload" => (Action::Upload, None),
         Method::DELETE if path.starts_with("/files/") => {
             (Action::Delete, FileId::parse(&path["/files/".len()..]).ok())
         }
