@@ -1,8 +1,15 @@
 //! Tracing setup shared by every binary: plain text for a person at a terminal, one JSON
 //! object per line for pods (`--log-format json` / `KDFS_LOG_FORMAT=json`). The filter
-//! comes from `RUST_LOG` and defaults to `info`.
+//! comes from `RUST_LOG` and defaults to `info`. A process that runs several
+//! components (`kdfs local`) writes through its own [`MakeWriter`] instead, which may
+//! pick a destination per line ([`init_to`]).
 
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// The tracing target of the audit log: one structured INFO line per upload, delete and
 /// refused authentication (bad token, refused TLS handshake), so operators can route it
@@ -28,9 +35,13 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
 /// Installs the global subscriber. Call once, from `main`; a second call (tests) is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -42,6 +53,57 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// Installs the global subscriber writing every line through `writer` without colour
+/// codes (it is meant for files, and may choose one per line from the line's metadata
+/// and the emitting thread), and also to stderr as [`init`] does when `also_stderr`.
+/// Same format and filter as [`init`]; a second call is a no-op.
+pub fn init_to<W>(format: LogFormat, writer: W, also_stderr: bool)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let files = formatted(
+        format,
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer),
+    );
+    let terminal = also_stderr.then(|| {
+        formatted(
+            format,
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
+        )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter())
+        .with(files)
+        .with(terminal)
+        .try_init();
+}
+
+/// `layer` in `format`, boxed so that both formats have one type.
+fn formatted<S, W>(
+    format: LogFormat,
+    layer: tracing_subscriber::fmt::Layer<
+        S,
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        W,
+    >,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Plain => layer.boxed(),
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+    }
 }
 
 /// The process-wide Prometheus recorder behind the `metrics` facade, installed on first
