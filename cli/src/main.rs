@@ -76,6 +76,15 @@ enum Command {
         json: bool,
     },
     /// Run a namenode, datanodes and a gateway on 127.0.0.1 until Ctrl-C.
+    ///
+    /// Once the cluster serves, it prints a short banner: the gateway's address (on a
+    /// line of its own, `gateway: http://…`, for scripts), the browser page, the data
+    /// and log directories, whether mTLS is on, and how to stop; then one line when it
+    /// stops. Each component logs to <data-dir>/logs/<component>.log (namenode.log,
+    /// datanode-N.log, gateway.log; kdfs.log for kdfs local's own lines), appended
+    /// across restarts; --verbose also streams those lines to stderr. An error that
+    /// stops the cluster (a port in use, a component failing, the ready timeout) is
+    /// printed on stderr and the exit code is non-zero.
     Local(local::LocalArgs),
     /// Make a CA and a certificate per role (namenode, datanode, gateway) for mTLS;
     /// reuses the directory's CA unless --force.

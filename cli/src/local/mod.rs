@@ -11,24 +11,38 @@
 //! datanode → namenode, datanode → datanode) uses mutual TLS with the certificates in
 //! `<data-dir>/tls`, made by [`certs::ensure_local`] on the first start and reused after.
 //! The gateway's own HTTP side stays plain on 127.0.0.1.
+//!
+//! The terminal shows only a short banner once the cluster serves ([`banner`]) and a
+//! line when it stops; each component logs to its own file under `<data-dir>/logs/`
+//! ([`logs`]), which `--verbose` also streams to stderr. Each component runs on a
+//! runtime of its own ([`component`]), which is what lets its lines be told apart. An
+//! error that stops the cluster (a port in use, a component whose `run` fails, the
+//! ready timeout) ends `kdfs local` with that reason on stderr and a non-zero exit.
 
+mod banner;
+mod component;
+mod logs;
+
+use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::certs::{self, CertPaths, Role};
+use banner::Banner;
+use component::Components;
+use logs::Logs;
 
 /// How long `kdfs local` waits for the cluster to serve before giving up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
-    /// Where every component keeps its data (namenode/, datanode-N/).
+    /// Where every component keeps its data (namenode/, datanode-N/) and its log
+    /// (logs/<component>.log).
     #[arg(long, env = "KDFS_DATA_DIR", default_value = "./kdfs-data")]
     pub data_dir: PathBuf,
     /// Number of datanodes.
@@ -51,15 +65,28 @@ pub struct LocalArgs {
     /// <data-dir>/tls` rotates them). The gateway's HTTP stays plain.
     #[arg(long, env = "KDFS_TLS")]
     pub tls: bool,
-    /// Log format: plain or json.
+    /// Log format of the log files (and of --verbose): plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: kdfs_core::telemetry::LogFormat,
+    /// Also stream every component's log lines to stderr (they always go to
+    /// <data-dir>/logs/<component>.log).
+    #[arg(long, short, env = "KDFS_VERBOSE")]
+    pub verbose: bool,
 }
 
-async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+/// Binds before any component starts, so a port in use fails the start at once. The
+/// listener is registered with a reactor later, by the runtime of the component it is
+/// for ([`tokio_listener`]).
+fn bind(addr: &str, what: &str) -> anyhow::Result<StdListener> {
+    let listener = StdListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// `listener` on the reactor of the runtime this is called on.
+fn tokio_listener(listener: StdListener) -> anyhow::Result<TcpListener> {
+    Ok(TcpListener::from_std(listener)?)
 }
 
 fn dir(root: &Path, name: &str) -> anyhow::Result<String> {
@@ -81,8 +108,16 @@ pub(crate) fn tls_flags(tls: Option<&CertPaths>, role: Role) -> Vec<String> {
     ]
 }
 
+/// The components of a cluster with `datanodes` datanodes, named as their data and
+/// log files are: `namenode`, `datanode-0` …, `gateway`.
+fn component_names(datanodes: u16) -> Vec<String> {
+    std::iter::once("namenode".to_owned())
+        .chain((0..datanodes).map(|i| format!("datanode-{i}")))
+        .chain(std::iter::once("gateway".to_owned()))
+        .collect()
+}
+
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    kdfs_core::telemetry::init(args.log_format);
     anyhow::ensure!(args.datanodes >= 1, "--datanodes must be at least 1");
     let replication = args.replication.unwrap_or(u32::from(args.datanodes).min(3));
     anyhow::ensure!(
@@ -90,7 +125,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "--replication {replication} needs at least that many datanodes (have {})",
         args.datanodes
     );
+    // The one fixed port first: if it is taken, nothing else is made.
+    let gw_listener = bind(&args.http, "gateway")?;
+    let gw_addr = gw_listener.local_addr()?;
     let root = &args.data_dir;
+    let logs_dir = root.join("logs");
+    let logs = Logs::open(&logs_dir, &component_names(args.datanodes))?;
+    kdfs_core::telemetry::init_to(args.log_format, logs, args.verbose);
     let shutdown = kdfs_core::shutdown::on_signals();
     let block_size = args.block_size.to_string();
     let tls_dir = root.join("tls");
@@ -108,9 +149,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     };
     let tls = tls.as_ref();
 
-    // Namenode.
-    let nn_grpc = bind("127.0.0.1:0", "namenode").await?;
-    let nn_http = bind("127.0.0.1:0", "namenode metrics").await?;
+    let nn_grpc = bind("127.0.0.1:0", "namenode")?;
+    let nn_http = bind("127.0.0.1:0", "namenode metrics")?;
     let nn_addr = format!("http://{}", nn_grpc.local_addr()?);
     let nn_cfg = kdfs_namenode::Config::try_parse_from(
         [
@@ -122,20 +162,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(tls_flags(tls, Role::Namenode)),
     )?;
-    let nn_token = CancellationToken::new();
-    let namenode: JoinHandle<_> = tokio::spawn(kdfs_namenode::run(
-        nn_cfg,
-        nn_grpc,
-        nn_http,
-        nn_token.clone(),
-    ));
-
-    // Datanodes.
-    let dn_token = CancellationToken::new();
     let mut datanodes = Vec::new();
     for i in 0..args.datanodes {
-        let grpc = bind("127.0.0.1:0", "datanode").await?;
-        let http = bind("127.0.0.1:0", "datanode metrics").await?;
+        let grpc = bind("127.0.0.1:0", "datanode")?;
+        let http = bind("127.0.0.1:0", "datanode metrics")?;
         let cfg = kdfs_datanode::Config::try_parse_from(
             [
                 "kdfs-datanode".to_owned(),
@@ -147,17 +177,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             .into_iter()
             .chain(tls_flags(tls, Role::Datanode)),
         )?;
-        datanodes.push(tokio::spawn(kdfs_datanode::run(
-            cfg,
-            grpc,
-            http,
-            dn_token.clone(),
-        )));
+        datanodes.push((cfg, grpc, http));
     }
-
-    // Gateway.
-    let gw_listener = bind(&args.http, "gateway").await?;
-    let gw_addr = gw_listener.local_addr()?;
     let gw_cfg = kdfs_client_gateway::Config::try_parse_from(
         [
             "kdfs-gateway".to_owned(),
@@ -167,48 +188,78 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(tls_flags(tls, Role::Gateway)),
     )?;
-    let gw_token = CancellationToken::new();
-    let gateway = tokio::spawn(kdfs_client_gateway::run(
-        gw_cfg,
-        gw_listener,
-        gw_token.clone(),
-    ));
+
+    // Started inside out, so each layer finds the one below it serving.
+    let mut cluster = Components::new();
+    let namenode = cluster.start("namenode", move |token| async move {
+        let (grpc, http) = (tokio_listener(nn_grpc)?, tokio_listener(nn_http)?);
+        Ok(kdfs_namenode::run(nn_cfg, grpc, http, token).await?)
+    })?;
+    let mut datanode_ids = Vec::new();
+    for (i, (cfg, grpc, http)) in datanodes.into_iter().enumerate() {
+        datanode_ids.push(
+            cluster.start(&format!("datanode-{i}"), move |token| async move {
+                let (grpc, http) = (tokio_listener(grpc)?, tokio_listener(http)?);
+                Ok(kdfs_datanode::run(cfg, grpc, http, token).await?)
+            })?,
+        );
+    }
+    let gateway = cluster.start("gateway", move |token| async move {
+        let listener = tokio_listener(gw_listener)?;
+        Ok(kdfs_client_gateway::run(gw_cfg, listener, token).await?)
+    })?;
+    // Outermost first, so each layer drains while the one below still serves.
+    let stop_order = [vec![gateway], datanode_ids, vec![namenode]];
 
     let url = format!("http://{gw_addr}");
-    tokio::select! {
-        r = wait_ready(&url, args.datanodes) => r?,
-        _ = shutdown.cancelled() => {}
-    }
-    if !shutdown.is_cancelled() {
-        println!("gateway: {url}");
-        if tls.is_some() {
-            println!(
-                "mTLS: every internal gRPC link; certificates in {} (the gateway's HTTP is plain)",
-                tls_dir.display()
-            );
+    let failure = tokio::select! {
+        r = wait_ready(&url, args.datanodes) => r.err(),
+        () = shutdown.cancelled() => None,
+        (i, why) = cluster.next_exit() => Some(stopped(cluster.name(i), &why, &logs_dir)),
+    };
+    let failure = match failure {
+        Some(f) => Some(f),
+        None if shutdown.is_cancelled() => None,
+        None => {
+            let banner = Banner {
+                gateway: &url,
+                data_dir: root,
+                logs_dir: &logs_dir,
+                datanodes: args.datanodes,
+                tls_dir: tls.map(|_| tls_dir.as_path()),
+            };
+            println!("{banner}");
+            tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");
+            tokio::select! {
+                () = shutdown.cancelled() => None,
+                (i, why) = cluster.next_exit() => Some(stopped(cluster.name(i), &why, &logs_dir)),
+            }
         }
-        tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");
+    };
+    if failure.is_none() {
+        println!("kdfs local is stopping");
     }
-
-    shutdown.cancelled().await;
-    // Outermost first, so each layer drains while the one below still serves.
-    gw_token.cancel();
-    report("gateway", gateway.await);
-    dn_token.cancel();
-    for dn in datanodes {
-        report("datanode", dn.await);
+    let mut errors: Vec<String> = failure.map(|f| format!("{f:#}")).into_iter().collect();
+    for group in stop_order {
+        errors.extend(cluster.stop(group).await);
     }
-    nn_token.cancel();
-    report("namenode", namenode.await);
-    Ok(())
+    if errors.is_empty() {
+        tracing::info!("local cluster stopped");
+        println!("kdfs local stopped");
+        return Ok(());
+    }
+    for e in &errors {
+        tracing::error!(error = %e, "local cluster failed");
+    }
+    Err(anyhow!("{}", errors.join("; ")))
 }
 
-fn report<E: std::fmt::Display>(what: &str, r: Result<Result<(), E>, tokio::task::JoinError>) {
-    match r {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "{what} stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "{what} task failed"),
-    }
+/// The error of a component that stopped on its own, pointing at its log.
+fn stopped(name: &str, why: &anyhow::Error, logs_dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "the {name} stopped: {why:#} (its log: {})",
+        Logs::path_of(logs_dir, name).display()
+    )
 }
 
 /// Waits until the gateway answers `/readyz` with 200 (namenode reachable, enough live
@@ -229,7 +280,7 @@ async fn wait_ready(url: &str, datanodes: u16) -> anyhow::Result<()> {
 }
 
 /// One probe: `/readyz` answers 200 and `/info` shows at least `datanodes` live ones.
-pub async fn is_ready(http: &reqwest::Client, url: &str, datanodes: usize) -> Option<()> {
+async fn is_ready(http: &reqwest::Client, url: &str, datanodes: usize) -> Option<()> {
     let r = http.get(format!("{url}/readyz")).send().await.ok()?;
     r.status().is_success().then_some(())?;
     let info: serde_json::Value = http

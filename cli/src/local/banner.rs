@@ -1,0 +1,105 @@
+//! What `kdfs local` prints on the terminal once the cluster serves: the few lines a
+//! person needs (where to point a browser or `curl`, where the data and logs are, how
+//! to stop). Everything else goes to the log files.
+//!
+//! The `gateway: <url>` line stays exactly that, at the start of a line: scripts, the
+//! CLI's tests and the browser test read the gateway's address from it.
+
+use std::path::Path;
+
+/// What the banner shows.
+pub(crate) struct Banner<'a> {
+    pub(crate) gateway: &'a str,
+    pub(crate) data_dir: &'a Path,
+    pub(crate) logs_dir: &'a Path,
+    pub(crate) datanodes: u16,
+    /// Where the mTLS certificates are, when `--tls` is on.
+    pub(crate) tls_dir: Option<&'a Path>,
+}
+
+impl std::fmt::Display for Banner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let datanodes = match self.datanodes {
+            0 | 1 => "datanode-0.log".to_owned(),
+            n => format!("datanode-0.log … datanode-{}.log", n - 1),
+        };
+        let tls = match self.tls_dir {
+            Some(dir) => format!(
+                "mTLS on every internal gRPC link; certificates in {} (the gateway's HTTP is plain)",
+                dir.display()
+            ),
+            None => "off (internal links in plaintext; --tls to turn on)".to_owned(),
+        };
+        writeln!(f, "kdfs local is serving")?;
+        writeln!(f, "gateway: {}", self.gateway)?;
+        writeln!(f, "page:    {}/", self.gateway)?;
+        writeln!(f, "data:    {}", self.data_dir.display())?;
+        writeln!(
+            f,
+            "logs:    {}/ (namenode.log, {datanodes}, gateway.log; --verbose streams them)",
+            self.logs_dir.display()
+        )?;
+        writeln!(f, "tls:     {tls}")?;
+        write!(f, "stop:    Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(datanodes: u16, tls_dir: Option<&str>, expected: &str) {
+        let banner = Banner {
+            gateway: "http://127.0.0.1:8080",
+            data_dir: Path::new("./kdfs-data"),
+            logs_dir: Path::new("./kdfs-data/logs"),
+            datanodes,
+            tls_dir: tls_dir.map(Path::new),
+        };
+        assert_eq!(banner.to_string(), expected);
+    }
+
+    #[test]
+    fn banner() {
+        check(
+            3,
+            None,
+            "kdfs local is serving
+gateway: http://127.0.0.1:8080
+page:    http://127.0.0.1:8080/
+data:    ./kdfs-data
+logs:    ./kdfs-data/logs/ (namenode.log, datanode-0.log … datanode-2.log, gateway.log; --verbose streams them)
+tls:     off (internal links in plaintext; --tls to turn on)
+stop:    Ctrl-C",
+        );
+        check(
+            1,
+            Some("./kdfs-data/tls"),
+            "kdfs local is serving
+gateway: http://127.0.0.1:8080
+page:    http://127.0.0.1:8080/
+data:    ./kdfs-data
+logs:    ./kdfs-data/logs/ (namenode.log, datanode-0.log, gateway.log; --verbose streams them)
+tls:     mTLS on every internal gRPC link; certificates in ./kdfs-data/tls (the gateway's HTTP is plain)
+stop:    Ctrl-C",
+        );
+    }
+
+    /// Scripts, tests/browser/test_page.py and cli/tests read the gateway from this line.
+    #[test]
+    fn the_gateway_line_is_kept_verbatim() {
+        let banner = Banner {
+            gateway: "http://127.0.0.1:43117",
+            data_dir: Path::new("d"),
+            logs_dir: Path::new("d/logs"),
+            datanodes: 2,
+            tls_dir: None,
+        }
+        .to_string();
+        assert!(
+            banner
+                .lines()
+                .any(|l| l == "gateway: http://127.0.0.1:43117")
+        );
+    }
+}
