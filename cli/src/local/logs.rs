@@ -7,8 +7,10 @@
 //! component's name (see [`super::component`]), so the line of a task spawned without a
 //! span, or of tonic's and hyper's connection tasks, still lands in the right file.
 //! Spans would not do: a task spawned without `.instrument` loses them. A line from a
-//! thread the component started by hand (the namenode's metadata writer) falls back to
-//! its crate's target. Files are opened for appending, so a restart adds to them.
+//! thread a component started by hand (the namenode's metadata writer) falls back to its
+//! crate's target where that names one component (namenode, gateway), else to
+//! `kdfs.log`: nothing is dropped. Files are opened for appending, so a restart adds to
+//! them.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
