@@ -19,7 +19,7 @@
 //! answered before its body has been read. Closing the connection then would make the
 //! kernel reset it (unread data), and a client still sending would see "connection
 //! reset" instead of the answer. So the body is shared between the parser and the
-//! handler ([`body::SharedBody`]), and after an error the rest of it is read and
+//! handler (`body::SharedBody`), and after an error the rest of it is read and
 //! discarded in the background, within [`LINGER_BYTES`] and [`LINGER_TIME`] ("lingering
 //! close"), while the answer goes out.
 
