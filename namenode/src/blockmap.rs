@@ -67,6 +67,17 @@ pub struct BlockInfo {
     pub target: u8,
 }
 
+/// What [`BlockMap::add_location`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    /// The location was not mapped before (a replica the namenode just learnt of;
+    /// the datanode's storage figures may not count it yet).
+    pub new: bool,
+    /// The block now has more replicas than wanted.
+    pub over: bool,
+    pub length: u64,
+}
+
 /// Totals for `/info` and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -184,25 +195,29 @@ impl BlockMap {
     }
 
     /// Records a replica of a referenced block on `node`. Returns `None` if the block
-    /// is not referenced, else whether it is now over-replicated.
-    pub fn add_location(&self, id: &BlockId, node: NodeIdx) -> Option<bool> {
+    /// is not referenced.
+    pub fn add_location(&self, id: &BlockId, node: NodeIdx) -> Option<Added> {
         let mut s = self.shard(id);
         let e = s.get_mut(id)?;
-        if !e.locs.contains(&node) {
+        let new = !e.locs.contains(&node);
+        if new {
             e.locs.push(node);
         }
-        Some(e.locs.len() > e.target as usize)
+        Some(Added {
+            new,
+            over: e.locs.len() > e.target as usize,
+            length: e.length,
+        })
     }
 
-    /// Forgets the replica of `id` on `node`. Returns true if it was mapped.
-    pub fn remove_location(&self, id: &BlockId, node: NodeIdx) -> bool {
+    /// Forgets the replica of `id` on `node`. Returns the block's length if the
+    /// location was mapped.
+    pub fn remove_location(&self, id: &BlockId, node: NodeIdx) -> Option<u64> {
         let mut s = self.shard(id);
-        let Some(e) = s.get_mut(id) else {
-            return false;
-        };
+        let e = s.get_mut(id)?;
         let before = e.locs.len();
         e.locs.retain(|n| *n != node);
-        before != e.locs.len()
+        (before != e.locs.len()).then_some(e.length)
     }
 
     /// Forgets every replica on `node` (it died). Returns the blocks that lost one.
@@ -446,12 +461,24 @@ mod tests {
         let m = BlockMap::new();
         assert_eq!(m.add_location(&b(1), 0), None, "unreferenced");
         m.add_ref(b(1), 10, 1);
-        assert_eq!(m.add_location(&b(1), 0), Some(false));
-        assert_eq!(m.add_location(&b(1), 0), Some(false), "once");
-        assert_eq!(m.add_location(&b(1), 1), Some(true), "over-replicated");
+        let added = |new, over| {
+            Some(Added {
+                new,
+                over,
+                length: 10,
+            })
+        };
+        assert_eq!(m.add_location(&b(1), 0), added(true, false));
+        assert_eq!(m.add_location(&b(1), 0), added(false, false), "once");
+        assert_eq!(
+            m.add_location(&b(1), 1),
+            added(true, true),
+            "over-replicated"
+        );
         assert_eq!(m.misreplicated(), vec![b(1)]);
-        assert!(m.remove_location(&b(1), 1));
-        assert!(!m.remove_location(&b(1), 1));
+        assert_eq!(m.remove_location(&b(1), 1), Some(10));
+        assert_eq!(m.remove_location(&b(1), 1), None);
+        assert_eq!(m.remove_location(&b(9), 1), None, "unreferenced");
         assert!(m.misreplicated().is_empty());
         m.add_ref(b(2), 10, 1);
         m.add_location(&b(2), 0);

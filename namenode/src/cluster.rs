@@ -16,6 +16,7 @@ use tokio::time::{Duration, Instant};
 use crate::blockmap::NodeIdx;
 use crate::error::{Error, Result};
 use crate::placement::Candidate;
+use crate::usage::Usage;
 
 /// Liveness of a datanode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,8 +279,9 @@ impl Cluster {
             .collect()
     }
 
-    /// Placement's view of every node.
-    pub fn candidates(&self) -> Vec<Candidate> {
+    /// Placement's view of every node, its free space counting the replicas `usage`
+    /// learnt of since its last heartbeat (back-to-back uploads see less room).
+    pub fn candidates(&self, usage: &Usage) -> Vec<Candidate> {
         self.nodes
             .iter()
             .enumerate()
@@ -287,7 +289,7 @@ impl Cluster {
                 node: i as NodeIdx,
                 zone: n.zone.clone(),
                 writable: n.writable(),
-                available: n.load.available,
+                available: usage.estimate(i as NodeIdx, n.load).available,
                 load: n.load.in_flight + n.allocated,
             })
             .collect()
@@ -331,7 +333,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(c.tick(Instant::now(), stale, dead).is_empty());
         assert_eq!(state(&c), NodeState::Stale);
-        assert!(!c.candidates()[0].writable, "stale nodes get no writes");
+        assert!(
+            !c.candidates(&Usage::new())[0].writable,
+            "stale nodes get no writes"
+        );
 
         // A heartbeat brings a stale node back.
         assert_eq!(

@@ -4,7 +4,8 @@
 //! - `meta`: durable metadata in redb (files, refcounts, tombstones, leases) behind
 //!   a group-commit writer (docs/decisions/0001-redb-namenode-metadata.md).
 //! - `cluster`: datanode membership and liveness; `blockmap`: block → replica
-//!   locations in memory; `placement`: which datanodes a new block's pipeline uses.
+//!   locations in memory; `placement`: which datanodes a new block's pipeline uses;
+//!   `usage`: storage a node gained or lost since its last heartbeat.
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
@@ -33,6 +34,7 @@ mod placement;
 mod replication;
 mod service;
 mod supervisor;
+mod usage;
 mod workers;
 
 use std::sync::Arc;

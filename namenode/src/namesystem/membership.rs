@@ -30,6 +30,8 @@ impl NameSystem {
             let mut cluster = self.cluster();
             let known = cluster.index_of(&id);
             let idx = cluster.register(reg, id, Instant::now())?;
+            // Its registration carries its own storage figures.
+            lock(&self.shared.usage).reset(idx);
             drop(cluster);
             if known.is_some() {
                 // A restarted datanode forgot the copies it was asked to make or
@@ -58,6 +60,8 @@ impl NameSystem {
         let Beat::Known(idx) = cluster.heartbeat(id, load, Instant::now()) else {
             return None;
         };
+        // Its figures are the truth; what was learnt since the last one is in them.
+        lock(&self.shared.usage).reset(idx);
         // Bounded per reply so a node back from a long pause gets its backlog over
         // several heartbeats rather than in one oversized message.
         let cmds: Vec<Cmd> = cluster
@@ -94,6 +98,7 @@ impl NameSystem {
             Some(info) if info.locs.len() >= (info.target as usize).max(1) => true,
             Some(_) => {
                 // Another replica was lost since the trim was planned: keep this one.
+                // Its bytes never left the node, so `usage` does not count them again.
                 blocks.add_location(b, idx);
                 false
             }
@@ -170,6 +175,11 @@ mod tests {
         sim.upload(b"twice", &[0, 1]).await;
         sim.upload(b"thrice", &[0, 1]).await;
         sim.report(2).with(b"twice").with(b"thrice").full();
+        // Heartbeats settle every node's storage figures (until then the uploads'
+        // bytes make nodes 0 and 1 look fuller, and trims go where space is scarcest).
+        for n in 0..3 {
+            sim.beat(n);
+        }
         sim.tick();
         // Node 0 loses its copy of "thrice" before node 2 picks up its trims.
         sim.ns

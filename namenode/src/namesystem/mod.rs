@@ -17,9 +17,10 @@
 //! - [`status`]: `ClusterInfo`'s answer and the `/metrics` gauges.
 //!
 //! Locks, always taken in this order and never held across an `.await`:
-//! `cluster` → block-map shard → `gc` → `repl`; `leases` alone. The metadata writer
-//! thread takes block-map shards, `gc` and `repl` (never `cluster`) to apply durable
-//! changes in commit order.
+//! `cluster` → block-map shard → `gc` → `repl` → `usage`; `leases` alone. The metadata
+//! writer thread takes block-map shards, `gc`, `repl` and `usage` (never `cluster`) to
+//! apply durable changes in commit order; so the storage a commit adds is kept in
+//! `usage` (a leaf) rather than on the cluster's nodes.
 
 pub(crate) mod deletes;
 pub(crate) mod kubernetes_hooks;
@@ -41,13 +42,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kdfs_core::{BlockId, DatanodeId};
 use tokio::time::Instant;
 
-use crate::blockmap::{BlockMap, IdBuild, Stats};
+use crate::blockmap::{BlockMap, IdBuild, NodeIdx, Stats};
 use crate::cluster::{Cluster, Node};
 use crate::config::Config;
 use crate::error::Result;
 use crate::gc::Gc;
 use crate::meta::{Effect, Lease, Op, Store, Writer};
 use crate::replication::Replication;
+use crate::usage::Usage;
 
 /// Largest file name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -132,6 +134,8 @@ struct Shared {
     blocks: BlockMap,
     gc: Mutex<Gc>,
     repl: Mutex<Replication>,
+    /// Replica bytes each node gained or lost since its last heartbeat.
+    usage: Mutex<Usage>,
     files: AtomicU64,
     bytes: AtomicU64,
 }
@@ -160,9 +164,11 @@ impl Shared {
                     self.bytes.fetch_add(record.size, Ordering::Relaxed);
                     for (b, len) in record.distinct_blocks() {
                         self.blocks.add_ref(b, len, record.replication);
+                        // Orphans the commit adopts are counted as new: usually the
+                        // pipeline's own replicas, reported before the commit.
                         let adopted = lock(&self.gc).referenced(&b);
                         for n in adopted {
-                            self.blocks.add_location(&b, n);
+                            self.located(&b, n);
                         }
                     }
                 }
@@ -170,7 +176,7 @@ impl Shared {
                 // same content may have been cut into blocks of another size).
                 for ((b, _), acks) in submitted.blocks.iter().zip(replicas) {
                     for n in acks {
-                        self.blocks.add_location(b, *n);
+                        self.located(b, *n);
                     }
                     dirty.push(*b);
                 }
@@ -194,6 +200,16 @@ impl Shared {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Maps a replica of `block` on `node` and, if the map did not have it, counts its
+    /// bytes towards the node's storage until its next heartbeat.
+    fn located(&self, block: &BlockId, node: NodeIdx) {
+        if let Some(a) = self.blocks.add_location(block, node)
+            && a.new
+        {
+            lock(&self.usage).gained(node, a.length);
         }
     }
 }
@@ -238,6 +254,7 @@ impl NameSystem {
                 settings.replication_streams,
                 settings.replication_timeout.as_millis() as u64,
             )),
+            usage: Mutex::new(Usage::new()),
             files: AtomicU64::new(loaded.files),
             bytes: AtomicU64::new(loaded.bytes),
         });

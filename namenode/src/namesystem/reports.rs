@@ -77,19 +77,27 @@ impl NameSystem {
         let blocks = &self.shared.blocks;
         let mut dirty = Vec::new();
         let mut unknown = Vec::new();
+        // Bytes the map gained and lost on this node, for `usage`: a replica already
+        // mapped (acknowledged by its commit) is not counted again. An unreferenced
+        // replica counts once a commit adopts it.
+        let (mut gained, mut lost) = (Vec::new(), Vec::new());
         for (b, len) in added {
             match blocks.add_location(b, idx) {
-                Some(over) => {
-                    if over {
+                Some(a) => {
+                    if a.over {
                         dirty.push(*b);
+                    }
+                    if a.new {
+                        gained.push(a.length);
                     }
                 }
                 None => unknown.push((*b, *len)),
             }
         }
         for b in removed.iter().chain(corrupt) {
-            if blocks.remove_location(b, idx) {
+            if let Some(len) = blocks.remove_location(b, idx) {
                 dirty.push(*b);
+                lost.push(len);
             }
         }
         {
@@ -116,6 +124,15 @@ impl NameSystem {
             }
             repl.mark_dirty(dirty);
         }
+        if !gained.is_empty() || !lost.is_empty() {
+            let mut usage = lock(&self.shared.usage);
+            for len in gained {
+                usage.gained(idx, len);
+            }
+            for len in lost {
+                usage.lost(idx, len);
+            }
+        }
         if !corrupt.is_empty() {
             metrics::counter!("kdfs_namenode_corrupt_replicas_total")
                 .increment(corrupt.len() as u64);
@@ -131,7 +148,8 @@ impl NameSystem {
         };
         tracing::info!(block = %block, node = %node, reason, "bad replica reported");
         metrics::counter!("kdfs_namenode_corrupt_replicas_total").increment(1);
-        let removed = self.shared.blocks.remove_location(block, idx);
+        // The bad copy stays on the node's disk until it is dropped: `usage` is left alone.
+        let removed = self.shared.blocks.remove_location(block, idx).is_some();
         let mut repl = lock(&self.shared.repl);
         // A copy planned from this replica before the report cannot succeed.
         repl.replica_lost(block, idx);

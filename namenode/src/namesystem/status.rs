@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{NameSystem, fraction, lock};
-use crate::blockmap::Stats;
+use crate::blockmap::{NodeIdx, Stats};
 use crate::cluster::Node;
 use crate::replication::QueueStats;
 
@@ -38,17 +38,25 @@ impl NameSystem {
         let count = self.cluster().len();
         let stats = self.shared.blocks.stats(count);
         let now = Instant::now();
-        let nodes = self
-            .cluster()
+        let cluster = self.cluster();
+        let usage = lock(&self.shared.usage);
+        // Storage as of the last heartbeat plus the replicas learnt of since, so a
+        // node's new blocks show at once.
+        let nodes = cluster
             .nodes()
             .iter()
             .enumerate()
             .map(|(i, n)| NodeStatus {
-                node: n.clone(),
+                node: Node {
+                    load: usage.estimate(i as NodeIdx, n.load),
+                    ..n.clone()
+                },
                 blocks: stats.per_node.get(i).copied().unwrap_or(0),
                 since_heartbeat: now.saturating_duration_since(n.last_heartbeat),
             })
             .collect();
+        drop(usage);
+        drop(cluster);
         ClusterStatus {
             cluster_id: self.cluster_id.clone(),
             safe_mode: self.in_safe_mode(),
@@ -92,6 +100,7 @@ impl NameSystem {
 #[cfg(test)]
 mod tests {
     use super::super::test_fixtures::*;
+    use crate::cluster::Load;
 
     #[tokio::test(start_paused = true)]
     async fn status_counts_nodes_files_and_blocks_per_node() {
@@ -112,5 +121,60 @@ mod tests {
             .collect();
         assert_eq!(per_node, vec![1, 2, 1]);
         assert_eq!(sim.ns.node_counts(), (3, 0));
+    }
+
+    /// A node's storage counts a replica as soon as the namenode learns of it (a
+    /// commit's acks, an incremental report), once, and the next heartbeat's figures
+    /// replace the estimate.
+    #[tokio::test(start_paused = true)]
+    async fn storage_counts_new_replicas_at_once_until_the_next_heartbeat() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        let used = |n| sim.load_of(n).used;
+        let all = || (0..3).map(used).collect::<Vec<_>>();
+        let added = |n: usize, content: &[u8]| {
+            let b = (block(content), content.len() as u64);
+            sim.ns
+                .incremental_report(&sim.nodes[n], &[b], &[], &[])
+                .unwrap();
+        };
+
+        sim.upload(b"twelve bytes", &[0, 1]).await;
+        assert_eq!(all(), vec![12, 12, 0], "each acked node, at once");
+        let l = sim.load_of(0);
+        assert_eq!((l.blocks, l.available), (1, (1 << 40) - 12));
+        // Known replicas add nothing: the same content again, then its report.
+        sim.upload(b"twelve bytes", &[0, 1]).await;
+        added(0, b"twelve bytes");
+        assert_eq!(all(), vec![12, 12, 0]);
+        // A copy completed on node 2 counts when reported.
+        added(2, b"twelve bytes");
+        assert_eq!(all(), vec![12, 12, 12]);
+
+        // Reported before its commit (unreferenced until then): counted once, at the
+        // commit that adopts it.
+        added(2, b"early");
+        assert_eq!(used(2), 12);
+        sim.upload(b"early", &[2, 0]).await;
+        added(2, b"early");
+        assert_eq!(all(), vec![17, 12, 17]);
+
+        // A removed replica lowers it.
+        let gone = [block(b"twelve bytes")];
+        sim.ns
+            .incremental_report(&sim.nodes[1], &[], &gone, &[])
+            .unwrap();
+        assert_eq!(all(), vec![17, 0, 17]);
+
+        // The heartbeat's figure is the truth (it counts sidecars too).
+        let beat = Load {
+            used: 4096,
+            blocks: 2,
+            ..Sim::load()
+        };
+        sim.ns.heartbeat(&sim.nodes[0], beat).unwrap();
+        assert_eq!(sim.load_of(0), beat);
+        sim.upload(b"later", &[0, 1]).await;
+        assert_eq!(all(), vec![4101, 5, 17]);
     }
 }

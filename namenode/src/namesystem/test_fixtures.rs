@@ -150,6 +150,13 @@ impl Sim {
             .expect("known node")
     }
 
+    /// Datanode `node`'s storage as `ClusterInfo` shows it.
+    pub fn load_of(&self, node: usize) -> Load {
+        let st = self.ns.status();
+        let n = st.nodes.iter().find(|n| n.node.id == self.nodes[node]);
+        n.expect("known node").node.load
+    }
+
     pub fn report(&self, node: usize) -> Report<'_> {
         Report {
             sim: self,

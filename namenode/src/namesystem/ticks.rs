@@ -84,7 +84,7 @@ impl NameSystem {
         let (candidates, retiring): (Vec<_>, _) = {
             let cluster = self.cluster();
             let candidates = cluster
-                .candidates()
+                .candidates(&lock(&self.shared.usage))
                 .into_iter()
                 .filter(|c| {
                     cluster

@@ -119,7 +119,8 @@ impl NameSystem {
             },
             exclude: exclude.iter().filter_map(|d| cluster.index_of(d)).collect(),
         };
-        let pipeline = placement::choose_pipeline(&cluster.candidates(), &request)?;
+        let candidates = cluster.candidates(&lock(&self.shared.usage));
+        let pipeline = placement::choose_pipeline(&candidates, &request)?;
         let mut out = Vec::with_capacity(pipeline.len());
         for idx in pipeline {
             if let Some(n) = cluster.node_mut(idx) {
@@ -440,6 +441,42 @@ mod tests {
     use super::super::test_fixtures::*;
     use super::{CommittedBlock, FileToCommit};
     use crate::Error;
+    use crate::cluster::{Load, Registration};
+
+    /// Placement sees a commit's bytes before the next heartbeat: a node the estimate
+    /// says is full gets no pipeline, one with room for a smaller block still does.
+    #[tokio::test(start_paused = true)]
+    async fn placement_counts_committed_bytes_before_the_next_heartbeat() {
+        let mut sim = Sim::new(&[]).with_nodes(2);
+        let small = Load {
+            capacity: 100,
+            available: 100,
+            ..Load::default()
+        };
+        let tiny = sim.register_as(Registration {
+            address: "127.0.0.1:1002".into(),
+            load: small,
+            ..Registration::default()
+        });
+        sim.tick();
+        let lease = sim.ns.begin_upload("next", "", 0).await.unwrap();
+        let pick = |room: u64| {
+            let p = sim.ns.allocate(&lease.id, &[sim.nodes[0]], 0, room);
+            p.map(|p| p.iter().map(|l| l.id).collect::<Vec<_>>())
+        };
+        assert!(pick(50).unwrap().contains(&tiny));
+
+        sim.upload(&[7; 80], &[0, 2]).await;
+        assert!(
+            matches!(pick(50), Err(Error::ResourceExhausted(_))),
+            "20 bytes left on the small node: {:?}",
+            pick(50)
+        );
+        assert!(pick(20).unwrap().contains(&tiny), "a block that fits");
+        // Its heartbeat says the room is back (say the replica was deleted).
+        sim.ns.heartbeat(&tiny, small).unwrap();
+        assert!(pick(50).unwrap().contains(&tiny));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_commits_every_file_durably_and_ends_its_lease() {
