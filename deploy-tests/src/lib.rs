@@ -8,6 +8,8 @@
 //!   bounded, with its mTLS Secret (and the gateway's token) mounted as a directory that
 //!   `deploy.sh` creates;
 //! - `binaries.rs`: every flag and `KDFS_*` variable the manifests pass exists in its
-//!   binary, and the image runs as the manifests' user and holds every binary they run.
+//!   binary, and the image runs as the manifests' user and holds every binary they run;
+//! - `deploy_dry_run.rs`: `deploy.sh` with each command README.md shows, against the
+//!   fake docker, k3d and kubectl of `fakes/` (the real `kubectl kustomize`).
 //!
 //! The container cluster test is `scripts/container-test.sh`.

@@ -1,0 +1,318 @@
+//! The deploy dry run: `./deploy.sh` with every command README.md shows (up, up again,
+//! the offline build, redeploy, status, rotate-certs, down) against fake `docker`, `k3d`
+//! and `kubectl` (`deploy-tests/fakes/`, first on PATH) that record their calls, with
+//! `kubectl kustomize` passed to the real kubectl when there is one. It checks that
+//! deploy.sh exits 0, calls the tools in a sensible order, applies the image it built,
+//! and prints at its end exactly the commands of the README's and docs' Kubernetes
+//! examples (the blocks marked `<!-- example: kubernetes -->`, which the README test
+//! leaves to this one).
+
+#[path = "../../cli/tests/readme_examples/markdown.rs"]
+mod markdown;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The tag deploy.sh derives from the fake docker's image id.
+const TAGGED: &str = "kdfs:dev-0123456789ab";
+const WORKLOADS: [&str; 3] = [
+    "statefulset/namenode",
+    "statefulset/datanode",
+    "deployment/gateway",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// deploy.sh run with the fakes, their state (cluster, image, Secrets, applied
+/// manifests) kept in a temp directory across runs.
+struct DryRun {
+    state: tempfile::TempDir,
+    real_kubectl: Option<PathBuf>,
+}
+
+/// One deploy.sh run: its output and the tool calls it made.
+struct Run {
+    command: String,
+    out: Output,
+    calls: Vec<String>,
+}
+
+impl DryRun {
+    fn new() -> DryRun {
+        let real_kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("kubectl"))
+            .find(|p| p.is_file());
+        if real_kubectl.is_none() {
+            eprintln!(
+                "no kubectl on PATH: the kustomize sub-check is skipped (the fake lists \
+                 k8s/*.yaml as they are, as scripts/lint-deploy.sh does without kubectl)"
+            );
+        }
+        DryRun {
+            state: tempfile::tempdir().unwrap(),
+            real_kubectl,
+        }
+    }
+
+    /// `command` (a README line such as `./deploy.sh status`) in the repository root.
+    fn run(&self, command: &str) -> Run {
+        let log = self.state.path().join("calls.log");
+        std::fs::write(&log, "").unwrap();
+        let mut path = OsString::from(root().join("deploy-tests/fakes"));
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        let mut c = Command::new("bash");
+        c.args(["-e", "-c", command])
+            .current_dir(root())
+            .env("PATH", path)
+            .env("FAKE_STATE", self.state.path())
+            .env(
+                "REAL_KUBECTL",
+                self.real_kubectl.as_deref().unwrap_or(Path::new("")),
+            );
+        for v in [
+            "KDFS_CLUSTER",
+            "KDFS_IMAGE",
+            "KDFS_AGENTS",
+            "KDFS_TIMEOUT",
+            "DOCKER_BUILD_FLAGS",
+        ] {
+            c.env_remove(v);
+        }
+        let out = c.output().expect("bash runs");
+        let calls = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let run = Run {
+            command: command.to_owned(),
+            out,
+            calls,
+        };
+        assert!(
+            run.out.status.success(),
+            "`{command}` failed: {}",
+            run.report()
+        );
+        assert!(
+            !run.calls.iter().any(|c| c.starts_with("UNEXPECTED")),
+            "`{command}` made a call the fakes do not know: {}",
+            run.report()
+        );
+        run
+    }
+
+    /// The manifests the last `kubectl apply` got.
+    fn last_applied(&self) -> String {
+        let n = std::fs::read_dir(self.state.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("apply-")
+            })
+            .count();
+        std::fs::read_to_string(self.state.path().join(format!("apply-{}.yaml", n - 1))).unwrap()
+    }
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "{}\nstdout:\n{}\nstderr:\n{}\ncalls:\n{}",
+            self.out.status,
+            self.stdout(),
+            String::from_utf8_lossy(&self.out.stderr),
+            self.calls.join("\n")
+        )
+    }
+
+    fn called(&self, part: &str) -> bool {
+        self.calls.iter().any(|c| c.contains(part))
+    }
+
+    /// Asserts some calls contain `parts`, one each, in this order.
+    fn in_order(&self, parts: &[&str]) {
+        let mut from = 0;
+        for part in parts {
+            match self.calls[from..].iter().position(|c| c.contains(part)) {
+                Some(i) => from += i + 1,
+                None => panic!(
+                    "`{}`: no call containing `{part}` after call {from} (expected in order: {parts:?}): {}",
+                    self.command,
+                    self.report()
+                ),
+            }
+        }
+    }
+}
+
+fn first_up_order() -> Vec<String> {
+    let mut order: Vec<String> = [
+        "docker info",
+        "k3d version",
+        "k3d cluster get kdfs",
+        "k3d cluster create kdfs --servers 1 --agents 3 \
+         --k3s-node-label topology.kubernetes.io/zone=zone-a@agent:0 \
+         --k3s-node-label topology.kubernetes.io/zone=zone-b@agent:1 \
+         --k3s-node-label topology.kubernetes.io/zone=zone-c@agent:2 --wait",
+        "kubectl --context k3d-kdfs wait --for=condition=Ready nodes --all",
+        "docker build",
+        "docker tag kdfs:dev kdfs:dev-0123456789ab",
+        "k3d image import kdfs:dev-0123456789ab -c kdfs",
+        "kubectl --context k3d-kdfs create namespace kdfs",
+        "docker run -i --rm --network=none kdfs:dev-0123456789ab",
+        "create secret generic kdfs-ca",
+        "create secret generic kdfs-tls-namenode",
+        "create secret generic kdfs-tls-datanode",
+        "create secret generic kdfs-tls-gateway",
+        "create secret generic kdfs-gateway-auth",
+        "kubectl --context k3d-kdfs kustomize",
+        "kubectl --context k3d-kdfs apply -f -",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    order.extend(WORKLOADS.map(|w| format!("rollout status {w}")));
+    order
+}
+
+#[test]
+fn deploy_sh_runs_every_readme_command_against_fake_tools() {
+    let examples: Vec<markdown::Example> = markdown::workspace_examples(&root())
+        .into_iter()
+        .filter(|e| e.marker.as_deref() == Some("kubernetes"))
+        .collect();
+    let (deploys, printed): (Vec<_>, Vec<_>) = examples
+        .iter()
+        .filter(|e| e.command != "bash scripts/docker-local-images.sh")
+        .partition(|e| e.program() == "./deploy.sh");
+    assert!(!deploys.is_empty() && !printed.is_empty(), "{examples:?}");
+    eprintln!(
+        "not run: `bash scripts/docker-local-images.sh` (real images; scripts/image-test.sh \
+         runs it in CI)"
+    );
+
+    let dry = DryRun::new();
+    let mut up = None;
+    for e in &deploys {
+        let run = dry.run(&e.command);
+        eprintln!("ran {}  {}", e.at(), e.command);
+        if up.is_none() {
+            // The first one creates the cluster.
+            let order = first_up_order();
+            run.in_order(&order.iter().map(String::as_str).collect::<Vec<_>>());
+            up = Some(run);
+        } else {
+            // Again: the cluster and the Secrets are reused, the image rebuilt.
+            run.in_order(&[
+                "k3d cluster get kdfs",
+                "k3d cluster start kdfs",
+                "docker build",
+            ]);
+            assert!(!run.called("cluster create"), "{}", run.report());
+            assert!(!run.called("docker run"), "{}", run.report());
+            assert!(run.stdout().contains("keeping Secret kdfs-tls-namenode"));
+            if e.command.starts_with("DOCKER_BUILD_FLAGS=--network=none") {
+                assert!(
+                    run.called("docker build --network=none -t kdfs:dev"),
+                    "{}",
+                    run.report()
+                );
+            }
+        }
+    }
+    let up = up.unwrap();
+
+    // The manifests applied run the image just built, in namespace kdfs (kustomize sets
+    // both: without it there is nothing to check).
+    if dry.real_kubectl.is_some() {
+        let applied = dry.last_applied();
+        assert_eq!(
+            applied.matches(&format!("image: {TAGGED}\n")).count(),
+            3,
+            "{applied}"
+        );
+        assert!(!applied.contains("image: kdfs:dev\n"), "{applied}");
+        assert!(applied.contains("namespace: kdfs"), "{applied}");
+    }
+
+    // What deploy.sh prints at its end is what the README's Kubernetes blocks show.
+    let stdout = up.stdout();
+    let said: Vec<&str> = stdout
+        .lines()
+        .map(|l| markdown::strip_comment(l).trim())
+        .collect();
+    for e in &printed {
+        assert!(
+            said.contains(&e.command.as_str()),
+            "{}: `{}` is not among the lines ./deploy.sh prints at its end:\n{stdout}",
+            e.at(),
+            e.command
+        );
+    }
+
+    // The other commands README.md names.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for c in ["redeploy", "status", "rotate-certs", "down"] {
+        assert!(
+            readme.contains(&format!("./deploy.sh\n{c}`"))
+                || readme.contains(&format!("./deploy.sh {c}`")),
+            "README names ./deploy.sh {c}"
+        );
+    }
+    let run = dry.run("./deploy.sh redeploy");
+    let restart = format!("rollout restart {}", WORKLOADS.join(" "));
+    let mut order = vec![
+        "docker build",
+        "k3d image import",
+        "kustomize",
+        "apply -f -",
+        &restart,
+    ];
+    let waits = WORKLOADS.map(|w| format!("rollout status {w}"));
+    order.extend(waits.iter().map(String::as_str));
+    run.in_order(&order);
+
+    let run = dry.run("./deploy.sh status");
+    run.in_order(&[
+        "get nodes -L topology.kubernetes.io/zone",
+        "get pods -o wide",
+        "get pvc",
+    ]);
+
+    let run = dry.run("./deploy.sh rotate-certs");
+    let mut order = vec![
+        "get secret kdfs-ca -o jsonpath",
+        "docker run -i --rm --network=none kdfs:dev-0123456789ab",
+    ];
+    // Each Secret made with --dry-run=client and piped into a replace (never apply).
+    for role in ["namenode", "datanode", "gateway"] {
+        order.push(match role {
+            "namenode" => "create secret generic kdfs-tls-namenode --type=kubernetes.io/tls",
+            "datanode" => "create secret generic kdfs-tls-datanode --type=kubernetes.io/tls",
+            _ => "create secret generic kdfs-tls-gateway --type=kubernetes.io/tls",
+        });
+        order.push("kubectl --context k3d-kdfs replace -f -");
+    }
+    run.in_order(&order);
+    assert!(!run.called("apply"), "{}", run.report());
+
+    let run = dry.run("./deploy.sh down");
+    run.in_order(&["k3d cluster get kdfs", "k3d cluster delete kdfs"]);
+    let run = dry.run("./deploy.sh down");
+    assert!(!run.called("cluster delete"), "{}", run.report());
+    assert!(run.stdout().contains("nothing to do"), "{}", run.report());
+}
