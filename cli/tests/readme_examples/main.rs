@@ -124,11 +124,13 @@ impl Runner {
             .command
             .replace("127.0.0.1:8080", addr)
             .replace("localhost:8080", addr);
+        let mut substituted = None;
         if command.contains("HASH") {
             let hash = self.hashes.get(&e.file).ok_or(
                 "no HASH to substitute: no upload example before it in this file printed one",
             )?;
             command = command.replace("HASH", hash);
+            substituted = Some(hash.clone());
         }
         let words: Vec<&str> = command.split_whitespace().collect();
         match (e.program(), words.get(1).copied()) {
@@ -141,10 +143,24 @@ impl Runner {
                 ));
             }
         }
+        let download = substituted.as_ref().and(downloaded_to(&words));
+        if let Some(name) = download {
+            // Something else under the name, so the check below sees what was downloaded.
+            std::fs::write(self.work.path().join(name), b"not downloaded").unwrap();
+        }
         let out = self.shell(&command)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             return Err(format!("{}\n{}", out.status, text(&out)));
+        }
+        if let (Some(hash), Some(name)) = (substituted, download) {
+            // What the README says of a download: the file's SHA-256 is HASH.
+            let got =
+                std::fs::read(self.work.path().join(name)).map_err(|e| format!("{name}: {e}"))?;
+            let got = kdfs_testkit::sha256_hex(&got);
+            if got != hash {
+                return Err(format!("{name} has SHA-256 {got}, not {hash}"));
+            }
         }
         if let Some(hash) = uploaded_hash(e.program(), &words, &stdout) {
             let hash = hash.ok_or_else(|| format!("no hash in its output:\n{}", text(&out)))?;
@@ -275,6 +291,15 @@ fn uploaded_hash(program: &str, words: &[&str], stdout: &str) -> Option<Option<S
         _ => return None,
     };
     Some(hash.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// For a download example naming its output (`-o NAME`), NAME.
+fn downloaded_to<'a>(words: &[&'a str]) -> Option<&'a str> {
+    if !words.iter().any(|w| w.contains("download")) {
+        return None;
+    }
+    let at = words.iter().position(|w| *w == "-o")?;
+    words.get(at + 1).copied()
 }
 
 fn which(program: &str) -> Option<PathBuf> {
