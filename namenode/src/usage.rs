@@ -4,6 +4,9 @@
 //!
 //! Only a location the block map gains or loses counts: a replica acknowledged by a
 //! commit and then reported again, or content a node already held, adds nothing.
+//! A full report's locations are not counted (it follows a registration whose figures
+//! already include them); replicas that left the map before their removal was
+//! reported (trims, deleted files) free their bytes at the next heartbeat.
 //! A heartbeat (or registration) replaces the estimate with the datanode's own
 //! figures: they are the truth (sidecars, quarantine, other files on the disk).
 
