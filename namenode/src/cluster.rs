@@ -16,6 +16,7 @@ use tokio::time::{Duration, Instant};
 use crate::blockmap::NodeIdx;
 use crate::error::{Error, Result};
 use crate::placement::Candidate;
+pub use crate::usage::Load;
 use crate::usage::Usage;
 
 /// Liveness of a datanode.
@@ -57,16 +58,6 @@ pub struct Registration {
     pub pod_name: String,
     pub node_name: String,
     pub load: Load,
-}
-
-/// Storage and load figures from registration and heartbeats.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Load {
-    pub capacity: u64,
-    pub used: u64,
-    pub available: u64,
-    pub in_flight: u32,
-    pub blocks: u64,
 }
 
 /// One datanode as the namenode sees it.

@@ -11,7 +11,16 @@
 //! figures: they are the truth (sidecars, quarantine, other files on the disk).
 
 use crate::blockmap::NodeIdx;
-use crate::cluster::Load;
+
+/// Storage and load figures from registration and heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub capacity: u64,
+    pub used: u64,
+    pub available: u64,
+    pub in_flight: u32,
+    pub blocks: u64,
+}
 
 /// Replica bytes and blocks per node since its last heartbeat (may be negative).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
