@@ -2,7 +2,7 @@
 //!
 //! The gRPC statuses of the namenode are mapped here, once, onto variants that carry
 //! their meaning (the gateway then picks an HTTP status per variant in
-//! [`crate::gateway::http::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503),
+//! [`crate::gateway::error::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503),
 //! RESOURCE_EXHAUSTED means "out of space" (507), NOT_FOUND an unknown id (404).
 
 use kdfs_core::FileId;

@@ -32,17 +32,9 @@ use crate::error::{Error, Result};
 use crate::gateway::audit::{Action, AuditGuard, Audited};
 use crate::gateway::auth::{Auth, Verdict};
 use crate::gateway::config::Config;
+pub use crate::gateway::error::ApiError;
 use crate::gateway::routes;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub client: Client,
-    pub config: Arc<Config>,
-    pub auth: Arc<Auth>,
-    pub metrics: Option<PrometheusHandle>,
-    pub started: Instant,
-}
+pub use crate::gateway::state::AppState;
 
 /// The TCP peer of a request's connection (axum's `ConnectInfo`), for plain and HTTPS
 /// listeners alike.
@@ -80,76 +72,6 @@ impl Listener for Connections {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.0.local_addr()
-    }
-}
-
-/// An HTTP error: a status and a message sent as `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            warn!(status = %self.status, error = %self.message, "request failed");
-        } else {
-            info!(status = %self.status, error = %self.message, "request refused");
-        }
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        use tonic::Code;
-        let status = match &e {
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Deleted(_) => StatusCode::GONE,
-            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            Error::NotEnoughDatanodes(_) | Error::NotEnoughReplicas { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Error::NamenodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Rpc { status, .. } => match status.code() {
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                Code::FailedPrecondition => StatusCode::CONFLICT,
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::ResourceExhausted => StatusCode::INSUFFICIENT_STORAGE,
-                _ => StatusCode::BAD_GATEWAY,
-            },
-            Error::Source(src) => match src.downcast_ref::<routes::upload::BodyError>() {
-                Some(b) => b.status(),
-                None => StatusCode::BAD_REQUEST,
-            },
-            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = match &e {
-            Error::Source(src) => src.to_string(),
-            e => e.to_string(),
-        };
-        Self::new(status, message)
     }
 }
 

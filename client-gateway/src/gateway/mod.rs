@@ -2,7 +2,9 @@
 //! browser page in front of the client library.
 //!
 //! - [`config`]: every flag, its environment variable and default.
-//! - [`http`]: the axum app: router, error mapping, the guard middleware, [`run`]
+//! - [`error`]: [`error::ApiError`] (the one error-to-status mapping) and
+//!   [`error::BodyError`]; [`state`]: [`state::AppState`], what handlers share.
+//! - [`http`]: the axum app: router, the guard middleware, [`run`]
 //!   (what `main.rs` and the tests call) and its graceful shutdown.
 //! - [`auth`]: bearer tokens and the failed-attempt limit; [`audit`]: one log line per
 //!   upload, delete and refused authentication.
@@ -14,8 +16,10 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod page;
 pub mod routes;
+pub mod state;
 
 pub use http::run;

@@ -15,8 +15,9 @@ use tracing::field::Empty;
 use tracing::{Span, instrument};
 
 use crate::client::ByteRange;
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
 use crate::gateway::routes::parse_hash;
+use crate::gateway::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {

@@ -12,8 +12,9 @@ use tracing::{Span, instrument};
 
 use crate::client::FileRecord;
 use crate::gateway::audit::Audited;
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
 use crate::gateway::routes::parse_hash;
+use crate::gateway::state::AppState;
 
 /// Page size when `limit` is not given, and the largest one accepted.
 pub const DEFAULT_PAGE: u32 = 100;

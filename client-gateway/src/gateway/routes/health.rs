@@ -9,7 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
+use crate::gateway::state::AppState;
 
 /// Readiness gives the namenode this long to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);

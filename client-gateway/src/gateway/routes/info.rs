@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::gateway::http::AppState;
+use crate::gateway::state::AppState;
 
 /// The service name `/info` reports.
 pub const SERVICE: &str = "kdfs-gateway";

@@ -8,7 +8,7 @@ pub mod upload;
 
 use kdfs_core::FileId;
 
-use crate::gateway::http::ApiError;
+use crate::gateway::error::ApiError;
 
 /// Parses a `hash` from a URL: 64 lowercase hex characters, nothing else.
 pub(crate) fn parse_hash(raw: &str) -> Result<FileId, ApiError> {

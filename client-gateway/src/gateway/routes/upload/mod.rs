@@ -33,7 +33,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
@@ -42,7 +42,9 @@ use tracing::field::Empty;
 use tracing::{Span, instrument};
 
 use crate::gateway::audit::Audited;
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
+pub use crate::gateway::error::BodyError;
+use crate::gateway::state::AppState;
 
 use body::SharedBody;
 pub use multipart::{FILE_FIELD, MAX_OTHER_FIELD};
@@ -53,34 +55,6 @@ pub use name::{MAX_NAME_BYTES, sanitize_name};
 pub const LINGER_BYTES: u64 = 256 << 20;
 /// Longest time a refused upload's body is read after the answer.
 pub const LINGER_TIME: Duration = Duration::from_secs(30);
-
-/// Why the upload's source (the request body) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("upload exceeds the limit of {0} bytes")]
-    TooLarge(u64),
-    #[error("more than one \"file\" field in the form")]
-    DuplicateFile,
-    #[error("malformed multipart body: {0}")]
-    Malformed(String),
-    #[error("request body broke off: {0}")]
-    Broken(String),
-}
-
-impl BodyError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-}
-
-impl From<BodyError> for ApiError {
-    fn from(e: BodyError) -> Self {
-        ApiError::new(e.status(), e.to_string())
-    }
-}
 
 /// The JSON answer of a successful upload.
 #[derive(Debug, Serialize)]

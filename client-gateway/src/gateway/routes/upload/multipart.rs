@@ -14,7 +14,8 @@ use multer::{Constraints, Field, Multipart, SizeLimit};
 
 use super::body::SharedBody;
 use super::{BodyError, content_length, sanitize_name, store};
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
+use crate::gateway::state::AppState;
 
 /// Largest non-`file` form field accepted (they are read and discarded).
 pub const MAX_OTHER_FIELD: u64 = 64 * 1024;

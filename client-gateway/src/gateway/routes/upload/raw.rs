@@ -18,7 +18,8 @@ use serde::Deserialize;
 use super::body::SharedBody;
 use super::name::disposition_filename;
 use super::{BodyError, content_length, sanitize_name, store};
-use crate::gateway::http::{ApiError, AppState};
+use crate::gateway::error::ApiError;
+use crate::gateway::state::AppState;
 
 /// The query of a raw upload.
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,20 @@
+//! [`AppState`]: what every HTTP handler of the gateway shares.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::client::Client;
+use crate::gateway::auth::Auth;
+use crate::gateway::config::Config;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub metrics: Option<PrometheusHandle>,
+    pub started: Instant,
+}
