@@ -4,7 +4,10 @@
 //! The name comes from `?name=`, else from a `Content-Disposition` header's filename,
 //! and goes through the same [`sanitize_name`] as a form's filename (no name at all
 //! gives the same default as a form part without a filename). The content type is the
-//! `Content-Type` header's essence (no parameters), empty without one. A Content-Length
+//! `Content-Type` header's essence (no parameters), empty without one or when it is
+//! `application/x-www-form-urlencoded`: that is what `curl --data-binary` sends unless
+//! told otherwise, never the type of a file, and a download would be served with it.
+//! A Content-Length
 //! over `--max-upload` is refused at once; a chunked body (no Content-Length, `curl -T
 //! -`) is counted as it streams and fails the upload as soon as it crosses the limit.
 
@@ -63,9 +66,9 @@ fn raw_name(query: Option<String>, headers: &HeaderMap) -> Option<String> {
 }
 
 /// The `Content-Type` without its parameters, lowercased (as a form part's type is
-/// kept); empty without one.
+/// kept); empty without one, or for curl's default form type (module doc).
 fn content_type(headers: &HeaderMap) -> String {
-    headers
+    let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -75,7 +78,11 @@ fn content_type(headers: &HeaderMap) -> String {
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if essence == "application/x-www-form-urlencoded" {
+        return String::new();
+    }
+    essence
 }
 
 /// The body as the upload's source: a body that breaks off fails it, and so does one
@@ -152,6 +159,7 @@ mod tests {
                 vec![(ct.clone(), "Text/Plain; charset=utf-8")],
                 "text/plain",
             ),
+            (vec![(ct.clone(), "application/x-www-form-urlencoded")], ""),
         ] {
             assert_eq!(content_type(&headers(&hs)), want, "{hs:?}");
         }
