@@ -50,9 +50,13 @@ enum Command {
     /// Download a file by hash, verifying its SHA-256 before it appears at the output path.
     Download {
         hash: String,
-        /// Output path (default: the stored file name in the current directory).
+        /// Output path (default: the stored file name, reduced to a plain name that is
+        /// not a dotfile, in the current directory; the hash if nothing usable is left).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Replace the output file if it exists (without it, an existing file is an error).
+        #[arg(long, short)]
+        force: bool,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -128,8 +132,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download {
             ref hash,
             ref output,
+            force,
             quiet,
-        } => transfer::download(&gw()?, hash, output.as_deref(), quiet).await,
+        } => transfer::download(&gw()?, hash, output.as_deref(), force, quiet).await,
         Command::Ls {
             json,
             ref search,

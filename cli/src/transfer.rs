@@ -3,6 +3,8 @@
 //! Neither holds a file in memory. A download is written to a temporary file beside its
 //! destination, hashed as it streams, and renamed into place only when its SHA-256
 //! equals the requested hash, so a partial or corrupt download never looks complete.
+//! The server's file name is reduced to a plain name (never a path or a dotfile), and an
+//! existing file is replaced only with `--force`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,18 +103,16 @@ pub async fn upload(gw: &Gateway, files: &[PathBuf], quiet: bool) -> anyhow::Res
     Ok(())
 }
 
-/// The file name from `Content-Disposition`'s plain `filename="…"`, reduced to a safe
-/// base name; None if there is none or it is not usable as a name.
-fn disposition_name(resp: &reqwest::Response) -> Option<String> {
+/// The raw `filename="…"` of a `Content-Disposition` value, quoted-pair escapes undone.
+fn disposition_filename(resp: &reqwest::Response) -> Option<String> {
     let cd = resp
         .headers()
         .get(reqwest::header::CONTENT_DISPOSITION)?
         .to_str()
         .ok()?;
     let start = cd.find("filename=\"")? + "filename=\"".len();
-    let rest = &cd[start..];
     let mut name = String::new();
-    let mut chars = rest.chars();
+    let mut chars = cd[start..].chars();
     while let Some(c) = chars.next() {
         match c {
             '"' => break,
@@ -120,31 +120,70 @@ fn disposition_name(resp: &reqwest::Response) -> Option<String> {
             c => name.push(c),
         }
     }
-    let base = Path::new(&name).file_name()?.to_str()?.to_owned();
-    let safe =
-        !base.is_empty() && base != "." && base != ".." && !base.chars().any(char::is_control);
-    safe.then_some(base)
+    Some(name)
+}
+
+/// Longest local name used, in bytes (a common file-system limit).
+const MAX_LOCAL_NAME: usize = 255;
+
+/// The server's name for a file, reduced to a plain name in the current directory:
+/// the last `/` or `\` component, control characters dropped, a leading dot prefixed
+/// with `_` (never a dotfile such as `.bashrc`); None when nothing usable is left. The
+/// server is not trusted with where a download lands.
+fn local_name(raw: &str) -> Option<String> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = base.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') || clean.len() > MAX_LOCAL_NAME {
+        return None;
+    }
+    Some(if clean.starts_with('.') {
+        format!("_{clean}")
+    } else {
+        clean.to_owned()
+    })
+}
+
+/// Whether anything (a file, a directory, a dangling symlink) is at `path`.
+fn occupied(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 pub async fn download(
     gw: &Gateway,
     hash: &str,
     output: Option<&Path>,
+    force: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let id = parse_hash(hash)?;
+    if let Some(p) = output
+        && !force
+        && occupied(p)
+    {
+        bail!("{} exists; pass --force to replace it", p.display());
+    }
     let resp = gw
         .http
         .get(gw.url("/download"))
-        .query(&[("hash", id.to_string())])
+        .query(&[("hash", id.to_string())]);
+    let resp = gw
+        .authed(resp)
         .send()
         .await
         .with_context(|| format!("cannot reach the gateway at {}", gw.base))?;
     let resp = check(resp).await?;
     let dest = match output {
         Some(p) => p.to_path_buf(),
-        None => PathBuf::from(disposition_name(&resp).unwrap_or_else(|| id.to_string())),
+        None => PathBuf::from(
+            disposition_filename(&resp)
+                .and_then(|n| local_name(&n))
+                .unwrap_or_else(|| id.to_string()),
+        ),
     };
+    if !force && occupied(&dest) {
+        bail!("{} exists; pass --force to replace it", dest.display());
+    }
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -175,8 +214,21 @@ pub async fn download(
         bail!("downloaded content has SHA-256 {got}, expected {id}: nothing was written");
     }
     tmp.as_file().sync_all()?;
-    tmp.persist(&dest)
-        .with_context(|| format!("cannot move the download to {}", dest.display()))?;
+    // Without --force the move itself refuses an existing file, so one that appeared
+    // during the download is not replaced either.
+    let placed = if force {
+        tmp.persist(&dest).map(drop)
+    } else {
+        tmp.persist_noclobber(&dest).map(drop)
+    };
+    placed.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} exists; pass --force to replace it", dest.display())
+        } else {
+            anyhow::Error::new(e.error)
+                .context(format!("cannot move the download to {}", dest.display()))
+        }
+    })?;
     pb.finish_and_clear();
     println!("{}  {}", id, dest.display());
     Ok(())
@@ -190,5 +242,27 @@ mod tests {
     fn content_types_by_extension() {
         assert_eq!(content_type(Path::new("a.PNG")), "image/png");
         assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+
+    fn check(raw: &str, want: Option<&str>) {
+        assert_eq!(local_name(raw).as_deref(), want, "{raw:?}");
+    }
+
+    #[test]
+    fn server_names_become_plain_local_names() {
+        check("report.pdf", Some("report.pdf"));
+        check("../evil", Some("evil"));
+        check("a/b.txt", Some("b.txt"));
+        check("/etc/passwd", Some("passwd"));
+        check("C:\\x\\a.txt", Some("a.txt"));
+        check(".bashrc", Some("_.bashrc"));
+        check("../.ssh/..authorized_keys", Some("_..authorized_keys"));
+        check("a\r\nb.txt", Some("ab.txt"));
+        check("\u{1b}[31mred", Some("[31mred"));
+        check("..", None);
+        check("dir/", None);
+        check("", None);
+        check("  ", None);
+        check(&"x".repeat(256), None);
     }
 }
