@@ -220,6 +220,11 @@ struct GatewayProcess {
 
 impl GatewayProcess {
     async fn start(namenode: &str, extra: &[&str]) -> Self {
+        Self::start_env(namenode, extra, &[]).await
+    }
+
+    /// As [`Self::start`], with extra environment variables.
+    async fn start_env(namenode: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kdfs-gateway"))
             .args([
                 "--listen=127.0.0.1:0",
@@ -229,6 +234,7 @@ impl GatewayProcess {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -474,6 +480,94 @@ async fn without_auth_the_audit_says_anonymous_and_a_flood_is_one_line() {
     assert_eq!(v["result"], "too-many-requests");
     // Every request has been answered, so every line it made is written.
     assert_eq!(gw.audit().len(), 4, "{:?}", gw.audit());
+}
+
+/// Issue 24 finding 13: `--auth-reads` puts every read of files, the cluster and
+/// metrics behind the token (the page and the probes stay open; refusals are audited),
+/// and a token given as a flag, visible in `ps`, is warned about once at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_reads_guards_reads_and_a_token_flag_is_warned_about() {
+    let cluster = TestCluster::start(2).await;
+    let token = "read-secret-token";
+    let c = http();
+    let data = b"read me only with the token\n";
+    let hash = hex::encode(Sha256::digest(data));
+    let reads = [
+        format!("/download?hash={hash}"),
+        "/files".to_owned(),
+        format!("/files/{hash}"),
+        "/info".to_owned(),
+        "/metrics".to_owned(),
+    ];
+    let get = |gw: &GatewayProcess, path: &str, token: Option<&str>| {
+        let mut req = c.get(format!("{}{path}", gw.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let warned = |gw: &GatewayProcess| {
+        gw.events().iter().any(|v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("--auth-token was given on the command line"))
+        })
+    };
+
+    // The token from the environment, reads open: no warning, every read answers.
+    let gw =
+        GatewayProcess::start_env(&cluster.namenode_url, &[], &[("KDFS_AUTH_TOKEN", token)]).await;
+    let part = reqwest::multipart::Part::bytes(data.to_vec()).file_name("r.txt");
+    let r = c
+        .post(format!("{}/upload", gw.url))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for path in &reads {
+        assert_eq!(get(&gw, path, None).await, 200, "open read {path}");
+    }
+    assert!(!warned(&gw), "{}", gw.raw_log());
+    drop(gw);
+
+    // The token as a flag, with --auth-reads.
+    let flag = format!("--auth-token={token}");
+    let gw = GatewayProcess::start(&cluster.namenode_url, &[&flag, "--auth-reads"]).await;
+    assert!(warned(&gw), "no warning about the flag: {}", gw.raw_log());
+    assert!(!gw.raw_log().contains(token), "the token was logged");
+    for path in &reads {
+        assert_eq!(get(&gw, path, None).await, 401, "{path} without a token");
+        assert_eq!(
+            get(&gw, path, Some(token)).await,
+            200,
+            "{path} with the token"
+        );
+    }
+    assert_eq!(get(&gw, "/info", Some("wrong")).await, 401);
+    for open in ["/", "/healthz", "/readyz"] {
+        assert_eq!(get(&gw, open, None).await, 200, "{open} stays open");
+    }
+    let v = gw
+        .audit_line("a refused read", |v| {
+            v["wanted"] == "read" && v["who"] == "none"
+        })
+        .await;
+    assert_eq!(
+        (v["action"].as_str(), v["status"].as_u64()),
+        (Some("auth"), Some(401))
+    );
+    gw.audit_line("a read with a bad token", |v| {
+        v["wanted"] == "read" && v["who"] == "bad-token"
+    })
+    .await;
+    assert!(
+        gw.audit().iter().all(|v| v["action"] != "read"),
+        "accepted reads are not audited: {:?}",
+        gw.audit()
+    );
 }
 
 /// A self-signed certificate for `127.0.0.1` and `localhost` (made with `openssl`), as

@@ -29,6 +29,8 @@ use tracing::info;
 pub enum Action {
     Upload,
     Delete,
+    /// A read under `--auth-reads` (audited only when refused).
+    Read,
     /// A refused authentication (the request was not run).
     Auth,
 }
@@ -38,6 +40,7 @@ impl Action {
         match self {
             Action::Upload => "upload",
             Action::Delete => "delete",
+            Action::Read => "read",
             Action::Auth => "auth",
         }
     }

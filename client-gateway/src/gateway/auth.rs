@@ -1,6 +1,6 @@
-//! Who may upload and delete: bearer tokens (from `--auth-token` and a reloadable
-//! `--auth-token-file`), checked in constant time, and a per-client limit on failed
-//! attempts.
+//! Who may upload and delete (and read, with `--auth-reads`: [`read_needs_token`]):
+//! bearer tokens (from `--auth-token` and a reloadable `--auth-token-file`), checked in
+//! constant time, and a per-client limit on failed attempts.
 //!
 //! Tokens are kept only as SHA-256 digests. A presented token is hashed and its digest
 //! compared with every accepted digest with `subtle` (no early exit, and equal lengths
@@ -129,6 +129,12 @@ impl Auth {
     /// Reads the configured tokens. An unreadable token file, or one without a token,
     /// is an error: a gateway meant to be guarded must not start open.
     pub async fn from_config(config: &Config) -> Result<Self> {
+        if token_on_command_line(config, std::env::var("KDFS_AUTH_TOKEN").ok().as_deref()) {
+            warn!(
+                "--auth-token was given on the command line, where every local user can read it (ps); \
+                 use KDFS_AUTH_TOKEN or --auth-token-file instead"
+            );
+        }
         let fixed: Vec<Accepted> = config.auth_token().map(Accepted::of).into_iter().collect();
         let file = match &config.auth_token_file {
             None => None,
@@ -274,6 +280,21 @@ impl TokenFile {
     fn current(&self) -> Arc<Vec<Accepted>> {
         Arc::clone(&self.tokens.read().expect("token lock is never poisoned"))
     }
+}
+
+/// Whether `config`'s `--auth-token` came from the command line rather than from the
+/// environment variable `env` (`KDFS_AUTH_TOKEN`): clap takes the flag over the
+/// variable, so a token that differs from the variable's came from the flag.
+fn token_on_command_line(config: &Config, env: Option<&str>) -> bool {
+    config.auth_token().is_some() && config.auth_token.as_deref() != env
+}
+
+/// Whether a `GET` or `HEAD` of `path` needs the token under `--auth-reads`: every read
+/// of files, the cluster and metrics; not the page (`/`, which holds no data) nor the
+/// probes `/healthz` and `/readyz` (Kubernetes sends no token). Unknown paths answer
+/// 404 without it.
+pub fn read_needs_token(path: &str) -> bool {
+    matches!(path, "/download" | "/files" | "/info" | "/metrics") || path.starts_with("/files/")
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
@@ -476,6 +497,40 @@ mod tests {
         for _ in 0..20 {
             let v = auth.check(None, ip("127.0.0.1"), Instant::now());
             assert_eq!(v, Verdict::Allowed(Who::Anonymous));
+        }
+    }
+
+    #[test]
+    fn reads_that_need_the_token() {
+        for (path, want) in [
+            ("/download", true),
+            ("/files", true),
+            ("/files/abc", true),
+            ("/info", true),
+            ("/metrics", true),
+            ("/", false),
+            ("/healthz", false),
+            ("/readyz", false),
+            ("/nope", false),
+        ] {
+            assert_eq!(read_needs_token(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_token_flag_is_told_from_the_environment() {
+        for (args, env, want) in [
+            (&["--auth-token=t"][..], None, true),
+            (&["--auth-token=t"], Some("other"), true),
+            (&["--auth-token=t"], Some("t"), false),
+            (&[], None, false),
+            (&["--auth-token="], None, false),
+        ] {
+            assert_eq!(
+                token_on_command_line(&config(args), env),
+                want,
+                "{args:?} {env:?}"
+            );
         }
     }
 

@@ -47,9 +47,18 @@ pub struct Config {
     #[arg(long, env = "KDFS_MAX_UPLOAD")]
     pub max_upload: Option<ByteSize>,
 
-    /// Bearer token required for upload and delete; reads stay open. None if unset.
+    /// Bearer token required for upload and delete (and reads with `--auth-reads`).
+    /// None if unset. Prefer `KDFS_AUTH_TOKEN` or `--auth-token-file`: a flag's value is
+    /// visible to every local user in `ps`, and the gateway warns when given one.
     #[arg(long, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+
+    /// With a token configured, reads need it too: `/download`, `/files`,
+    /// `/files/{hash}`, `/info` and `/metrics` (which disclose the namenode address,
+    /// cluster and node ids). The page itself and the probes `/healthz` and `/readyz`
+    /// stay open.
+    #[arg(long, env = "KDFS_AUTH_READS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auth_reads: bool,
 
     /// File of accepted bearer tokens (e.g. a mounted Kubernetes Secret): one token per
     /// line, blank lines and lines starting with `#` ignored, so several lines allow a
@@ -153,6 +162,7 @@ mod tests {
         assert_eq!(c.auth_token_file, None);
         assert_eq!(c.auth_max_failures, 10);
         assert_eq!(c.auth_failure_window.get().as_secs(), 60);
+        assert!(!c.auth_reads);
         assert!(c.https().is_none());
         let c = Config::parse_from([
             "kdfs-gateway",
@@ -165,6 +175,14 @@ mod tests {
         ]);
         assert_eq!(c.max_upload, Some(ByteSize(1 << 20)));
         assert_eq!(c.auth_token(), Some("s3cret"));
+        for (args, want) in [
+            (&["--auth-reads"][..], true),
+            (&["--auth-reads=true"], true),
+            (&["--auth-reads", "false"], false),
+        ] {
+            let c = Config::parse_from(std::iter::once("kdfs-gateway").chain(args.iter().copied()));
+            assert_eq!(c.auth_reads, want, "{args:?}");
+        }
     }
 
     #[test]

@@ -119,14 +119,20 @@ async fn method_not_allowed(method: Method) -> ApiError {
 }
 
 /// Upload (`POST` or `PUT`) and delete need `Authorization: Bearer <token>` when a token is configured,
-/// and are audited. Checked before the handler runs, so an unauthorised upload body is
-/// never read. Other requests pass untouched.
+/// and are audited; with `--auth-reads`, so are reads (only their refusals audited).
+/// Checked before the handler runs, so an unauthorised upload body is never read. Other
+/// requests pass untouched.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let (action, file) = match *req.method() {
         Method::POST | Method::PUT if path == "/upload" => (Action::Upload, None),
         Method::DELETE if path.starts_with("/files/") => {
             (Action::Delete, FileId::parse(&path["/files/".len()..]).ok())
+        }
+        Method::GET | Method::HEAD
+            if st.config.auth_reads && crate::gateway::auth::read_needs_token(path) =>
+        {
+            (Action::Read, None)
         }
         _ => return next.run(req).await,
     };
@@ -144,6 +150,8 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         metrics::counter!("kdfs_gateway_auth_refused_total", "reason" => reason).increment(1);
     };
     match verdict {
+        // Accepted reads are not audited: only their refusals are.
+        Verdict::Allowed(_) if action == Action::Read => next.run(req).await,
         Verdict::Allowed(who) => {
             let audit = AuditGuard::new(&who, client, action, file);
             let resp = next.run(req).await;
