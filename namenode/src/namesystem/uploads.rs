@@ -262,6 +262,7 @@ impl NameSystem {
                 "size {size} is not the sum of the block lengths {total}"
             )));
         }
+        check_content_id(&id, &blocks)?;
         let need = self.settings.min_replicas.min(lease.replication) as usize;
         let acks = self.trusted_acks(lease, &blocks, need)?;
         let record = FileRecord {
@@ -415,6 +416,27 @@ fn check_content_type(ct: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file ids the namenode can check from the blocks alone (issue 24, finding 3: a
+/// caller must not claim another content's id for its own bytes, "hash squatting").
+/// A one-block file is its block's bytes, so its id is that block's id (and its size
+/// the block's length, which the sum check already holds); an empty file, of no
+/// blocks, is the SHA-256 of nothing. A longer file's id, the SHA-256 of every block's
+/// bytes in order, cannot be checked without reading them and is taken on trust (see
+/// docs/security.md).
+fn check_content_id(id: &FileId, blocks: &[CommittedBlock]) -> Result<()> {
+    match blocks {
+        [] if *id != FileId::of(&[]) => Err(Error::InvalidArgument(format!(
+            "file id {id} is not the SHA-256 of an empty file, which a file of no blocks is"
+        ))),
+        [b] if id.as_bytes() != b.id.as_bytes() => Err(Error::InvalidArgument(format!(
+            "file id {id} is not its only block's id {}: a one-block file's id is the \
+             SHA-256 of its bytes",
+            b.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A content type as stored: none given means `application/octet-stream`.
 fn content_type_or_default(ct: String) -> String {
     if ct.is_empty() {
@@ -476,6 +498,82 @@ mod tests {
         // Its heartbeat says the room is back (say the replica was deleted).
         sim.ns.heartbeat(&tiny, small).unwrap();
         assert!(pick(50).unwrap().contains(&tiny));
+    }
+
+    /// Which ids a commit may claim for its blocks (hash squatting, issue 24).
+    #[test]
+    fn a_file_id_must_be_what_its_blocks_can_prove() {
+        fn check(id: &[u8], blocks: &[&[u8]], ok: bool) {
+            let blocks: Vec<CommittedBlock> = blocks
+                .iter()
+                .map(|c| CommittedBlock {
+                    id: block(c),
+                    length: c.len() as u64,
+                    replicas: vec![],
+                })
+                .collect();
+            let got = super::check_content_id(&file(id), &blocks);
+            assert_eq!(got.is_ok(), ok, "{:?} for {blocks:?}: {got:?}", file(id));
+        }
+        check(b"", &[], true);
+        check(b"victim", &[], false);
+        check(b"mine", &[b"mine"], true);
+        check(b"victim", &[b"mine"], false);
+        // A longer file's id is not checked here.
+        check(b"victim", &[b"mi", b"ne"], true);
+    }
+
+    /// A squatted id is refused by a single commit and by one file of a batch, and
+    /// nothing is written for it; the content's real upload then makes the record.
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_claiming_another_contents_id_is_refused() {
+        let sim = Sim::new(&[]).with_nodes(2);
+        sim.tick();
+        let on = vec![sim.nodes[0], sim.nodes[1]];
+        let mine = |len| CommittedBlock {
+            id: block(b"attacker"),
+            length: len,
+            replicas: on.clone(),
+        };
+        let lease = sim.ns.begin_upload("squat", "", 0).await.unwrap();
+        let e = sim
+            .ns
+            .commit(&lease.id, file(b"victim"), 8, vec![mine(8)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("not its only block's id")),
+            "{e:?}"
+        );
+        let e = sim
+            .ns
+            .commit(&lease.id, file(b"victim"), 0, vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument(_)), "{e:?}");
+        assert_eq!(sim.ns.lease_count(), 1, "the lease stays open");
+
+        let mut squat = sim.batched("squat", "", b"attacker", &[0, 1]);
+        squat.id = file(b"victim");
+        let files = vec![squat, sim.batched("honest", "", b"honest", &[0, 1])];
+        let results = sim.ns.commit_files(&lease.id, files).await.unwrap();
+        assert!(
+            matches!(&results[0], Err(Error::InvalidArgument(m)) if m.contains("not its only block's id")),
+            "{:?}",
+            results[0]
+        );
+        assert!(results[1].is_ok(), "{:?}", results[1]);
+        assert!(matches!(
+            sim.ns.get_file(&file(b"victim")).await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(sim.ns.store_counts().unwrap(), (1, 0));
+
+        sim.upload(b"victim", &[0, 1]).await;
+        assert_eq!(
+            sim.record(b"victim").await.blocks,
+            vec![(block(b"victim"), 6)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,162 @@
+//! Hash squatting (issue 24, finding 3) against a real in-process cluster: a caller
+//! that reaches the namenode commits the SHA-256 of someone else's content as the id of
+//! its own block, by `CommitFile` and by one file of a `CommitFiles` batch. The
+//! namenode refuses both, and the victim's later upload through the gateway makes the
+//! record and downloads as the victim's bytes.
+
+mod common;
+mod support;
+
+use common::cluster::TestCluster;
+use common::http;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::{pb, transport};
+use sha2::{Digest, Sha256};
+use support::{download, sha, upload_ok};
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn namenode(cluster: &TestCluster) -> NamenodeClient<Channel> {
+    let ch = transport::endpoint(&cluster.namenode_url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    NamenodeClient::new(ch).max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+}
+
+fn digest(data: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&Sha256::digest(data))
+}
+
+/// The attacker's own block, uploaded honestly through the gateway, as a commit names
+/// it: its id, length and the datanodes holding it.
+async fn attackers_block(
+    cluster: &TestCluster,
+    nn: &mut NamenodeClient<Channel>,
+    data: &[u8],
+) -> pb::CommittedBlock {
+    upload_ok(&http(), &cluster.gateway.url, "mine.bin", data).await;
+    let f = nn
+        .get_file(pb::GetFileRequest {
+            file_id: digest(data),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let [b] = &f.blocks[..] else {
+        panic!("one block: {f:?}");
+    };
+    pb::CommittedBlock {
+        id: b.id.clone(),
+        length: b.length,
+        replicas: b.replicas.iter().map(|l| l.id.clone()).collect(),
+    }
+}
+
+async fn lease(nn: &mut NamenodeClient<Channel>) -> String {
+    nn.begin_upload(pb::BeginUploadRequest {
+        name: "victim.txt".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .upload_id
+}
+
+/// The victim uploads through the gateway: a new file, downloaded as its own bytes.
+async fn victim_is_served_its_own_bytes(cluster: &TestCluster, victim: &[u8]) {
+    let c = http();
+    let url = &cluster.gateway.url;
+    let up = upload_ok(&c, url, "victim.txt", victim).await;
+    assert_eq!(up["hash"], sha(victim), "{up}");
+    assert_eq!(
+        up["existed"], false,
+        "nobody stored this content before: {up}"
+    );
+    assert!(download(&c, url, &sha(victim)).await == victim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_file_cannot_claim_another_contents_id() {
+    let cluster = TestCluster::start(3).await;
+    let mut nn = namenode(&cluster).await;
+    let victim = b"the victim's document, not yet uploaded";
+    let mine = attackers_block(&cluster, &mut nn, b"the attacker's bytes").await;
+
+    let upload_id = lease(&mut nn).await;
+    let squat = nn
+        .commit_file(pb::CommitFileRequest {
+            upload_id: upload_id.clone(),
+            file_id: digest(victim),
+            size: mine.length,
+            blocks: vec![mine.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(squat.code(), Code::InvalidArgument, "{squat:?}");
+    assert!(
+        squat.message().contains("not its only block's id"),
+        "{squat:?}"
+    );
+    // An empty file's block list cannot claim it either.
+    let empty = nn
+        .commit_file(pb::CommitFileRequest {
+            upload_id,
+            file_id: digest(victim),
+            size: 0,
+            blocks: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+    let nothing = nn
+        .get_file(pb::GetFileRequest {
+            file_id: digest(victim),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), Code::NotFound, "{nothing:?}");
+
+    victim_is_served_its_own_bytes(&cluster, victim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_files_refuses_the_squatting_file_alone() {
+    let cluster = TestCluster::start(3).await;
+    let mut nn = namenode(&cluster).await;
+    let victim = b"the victim's batch-sized note";
+    let mine = attackers_block(&cluster, &mut nn, b"the attacker's small bytes").await;
+
+    let upload_id = lease(&mut nn).await;
+    let r = nn
+        .commit_files(pb::CommitFilesRequest {
+            upload_id,
+            files: vec![pb::FileToCommit {
+                name: "victim.txt".into(),
+                content_type: String::new(),
+                file_id: digest(victim),
+                size: mine.length,
+                blocks: vec![mine],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let [one] = &r.results[..] else {
+        panic!("one result: {r:?}");
+    };
+    assert_eq!(one.code, Code::InvalidArgument as i32, "{one:?}");
+    assert!(one.message.contains("not its only block's id"), "{one:?}");
+    assert!(one.file.is_none(), "{one:?}");
+    let nothing = nn
+        .get_file(pb::GetFileRequest {
+            file_id: digest(victim),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), Code::NotFound, "{nothing:?}");
+
+    victim_is_served_its_own_bytes(&cluster, victim).await;
+}
