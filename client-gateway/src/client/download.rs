@@ -20,6 +20,12 @@
 //! its answer starts instead ([`Client::read_small`]): it costs no task or channel hop,
 //! and a failure is the answer's status.
 //!
+//! A file of one block is that block's bytes, so its id must be the block's id (an
+//! empty file's, the SHA-256 of nothing): a record that says otherwise claims a content
+//! it does not hold (issue 24, "hash squatting"; the namenode refuses such commits, but
+//! a record may predate that) and is never served (`check_file_id`). A longer file's id
+//! is not checked here (docs/security.md).
+//!
 //! Timeouts are per message (stall detection), never around a whole transfer.
 //! Dropping the returned stream aborts the driver and every reader task.
 
@@ -35,7 +41,7 @@ use kdfs_proto::wire::{self, Location};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument, instrument, warn};
+use tracing::{Instrument, error, instrument, warn};
 
 use super::Client;
 use super::model::{FileInfo, LocatedBlock};
@@ -120,6 +126,7 @@ impl Client {
         range: Option<ByteRange>,
     ) -> Result<(FileInfo, Download)> {
         let info = self.get(id).await?;
+        check_file_id(&info)?;
         let range = range.unwrap_or(ByteRange {
             start: 0,
             end: info.record.size,
@@ -141,9 +148,13 @@ impl Client {
     /// channel hop per message; a corrupt replica is reported and the next one tried
     /// (a streamed block's can only end its stream); a block no replica could serve
     /// becomes the answer's status instead of a body broken off after a 200. `None`
-    /// for any other file (stream it with [`Client::read`]).
+    /// for any other file (stream it with [`Client::read`]), except that a file of at
+    /// most one block whose id is not its content's is refused here, before any answer.
     #[instrument(skip_all, fields(file = %info.record.id))]
     pub async fn read_small(&self, info: &FileInfo, range: ByteRange) -> Option<Result<Bytes>> {
+        if let Err(e) = check_file_id(info) {
+            return Some(Err(e));
+        }
         let [block] = info.blocks.as_slice() else {
             return None;
         };
@@ -197,6 +208,14 @@ impl Client {
 
     /// Streams `range` (already checked against the size) of a looked-up file.
     pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
+        if let Err(e) = check_file_id(info) {
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(Err(e)).expect("room for one error");
+            return Download {
+                rx,
+                _driver: AbortOnDropHandle::new(tokio::spawn(async {})),
+            };
+        }
         let lengths: Vec<u64> = info.blocks.iter().map(|b| b.length).collect();
         let reads = plan(&lengths, range);
         let blocks = info.blocks.clone();
@@ -209,6 +228,26 @@ impl Client {
             _driver: AbortOnDropHandle::new(driver),
         }
     }
+}
+
+/// Refuses a record whose id its blocks prove false: a one-block file's id must be its
+/// block's id, an empty file's the SHA-256 of nothing. Longer files pass (their id is
+/// the hash of every block's bytes in order, which no single block proves).
+fn check_file_id(info: &FileInfo) -> Result<()> {
+    let id = info.record.id;
+    let (block, proof) = match info.blocks.as_slice() {
+        [] => ("no block".to_owned(), FileId::of(&[])),
+        [b] => (b.id.to_string(), FileId::from_bytes(*b.id.as_bytes())),
+        _ => return Ok(()),
+    };
+    if id == proof {
+        return Ok(());
+    }
+    error!(file = %id, %block, "file record's id is not its content's; refusing to serve it");
+    Err(Error::Unreadable {
+        block,
+        reason: format!("the file's id {id} is not the SHA-256 of its content ({proof})"),
+    })
 }
 
 /// Runs block readers (current + read-ahead) and forwards their bytes in order.
@@ -471,6 +510,50 @@ mod tests {
             .map(|&(index, offset, len)| BlockRead { index, offset, len })
             .collect();
         assert_eq!(got, want, "blocks {blocks:?}, range {range:?}");
+    }
+
+    /// Which records a reader serves under their id (hash squatting, issue 24).
+    #[test]
+    fn a_record_whose_blocks_disprove_its_id_is_not_served() {
+        fn check(id: &[u8], blocks: &[&[u8]], ok: bool) {
+            let mut offset = 0;
+            let blocks: Vec<LocatedBlock> = blocks
+                .iter()
+                .map(|c| {
+                    let b = LocatedBlock {
+                        id: BlockId::of(c),
+                        offset,
+                        length: c.len() as u64,
+                        replicas: vec![],
+                    };
+                    offset += b.length;
+                    b
+                })
+                .collect();
+            let info = FileInfo {
+                record: super::super::model::FileRecord {
+                    id: FileId::of(id),
+                    name: "f".into(),
+                    size: offset,
+                    content_type: String::new(),
+                    created_ms: 0,
+                    replication: 1,
+                    blocks: vec![],
+                },
+                blocks,
+            };
+            let got = check_file_id(&info);
+            assert_eq!(got.is_ok(), ok, "{id:?} for {:?}: {got:?}", info.blocks);
+            if !ok {
+                assert!(matches!(got, Err(Error::Unreadable { .. })), "{got:?}");
+            }
+        }
+        check(b"", &[], true);
+        check(b"victim", &[], false);
+        check(b"mine", &[b"mine"], true);
+        check(b"victim", &[b"mine"], false);
+        // A longer file's id is not checked here.
+        check(b"victim", &[b"mi", b"ne"], true);
     }
 
     #[test]
