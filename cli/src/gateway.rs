@@ -51,7 +51,8 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
-    /// Adds the bearer token to requests that change state.
+    /// Adds the bearer token, if any, to a request: every request carries it, since a
+    /// gateway with `--auth-reads` wants it on reads too.
     pub fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(t) => rb.bearer_auth(t),
@@ -60,7 +61,9 @@ impl Gateway {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self.send(self.http.get(self.url(path))).await?;
+        let resp = self
+            .send(self.authed(self.http.get(self.url(path))))
+            .await?;
         resp.json().await.context("reading the gateway's JSON")
     }
 
@@ -90,7 +93,7 @@ impl Gateway {
                 q.push(("q", s.to_owned()));
             }
             let resp = self
-                .send(self.http.get(self.url("/files")).query(&q))
+                .send(self.authed(self.http.get(self.url("/files")).query(&q)))
                 .await?;
             let v: Value = resp.json().await.context("reading the file list")?;
             files.extend(v["files"].as_array().cloned().unwrap_or_default());

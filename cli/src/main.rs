@@ -11,7 +11,8 @@ mod transfer;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Where the gateway listens unless told otherwise.
 const DEFAULT_GATEWAY: &str = "http://localhost:8080";
@@ -26,7 +27,8 @@ struct Cli {
     /// Base URL of the kdfs gateway.
     #[arg(long, global = true, env = "KDFS_GATEWAY", default_value = DEFAULT_GATEWAY)]
     gateway: String,
-    /// Bearer token for uploads and deletes, if the gateway requires one.
+    /// Bearer token, sent on every request, if the gateway requires one. Prefer
+    /// KDFS_AUTH_TOKEN: a flag's value is visible to every local user in `ps`.
     #[arg(long, global = true, env = "KDFS_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// PEM CA certificate(s) to trust for an https:// gateway signed by a private CA
@@ -110,7 +112,14 @@ fn main() {
 }
 
 async fn cli_main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if matches.value_source("auth_token") == Some(ValueSource::CommandLine) {
+        eprintln!(
+            "kdfs: warning: --auth-token on the command line is visible to other users (ps); \
+             set KDFS_AUTH_TOKEN instead"
+        );
+    }
     // One crypto provider for the whole workspace (ring): reqwest is built without one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(e) = run(cli).await {

@@ -1,14 +1,19 @@
 //! The built `kdfs` binary against a real `kdfs local` cluster (its own child process):
 //! upload, ls, download, info, rm, the error paths a person meets first, and the whole
-//! cluster over mutual TLS (`kdfs local --tls`).
+//! cluster over mutual TLS (`kdfs local --tls`); and, against a recording stand-in
+//! gateway, that the token goes with every request and is warned about as a flag.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use common::{Local, ok};
+use common::{KDFS, Local, ok};
 
 #[test]
 fn upload_ls_download_info_rm() {
@@ -151,4 +156,87 @@ fn local_tls_serves_over_mtls_reuses_its_certificates_and_stops_on_sigterm() {
     assert_eq!(std::fs::read(work.path().join("again.bin")).unwrap(), data);
     let (status, _) = local.terminate();
     assert!(status.success(), "second run exited with {status}");
+}
+
+/// A stand-in gateway on a free port that answers every request 404 and keeps each
+/// request's head (request line and headers, lowercased).
+fn recording_gateway() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut head = String::new();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            sink.lock().unwrap().push(head);
+            let body = r#"{"error":"stand-in"}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn the_token_goes_with_reads_and_a_token_flag_is_warned_about() {
+    let (url, heads) = recording_gateway();
+    let work = tempfile::tempdir().unwrap();
+    let hash = "a".repeat(64);
+    let run = |args: &[&str], env_token: Option<&str>| {
+        let mut cmd = Command::new(KDFS);
+        cmd.args(args)
+            .env("KDFS_GATEWAY", &url)
+            .env_remove("KDFS_AUTH_TOKEN")
+            .current_dir(work.path());
+        if let Some(t) = env_token {
+            cmd.env("KDFS_AUTH_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "the stand-in answers 404");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for args in [
+        &["info"][..],
+        &["ls"],
+        &["download", &hash, "-o", "x"],
+        &["rm", &hash],
+    ] {
+        heads.lock().unwrap().clear();
+        let err = run(args, Some("env-secret"));
+        assert!(
+            !err.contains("warning"),
+            "{args:?} with the variable: {err}"
+        );
+        let seen = heads.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{args:?}: {seen:?}");
+        assert!(
+            seen[0].contains("authorization: bearer env-secret"),
+            "{args:?} sent no token: {seen:?}"
+        );
+    }
+    for args in [
+        &["--auth-token", "flag-secret", "info"][..],
+        &["info", "--auth-token=flag-secret"],
+    ] {
+        let err = run(args, None);
+        assert!(
+            err.contains("warning") && err.contains("KDFS_AUTH_TOKEN"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("flag-secret"), "the token was printed: {err}");
+    }
+    assert!(!run(&["info"], None).contains("warning"));
 }
