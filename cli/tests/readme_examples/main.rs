@@ -145,8 +145,9 @@ impl Runner {
         }
         let download = substituted.as_ref().and(downloaded_to(&words));
         if let Some(name) = download {
-            // Something else under the name, so the check below sees what was downloaded.
-            std::fs::write(self.work.path().join(name), b"not downloaded").unwrap();
+            // Nothing under the name (kdfs download replaces a file only with --force),
+            // so the check below sees what was downloaded.
+            let _ = std::fs::remove_file(self.work.path().join(name));
         }
         let out = self.shell(&command)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
