@@ -199,7 +199,23 @@ fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Counts requests and their latency per route and status.
+/// The `method` label of a request: a method the API knows, or `other`, so that made-up
+/// methods (any token is a valid HTTP method) cannot add label values without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Counts requests and their latency per method, route and status. Every label has a
+/// bounded set of values: [`method_label`], the matched route's pattern (or
+/// `unmatched`) and the status code.
 async fn record(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
@@ -207,10 +223,10 @@ async fn record(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("kdfs_gateway_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("kdfs_gateway_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("kdfs_gateway_http_request_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
@@ -295,4 +311,24 @@ async fn serve(
     }
     info!("gateway stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        fn check(method: &str, expected: &str) {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), expected, "{method}");
+        }
+        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"] {
+            check(m, m);
+        }
+        check("PATCH", "other");
+        check("TRACE", "other");
+        check("get", "other");
+        check("ZQX0001RND", "other");
+    }
 }
