@@ -24,6 +24,7 @@
 //! close"), while the answer goes out.
 
 mod body;
+mod framing;
 pub mod multipart;
 pub mod name;
 pub mod raw;

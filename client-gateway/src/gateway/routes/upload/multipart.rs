@@ -5,6 +5,12 @@
 //! part ends the rest of the form is read before the upload may commit, so a second
 //! `file` part fails the upload (400) instead of being silently ignored. Other fields
 //! are drained and capped at [`MAX_OTHER_FIELD`] bytes.
+//!
+//! multer holds in memory whatever it has read but not yet handed out as a part's
+//! bytes: the preamble before the first boundary, and each boundary line and part
+//! header. It has no limit for those, so the body reaches it through a counting
+//! stream ([`Framing`]) that fails once more than [`MAX_FRAMING`] bytes arrive while
+//! no part's data is being read (400), and a form has at most [`MAX_PARTS`] parts.
 
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -13,12 +19,16 @@ use futures::Stream;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 
 use super::body::SharedBody;
+use super::framing::Framing;
 use super::{BodyError, content_length, sanitize_name, store};
 use crate::gateway::error::ApiError;
 use crate::gateway::state::AppState;
 
 /// Largest non-`file` form field accepted (they are read and discarded).
 pub const MAX_OTHER_FIELD: u64 = 64 * 1024;
+pub use super::framing::MAX_FRAMING;
+/// Most parts in a form (the `file` part included).
+pub const MAX_PARTS: usize = 64;
 /// The form field that carries the file.
 pub const FILE_FIELD: &str = "file";
 
@@ -35,7 +45,11 @@ pub fn is_form(headers: &HeaderMap) -> bool {
 impl BodyError {
     fn from_multer(e: multer::Error) -> Self {
         match e {
-            multer::Error::StreamReadFailed(e) => BodyError::Broken(e.to_string()),
+            // The bound of [`Framing`] fails the stream with its own error.
+            multer::Error::StreamReadFailed(e) => match e.downcast::<BodyError>() {
+                Ok(b) => *b,
+                Err(e) => BodyError::Broken(e.to_string()),
+            },
             multer::Error::FieldSizeExceeded { limit, field_name } => {
                 BodyError::Malformed(format!(
                     "field {:?} is larger than {limit} bytes",
@@ -65,17 +79,24 @@ pub(super) async fn upload_form(
     let limits = SizeLimit::new()
         .per_field(MAX_OTHER_FIELD)
         .for_field(FILE_FIELD, u64::MAX);
-    let mut form =
+    let framing = Framing::default();
+    let body = framing.guard(body, &boundary);
+    let multipart =
         Multipart::with_constraints(body, boundary, Constraints::new().size_limit(limits));
+    let mut form = Form {
+        multipart,
+        framing,
+        parts: 0,
+    };
     let field = loop {
-        match form.next_field().await.map_err(BodyError::from_multer)? {
+        match form.next_field().await? {
             None => {
                 return Err(ApiError::bad_request(
                     "missing form field \"file\" (send the file as multipart field named file)",
                 ));
             }
             Some(f) if f.name() == Some(FILE_FIELD) => break f,
-            Some(f) => drain(f).await?,
+            Some(f) => form.drain(f).await?,
         }
     };
     let name = sanitize_name(field.file_name().unwrap_or(""));
@@ -96,15 +117,45 @@ pub(super) async fn upload_form(
     store(st, source, &name, &mime, content_length(headers)).await
 }
 
-/// Reads and discards a non-file field (its size is capped by the constraints).
-async fn drain(mut f: Field<'static>) -> Result<(), BodyError> {
-    while f.chunk().await.map_err(BodyError::from_multer)?.is_some() {}
-    Ok(())
+/// The form being parsed, with the bounds multer does not keep itself.
+struct Form {
+    multipart: Multipart<'static>,
+    framing: Framing,
+    parts: usize,
+}
+
+impl Form {
+    /// The next part; its data is read (or drained) before the next call.
+    async fn next_field(&mut self) -> Result<Option<Field<'static>>, BodyError> {
+        let Some(field) = self
+            .multipart
+            .next_field()
+            .await
+            .map_err(BodyError::from_multer)?
+        else {
+            return Ok(None);
+        };
+        self.parts += 1;
+        if self.parts > MAX_PARTS {
+            return Err(BodyError::Malformed(format!(
+                "more than {MAX_PARTS} parts in the form"
+            )));
+        }
+        self.framing.set_in_part(true);
+        Ok(Some(field))
+    }
+
+    /// Reads and discards a non-file field (its size is capped by the constraints).
+    async fn drain(&self, mut f: Field<'static>) -> Result<(), BodyError> {
+        while f.chunk().await.map_err(BodyError::from_multer)?.is_some() {}
+        self.framing.set_in_part(false);
+        Ok(())
+    }
 }
 
 /// The `file` part's bytes, then a check of the rest of the form.
 struct FileSource {
-    form: Multipart<'static>,
+    form: Form,
     field: Option<Field<'static>>,
     received: u64,
     limit: Option<u64>,
@@ -135,19 +186,17 @@ impl FileSource {
                         }
                         return Ok(Some(b));
                     }
-                    None => self.field = None,
+                    None => {
+                        self.field = None;
+                        self.form.framing.set_in_part(false);
+                    }
                 }
             } else {
-                return match self
-                    .form
-                    .next_field()
-                    .await
-                    .map_err(BodyError::from_multer)?
-                {
+                return match self.form.next_field().await? {
                     None => Ok(None),
                     Some(f) if f.name() == Some(FILE_FIELD) => Err(BodyError::DuplicateFile),
                     Some(f) => {
-                        drain(f).await?;
+                        self.form.drain(f).await?;
                         continue;
                     }
                 };
