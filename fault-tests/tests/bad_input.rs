@@ -283,9 +283,10 @@ fn malformed_input_everywhere_is_refused_cleanly() {
         "no hash".into(),
         http.get(format!("{base}/download")).send(),
     );
+    // PUT /upload is a raw-body upload; PATCH is no method of /upload.
     check(
         "bad method".into(),
-        http.put(format!("{base}/upload")).send(),
+        http.patch(format!("{base}/upload")).send(),
     );
     check(
         "no route".into(),
@@ -334,9 +335,11 @@ fn malformed_input_everywhere_is_refused_cleanly() {
         "no boundary".into(),
         post(form.clone(), "multipart/form-data"),
     );
+    // A body that is not multipart is a raw-body upload, not bad input; a multipart
+    // type with an empty boundary is.
     check(
-        "not multipart".into(),
-        post(form.clone(), "application/json"),
+        "empty boundary".into(),
+        post(form.clone(), "multipart/form-data; boundary="),
     );
     let no_file = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nhello\r\n--{boundary}--\r\n"
