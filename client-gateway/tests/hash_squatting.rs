@@ -2,17 +2,20 @@
 //! that reaches the namenode commits the SHA-256 of someone else's content as the id of
 //! its own block, by `CommitFile` and by one file of a `CommitFiles` batch. The
 //! namenode refuses both, and the victim's later upload through the gateway makes the
-//! record and downloads as the victim's bytes.
+//! record and downloads as the victim's bytes. A file of several blocks cannot claim
+//! a small content's id; one of content longer than a block still can (its id is not
+//! checked, docs/security.md), and the victim's upload then fails instead of answering
+//! `existed`.
 
 mod common;
 mod support;
 
-use common::cluster::TestCluster;
+use common::cluster::{BLOCK, TestCluster};
 use common::http;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::{pb, transport};
 use sha2::{Digest, Sha256};
-use support::{download, sha, upload_ok};
+use support::{content, download, sha, upload, upload_ok};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -36,6 +39,19 @@ async fn attackers_block(
     nn: &mut NamenodeClient<Channel>,
     data: &[u8],
 ) -> pb::CommittedBlock {
+    let blocks = attackers_blocks(cluster, nn, data).await;
+    let [b] = &blocks[..] else {
+        panic!("one block: {blocks:?}");
+    };
+    b.clone()
+}
+
+/// The attacker's own file, uploaded honestly through the gateway: its blocks.
+async fn attackers_blocks(
+    cluster: &TestCluster,
+    nn: &mut NamenodeClient<Channel>,
+    data: &[u8],
+) -> Vec<pb::CommittedBlock> {
     upload_ok(&http(), &cluster.gateway.url, "mine.bin", data).await;
     let f = nn
         .get_file(pb::GetFileRequest {
@@ -44,14 +60,14 @@ async fn attackers_block(
         .await
         .unwrap()
         .into_inner();
-    let [b] = &f.blocks[..] else {
-        panic!("one block: {f:?}");
-    };
-    pb::CommittedBlock {
-        id: b.id.clone(),
-        length: b.length,
-        replicas: b.replicas.iter().map(|l| l.id.clone()).collect(),
-    }
+    f.blocks
+        .iter()
+        .map(|b| pb::CommittedBlock {
+            id: b.id.clone(),
+            length: b.length,
+            replicas: b.replicas.iter().map(|l| l.id.clone()).collect(),
+        })
+        .collect()
 }
 
 async fn lease(nn: &mut NamenodeClient<Channel>) -> String {
@@ -159,4 +175,55 @@ async fn commit_files_refuses_the_squatting_file_alone() {
     assert_eq!(nothing.code(), Code::NotFound, "{nothing:?}");
 
     victim_is_served_its_own_bytes(&cluster, victim).await;
+}
+
+/// Several short blocks cannot make up a small content's id: a file of several blocks
+/// must be cut into whole blocks, so it is longer than any one-block content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_short_blocks_cannot_claim_a_small_contents_id() {
+    let cluster = TestCluster::start(3).await;
+    let mut nn = namenode(&cluster).await;
+    let victim = b"a small victim";
+    let mine = attackers_block(&cluster, &mut nn, b"short").await;
+    let upload_id = lease(&mut nn).await;
+    let squat = nn
+        .commit_file(pb::CommitFileRequest {
+            upload_id,
+            file_id: digest(victim),
+            size: 2 * mine.length,
+            blocks: vec![mine.clone(), mine],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(squat.code(), Code::InvalidArgument, "{squat:?}");
+    assert!(squat.message().contains("must be whole"), "{squat:?}");
+    victim_is_served_its_own_bytes(&cluster, victim).await;
+}
+
+/// Still open: a file of several blocks is committed under the id of other content
+/// longer than a block. The victim's upload of that content is then refused (its
+/// blocks disprove the record) rather than answered `existed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_id_of_several_blocks_fails_the_victims_upload() {
+    let cluster = TestCluster::start(3).await;
+    let mut nn = namenode(&cluster).await;
+    let len = BLOCK as usize + 100;
+    let victim = content(len, 1);
+    let mine = attackers_blocks(&cluster, &mut nn, &content(len, 2)).await;
+    assert_eq!(mine.len(), 2);
+    let upload_id = lease(&mut nn).await;
+    nn.commit_file(pb::CommitFileRequest {
+        upload_id,
+        file_id: digest(&victim),
+        size: len as u64,
+        blocks: mine,
+    })
+    .await
+    .expect("a file of several blocks' id is not checked by the namenode");
+
+    let r = upload(&http(), &cluster.gateway.url, "victim.bin", &victim).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("claimed for other bytes"), "{body}");
 }

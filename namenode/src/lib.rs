@@ -5,7 +5,8 @@
 //!   a group-commit writer (docs/decisions/0001-redb-namenode-metadata.md).
 //! - `cluster`: datanode membership and liveness; `blockmap`: block → replica
 //!   locations in memory; `placement`: which datanodes a new block's pipeline uses;
-//!   `usage`: storage a node gained or lost since its last heartbeat.
+//!   `usage`: storage a node gained or lost since its last heartbeat; `file_ids`: what
+//!   a commit's block list must prove of its file id (docs/security.md).
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
@@ -25,6 +26,7 @@ mod blockmap;
 mod cluster;
 mod config;
 mod error;
+mod file_ids;
 mod gc;
 mod http;
 mod kubernetes;

@@ -67,7 +67,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::field::Empty;
-use tracing::{Span, debug, info, instrument};
+use tracing::{Span, debug, error, info, instrument};
 
 use super::block::UploadCtx;
 use super::driver::Driver;
@@ -319,6 +319,16 @@ impl Client {
         if record.id != file_id {
             return Err(bad_reply("CommitFile returned another file id"));
         }
+        if resp.existed && disproves(&blocks, size, &record) {
+            error!(
+                stored_size = record.size,
+                size, "the record stored under this content's id is not this content"
+            );
+            return Err(Error::Internal(format!(
+                "the file stored as {file_id} is not this content (its size or blocks differ): \
+                 its id was claimed for other bytes"
+            )));
+        }
         metrics::counter!("kdfs_gateway_uploads_total").increment(1);
         info!(
             size,
@@ -333,4 +343,25 @@ impl Client {
             replicas,
         })
     }
+}
+
+/// Whether the bytes just written (`blocks`, `size` in all) prove that `existing`, the
+/// record the namenode already held under their id, is not their content: another
+/// size, or the same cut into blocks with other block ids (a block id is its bytes'
+/// SHA-256). The namenode cannot check a file of several blocks' id, so an id can be
+/// claimed for other bytes (hash squatting, docs/security.md): the uploader is told
+/// rather than answered `existed`. A cut of other lengths (a record from another block
+/// size) proves nothing.
+fn disproves(blocks: &[super::block::Committed], size: u64, existing: &FileRecord) -> bool {
+    let same_cut = blocks.len() == existing.blocks.len()
+        && blocks
+            .iter()
+            .zip(&existing.blocks)
+            .all(|(b, e)| b.length == e.length);
+    existing.size != size
+        || (same_cut
+            && blocks
+                .iter()
+                .zip(&existing.blocks)
+                .any(|(b, e)| b.id != e.id))
 }

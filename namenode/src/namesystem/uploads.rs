@@ -12,6 +12,7 @@ use kdfs_proto::transport::MAX_BATCH_FILES;
 use super::{Location, MAX_CONTENT_TYPE_LEN, MAX_NAME_LEN, NameSystem, location, lock};
 use crate::blockmap::{IdBuild, NodeIdx};
 use crate::error::{Error, Result};
+use crate::file_ids::{check_content_id, check_split};
 use crate::meta::{Effect, FileRecord, Lease, Op};
 use crate::placement;
 
@@ -262,7 +263,9 @@ impl NameSystem {
                 "size {size} is not the sum of the block lengths {total}"
             )));
         }
-        check_content_id(&id, &blocks)?;
+        let entries: Vec<(BlockId, u64)> = blocks.iter().map(|b| (b.id, b.length)).collect();
+        check_content_id(&id, &entries)?;
+        check_split(&entries, self.settings.block_size)?;
         let need = self.settings.min_replicas.min(lease.replication) as usize;
         let acks = self.trusted_acks(lease, &blocks, need)?;
         let record = FileRecord {
@@ -272,7 +275,7 @@ impl NameSystem {
             content_type: content_type_or_default(content_type),
             created_ms: self.clock.now_ms() as i64,
             replication: lease.replication,
-            blocks: blocks.iter().map(|b| (b.id, b.length)).collect(),
+            blocks: entries,
         };
         Ok(Op::Commit {
             record,
@@ -416,27 +419,6 @@ fn check_content_type(ct: &str) -> Result<()> {
     Ok(())
 }
 
-/// The file ids the namenode can check from the blocks alone (issue 24, finding 3: a
-/// caller must not claim another content's id for its own bytes, "hash squatting").
-/// A one-block file is its block's bytes, so its id is that block's id (and its size
-/// the block's length, which the sum check already holds); an empty file, of no
-/// blocks, is the SHA-256 of nothing. A longer file's id, the SHA-256 of every block's
-/// bytes in order, cannot be checked without reading them and is taken on trust (see
-/// docs/security.md).
-fn check_content_id(id: &FileId, blocks: &[CommittedBlock]) -> Result<()> {
-    match blocks {
-        [] if *id != FileId::of(&[]) => Err(Error::InvalidArgument(format!(
-            "file id {id} is not the SHA-256 of an empty file, which a file of no blocks is"
-        ))),
-        [b] if id.as_bytes() != b.id.as_bytes() => Err(Error::InvalidArgument(format!(
-            "file id {id} is not its only block's id {}: a one-block file's id is the \
-             SHA-256 of its bytes",
-            b.id
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// A content type as stored: none given means `application/octet-stream`.
 fn content_type_or_default(ct: String) -> String {
     if ct.is_empty() {
@@ -500,29 +482,6 @@ mod tests {
         assert!(pick(50).unwrap().contains(&tiny));
     }
 
-    /// Which ids a commit may claim for its blocks (hash squatting, issue 24).
-    #[test]
-    fn a_file_id_must_be_what_its_blocks_can_prove() {
-        fn check(id: &[u8], blocks: &[&[u8]], ok: bool) {
-            let blocks: Vec<CommittedBlock> = blocks
-                .iter()
-                .map(|c| CommittedBlock {
-                    id: block(c),
-                    length: c.len() as u64,
-                    replicas: vec![],
-                })
-                .collect();
-            let got = super::check_content_id(&file(id), &blocks);
-            assert_eq!(got.is_ok(), ok, "{:?} for {blocks:?}: {got:?}", file(id));
-        }
-        check(b"", &[], true);
-        check(b"victim", &[], false);
-        check(b"mine", &[b"mine"], true);
-        check(b"victim", &[b"mine"], false);
-        // A longer file's id is not checked here.
-        check(b"victim", &[b"mi", b"ne"], true);
-    }
-
     /// A squatted id is refused by a single commit and by one file of a batch, and
     /// nothing is written for it; the content's real upload then makes the record.
     #[tokio::test(start_paused = true)]
@@ -578,19 +537,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_commits_every_file_durably_and_ends_its_lease() {
-        let sim = Sim::new(&[]).with_nodes(3);
+        // Blocks of 8 bytes, so that a file of two is short.
+        let sim = Sim::new(&["--block-size", "8B"]).with_nodes(3);
         sim.tick();
         let lease = sim.ns.begin_upload("batch", "", 0).await.unwrap();
         let two_blocks = FileToCommit {
             name: "two.bin".into(),
             content_type: "application/x-two".into(),
-            id: file(b"onetwo"),
-            size: 6,
-            blocks: [&b"one"[..], b"two"]
+            id: file(b"one two two"),
+            size: 11,
+            blocks: [&b"one two "[..], b"two"]
                 .iter()
                 .map(|c| CommittedBlock {
                     id: block(c),
-                    length: 3,
+                    length: c.len() as u64,
                     replicas: vec![sim.nodes[1], sim.nodes[2]],
                 })
                 .collect(),
@@ -622,9 +582,12 @@ mod tests {
             (b.name.as_str(), b.content_type.as_str(), b.size),
             ("b", "application/octet-stream", 6)
         );
-        let two = sim.record(b"onetwo").await;
-        assert_eq!((two.name.as_str(), two.size), ("two.bin", 6));
-        assert_eq!(two.blocks, vec![(block(b"one"), 3), (block(b"two"), 3)]);
+        let two = sim.record(b"one two two").await;
+        assert_eq!((two.name.as_str(), two.size), ("two.bin", 11));
+        assert_eq!(
+            two.blocks,
+            vec![(block(b"one two "), 8), (block(b"two"), 3)]
+        );
         // The pipeline acks are located at once, as for a single commit.
         let mut on = sim.locations(b"alpha").await;
         on.sort();
