@@ -26,6 +26,11 @@ pub(crate) struct ProcCluster {
     pub(crate) gateway: String,
     /// Always `Some` until dropped.
     inner: Option<ProcessCluster>,
+    /// Keeps the thread that started the children alive until the cluster is dropped:
+    /// a child's parent-death signal (`PR_SET_PDEATHSIG`) fires when the *thread* that
+    /// spawned it exits, so children started on a pooled thread would be SIGKILLed once
+    /// that thread idled out, in the middle of a scenario.
+    _starter: std::sync::mpsc::Sender<()>,
 }
 
 impl ProcCluster {
@@ -55,15 +60,25 @@ impl ProcCluster {
         let mut attempt = 1;
         loop {
             let o = opts.clone();
-            // Blocking: it sleeps between polls and uses a blocking HTTP client.
-            let started = tokio::task::spawn_blocking(move || ProcessCluster::try_start(o))
-                .await
-                .context("the cluster start panicked")?;
+            // Blocking (it sleeps between polls and uses a blocking HTTP client), on a
+            // thread of its own that outlives the children (see `_starter`).
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let (starter, hold) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name("bench-cluster".into())
+                .spawn(move || {
+                    let _ = started_tx.send(ProcessCluster::try_start(o));
+                    // Returns once `starter` is dropped, with the cluster.
+                    let _ = hold.recv();
+                })
+                .context("starting the cluster's thread")?;
+            let started = started_rx.await.context("the cluster start panicked")?;
             match started {
                 Ok(c) => {
                     return Ok(Self {
                         gateway: c.gateway_url().to_owned(),
                         inner: Some(c),
+                        _starter: starter,
                     });
                 }
                 Err(e) if attempt < ATTEMPTS => {
@@ -112,7 +127,8 @@ impl ProcCluster {
 impl Drop for ProcCluster {
     fn drop(&mut self) {
         // Off the runtime's threads: the cluster holds a blocking HTTP client, which
-        // may not be dropped inside an async context.
+        // may not be dropped inside an async context. The children are stopped here,
+        // before `_starter` lets the thread that started them end.
         if let Some(c) = self.inner.take() {
             let _ = std::thread::spawn(move || drop(c)).join();
         }

@@ -73,7 +73,9 @@ impl Proc {
             .stdout(log.try_clone()?)
             .stderr(log);
         // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-        // Die with the test if the test process is killed.
+        // Die with the test if the test process is killed. The signal fires when the
+        // thread that spawned the child exits, not only the process: start children
+        // from a thread that outlives them (a test's own thread, never a pooled one).
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
