@@ -7,6 +7,7 @@
 //! - [`units`]: byte sizes (`64MiB`) and durations (`3s`) as written in flags.
 //! - [`telemetry`]: tracing setup, plain for people and JSON for pods.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a `CancellationToken`.
+//! - [`malloc`]: the glibc malloc bound every binary starts with, and its tuned runtime.
 //!
 //! This crate depends on no other kdfs crate; `kdfs-proto` builds on it.
 

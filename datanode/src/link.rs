@@ -6,7 +6,7 @@
 //!   refusing to run on another cluster's disk), sends a full block report, then
 //!   heartbeats every `heartbeat_interval` and sends a full report every
 //!   `--block-report-interval`. A heartbeat reply asking to `reregister` starts over.
-//! - **incremental-report** batches the store's [`Event`]s for about a second and sends
+//! - **incremental-report** batches the store's [`Event`]s for [`INCREMENTAL_BATCH_WINDOW`] and sends
 //!   them; a failed send puts them back.
 //!
 //! A namenode that is down or restarting never stops the datanode: calls are retried

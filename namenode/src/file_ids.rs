@@ -7,8 +7,8 @@ use kdfs_core::{BlockId, FileId};
 
 use crate::error::{Error, Result};
 
-/// The file ids the namenode can check from the blocks alone (issue 24, finding 3: a
-/// caller must not claim another content's id for its own bytes, "hash squatting").
+/// The file ids the namenode can check from the blocks alone (a caller must
+/// not claim another content's id for its own bytes: "hash squatting", docs/security.md).
 /// A one-block file is its block's bytes, so its id is that block's id (and its size
 /// the block's length, which the sum check already holds); an empty file, of no
 /// blocks, is the SHA-256 of nothing. A longer file's id, the SHA-256 of every block's

@@ -22,7 +22,7 @@
 //!
 //! A file of one block is that block's bytes, so its id must be the block's id (an
 //! empty file's, the SHA-256 of nothing): a record that says otherwise claims a content
-//! it does not hold (issue 24, "hash squatting"; the namenode refuses such commits, but
+//! it does not hold ("hash squatting", docs/security.md; the namenode refuses such commits, but
 //! a record may predate that) and is never served (`check_file_id`). A longer file's id
 //! is not checked here (docs/security.md).
 //!
@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(got, want, "blocks {blocks:?}, range {range:?}");
     }
 
-    /// Which records a reader serves under their id (hash squatting, issue 24).
+    /// Which records a reader serves under their id (hash squatting).
     #[test]
     fn a_record_whose_blocks_disprove_its_id_is_not_served() {
         fn check(id: &[u8], blocks: &[&[u8]], ok: bool) {

@@ -1,7 +1,7 @@
 //! The `kubernetes` worker: watches the datanode pods, looks up what each needs
 //! (`lookups.rs`), turns them into events (`pod_events.rs`, `tracker.rs`) and applies
 //! those (`apply.rs`). API errors are logged and retried with backoff; the worker never
-//! stops the namenode. Tested against a mock API service (`tests/kubernetes.rs`).
+//! stops the namenode. Tested against a mock API service (`namesystem/kubernetes_hooks/pod_watch_tests.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
