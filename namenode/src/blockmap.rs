@@ -254,7 +254,7 @@ impl BlockMap {
     /// unreferenced blocks are handed back for `gc.rs` to judge.
     ///
     /// One pass over the report and one over the map, no sorting: while a shard is
-    /// locked, the node's locations of reported blocks are tagged with [`SEEN`]; the
+    /// locked, the node's locations of reported blocks are tagged with `SEEN`; the
     /// sweep of the shard then drops untagged ones and clears the tags before the lock
     /// is released, so no other reader ever sees a tag.
     pub fn apply_full_report(&self, node: NodeIdx, blocks: Vec<(BlockId, u64)>) -> ReportOutcome {

@@ -9,7 +9,7 @@ use crate::error::Result;
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// File id → encoded [`FileRecord`](super::FileRecord).
 pub(super) const FILES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("files");
-/// [`time_key`](super::time_key) of every live file, for newest-first listings.
+/// [`time_key`](super::records::time_key) of every live file, for newest-first listings.
 pub(super) const BY_TIME: TableDefinition<[u8; 40], ()> = TableDefinition::new("by_time");
 /// File id → deletion time and encoded record (see `records::encode_tombstone`).
 pub(super) const TOMBSTONES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tombstones");

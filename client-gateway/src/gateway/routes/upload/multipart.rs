@@ -9,7 +9,7 @@
 //! multer holds in memory whatever it has read but not yet handed out as a part's
 //! bytes: the preamble before the first boundary, and each boundary line and part
 //! header. It has no limit for those, so the body reaches it through a counting
-//! stream ([`Framing`]) that fails once more than [`MAX_FRAMING`] bytes arrive while
+//! stream (`Framing`) that fails once more than [`MAX_FRAMING`] bytes arrive while
 //! no part's data is being read (400), and a form has at most [`MAX_PARTS`] parts.
 
 use axum::http::{HeaderMap, header};
