@@ -23,7 +23,8 @@
 //! A file of one block is that block's bytes, so its id must be the block's id (an
 //! empty file's, the SHA-256 of nothing): a record that says otherwise claims a content
 //! it does not hold ("hash squatting", docs/security.md; the namenode refuses such commits, but
-//! a record may predate that) and is never served (`check_file_id`). A longer file's id
+//! a record may predate that) and is never served: [`Client::download`] and
+//! [`Client::read_small`] refuse it (`check_file_id`), once per read. A longer file's id
 //! is not checked here (docs/security.md).
 //!
 //! Timeouts are per message (stall detection), never around a whole transfer.
@@ -206,16 +207,10 @@ impl Client {
         Some(Err(unreadable(block, &errors)))
     }
 
-    /// Streams `range` (already checked against the size) of a looked-up file.
+    /// Streams `range` (already checked against the size) of a looked-up file whose id
+    /// was already checked against its blocks: [`Client::download`] does, and
+    /// [`Client::read_small`] does for every file before it answers `None`.
     pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
-        if let Err(e) = check_file_id(info) {
-            let (tx, rx) = mpsc::channel(1);
-            tx.try_send(Err(e)).expect("room for one error");
-            return Download {
-                rx,
-                _driver: AbortOnDropHandle::new(tokio::spawn(async {})),
-            };
-        }
         let lengths: Vec<u64> = info.blocks.iter().map(|b| b.length).collect();
         let reads = plan(&lengths, range);
         let blocks = info.blocks.clone();
