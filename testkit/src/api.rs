@@ -260,6 +260,23 @@ pub fn http_client() -> reqwest::Client {
         .expect("building a plain HTTP client")
 }
 
+/// One plain `GET http://{addr}{path}` (a server's `/healthz`, `/readyz`, `/metrics`);
+/// returns the status and body. Panics if no response comes.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    let resp = http_client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: body broke off: {e:#}"));
+    (status, body)
+}
+
 /// Waits until `GET url` through `client` answers 200 (a server's `/healthz` or
 /// `/readyz`); panics naming `what` after `within`. Returns how long it took.
 pub async fn wait_http_ok(

@@ -32,7 +32,7 @@ pub mod state;
 pub mod tmpfiles;
 pub mod wait;
 
-pub use api::{Api, HttpFailure, Stored, http_client, wait_http_ok};
+pub use api::{Api, HttpFailure, Stored, http_client, http_get, wait_http_ok};
 pub use binaries::Binaries;
 pub use cluster::ProcessCluster;
 pub use data::{SlowReader, random_bytes, sha256_hex};

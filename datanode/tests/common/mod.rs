@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kdfs_core::BlockId;
 use kdfs_datanode::store::{Store, StoreConfig};
 
-pub use kdfs_testkit::{flip_byte, wait_for};
+pub use kdfs_testkit::{flip_byte, http_get, wait_for, wait_until};
 pub use namenode::*;
 pub use node::*;
 

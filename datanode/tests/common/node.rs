@@ -386,24 +386,6 @@ impl Proxy {
     }
 }
 
-/// `GET path` over plain HTTP/1.1; returns the status code and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
-}
-
 /// The `WriteBlock` call a test feeds by hand: the call to `head` running in a task, its
 /// header (`downstream`, `max_length`) sent; the test sends the rest through the queue.
 pub async fn open_write(

@@ -1,5 +1,7 @@
 //! The namenode's HTTP side: health, readiness and metrics.
 
+use kdfs_testkit::http_get;
+
 use crate::common::*;
 
 #[tokio::test]

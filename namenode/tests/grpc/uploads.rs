@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kdfs_proto::{pb, transport};
+use kdfs_testkit::http_get;
 use tonic::Code;
 
 use crate::common::*;
