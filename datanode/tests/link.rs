@@ -342,14 +342,10 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
     .await;
     let report = nn.seen(|s| s.full_reports[0].clone());
     assert!(report.iter().any(|e| e.id[..] == id.as_bytes()[..]));
-    let deadline = std::time::Instant::now() + WAIT;
-    while http_get(node.http, "/readyz").await.0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ready after registering"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("ready after registering", WAIT, || async {
+        http_get(node.http, "/readyz").await.0 == 200
+    })
+    .await;
     let (_d, r) = node.stop().await;
     r.unwrap();
 }
