@@ -101,6 +101,21 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
+/// The `Content-Type` without its parameters, lowercased; empty without one.
+fn content_type_essence(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
 /// Stores `source` through the client library and answers as both forms do: the JSON
 /// [`UploadResponse`], with the file's hash and size for the audit line.
 async fn store<S>(

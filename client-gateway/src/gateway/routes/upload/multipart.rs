@@ -20,7 +20,7 @@ use multer::{Constraints, Field, Multipart, SizeLimit};
 
 use super::body::SharedBody;
 use super::framing::Framing;
-use super::{BodyError, content_length, sanitize_name, store};
+use super::{BodyError, content_length, content_type_essence, sanitize_name, store};
 use crate::gateway::error::ApiError;
 use crate::gateway::state::AppState;
 
@@ -35,11 +35,7 @@ pub const FILE_FIELD: &str = "file";
 /// Whether the body is a `multipart/form-data` form (whatever its parameters); every
 /// other body is a raw upload.
 pub fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim())
-        .is_some_and(|essence| essence.eq_ignore_ascii_case("multipart/form-data"))
+    content_type_essence(headers) == "multipart/form-data"
 }
 
 impl BodyError {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::body::SharedBody;
 use super::name::disposition_filename;
-use super::{BodyError, content_length, sanitize_name, store};
+use super::{BodyError, content_length, content_type_essence, sanitize_name, store};
 use crate::gateway::error::ApiError;
 use crate::gateway::state::AppState;
 
@@ -68,17 +68,7 @@ fn raw_name(query: Option<String>, headers: &HeaderMap) -> Option<String> {
 /// The `Content-Type` without its parameters, lowercased (as a form part's type is
 /// kept); empty without one, or for curl's default form type (module doc).
 fn content_type(headers: &HeaderMap) -> String {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let essence = content_type_essence(headers);
     if essence == "application/x-www-form-urlencoded" {
         return String::new();
     }
