@@ -266,7 +266,6 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let _ = &mut stranger;
     nn.stop().await;
 }
 
