@@ -7,24 +7,10 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-/// Deterministic, non-repeating test content (so a misplaced block is detected).
-pub fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-pub fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+/// Deterministic, non-repeating test content (so a misplaced block is detected), and
+/// the hex SHA-256 the gateway answers: the test kit's.
+pub use kdfs_testkit::{random_bytes as content, sha256_hex as sha};
 
 pub async fn upload(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> reqwest::Response {
     let part = reqwest::multipart::Part::bytes(data.to_vec())
