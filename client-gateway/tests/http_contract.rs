@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::cluster::{BLOCK, Spec, TestCluster};
 use common::{DEADLINE, assert_json_error, http, multipart};
 use serde_json::Value;
-use support::{content, download, list_files, sha, source, upload, upload_ok};
+use support::{
+    answer_while_owing, content, download, get_json, list_files, sha, source, upload, upload_ok,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_contract_routes_statuses_headers_and_shapes() {
@@ -18,14 +20,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     let url = cluster.gateway.url.clone();
 
     // /info, /readyz, /healthz, /metrics.
-    let info: Value = c
-        .get(format!("{url}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&c, &format!("{url}/info")).await;
     assert_eq!(info["service"], "kdfs-gateway");
     assert_eq!(info["status"], "ok");
     assert_eq!(info["namenode"], cluster.namenode_url.as_str());
@@ -200,14 +195,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         }
     }
     assert!(list["next"].is_null());
-    let page1: Value = c
-        .get(format!("{url}/files?limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page1: Value = get_json(&c, &format!("{url}/files?limit=2")).await;
     assert_eq!(page1["files"].as_array().unwrap().len(), 2);
     let next = page1["next"].as_str().expect("a next cursor").to_owned();
     let page2: Value = c
@@ -238,14 +226,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     assert!(found.iter().all(|f| f["hash"] != second["hash"]));
 
     // /files/{hash}: record, blocks and live locations.
-    let one: Value = c
-        .get(format!("{url}/files/{hash}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&c, &format!("{url}/files/{hash}")).await;
     assert_eq!(one["hash"], hash.as_str());
     assert_eq!(one["size"], data.len() as u64);
     let blocks = one["blocks"].as_array().unwrap();
@@ -406,23 +387,14 @@ async fn max_upload_and_auth_token_on_a_cluster() {
     // Deterministically: send half of the body (past the limit) and read the answer
     // while the rest is still owed.
     {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (ct, body) = multipart(&[("file", Some("big.bin"), &big)]);
         let addr = url.trim_start_matches("http://");
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "POST /upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer tok\r\n\
              Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(&body[..body.len() / 2]).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut answer))
-            .await
-            .expect("413 arrives before the body is complete")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
+        let answer = answer_while_owing(addr, &head, &body[..body.len() / 2]).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
     // That connection may be half-closed now: use a fresh client (and pool).

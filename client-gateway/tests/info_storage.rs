@@ -7,7 +7,7 @@ mod support;
 use common::cluster::{BLOCK, Spec, TestCluster};
 use common::http;
 use serde_json::Value;
-use support::{content, upload_ok};
+use support::{content, get_json, upload_ok};
 
 /// Heartbeats a minute apart (and liveness timeouts to match), so none falls between
 /// the upload and the `/info` that follows it: the `used` shown is the namenode's own
@@ -31,14 +31,7 @@ async fn info_shows_an_uploads_bytes_before_the_next_heartbeat() {
     let data = content(BLOCK as usize * 3 / 2, 28);
     upload_ok(&c, &url, "new.bin", &data).await;
 
-    let info: Value = c
-        .get(format!("{url}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&c, &format!("{url}/info")).await;
     let dns = info["datanodes"].as_array().unwrap();
     let holding = dns
         .iter()

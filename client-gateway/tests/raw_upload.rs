@@ -13,10 +13,10 @@ mod support;
 use std::time::Duration;
 
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{DEADLINE, assert_json_error, http};
+use common::{assert_json_error, http};
 use serde_json::Value;
-use support::{content, download, list_files, sha};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{answer_while_owing, assert_no_files, content, download, list_files, sha};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::MutexGuard;
 
 /// Holds the other tests of this file off while one runs.
@@ -86,15 +86,6 @@ async fn batches(c: &reqwest::Client, url: &str) -> u64 {
     page.lines()
         .find_map(|l| l.strip_prefix("kdfs_gateway_upload_batches_total "))
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
-}
-
-/// Asserts for a while that the cluster holds no file.
-async fn assert_no_files(c: &reqwest::Client, url: &str) {
-    for _ in 0..10 {
-        let list = list_files(c, url).await;
-        assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// PUT and POST of raw bodies of every size answer what the multipart path answers,
@@ -264,22 +255,13 @@ async fn raw_uploads_meet_the_limit_and_the_token() {
     let auth = [("authorization", "Bearer tok")];
 
     // Announced too large: 413 before the body is sent (the client is still owing it).
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "PUT /upload?name=big.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer tok\r\n\
          Content-Length: {}\r\n\r\n",
         big.len()
     );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&big[..1000]).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(DEADLINE, s.read(&mut answer))
-        .await
-        .expect("413 arrives before the body is complete")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = answer_while_owing(&addr, &head, &big[..1000]).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    drop(s);
 
     // Through an HTTP client, with and without a length. The gateway may close the
     // connection before the client finished sending: then there is no answer to read.

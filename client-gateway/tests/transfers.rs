@@ -13,8 +13,9 @@ use common::{DEADLINE, assert_json_error, http, multipart};
 use futures::StreamExt;
 use kdfs_client_gateway::ByteRange;
 use kdfs_core::FileId;
-use serde_json::Value;
-use support::{collect, content, download, list_files, sha, source, spawn_upload, upload_ok};
+use support::{
+    assert_no_files, collect, content, download, list_files, sha, source, spawn_upload, upload_ok,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_of_every_size_through_http_and_the_library() {
@@ -205,12 +206,7 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
     drop(s);
 
     // The upload is abandoned: no file record appears, now or later.
-    let files = format!("{}/files", cluster.gateway.url);
-    for _ in 0..10 {
-        let list: Value = c.get(&files).send().await.unwrap().json().await.unwrap();
-        assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_no_files(&c, &cluster.gateway.url).await;
     let r = c
         .get(format!("{}/files/{}", cluster.gateway.url, sha(&data)))
         .send()
@@ -227,7 +223,7 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
     )
     .await;
     assert!(r.is_err(), "the endless upload was still running");
-    let list: Value = c.get(&files).send().await.unwrap().json().await.unwrap();
+    let list = list_files(&c, &cluster.gateway.url).await;
     assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
 }
 

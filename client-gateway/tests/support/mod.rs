@@ -49,15 +49,23 @@ pub fn spawn_upload(
     })
 }
 
+/// `GET url` as JSON.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// `GET /files` (the first page, newest first).
 pub async fn list_files(c: &reqwest::Client, url: &str) -> Value {
-    c.get(format!("{url}/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(c, &format!("{url}/files")).await
+}
+
+/// Asserts for a while (ten looks, 100 ms apart) that the cluster holds no file.
+pub async fn assert_no_files(c: &reqwest::Client, url: &str) {
+    for _ in 0..10 {
+        let list = list_files(c, url).await;
+        assert!(list["files"].as_array().unwrap().is_empty(), "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 pub async fn download(c: &reqwest::Client, url: &str, hash: &str) -> Vec<u8> {
@@ -88,4 +96,20 @@ pub async fn collect(mut s: kdfs_client_gateway::Download) -> Vec<u8> {
         out.extend_from_slice(&b.expect("verified bytes"));
     }
     out
+}
+
+/// Sends `head` and then `body` (a part of what the head announces) over a fresh
+/// connection to `addr` and returns the first bytes of the answer, read while the
+/// rest of the body is still owed.
+pub async fn answer_while_owing(addr: &str, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(crate::common::DEADLINE, s.read(&mut answer))
+        .await
+        .expect("the answer arrives before the body is complete")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
 }
