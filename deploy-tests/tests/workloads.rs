@@ -16,6 +16,8 @@ use common::*;
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 #[test]
@@ -42,25 +44,8 @@ fn namenode_is_a_stateful_set_of_one_with_a_claim_and_least_rbac() {
     let m = load();
     let nn = m.stateful_set("namenode");
     assert_eq!(nn.spec.replicas, Some(1), "exactly one namenode");
-    let claims = nn
-        .spec
-        .volume_claim_templates
-        .as_deref()
-        .unwrap_or_default();
-    assert_eq!(claims.len(), 1, "one claim for the metadata");
-    let claim = name_of(&claims[0].metadata);
     let c = only_container(&nn.spec.template, "namenode");
-    let data_dir = flag(c, "data-dir").expect("namenode passes --data-dir");
-    let mounted = c
-        .volume_mounts
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|v| v.name == claim && v.mount_path == data_dir);
-    assert!(
-        mounted,
-        "--data-dir {data_dir} must be the claim {claim}'s mount"
-    );
+    data_dir_claim(nn, c, "namenode");
     for v in pod(&nn.spec.template).volumes.iter().flatten() {
         assert!(
             v.secret.is_some(),
@@ -180,24 +165,7 @@ fn datanodes_are_a_spread_stateful_set_with_claims_identity_and_a_budget() {
     let c = only_container(template, "datanode");
 
     // Data on a claim per pod, never on emptyDir (a rescheduled pod keeps its blocks).
-    let claims = dn
-        .spec
-        .volume_claim_templates
-        .as_deref()
-        .unwrap_or_default();
-    assert_eq!(claims.len(), 1, "one claim per datanode");
-    let claim = name_of(&claims[0].metadata);
-    let data_dir = flag(c, "data-dir").expect("datanode passes --data-dir");
-    let mounted = c
-        .volume_mounts
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|v| v.name == claim && v.mount_path == data_dir);
-    assert!(
-        mounted,
-        "--data-dir {data_dir} must be the claim {claim}'s mount"
-    );
+    let claim = data_dir_claim(dn, c, "datanode");
     for v in spec.volumes.iter().flatten() {
         assert!(
             v.empty_dir.is_none(),
@@ -399,4 +367,28 @@ fn services_select_one_workload_and_name_its_ports() {
             }
         }
     }
+}
+
+/// The one volume claim template of `workload`'s StatefulSet `set`, which its container
+/// `c` mounts at its `--data-dir`; returns the claim's name.
+fn data_dir_claim<'a>(set: &'a StatefulSet, c: &Container, workload: &str) -> &'a str {
+    let claims = set
+        .spec
+        .volume_claim_templates
+        .as_deref()
+        .unwrap_or_default();
+    assert_eq!(claims.len(), 1, "one claim per {workload}");
+    let claim = name_of(&claims[0].metadata);
+    let data_dir = flag(c, "data-dir").unwrap_or_else(|| panic!("{workload} passes --data-dir"));
+    let mounted = c
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == claim && v.mount_path == data_dir);
+    assert!(
+        mounted,
+        "--data-dir {data_dir} must be the claim {claim}'s mount"
+    );
+    claim
 }
