@@ -243,7 +243,7 @@ impl Retained {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
 
@@ -282,15 +282,8 @@ mod tests {
 
     /// Waits (with a deadline) until `files` holds `n` idle spool files.
     async fn idle_files(files: &SpoolFiles, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while files.idle() != n {
-            assert!(
-                Instant::now() < deadline,
-                "{} idle spool files, not {n}",
-                files.idle()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = format!("{n} idle spool files");
+        kdfs_testkit::wait_for(&what, Duration::from_secs(10), || files.idle() == n).await;
     }
 
     #[tokio::test]
