@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use super::{NO_NAMENODE, files_in, temp_files, wait_for};
+use super::{NO_NAMENODE, files_in, temp_files, wait_for, wait_until};
 
 /// A datanode running in this process.
 pub struct TestNode {
@@ -60,22 +60,22 @@ impl TestNode {
             cancel,
             task,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut c = node.client();
-            let r = c
-                .read_block(ReadBlockRequest {
-                    block_id: kdfs_proto::wire::raw(BlockId::of(b"probe").as_bytes()),
-                    offset: 0,
-                    length: 0,
-                })
-                .await;
-            match r {
-                Err(s) if s.code() == tonic::Code::NotFound => break,
-                _ if Instant::now() > deadline => panic!("datanode never served gRPC"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        wait_until(
+            "the datanode serving gRPC",
+            Duration::from_secs(10),
+            || async {
+                let r = node
+                    .client()
+                    .read_block(ReadBlockRequest {
+                        block_id: kdfs_proto::wire::raw(BlockId::of(b"probe").as_bytes()),
+                        offset: 0,
+                        length: 0,
+                    })
+                    .await;
+                matches!(r, Err(s) if s.code() == tonic::Code::NotFound)
+            },
+        )
+        .await;
         node
     }
 
