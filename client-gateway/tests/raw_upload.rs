@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{assert_json_error, http};
+use common::{DEADLINE, assert_json_error, http, wait_until};
 use serde_json::Value;
 use support::{answer_while_owing, assert_no_files, content, download, list_files, sha};
 use tokio::io::AsyncWriteExt;
@@ -73,8 +73,8 @@ async fn file_info(c: &reqwest::Client, url: &str, hash: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// The gateway's `kdfs_gateway_upload_batches_total` (0 before the first batch).
-async fn batches(c: &reqwest::Client, url: &str) -> u64 {
+/// The gateway's counter `name` (0 before it is first counted).
+async fn counter(c: &reqwest::Client, url: &str, name: &str) -> u64 {
     let page = c
         .get(format!("{url}/metrics"))
         .send()
@@ -84,8 +84,26 @@ async fn batches(c: &reqwest::Client, url: &str) -> u64 {
         .await
         .unwrap();
     page.lines()
-        .find_map(|l| l.strip_prefix("kdfs_gateway_upload_batches_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// The gateway's `kdfs_gateway_upload_batches_total`.
+async fn batches(c: &reqwest::Client, url: &str) -> u64 {
+    counter(c, url, "kdfs_gateway_upload_batches_total").await
+}
+
+/// The gateway's `kdfs_gateway_blocks_written_total`.
+async fn blocks_written(c: &reqwest::Client, url: &str) -> u64 {
+    counter(c, url, "kdfs_gateway_blocks_written_total").await
+}
+
+/// Waits until the gateway has written `n` more blocks than `before`.
+async fn wait_blocks_written(c: &reqwest::Client, url: &str, before: u64, n: u64) {
+    wait_until("the sent blocks reach the datanodes", DEADLINE, || async {
+        blocks_written(c, url).await >= before + n
+    })
+    .await;
 }
 
 /// PUT and POST of raw bodies of every size answer what the multipart path answers,
@@ -368,6 +386,7 @@ async fn raw_client_disconnect_leaves_nothing() {
     // 2.5 MiB sent: two whole blocks reach the datanodes before the client goes.
     let sent = 5 << 19;
 
+    let before = blocks_written(&c, url).await;
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "PUT /upload?name=partial.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
@@ -376,9 +395,10 @@ async fn raw_client_disconnect_leaves_nothing() {
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(&data[..sent]).await.unwrap();
     s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_blocks_written(&c, url, before, 2).await;
     drop(s);
 
+    let before = blocks_written(&c, url).await;
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "POST /upload?name=partial2.bin HTTP/1.1\r\nHost: {addr}\r\n\
@@ -393,7 +413,7 @@ async fn raw_client_disconnect_leaves_nothing() {
         s.write_all(b"\r\n").await.unwrap();
     }
     s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_blocks_written(&c, url, before, 2).await;
     drop(s);
 
     assert_no_files(&c, url).await;

@@ -202,7 +202,13 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
     // Send 2.5 MiB (two whole blocks reach the datanodes), then vanish.
     s.write_all(&body[..(5 << 19)]).await.unwrap();
     s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let block = BLOCK as usize;
+    let sent: Vec<String> = data[..2 * block].chunks(block).map(sha).collect();
+    kdfs_testkit::wait_for("the sent blocks reach the datanodes", DEADLINE, || {
+        sent.iter()
+            .all(|id| (0..3).any(|i| cluster.stored_copy(i, id).is_some()))
+    })
+    .await;
     drop(s);
 
     // The upload is abandoned: no file record appears, now or later.
