@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{DEADLINE, assert_json_error, http};
+use common::{DEADLINE, assert_json_error, get_error, http};
 use kdfs_client_gateway::{ByteRange, Client};
 use kdfs_core::FileId;
 use serde_json::Value;
@@ -256,14 +256,7 @@ async fn out_of_space_is_507_and_too_few_datanodes_503() {
     let r = upload(&c, &lonely.gateway.url, "a.bin", b"abc").await;
     let m = assert_json_error(r, 503).await;
     assert!(m.contains("not enough live datanodes"), "{m}");
-    assert_json_error(
-        c.get(format!("{}/readyz", lonely.gateway.url))
-            .send()
-            .await
-            .unwrap(),
-        503,
-    )
-    .await;
+    get_error(&c, format!("{}/readyz", lonely.gateway.url), 503).await;
     let list = list_files(&c, &lonely.gateway.url).await;
     assert!(list["files"].as_array().unwrap().is_empty());
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, assert_json_error, http, multipart};
+use common::{Gateway, assert_json_error, get_error, http, multipart};
 
 /// A namenode address nothing listens on (the port was bound, then released).
 async fn dead_namenode() -> String {
@@ -39,8 +39,8 @@ async fn routes_validate_and_answer_json_errors() {
     );
 
     // Unknown routes and wrong methods.
-    assert_json_error(c.get(gw.at("/nope")).send().await.unwrap(), 404).await;
-    assert_json_error(c.get(gw.at("/upload")).send().await.unwrap(), 405).await;
+    get_error(&c, gw.at("/nope"), 404).await;
+    get_error(&c, gw.at("/upload"), 405).await;
     assert_json_error(c.post(gw.at("/download")).send().await.unwrap(), 405).await;
     assert_json_error(
         c.put(gw.at(&format!("/files/{HASH}")))
@@ -62,12 +62,12 @@ async fn routes_validate_and_answer_json_errors() {
         "/files/not-a-hash",
         "/files/..%2F..%2Fetc",
     ] {
-        let m = assert_json_error(c.get(gw.at(q)).send().await.unwrap(), 400).await;
+        let m = get_error(&c, gw.at(q), 400).await;
         assert!(m.contains("hash"), "{q}: {m}");
     }
     assert_json_error(c.delete(gw.at("/files/zz")).send().await.unwrap(), 400).await;
-    assert_json_error(c.get(gw.at("/files?limit=0")).send().await.unwrap(), 400).await;
-    assert_json_error(c.get(gw.at("/files?limit=abc")).send().await.unwrap(), 400).await;
+    get_error(&c, gw.at("/files?limit=0"), 400).await;
+    get_error(&c, gw.at("/files?limit=abc"), 400).await;
 
     // Bad upload bodies, refused before any namenode call.
     let r = c
@@ -134,15 +134,8 @@ async fn routes_validate_and_answer_json_errors() {
     assert_json_error(c.patch(gw.at("/upload")).send().await.unwrap(), 405).await;
 
     // Reads that need the namenode: 503 JSON; /info keeps its shape.
-    assert_json_error(
-        c.get(gw.at(&format!("/download?hash={HASH}")))
-            .send()
-            .await
-            .unwrap(),
-        503,
-    )
-    .await;
-    assert_json_error(c.get(gw.at("/files")).send().await.unwrap(), 503).await;
+    get_error(&c, gw.at(&format!("/download?hash={HASH}")), 503).await;
+    get_error(&c, gw.at("/files"), 503).await;
     let r = c.get(gw.at("/info")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
@@ -151,7 +144,7 @@ async fn routes_validate_and_answer_json_errors() {
 
     // Health: live but not ready.
     assert_eq!(c.get(gw.at("/healthz")).send().await.unwrap().status(), 200);
-    assert_json_error(c.get(gw.at("/readyz")).send().await.unwrap(), 503).await;
+    get_error(&c, gw.at("/readyz"), 503).await;
     let r = c.get(gw.at("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -230,15 +223,8 @@ async fn auth_token_guards_upload_and_delete_only() {
     assert_json_error(r, 503).await;
 
     // Reads stay open: they reach the namenode (503 here), never 401.
-    assert_json_error(c.get(gw.at("/files")).send().await.unwrap(), 503).await;
-    assert_json_error(
-        c.get(gw.at(&format!("/files/{HASH}")))
-            .send()
-            .await
-            .unwrap(),
-        503,
-    )
-    .await;
+    get_error(&c, gw.at("/files"), 503).await;
+    get_error(&c, gw.at(&format!("/files/{HASH}")), 503).await;
     assert_eq!(c.get(gw.at("/")).send().await.unwrap().status(), 200);
 
     gw.stop().await;

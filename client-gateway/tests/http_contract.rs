@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{DEADLINE, assert_json_error, http, multipart};
+use common::{DEADLINE, assert_json_error, get_error, http, multipart};
 use serde_json::Value;
 use support::{
     answer_while_owing, content, download, get_json, list_files, sha, source, upload, upload_ok,
@@ -239,22 +239,8 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
 
     // Unknown: 404. Delete: 200, then 410 for reads, gone from listings.
     let unknown = sha(b"never stored");
-    assert_json_error(
-        c.get(format!("{url}/download?hash={unknown}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    assert_json_error(
-        c.get(format!("{url}/files/{unknown}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    get_error(&c, format!("{url}/download?hash={unknown}"), 404).await;
+    get_error(&c, format!("{url}/files/{unknown}"), 404).await;
     let r = c
         .delete(format!("{url}/files/{hash}"))
         .send()
@@ -279,19 +265,8 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         404,
     )
     .await;
-    assert_json_error(
-        c.get(format!("{url}/download?hash={hash}"))
-            .send()
-            .await
-            .unwrap(),
-        410,
-    )
-    .await;
-    assert_json_error(
-        c.get(format!("{url}/files/{hash}")).send().await.unwrap(),
-        410,
-    )
-    .await;
+    get_error(&c, format!("{url}/download?hash={hash}"), 410).await;
+    get_error(&c, format!("{url}/files/{hash}"), 410).await;
     let list = list_files(&c, &url).await;
     assert!(
         list["files"]
@@ -335,14 +310,7 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
         .unwrap();
     let m = assert_json_error(r, 400).await;
     assert!(m.contains("more than one"), "{m}");
-    assert_json_error(
-        c.get(format!("{url}/files/{}", sha(b"one")))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    get_error(&c, format!("{url}/files/{}", sha(b"one")), 404).await;
     // Other form fields are ignored; the file part's name and type are kept.
     let (ct, body) = multipart(&[
         ("note", None, b"hi"),
@@ -399,14 +367,7 @@ async fn max_upload_and_auth_token_on_a_cluster() {
     }
     // That connection may be half-closed now: use a fresh client (and pool).
     let c = http();
-    assert_json_error(
-        c.get(format!("{url}/files/{}", sha(&big)))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    get_error(&c, format!("{url}/files/{}", sha(&big)), 404).await;
 
     let small = content(1 << 20, 2);
     let part = reqwest::multipart::Part::bytes(small.clone()).file_name("ok.bin");

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{DEADLINE, assert_json_error, http, wait_until};
+use common::{DEADLINE, assert_json_error, get_error, http, wait_until};
 use serde_json::Value;
 use support::{answer_while_owing, assert_no_files, content, download, list_files, sha};
 use tokio::io::AsyncWriteExt;
@@ -417,12 +417,7 @@ async fn raw_client_disconnect_leaves_nothing() {
     drop(s);
 
     assert_no_files(&c, url).await;
-    let r = c
-        .get(format!("{url}/files/{}", sha(&data)))
-        .send()
-        .await
-        .unwrap();
-    assert_json_error(r, 404).await;
+    get_error(&c, format!("{url}/files/{}", sha(&data)), 404).await;
 }
 
 /// The README's commands, run with the real curl: `curl -T file`, `curl -T -` and

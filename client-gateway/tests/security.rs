@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::cluster::TestCluster;
-use common::{DEADLINE, Gateway, assert_json_error, http, multipart, wait_until};
+use common::{DEADLINE, Gateway, assert_json_error, get_error, http, multipart, wait_until};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -81,7 +81,7 @@ async fn tokens_from_a_file_and_the_flag_both_work() {
         assert_eq!(upload_status(&c, &gw, bad).await, 401, "{bad:?}");
     }
     // Reads stay open.
-    assert_json_error(c.get(gw.at("/files")).send().await.unwrap(), 503).await;
+    get_error(&c, gw.at("/files"), 503).await;
     gw.stop().await;
 }
 
@@ -182,7 +182,7 @@ async fn repeated_failures_are_answered_429_even_with_the_right_token() {
     // The right token is refused too while the window lasts; reads stay open.
     assert_eq!(upload_status(&c, &gw, Some("right")).await, 429);
     assert_eq!(delete_status(&c, &gw, Some("right")).await, 429);
-    assert_json_error(c.get(gw.at("/files")).send().await.unwrap(), 503).await;
+    get_error(&c, gw.at("/files"), 503).await;
     gw.stop().await;
 }
 

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use common::cluster::{BLOCK, Spec, TestCluster};
-use common::{DEADLINE, assert_json_error, http, multipart};
+use common::{DEADLINE, assert_json_error, get_error, http, multipart};
 use futures::StreamExt;
 use kdfs_client_gateway::ByteRange;
 use kdfs_core::FileId;
@@ -213,12 +213,12 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
 
     // The upload is abandoned: no file record appears, now or later.
     assert_no_files(&c, &cluster.gateway.url).await;
-    let r = c
-        .get(format!("{}/files/{}", cluster.gateway.url, sha(&data)))
-        .send()
-        .await
-        .unwrap();
-    assert_json_error(r, 404).await;
+    get_error(
+        &c,
+        format!("{}/files/{}", cluster.gateway.url, sha(&data)),
+        404,
+    )
+    .await;
 
     // A dropped library upload likewise leaves nothing.
     let client = cluster.client();

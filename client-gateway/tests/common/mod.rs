@@ -131,3 +131,8 @@ pub async fn assert_json_error(resp: reqwest::Response, status: u16) -> String {
     assert!(!msg.is_empty());
     msg.to_owned()
 }
+
+/// `GET url` through `c`, asserting the answer as [`assert_json_error`] does.
+pub async fn get_error(c: &reqwest::Client, url: impl reqwest::IntoUrl, status: u16) -> String {
+    assert_json_error(c.get(url).send().await.expect("send"), status).await
+}
