@@ -7,6 +7,8 @@
 //!   `Status::invalid_argument`.
 //! - [`transport`]: the message-size and HTTP/2 window settings every client and server
 //!   uses, so a 1 MiB chunk stream runs near the loopback ceiling everywhere.
+//! - [`block_token`]: block access tokens, the namenode's signed grants that datanodes
+//!   verify before they accept a write, read or transfer (keys, signing, checks).
 //! - [`framed`]: `WriteBlock`/`WriteBlocks` calls that send block bytes without
 //!   copying them into tonic's encode buffer.
 //! - [`pool`]: one lazily dialed, reused channel per peer address (gateway and
@@ -17,6 +19,7 @@
 //! Only this crate and the code right at an rpc's edge touch prost types; the rest of
 //! the workspace works with domain types.
 
+pub mod block_token;
 pub mod framed;
 pub mod pool;
 pub mod tls;
