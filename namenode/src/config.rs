@@ -43,6 +43,11 @@ pub const DEFAULT_SAFE_MODE_TIMEOUT: &str = "2m";
 pub const DEFAULT_REPLICATION_STREAMS: u32 = 2;
 /// A re-replication not confirmed by the target's report within this is retried.
 pub const DEFAULT_REPLICATION_TIMEOUT: &str = "2m";
+/// A new block key signs block access tokens this often (docs/security.md).
+pub const DEFAULT_BLOCK_KEY_ROTATION: &str = "10m";
+/// Block access tokens are valid this long: a download that reads its last block
+/// later fails at that block (HDFS's default lifetime).
+pub const DEFAULT_BLOCK_TOKEN_LIFETIME: &str = "10h";
 
 /// Label selector of the datanode pods (the StatefulSet's pod template label).
 pub const DATANODE_SELECTOR: &str = "app.kubernetes.io/name=datanode";
@@ -127,6 +132,12 @@ pub struct Config {
     /// A re-replication not confirmed within this long is retried elsewhere.
     #[arg(long, env = "KDFS_REPLICATION_TIMEOUT", default_value = DEFAULT_REPLICATION_TIMEOUT)]
     pub replication_timeout: HumanDuration,
+    /// How often a new key starts signing block access tokens.
+    #[arg(long, env = "KDFS_BLOCK_KEY_ROTATION", default_value = DEFAULT_BLOCK_KEY_ROTATION)]
+    pub block_key_rotation: HumanDuration,
+    /// How long a block access token (a pipeline, a read, a transfer) stays valid.
+    #[arg(long, env = "KDFS_BLOCK_TOKEN_LIFETIME", default_value = DEFAULT_BLOCK_TOKEN_LIFETIME)]
+    pub block_token_lifetime: HumanDuration,
     /// Use the Kubernetes API (zones from node labels, pod deletions at once):
     /// `auto` = when running in a pod (KUBERNETES_SERVICE_HOST set), `on`, or `off`.
     #[arg(long, env = "KDFS_KUBERNETES", value_enum, default_value_t = Mode::Auto)]
@@ -184,6 +195,8 @@ mod tests {
         assert_eq!(c.block_report_interval.get(), Duration::from_secs(3600));
         assert_eq!(c.stale_after(), Duration::from_secs(9));
         assert_eq!(c.kubernetes, Mode::Auto);
+        assert_eq!(c.block_key_rotation.get(), Duration::from_secs(600));
+        assert_eq!(c.block_token_lifetime.get(), Duration::from_secs(36_000));
     }
 
     #[test]

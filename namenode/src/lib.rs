@@ -7,6 +7,7 @@
 //!   locations in memory; `placement`: which datanodes a new block's pipeline uses;
 //!   `usage`: storage a node gained or lost since its last heartbeat; `file_ids`: what
 //!   a commit's block list must prove of its file id (docs/security.md).
+//! - `block_keys`: the keys block access tokens are signed with (docs/security.md).
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
@@ -22,6 +23,7 @@
 //! The public API is [`run`] with its [`Config`], [`Error`] and [`Result`], and the
 //! [`bench`](mod@bench) facade; every module is private to the crate.
 
+mod block_keys;
 mod blockmap;
 mod cluster;
 mod config;
@@ -75,6 +77,11 @@ pub async fn run(
 ) -> Result<()> {
     let _ = http::prometheus();
     let tls = config.tls.load()?;
+    block_keys::check(
+        config.block_key_rotation.get(),
+        config.block_token_lifetime.get(),
+    )
+    .map_err(Error::InvalidArgument)?;
     let ns = NameSystem::open(&config)?;
     let writer_done = ns.writer_done();
     let grpc_addr = grpc.local_addr()?;

@@ -14,6 +14,7 @@ use kdfs_proto::{transport, wire};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{Instrument, Span, instrument};
 
+use crate::block_keys::BlockKeys;
 use crate::cluster::{Load, NodeState, Registration};
 use crate::meta::FileRecord;
 use crate::namesystem::membership::Outgoing;
@@ -41,13 +42,30 @@ pub struct NamenodeService {
     /// must come with a certificate naming the same host, so one datanode's
     /// certificate cannot speak for another node.
     identities: Arc<Mutex<HashMap<DatanodeId, String>>>,
+    /// Signs the block access tokens in replies (pipelines, located blocks, transfers).
+    keys: Arc<BlockKeys>,
 }
 
 impl NamenodeService {
     pub fn new(ns: Arc<NameSystem>) -> Self {
+        let keys = Arc::new(BlockKeys::new(
+            ns.settings.block_key_rotation,
+            ns.settings.block_token_lifetime,
+        ));
         Self {
             ns,
             identities: Arc::default(),
+            keys,
+        }
+    }
+
+    /// The most a WRITE token lets a stream reserve: what the pipeline was chosen for
+    /// (0, or more than a block: a whole block), as `NameSystem::allocate` does.
+    fn write_room(&self, max_length: u64) -> u64 {
+        let block = self.ns.settings.block_size;
+        match max_length {
+            0 => block,
+            n => n.min(block),
         }
     }
 
@@ -149,7 +167,8 @@ fn record(r: &FileRecord) -> pb::FileRecord {
     }
 }
 
-fn commands(out: Vec<Outgoing>) -> Vec<pb::Command> {
+/// Commands for datanode `node`; each replication carries its TRANSFER token.
+fn commands(out: Vec<Outgoing>, keys: &BlockKeys, node: DatanodeId) -> Vec<pb::Command> {
     out.into_iter()
         .map(|c| pb::Command {
             kind: Some(match c {
@@ -164,6 +183,7 @@ fn commands(out: Vec<Outgoing>) -> Vec<pb::Command> {
                     block_id: raw_block(&block),
                     length,
                     targets: targets.iter().map(wire_location).collect(),
+                    token: Some(keys.transfer(block, length, node, &targets)),
                 }),
             }),
         })
@@ -174,7 +194,11 @@ fn deletes(ids: Vec<BlockId>) -> Vec<pb::Command> {
     if ids.is_empty() {
         Vec::new()
     } else {
-        commands(vec![Outgoing::Delete(ids)])
+        vec![pb::Command {
+            kind: Some(pb::command::Kind::Delete(pb::DeleteBlocks {
+                block_ids: ids.iter().map(raw_block).collect(),
+            })),
+        }]
     }
 }
 
@@ -282,6 +306,7 @@ impl namenode_server::Namenode for NamenodeService {
             cluster_id,
             heartbeat_interval_ms: self.ns.settings.heartbeat_interval.as_millis() as u64,
             block_report_interval_ms: self.ns.settings.block_report_interval.as_millis() as u64,
+            block_keys: self.keys.all(),
         }))
     }
 
@@ -305,12 +330,14 @@ impl namenode_server::Namenode for NamenodeService {
         self.ns.copies_failed(&id, &failed);
         Ok(Response::new(match self.ns.heartbeat(&id, load) {
             Some(out) => pb::HeartbeatResponse {
-                commands: commands(out),
+                commands: commands(out, &self.keys, id),
                 reregister: false,
+                block_keys: self.keys.unless_current(r.newest_block_key),
             },
             None => pb::HeartbeatResponse {
                 commands: Vec::new(),
                 reregister: true,
+                block_keys: Vec::new(),
             },
         }))
     }
@@ -407,8 +434,14 @@ impl namenode_server::Namenode for NamenodeService {
         let pipeline = self
             .ns
             .allocate(&lease.id, &[], 0, r.max_size)
-            .map(|p| p.iter().map(wire_location).collect())
             .unwrap_or_default();
+        // This pipeline may also carry a batch of small files (a WriteBlocks stream of
+        // up to `max_size`, at most MAX_BATCH_BYTES), even where blocks are smaller.
+        let room = self
+            .write_room(r.max_size)
+            .max(r.max_size.min(transport::MAX_BATCH_BYTES));
+        let token = (!pipeline.is_empty()).then(|| self.keys.write(&lease.id, &pipeline, room));
+        let pipeline = pipeline.iter().map(wire_location).collect();
         Ok(Response::new(pb::BeginUploadResponse {
             upload_id: lease.id,
             block_size: s.block_size,
@@ -416,6 +449,7 @@ impl namenode_server::Namenode for NamenodeService {
             min_replicas: s.min_replicas.min(lease.replication),
             lease_ttl_ms: s.lease_ttl.as_millis() as u64,
             pipeline,
+            token,
         }))
     }
 
@@ -444,8 +478,12 @@ impl namenode_server::Namenode for NamenodeService {
             .map(|d| wire::datanode_id("exclude", d))
             .collect::<Result<Vec<_>, _>>()?;
         let pipeline = self.ns.allocate(up, &exclude, r.replicas, r.max_length)?;
+        let token = self
+            .keys
+            .write(up, &pipeline, self.write_room(r.max_length));
         Ok(Response::new(pb::AllocateBlockResponse {
             pipeline: pipeline.iter().map(wire_location).collect(),
+            token: Some(token),
         }))
     }
 
@@ -552,6 +590,7 @@ impl namenode_server::Namenode for NamenodeService {
                         length: b.length,
                         offset: b.offset,
                         replicas: b.replicas.iter().map(wire_location).collect(),
+                        token: Some(self.keys.read(b.id)),
                     })
                     .collect(),
                 deleted_ms: 0,

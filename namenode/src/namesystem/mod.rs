@@ -75,6 +75,8 @@ pub struct Settings {
     pub safe_mode_extension: Duration,
     pub replication_streams: u32,
     pub replication_timeout: Duration,
+    pub block_key_rotation: Duration,
+    pub block_token_lifetime: Duration,
 }
 
 impl From<&Config> for Settings {
@@ -95,6 +97,8 @@ impl From<&Config> for Settings {
             safe_mode_extension: c.safe_mode_extension(),
             replication_streams: c.replication_streams,
             replication_timeout: c.replication_timeout.get(),
+            block_key_rotation: c.block_key_rotation.get(),
+            block_token_lifetime: c.block_token_lifetime.get(),
         }
     }
 }
