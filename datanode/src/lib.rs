@@ -146,6 +146,7 @@ pub async fn run(
         id: version.datanode_id,
         store: store.clone(),
         peers: kdfs_proto::pool::ChannelPool::new(tls.clone()),
+        keys: Default::default(),
         metrics: Default::default(),
         write_idle_timeout: config.write_idle_timeout.get(),
     });

@@ -3,7 +3,8 @@
 //!
 //! Two named workers share a [`Link`]:
 //! - **heartbeat** registers (adopting the namenode's cluster id on a fresh disk,
-//!   refusing to run on another cluster's disk), sends a full block report, then
+//!   refusing to run on another cluster's disk; learning the block keys that verify
+//!   block access tokens, as every heartbeat reply may too), sends a full block report, then
 //!   heartbeats every `heartbeat_interval` and sends a full report every
 //!   `--block-report-interval`. A heartbeat reply asking to `reregister` starts over.
 //! - **incremental-report** batches the store's [`Event`]s for [`INCREMENTAL_BATCH_WINDOW`] and sends
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kdfs_core::BlockId;
+use kdfs_proto::block_token;
 use kdfs_proto::pb::command::Kind;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::pb::{
@@ -392,6 +394,9 @@ impl Link {
             Err(s) => return Err(s.into()),
         };
         check_cluster_id(&reply.cluster_id)?;
+        self.node
+            .keys
+            .learn(&reply.block_keys, block_token::now_ms());
         if ours.is_empty() {
             let root = self.node.store.root().to_path_buf();
             let mut v = self.version.lock().expect("version lock poisoned").clone();
@@ -423,10 +428,16 @@ impl Link {
             in_flight: self.node.metrics.in_flight.load(Ordering::Relaxed),
             blocks: self.node.store.block_count() as u64,
             failed_copies,
+            newest_block_key: self.node.keys.newest(),
         };
         let mut client = self.client.clone();
         match client.heartbeat(with_timeout(req.clone())).await {
-            Ok(r) => Ok(r.into_inner()),
+            Ok(r) => {
+                let r = r.into_inner();
+                // Before the reply's commands run: their transfer tokens may need them.
+                self.node.keys.learn(&r.block_keys, block_token::now_ms());
+                Ok(r)
+            }
             // The namenode was not reached (or did not answer): told on the next beat.
             // Anything else (a refusal) is not retried, so a report the namenode will
             // not take cannot fail every later heartbeat; its copy timeout still
@@ -607,9 +618,9 @@ impl Link {
                             .iter()
                             .map(Location::try_from)
                             .collect::<Result<Vec<_>, _>>()?;
-                        Ok((id, targets))
+                        Ok((id, targets, r.token))
                     });
-                    let (id, targets) = match parsed {
+                    let (id, targets, token) = match parsed {
                         Ok(x) => x,
                         Err(e) => {
                             tracing::warn!(error = %e, "malformed replicate command ignored");
@@ -630,7 +641,7 @@ impl Link {
                                 _ = cancel.cancelled() => {}
                                 // Logged and counted inside `transfer`; failures also go to
                                 // the namenode with the next heartbeat.
-                                outcome = node.transfer(id, &targets) => {
+                                outcome = node.transfer(id, &targets, token) => {
                                     failed.record(id, &targets, &outcome);
                                 }
                             }

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub downstream_failures: AtomicU64,
     pub transfers_completed: AtomicU64,
     pub transfers_failed: AtomicU64,
+    /// Writes, reads and transfers refused for their block access token.
+    pub token_refusals: AtomicU64,
     /// Block transfers (writes, reads, replications) running now.
     pub in_flight: AtomicU32,
     /// Whole `WriteBlock` calls at this node, header to reply.
@@ -186,6 +188,13 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         c,
         "Pipeline block writes whose downstream failed.",
         r(&m.downstream_failures),
+    );
+    metric(
+        &mut out,
+        "token_refusals_total",
+        c,
+        "Writes, reads and transfers refused for their block access token.",
+        r(&m.token_refusals),
     );
     metric(
         &mut out,

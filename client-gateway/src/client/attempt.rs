@@ -15,7 +15,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
 
 use super::recovery::{NodeFailure, Outcome};
-use super::rpc::{add_acks, bad_reply};
+use super::rpc::{Pipeline, add_acks, bad_reply};
 use super::spool::Retained;
 use super::{Client, QUEUE_CHUNKS};
 use crate::error::Result;
@@ -31,13 +31,17 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// Opens a WriteBlock stream to the pipeline's head for a block of at most
-    /// `max_length` bytes of upload `upload_id`.
+    /// `max_length` bytes of upload `upload_id`, with the pipeline's token.
     pub(crate) async fn start(
         client: &Client,
         upload_id: &str,
-        pipeline: Vec<Location>,
+        issued: Pipeline,
         max_length: u64,
     ) -> Result<Self> {
+        let Pipeline {
+            nodes: pipeline,
+            token,
+        } = issued;
         let head = pipeline
             .first()
             .ok_or_else(|| bad_reply("AllocateBlock returned an empty pipeline"))?;
@@ -61,6 +65,7 @@ impl Attempt {
                 .collect(),
             upload_id: upload_id.to_owned(),
             max_length,
+            token: Some(token),
         };
         a.send(Msg::Header(header)).await;
         Ok(a)

@@ -50,7 +50,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb::write_block_request::Msg;
-use kdfs_proto::wire::{self, Location};
+use kdfs_proto::wire;
 use kdfs_proto::{framed, pb, transport};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::field::Empty;
@@ -58,7 +58,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use super::lease::AbandonOnDrop;
 use super::model::{FileRecord, Uploaded};
-use super::rpc::{add_acks, bad_reply, parse_pipeline, unary};
+use super::rpc::{Pipeline, add_acks, bad_reply, parse_pipeline, unary};
 use super::{Client, Inner};
 use crate::error::{Error, Result};
 
@@ -396,8 +396,8 @@ impl Client {
             armed: true,
         };
         let min_replicas = (begin.min_replicas.max(1)) as usize;
-        let pipeline = parse_pipeline("BeginUpload", &begin.pipeline)?;
-        if pipeline.is_empty() {
+        let pipeline = parse_pipeline("BeginUpload", &begin.pipeline, begin.token.as_ref())?;
+        if pipeline.nodes.is_empty() {
             return Err(Error::NotEnoughDatanodes(
                 "no pipeline for the batch now".into(),
             ));
@@ -475,15 +475,16 @@ impl Client {
         Ok(())
     }
 
-    /// Streams the blocks `fits` of `batch` down `pipeline` in one `WriteBlocks`
-    /// call; the nodes that acknowledged each block, in the order of `fits`.
+    /// Streams the blocks `fits` of `batch` down `issued` (with its token) in one
+    /// `WriteBlocks` call; the nodes that acknowledged each block, in the order of `fits`.
     async fn write_blocks(
         &self,
         upload_id: &str,
-        pipeline: &[Location],
+        issued: &Pipeline,
         batch: &[Queued],
         fits: &[usize],
     ) -> Result<Vec<Vec<DatanodeId>>> {
+        let pipeline = &issued.nodes;
         let head = &pipeline[0];
         let max_length = fits.iter().map(|&i| batch[i].data.len() as u64).sum();
         let mut messages = Vec::with_capacity(1 + 2 * fits.len());
@@ -494,6 +495,7 @@ impl Client {
                 .collect(),
             upload_id: upload_id.to_owned(),
             max_length,
+            token: Some(issued.token.clone()),
         }));
         for &i in fits {
             messages.push(Msg::Data(batch[i].data.clone()));

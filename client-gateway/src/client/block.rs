@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::pb;
 use kdfs_proto::pb::write_block_request::Msg;
-use kdfs_proto::wire::Location;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::field::Empty;
@@ -19,7 +18,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use super::attempt::Attempt;
 use super::recovery::{Next, Recovery};
-use super::rpc::{bad_reply, parse_pipeline, unary};
+use super::rpc::{Pipeline, bad_reply, parse_pipeline, unary};
 use super::splitter::Piece;
 use super::spool::Retained;
 use super::{BUDGET_UNIT, Client};
@@ -46,7 +45,7 @@ pub(crate) struct UploadCtx {
     pub(crate) memory_prefix: u64,
     /// Block 0's pipeline from BeginUpload and when it came, taken by block 0's first
     /// attempt if still fresh.
-    pub(crate) first_pipeline: std::sync::Mutex<Option<(Vec<Location>, Instant)>>,
+    pub(crate) first_pipeline: std::sync::Mutex<Option<(Pipeline, Instant)>>,
     /// The most bytes the source can hold, when known (see [`Client::upload_at_most`]).
     pub(crate) at_most: Option<u64>,
 }
@@ -168,7 +167,7 @@ pub(crate) async fn write_block(
 /// The first pipeline of a block. "Not enough live datanodes" is retried a few times
 /// over about a second: under load a node can miss a heartbeat and be stale for a
 /// moment; a cluster that really lacks nodes still fails fast enough for a 503.
-pub(crate) async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Vec<Location>> {
+pub(crate) async fn allocate_patiently(ctx: &UploadCtx, index: u64) -> Result<Pipeline> {
     if index == 0 {
         let given = ctx.first_pipeline.lock().expect("lock poisoned").take();
         if let Some((pipeline, at)) = given
@@ -200,7 +199,7 @@ async fn allocate(
     exclude: &BTreeSet<DatanodeId>,
     replicas: u32,
     max_length: u64,
-) -> Result<Vec<Location>> {
+) -> Result<Pipeline> {
     let resp = unary(
         "AllocateBlock",
         ctx.client.nn().allocate_block(pb::AllocateBlockRequest {
@@ -212,8 +211,8 @@ async fn allocate(
         }),
     )
     .await?;
-    let pipeline = parse_pipeline("AllocateBlock", &resp.pipeline)?;
-    if pipeline.is_empty() {
+    let pipeline = parse_pipeline("AllocateBlock", &resp.pipeline, resp.token.as_ref())?;
+    if pipeline.nodes.is_empty() {
         return Err(bad_reply("AllocateBlock returned an empty pipeline"));
     }
     Ok(pipeline)

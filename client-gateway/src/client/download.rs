@@ -175,7 +175,7 @@ impl Client {
             let mut pieces = Vec::new();
             let read = read_replica(
                 self,
-                block.id,
+                block,
                 replica,
                 &mut pos,
                 block.length,
@@ -347,7 +347,7 @@ async fn read_block(
         let before = pos;
         let outcome = read_replica(
             &client,
-            block.id,
+            &block,
             replica,
             &mut pos,
             end,
@@ -412,7 +412,7 @@ impl Out<'_> {
 /// Streams `*pos..end` of a block from one replica, advancing `*pos` per verified message.
 async fn read_replica(
     client: &Client,
-    id: BlockId,
+    block: &LocatedBlock,
     replica: &Location,
     pos: &mut u64,
     end: u64,
@@ -426,9 +426,10 @@ async fn read_replica(
         .datanode(&replica.address)
         .map_err(|e| ReplicaFailure::Transient(Error::from(e).to_string()))?;
     let req = pb::ReadBlockRequest {
-        block_id: wire::raw(id.as_bytes()),
+        block_id: wire::raw(block.id.as_bytes()),
         offset: *pos,
         length: end - *pos,
+        token: block.token.clone(),
     };
     let status_failure = |s: tonic::Status| match s.code() {
         tonic::Code::DataLoss | tonic::Code::NotFound => {
@@ -520,6 +521,7 @@ mod tests {
                         offset,
                         length: c.len() as u64,
                         replicas: vec![],
+                        token: None,
                     };
                     offset += b.length;
                     b

@@ -62,6 +62,8 @@ pub struct LocatedBlock {
     pub length: u64,
     /// Live replicas, best first.
     pub replicas: Vec<Location>,
+    /// The namenode's READ token for the block (opaque here; datanodes check it).
+    pub token: Option<pb::BlockToken>,
 }
 
 impl TryFrom<&pb::LocatedBlock> for LocatedBlock {
@@ -78,6 +80,7 @@ impl TryFrom<&pb::LocatedBlock> for LocatedBlock {
                 .iter()
                 .filter_map(|l| Location::try_from(l).ok())
                 .collect(),
+            token: b.token.clone(),
         })
     }
 }

@@ -201,7 +201,8 @@ impl Client {
             renewer,
         ));
         Span::current().record("upload", begin.upload_id.as_str());
-        let first_pipeline = parse_pipeline("BeginUpload", &begin.pipeline)?;
+        let first_pipeline =
+            parse_pipeline("BeginUpload", &begin.pipeline, begin.token.as_ref())?;
         let ctx = Arc::new(UploadCtx {
             client: self.clone(),
             upload_id: begin.upload_id.clone(),
@@ -212,7 +213,7 @@ impl Client {
             spool_dir: self.inner.options.spool_dir.clone(),
             memory_prefix: self.inner.options.memory_prefix,
             first_pipeline: std::sync::Mutex::new(
-                (!first_pipeline.is_empty()).then(|| (first_pipeline, Instant::now())),
+                (!first_pipeline.nodes.is_empty()).then(|| (first_pipeline, Instant::now())),
             ),
             at_most,
         });

@@ -28,7 +28,7 @@ impl Node {
         mut inbound: Streaming<WriteBlockRequest>,
     ) -> Result<Vec<WriteBlockResponse>, Status> {
         const RPC: &str = "WriteBlocks";
-        let mut header = self.read_header(&mut inbound, RPC).await?;
+        let mut header = self.read_header(&mut inbound, RPC, false).await?;
         header.record_upload();
         let max_length = header.max_length;
         if max_length > MAX_BATCH_BYTES {

@@ -47,11 +47,14 @@ pub(super) struct Downstream<R> {
 }
 
 impl<R: framed::Answer> Downstream<R> {
+    /// Calls the first of `downstream` (which must be a pipeline a verified `token`
+    /// grants), sending it the header for the rest.
     pub(super) fn start(
         peers: &ChannelPool,
         downstream: &[Location],
         upload_id: String,
         max_length: u64,
+        token: Option<pb::BlockToken>,
         idle: Duration,
     ) -> Result<Self, Status> {
         let (next, rest) = downstream
@@ -66,6 +69,7 @@ impl<R: framed::Answer> Downstream<R> {
                 downstream: rest.iter().map(pb::DatanodeLocation::from).collect(),
                 upload_id,
                 max_length,
+                token,
             })),
         };
         tx.try_send(header)

@@ -18,6 +18,10 @@
 //! finishes even if the caller vanishes; before that, dropping the handler aborts the
 //! local write and the downstream call.
 //!
+//! Every write, read and transfer must carry a block access token the namenode signed
+//! for it (`tokens`; docs/security.md): checked once per stream, before anything is
+//! reserved, read or dialed, so only pipelines the namenode issued are accepted.
+//!
 //! One file per rpc: `write` (`WriteBlock`, and the stream handling `WriteBlocks`
 //! shares), `batch` (`WriteBlocks`), `read` (`ReadBlock`), `transfer`
 //! (`TransferBlock`); `forward` is the call to the next node of a pipeline. Every
@@ -27,6 +31,7 @@
 mod batch;
 mod forward;
 mod read;
+mod tokens;
 mod transfer;
 mod write;
 
@@ -35,6 +40,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kdfs_core::DatanodeId;
+use kdfs_proto::block_token::KeyRing;
 use kdfs_proto::pb::datanode_server::{Datanode, DatanodeServer};
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::pb::{
@@ -58,8 +64,12 @@ pub struct Node {
     pub id: DatanodeId,
     pub store: Store,
     /// Channels to the other datanodes this node forwards to (one per address, dialed
-    /// on first use; through mTLS when the node has certificates).
+    /// on first use; through mTLS when the node has certificates). Only addresses a
+    /// verified token names are dialed; the pool is bounded.
     pub peers: ChannelPool,
+    /// The namenode's block keys, to verify block access tokens with (filled by the
+    /// namenode link; empty until the first registration).
+    pub keys: KeyRing,
     pub metrics: Metrics,
     /// A write whose sender goes silent this long is aborted (releasing its reservation
     /// and temp file), and a successor that accepts nothing this long is given up on:
@@ -141,7 +151,10 @@ impl Datanode for DatanodeService {
             .iter()
             .map(Location::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        self.node.transfer(id, &targets).await.map(Response::new)
+        self.node
+            .transfer(id, &targets, r.token)
+            .await
+            .map(Response::new)
     }
 }
 

@@ -25,6 +25,7 @@ impl Node {
         id: BlockId,
         r: ReadBlockRequest,
     ) -> Result<ReadStream, Status> {
+        self.authorize("ReadBlock", r.token.as_ref(), |g| g.check_read(&id))?;
         let store = self.store.clone();
         // CRC32C per chunk here; the whole-block SHA-256 is the reader's (see
         // `RangeReader::without_block_hash`). The first piece is read by the same

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use kdfs_core::BlockId;
 use kdfs_proto::pb::write_block_request::Msg;
-use kdfs_proto::pb::{TransferBlockResponse, WriteBlockResponse, WriteTrailer};
+use kdfs_proto::pb::{self, TransferBlockResponse, WriteBlockResponse, WriteTrailer};
 use kdfs_proto::wire::{self, Location};
 use tonic::Status;
 
@@ -15,16 +15,18 @@ use super::read::next_piece;
 use crate::metrics::InFlight;
 
 impl Node {
-    /// Streams a verified local replica of `id` through the write chain `targets`.
-    /// Fails (and nothing is committed anywhere) if the replica is missing or corrupt.
-    /// Its callers' spans name the block.
+    /// Streams a verified local replica of `id` through the write chain `targets`, as
+    /// the namenode's TRANSFER `token` allows (it travels with the stream). Fails (and
+    /// nothing is committed anywhere) if the token does not grant it, or the replica
+    /// is missing or corrupt. Its callers' spans name the block.
     pub async fn transfer(
         &self,
         id: BlockId,
         targets: &[Location],
+        token: Option<pb::BlockToken>,
     ) -> Result<TransferBlockResponse, Status> {
         let _in_flight = InFlight::new(&self.metrics);
-        let result = self.transfer_inner(id, targets).await;
+        let result = self.transfer_inner(id, targets, token).await;
         match &result {
             Ok(r) if !r.committed.is_empty() => {
                 self.metrics
@@ -52,6 +54,7 @@ impl Node {
         &self,
         id: BlockId,
         targets: &[Location],
+        token: Option<pb::BlockToken>,
     ) -> Result<TransferBlockResponse, Status> {
         if targets.is_empty() {
             return Err(Status::invalid_argument(
@@ -63,15 +66,29 @@ impl Node {
                 "a transfer cannot target its source",
             ));
         }
+        let grant = self.authorize("TransferBlock", token.as_ref(), |g| {
+            g.check_transfer_source(&self.id, &id, targets)
+        })?;
         let store = self.store.clone();
         let reader = tokio::task::spawn_blocking(move || store.read_range(&id, 0, 0))
             .await
             .map_err(|e| Status::internal(format!("reader task: {e}")))??;
+        if reader.block_len() > grant.max_length {
+            return Err(self.refused(
+                "TransferBlock",
+                kdfs_proto::block_token::TokenError::Denied(format!(
+                    "the replica is {} bytes, the token allows {}",
+                    reader.block_len(),
+                    grant.max_length
+                )),
+            ));
+        }
         let mut down = Downstream::<WriteBlockResponse>::start(
             &self.peers,
             targets,
             String::new(),
             reader.block_len(),
+            token,
             self.write_idle_timeout,
         )?;
         let mut reader = Some(reader);

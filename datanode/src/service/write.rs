@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kdfs_core::BlockId;
+use kdfs_proto::block_token::{Access, Grant, MAX_PIPELINE};
 use kdfs_proto::framed;
 use kdfs_proto::pb::write_block_request::Msg;
-use kdfs_proto::pb::{NodeFailure, WriteBlockRequest, WriteBlockResponse};
+use kdfs_proto::pb::{self, NodeFailure, WriteBlockRequest, WriteBlockResponse};
 use kdfs_proto::wire::{self, Location};
 use tonic::{Status, Streaming};
 
@@ -19,12 +20,15 @@ use super::forward::{Answer, Downstream, answer_of, failure};
 use crate::error::{Error, Result};
 use crate::store::{AsyncBlockWriter, Commit};
 
-/// A write stream's header, checked.
+/// A write stream's header, checked (its token too).
 pub(super) struct Header {
     /// The rest of the pipeline after this node.
     pub(super) downstream: Vec<Location>,
     pub(super) upload_id: String,
     pub(super) max_length: u64,
+    /// The token, forwarded unchanged, and what it grants.
+    pub(super) token: Option<pb::BlockToken>,
+    pub(super) grant: Grant,
 }
 
 impl Header {
@@ -62,17 +66,25 @@ impl Node {
         }
     }
 
-    /// Reads and checks the header that opens a write stream.
+    /// Reads and checks the header that opens a write stream: a pipeline of at most
+    /// `MAX_PIPELINE` nodes, and a token that grants it (a transfer's only where
+    /// `transfers`). Nothing is reserved or dialed before this passes.
     pub(super) async fn read_header(
         &self,
         inbound: &mut Streaming<WriteBlockRequest>,
-        rpc: &str,
+        rpc: &'static str,
+        transfers: bool,
     ) -> Result<Header, Status> {
         let Some(Msg::Header(h)) = self.next_message(inbound, rpc).await? else {
             return Err(Status::invalid_argument(format!(
                 "the first {rpc} message must be the header"
             )));
         };
+        if h.downstream.len() >= MAX_PIPELINE {
+            return Err(Status::invalid_argument(format!(
+                "a pipeline has at most {MAX_PIPELINE} datanodes"
+            )));
+        }
         let downstream = h
             .downstream
             .iter()
@@ -83,10 +95,15 @@ impl Node {
                 "the pipeline names this datanode twice",
             ));
         }
+        let grant = self.authorize(rpc, h.token.as_ref(), |g| {
+            g.check_write(&self.id, &downstream, &h.upload_id, h.max_length, transfers)
+        })?;
         Ok(Header {
             downstream,
             upload_id: h.upload_id,
             max_length: h.max_length,
+            token: h.token,
+            grant,
         })
     }
 
@@ -103,6 +120,7 @@ impl Node {
             &header.downstream,
             std::mem::take(&mut header.upload_id),
             header.max_length,
+            header.token.take(),
             self.write_idle_timeout,
         )
         .map(Some)
@@ -190,9 +208,10 @@ impl Node {
         &self,
         mut inbound: Streaming<WriteBlockRequest>,
     ) -> Result<WriteBlockResponse, Status> {
-        let mut header = self.read_header(&mut inbound, "WriteBlock").await?;
+        let mut header = self.read_header(&mut inbound, "WriteBlock", true).await?;
         header.record_upload();
         let max_length = header.max_length;
+        let grant = header.grant.clone();
         // Refused here, before any byte is accepted, if the block cannot fit.
         let mut local = Some(AsyncBlockWriter::start(&self.store, max_length).await?);
         let mut local_err: Option<Error> = None;
@@ -227,6 +246,13 @@ impl Node {
         };
         let id = wire::block_id("trailer.block_id", &trailer.block_id)?;
         tracing::Span::current().record("block", tracing::field::display(id));
+        // A transfer carries the one block its token names: anything else aborts here
+        // (the local temp file and the downstream call are dropped, nothing commits).
+        if grant.access == Access::Transfer {
+            grant
+                .check_block(&id)
+                .map_err(|e| self.refused("WriteBlock", e))?;
+        }
         if let Some(d) = down.as_mut() {
             d.forward(Msg::Trailer(trailer)).await;
         }
