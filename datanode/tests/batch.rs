@@ -68,11 +68,11 @@ async fn three_node_batch_commits_every_block_everywhere_in_order() {
     let total: u64 = blocks.iter().map(|(b, _)| b.len() as u64).sum();
     assert!(total <= MAX_BATCH_BYTES);
     // One block split over two data messages.
-    let mut msgs = batch_msgs(locations(&nodes)[1..].to_vec(), total, &blocks[..5]);
+    let mut msgs = batch_msgs(&locations(&nodes), total, &blocks[..5]);
     msgs.pop(); // the end marker comes after the rest
     let (bytes, id) = &blocks[5];
     msgs.extend([data(&bytes[..1000]), data(&bytes[1000..]), trailer(id)]);
-    msgs.extend(batch_msgs(vec![], 0, &blocks[6..]).into_iter().skip(1));
+    msgs.extend(batch_msgs(&[], 0, &blocks[6..]).into_iter().skip(1));
     let resp = send_batch(&nodes[0].grpc.to_string(), msgs).await.unwrap();
 
     assert_eq!(resp.blocks.len(), blocks.len());
@@ -164,43 +164,43 @@ async fn refused(nodes: &[TestNode], msgs: Vec<WriteBlockRequest>, code: Code) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_batches_fail_whole_and_leave_nothing_half_written() {
     let nodes = start_nodes(2).await;
-    let down = vec![nodes[1].location()];
+    let chain = locations(&nodes);
     let first = block(pattern(600, 1));
     let second = block(pattern(600, 2));
     let only_first = std::slice::from_ref(&first);
     let max = MAX_BATCHED_BLOCK as usize;
 
     // max_length beyond a batch's bound.
-    let msgs = batch_msgs(down.clone(), MAX_BATCH_BYTES + 1, only_first);
+    let msgs = batch_msgs(&chain, MAX_BATCH_BYTES + 1, only_first);
     refused(&nodes, msgs, Code::InvalidArgument).await;
     // No header first.
-    let msgs = batch_msgs(down.clone(), 600, only_first)[1..].to_vec();
+    let msgs = batch_msgs(&chain, 600, only_first)[1..].to_vec();
     refused(&nodes, msgs, Code::InvalidArgument).await;
     // A block without bytes.
-    let mut msgs = vec![header(down.clone(), 600), trailer(&first.1)];
-    msgs.extend(batch_msgs(vec![], 0, only_first).into_iter().skip(1));
+    let mut msgs = vec![header(&chain, 600), trailer(&first.1)];
+    msgs.extend(batch_msgs(&[], 0, only_first).into_iter().skip(1));
     refused(&nodes, msgs, Code::InvalidArgument).await;
     // A block larger than a batched block may be, in two messages.
     let big = pattern(max + 1, 3);
     let msgs = vec![
-        header(down.clone(), MAX_BATCH_BYTES),
+        header(&chain, MAX_BATCH_BYTES),
         data(&big[..max]),
         data(&big[max..]),
         trailer(&BlockId::of(&big)),
     ];
     refused(&nodes, msgs, Code::InvalidArgument).await;
     // More bytes than max_length: neither block lands.
-    let msgs = batch_msgs(down.clone(), 1000, &[first.clone(), second.clone()]);
+    let msgs = batch_msgs(&chain, 1000, &[first.clone(), second.clone()]);
     refused(&nodes, msgs, Code::InvalidArgument).await;
     // The stream ends without the end marker (as when the node before aborted: its
     // closed queue ends the stream cleanly), or inside a block.
-    let mut msgs = batch_msgs(down.clone(), 1200, &[first.clone(), second.clone()]);
+    let mut msgs = batch_msgs(&chain, 1200, &[first.clone(), second.clone()]);
     msgs.pop();
     refused(&nodes, msgs.clone(), Code::Cancelled).await;
     msgs.pop();
     refused(&nodes, msgs, Code::Cancelled).await;
     // The end marker inside a block, and a message after it.
-    let mut msgs = batch_msgs(down.clone(), 1200, &[first.clone(), second.clone()]);
+    let mut msgs = batch_msgs(&chain, 1200, &[first.clone(), second.clone()]);
     let end = msgs.pop().unwrap();
     let last = msgs.pop().unwrap();
     refused(
@@ -218,7 +218,7 @@ async fn malformed_batches_fail_whole_and_leave_nothing_half_written() {
     // More than MAX_BATCH_FILES blocks.
     let one = block(vec![7]);
     let many = vec![one.clone(); MAX_BATCH_FILES + 1];
-    let msgs = batch_msgs(down.clone(), MAX_BATCH_FILES as u64 + 1, &many);
+    let msgs = batch_msgs(&chain, MAX_BATCH_FILES as u64 + 1, &many);
     refused(&nodes, msgs, Code::InvalidArgument).await;
     stop_all(nodes).await;
 }
@@ -236,7 +236,7 @@ async fn a_client_vanishing_mid_batch_leaves_no_partial_block() {
             .await
     });
     let mut msgs = batch_msgs(
-        chain[1..].to_vec(),
+        &chain,
         MAX_BATCH_BYTES,
         std::slice::from_ref(&first),
     );
@@ -292,8 +292,8 @@ async fn a_dead_tail_is_named_failed_for_every_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_space_is_refused_before_any_byte() {
-    let big = TestNode::start(NO_NAMENODE, &[]).await;
-    let small = TestNode::start(NO_NAMENODE, &["--fixed-capacity", "1MiB"]).await;
+    let big = TestNode::keyed(&[]).await;
+    let small = TestNode::keyed(&["--fixed-capacity", "1MiB"]).await;
     let blocks: Vec<_> = (0..3).map(|i| block(pattern(500_000, i))).collect();
     let err = write_batch(&[small.location()], &blocks).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");

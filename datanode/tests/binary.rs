@@ -44,12 +44,12 @@ async fn binary_serves_and_exits_zero_on_sigterm() {
     let err = client
         .read_block(ReadBlockRequest {
             block_id: kdfs_proto::wire::raw(BlockId::of(b"x").as_bytes()),
-            offset: 0,
-            length: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::NotFound);
+    // It serves: a read without a block access token is refused.
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -147,7 +147,9 @@ async fn delete_command_removes_the_block_and_is_reported() {
 async fn replicate_command_copies_the_block_to_its_targets() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let source = TestNode::start(&url, &[]).await;
-    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    source.wait_for_keys().await;
+    // Its own namenode: it must not take the source's commands.
+    let target = TestNode::keyed(&[]).await;
     let bytes = pattern(1_500_000, 3);
     let id = BlockId::of(&bytes);
     write_chain(&[source.location()], &bytes, &id)
@@ -159,6 +161,12 @@ async fn replicate_command_copies_the_block_to_its_targets() {
                 block_id: kdfs_proto::wire::raw(id.as_bytes()),
                 length: bytes.len() as u64,
                 targets: vec![target.location()],
+                token: Some(transfer_token(
+                    &id,
+                    bytes.len() as u64,
+                    source.id,
+                    &[target.location()],
+                )),
             })),
         })
     });
@@ -174,7 +182,9 @@ async fn replicate_command_copies_the_block_to_its_targets() {
 async fn failed_replications_are_reported_with_the_next_heartbeat() {
     let (nn, url, _srv) = FakeNamenode::start("c1").await;
     let source = TestNode::start(&url, &[]).await;
-    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    source.wait_for_keys().await;
+    // Its own namenode: it must not take the source's commands.
+    let target = TestNode::keyed(&[]).await;
     // A datanode that is not there: nothing listens on its port.
     let gone = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -191,10 +201,11 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
         .await
         .unwrap();
     let missing = BlockId::of(b"never stored here");
-    let replicate = |block: &BlockId, targets| Command {
+    let replicate = |block: &BlockId, targets: Vec<_>| Command {
         kind: Some(Kind::Replicate(ReplicateBlock {
             block_id: kdfs_proto::wire::raw(block.as_bytes()),
             length: bytes.len() as u64,
+            token: Some(transfer_token(block, bytes.len() as u64, source.id, &targets)),
             targets,
         })),
     };
@@ -245,13 +256,14 @@ async fn copy_report_refused_with(code: tonic::Code) -> (usize, usize) {
     nn.seen(|s| s.refuse_copy_reports = Some(code));
     let source = TestNode::start(&url, &[]).await;
     let missing = BlockId::of(b"not here");
-    let target = TestNode::start(NO_NAMENODE, &[]).await;
+    let target = TestNode::keyed(&[]).await;
     nn.seen(|s| {
         s.pending.push(Command {
             kind: Some(Kind::Replicate(ReplicateBlock {
                 block_id: kdfs_proto::wire::raw(missing.as_bytes()),
                 length: 10,
                 targets: vec![target.location()],
+                token: Some(transfer_token(&missing, 10, source.id, &[target.location()])),
             })),
         })
     });
@@ -316,14 +328,13 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
     let node = TestNode::start(&format!("http://{addr}"), &[]).await;
     let bytes = pattern(300_000, 4);
     let id = BlockId::of(&bytes);
-    write_chain(&[node.location()], &bytes, &id).await.unwrap();
-    let got: Vec<u8> = read_range(&node, &id, 0, 0)
+    // Before its first registration it has no block keys: it cannot tell a token the
+    // namenode issued from a forged one, so it refuses, as "try elsewhere".
+    let err = write_chain(&[node.location()], &bytes, &id)
         .await
-        .unwrap()
-        .into_iter()
-        .flat_map(|m| m.data.to_vec())
-        .collect();
-    assert_eq!(got, bytes, "reads served while the namenode is down");
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(err.message().contains("no block keys"), "{err}");
     let (code, _) = http_get(node.http, "/readyz").await;
     assert_eq!(code, 503, "not ready before registration");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -333,19 +344,29 @@ async fn unreachable_namenode_does_not_stop_serving_and_registration_follows_it(
     );
 
     let nn = FakeNamenode::new("late");
-    let _srv = nn.serve(TcpListener::bind(addr).await.unwrap());
+    let srv = nn.serve(TcpListener::bind(addr).await.unwrap());
     wait_for(
         "registered once the namenode appeared",
         Duration::from_secs(15),
         || nn.seen(|s| !s.full_reports.is_empty()),
     )
     .await;
-    let report = nn.seen(|s| s.full_reports[0].clone());
-    assert!(report.iter().any(|e| e.id[..] == id.as_bytes()[..]));
     wait_until("ready after registering", WAIT, || async {
         http_get(node.http, "/readyz").await.0 == 200
     })
     .await;
+
+    // The namenode goes away again: the keys it gave stay, and so does service.
+    srv.abort();
+    let _ = srv.await;
+    write_chain(&[node.location()], &bytes, &id).await.unwrap();
+    let got: Vec<u8> = read_range(&node, &id, 0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|m| m.data.to_vec())
+        .collect();
+    assert_eq!(got, bytes, "reads served while the namenode is down");
     let (_d, r) = node.stop().await;
     r.unwrap();
 }

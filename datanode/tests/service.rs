@@ -1,4 +1,5 @@
-//! The datanode gRPC service with three real datanodes on 127.0.0.1 (no namenode):
+//! The datanode gRPC service with three real datanodes on 127.0.0.1 (a fake namenode
+//! hands them the test block key):
 //! pipelined writes and their failure modes, verified range reads, corruption, and
 //! replication transfers.
 
@@ -46,7 +47,7 @@ async fn three_node_chain_write_commits_everywhere_in_order() {
         "kdfs_datanode_write_block_seconds_count 2",
         "kdfs_datanode_downstream_ack_seconds_count 2",
         "kdfs_datanode_blocks 1",
-        "kdfs_datanode_registered 0",
+        "kdfs_datanode_registered 1",
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
@@ -79,7 +80,7 @@ async fn wrong_trailer_hash_commits_nowhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_space_is_refused_before_data() {
-    let small = TestNode::start(NO_NAMENODE, &["--fixed-capacity", "1MiB"]).await;
+    let small = TestNode::keyed(&["--fixed-capacity", "1MiB"]).await;
     let bytes = pattern(2 * CHUNK_SIZE, 3);
     let err = write_chain(&[small.location()], &bytes, &BlockId::of(&bytes))
         .await
@@ -99,7 +100,7 @@ async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
     let bytes = pattern(8 * CHUNK_SIZE, 4);
     let id = BlockId::of(&bytes);
 
-    let (tx, call) = open_write(nodes[0].client(), chain[1..].to_vec(), bytes.len() as u64).await;
+    let (tx, call) = open_write(&chain, bytes.len() as u64).await;
     let mut chunks = bytes.chunks(CHUNK_SIZE);
     for c in chunks.by_ref().take(3) {
         tx.send(data(c)).await.unwrap();
@@ -144,7 +145,7 @@ async fn client_dropping_mid_stream_commits_nothing_anywhere() {
     let nodes = three().await;
     let chain = locations(&nodes);
     let bytes = pattern(4 * CHUNK_SIZE, 5);
-    let (tx, call) = open_write(nodes[0].client(), chain[1..].to_vec(), bytes.len() as u64).await;
+    let (tx, call) = open_write(&chain, bytes.len() as u64).await;
     for c in bytes.chunks(CHUNK_SIZE).take(2) {
         tx.send(data(c)).await.unwrap();
     }
@@ -168,7 +169,7 @@ async fn client_dropping_mid_stream_commits_nothing_anywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_reads_are_chunk_aligned_and_checksummed() {
-    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let node = TestNode::keyed(&[]).await;
     let bytes = pattern(3 * CHUNK_SIZE + 777, 6);
     let id = BlockId::of(&bytes);
     write_chain(&[node.location()], &bytes, &id).await.unwrap();
@@ -212,8 +213,7 @@ async fn range_reads_are_chunk_aligned_and_checksummed() {
     let err = c
         .read_block(kdfs_proto::pb::ReadBlockRequest {
             block_id: bytes::Bytes::from_static(b"short"),
-            offset: 0,
-            length: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -224,7 +224,7 @@ async fn range_reads_are_chunk_aligned_and_checksummed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_byte_on_disk_is_data_loss_and_quarantined() {
-    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let node = TestNode::keyed(&[]).await;
     let bytes = pattern(2 * CHUNK_SIZE, 7);
     let id = BlockId::of(&bytes);
     write_chain(&[node.location()], &bytes, &id).await.unwrap();
@@ -260,6 +260,7 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
             block_id: kdfs_proto::wire::raw(id.as_bytes()),
             length: bytes.len() as u64,
             targets: targets.clone(),
+            token: Some(transfer_token(&id, bytes.len() as u64, nodes[0].id, &targets)),
         })
         .await
         .unwrap()
@@ -287,6 +288,7 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
         .transfer_block(ReplicateBlock {
             block_id: kdfs_proto::wire::raw(oid.as_bytes()),
             length: other.len() as u64,
+            token: Some(transfer_token(&oid, other.len() as u64, nodes[0].id, &targets)),
             targets,
         })
         .await
@@ -304,10 +306,10 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_an_in_flight_write_finish() {
-    let node = TestNode::start(NO_NAMENODE, &[]).await;
+    let node = TestNode::keyed(&[]).await;
     let bytes = pattern(3 * CHUNK_SIZE, 10);
     let id = BlockId::of(&bytes);
-    let (tx, call) = open_write(node.client(), vec![], bytes.len() as u64).await;
+    let (tx, call) = open_write(&[node.location()], bytes.len() as u64).await;
     let mut chunks = bytes.chunks(CHUNK_SIZE);
     // Two chunks: the first alone would still be held in memory, with no temp file.
     tx.send(data(chunks.next().unwrap())).await.unwrap();
@@ -344,7 +346,7 @@ async fn a_slow_tail_back_pressures_the_client() {
     let piece = bytes::Bytes::from(pattern(CHUNK_SIZE, 11));
     let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = pushed.clone();
-    let first = header(chain[1..].to_vec(), total as u64);
+    let first = header(&chain, total as u64);
     let msgs = futures::stream::iter(std::iter::once(first).chain((0..total / CHUNK_SIZE).map(
         move |_| {
             counter.fetch_add(CHUNK_SIZE, std::sync::atomic::Ordering::Relaxed);
@@ -389,7 +391,7 @@ async fn a_stuck_successor_is_given_up_on_and_an_idle_client_aborted() {
             conns.push(s);
         }
     });
-    let node = TestNode::start(NO_NAMENODE, &["--write-idle-timeout", "1s"]).await;
+    let node = TestNode::keyed(&["--write-idle-timeout", "1s"]).await;
     let stuck = DatanodeLocation {
         id: kdfs_core::DatanodeId::random().to_string(),
         address: hole_addr.to_string(),
@@ -412,7 +414,7 @@ async fn a_stuck_successor_is_given_up_on_and_an_idle_client_aborted() {
     assert!(node.holds(&id));
 
     // A client that goes silent mid-write is aborted, its temp file removed.
-    let (tx, call) = open_write(node.client(), vec![], 10).await;
+    let (tx, call) = open_write(&[node.location()], 10).await;
     tx.send(data(b"01234")).await.unwrap();
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");

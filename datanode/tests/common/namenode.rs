@@ -1,9 +1,12 @@
 //! A recording namenode: a real tonic server implementing the datanode-facing rpcs,
-//! noting what datanodes sent and handing out the commands a test queued.
+//! noting what datanodes sent and handing out the commands a test queued, and the
+//! test block key (so tests sign the block access tokens datanodes check).
 
 use std::sync::{Arc, Mutex};
 
-use kdfs_core::BlockId;
+use kdfs_core::{BlockId, DatanodeId};
+use kdfs_proto::block_token::{BlockKey, Grant, SECRET_LEN, now_ms};
+use kdfs_proto::wire::Location;
 use kdfs_proto::pb::namenode_server::{Namenode, NamenodeServer};
 use kdfs_proto::pb::*;
 use kdfs_proto::transport;
@@ -110,6 +113,7 @@ impl Namenode for FakeNamenode {
             cluster_id: self.cluster_id.clone(),
             heartbeat_interval_ms: 100,
             block_report_interval_ms: 3_600_000,
+            block_keys: vec![test_key().to_wire()],
         }))
     }
 
@@ -137,6 +141,7 @@ impl Namenode for FakeNamenode {
         Ok(Response::new(HeartbeatResponse {
             commands,
             reregister,
+            block_keys: Vec::new(),
         }))
     }
 
@@ -237,3 +242,40 @@ impl Namenode for FakeNamenode {
 
 /// A namenode address nobody listens on.
 pub const NO_NAMENODE: &str = "http://127.0.0.1:1";
+
+/// The block key every [`FakeNamenode`] hands out (valid for a day).
+pub fn test_key() -> BlockKey {
+    BlockKey::new(0x7e57, [0x7e; SECRET_LEN], now_ms() + 86_400_000)
+}
+
+/// A token expiry an hour from now.
+fn later() -> u64 {
+    now_ms() + 3_600_000
+}
+
+fn checked(chain: &[DatanodeLocation]) -> Vec<Location> {
+    chain
+        .iter()
+        .map(|l| Location::try_from(l).expect("a test location"))
+        .collect()
+}
+
+/// A write token for `chain` (of `TEST_UPLOAD`), signed with the test key.
+pub fn write_token(chain: &[DatanodeLocation], max_length: u64) -> BlockToken {
+    Grant::write(super::TEST_UPLOAD, &checked(chain), max_length, later()).sign(&test_key())
+}
+
+/// A read token for `block`, signed with the test key.
+pub fn read_token(block: &BlockId) -> BlockToken {
+    Grant::read(*block, later()).sign(&test_key())
+}
+
+/// A transfer token for `block` from `source` to `targets`, signed with the test key.
+pub fn transfer_token(
+    block: &BlockId,
+    length: u64,
+    source: DatanodeId,
+    targets: &[DatanodeLocation],
+) -> BlockToken {
+    Grant::transfer(*block, length, source, &checked(targets), later()).sign(&test_key())
+}

@@ -1,6 +1,7 @@
 //! Datanodes started in this process through `kdfs_datanode::run` on 127.0.0.1:0 with
-//! temp data directories, the write and read calls tests make to them, and a TCP proxy
-//! that can "kill" a node's connections.
+//! temp data directories, the write and read calls tests make to them (with block
+//! access tokens signed by the test key every [`FakeNamenode`] hands out), and a TCP
+//! proxy that can "kill" a node's connections.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use super::{NO_NAMENODE, files_in, temp_files, wait_for, wait_until};
+use super::{
+    FakeNamenode, NO_NAMENODE, files_in, read_token, temp_files, wait_for, wait_until,
+    write_token,
+};
 
 /// A datanode running in this process.
 pub struct TestNode {
@@ -64,19 +68,42 @@ impl TestNode {
             "the datanode serving gRPC",
             Duration::from_secs(10),
             || async {
+                // Refused for its missing token: the service answers.
                 let r = node
                     .client()
                     .read_block(ReadBlockRequest {
                         block_id: kdfs_proto::wire::raw(BlockId::of(b"probe").as_bytes()),
-                        offset: 0,
-                        length: 0,
+                        ..Default::default()
                     })
                     .await;
-                matches!(r, Err(s) if s.code() == tonic::Code::NotFound)
+                matches!(r, Err(s) if s.code() == tonic::Code::PermissionDenied)
             },
         )
         .await;
         node
+    }
+
+    /// Starts a datanode registered with a fresh [`FakeNamenode`] and waits until it
+    /// holds the test block key, so the fixtures' tokens are accepted.
+    pub async fn keyed(extra: &[&str]) -> Self {
+        let (_nn, url, _server) = FakeNamenode::start("test-cluster").await;
+        let node = Self::start(&url, extra).await;
+        node.wait_for_keys().await;
+        node
+    }
+
+    /// Waits until this node accepts the fixtures' tokens (it has registered with a
+    /// [`FakeNamenode`] and learnt the test key).
+    pub async fn wait_for_keys(&self) {
+        wait_until(
+            "the datanode holding the test block key",
+            Duration::from_secs(10),
+            || async {
+                let r = read_range(self, &BlockId::of(b"probe"), 0, 0).await;
+                matches!(r, Err(s) if s.code() == tonic::Code::NotFound)
+            },
+        )
+        .await;
     }
 
     pub fn location(&self) -> DatanodeLocation {
@@ -170,12 +197,18 @@ pub fn client(address: &str) -> DatanodeClient<Channel> {
         .max_encoding_message_size(transport::MAX_MESSAGE_SIZE)
 }
 
-pub fn header(downstream: Vec<DatanodeLocation>, max_length: u64) -> WriteBlockRequest {
+/// The upload every fixture's write token is for.
+pub const TEST_UPLOAD: &str = "test-upload";
+
+/// The header of a write down `chain` (its head is the node called, the rest its
+/// downstream), with a write token for exactly that.
+pub fn header(chain: &[DatanodeLocation], max_length: u64) -> WriteBlockRequest {
     WriteBlockRequest {
         msg: Some(Msg::Header(WriteHeader {
-            downstream,
-            upload_id: "test-upload".into(),
+            downstream: chain.iter().skip(1).cloned().collect(),
+            upload_id: TEST_UPLOAD.into(),
             max_length,
+            token: Some(write_token(chain, max_length)),
         })),
     }
 }
@@ -200,7 +233,7 @@ pub async fn write_chain(
     bytes: &[u8],
     claimed: &BlockId,
 ) -> Result<WriteBlockResponse, Status> {
-    let mut msgs = vec![header(nodes[1..].to_vec(), bytes.len() as u64)];
+    let mut msgs = vec![header(nodes, bytes.len() as u64)];
     msgs.extend(bytes.chunks(transport::CHUNK_SIZE).map(data));
     msgs.push(trailer(claimed));
     client(&nodes[0].address)
@@ -215,15 +248,15 @@ pub fn block(bytes: Vec<u8>) -> (Vec<u8>, BlockId) {
     (bytes, id)
 }
 
-/// The messages of a `WriteBlocks` stream: the header, then for each block its bytes
-/// (in messages of at most `CHUNK_SIZE`) and a trailer claiming its id; then the end
-/// marker.
+/// The messages of a `WriteBlocks` stream down `chain`: the header, then for each
+/// block its bytes (in messages of at most `CHUNK_SIZE`) and a trailer claiming its
+/// id; then the end marker.
 pub fn batch_msgs(
-    downstream: Vec<DatanodeLocation>,
+    chain: &[DatanodeLocation],
     max_length: u64,
     blocks: &[(Vec<u8>, BlockId)],
 ) -> Vec<WriteBlockRequest> {
-    let mut msgs = vec![header(downstream, max_length)];
+    let mut msgs = vec![header(chain, max_length)];
     for (bytes, id) in blocks {
         msgs.extend(bytes.chunks(transport::CHUNK_SIZE).map(data));
         msgs.push(trailer(id));
@@ -257,15 +290,19 @@ pub async fn write_batch(
     blocks: &[(Vec<u8>, BlockId)],
 ) -> Result<WriteBlocksResponse, Status> {
     let total = blocks.iter().map(|(b, _)| b.len() as u64).sum();
-    let msgs = batch_msgs(nodes[1..].to_vec(), total, blocks);
+    let msgs = batch_msgs(nodes, total, blocks);
     send_batch(&nodes[0].address, msgs).await
 }
 
-/// Starts `n` datanodes without a namenode.
+/// Starts `n` datanodes registered with one [`FakeNamenode`], holding the test key.
 pub async fn start_nodes(n: usize) -> Vec<TestNode> {
+    let (_nn, url, _server) = FakeNamenode::start("test-cluster").await;
     let mut v = Vec::new();
     for _ in 0..n {
-        v.push(TestNode::start(NO_NAMENODE, &[]).await);
+        v.push(TestNode::start(&url, &[]).await);
+    }
+    for node in &v {
+        node.wait_for_keys().await;
     }
     v
 }
@@ -294,6 +331,7 @@ pub async fn read_range(
             block_id: kdfs_proto::wire::raw(id.as_bytes()),
             offset,
             length,
+            token: Some(read_token(id)),
         })
         .await?
         .into_inner();
@@ -386,21 +424,22 @@ impl Proxy {
     }
 }
 
-/// The `WriteBlock` call a test feeds by hand: the call to `head` running in a task, its
-/// header (`downstream`, `max_length`) sent; the test sends the rest through the queue.
+/// The `WriteBlock` call a test feeds by hand: the call to the head of `chain` running
+/// in a task, its header (the rest of `chain`, `max_length`) sent; the test sends the
+/// rest through the queue.
 pub async fn open_write(
-    mut head: DatanodeClient<Channel>,
-    downstream: Vec<DatanodeLocation>,
+    chain: &[DatanodeLocation],
     max_length: u64,
 ) -> (
     tokio::sync::mpsc::Sender<WriteBlockRequest>,
     JoinHandle<Result<Response<WriteBlockResponse>, Status>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut head = client(&chain[0].address);
     let call = tokio::spawn(async move {
         head.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    tx.send(header(downstream, max_length)).await.unwrap();
+    tx.send(header(chain, max_length)).await.unwrap();
     (tx, call)
 }
