@@ -6,7 +6,9 @@
 //!   an fsync'd 64 MiB write of the same disk in the same run;
 //! - the same blocks through the gRPC write chain of 1 and 3 in-process datanodes on
 //!   127.0.0.1 (all on this one disk, so a 3-node chain writes every byte three
-//!   times), and a verified `ReadBlock` from the chain's last node;
+//!   times), and a verified `ReadBlock` from the chain's last node; an in-process
+//!   namenode issues the pipelines and their block access tokens, as for any upload
+//!   (its calls are outside the timed parts);
 //! - the startup scan of a store holding `--blocks` blocks, warm and (when this
 //!   process may drop the page cache, i.e. as root) cold. The blocks are empty files
 //!   with sidecars: the scan lists directories and stats files, it never reads block
@@ -23,9 +25,11 @@ use kdfs_core::BlockId;
 use kdfs_core::cas::Sharding;
 use kdfs_datanode::store::{AsyncBlockWriter, Store, StoreConfig};
 use kdfs_proto::pb::datanode_client::DatanodeClient;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::pb::{
-    DatanodeLocation, ReadBlockRequest, WriteBlockRequest, WriteHeader, WriteTrailer,
+    BeginUploadRequest, ClusterInfoRequest, CommitFileRequest, CommittedBlock, GetFileRequest,
+    ReadBlockRequest, WriteBlockRequest, WriteHeader, WriteTrailer,
 };
 use kdfs_proto::transport;
 use serde_json::{Value, json};
@@ -139,56 +143,72 @@ async fn blocks(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     }))
 }
 
-/// An in-process datanode serving on 127.0.0.1 with an unreachable namenode (it
-/// serves anyway).
-struct Node {
-    location: DatanodeLocation,
+/// An in-process server (the namenode or a datanode) serving on 127.0.0.1.
+struct Server<E> {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<kdfs_datanode::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), E>>,
 }
 
-impl Node {
-    async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = grpc.local_addr()?;
-        let config = <kdfs_datanode::Config as clap::Parser>::try_parse_from([
-            "kdfs-datanode".to_owned(),
-            format!("--data-dir={}", dir.display()),
-            "--namenode=http://127.0.0.1:1".to_owned(),
-            "--reserved=0".to_owned(),
-        ])?;
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(kdfs_datanode::run(config, grpc, http, stop.clone()));
-        // Its identity is in VERSION once the store is open and it serves.
-        let version = dir.join("VERSION");
-        let t = Instant::now();
-        let id = loop {
-            if let Ok(raw) = std::fs::read(&version) {
-                let v: Value = serde_json::from_slice(&raw)?;
-                break v["datanode_id"]
-                    .as_str()
-                    .context("VERSION without a datanode_id")?
-                    .to_owned();
-            }
-            if t.elapsed() > START_TIMEOUT {
-                bail!("the datanode in {} did not start", dir.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Ok(Self {
-            location: DatanodeLocation {
-                id,
-                address: addr.to_string(),
-            },
-            stop,
-            task,
-        })
-    }
-
+impl<E> Server<E> {
     async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Starts the namenode that issues the chains' pipelines and tokens; its gRPC address.
+async fn start_namenode(dir: &Path) -> anyhow::Result<(Server<kdfs_namenode::Error>, String)> {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = grpc.local_addr()?.to_string();
+    let config = <kdfs_namenode::Config as clap::Parser>::try_parse_from([
+        "kdfs-namenode".to_owned(),
+        format!("--data-dir={}", dir.display()),
+        "--heartbeat-interval=250ms".to_owned(),
+        "--kubernetes=off".to_owned(),
+    ])?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(kdfs_namenode::run(config, grpc, http, stop.clone()));
+    Ok((Server { stop, task }, addr))
+}
+
+/// Starts a datanode registering with `namenode`.
+async fn start_datanode(
+    dir: &Path,
+    namenode: &str,
+) -> anyhow::Result<Server<kdfs_datanode::Error>> {
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = <kdfs_datanode::Config as clap::Parser>::try_parse_from([
+        "kdfs-datanode".to_owned(),
+        format!("--data-dir={}", dir.display()),
+        format!("--namenode=http://{namenode}"),
+        "--reserved=0".to_owned(),
+    ])?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(kdfs_datanode::run(config, grpc, http, stop.clone()));
+    Ok(Server { stop, task })
+}
+
+/// Waits until `n` datanodes are live at the namenode.
+async fn wait_live(nn: &mut NamenodeClient<tonic::transport::Channel>, n: usize) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(info) = nn.cluster_info(ClusterInfoRequest {}).await {
+            let live = info
+                .into_inner()
+                .datanodes
+                .iter()
+                .filter(|d| d.state == kdfs_proto::pb::DatanodeState::Live as i32)
+                .count();
+            if live >= n {
+                return Ok(());
+            }
+        }
+        if t.elapsed() > START_TIMEOUT {
+            bail!("{n} datanodes were not live within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -201,19 +221,21 @@ fn client(addr: &str) -> anyhow::Result<DatanodeClient<tonic::transport::Channel
 /// Part 2: the gRPC write chain of 1 and 3 datanodes, and a read from its last node.
 async fn chain(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     progress("store: the gRPC write chain of 1 and 3 in-process datanodes");
+    let (namenode, nn_addr) = start_namenode(&dir.join("nn")).await?;
     let mut nodes = Vec::new();
     for i in 0..3 {
-        nodes.push(Node::start(&dir.join(format!("dn{i}"))).await?);
+        nodes.push(start_datanode(&dir.join(format!("dn{i}")), &nn_addr).await?);
     }
     let result = async {
+        let mut nn = NamenodeClient::new(transport::lazy_channel(&nn_addr)?);
+        wait_live(&mut nn, 3).await?;
         let mut out = json!({});
         let mut seed = 100;
         for width in [1usize, 3] {
-            let chain: Vec<_> = nodes[..width].iter().map(|n| n.location.clone()).collect();
             let (mut w, mut r) = (Vec::new(), Vec::new());
             for _ in 0..runs {
                 seed += 1;
-                let (wr, rd) = chain_run(&chain, content(seed)).await?;
+                let (wr, rd) = chain_run(&mut nn, width, content(seed)).await?;
                 w.push(wr);
                 r.push(rd);
             }
@@ -228,17 +250,40 @@ async fn chain(dir: &Path, runs: usize) -> anyhow::Result<Value> {
     for n in nodes {
         n.stop().await;
     }
+    namenode.stop().await;
     result
 }
 
-/// One block written through `chain` and read back from its last node: MB/s of each.
-async fn chain_run(chain: &[DatanodeLocation], data: Bytes) -> anyhow::Result<(f64, f64)> {
+/// One block written through a chain of `width` datanodes that the namenode issued
+/// (with its write token), committed as a file, and read back from the chain's last
+/// node (with the read token of its GetFile): MB/s of the write and of the read.
+async fn chain_run(
+    nn: &mut NamenodeClient<tonic::transport::Channel>,
+    width: usize,
+    data: Bytes,
+) -> anyhow::Result<(f64, f64)> {
     let id = BlockId::of(&data);
+    let begin = nn
+        .begin_upload(BeginUploadRequest {
+            name: format!("store-bench-{id}"),
+            replication: width as u32,
+            max_size: BLOCK as u64,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let chain = begin.pipeline;
+    ensure!(
+        chain.len() == width,
+        "the namenode gave a pipeline of {} datanodes, not {width}",
+        chain.len()
+    );
     let mut msgs = vec![WriteBlockRequest {
         msg: Some(Msg::Header(WriteHeader {
             downstream: chain[1..].to_vec(),
-            upload_id: String::new(),
+            upload_id: begin.upload_id.clone(),
             max_length: BLOCK as u64,
+            token: begin.token,
         })),
     }];
     msgs.extend((0..BLOCK).step_by(PIECE).map(|o| WriteBlockRequest {
@@ -261,6 +306,28 @@ async fn chain_run(chain: &[DatanodeLocation], data: Bytes) -> anyhow::Result<(f
         chain.len(),
         resp.committed.len()
     );
+    nn.commit_file(CommitFileRequest {
+        upload_id: begin.upload_id,
+        file_id: kdfs_proto::wire::raw(id.as_bytes()),
+        size: BLOCK as u64,
+        blocks: vec![CommittedBlock {
+            id: kdfs_proto::wire::raw(id.as_bytes()),
+            length: BLOCK as u64,
+            replicas: resp.committed,
+        }],
+    })
+    .await?;
+    let located = nn
+        .get_file(GetFileRequest {
+            file_id: kdfs_proto::wire::raw(id.as_bytes()),
+        })
+        .await?
+        .into_inner();
+    let token = located
+        .blocks
+        .first()
+        .and_then(|b| b.token.clone())
+        .context("GetFile without a read token")?;
 
     let last = chain.last().expect("a chain has a node");
     let t = Instant::now();
@@ -269,6 +336,7 @@ async fn chain_run(chain: &[DatanodeLocation], data: Bytes) -> anyhow::Result<(f
             block_id: kdfs_proto::wire::raw(id.as_bytes()),
             offset: 0,
             length: 0,
+            token: Some(token),
         })
         .await?
         .into_inner();

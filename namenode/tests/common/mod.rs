@@ -178,6 +178,7 @@ impl FakeDatanode {
                 in_flight: 0,
                 blocks: 0,
                 failed_copies,
+                newest_block_key: 0,
             })
             .await?
             .into_inner();
