@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kdfs_core::{BlockId, DatanodeId};
+use futures::StreamExt;
 use kdfs_proto::pb::datanode_client::DatanodeClient;
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::pb::{
     DatanodeLocation, ReadBlockRequest, WriteBlockRequest, WriteHeader, WriteTrailer,
 };
+use kdfs_proto::{BlockId, DatanodeId};
 use kdfs_testkit::{Options, ProcessCluster, random_bytes};
 use tonic::Code;
 
@@ -43,16 +44,13 @@ fn a_datanode_refuses_what_the_namenode_did_not_grant() {
         // then failed with 507.
         let mut held = Vec::new();
         for _ in 0..3 {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            tx.send(header(vec![], 74_000_000_000)).await.unwrap();
+            // The header, then nothing: the stream stays open.
+            let open = futures::stream::iter([header(vec![], 74_000_000_000)])
+                .chain(futures::stream::pending());
             let mut dn = client(&target);
-            let call = tokio::spawn(async move {
-                dn.write_block(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-            });
-            held.push((tx, call));
+            held.push(tokio::spawn(async move { dn.write_block(open).await }));
         }
-        for (_tx, call) in held {
+        for call in held {
             let err = tokio::time::timeout(CALL_TIMEOUT, call)
                 .await
                 .expect("refused at once")
@@ -82,7 +80,7 @@ fn a_datanode_refuses_what_the_namenode_did_not_grant() {
             },
         ];
         let err = client(&target)
-            .write_block(tokio_stream::iter(msgs))
+            .write_block(futures::stream::iter(msgs))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
