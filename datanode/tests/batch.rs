@@ -235,11 +235,7 @@ async fn a_client_vanishing_mid_batch_leaves_no_partial_block() {
         head.write_blocks(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    let mut msgs = batch_msgs(
-        &chain,
-        MAX_BATCH_BYTES,
-        std::slice::from_ref(&first),
-    );
+    let mut msgs = batch_msgs(&chain, MAX_BATCH_BYTES, std::slice::from_ref(&first));
     msgs.pop(); // no end marker: the client vanishes first
     for m in msgs {
         tx.send(m).await.unwrap();

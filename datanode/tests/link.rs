@@ -205,7 +205,12 @@ async fn failed_replications_are_reported_with_the_next_heartbeat() {
         kind: Some(Kind::Replicate(ReplicateBlock {
             block_id: kdfs_proto::wire::raw(block.as_bytes()),
             length: bytes.len() as u64,
-            token: Some(transfer_token(block, bytes.len() as u64, source.id, &targets)),
+            token: Some(transfer_token(
+                block,
+                bytes.len() as u64,
+                source.id,
+                &targets,
+            )),
             targets,
         })),
     };
@@ -263,7 +268,12 @@ async fn copy_report_refused_with(code: tonic::Code) -> (usize, usize) {
                 block_id: kdfs_proto::wire::raw(missing.as_bytes()),
                 length: 10,
                 targets: vec![target.location()],
-                token: Some(transfer_token(&missing, 10, source.id, &[target.location()])),
+                token: Some(transfer_token(
+                    &missing,
+                    10,
+                    source.id,
+                    &[target.location()],
+                )),
             })),
         })
     });

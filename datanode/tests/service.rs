@@ -260,7 +260,12 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
             block_id: kdfs_proto::wire::raw(id.as_bytes()),
             length: bytes.len() as u64,
             targets: targets.clone(),
-            token: Some(transfer_token(&id, bytes.len() as u64, nodes[0].id, &targets)),
+            token: Some(transfer_token(
+                &id,
+                bytes.len() as u64,
+                nodes[0].id,
+                &targets,
+            )),
         })
         .await
         .unwrap()
@@ -288,7 +293,12 @@ async fn transfer_block_copies_to_two_targets_and_refuses_corrupt_sources() {
         .transfer_block(ReplicateBlock {
             block_id: kdfs_proto::wire::raw(oid.as_bytes()),
             length: other.len() as u64,
-            token: Some(transfer_token(&oid, other.len() as u64, nodes[0].id, &targets)),
+            token: Some(transfer_token(
+                &oid,
+                other.len() as u64,
+                nodes[0].id,
+                &targets,
+            )),
             targets,
         })
         .await

@@ -37,7 +37,10 @@ async fn available(node: &TestNode) -> u64 {
 }
 
 fn checked(chain: &[DatanodeLocation]) -> Vec<Location> {
-    chain.iter().map(|l| Location::try_from(l).unwrap()).collect()
+    chain
+        .iter()
+        .map(|l| Location::try_from(l).unwrap())
+        .collect()
 }
 
 /// A whole `WriteBlock` stream of `bytes` with `header` first.
@@ -93,7 +96,12 @@ async fn writes_the_namenode_did_not_grant_are_refused_before_anything_is_reserv
     let free = available(&node).await;
     let refusals = metric(&node, "token_refusals_total").await;
     let forged_key = BlockKey::new(test_key().id, [0x66; SECRET_LEN], now_ms() + 60_000);
-    let expired = Grant::write(TEST_UPLOAD, &checked(&[me.clone()]), len, now_ms() - 1);
+    let expired = Grant::write(
+        TEST_UPLOAD,
+        &checked(std::slice::from_ref(&me)),
+        len,
+        now_ms() - 1,
+    );
     // The same node again under made-up ids: it would store the block once per entry.
     let looped: Vec<DatanodeLocation> = (0..6)
         .map(|_| DatanodeLocation {
@@ -101,24 +109,34 @@ async fn writes_the_namenode_did_not_grant_are_refused_before_anything_is_reserv
             address: me.address.clone(),
         })
         .collect();
-    let header = |downstream: Vec<DatanodeLocation>, max_length, token: Option<BlockToken>| {
-        WriteHeader {
+    let header =
+        |downstream: Vec<DatanodeLocation>, max_length, token: Option<BlockToken>| WriteHeader {
             downstream,
             upload_id: TEST_UPLOAD.into(),
             max_length,
             token,
-        }
-    };
-    let own = |max| Some(write_token(&[me.clone()], max));
+        };
+    let own = |max| Some(write_token(std::slice::from_ref(&me), max));
     let cases: Vec<(&str, WriteHeader, Code)> = vec![
-        ("no token", header(vec![], len, None), Code::PermissionDenied),
+        (
+            "no token",
+            header(vec![], len, None),
+            Code::PermissionDenied,
+        ),
         (
             "a forged token (the key id, another secret)",
             header(
                 vec![],
                 len,
-                Some(Grant::write(TEST_UPLOAD, &checked(&[me.clone()]), len, now_ms() + 60_000)
-                    .sign(&forged_key)),
+                Some(
+                    Grant::write(
+                        TEST_UPLOAD,
+                        &checked(std::slice::from_ref(&me)),
+                        len,
+                        now_ms() + 60_000,
+                    )
+                    .sign(&forged_key),
+                ),
             ),
             Code::PermissionDenied,
         ),
@@ -135,7 +153,7 @@ async fn writes_the_namenode_did_not_grant_are_refused_before_anything_is_reserv
         (
             "74 GB, its token stretched after signing",
             header(vec![], 74_000_000_000, {
-                let mut t = write_token(&[me.clone()], len);
+                let mut t = write_token(std::slice::from_ref(&me), len);
                 let mut g = t.grant.to_vec();
                 let at = g.len() - 1;
                 g[at] ^= 0x7f;
@@ -208,12 +226,15 @@ async fn writes_the_namenode_did_not_grant_are_refused_before_anything_is_reserv
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     }
     assert_eq!(available(&node).await, free);
-    let resp = write_chain(&[me.clone()], &bytes, &BlockId::of(&bytes))
+    let resp = write_chain(std::slice::from_ref(&me), &bytes, &BlockId::of(&bytes))
         .await
         .unwrap();
     assert_eq!(resp.committed, vec![node.id.to_string()]);
     assert_eq!(node.block_files().len(), 2, "one block and its sidecar");
-    assert!(!trap.dialed(), "no address outside a granted pipeline was dialed");
+    assert!(
+        !trap.dialed(),
+        "no address outside a granted pipeline was dialed"
+    );
     for n in [node, other] {
         n.stop().await.1.unwrap();
     }
@@ -230,9 +251,7 @@ async fn a_batch_needs_a_write_token_for_its_pipeline() {
         if let Some(Msg::Header(h)) = &mut msgs[0].msg {
             h.token = token;
         }
-        let err = send_batch(&chain[0].address, msgs)
-            .await
-            .unwrap_err();
+        let err = send_batch(&chain[0].address, msgs).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{name}: {err}");
     }
     for n in &nodes {
@@ -273,7 +292,10 @@ async fn reads_need_a_read_token_for_that_block() {
         ("no token", None),
         ("another block's", Some(read_token(&BlockId::of(b"other")))),
         ("expired", Some(expired)),
-        ("a write token", Some(write_token(&[node.location()], 1 << 20))),
+        (
+            "a write token",
+            Some(write_token(&[node.location()], 1 << 20)),
+        ),
     ] {
         let err = read(token).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{name}: {err}");
@@ -301,7 +323,10 @@ async fn transfers_go_only_where_and_what_the_token_says() {
     };
     let to_target = transfer_token(&id, len, source.id, &[target.location()]);
     for (name, r) in [
-        ("no token: a datanode as an SSRF proxy", transfer(vec![trap.location.clone()], None)),
+        (
+            "no token: a datanode as an SSRF proxy",
+            transfer(vec![trap.location.clone()], None),
+        ),
         (
             "a token for other targets",
             transfer(vec![trap.location.clone()], Some(to_target.clone())),
@@ -317,7 +342,12 @@ async fn transfers_go_only_where_and_what_the_token_says() {
             "a token for another block",
             transfer(
                 vec![target.location()],
-                Some(transfer_token(&BlockId::of(b"x"), len, source.id, &[target.location()])),
+                Some(transfer_token(
+                    &BlockId::of(b"x"),
+                    len,
+                    source.id,
+                    &[target.location()],
+                )),
             ),
         ),
     ] {

@@ -86,7 +86,10 @@ fn a_datanode_refuses_what_the_namenode_did_not_grant() {
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     });
     for i in 0..3 {
-        assert!(c.blocks_on_disk(i).is_empty(), "nothing of the attack stored");
+        assert!(
+            c.blocks_on_disk(i).is_empty(),
+            "nothing of the attack stored"
+        );
     }
 
     // The gateway's upload and download carry the namenode's tokens: they work.
@@ -105,6 +108,10 @@ fn a_datanode_refuses_what_the_namenode_did_not_grant() {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied, "a read without a token: {err}");
+        assert_eq!(
+            err.code(),
+            Code::PermissionDenied,
+            "a read without a token: {err}"
+        );
     });
 }

@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(grant.expires_ms, t0 + 60 * minute);
         let first = ring.newest();
         assert_eq!(first, token.key_id);
-        assert!(keys.unless_current_at(t0 + 9 * minute, first).is_empty(), "not due");
+        assert!(
+            keys.unless_current_at(t0 + 9 * minute, first).is_empty(),
+            "not due"
+        );
 
         // Ten minutes on, the next use rotates; the old key stays for its tokens.
         let t1 = t0 + 10 * minute;
@@ -178,7 +181,10 @@ mod tests {
         ring.learn(&sent, t1);
         assert!(ring.verify(Some(&token), t1).is_ok());
         assert!(ring.verify(Some(&newer), t1).is_ok());
-        assert!(keys.unless_current_at(t1, ring.newest()).is_empty(), "up to date");
+        assert!(
+            keys.unless_current_at(t1, ring.newest()).is_empty(),
+            "up to date"
+        );
 
         // The first key signed its last token at t1 at the latest (lifetime 60 min
         // from then): it is gone 70 minutes after it was made, with its tokens.

@@ -191,7 +191,10 @@ async fn start_datanode(
 }
 
 /// Waits until `n` datanodes are live at the namenode.
-async fn wait_live(nn: &mut NamenodeClient<tonic::transport::Channel>, n: usize) -> anyhow::Result<()> {
+async fn wait_live(
+    nn: &mut NamenodeClient<tonic::transport::Channel>,
+    n: usize,
+) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
         if let Ok(info) = nn.cluster_info(ClusterInfoRequest {}).await {

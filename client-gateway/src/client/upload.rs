@@ -201,8 +201,7 @@ impl Client {
             renewer,
         ));
         Span::current().record("upload", begin.upload_id.as_str());
-        let first_pipeline =
-            parse_pipeline("BeginUpload", &begin.pipeline, begin.token.as_ref())?;
+        let first_pipeline = parse_pipeline("BeginUpload", &begin.pipeline, begin.token.as_ref())?;
         let ctx = Arc::new(UploadCtx {
             client: self.clone(),
             upload_id: begin.upload_id.clone(),

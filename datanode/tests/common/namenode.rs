@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::block_token::{BlockKey, Grant, SECRET_LEN, now_ms};
-use kdfs_proto::wire::Location;
 use kdfs_proto::pb::namenode_server::{Namenode, NamenodeServer};
 use kdfs_proto::pb::*;
 use kdfs_proto::transport;
+use kdfs_proto::wire::Location;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};

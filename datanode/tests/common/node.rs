@@ -23,8 +23,7 @@ use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use super::{
-    FakeNamenode, NO_NAMENODE, files_in, read_token, temp_files, wait_for, wait_until,
-    write_token,
+    FakeNamenode, NO_NAMENODE, files_in, read_token, temp_files, wait_for, wait_until, write_token,
 };
 
 /// A datanode running in this process.
