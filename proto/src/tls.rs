@@ -10,7 +10,9 @@
 //!   by swapping a symlink): new connections use the new configuration, connections
 //!   already open keep theirs, so transfers in flight finish.
 //! - [`accept`]: a listener's connections, TLS handshakes done concurrently off the
-//!   accept loop (a slow or hostile client cannot hold the listener), every refusal
+//!   accept loop (a slow or hostile client cannot hold the listener), each within a
+//!   short timeout and a per-source limit ([`HandshakeLimits`]: one source's idle
+//!   connections cannot take the slots other clients need), every refusal
 //!   logged on the audit target with a reason a person can act on. The resulting
 //!   [`Conn`]s feed tonic's `serve_with_incoming_shutdown` (or axum, via
 //!   [`Incoming::next_conn`]); each request then carries a [`PeerInfo`] with the
@@ -23,7 +25,8 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,11 +50,15 @@ use crate::transport;
 
 /// How often certificate files are checked for changes unless configured.
 pub const DEFAULT_RELOAD_INTERVAL: &str = "10s";
-/// A client that has not finished its handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not finished its handshake by then is dropped (a TLS handshake
+/// takes a few round trips: far below a second on any network kdfs runs on).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once per listener; more connections are dropped at once
 /// (bounds the memory a flood of half-open connections can take).
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one source address (an IPv4 address or an IPv6
+/// /64), so that one source cannot take every slot of [`MAX_PENDING_HANDSHAKES`].
+pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 16;
 /// Established connections waiting for the server to pick them up.
 const ACCEPT_QUEUE: usize = 64;
 
@@ -397,23 +404,125 @@ impl tokio_stream::Stream for Incoming {
     }
 }
 
+/// How many TLS handshakes a listener runs at once, and for how long each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// A client that has not finished its handshake by then is dropped.
+    pub timeout: Duration,
+    /// Handshakes in progress at once on the listener.
+    pub max_pending: usize,
+    /// Handshakes in progress at once from one source address (IPv4, or IPv6 /64).
+    pub max_pending_per_source: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            timeout: HANDSHAKE_TIMEOUT,
+            max_pending: MAX_PENDING_HANDSHAKES,
+            max_pending_per_source: MAX_PENDING_HANDSHAKES_PER_SOURCE,
+        }
+    }
+}
+
 /// Serves `listener`'s connections: with `tls`, each one only after a successful
-/// handshake (a client certificate signed by the CA when `tls` has one). Accepted
-/// sockets get `TCP_NODELAY` (1 MiB messages stall behind Nagle otherwise). The accept
-/// loop ends when the returned [`Incoming`] is dropped (the server stopped).
+/// handshake (a client certificate signed by the CA when `tls` has one), within the
+/// default [`HandshakeLimits`]. Accepted sockets get `TCP_NODELAY` (1 MiB messages
+/// stall behind Nagle otherwise). The accept loop ends when the returned [`Incoming`]
+/// is dropped (the server stopped).
 pub fn accept(listener: TcpListener, tls: Option<Arc<Tls>>) -> Incoming {
+    accept_with(listener, tls, HandshakeLimits::default())
+}
+
+/// As [`accept`], with the handshakes bounded by `limits`.
+pub fn accept_with(
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    limits: HandshakeLimits,
+) -> Incoming {
     let local = listener.local_addr();
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    tokio::spawn(accept_loop(listener, tls, tx));
+    tokio::spawn(accept_loop(listener, tls, tx, limits));
     Incoming { rx, local }
+}
+
+/// The source a per-source limit counts by: an IPv4 address, or an IPv6 /64 (one host
+/// commonly owns a whole /64).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Counts what is in progress per source, up to a limit each; a [`SourceSlot`] holds
+/// one count until dropped.
+#[derive(Debug, Clone)]
+pub struct PerSource {
+    limit: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerSource {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            counts: Arc::default(),
+        }
+    }
+
+    /// A slot for `ip`'s source, or `None` when it already holds `limit` of them.
+    pub fn try_take(&self, ip: IpAddr) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            key,
+            counts: Arc::clone(&self.counts),
+        })
+    }
+
+    /// Sources holding at least one slot (tests, metrics).
+    pub fn sources(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One slot of a [`PerSource`]; given back on drop (the map forgets a source at zero,
+/// so it holds only sources with something in progress).
+#[derive(Debug)]
+pub struct SourceSlot {
+    key: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     tx: mpsc::Sender<(Conn, SocketAddr)>,
+    limits: HandshakeLimits,
 ) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
+    let per_source = PerSource::new(limits.max_pending_per_source);
     loop {
         let accepted = tokio::select! {
             _ = tx.closed() => return,
@@ -435,22 +544,31 @@ async fn accept_loop(
             }
             continue;
         };
+        // The source's own limit first: a flood from one source is dropped without
+        // touching the slots other sources need.
+        let Some(slot) = per_source.try_take(peer.ip()) else {
+            tracing::debug!(client = %peer, "too many TLS handshakes in progress from this source: connection dropped");
+            continue;
+        };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "too many TLS handshakes in progress: connection dropped");
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
         let tx = tx.clone();
+        let timeout = limits.timeout;
         tokio::spawn(async move {
-            let _permit = permit;
-            let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let held = (permit, slot);
+            let reason = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
+                    drop(held);
                     let _ = tx.send((Conn::Tls(Box::new(stream)), peer)).await;
                     return;
                 }
                 Ok(Err(e)) => refusal_reason(&e),
-                Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                Err(_) => format!("no handshake within {timeout:?}"),
             };
+            drop(held);
             tracing::info!(
                 target: AUDIT_TARGET,
                 action = "tls-handshake",

@@ -12,7 +12,7 @@ use kdfs_core::{BlockId, DatanodeId};
 use kdfs_proto::pb;
 use kdfs_proto::pb::write_block_request::Msg;
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tracing::field::Empty;
 use tracing::{Span, debug, info, instrument, warn};
 
@@ -21,7 +21,8 @@ use super::recovery::{Next, Recovery};
 use super::rpc::{Pipeline, bad_reply, parse_pipeline, unary};
 use super::splitter::Piece;
 use super::spool::Retained;
-use super::{BUDGET_UNIT, Client};
+use super::Client;
+use super::budget::Claim;
 use crate::error::{Error, Result};
 
 /// A block's first AllocateBlock is tried this often when too few nodes are writable,
@@ -81,7 +82,7 @@ pub(crate) async fn write_block(
     ctx: Arc<UploadCtx>,
     index: u64,
     mut input: mpsc::Receiver<Piece>,
-    mut permit: OwnedSemaphorePermit,
+    mut claim: Claim,
 ) -> Result<Committed> {
     let pipeline = allocate_patiently(&ctx, index).await?;
     let mut attempt = Attempt::start(
@@ -101,6 +102,8 @@ pub(crate) async fn write_block(
     loop {
         match input.recv().await {
             Some(Piece::Chunk(c)) => {
+                // Counted once it has arrived, not before (see `budget`).
+                claim.grow(c.len() as u64).await;
                 hasher.update(&c);
                 length += c.len() as u64;
                 attempt.send(Msg::Data(c.clone())).await;
@@ -110,12 +113,6 @@ pub(crate) async fn write_block(
             // The upload was dropped or failed before the block ended.
             None => return Err(Error::Internal("upload stopped mid-block".into())),
         }
-    }
-    // Give back the part of the reservation this (last, short) block does not use.
-    let used = length.div_ceil(BUDGET_UNIT) as usize;
-    if permit.num_permits() > used {
-        let excess = permit.num_permits() - used;
-        drop(permit.split(excess));
     }
     let id = BlockId::from_bytes(hasher.finalize().into());
     Span::current().record("block", tracing::field::display(id));
@@ -135,7 +132,7 @@ pub(crate) async fn write_block(
                 }
                 metrics::counter!("kdfs_gateway_blocks_written_total").increment(1);
                 drop(retained);
-                drop(permit);
+                drop(claim);
                 return Ok(Committed {
                     id,
                     length,

@@ -1,6 +1,7 @@
 //! The driver of one upload: hands the splitter's pieces to block tasks (at most
-//! `blocks_in_flight` running, each granted its share of the client's upload budget
-//! before it starts), feeds the file hasher, and collects the committed blocks in order.
+//! `blocks_in_flight` running, each with its own claim on the client's upload budget,
+//! which grows as the block's bytes arrive), feeds the file hasher, and collects the
+//! committed blocks in order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,23 +87,15 @@ impl Driver {
             let j = self.tasks.join_next().await.expect("the set is not empty");
             self.absorb(j)?;
         }
-        let inner = &self.ctx.client.inner;
         let index = self.next_index;
-        let max_len = self.ctx.block_max_len(index);
-        let units = inner.budget_units_for(max_len);
-        let permit = inner
-            .budget
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .map_err(|_| Error::Internal("upload budget closed".into()))?;
+        let claim = self.ctx.client.inner.budget.claim();
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
         self.next_index += 1;
         let ctx = self.ctx.clone();
         // In the upload's span, so the block's span is a child of it.
         self.tasks.spawn(
             async move {
-                write_block(ctx, index, rx, permit)
+                write_block(ctx, index, rx, claim)
                     .await
                     .map(|c| (index, c))
             }

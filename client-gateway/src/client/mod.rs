@@ -21,6 +21,7 @@
 pub(crate) mod attempt;
 pub mod batch;
 pub(crate) mod block;
+pub(crate) mod budget;
 pub mod download;
 pub(crate) mod driver;
 pub(crate) mod lease;
@@ -41,7 +42,6 @@ use kdfs_core::ByteSize;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::pool::ChannelPool;
 use kdfs_proto::transport;
-use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
@@ -72,9 +72,6 @@ pub const NAMENODE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks queued between the receiving task and a block task or the file hasher, and
 /// between a block task and its pipeline stream or spool writer.
 pub(crate) const QUEUE_CHUNKS: usize = 4;
-
-/// Budget permits are counted in KiB so that a `u32` permit count covers any budget.
-pub(crate) const BUDGET_UNIT: u64 = 1024;
 
 /// Tunables of a [`Client`]; the defaults suit a gateway.
 #[derive(Debug, Clone)]
@@ -136,22 +133,12 @@ pub(crate) struct Inner {
     pub(crate) namenode: NamenodeClient<Channel>,
     pub(crate) pool: ChannelPool,
     pub(crate) options: ClientOptions,
-    /// Bytes (in [`BUDGET_UNIT`]s) uploads may hold; see [`upload`] for the bound.
-    pub(crate) budget: Arc<Semaphore>,
-    pub(crate) budget_units: u32,
+    /// Bytes uploads may hold, counted as they arrive; see [`upload`] for the bound.
+    pub(crate) budget: Arc<budget::ByteBudget>,
     /// Spool files of finished blocks, for later blocks to overwrite.
     pub(crate) spool_files: Arc<spool::SpoolFiles>,
     /// Gathers small uploads into batches (started by the first).
     pub(crate) batcher: batch::Batcher,
-}
-
-impl Inner {
-    /// Budget permits that hold `bytes` (at most the whole budget).
-    pub(crate) fn budget_units_for(&self, bytes: u64) -> u32 {
-        bytes
-            .div_ceil(BUDGET_UNIT)
-            .min(u64::from(self.budget_units)) as u32
-    }
 }
 
 impl Client {
@@ -163,19 +150,14 @@ impl Client {
         let namenode_client = NamenodeClient::new(channel)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
-        let units = options
-            .upload_budget
-            .bytes()
-            .div_ceil(BUDGET_UNIT)
-            .clamp(1, u64::from(u32::MAX >> 1)) as u32;
+        let budget = budget::ByteBudget::new(options.upload_budget.bytes());
         Ok(Self {
             inner: Arc::new(Inner {
                 namenode_url: namenode.to_owned(),
                 namenode: namenode_client,
                 pool: ChannelPool::new(options.tls.clone()),
                 options,
-                budget: Arc::new(Semaphore::new(units as usize)),
-                budget_units: units,
+                budget,
                 spool_files: Arc::default(),
                 batcher: Default::default(),
             }),
@@ -193,7 +175,7 @@ impl Client {
 
     /// Bytes of the upload budget currently free.
     pub fn upload_budget_available(&self) -> u64 {
-        self.inner.budget.available_permits() as u64 * BUDGET_UNIT
+        self.inner.budget.available()
     }
 
     pub(crate) fn nn(&self) -> NamenodeClient<Channel> {

@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use super::budget::Claim;
 use crate::error::{BoxError, Error, Result};
 
-/// Reads a source of at most `at_most` bytes whole. A longer source fails.
-pub(crate) async fn read_whole<S, E>(source: S, at_most: u64) -> Result<Bytes>
+/// Reads a source of at most `at_most` bytes whole, counting each piece in `claim`
+/// as it arrives. A longer source fails.
+pub(crate) async fn read_whole<S, E>(source: S, at_most: u64, claim: &mut Claim) -> Result<Bytes>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Send,
     E: Into<BoxError>,
@@ -23,6 +25,7 @@ where
         if len > at_most {
             return Err(longer_than(at_most));
         }
+        claim.grow(data.len() as u64).await;
         pieces.push(data);
     }
     Ok(match pieces.len() {

@@ -26,14 +26,12 @@
 //! (`spool`). One upload therefore holds at most
 //! `MEMORY_PREFIX × blocks_in_flight` bytes plus a few chunks in channels, whatever the
 //! file's and the block's size; without a usable spool directory it holds
-//! `block_size × blocks_in_flight`. Across uploads, a client-wide byte budget (a
-//! semaphore counted in KiB, [`crate::ClientOptions::upload_budget`], 512 MiB by
-//! default) must grant a block its `block_size` (or, for a source of bounded length,
-//! what the block can hold: [`Client::upload_at_most`]) before the block starts; excess
-//! is returned as soon as the block's real length is known. A block is granted its
-//! whole reservation at once, so uploads waiting for budget never hold part of it and
-//! cannot deadlock each other; while an upload waits, it stops reading its source and
-//! the HTTP client is slowed by TCP back-pressure.
+//! `block_size × blocks_in_flight`. Across uploads, a client-wide byte budget
+//! ([`crate::ClientOptions::upload_budget`], 512 MiB by default; `budget`) counts
+//! each block's bytes as they arrive, so a client that announces a large body and goes
+//! silent holds only what it sent; the oldest block may always grow, so half-full
+//! blocks cannot deadlock each other. While an upload waits for budget, it stops
+//! reading its source and the HTTP client is slowed by TCP back-pressure.
 //!
 //! Block 0's first pipeline comes with the `BeginUpload` reply when the namenode could
 //! choose one (and is used if still fresh), which saves a small upload one namenode
@@ -138,21 +136,15 @@ impl Client {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
-        let inner = &self.inner;
-        let permit = inner
-            .budget
-            .clone()
-            .acquire_many_owned(inner.budget_units_for(at_most))
-            .await
-            .map_err(|_| Error::Internal("upload budget closed".into()))?;
-        let data = read_whole(source, at_most).await?;
+        let mut claim = self.inner.budget.claim();
+        let data = read_whole(source, at_most, &mut claim).await?;
         if !data.is_empty()
             && let Some(done) = self.upload_batched(data.clone(), name, content_type).await
         {
             return done;
         }
         // An empty file, or one the batch could not store: the pipeline with recovery.
-        drop(permit);
+        drop(claim);
         let size = data.len() as u64;
         let source = futures::stream::once(async move { Ok::<_, BoxError>(data) });
         self.upload_alone(source, name, content_type, Some(size))
