@@ -8,13 +8,23 @@
 //! through timing. A token is named in logs by its [`TokenId`], `token:` and the first
 //! 8 hex digits of its digest, never by itself.
 //!
-//! The failure limit ([`FailureLimiter`]) keys clients by IP address (IPv6 by its /64,
-//! since one host commonly owns a whole /64). A client's first failure opens a window of
-//! `--auth-failure-window`; once it has made `--auth-max-failures` failures in it, its
-//! guarded requests are answered 429 until the window ends, even with a correct token,
-//! so a guessing client gets at most that many guesses per window. The table of clients
-//! is bounded ([`MAX_TRACKED_CLIENTS`]): expired windows are dropped first, then the
-//! oldest window, so a flood from many addresses cannot grow memory.
+//! The failure limit ([`FailureLimiter`]) counts in windows of `--auth-failure-window`
+//! opened by a key's first failure, at two levels, so that one client failing cannot
+//! lock out another behind the same address (a proxy, a port-forward, a NAT):
+//!
+//! - per client **and presented token** ([`TokenKey`]: a digest prefix, or none): after
+//!   `--auth-max-failures` failures with the same token (or without one), that token is
+//!   answered 429 until the window ends. A misconfigured script with a stale token locks
+//!   out only itself; a client with the right token is still let in.
+//! - per client ([`ClientKey`], IP address, IPv6 by its /64): after
+//!   [`CLIENT_FAILURES_FACTOR`] × `--auth-max-failures` failures with any tokens,
+//!   every guarded request from it is answered 429 until the window ends, even with a
+//!   correct token, so a client guessing tokens gets a bounded number of guesses.
+//!
+//! The client is the connection's peer, or, when that peer is one of
+//! `--trusted-proxies`, the address its `X-Forwarded-For` names ([`client_ip`]). Each
+//! table is bounded ([`MAX_TRACKED_CLIENTS`]): expired windows are dropped first, then
+//! the oldest window, so a flood from many addresses cannot grow memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -33,6 +43,9 @@ use crate::gateway::config::Config;
 
 /// Most clients whose failed attempts are remembered at once (about 100 bytes each).
 pub const MAX_TRACKED_CLIENTS: usize = 16_384;
+/// A client may fail this many times `--auth-max-failures` in a window, across all the
+/// tokens it presents, before all its guarded requests are refused.
+pub const CLIENT_FAILURES_FACTOR: u32 = 10;
 
 /// A token's public name: `token:` and the first 8 hex digits of its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +114,8 @@ pub enum Verdict {
     Missing,
     /// A token that is not accepted.
     BadToken,
-    /// Too many failures from this client: refused without looking at the token.
+    /// Too many failures from this client (with this token, or with any): refused
+    /// without looking at the token.
     /// `first` is true for the first refusal of the window (the one the audit log shows).
     Limited {
         retry_after: Duration,
@@ -114,7 +128,13 @@ pub struct Auth {
     /// From `--auth-token`.
     fixed: Vec<Accepted>,
     file: Option<TokenFile>,
-    limiter: Mutex<FailureLimiter>,
+    limiter: Mutex<Limiters>,
+}
+
+/// The two levels of the failure limit (see the [module docs](self)).
+struct Limiters {
+    per_token: FailureLimiter<(ClientKey, TokenKey)>,
+    per_client: FailureLimiter<ClientKey>,
 }
 
 /// `--auth-token-file`: its path and the last good set of tokens read from it.
@@ -162,11 +182,18 @@ impl Auth {
         Ok(Self {
             fixed,
             file,
-            limiter: Mutex::new(FailureLimiter::new(
-                config.auth_max_failures,
-                config.auth_failure_window.get(),
-                MAX_TRACKED_CLIENTS,
-            )),
+            limiter: Mutex::new(Limiters {
+                per_token: FailureLimiter::new(
+                    config.auth_max_failures,
+                    config.auth_failure_window.get(),
+                    MAX_TRACKED_CLIENTS,
+                ),
+                per_client: FailureLimiter::new(
+                    config.auth_max_failures.saturating_mul(CLIENT_FAILURES_FACTOR),
+                    config.auth_failure_window.get(),
+                    MAX_TRACKED_CLIENTS,
+                ),
+            }),
         })
     }
 
@@ -190,20 +217,27 @@ impl Auth {
         if !self.enabled() {
             return Verdict::Allowed(Who::Anonymous);
         }
-        let key = ClientKey::of(client);
+        let client = ClientKey::of(client);
+        let presented = authorization.and_then(bearer).map(Accepted::of);
+        let key = (client, TokenKey::of(presented.as_ref()));
         let mut limiter = self.limiter.lock().expect("limiter lock is never poisoned");
-        if let Some((retry_after, first)) = limiter.refuse(key, now) {
+        let refused = match limiter.per_client.refuse(client, now) {
+            Some(r) => Some(r),
+            None => limiter.per_token.refuse(key, now),
+        };
+        if let Some((retry_after, first)) = refused {
             return Verdict::Limited { retry_after, first };
         }
-        let verdict = match authorization.and_then(bearer) {
+        let verdict = match &presented {
             None => Verdict::Missing,
-            Some(token) => match self.find(&Accepted::of(token)) {
+            Some(digest) => match self.find(digest) {
                 Some(id) => Verdict::Allowed(Who::Token(id)),
                 None => Verdict::BadToken,
             },
         };
         if !matches!(verdict, Verdict::Allowed(_)) {
-            limiter.fail(key, now);
+            limiter.per_token.fail(key, now);
+            limiter.per_client.fail(client, now);
         }
         verdict
     }
@@ -305,6 +339,51 @@ fn bearer(value: &[u8]) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The client a request counts against: the connection's `peer`, or, when `peer` is
+/// one of `trusted` proxies, the last address of `forwarded_for` (`X-Forwarded-For`)
+/// that is not itself a trusted proxy (the one the nearest untrusted hop gave).
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| ip_eq(*t, *ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(list) = forwarded_for.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return peer;
+    };
+    let mut last = peer;
+    for hop in list.rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            // Junk from an untrusted hop: trust nothing before it.
+            return last;
+        };
+        last = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    last
+}
+
+/// Whether two addresses are the same host (IPv4-mapped IPv6 equal to its IPv4).
+fn ip_eq(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+/// What the per-token failure limit counts a request's token by: the first 8 bytes of
+/// its digest (never the token), or none when it presented none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey(Option<[u8; 8]>);
+
+impl TokenKey {
+    fn of(presented: Option<&Accepted>) -> Self {
+        Self(presented.map(|a| a.0[..8].try_into().expect("a digest has 32 bytes")))
+    }
+}
+
 /// What the failure limit counts by: an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientKey(IpAddr);
@@ -339,15 +418,15 @@ struct Window {
 /// so appending keeps it sorted): expired windows are dropped from its front, and when
 /// the table is full the front (oldest) window makes room.
 #[derive(Debug)]
-pub struct FailureLimiter {
+pub struct FailureLimiter<K = ClientKey> {
     max_failures: u32,
     window: Duration,
     capacity: usize,
-    clients: HashMap<ClientKey, Window>,
-    order: VecDeque<(ClientKey, Instant)>,
+    clients: HashMap<K, Window>,
+    order: VecDeque<(K, Instant)>,
 }
 
-impl FailureLimiter {
+impl<K: Copy + Eq + std::hash::Hash> FailureLimiter<K> {
     /// `max_failures` 0 turns the limit off.
     pub fn new(max_failures: u32, window: Duration, capacity: usize) -> Self {
         Self {
@@ -381,7 +460,7 @@ impl FailureLimiter {
 
     /// If `key` is over the limit: how long until its window ends, and whether this is
     /// the window's first refusal.
-    pub fn refuse(&mut self, key: ClientKey, now: Instant) -> Option<(Duration, bool)> {
+    pub fn refuse(&mut self, key: K, now: Instant) -> Option<(Duration, bool)> {
         if self.max_failures == 0 {
             return None;
         }
@@ -398,7 +477,7 @@ impl FailureLimiter {
     }
 
     /// Counts one failed attempt of `key`.
-    pub fn fail(&mut self, key: ClientKey, now: Instant) {
+    pub fn fail(&mut self, key: K, now: Instant) {
         if self.max_failures == 0 {
             return;
         }
@@ -556,6 +635,51 @@ mod tests {
             assert_eq!(bearer(raw.as_bytes()), want, "{raw:?}");
         }
         assert_eq!(bearer(b"Bearer \xff"), None);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let proxy = ip("10.0.0.1");
+        let trusted = [proxy, ip("10.0.0.2")];
+        for (peer, xff, want) in [
+            // Not a proxy: its header is ignored.
+            ("192.0.2.9", Some("203.0.113.5"), "192.0.2.9"),
+            ("10.0.0.1", Some("203.0.113.5"), "203.0.113.5"),
+            ("::ffff:10.0.0.1", Some("203.0.113.5"), "203.0.113.5"),
+            // The client may send its own header: only the hop the proxy added counts.
+            ("10.0.0.1", Some("198.51.100.1, 203.0.113.5"), "203.0.113.5"),
+            // Through two trusted proxies.
+            ("10.0.0.1", Some("203.0.113.5, 10.0.0.2"), "203.0.113.5"),
+            ("10.0.0.1", None, "10.0.0.1"),
+            ("10.0.0.1", Some("junk"), "10.0.0.1"),
+        ] {
+            let got = client_ip(ip(peer), xff.map(str::as_bytes), &trusted);
+            assert_eq!(got, ip(want), "{peer} {xff:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_token_failing_does_not_lock_out_another() {
+        let auth = Auth::from_config(&config(&[
+            "--auth-token=right",
+            "--auth-max-failures=3",
+        ]))
+        .await
+        .unwrap();
+        let check = |token: &str| {
+            let header = format!("Bearer {token}");
+            auth.check(Some(header.as_bytes()), ip("127.0.0.1"), Instant::now())
+        };
+        for _ in 0..3 {
+            assert_eq!(check("stale"), Verdict::BadToken);
+        }
+        assert!(matches!(check("stale"), Verdict::Limited { .. }));
+        assert!(matches!(check("right"), Verdict::Allowed(Who::Token(_))));
+        // A client guessing many tokens is stopped altogether.
+        for i in 0..(3 * CLIENT_FAILURES_FACTOR) {
+            let _ = check(&format!("guess-{i}"));
+        }
+        assert!(matches!(check("right"), Verdict::Limited { .. }));
     }
 
     #[test]

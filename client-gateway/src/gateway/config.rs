@@ -31,6 +31,19 @@ pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
 /// The window, starting at a client's first failure, that `--auth-max-failures` counts in.
 pub const DEFAULT_AUTH_FAILURE_WINDOW: &str = "60s";
 
+/// A request's head must arrive whole within this (and an idle keep-alive connection
+/// is closed after it).
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+/// An upload body that sends nothing, or a client that reads nothing of its answer,
+/// for this long is cut off.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "30s";
+/// Connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections open at once from one client address (IPv4, or IPv6 /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// An HTTPS client that has not finished its TLS handshake by then is dropped.
+pub const DEFAULT_HTTPS_HANDSHAKE_TIMEOUT: &str = "5s";
+
 /// The HTTP gateway of kdfs: uploads, downloads, listings and the browser page.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kdfs-gateway", version, about)]
@@ -124,6 +137,43 @@ pub struct Config {
     #[arg(long, env = "KDFS_STALL_TIMEOUT", default_value = DEFAULT_STALL_TIMEOUT)]
     pub stall_timeout: HumanDuration,
 
+    /// A request's head (request line and headers) must arrive whole within this; an
+    /// idle keep-alive connection is closed after it too.
+    #[arg(long, env = "KDFS_HEADER_READ_TIMEOUT", default_value = DEFAULT_HEADER_READ_TIMEOUT)]
+    pub header_read_timeout: HumanDuration,
+
+    /// An upload whose body sends nothing for this long is aborted (408, its lease given
+    /// back); a connection whose client reads nothing of its answer for this long (a
+    /// stalled download) is closed.
+    #[arg(long, env = "KDFS_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT)]
+    pub idle_timeout: HumanDuration,
+
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "KDFS_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Connections open at once from one client address (IPv4, or IPv6 /64), so that
+    /// one client cannot take every connection.
+    #[arg(long, env = "KDFS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: usize,
+
+    /// With HTTPS, a client that has not finished its TLS handshake by then is dropped
+    /// (one client address may have 16 handshakes in progress at once).
+    #[arg(long, env = "KDFS_HTTPS_HANDSHAKE_TIMEOUT", default_value = DEFAULT_HTTPS_HANDSHAKE_TIMEOUT)]
+    pub https_handshake_timeout: HumanDuration,
+
+    /// Host names (with or without a port) accepted in the `Host` header besides the
+    /// loopback ones, when `--listen` is a loopback address (a guard against DNS
+    /// rebinding: any other Host gets 421). Comma-separated, e.g. `kdfs.local,nas:8080`.
+    #[arg(long, env = "KDFS_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Addresses of reverse proxies (comma-separated IPs) whose `X-Forwarded-For` names
+    /// the real client: the failed-authentication limit then counts that client instead
+    /// of the proxy. A header from any other peer is ignored.
+    #[arg(long, env = "KDFS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,
@@ -164,6 +214,18 @@ mod tests {
         assert_eq!(c.auth_failure_window.get().as_secs(), 60);
         assert!(!c.auth_reads);
         assert!(c.https().is_none());
+        assert_eq!(c.header_read_timeout.get().as_secs(), 10);
+        assert_eq!(c.idle_timeout.get().as_secs(), 30);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_connections_per_client, 64);
+        assert!(c.allowed_hosts.is_empty() && c.trusted_proxies.is_empty());
+        let c = Config::parse_from([
+            "kdfs-gateway",
+            "--allowed-hosts=kdfs.local,nas:8080",
+            "--trusted-proxies=10.0.0.1,::1",
+        ]);
+        assert_eq!(c.allowed_hosts, ["kdfs.local", "nas:8080"]);
+        assert_eq!(c.trusted_proxies.len(), 2);
         let c = Config::parse_from([
             "kdfs-gateway",
             "--max-upload",

@@ -92,13 +92,26 @@ pub enum BodyError {
     Malformed(String),
     #[error("request body broke off: {0}")]
     Broken(String),
+    #[error("upload aborted: the client sent nothing for {0:?} (--idle-timeout)")]
+    Idle(std::time::Duration),
 }
 
 impl BodyError {
     pub fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl BodyError {
+    /// Why the request body itself failed: the idle timeout, or a broken connection.
+    pub fn from_body(e: axum::Error) -> Self {
+        match e.into_inner().downcast::<crate::gateway::idle::IdleTimeout>() {
+            Ok(idle) => BodyError::Idle(idle.0),
+            Err(e) => BodyError::Broken(e.to_string()),
         }
     }
 }

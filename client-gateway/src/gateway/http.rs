@@ -4,28 +4,31 @@
 //! through one mapping ([`ApiError`]'s `From<Error>`); unknown routes (404) and wrong
 //! methods (405) use the same shape.
 //!
-//! Upload and delete pass the `guard` middleware: the bearer token and the failure
-//! limit of [`crate::gateway::auth`], and one line of [`crate::gateway::audit`] per request. The client's
-//! address comes from the connection ([`ClientAddr`]), never from a header.
+//! Every request passes the `browser` middleware first ([`crate::gateway::browser`]:
+//! no cross-origin mutation, no foreign `Host` on a loopback listener). Upload and
+//! delete then pass the `guard` middleware: the bearer token and the failure limit of
+//! [`crate::gateway::auth`], and one line of [`crate::gateway::audit`] per request.
+//! The client's address comes from the connection ([`ClientAddr`]), never from a
+//! header, except `X-Forwarded-For` from a `--trusted-proxies` peer.
+//!
+//! The connections themselves (caps, timeouts, shutdown) are [`crate::gateway::server`]'s.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
 use kdfs_core::FileId;
-use kdfs_proto::tls::{self, Tls};
+use kdfs_proto::tls::{self, HandshakeLimits, Tls};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
@@ -34,46 +37,9 @@ use crate::gateway::auth::{Auth, Verdict};
 use crate::gateway::config::Config;
 pub use crate::gateway::error::ApiError;
 use crate::gateway::routes;
+pub use crate::gateway::server::ClientAddr;
+use crate::gateway::server::{self, Limits};
 pub use crate::gateway::state::AppState;
-
-/// The TCP peer of a request's connection (axum's `ConnectInfo`), for plain and HTTPS
-/// listeners alike.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, Connections>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, Connections>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-/// The gateway's connections, from [`tls::accept`]: plain TCP, or HTTPS with every
-/// handshake done off the accept loop (a slow client cannot hold the listener, a
-/// refused handshake is logged on the audit target). Every socket gets `TCP_NODELAY`:
-/// without it, a streamed response's first body write waits behind the header write
-/// for the client's delayed ACK (~40 ms per small download).
-pub struct Connections(pub tls::Incoming);
-
-impl Listener for Connections {
-    type Io = tls::Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.0.next_conn().await {
-            Some(conn) => conn,
-            None => {
-                // The accept loop only ends when `Incoming` is dropped, so this is a bug;
-                // stop accepting rather than spin.
-                error!("the gateway's accept loop ended: no new connections");
-                std::future::pending().await
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
 
 /// The process-wide Prometheus recorder, shared with every other component of the
 /// process (see [`kdfs_core::telemetry::prometheus`]).
@@ -103,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), browser))
         .layer(middleware::from_fn(record))
         .with_state(state)
 }
@@ -136,10 +103,17 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         }
         _ => return next.run(req).await,
     };
-    let client = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
+    let client = crate::gateway::auth::client_ip(
+        peer,
+        req.headers()
+            .get("x-forwarded-for")
+            .map(HeaderValue::as_bytes),
+        &st.config.trusted_proxies,
+    );
     let authorization = req.headers().get(header::AUTHORIZATION);
     let verdict = st.auth.check(
         authorization.map(HeaderValue::as_bytes),
@@ -189,6 +163,31 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
                 AuditGuard::refused("limited", client, action, file).finish(r.status(), None);
             }
             r
+        }
+    }
+}
+
+/// Refuses what a web page could make a visitor's browser do against the gateway
+/// ([`crate::gateway::browser`]): 421 for a foreign `Host` on a loopback listener,
+/// 403 for a cross-origin mutation. Before the auth guard, so such a request is never
+/// counted as a failed authentication.
+async fn browser(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    use crate::gateway::browser::{cross_origin, foreign_host};
+    let refusal = if st.loopback_listener
+        && let Some(why) = foreign_host(req.uri(), req.headers(), &st.config.allowed_hosts)
+    {
+        Some((StatusCode::MISDIRECTED_REQUEST, "foreign_host", why))
+    } else {
+        cross_origin(req.method(), req.uri(), req.headers())
+            .map(|why| (StatusCode::FORBIDDEN, "cross_origin", why))
+    };
+    match refusal {
+        None => next.run(req).await,
+        Some((status, reason, why)) => {
+            metrics::counter!("kdfs_gateway_browser_refused_total", "reason" => reason)
+                .increment(1);
+            info!(target: kdfs_core::telemetry::AUDIT_TARGET, reason, method = %req.method(), path = req.uri().path(), "browser request refused: {why}");
+            json_error(status, why)
         }
     }
 }
@@ -266,15 +265,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let workers = shutdown.child_token();
     let _stop_workers = workers.clone().drop_guard();
     auth.watch(config.auth_token_reload_interval.get(), workers.clone());
+    let addr = listener.local_addr()?;
     let state = AppState {
         client,
         config: Arc::new(config.clone()),
         auth: Arc::clone(&auth),
         metrics: prometheus(),
         started: Instant::now(),
+        loopback_listener: addr.ip().is_loopback(),
     };
     let app = router(state);
-    let addr = listener.local_addr()?;
     info!(
         %addr,
         scheme = if https.is_some() { "https" } else { "http" },
@@ -283,32 +283,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tokens = ?auth.token_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
         token_file = ?auth.token_file(),
         max_upload = ?config.max_upload.map(|b| b.to_string()),
+        max_connections = config.max_connections,
+        idle_timeout = ?config.idle_timeout.get(),
         "gateway ready"
     );
-    let connections = Connections(tls::accept(listener, https));
-    serve(connections, app, shutdown, config.drain_timeout.get()).await
-}
-
-/// Serves `app` on `listener` (each request knowing its [`ClientAddr`]) until
-/// `shutdown`, then drains for at most `drain`.
-async fn serve(
-    listener: Connections,
-    app: Router,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Result<()> {
-    let stop = shutdown.clone();
-    let app = app.into_make_service_with_connect_info::<ClientAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-        info!("gateway: no longer accepting connections, draining transfers");
-    });
-    tokio::select! {
-        r = server.into_future() => r?,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-            warn!(deadline = ?drain, "gateway: drain deadline passed, dropping the remaining transfers");
-        }
-    }
+    let handshakes = HandshakeLimits {
+        timeout: config.https_handshake_timeout.get(),
+        ..HandshakeLimits::default()
+    };
+    let incoming = tls::accept_with(listener, https, handshakes);
+    let limits = Limits {
+        max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
+        header_read_timeout: config.header_read_timeout.get(),
+        idle_timeout: config.idle_timeout.get(),
+    };
+    server::serve(incoming, app, limits, shutdown, config.drain_timeout.get()).await;
     info!("gateway stopped");
     Ok(())
 }

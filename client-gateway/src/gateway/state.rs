@@ -17,4 +17,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
+    /// Whether the gateway listens on a loopback address: then only loopback `Host`s
+    /// (and `--allowed-hosts`) are answered ([`crate::gateway::browser::foreign_host`]).
+    pub loopback_listener: bool,
 }

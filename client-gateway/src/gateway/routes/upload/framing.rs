@@ -123,7 +123,7 @@ impl Stream for Guarded {
                 Poll::Ready(Some(this.count(&b).map(|()| b)))
             }
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Broken(e.to_string())))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::from_body(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -83,7 +83,7 @@ fn limited(
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
     let mut received = 0u64;
     body.map(move |item| {
-        let b = item.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let b = item.map_err(BodyError::from_body)?;
         received += b.len() as u64;
         match limit {
             Some(limit) if received > limit => Err(BodyError::TooLarge(limit)),
