@@ -52,6 +52,8 @@ struct Datanode {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub namenode_url: String,
+    /// The namenode's HTTP address (`/metrics`, whose gauges it refreshes when read).
+    pub namenode_http: String,
     pub gateway: Gateway,
     datanodes: Vec<Datanode>,
     nn_token: CancellationToken,
@@ -78,6 +80,7 @@ impl TestCluster {
         let nn_grpc = local().await;
         let nn_http = local().await;
         let namenode_url = format!("http://{}", nn_grpc.local_addr().unwrap());
+        let namenode_http = format!("http://{}", nn_http.local_addr().unwrap());
         let nn_dir = dir.path().join("namenode");
         std::fs::create_dir_all(&nn_dir).unwrap();
         let mut nn_args = vec![
@@ -113,6 +116,7 @@ impl TestCluster {
         let c = Self {
             dir,
             namenode_url,
+            namenode_http,
             gateway,
             datanodes: dns,
             nn_token,

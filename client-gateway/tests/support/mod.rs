@@ -113,3 +113,25 @@ pub async fn answer_while_owing(addr: &str, head: &str, body: &[u8]) -> String {
         .unwrap();
     String::from_utf8_lossy(&answer[..n]).into_owned()
 }
+
+/// The sum of the gateway's `/metrics` samples whose name (with labels, if given)
+/// starts with `series`, e.g. `kdfs_gateway_connections` or
+/// `kdfs_gateway_idle_timeouts_total{direction="request"}`; 0 when there is none.
+pub async fn metric(c: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = c
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                || (series.ends_with('}') && l.starts_with(series))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
