@@ -158,12 +158,11 @@ async fn a_token_file_without_a_token_stops_the_start() {
 }
 
 #[tokio::test]
-async fn repeated_failures_are_answered_429_even_with_the_right_token() {
+async fn repeated_failures_are_answered_429_and_guessing_locks_out_the_client() {
     let gw = Gateway::start(&dead_namenode().await, &["--auth-token=right"]).await;
     let c = http();
     for i in 0..10 {
-        let token = if i % 2 == 0 { Some("wrong") } else { None };
-        assert_eq!(upload_status(&c, &gw, token).await, 401, "failure {i}");
+        assert_eq!(upload_status(&c, &gw, Some("wrong")).await, 401, "failure {i}");
     }
     let r = c
         .delete(gw.at(&format!("/files/{HASH}")))
@@ -179,7 +178,14 @@ async fn repeated_failures_are_answered_429_even_with_the_right_token() {
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     let m = assert_json_error(r, 429).await;
     assert!(m.contains("too many"), "{m}");
-    // The right token is refused too while the window lasts; reads stay open.
+    // Another token (the right one) is still let through: the limit is per token...
+    assert_eq!(upload_status(&c, &gw, Some("right")).await, 503);
+    // ...until the client has failed 10 times the limit with any tokens: then the
+    // right token is refused too while the window lasts; reads stay open.
+    for i in 0..90 {
+        let token = format!("guess-{i}");
+        assert_eq!(upload_status(&c, &gw, Some(&token)).await, 401, "guess {i}");
+    }
     assert_eq!(upload_status(&c, &gw, Some("right")).await, 429);
     assert_eq!(delete_status(&c, &gw, Some("right")).await, 429);
     get_error(&c, gw.at("/files"), 503).await;
@@ -201,10 +207,10 @@ async fn the_failure_window_ends() {
     assert_eq!(upload_status(&c, &gw, Some("wrong")).await, 401);
     assert_eq!(upload_status(&c, &gw, Some("wrong")).await, 401);
     let blocked = Instant::now();
-    assert_eq!(upload_status(&c, &gw, Some("right")).await, 429);
+    assert_eq!(upload_status(&c, &gw, Some("wrong")).await, 429);
     wait_until("the window ends", DEADLINE, || {
         let (c, gw) = (c.clone(), &gw);
-        async move { upload_status(&c, gw, Some("right")).await == 503 }
+        async move { upload_status(&c, gw, Some("wrong")).await == 401 }
     })
     .await;
     assert!(blocked.elapsed() < Duration::from_secs(5));

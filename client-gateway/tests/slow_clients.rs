@@ -61,16 +61,18 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
     .map(|()| got)
 }
 
-/// Finding 9: eight uploads that announce 64 MiB, send 512 KiB and go silent, with an
-/// upload budget they would fill if each reserved a block before its bytes came. A
-/// small upload by another client is stored at once; the silent ones are answered 408
-/// and closed once the idle timeout has passed, and their leases are given back.
+/// Finding 9: eight uploads that announce 64 MiB, send a little over 1 MiB (one chunk)
+/// and go silent, with an upload budget of eight 8 MiB blocks: they would fill it if
+/// each reserved its block before the block's bytes came. A small upload by another
+/// client is stored at once; the silent ones are answered 408 and closed once the idle
+/// timeout has passed, and their leases are given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_uploads_do_not_hold_up_others_and_are_cut_off() {
     let _serial = serial().await;
     let cluster = TestCluster::with(Spec {
+        block_size: 8 << 20,
         gateway_args: vec![
-            "--upload-budget=8MiB".into(),
+            "--upload-budget=64MiB".into(),
             "--idle-timeout=8s".into(),
             // No batching: the small upload goes through the same budget as the rest.
             "--batch-small-files=false".into(),
@@ -94,7 +96,7 @@ async fn silent_uploads_do_not_hold_up_others_and_are_cut_off() {
             64 << 20
         );
         s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(&content(512 << 10, i)).await.unwrap();
+        s.write_all(&content((1 << 20) + (64 << 10), i)).await.unwrap();
         silent.push(s);
     }
     wait_until("eight silent uploads hold a lease", DEADLINE, || {

@@ -30,6 +30,8 @@ pub struct Spec {
     pub capacity: String,
     /// Extra namenode flags.
     pub namenode_args: Vec<String>,
+    /// The namenode's `--block-size`.
+    pub block_size: u64,
 }
 
 impl Default for Spec {
@@ -40,6 +42,7 @@ impl Default for Spec {
             gateway_args: Vec::new(),
             capacity: "4GiB".to_owned(),
             namenode_args: Vec::new(),
+            block_size: BLOCK,
         }
     }
 }
@@ -89,7 +92,7 @@ impl TestCluster {
             format!("--http={}", nn_http.local_addr().unwrap()),
             format!("--data-dir={}", nn_dir.display()),
             format!("--replication={}", spec.replication),
-            format!("--block-size={BLOCK}"),
+            format!("--block-size={}", spec.block_size),
             // Short enough for quick tests, long enough that a loaded 2-core machine
             // does not make nodes stale between two heartbeats.
             "--heartbeat-interval=300ms".to_owned(),
