@@ -55,7 +55,10 @@ async fn cross_origin_mutations_are_refused_and_same_origin_ones_work() {
 
     let r = form_post(&url, &data, &[("origin", "http://evil.example")]).await;
     let m = assert_json_error(r, 403).await;
-    assert!(m.contains("cross-origin") && m.contains("evil.example"), "{m}");
+    assert!(
+        m.contains("cross-origin") && m.contains("evil.example"),
+        "{m}"
+    );
     let r = form_post(&url, &data, &[("sec-fetch-site", "cross-site")]).await;
     assert_json_error(r, 403).await;
     let files = list_files(&http(), &url).await;

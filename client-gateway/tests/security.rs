@@ -162,7 +162,11 @@ async fn repeated_failures_are_answered_429_and_guessing_locks_out_the_client() 
     let gw = Gateway::start(&dead_namenode().await, &["--auth-token=right"]).await;
     let c = http();
     for i in 0..10 {
-        assert_eq!(upload_status(&c, &gw, Some("wrong")).await, 401, "failure {i}");
+        assert_eq!(
+            upload_status(&c, &gw, Some("wrong")).await,
+            401,
+            "failure {i}"
+        );
     }
     let r = c
         .delete(gw.at(&format!("/files/{HASH}")))

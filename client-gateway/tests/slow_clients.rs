@@ -96,7 +96,9 @@ async fn silent_uploads_do_not_hold_up_others_and_are_cut_off() {
             64 << 20
         );
         s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(&content((1 << 20) + (64 << 10), i)).await.unwrap();
+        s.write_all(&content((1 << 20) + (64 << 10), i))
+            .await
+            .unwrap();
         silent.push(s);
     }
     wait_until("eight silent uploads hold a lease", DEADLINE, || {
@@ -124,10 +126,14 @@ async fn silent_uploads_do_not_hold_up_others_and_are_cut_off() {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("sent nothing"), "{answer}");
     }
-    wait_until("the silent uploads' leases are given back", DEADLINE, || {
-        let c = c.clone();
-        async move { leases(c).await == 0.0 }
-    })
+    wait_until(
+        "the silent uploads' leases are given back",
+        DEADLINE,
+        || {
+            let c = c.clone();
+            async move { leases(c).await == 0.0 }
+        },
+    )
     .await;
     let files = support::list_files(&c, &gw.url).await;
     assert_eq!(files["files"].as_array().map(Vec::len), Some(1), "{files}");
@@ -179,7 +185,12 @@ async fn stalled_downloads_are_closed_after_the_idle_timeout() {
         .unwrap()
         .to_owned();
     let addr = addr_of(&gw.url);
-    let before = metric(&c, &gw.url, "kdfs_gateway_idle_timeouts_total{direction=\"response\"}").await;
+    let before = metric(
+        &c,
+        &gw.url,
+        "kdfs_gateway_idle_timeouts_total{direction=\"response\"}",
+    )
+    .await;
     let mut stalled = Vec::new();
     for _ in 0..8 {
         let socket = TcpSocket::new_v4().unwrap();
@@ -194,7 +205,12 @@ async fn stalled_downloads_are_closed_after_the_idle_timeout() {
         let c = c.clone();
         let url = gw.url.clone();
         async move {
-            metric(&c, &url, "kdfs_gateway_idle_timeouts_total{direction=\"response\"}").await
+            metric(
+                &c,
+                &url,
+                "kdfs_gateway_idle_timeouts_total{direction=\"response\"}",
+            )
+            .await
                 >= before + 8.0
         }
     })

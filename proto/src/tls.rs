@@ -23,9 +23,9 @@
 //! - [`check_names`]: the identity check on the other side — the namenode uses it to
 //!   refuse a datanode whose certificate does not name the address it advertises.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -16,13 +16,13 @@ use tokio::sync::mpsc;
 use tracing::field::Empty;
 use tracing::{Span, debug, info, instrument, warn};
 
+use super::Client;
 use super::attempt::Attempt;
+use super::budget::Claim;
 use super::recovery::{Next, Recovery};
 use super::rpc::{Pipeline, bad_reply, parse_pipeline, unary};
 use super::splitter::Piece;
 use super::spool::Retained;
-use super::Client;
-use super::budget::Claim;
 use crate::error::{Error, Result};
 
 /// A block's first AllocateBlock is tried this often when too few nodes are writable,

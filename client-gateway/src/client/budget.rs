@@ -141,7 +141,10 @@ mod tests {
         }
         assert_eq!(b.available(), 92);
         let mut other = b.claim();
-        assert!(grows_now(&mut other, 90).await, "another upload is not held up");
+        assert!(
+            grows_now(&mut other, 90).await,
+            "another upload is not held up"
+        );
         drop(silent);
         drop(other);
         assert_eq!(b.available(), 100);

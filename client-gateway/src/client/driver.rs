@@ -94,12 +94,8 @@ impl Driver {
         let ctx = self.ctx.clone();
         // In the upload's span, so the block's span is a child of it.
         self.tasks.spawn(
-            async move {
-                write_block(ctx, index, rx, claim)
-                    .await
-                    .map(|c| (index, c))
-            }
-            .in_current_span(),
+            async move { write_block(ctx, index, rx, claim).await.map(|c| (index, c)) }
+                .in_current_span(),
         );
         self.current = Some(tx);
         Ok(())

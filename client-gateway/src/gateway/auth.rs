@@ -189,7 +189,9 @@ impl Auth {
                     MAX_TRACKED_CLIENTS,
                 ),
                 per_client: FailureLimiter::new(
-                    config.auth_max_failures.saturating_mul(CLIENT_FAILURES_FACTOR),
+                    config
+                        .auth_max_failures
+                        .saturating_mul(CLIENT_FAILURES_FACTOR),
                     config.auth_failure_window.get(),
                     MAX_TRACKED_CLIENTS,
                 ),
@@ -660,12 +662,9 @@ mod tests {
 
     #[tokio::test]
     async fn one_token_failing_does_not_lock_out_another() {
-        let auth = Auth::from_config(&config(&[
-            "--auth-token=right",
-            "--auth-max-failures=3",
-        ]))
-        .await
-        .unwrap();
+        let auth = Auth::from_config(&config(&["--auth-token=right", "--auth-max-failures=3"]))
+            .await
+            .unwrap();
         let check = |token: &str| {
             let header = format!("Bearer {token}");
             auth.check(Some(header.as_bytes()), ip("127.0.0.1"), Instant::now())

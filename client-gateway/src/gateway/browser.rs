@@ -139,23 +139,55 @@ mod tests {
         check(Method::POST, &[host], false);
         check(Method::DELETE, &[], false);
         // The gateway's own page.
-        check(Method::POST, &[host, ("origin", "http://127.0.0.1:8080")], false);
-        check(Method::POST, &[host, ("sec-fetch-site", "same-origin")], false);
+        check(
+            Method::POST,
+            &[host, ("origin", "http://127.0.0.1:8080")],
+            false,
+        );
+        check(
+            Method::POST,
+            &[host, ("sec-fetch-site", "same-origin")],
+            false,
+        );
         check(Method::POST, &[host, ("sec-fetch-site", "none")], false);
-        check(Method::POST, &[("host", "kdfs.example"), ("origin", "https://kdfs.example")], false);
+        check(
+            Method::POST,
+            &[("host", "kdfs.example"), ("origin", "https://kdfs.example")],
+            false,
+        );
         // Another page.
-        check(Method::POST, &[host, ("origin", "http://evil.example")], true);
-        check(Method::PUT, &[host, ("origin", "http://127.0.0.1:3000")], true);
+        check(
+            Method::POST,
+            &[host, ("origin", "http://evil.example")],
+            true,
+        );
+        check(
+            Method::PUT,
+            &[host, ("origin", "http://127.0.0.1:3000")],
+            true,
+        );
         check(Method::DELETE, &[host, ("origin", "null")], true);
-        check(Method::PATCH, &[host, ("sec-fetch-site", "cross-site")], true);
+        check(
+            Method::PATCH,
+            &[host, ("sec-fetch-site", "cross-site")],
+            true,
+        );
         check(Method::POST, &[host, ("sec-fetch-site", "same-site")], true);
         check(
             Method::POST,
-            &[host, ("sec-fetch-site", "cross-site"), ("origin", "http://127.0.0.1:8080")],
+            &[
+                host,
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:8080"),
+            ],
             true,
         );
         // Reads are not mutations.
-        check(Method::GET, &[host, ("origin", "http://evil.example")], false);
+        check(
+            Method::GET,
+            &[host, ("origin", "http://evil.example")],
+            false,
+        );
     }
 
     #[test]

@@ -109,7 +109,10 @@ impl BodyError {
 impl BodyError {
     /// Why the request body itself failed: the idle timeout, or a broken connection.
     pub fn from_body(e: axum::Error) -> Self {
-        match e.into_inner().downcast::<crate::gateway::idle::IdleTimeout>() {
+        match e
+            .into_inner()
+            .downcast::<crate::gateway::idle::IdleTimeout>()
+        {
             Ok(idle) => BodyError::Idle(idle.0),
             Err(e) => BodyError::Broken(e.to_string()),
         }
