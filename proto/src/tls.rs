@@ -335,7 +335,9 @@ fn build(
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The gateway serves HTTP/1.1 only: its slow-client bounds need one response
+        // per connection (docs/security.md, "Slow clients").
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
         return Ok(Loaded {
             stamp: files.stamp,
             server: Arc::new(server),

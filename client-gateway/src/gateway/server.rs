@@ -12,6 +12,9 @@
 //!   nothing for that long fails (an upload is abandoned and its lease given back), and
 //!   a connection whose client reads nothing of its answer for that long is closed
 //!   (a stalled download and what it had read ahead are dropped).
+//! - **HTTP/1.1 only**: one response per connection, so the caps bound the stalled
+//!   downloads too, and a stalled one is always a write that waits (HTTP/2 flow
+//!   control would let a client stall streams without that).
 //!
 //! Shutdown: stop accepting, tell every connection to finish its requests
 //! (hyper's graceful shutdown), then wait at most `--drain-timeout`.
@@ -111,8 +114,8 @@ pub async fn serve(
     }
 }
 
-/// One connection: HTTP/1.1 or HTTP/2 (by ALPN or preface) until the client closes
-/// it, a limit ends it, or a shutdown has let its requests finish.
+/// One connection, HTTP/1.1, until the client closes it, a limit ends it, or a
+/// shutdown has let its requests finish.
 async fn serve_connection(
     conn: tls::Conn,
     peer: SocketAddr,
@@ -126,12 +129,14 @@ async fn serve_connection(
         req.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
         app.clone().oneshot(req)
     });
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: with HTTP/2 a client can stall a stream through flow control
+    // without any write of ours waiting, so the idle timeout would not see it, and one
+    // connection could hold many stalled downloads.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
     let io = TokioIo::new(WriteStall::new(conn, idle));
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
     tokio::pin!(conn);
