@@ -52,6 +52,10 @@ pub enum Error {
     /// No replica of a block could serve the requested bytes intact.
     #[error("block {block} unreadable: {reason}")]
     Unreadable { block: String, reason: String },
+    /// A file's blocks were served intact, but together they are not the content its
+    /// id names (a record claiming another content's id; docs/security.md).
+    #[error("file {file} is not served: its content hashes to {content}")]
+    NotItsContent { file: FileId, content: FileId },
     /// The byte source of an upload failed (client disconnect, bad multipart, too large).
     #[error("upload source failed: {0}")]
     Source(#[source] BoxError),

@@ -1,36 +1,46 @@
 //! Downloads: a file id and a byte range in, a stream of verified bytes out.
 //!
 //! The range is mapped onto blocks (`plan`); one reader task per block reads it from
-//! its best replica, checks each message's CRC32C and offset, and computes the
-//! SHA-256 of a block read whole. On an error, a stall, a checksum or offset mismatch,
-//! it fails over to the next replica **at the same offset**, so nothing already sent
-//! is sent again, and reports the bad replica to the namenode. The current block and
+//! its best replica, checks each message's CRC32C and offset, and fails over to the
+//! next replica **at the same offset** on an error, a stall, or a checksum or offset
+//! mismatch, reporting a bad replica to the namenode. The current block and
 //! `read_ahead` following blocks are read at once through small bounded channels
 //! ([`READER_QUEUE`] messages each): the next block's request is under way while the
 //! current one streams, and memory stays at a few MiB per download whatever the size.
 //!
-//! A whole-block SHA-256 mismatch can only be known after the block's last byte; by
-//! then the bytes went out (holding a 64 MiB block back would cost that much memory
-//! per download), so the stream ends with an error instead of completing: the HTTP
-//! client sees a truncated body, never a silently wrong one. Per-message CRC32C (the
-//! datanode verifies its stored chunk checksums before sending) catches corruption
-//! before any bad byte is sent.
+//! # What is verified before it is sent
+//!
+//! A datanode can serve wrong bytes with matching CRCs (it computes them), so nothing
+//! it says is trusted until it matches an id: a block's id is its bytes' SHA-256, a
+//! file's id the SHA-256 of all its bytes (issue 24 finding 7, docs/security.md).
+//!
+//! - Every block a read touches is read **whole**, from its first byte, and hashed;
+//!   only the range's bytes of it are sent, and the last of them is held back
+//!   ([`Emitter`]) until the block's SHA-256 equals its id. On a mismatch the replica
+//!   is reported, and the block is read again from another replica if nothing of it
+//!   went out yet; otherwise the stream ends with an error instead of the held-back
+//!   bytes. A range thus costs a read of every block it touches (a small range of a
+//!   64 MiB block reads 64 MiB) and never delivers its last byte unverified.
+//! - A whole-file read of several blocks is also hashed as a whole (in a task of its
+//!   own, beside the stream), and the file's final piece is held back until that
+//!   SHA-256 equals the file id: a record claiming another content's id never completes.
+//! - A file of one block is that block's bytes, so its id must be the block's id (an
+//!   empty file's, the SHA-256 of nothing): a record that says otherwise is never
+//!   served (`check_file_id`, once per read).
+//!
+//! The HTTP client therefore sees a complete body only if every byte of it was
+//! verified; a mismatch found at the end becomes a truncated body (the gateway stops
+//! short of its Content-Length), never a silently wrong one.
 //!
 //! A file of one small block ([`READ_BEFORE_ANSWER`]) is read and verified whole before
 //! its answer starts instead ([`Client::read_small`]): it costs no task or channel hop,
 //! and a failure is the answer's status.
 //!
-//! A file of one block is that block's bytes, so its id must be the block's id (an
-//! empty file's, the SHA-256 of nothing): a record that says otherwise claims a content
-//! it does not hold ("hash squatting", docs/security.md; the namenode refuses such commits, but
-//! a record may predate that) and is never served: [`Client::download`] and
-//! [`Client::read_small`] refuse it (`check_file_id`), once per read. A longer file's id
-//! is not checked here (docs/security.md).
-//!
 //! Timeouts are per message (stall detection), never around a whole transfer.
 //! Dropping the returned stream aborts the driver and every reader task.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -209,15 +219,32 @@ impl Client {
 
     /// Streams `range` (already checked against the size) of a looked-up file whose id
     /// was already checked against its blocks: [`Client::download`] does, and
-    /// [`Client::read_small`] does for every file before it answers `None`.
+    /// [`Client::read_small`] does for every file before it answers `None`. Every block
+    /// is verified before its last byte goes out, and a whole file of several blocks
+    /// against its id before its final piece does (see the module docs).
     pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
+        let whole_file = range.start == 0 && range.end == info.record.size;
+        // A file of one block has its block's id (checked), which its block's hash proves.
+        let file_id = (whole_file && info.blocks.len() > 1).then_some(info.record.id);
+        self.stream(info, range, file_id)
+    }
+
+    /// As [`Client::read`], with the whole-content check against `file_id` (which must
+    /// be asked only for a whole-file range) or none: every block is still verified.
+    pub(crate) fn stream(
+        &self,
+        info: &FileInfo,
+        range: ByteRange,
+        file_id: Option<FileId>,
+    ) -> Download {
         let lengths: Vec<u64> = info.blocks.iter().map(|b| b.length).collect();
         let reads = plan(&lengths, range);
         let blocks = info.blocks.clone();
         let (tx, rx) = mpsc::channel(2);
         let client = self.clone();
         let span = tracing::info_span!("read", file = %info.record.id);
-        let driver = tokio::spawn(drive(client, blocks, reads, tx).instrument(span));
+        let check = file_id.map(FileCheck::start);
+        let driver = tokio::spawn(drive(client, blocks, reads, check, tx).instrument(span));
         Download {
             rx,
             _driver: AbortOnDropHandle::new(driver),
@@ -245,11 +272,13 @@ fn check_file_id(info: &FileInfo) -> Result<()> {
     })
 }
 
-/// Runs block readers (current + read-ahead) and forwards their bytes in order.
+/// Runs block readers (current + read-ahead) and forwards their bytes in order, the
+/// final piece through `check` when the whole file is checked against its id.
 async fn drive(
     client: Client,
     blocks: Vec<LocatedBlock>,
     reads: Vec<BlockRead>,
+    mut check: Option<FileCheck>,
     out: mpsc::Sender<Result<Bytes>>,
 ) {
     let window = 1 + client.inner.options.read_ahead;
@@ -265,17 +294,95 @@ async fn drive(
             running.push_back((rx, AbortOnDropHandle::new(task)));
         }
         let Some((mut rx, _task)) = running.pop_front() else {
-            return;
+            break;
         };
         while let Some(item) = rx.recv().await {
-            let failed = item.is_err();
-            if let Ok(b) = &item {
-                metrics::counter!("kdfs_gateway_download_bytes_total").increment(b.len() as u64);
-            }
-            if out.send(item).await.is_err() || failed {
+            let piece = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            };
+            metrics::counter!("kdfs_gateway_download_bytes_total").increment(piece.len() as u64);
+            let ready = match check.as_mut() {
+                Some(c) => c.pass(piece).await,
+                None => Some(piece),
+            };
+            if let Some(b) = ready
+                && out.send(Ok(b)).await.is_err()
+            {
                 return;
             }
         }
+    }
+    if let Some(c) = check {
+        let _ = match c.finish().await {
+            Ok(Some(last)) => out.send(Ok(last)).await,
+            Ok(None) => Ok(()),
+            Err(e) => out.send(Err(e)).await,
+        };
+    }
+}
+
+/// Pieces queued for a whole-file hasher: a slower hasher slows the stream down
+/// rather than growing memory.
+const HASH_QUEUE: usize = 4;
+
+/// The whole-content check of a whole-file read: every piece goes to a hasher task of
+/// its own (hashing in the driver would put a second SHA-256 pass in the stream's
+/// path), and the latest piece is held back, so the final one goes out only once the
+/// content hashes to the file id.
+struct FileCheck {
+    id: FileId,
+    tx: mpsc::Sender<Bytes>,
+    hasher: AbortOnDropHandle<FileId>,
+    held: Option<Bytes>,
+}
+
+impl FileCheck {
+    fn start(id: FileId) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
+        let hasher = tokio::spawn(
+            async move {
+                let mut h = Sha256::new();
+                while let Some(b) = rx.recv().await {
+                    h.update(&b);
+                }
+                FileId::from_bytes(h.finalize().into())
+            }
+            .in_current_span(),
+        );
+        Self {
+            id,
+            tx,
+            hasher: AbortOnDropHandle::new(hasher),
+            held: None,
+        }
+    }
+
+    /// Takes the next piece in file order; gives back the one before it, now free to go.
+    async fn pass(&mut self, piece: Bytes) -> Option<Bytes> {
+        // The hasher stops early only by panicking, which `finish` reports.
+        let _ = self.tx.send(piece.clone()).await;
+        self.held.replace(piece)
+    }
+
+    /// The held-back final piece, once everything passed hashes to the file id.
+    async fn finish(self) -> Result<Option<Bytes>> {
+        drop(self.tx);
+        let content = self
+            .hasher
+            .await
+            .map_err(|e| Error::Internal(format!("file hasher: {e}")))?;
+        if content != self.id {
+            error!(file = %self.id, %content, "a file's blocks are not the content its id names; its download is broken off");
+            return Err(Error::NotItsContent {
+                file: self.id,
+                content,
+            });
+        }
+        Ok(self.held)
     }
 }
 
@@ -326,7 +433,10 @@ fn unreadable(block: &LocatedBlock, errors: &[String]) -> Error {
     }
 }
 
-/// Reads `r` of `block`, failing over between replicas at the current offset.
+/// Reads `block` whole and sends the bytes of `r`, the last of them only once the
+/// block's SHA-256 matched its id. An error or stall fails over to the next replica at
+/// the same offset; a block that hashes wrong is read again from the next replica if
+/// nothing of it went out yet, and otherwise ends the stream with an error.
 #[instrument(skip_all, fields(block = %block.id, index = r.index))]
 async fn read_block(
     client: Client,
@@ -334,15 +444,15 @@ async fn read_block(
     r: BlockRead,
     tx: mpsc::Sender<Result<Bytes>>,
 ) {
-    let end = r.offset + r.len;
-    let mut pos = r.offset;
-    let whole = r.offset == 0 && r.len == block.length;
-    let mut hasher = whole.then(Sha256::new);
-    let mut served_by: Vec<Location> = Vec::new();
+    let end = block.length;
+    let mut emit = Emitter::new(&tx, r.offset..r.offset + r.len);
+    let mut pos = 0;
+    let mut hasher = Sha256::new();
+    let mut served_by: Vec<&Location> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for replica in &block.replicas {
-        if pos == end {
-            break;
+        if !errors.is_empty() {
+            metrics::counter!("kdfs_gateway_read_failovers_total").increment(1);
         }
         let before = pos;
         let outcome = read_replica(
@@ -351,56 +461,118 @@ async fn read_block(
             replica,
             &mut pos,
             end,
-            hasher.as_mut(),
-            &mut Out::Channel(&tx),
+            Some(&mut hasher),
+            &mut Out::Stream(&mut emit),
         )
         .await;
         if pos > before {
-            served_by.push(replica.clone());
+            served_by.push(replica);
         }
-        if let Err(failure) = outcome
-            && !note_failure(&client, &block, replica, failure, &mut errors)
-        {
+        if let Err(failure) = outcome {
+            if !note_failure(&client, &block, replica, failure, &mut errors) {
+                return;
+            }
+            continue;
+        }
+        let got = BlockId::from_bytes(std::mem::take(&mut hasher).finalize().into());
+        if got == block.id {
+            emit.release().await;
             return;
         }
-        if pos < end {
-            metrics::counter!("kdfs_gateway_read_failovers_total").increment(1);
+        metrics::counter!("kdfs_gateway_block_hash_mismatches_total").increment(1);
+        let reason = format!("block content hashes to {got}");
+        // Only a replica that served the whole block can be blamed for it.
+        if let [only] = served_by.as_slice() {
+            client.report_bad_replica(block.id, only, reason.clone());
         }
-    }
-    if pos < end {
-        let _ = tx.send(Err(unreadable(&block, &errors))).await;
-        return;
-    }
-    if let Some(h) = hasher {
-        let got = BlockId::from_bytes(h.finalize().into());
-        if got != block.id {
-            let reason = format!("block content hashes to {got}");
-            if let [only] = served_by.as_slice() {
-                client.report_bad_replica(block.id, only, reason.clone());
-            }
+        if emit.sent {
+            error!(block = %block.id, %reason, "a block's bytes already went out unverified; breaking the download off");
             let _ = tx
                 .send(Err(Error::Unreadable {
                     block: block.id.to_string(),
                     reason,
                 }))
                 .await;
+            return;
         }
+        warn!(block = %block.id, node = %replica.address, %reason, "bad replica; reading the block again from the next");
+        errors.push(format!("{}: {reason}", replica.address));
+        emit.discard();
+        pos = 0;
+        served_by.clear();
+    }
+    let _ = tx.send(Err(unreadable(&block, &errors))).await;
+}
+
+/// Where a streamed block's verified messages go: the bytes of `want` (offsets in the
+/// block) to the download's stream, the latest of them held back until the block is
+/// verified ([`Emitter::release`]), so at most one message waits here.
+struct Emitter<'a> {
+    tx: &'a mpsc::Sender<Result<Bytes>>,
+    want: Range<u64>,
+    held: Option<Bytes>,
+    /// Something of this block went out before the block was verified.
+    sent: bool,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(tx: &'a mpsc::Sender<Result<Bytes>>, want: Range<u64>) -> Self {
+        Self {
+            tx,
+            want,
+            held: None,
+            sent: false,
+        }
+    }
+
+    /// Takes the message at `at` in the block; sends the part of `want` held back
+    /// before it. `false`: the consumer went away.
+    async fn put(&mut self, at: u64, data: Bytes) -> bool {
+        let from = self.want.start.max(at);
+        let to = self.want.end.min(at + data.len() as u64);
+        if from >= to {
+            return true;
+        }
+        let part = data.slice((from - at) as usize..(to - at) as usize);
+        match self.held.replace(part) {
+            Some(earlier) => {
+                self.sent = true;
+                self.tx.send(Ok(earlier)).await.is_ok()
+            }
+            None => true,
+        }
+    }
+
+    /// The block is verified: the held-back bytes go out.
+    async fn release(&mut self) {
+        if let Some(last) = self.held.take() {
+            let _ = self.tx.send(Ok(last)).await;
+        }
+    }
+
+    /// The block is being read again from its start: what is held back is dropped.
+    fn discard(&mut self) {
+        debug_assert!(
+            !self.sent,
+            "a block is only read again if nothing of it went out"
+        );
+        self.held = None;
     }
 }
 
 /// Where a replica's verified messages go.
-enum Out<'a> {
-    /// To the download's stream, waiting for room.
-    Channel(&'a mpsc::Sender<Result<Bytes>>),
+enum Out<'a, 'b> {
+    /// To the download's stream, through a block's [`Emitter`].
+    Stream(&'a mut Emitter<'b>),
     /// Kept (a small block, [`Client::read_small`]).
     Buffer(&'a mut Vec<Bytes>),
 }
 
-impl Out<'_> {
-    /// `false`: the consumer went away.
-    async fn put(&mut self, data: Bytes) -> bool {
+impl Out<'_, '_> {
+    /// The message at `at` in the block. `false`: the consumer went away.
+    async fn put(&mut self, at: u64, data: Bytes) -> bool {
         match self {
-            Out::Channel(tx) => tx.send(Ok(data)).await.is_ok(),
+            Out::Stream(emit) => emit.put(at, data).await,
             Out::Buffer(kept) => {
                 kept.push(data);
                 true
@@ -417,7 +589,7 @@ async fn read_replica(
     pos: &mut u64,
     end: u64,
     mut hasher: Option<&mut Sha256>,
-    out: &mut Out<'_>,
+    out: &mut Out<'_, '_>,
 ) -> std::result::Result<(), ReplicaFailure> {
     let stall = client.inner.options.stall_timeout;
     let mut dn = client
@@ -481,8 +653,9 @@ async fn read_replica(
         if let Some(h) = hasher.as_deref_mut() {
             h.update(&msg.data);
         }
+        let at = *pos;
         *pos += len;
-        if !out.put(msg.data).await {
+        if !out.put(at, msg.data).await {
             return Err(ReplicaFailure::Gone);
         }
     }

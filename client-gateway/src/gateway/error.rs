@@ -59,6 +59,7 @@ impl From<Error> for ApiError {
             Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::NamenodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotItsContent { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Rpc { status, .. } => match status.code() {
                 Code::NotFound => StatusCode::NOT_FOUND,
                 Code::InvalidArgument => StatusCode::BAD_REQUEST,

@@ -186,6 +186,34 @@ impl TestCluster {
         kdfs_testkit::flip_byte(&path, len / 2);
     }
 
+    /// Flips the byte at `offset` of datanode `i`'s stored copy of block `hex` and
+    /// rewrites the CRC32C of its checksum chunk in the sidecar to match: damage the
+    /// datanode cannot see, so it serves the flipped byte with a matching CRC, as a
+    /// datanode forging bytes would. The block must have a sidecar (be longer than a
+    /// checksum chunk, 64 KiB; shorter ones are checked by their SHA-256 on every read).
+    pub fn forge(&self, i: usize, hex: &str, offset: u64) {
+        use std::os::unix::fs::FileExt;
+        /// The datanode's checksum chunk (`kdfs_datanode`'s `CHECKSUM_CHUNK`) and the
+        /// sidecar's header length before the first CRC.
+        const CHUNK: u64 = 64 << 10;
+        const SIDECAR_HEADER: u64 = 16;
+        let root = self.dir.path().join(format!("datanode-{i}")).join("blocks");
+        let path = kdfs_testkit::disk::find_file(&root, hex)
+            .unwrap_or_else(|| panic!("block {hex} not on datanode {i}"));
+        kdfs_testkit::flip_byte(&path, offset);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() as u64 > CHUNK, "a block with a sidecar");
+        let start = offset / CHUNK * CHUNK;
+        let end = (start + CHUNK).min(bytes.len() as u64);
+        let crc = crc32c::crc32c(&bytes[start as usize..end as usize]);
+        let mut sidecar = path.into_os_string();
+        sidecar.push(".crc");
+        let f = std::fs::File::options().write(true).open(&sidecar).unwrap();
+        f.write_all_at(&crc.to_le_bytes(), SIDECAR_HEADER + 4 * (offset / CHUNK))
+            .unwrap();
+        f.sync_all().unwrap();
+    }
+
     /// The bytes of datanode `i`'s servable copy of block `hex` (under `blocks/`), if any.
     pub fn stored_copy(&self, i: usize, hex: &str) -> Option<Vec<u8>> {
         let root = self.dir.path().join(format!("datanode-{i}")).join("blocks");
