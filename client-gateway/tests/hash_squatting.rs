@@ -104,6 +104,7 @@ async fn commit_file_cannot_claim_another_contents_id() {
     let upload_id = lease(&mut nn).await;
     let squat = nn
         .commit_file(pb::CommitFileRequest {
+            replaces: None,
             upload_id: upload_id.clone(),
             file_id: digest(victim),
             size: mine.length,
@@ -119,6 +120,7 @@ async fn commit_file_cannot_claim_another_contents_id() {
     // An empty file's block list cannot claim it either.
     let empty = nn
         .commit_file(pb::CommitFileRequest {
+            replaces: None,
             upload_id,
             file_id: digest(victim),
             size: 0,
@@ -188,6 +190,7 @@ async fn several_short_blocks_cannot_claim_a_small_contents_id() {
     let upload_id = lease(&mut nn).await;
     let squat = nn
         .commit_file(pb::CommitFileRequest {
+            replaces: None,
             upload_id,
             file_id: digest(victim),
             size: 2 * mine.length,
@@ -213,6 +216,7 @@ async fn a_claimed_id_of_several_blocks_fails_the_victims_upload() {
     assert_eq!(mine.len(), 2);
     let upload_id = lease(&mut nn).await;
     nn.commit_file(pb::CommitFileRequest {
+        replaces: None,
         upload_id,
         file_id: digest(&victim),
         size: len as u64,

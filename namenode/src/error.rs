@@ -33,6 +33,11 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(#[from] kdfs_proto::tls::TlsError),
+    /// A commit met a live record of the same file id with other blocks (one of the
+    /// two does not hold the content its id names): nothing was changed. The service
+    /// answers it with the record, not as an error (`conflict` in CommitFile's reply).
+    #[error("file {} is already stored with other blocks", .0.id)]
+    Conflict(Box<crate::meta::FileRecord>),
 }
 
 /// Result of namenode operations.
@@ -63,6 +68,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            e @ Error::Conflict(_) => Status::already_exists(e.to_string()),
             other => {
                 tracing::error!(error = %other, "internal error");
                 Status::internal(other.to_string())

@@ -16,6 +16,7 @@ use tracing::{Instrument, Span, instrument};
 
 use crate::block_keys::BlockKeys;
 use crate::cluster::{Load, NodeState, Registration};
+use crate::error::Error;
 use crate::meta::FileRecord;
 use crate::namesystem::membership::Outgoing;
 use crate::namesystem::reads::FileView;
@@ -254,6 +255,17 @@ fn committed_blocks(raw: &[pb::CommittedBlock]) -> Result<Vec<CommittedBlock>, S
                     .collect::<Result<_, Status>>()?,
             })
         })
+        .collect()
+}
+
+/// The block list a commit replaces (`CommitFileRequest.replaces`).
+fn block_list(raw: &pb::BlockList) -> Result<Vec<(BlockId, u64)>, Status> {
+    if raw.blocks.len() > MAX_FILE_BLOCKS {
+        return Err(Status::invalid_argument("replaces: too many blocks"));
+    }
+    raw.blocks
+        .iter()
+        .map(|b| Ok((wire::block_id("replaces.blocks.id", &b.id)?, b.length)))
         .collect()
 }
 
@@ -496,17 +508,31 @@ impl namenode_server::Namenode for NamenodeService {
         let up = upload_id(&r.upload_id)?.to_owned();
         let file_id = wire::file_id("file_id", &r.file_id)?;
         let blocks = committed_blocks(&r.blocks)?;
+        let replaces = r.replaces.as_ref().map(block_list).transpose()?;
         // The commit must finish once started even if the caller disconnects: run it
         // in its own task so dropping this future cannot cut it in half.
         let ns = self.ns.clone();
-        let (rec, existed) = tokio::spawn(
-            async move { ns.commit(&up, file_id, r.size, blocks).await }.in_current_span(),
+        let committed = tokio::spawn(
+            async move {
+                ns.commit_replacing(&up, file_id, r.size, blocks, replaces)
+                    .await
+            }
+            .in_current_span(),
         )
         .await
-        .map_err(|e| Status::internal(format!("commit task failed: {e}")))??;
-        Ok(Response::new(pb::CommitFileResponse {
-            file: Some(record(&rec)),
-            existed,
+        .map_err(|e| Status::internal(format!("commit task failed: {e}")))?;
+        Ok(Response::new(match committed {
+            Ok((rec, existed)) => pb::CommitFileResponse {
+                file: Some(record(&rec)),
+                existed,
+                conflict: None,
+            },
+            Err(Error::Conflict(existing)) => pb::CommitFileResponse {
+                file: None,
+                existed: false,
+                conflict: Some(record(&existing)),
+            },
+            Err(e) => return Err(e.into()),
         }))
     }
 
@@ -545,14 +571,20 @@ impl namenode_server::Namenode for NamenodeService {
                     existed,
                     code: Code::Ok as i32,
                     message: String::new(),
+                    conflict: None,
                 },
                 Err(e) => {
+                    let conflict = match &e {
+                        Error::Conflict(existing) => Some(record(existing)),
+                        _ => None,
+                    };
                     let status = Status::from(e);
                     pb::FileCommitResult {
                         file: None,
                         existed: false,
                         code: status.code() as i32,
                         message: status.message().to_owned(),
+                        conflict,
                     }
                 }
             })

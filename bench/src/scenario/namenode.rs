@@ -229,6 +229,7 @@ async fn nn_creates(
                     .into_inner();
                 let digest = Sha256::digest(body.as_bytes());
                 c.commit_file(pb::CommitFileRequest {
+                    replaces: None,
                     upload_id: lease.upload_id,
                     file_id: raw(&digest),
                     size: body.len() as u64,
@@ -327,6 +328,7 @@ async fn nn_reports(
             file.update(b.as_bytes());
         }
         c.commit_file(pb::CommitFileRequest {
+            replaces: None,
             upload_id: lease.upload_id,
             file_id: raw(&file.finalize()),
             // Whole blocks of the namenode's default size: it refuses a file of

@@ -277,6 +277,7 @@ impl Client {
             .min()
             .unwrap_or(replication as u32);
         let req = pb::CommitFileRequest {
+            replaces: None,
             upload_id: ctx.upload_id.clone(),
             file_id: wire::raw(file_id.as_bytes()),
             size,

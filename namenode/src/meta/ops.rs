@@ -4,7 +4,7 @@
 //! An op checks before it changes anything where it can fail on its own (an unknown
 //! file), so such a failure leaves the transaction as it was and fails that op alone.
 
-use kdfs_core::FileId;
+use kdfs_core::{BlockId, FileId};
 use redb::ReadableTable;
 
 use super::records::{FileRecord, Lease, encode_tombstone, tombstone_time};
@@ -15,9 +15,15 @@ use crate::error::{Error, Result};
 /// A change to the durable state.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Store a file record (idempotent: existing content keeps its first record).
+    /// Store a file record (idempotent: existing content keeps its first record). A
+    /// live record of the same id with other blocks is a conflict ([`Error::Conflict`],
+    /// nothing changed, the lease left open), unless it still holds exactly the blocks
+    /// of `replaces`: it is then replaced ([`Effect::Replaced`]).
     Commit {
         record: FileRecord,
+        /// The blocks of a record of this id that the committer proved false (their
+        /// bytes do not hash to the id): a compare-and-swap, see `commit`.
+        replaces: Option<Vec<(BlockId, u64)>>,
         /// Trusted pipeline acks per block (interned nodes), applied to the block map
         /// once durable.
         replicas: Vec<Vec<NodeIdx>>,
@@ -56,6 +62,11 @@ pub enum Effect {
         record: FileRecord,
         existed: bool,
     },
+    /// `record` took the place of `old`, a record of the same id proven false.
+    Replaced {
+        record: FileRecord,
+        old: FileRecord,
+    },
     /// `record` is `None` when the file was already deleted.
     Deleted {
         record: Option<FileRecord>,
@@ -71,12 +82,17 @@ pub enum Effect {
 pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Effect> {
     match op {
         Op::Commit {
-            record, upload_id, ..
+            record,
+            replaces,
+            upload_id,
+            ..
         } => {
+            // First, so that a conflict leaves the lease open for a commit that replaces.
+            let effect = commit(t, record, replaces.as_deref())?;
             if !skip_lease {
                 t.leases.remove(upload_id.as_str())?;
             }
-            commit(t, record)
+            Ok(effect)
         }
         Op::Delete { id, now_ms } => delete(t, id, *now_ms),
         Op::PutLease(lease) => {
@@ -110,20 +126,53 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
     }
 }
 
-/// Stores a new file and counts its blocks' references; a file already stored keeps
-/// its first record.
-fn commit(t: &mut Tables<'_>, record: &FileRecord) -> Result<Effect> {
+/// Stores a new file and counts its blocks' references. A file already stored with
+/// the same blocks keeps its first record; with other blocks it is a conflict, unless
+/// its blocks are still exactly `replaces` (the caller proved them false), when the
+/// new record takes its place.
+fn commit(
+    t: &mut Tables<'_>,
+    record: &FileRecord,
+    replaces: Option<&[(BlockId, u64)]>,
+) -> Result<Effect> {
+    let mut old = None;
     if let Some(v) = t.files.get(record.id.as_bytes())? {
         let existing = FileRecord::decode(record.id, v.value())?;
-        return Ok(Effect::Committed {
-            record: existing,
-            existed: true,
-        });
+        drop(v);
+        if existing.blocks == record.blocks {
+            return Ok(Effect::Committed {
+                record: existing,
+                existed: true,
+            });
+        }
+        if replaces != Some(existing.blocks.as_slice()) {
+            return Err(Error::Conflict(Box::new(existing)));
+        }
+        old = Some(existing);
     }
     t.files
         .insert(record.id.as_bytes(), record.encode().as_slice())?;
-    t.by_time.insert(record.time_key(), ())?;
     t.tombstones.remove(record.id.as_bytes())?;
+    // The new record's references first, so a block both records hold never drops to 0.
+    add_refs(t, record)?;
+    let Some(old) = old else {
+        t.by_time.insert(record.time_key(), ())?;
+        return Ok(Effect::Committed {
+            record: record.clone(),
+            existed: false,
+        });
+    };
+    t.by_time.remove(old.time_key())?;
+    t.by_time.insert(record.time_key(), ())?;
+    release_refs(t, &old)?;
+    Ok(Effect::Replaced {
+        record: record.clone(),
+        old,
+    })
+}
+
+/// Counts one more reference to each distinct block of `record`.
+fn add_refs(t: &mut Tables<'_>, record: &FileRecord) -> Result<()> {
     for (b, len) in record.distinct_blocks() {
         let (n, _, repl) = t
             .refs
@@ -133,10 +182,23 @@ fn commit(t: &mut Tables<'_>, record: &FileRecord) -> Result<Effect> {
         t.refs
             .insert(b.as_bytes(), (n + 1, len, repl.max(record.replication)))?;
     }
-    Ok(Effect::Committed {
-        record: record.clone(),
-        existed: false,
-    })
+    Ok(())
+}
+
+/// Drops one reference to each distinct block of `record` (the last one removes the row).
+fn release_refs(t: &mut Tables<'_>, record: &FileRecord) -> Result<()> {
+    for (b, _) in record.distinct_blocks() {
+        let cur = t.refs.get(b.as_bytes())?.map(|v| v.value());
+        match cur {
+            Some((n, len, repl)) if n > 1 => {
+                t.refs.insert(b.as_bytes(), (n - 1, len, repl))?;
+            }
+            _ => {
+                t.refs.remove(b.as_bytes())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns a live file into a tombstone and drops its blocks' references. Deleting a
@@ -156,17 +218,7 @@ fn delete(t: &mut Tables<'_>, id: &FileId, now_ms: u64) -> Result<Effect> {
     t.by_time.remove(record.time_key())?;
     t.tombstones
         .insert(id.as_bytes(), encode_tombstone(now_ms, &record).as_slice())?;
-    for (b, _) in record.distinct_blocks() {
-        let cur = t.refs.get(b.as_bytes())?.map(|v| v.value());
-        match cur {
-            Some((n, len, repl)) if n > 1 => {
-                t.refs.insert(b.as_bytes(), (n - 1, len, repl))?;
-            }
-            _ => {
-                t.refs.remove(b.as_bytes())?;
-            }
-        }
-    }
+    release_refs(t, &record)?;
     Ok(Effect::Deleted {
         record: Some(record),
         deleted_ms: now_ms,
@@ -182,6 +234,7 @@ mod tests {
     fn commit(record: FileRecord) -> Op {
         Op::Commit {
             record,
+            replaces: None,
             replicas: vec![],
             upload_id: String::new(),
         }

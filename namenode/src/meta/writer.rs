@@ -283,11 +283,12 @@ fn write_batch(store: &Store, batch: &[Request]) -> Result<Vec<Result<Effect>>> 
             .map(|(r, skip)| ops::apply(&mut tables, &r.op, skip))
             .collect::<Vec<_>>()
     };
-    // Only "not found" is decided before an op changes anything; any other failure
-    // may have left an op half-applied, so it aborts the whole batch.
+    // Only "not found" and a commit's conflict are decided before an op changes
+    // anything; any other failure may have left an op half-applied, so it aborts the
+    // whole batch.
     if let Some(Err(e)) = results
         .iter()
-        .find(|r| matches!(r, Err(e) if !matches!(e, Error::NotFound(_))))
+        .find(|r| matches!(r, Err(e) if !matches!(e, Error::NotFound(_) | Error::Conflict(_))))
     {
         return Err(Error::Corrupt(e.to_string()));
     }
@@ -304,6 +305,7 @@ mod tests {
     fn commit(record: FileRecord, upload_id: &str) -> Op {
         Op::Commit {
             record,
+            replaces: None,
             replicas: vec![],
             upload_id: upload_id.into(),
         }

@@ -47,7 +47,7 @@ use crate::cluster::{Cluster, Node};
 use crate::config::Config;
 use crate::error::Result;
 use crate::gc::Gc;
-use crate::meta::{Effect, Lease, Op, Store, Writer};
+use crate::meta::{Effect, FileRecord, Lease, Op, Store, Writer};
 use crate::replication::Replication;
 use crate::usage::Usage;
 
@@ -162,30 +162,24 @@ impl Shared {
                 },
                 Effect::Committed { record, existed },
             ) => {
-                let mut dirty = Vec::with_capacity(record.blocks.len());
                 if !existed {
                     self.files.fetch_add(1, Ordering::Relaxed);
                     self.bytes.fetch_add(record.size, Ordering::Relaxed);
-                    for (b, len) in record.distinct_blocks() {
-                        self.blocks.add_ref(b, len, record.replication);
-                        // Orphans the commit adopts are counted as new: usually the
-                        // pipeline's own replicas, reported before the commit.
-                        let adopted = lock(&self.gc).referenced(&b);
-                        for n in adopted {
-                            self.located(&b, n);
-                        }
-                    }
+                    self.referenced(record);
                 }
                 // The acks belong to the blocks as submitted (an existing record of the
                 // same content may have been cut into blocks of another size).
-                for ((b, _), acks) in submitted.blocks.iter().zip(replicas) {
-                    for n in acks {
-                        self.located(b, *n);
-                    }
-                    dirty.push(*b);
-                }
-                metrics::counter!("kdfs_namenode_commits_total").increment(1);
-                lock(&self.repl).mark_dirty(dirty);
+                self.acked(submitted, replicas);
+            }
+            (Op::Commit { replicas, .. }, Effect::Replaced { record, old }) => {
+                self.bytes.fetch_add(record.size, Ordering::Relaxed);
+                self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+                // The new blocks are referenced before the old are released, so a
+                // block both hold is never dead in between.
+                self.referenced(record);
+                self.acked(record, replicas);
+                // Released as of the commit (the new record's creation time).
+                self.released(old, record.created_ms.max(0) as u64);
             }
             (
                 Op::Delete { .. },
@@ -197,13 +191,45 @@ impl Shared {
                 self.files.fetch_sub(1, Ordering::Relaxed);
                 self.bytes.fetch_sub(record.size, Ordering::Relaxed);
                 metrics::counter!("kdfs_namenode_deletes_total").increment(1);
-                for (b, _) in record.distinct_blocks() {
-                    if let Some((_, locs)) = self.blocks.release(&b) {
-                        lock(&self.gc).block_dead(b, &locs, *deleted_ms);
-                    }
-                }
+                self.released(record, *deleted_ms);
             }
             _ => {}
+        }
+    }
+
+    /// Counts a committed record's references to its blocks (adopting their orphans).
+    fn referenced(&self, record: &FileRecord) {
+        for (b, len) in record.distinct_blocks() {
+            self.blocks.add_ref(b, len, record.replication);
+            // Orphans the commit adopts are counted as new: usually the pipeline's own
+            // replicas, reported before the commit.
+            let adopted = lock(&self.gc).referenced(&b);
+            for n in adopted {
+                self.located(&b, n);
+            }
+        }
+    }
+
+    /// Maps a commit's pipeline acks onto the blocks they acknowledged.
+    fn acked(&self, submitted: &FileRecord, replicas: &[Vec<NodeIdx>]) {
+        let mut dirty = Vec::with_capacity(submitted.blocks.len());
+        for ((b, _), acks) in submitted.blocks.iter().zip(replicas) {
+            for n in acks {
+                self.located(b, *n);
+            }
+            dirty.push(*b);
+        }
+        metrics::counter!("kdfs_namenode_commits_total").increment(1);
+        lock(&self.repl).mark_dirty(dirty);
+    }
+
+    /// Drops a record's references to its blocks; a block no file holds any more goes
+    /// to the garbage collector.
+    fn released(&self, record: &FileRecord, now_ms: u64) {
+        for (b, _) in record.distinct_blocks() {
+            if let Some((_, locs)) = self.blocks.release(&b) {
+                lock(&self.gc).block_dead(b, &locs, now_ms);
+            }
         }
     }
 

@@ -6,8 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use kdfs_core::telemetry::AUDIT_TARGET;
 use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::transport::MAX_BATCH_FILES;
+use tracing::info;
 
 use super::{Location, MAX_CONTENT_TYPE_LEN, MAX_NAME_LEN, NameSystem, location, lock};
 use crate::blockmap::{IdBuild, NodeIdx};
@@ -133,13 +135,34 @@ impl NameSystem {
         Ok(out)
     }
 
-    /// Makes an upload's file visible (durable before it returns).
+    /// Makes an upload's file visible (durable before it returns). A live record of
+    /// the same id with other blocks fails it with [`Error::Conflict`] and leaves the
+    /// lease open (see [`NameSystem::commit_replacing`]). The tests' shorthand.
+    #[cfg(test)]
     pub async fn commit(
         &self,
         upload_id: &str,
         file_id: FileId,
         size: u64,
         blocks: Vec<CommittedBlock>,
+    ) -> Result<(FileRecord, bool)> {
+        self.commit_replacing(upload_id, file_id, size, blocks, None)
+            .await
+    }
+
+    /// As [`NameSystem::commit`]; with `replaces`, a live record of the same id whose
+    /// blocks are still exactly `replaces` is replaced, in the same transaction
+    /// (compare-and-swap): the caller read those blocks and proved that their bytes do
+    /// not hash to the id, while its own blocks do (issue 24 finding 3,
+    /// docs/security.md). The old record's blocks lose its references and go to the
+    /// garbage collector if nothing else holds them.
+    pub async fn commit_replacing(
+        &self,
+        upload_id: &str,
+        file_id: FileId,
+        size: u64,
+        blocks: Vec<CommittedBlock>,
+        replaces: Option<Vec<(BlockId, u64)>>,
     ) -> Result<(FileRecord, bool)> {
         let lease = self.open_lease(upload_id)?;
         // From the ack check until the commit is durable, no delete of these blocks
@@ -155,9 +178,25 @@ impl NameSystem {
                 size,
                 blocks,
             },
+            replaces,
         )?;
         let effect = self.writer.submit(op).await?;
         lock(&self.leases).remove(upload_id);
+        if let Effect::Replaced { record, old } = &effect {
+            info!(
+                target: AUDIT_TARGET,
+                action = "replace",
+                file = %record.id,
+                upload = upload_id,
+                old_size = old.size,
+                old_blocks = old.blocks.len(),
+                size = record.size,
+                blocks = record.blocks.len(),
+                result = "ok",
+                "a record whose blocks do not hash to its id was replaced"
+            );
+            metrics::counter!("kdfs_namenode_records_replaced_total").increment(1);
+        }
         committed(effect)
     }
 
@@ -189,7 +228,7 @@ impl NameSystem {
         let mut refused = Vec::with_capacity(files.len());
         let mut ops = Vec::with_capacity(files.len());
         for f in files {
-            match self.commit_op(&lease, f) {
+            match self.commit_op(&lease, f, None) {
                 Ok(op) => {
                     ops.push(op);
                     refused.push(None);
@@ -198,27 +237,34 @@ impl NameSystem {
             }
         }
         let effects = if ops.is_empty() {
-            // Nothing to commit: the lease row is ended on its own.
-            self.writer
-                .submit(Op::EndLease(upload_id.to_owned()))
-                .await?;
             Vec::new()
         } else {
-            // One group commit: either every op of it is durable or none is.
+            // One group commit: either every op of it is durable or none is. A file
+            // that met a record of other blocks (a conflict) fails alone.
             self.writer
                 .submit_all(ops)
                 .await?
                 .into_iter()
-                .map(|e| e.and_then(committed))
+                .map(|e| match e {
+                    Err(c @ Error::Conflict(_)) => Ok(Err(c)),
+                    e => e.and_then(committed).map(Ok),
+                })
                 .collect::<Result<Vec<_>>>()?
         };
+        // A commit ends the lease row; with nothing committed (every file refused or
+        // in conflict, which leaves it) it is ended on its own.
+        if !effects.iter().any(Result::is_ok) {
+            self.writer
+                .submit(Op::EndLease(upload_id.to_owned()))
+                .await?;
+        }
         lock(&self.leases).remove(upload_id);
         let mut effects = effects.into_iter();
         Ok(refused
             .into_iter()
             .map(|r| match r {
                 Some(e) => Err(e),
-                None => Ok(effects.next().expect("an effect per op submitted")),
+                None => effects.next().expect("an effect per op submitted"),
             })
             .collect())
     }
@@ -236,7 +282,12 @@ impl NameSystem {
     /// A file's commit under `lease`, checked: name and content type, block lengths
     /// against the block size and the file's size, enough trusted acks per block. The
     /// caller holds a [`CommitGuard`] on its blocks.
-    fn commit_op(&self, lease: &Lease, file: FileToCommit) -> Result<Op> {
+    fn commit_op(
+        &self,
+        lease: &Lease,
+        file: FileToCommit,
+        replaces: Option<Vec<(BlockId, u64)>>,
+    ) -> Result<Op> {
         check_name(&file.name)?;
         check_content_type(&file.content_type)?;
         let FileToCommit {
@@ -279,6 +330,7 @@ impl NameSystem {
         };
         Ok(Op::Commit {
             record,
+            replaces,
             replicas: acks,
             upload_id: lease.id.clone(),
         })
@@ -432,6 +484,7 @@ fn content_type_or_default(ct: String) -> String {
 fn committed(effect: Effect) -> Result<(FileRecord, bool)> {
     match effect {
         Effect::Committed { record, existed } => Ok((record, existed)),
+        Effect::Replaced { record, .. } => Ok((record, false)),
         other => Err(Error::Corrupt(format!(
             "unexpected commit effect {other:?}"
         ))),
@@ -533,6 +586,79 @@ mod tests {
             sim.record(b"victim").await.blocks,
             vec![(block(b"victim"), 6)]
         );
+    }
+
+    /// A file of several blocks committed under another content's id (which the
+    /// namenode cannot check) is a conflict for the content's real upload, not
+    /// `existed`; that upload replaces it only by naming its blocks exactly
+    /// (compare-and-swap), and the squatter's blocks lose their references.
+    #[tokio::test(start_paused = true)]
+    async fn a_record_of_other_blocks_is_a_conflict_and_replaced_only_by_name() {
+        let sim = Sim::new(&["--block-size", "8B"]).with_nodes(2);
+        sim.tick();
+        let blocks = |parts: &[&[u8]]| -> Vec<CommittedBlock> {
+            parts
+                .iter()
+                .map(|c| CommittedBlock {
+                    id: block(c),
+                    length: c.len() as u64,
+                    replicas: vec![sim.nodes[0], sim.nodes[1]],
+                })
+                .collect()
+        };
+        let entries = |b: &[CommittedBlock]| b.iter().map(|b| (b.id, b.length)).collect::<Vec<_>>();
+        let victim = file(b"victim's fifteen");
+        let squat = blocks(&[b"squatter", b"!"]);
+        let lease = sim.ns.begin_upload("squat", "", 0).await.unwrap();
+        sim.ns
+            .commit(&lease.id, victim, 9, squat.clone())
+            .await
+            .unwrap();
+
+        let real = blocks(&[b"victim's", b" fifteen"]);
+        let lease = sim.ns.begin_upload("victim", "", 0).await.unwrap();
+        let conflict = |e: Error| match e {
+            Error::Conflict(r) => r.blocks,
+            e => panic!("a conflict: {e:?}"),
+        };
+        let e = sim
+            .ns
+            .commit(&lease.id, victim, 16, real.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            conflict(e),
+            entries(&squat),
+            "the conflict names the record's blocks"
+        );
+        assert_eq!(sim.ns.lease_count(), 1, "the lease stays open");
+        // Naming other blocks than the record's replaces nothing.
+        let e = sim
+            .ns
+            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&real)))
+            .await
+            .unwrap_err();
+        assert_eq!(conflict(e), entries(&squat));
+        let (rec, existed) = sim
+            .ns
+            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&squat)))
+            .await
+            .unwrap();
+        assert!(!existed);
+        assert_eq!((rec.size, rec.blocks.clone()), (16, entries(&real)));
+        assert_eq!(sim.record(b"victim's fifteen").await.blocks, entries(&real));
+        assert_eq!(sim.ns.lease_count(), 0);
+        assert_eq!(sim.ns.store_counts().unwrap(), (1, 0));
+        assert_eq!(sim.ns.status().files, 1);
+        assert!(
+            sim.ns.blocks().get(&block(b"squatter")).is_none(),
+            "released"
+        );
+        assert_eq!(sim.ns.blocks().get(&block(b"victim's")).unwrap().refs, 1);
+        // The same blocks again are `existed`, as before.
+        let lease = sim.ns.begin_upload("again", "", 0).await.unwrap();
+        let (_, existed) = sim.ns.commit(&lease.id, victim, 16, real).await.unwrap();
+        assert!(existed);
     }
 
     #[tokio::test(start_paused = true)]

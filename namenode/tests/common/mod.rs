@@ -322,6 +322,7 @@ pub async fn commit(
 ) -> Result<pb::CommitFileResponse, tonic::Status> {
     client
         .commit_file(pb::CommitFileRequest {
+            replaces: None,
             upload_id: upload_id.into(),
             file_id: raw(file(content).as_bytes()),
             size: content.len() as u64,
