@@ -3,9 +3,9 @@
 //! its own block, by `CommitFile` and by one file of a `CommitFiles` batch. The
 //! namenode refuses both, and the victim's later upload through the gateway makes the
 //! record and downloads as the victim's bytes. A file of several blocks cannot claim
-//! a small content's id; one of content longer than a block still can (its id is not
-//! checked, docs/security.md), and the victim's upload then fails instead of answering
-//! `existed`.
+//! a small content's id; one of content longer than a block can be committed (its id
+//! is not checked by the namenode, docs/security.md), but is never served as that
+//! content, and the victim's upload replaces it.
 
 mod common;
 mod support;
@@ -15,7 +15,7 @@ use common::http;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::{pb, transport};
 use sha2::{Digest, Sha256};
-use support::{content, download, sha, upload, upload_ok};
+use support::{content, download, sha, upload_ok};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -203,31 +203,60 @@ async fn several_short_blocks_cannot_claim_a_small_contents_id() {
     victim_is_served_its_own_bytes(&cluster, victim).await;
 }
 
-/// Still open: a file of several blocks is committed under the id of other content
-/// longer than a block. The victim's upload of that content is then refused (its
-/// blocks disprove the record) rather than answered `existed`.
+/// A file of several blocks committed under the id of other content longer than a
+/// block (its id is the SHA-256 of all its bytes, which the namenode cannot check):
+/// until the content's owner uploads it, a download of that id is broken off (its
+/// blocks are intact but not that content) and never completes with the claimant's
+/// bytes; the owner's upload then meets the record as a conflict, proves it false and
+/// replaces it, and the id serves the owner's bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claimed_id_of_several_blocks_fails_the_victims_upload() {
+async fn a_claimed_id_of_several_blocks_is_replaced_by_the_victims_upload() {
     let cluster = TestCluster::start(3).await;
     let mut nn = namenode(&cluster).await;
-    let len = BLOCK as usize + 100;
+    let len = 2 * BLOCK as usize + 100;
     let victim = content(len, 1);
     let mine = attackers_blocks(&cluster, &mut nn, &content(len, 2)).await;
-    assert_eq!(mine.len(), 2);
+    assert_eq!(mine.len(), 3);
     let upload_id = lease(&mut nn).await;
-    nn.commit_file(pb::CommitFileRequest {
-        replaces: None,
-        upload_id,
-        file_id: digest(&victim),
-        size: len as u64,
-        blocks: mine,
-    })
-    .await
-    .expect("a file of several blocks' id is not checked by the namenode");
+    let squat = nn
+        .commit_file(pb::CommitFileRequest {
+            replaces: None,
+            upload_id,
+            file_id: digest(&victim),
+            size: len as u64,
+            blocks: mine.clone(),
+        })
+        .await
+        .expect("a file of several blocks' id is not checked by the namenode")
+        .into_inner();
+    assert!(squat.conflict.is_none() && !squat.existed, "{squat:?}");
 
-    let r = upload(&http(), &cluster.gateway.url, "victim.bin", &victim).await;
-    let status = r.status();
-    let body = r.text().await.unwrap();
-    assert_eq!(status, 500, "{body}");
-    assert!(body.contains("claimed for other bytes"), "{body}");
+    let c = http();
+    let url = &cluster.gateway.url;
+    let r = c
+        .get(format!("{url}/download?hash={}", sha(&victim)))
+        .send()
+        .await
+        .unwrap();
+    if let Ok(body) = r.bytes().await {
+        panic!(
+            "a complete body of {} bytes under the victim's id (sha256 {})",
+            body.len(),
+            sha(&body)
+        );
+    }
+
+    victim_is_served_its_own_bytes(&cluster, &victim).await;
+    let stored = nn
+        .get_file(pb::GetFileRequest {
+            file_id: digest(&victim),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stored: Vec<_> = stored.blocks.iter().map(|b| b.id.clone()).collect();
+    assert!(
+        mine.iter().all(|b| !stored.contains(&b.id)),
+        "the squatter's record is gone"
+    );
 }

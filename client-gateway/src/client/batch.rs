@@ -30,7 +30,8 @@
 //! failed) goes back to its caller, which uploads it alone through the pipeline with
 //! recovery of [`super::upload`], and so gets that path's answer (503, 507, …). A file
 //! the namenode refused at `CommitFiles` (its name, or a delete of the same content
-//! racing with it) gets that refusal, as `CommitFile` would have given it. The blocks of
+//! racing with it) gets that refusal, as `CommitFile` would have given it; one that met
+//! a record of its id with other blocks goes alone too, to settle that conflict. The blocks of
 //! a batch that did not commit are left to the namenode's orphan collection, as those
 //! of any abandoned upload.
 //!
@@ -464,7 +465,7 @@ impl Client {
         }
         for ((i, replicas), result) in committing.into_iter().zip(resp.results) {
             let q = &batch[i];
-            outcomes[i] = Some(file_outcome(q, replicas, result));
+            outcomes[i] = file_outcome(q, replicas, result);
         }
         let committed = outcomes.iter().filter(|o| matches!(o, Some(Ok(_)))).count();
         metrics::counter!("kdfs_gateway_uploads_total").increment(committed as u64);
@@ -564,8 +565,18 @@ fn phase_done(phase: &'static str, since: std::time::Instant) {
         .record(since.elapsed().as_secs_f64());
 }
 
-/// What the namenode said about one file of a batch.
-fn file_outcome(q: &Queued, replicas: u32, r: pb::FileCommitResult) -> Result<Uploaded> {
+/// What the namenode said about one file of a batch; `None` for a file that met a
+/// record of its id with other blocks (a conflict): it is uploaded alone, whose commit
+/// settles the conflict under a lease of its own (`conflict`).
+fn file_outcome(q: &Queued, replicas: u32, r: pb::FileCommitResult) -> Option<Result<Uploaded>> {
+    if r.conflict.is_some() {
+        warn!(file = %q.id, "a record of this content's id holds other blocks; uploading it alone");
+        return None;
+    }
+    Some(file_result(q, replicas, r))
+}
+
+fn file_result(q: &Queued, replicas: u32, r: pb::FileCommitResult) -> Result<Uploaded> {
     if r.code != 0 {
         let status = tonic::Status::new(tonic::Code::from(r.code), r.message);
         return Err(Error::namenode("CommitFiles", status));

@@ -22,6 +22,7 @@ pub(crate) mod attempt;
 pub mod batch;
 pub(crate) mod block;
 pub(crate) mod budget;
+pub(crate) mod conflict;
 pub mod download;
 pub(crate) mod driver;
 pub(crate) mod lease;

@@ -59,15 +59,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use kdfs_core::FileId;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::{pb, transport, wire};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::Channel;
 use tracing::field::Empty;
-use tracing::{Span, debug, error, info, instrument};
+use tracing::{Span, debug, info, instrument};
 
 use super::block::UploadCtx;
+use super::conflict::Verdict;
 use super::driver::Driver;
 use super::lease::{AbandonOnDrop, renew_lease};
 use super::model::{FileRecord, Uploaded};
@@ -276,7 +279,7 @@ impl Client {
             .map(|b| b.replicas.len() as u32)
             .min()
             .unwrap_or(replication as u32);
-        let req = pb::CommitFileRequest {
+        let mut req = pb::CommitFileRequest {
             replaces: None,
             upload_id: ctx.upload_id.clone(),
             file_id: wire::raw(file_id.as_bytes()),
@@ -290,37 +293,57 @@ impl Client {
                 })
                 .collect(),
         };
-        // The commit runs to completion in its own task even if this future is dropped;
-        // the guard moves with it, so a failed commit still abandons the lease.
-        let mut nn = self.nn();
-        let commit = tokio::spawn(async move {
-            let r = unary("CommitFile", nn.commit_file(req)).await;
-            if r.is_ok() {
-                guard.armed = false;
+        let mut attempts = 0;
+        let (resp, record) = loop {
+            let (resp, back) = commit_detached(self.nn(), req.clone(), guard).await?;
+            guard = back;
+            let Some(conflict) = &resp.conflict else {
+                let record = resp
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| bad_reply("CommitFile without a record"))
+                    .and_then(FileRecord::try_from)?;
+                break (resp, record);
+            };
+            // Another record holds this id: keep it only if it is this content.
+            let existing = FileRecord::try_from(conflict)?;
+            if existing.id != file_id {
+                return Err(bad_reply("CommitFile's conflict names another file id"));
             }
-            drop(guard);
-            r
-        });
-        let resp = commit
-            .await
-            .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
-        let record = resp
-            .file
-            .as_ref()
-            .ok_or_else(|| bad_reply("CommitFile without a record"))
-            .and_then(FileRecord::try_from)?;
+            attempts += 1;
+            if attempts > MAX_CONFLICTS {
+                return Err(Error::Internal(format!(
+                    "the record of {file_id} kept changing while this upload replaced it"
+                )));
+            }
+            match self
+                .settle_conflict(file_id, size, &blocks, existing)
+                .await?
+            {
+                // Our lease ends (the guard abandons it) and our blocks become orphans.
+                Verdict::Keep(record) => {
+                    let resp = pb::CommitFileResponse {
+                        existed: true,
+                        ..Default::default()
+                    };
+                    break (resp, record);
+                }
+                Verdict::Replace(old) => {
+                    req.replaces = Some(pb::BlockList {
+                        blocks: old
+                            .iter()
+                            .map(|b| pb::BlockEntry {
+                                id: wire::raw(b.id.as_bytes()),
+                                length: b.length,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        };
+        drop(guard);
         if record.id != file_id {
             return Err(bad_reply("CommitFile returned another file id"));
-        }
-        if resp.existed && disproves(&blocks, size, &record) {
-            error!(
-                stored_size = record.size,
-                size, "the record stored under this content's id is not this content"
-            );
-            return Err(Error::Internal(format!(
-                "the file stored as {file_id} is not this content (its size or blocks differ): \
-                 its id was claimed for other bytes"
-            )));
         }
         metrics::counter!("kdfs_gateway_uploads_total").increment(1);
         info!(
@@ -338,23 +361,26 @@ impl Client {
     }
 }
 
-/// Whether the bytes just written (`blocks`, `size` in all) prove that `existing`, the
-/// record the namenode already held under their id, is not their content: another
-/// size, or the same cut into blocks with other block ids (a block id is its bytes'
-/// SHA-256). The namenode cannot check a file of several blocks' id, so an id can be
-/// claimed for other bytes (hash squatting, docs/security.md): the uploader is told
-/// rather than answered `existed`. A cut of other lengths (a record from another block
-/// size) proves nothing.
-fn disproves(blocks: &[super::block::Committed], size: u64, existing: &FileRecord) -> bool {
-    let same_cut = blocks.len() == existing.blocks.len()
-        && blocks
-            .iter()
-            .zip(&existing.blocks)
-            .all(|(b, e)| b.length == e.length);
-    existing.size != size
-        || (same_cut
-            && blocks
-                .iter()
-                .zip(&existing.blocks)
-                .any(|(b, e)| b.id != e.id))
+/// Conflicts an upload settles before it gives up: each means the record under its id
+/// changed between the namenode's answer and the replacing commit.
+const MAX_CONFLICTS: usize = 3;
+
+/// Runs `CommitFile` to completion in its own task even if the caller's future is
+/// dropped; the lease guard goes with it and is disarmed once a record is committed. A
+/// conflict commits nothing and leaves the lease open, so the guard comes back armed
+/// with the answer (and abandons the lease if the caller is gone).
+async fn commit_detached(
+    mut nn: NamenodeClient<Channel>,
+    req: pb::CommitFileRequest,
+    mut guard: AbandonOnDrop,
+) -> Result<(pb::CommitFileResponse, AbandonOnDrop)> {
+    tokio::spawn(async move {
+        let r = unary("CommitFile", nn.commit_file(req)).await;
+        if r.as_ref().is_ok_and(|r| r.conflict.is_none()) {
+            guard.armed = false;
+        }
+        r.map(|r| (r, guard))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("commit task: {e}")))?
 }
