@@ -7,7 +7,7 @@
 mod common;
 mod support;
 
-use common::cluster::{BLOCK, TestCluster};
+use common::cluster::{BLOCK, Spec, TestCluster};
 use common::http;
 use kdfs_core::FileId;
 use support::{content, sha, upload_ok};
@@ -116,4 +116,42 @@ async fn forged_replicas_are_failed_over() {
         assert_eq!(status, 206);
         assert!(body.expect("a complete range") == data[a as usize..b as usize]);
     }
+}
+
+/// Blocks of three pieces: a forged replica read first sends two pieces before its
+/// block can be verified, so that download is broken off (never completed) and the
+/// replica reported; later downloads read the intact replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgery_found_after_bytes_went_out_breaks_the_download_off() {
+    let cluster = TestCluster::with(Spec {
+        namenode_args: vec![format!("--block-size={}", 3 * BLOCK)],
+        ..Spec::default()
+    })
+    .await;
+    let c = http();
+    let url = &cluster.gateway.url;
+    let data = content(3 * BLOCK as usize + 300_000, 9);
+    let hash = upload_ok(&c, url, "forged.bin", &data).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let download = format!("{url}/download?hash={hash}");
+    let (id, nodes) = holders(&cluster, &hash, 0).await;
+    // The third piece of every replica but one is forged.
+    for &i in &nodes[..2] {
+        cluster.forge(i, &id, 2 * BLOCK + 5);
+    }
+    // Whichever replica a download reads first, a body that completes is the content.
+    common::wait_until("a download that completes", common::DEADLINE, || {
+        let (c, download, hash) = (c.clone(), download.clone(), hash.clone());
+        async move {
+            let (status, body) = get(&c, &download, None).await;
+            assert_eq!(status, 200);
+            body.is_some_and(|body| {
+                assert_eq!(sha(&body), hash, "a complete body is the content");
+                true
+            })
+        }
+    })
+    .await;
 }
