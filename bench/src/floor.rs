@@ -89,6 +89,7 @@ pub(crate) async fn meta_commit_floor(
                         replication: LOCAL_REPLICATION,
                         blocks: vec![(BlockId::from_bytes(digest), len)],
                     },
+                    replaces: None,
                     replicas: vec![(0..LOCAL_REPLICATION).collect()],
                     upload_id,
                 })
