@@ -310,6 +310,7 @@ async fn chain_run(
         resp.committed.len()
     );
     nn.commit_file(CommitFileRequest {
+        replaces: None,
         upload_id: begin.upload_id,
         file_id: kdfs_proto::wire::raw(id.as_bytes()),
         size: BLOCK as u64,
