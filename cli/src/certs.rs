@@ -3,10 +3,13 @@
 //!
 //! Every kdfs process uses one certificate and key both as its server identity and as
 //! its client identity, so every leaf carries the extended key usages serverAuth *and*
-//! clientAuth. Its names are what the others dial: `localhost`, `127.0.0.1`, `::1`, any
-//! `--host`, and the role's Kubernetes names in `--namespace` (the Services in `k8s/`;
-//! datanodes get a wildcard under their headless Service, since each one advertises
-//! `<pod>.datanode.<ns>.svc.cluster.local`).
+//! clientAuth, and its role as the URI `spiffe://kdfs/role/<role>`
+//! (`kdfs_proto::roles`), by which servers authorize each rpc. Its names are only the
+//! ones its own role is dialed by: any `--host`, the role's Kubernetes names in
+//! `--namespace` (the Services in `k8s/`; datanodes get a wildcard under their
+//! headless Service, since each one advertises `<pod>.datanode.<ns>.svc.cluster.local`),
+//! and the loopback names `localhost`, `127.0.0.1`, `::1` only with `--loopback` (a
+//! cluster on one machine: `kdfs local`).
 //!
 //! A directory that already holds `ca.crt` and `ca.key` keeps its CA: running again
 //! issues fresh leaves under it (rotation without touching anyone's trust), unless
@@ -16,9 +19,8 @@
 //! place, keys with mode 0600: a bad argument or a foreign CA leaves the directory as
 //! it was.
 //!
-//! [`generate`] is what `kdfs certs` and `kdfs local --tls` call.
+//! [`generate`] is what `kdfs certs` and `kdfs local` call.
 
-use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 
-/// Defaults of the flags (also used by `kdfs local --tls`).
+/// Defaults of the flags (also used by `kdfs local`).
 pub const DEFAULT_NAMESPACE: &str = "kdfs";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// 397 days: the longest validity browsers accept for a server certificate.
@@ -56,47 +58,27 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 const CA_COMMON_NAME: &str = "kdfs CA";
 const ORGANIZATION: &str = "kdfs";
 
-/// The kdfs processes that get a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Namenode,
-    Datanode,
-    Gateway,
-}
+/// The kdfs processes that get a certificate, and the role each one carries.
+pub use kdfs_proto::roles::Role;
 
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Namenode, Role::Datanode, Role::Gateway];
+/// The loopback names `--loopback` adds: what processes on one machine dial.
+pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Namenode => "namenode",
-            Role::Datanode => "datanode",
-            Role::Gateway => "gateway",
-        }
-    }
-
-    /// The names this role is dialled by inside the cluster: its Service (`k8s/*.yaml`)
-    /// in every short form, and for datanodes any pod under the headless Service.
-    fn cluster_names(self, ns: &str, domain: &str) -> Vec<String> {
-        let svc = self.name();
-        match self {
-            Role::Namenode | Role::Gateway => vec![
-                svc.to_owned(),
-                format!("{svc}.{ns}"),
-                format!("{svc}.{ns}.svc"),
-                format!("{svc}.{ns}.svc.{domain}"),
-            ],
-            Role::Datanode => vec![
-                format!("*.{svc}.{ns}.svc.{domain}"),
-                format!("*.{svc}.{ns}.svc"),
-            ],
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The names `role` is dialled by inside the cluster: its Service (`k8s/*.yaml`) in
+/// every short form, and for datanodes any pod under the headless Service.
+fn cluster_names(role: Role, ns: &str, domain: &str) -> Vec<String> {
+    let svc = role.name();
+    match role {
+        Role::Namenode | Role::Gateway => vec![
+            svc.to_owned(),
+            format!("{svc}.{ns}"),
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.{domain}"),
+        ],
+        Role::Datanode => vec![
+            format!("*.{svc}.{ns}.svc.{domain}"),
+            format!("*.{svc}.{ns}.svc"),
+        ],
     }
 }
 
@@ -116,6 +98,12 @@ pub struct CertsOptions {
     /// repeat the flag for more (the variable takes a comma-separated list).
     #[arg(long = "host", env = "KDFS_HOST", value_delimiter = ',')]
     pub hosts: Vec<String>,
+    /// Also name localhost, 127.0.0.1 and ::1 in every certificate: for a cluster whose
+    /// processes run on one machine (`kdfs local` does this). Without it a certificate
+    /// names only its own role's hosts, so it cannot pass for another process on
+    /// loopback.
+    #[arg(long, env = "KDFS_LOOPBACK")]
+    pub loopback: bool,
     /// Validity of the role certificates, in days.
     #[arg(long, env = "KDFS_DAYS", default_value_t = DEFAULT_DAYS)]
     pub days: u32,
@@ -136,6 +124,7 @@ impl CertsOptions {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             hosts: Vec::new(),
+            loopback: false,
             days: DEFAULT_DAYS,
             ca_days: DEFAULT_CA_DAYS,
             force: false,
@@ -240,9 +229,10 @@ impl Generated {
         for leaf in &self.leaves {
             let p = self.paths.role(leaf.role);
             s.push_str(&format!(
-                "issued {} and {} (valid {} days) for {}\n",
+                "issued {} and {} (role {}, valid {} days) for {}\n",
                 p.cert.display(),
                 p.key.display(),
+                leaf.role,
                 opts.days,
                 leaf.names.join(", ")
             ));
@@ -318,13 +308,12 @@ fn namespace(ns: &str) -> anyhow::Result<()> {
 /// The subject alternative names of one role's certificate, without duplicates.
 fn names_for(role: Role, opts: &CertsOptions, hosts: &[String]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    let local = ["localhost", "127.0.0.1", "::1"].map(String::from);
-    let cluster = role.cluster_names(&opts.namespace, &opts.cluster_domain);
-    for n in local
+    let local = LOOPBACK_NAMES
         .into_iter()
-        .chain(hosts.iter().cloned())
-        .chain(cluster)
-    {
+        .filter(|_| opts.loopback)
+        .map(String::from);
+    let cluster = cluster_names(role, &opts.namespace, &opts.cluster_domain);
+    for n in local.chain(hosts.iter().cloned()).chain(cluster) {
         if !names.contains(&n) {
             names.push(n);
         }
@@ -379,6 +368,12 @@ fn leaf_params(role: Role, names: &[String], days: u32) -> anyhow::Result<Certif
         };
         p.subject_alt_names.push(san);
     }
+    let uri = role.uri();
+    p.subject_alt_names.push(SanType::URI(
+        uri.as_str()
+            .try_into()
+            .with_context(|| format!("{uri:?} is not an ASCII URI"))?,
+    ));
     p.distinguished_name = subject(&format!("kdfs {role}"));
     p.is_ca = IsCa::ExplicitNoCa;
     // ECDSA signs the handshake; it never encrypts a key, so no keyEncipherment.
@@ -525,6 +520,15 @@ pub fn generate(opts: &CertsOptions) -> anyhow::Result<Generated> {
                 )
             })?;
         }
+        // The role as the servers will read it, by the same parser.
+        let der = CertificateDer::from_pem_slice(cert.as_bytes())
+            .context("reading back the issued certificate")?;
+        let carried = kdfs_proto::roles::role_of(&der)
+            .map_err(|e| anyhow::anyhow!("the {role} certificate: {e}"))?;
+        ensure!(
+            carried == role,
+            "the {role} certificate carries the role {carried}"
+        );
         let p = paths.role(role);
         files.push((p.cert.clone(), cert, false));
         files.push((p.key.clone(), key.serialize_pem(), true));
@@ -546,15 +550,19 @@ pub fn generate(opts: &CertsOptions) -> anyhow::Result<Generated> {
     })
 }
 
-/// For `kdfs local --tls`: the certificates in `dir` if they are all there and valid
-/// for `localhost` now; otherwise new ones (under the directory's CA if it has one).
-/// Returns whether anything was issued.
+/// For `kdfs local`: the certificates in `dir` if they are all there, valid for
+/// `127.0.0.1` now and each carrying its role; otherwise new ones with the loopback
+/// names (under the directory's CA if it has one). Returns what was issued, if anything.
 pub fn ensure_local(dir: &Path) -> anyhow::Result<(CertPaths, Option<Generated>)> {
     let paths = CertPaths::in_dir(dir);
     if paths.all_files().all(Path::exists) && local_set_is_valid(&paths) {
         return Ok((paths, None));
     }
-    let generated = generate(&CertsOptions::new(dir))?;
+    let opts = CertsOptions {
+        loopback: true,
+        ..CertsOptions::new(dir)
+    };
+    let generated = generate(&opts)?;
     Ok((paths, Some(generated)))
 }
 
@@ -565,7 +573,11 @@ fn local_set_is_valid(paths: &CertPaths) -> bool {
     Role::ALL.iter().all(|&role| {
         std::fs::read(&paths.role(role).cert)
             .ok()
-            .is_some_and(|leaf| verify_leaf(&ca, &leaf, "127.0.0.1").is_ok())
+            .is_some_and(|leaf| {
+                verify_leaf(&ca, &leaf, "127.0.0.1").is_ok()
+                    && CertificateDer::from_pem_slice(&leaf)
+                        .is_ok_and(|der| kdfs_proto::roles::role_of(&der) == Ok(role))
+            })
     })
 }
 
@@ -654,17 +666,15 @@ mod tests {
     }
 
     #[test]
-    fn names_cover_local_hosts_and_the_roles_services() {
+    fn names_are_the_roles_own_hosts_and_loopback_only_when_asked() {
         let mut opts = CertsOptions::new("/unused");
         opts.namespace = "ns".into();
-        let hosts = vec!["kdfs.example.com".to_owned(), "127.0.0.1".to_owned()];
+        let hosts = vec!["kdfs.example.com".to_owned(), "10.0.0.7".to_owned()];
         assert_eq!(
             names_for(Role::Namenode, &opts, &hosts),
             [
-                "localhost",
-                "127.0.0.1",
-                "::1",
                 "kdfs.example.com",
+                "10.0.0.7",
                 "namenode",
                 "namenode.ns",
                 "namenode.ns.svc",
@@ -673,6 +683,20 @@ mod tests {
         );
         assert_eq!(
             names_for(Role::Datanode, &opts, &[]),
+            ["*.datanode.ns.svc.cluster.local", "*.datanode.ns.svc"]
+        );
+        assert_eq!(
+            names_for(Role::Gateway, &opts, &[]),
+            [
+                "gateway",
+                "gateway.ns",
+                "gateway.ns.svc",
+                "gateway.ns.svc.cluster.local"
+            ]
+        );
+        opts.loopback = true;
+        assert_eq!(
+            names_for(Role::Datanode, &opts, &["127.0.0.1".to_owned()]),
             [
                 "localhost",
                 "127.0.0.1",
@@ -681,6 +705,5 @@ mod tests {
                 "*.datanode.ns.svc"
             ]
         );
-        assert!(names_for(Role::Gateway, &opts, &[]).contains(&"gateway.ns.svc".to_owned()));
     }
 }

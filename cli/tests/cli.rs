@@ -1,7 +1,8 @@
 //! The built `kdfs` binary against a real `kdfs local` cluster (its own child process):
 //! upload, ls, download, info, rm, the error paths a person meets first, and the whole
-//! cluster over mutual TLS (`kdfs local --tls`); and, against a recording stand-in
-//! gateway, that the token goes with every request and is warned about as a flag.
+//! cluster over mutual TLS (the default; issue 24 finding 1: a plaintext gRPC call to
+//! its namenode is refused); and, against a recording stand-in gateway, that the token
+//! goes with every request and is warned about as a flag.
 
 mod common;
 
@@ -88,9 +89,45 @@ fn bad_input_fails_with_one_line_and_leaves_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
 }
 
+/// Issue 24 finding 1: anyone on the machine could delete a file with one plaintext
+/// `DeleteFile` to the namenode while the gateway's DELETE wanted a token. By default
+/// `kdfs local` runs mTLS, so that call fails (and leaves the file) while the gateway's
+/// DELETE, over its own mTLS link, still works.
+fn plaintext_delete_is_refused(local: &Local, hash: &str) {
+    let info = kdfs_testkit::Api::new(local.gateway.clone()).info();
+    let namenode = info["namenode"].as_str().expect("/info names the namenode");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = rt.block_on(async {
+        let channel = kdfs_proto::transport::lazy_channel(namenode).unwrap();
+        let mut client = kdfs_proto::pb::namenode_client::NamenodeClient::new(channel);
+        let call = client.delete_file(kdfs_proto::pb::DeleteFileRequest {
+            file_id: hex::decode(hash).unwrap().into(),
+        });
+        tokio::time::timeout(Duration::from_secs(10), call).await
+    });
+    match refused {
+        Ok(Ok(_)) => panic!("a plaintext DeleteFile to {namenode} was served"),
+        Ok(Err(status)) => eprintln!("plaintext DeleteFile refused: {status}"),
+        Err(_) => eprintln!("plaintext DeleteFile got no answer"),
+    }
+    let api = kdfs_testkit::Api::new(local.gateway.clone());
+    assert!(
+        api.file(hash).unwrap().is_some(),
+        "the file went after a plaintext DeleteFile"
+    );
+    api.delete(hash);
+    assert!(
+        api.file(hash).unwrap().is_none(),
+        "the gateway's DELETE did not delete"
+    );
+}
+
 #[test]
-fn local_tls_serves_over_mtls_reuses_its_certificates_and_stops_on_sigterm() {
-    let local = Local::start_in(tempfile::tempdir().unwrap(), "256KiB", &["--tls"]);
+fn local_serves_over_mtls_by_default_refuses_plaintext_reuses_its_certificates() {
+    let local = Local::start_in(tempfile::tempdir().unwrap(), "256KiB", &[]);
     let tls_dir = local.dir.path().join("data").join("tls");
     let tls = (0..5)
         .map_while(|_| local.rest.recv_timeout(Duration::from_secs(10)).ok())
@@ -123,6 +160,12 @@ fn local_tls_serves_over_mtls_reuses_its_certificates_and_stops_on_sigterm() {
         "downloaded bytes differ"
     );
 
+    // The attack of finding 1 fails; the gateway's DELETE works (on a file of its own).
+    std::fs::write(work.path().join("doomed.txt"), b"delete me").unwrap();
+    let doomed = hex::encode(Sha256::digest(b"delete me"));
+    ok(&local.kdfs(&["upload", "-q", "doomed.txt"], work.path()));
+    plaintext_delete_is_refused(&local, &doomed);
+
     let logs = local.data().join("logs");
     let (status, dir) = local.terminate();
     assert!(
@@ -145,7 +188,8 @@ fn local_tls_serves_over_mtls_reuses_its_certificates_and_stops_on_sigterm() {
         assert!(!log.contains("mTLS is off"), "{c} ran plain:\n{log}");
     }
 
-    // A second start reuses the certificates and finds the file again.
+    // A second start reuses the certificates and finds the file again (`--tls`, the
+    // flag of when mTLS was opt-in, is still accepted).
     let local = Local::start_in(dir, "256KiB", &["--tls"]);
     assert_eq!(
         std::fs::read(tls_dir.join("ca.crt")).unwrap(),

@@ -58,7 +58,7 @@ fn a_quiet_start_prints_the_banner_and_logs_to_files() {
         ("page:", format!("{}/", local.gateway)),
         ("data:", data.display().to_string()),
         ("logs:", data.join("logs").display().to_string()),
-        ("tls:", "off".to_owned()),
+        ("tls:", data.join("tls").display().to_string()),
         ("stop:", "Ctrl-C".to_owned()),
     ] {
         assert!(

@@ -129,6 +129,8 @@ pub struct Config {
 
     #[command(flatten)]
     pub tls: kdfs_proto::tls::TlsArgs,
+    #[command(flatten)]
+    pub plaintext: kdfs_proto::plaintext::PlaintextArgs,
 }
 
 #[cfg(test)]

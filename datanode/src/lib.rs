@@ -100,9 +100,16 @@ pub async fn run(
         .tls
         .load()
         .map_err(|e| Error::Config(e.to_string()))?;
+    config
+        .plaintext
+        .check(grpc_addr, tls.is_some())
+        .map_err(|e| Error::Config(e.to_string()))?;
     if let Some(tls) = &tls {
-        // The namenode refuses a datanode whose certificate does not name the address
-        // it advertises; say so now, in words, instead of retrying registration forever.
+        // Peers refuse every call from a certificate without the datanode role, and the
+        // namenode one that does not name the address the node advertises; say so now,
+        // in words, instead of retrying registration forever.
+        kdfs_proto::roles::require_own(&tls.certificate(), kdfs_proto::roles::Role::Datanode)
+            .map_err(Error::Config)?;
         let host = kdfs_proto::tls::host_of(&advertise);
         kdfs_proto::tls::check_names(&tls.certificate(), host).map_err(|reason| {
             Error::Config(format!(
@@ -193,8 +200,10 @@ pub async fn run(
 
     // Accepted sockets get TCP_NODELAY there (the server's own setting applies only
     // to listeners it binds itself).
+    let mtls = tls.is_some();
     let incoming = kdfs_proto::tls::accept(grpc, tls);
     let grpc_server = transport::server()
+        .layer(kdfs_proto::authz::layer(&service::authz::RULES, mtls))
         .add_service(DatanodeService::new(node.clone()).into_server())
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     let mut grpc_task = tokio::spawn(grpc_server);

@@ -5,7 +5,7 @@
 //! - Refusals at the namenode's TLS port, each with its reason in the namenode's log
 //!   and no state change: no client certificate, a certificate from another CA, an
 //!   expired certificate, plaintext, and a valid datanode certificate presented by a
-//!   process that claims another node's address.
+//!   process that claims another node's address. (Refusals by role: `roles.rs`.)
 //! - Rotation: the files are replaced under the running cluster; an upload in flight
 //!   finishes, and every server presents the new certificate to new connections.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use kdfs_proto::pb;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
 use kdfs_proto::tls::Tls;
-use kdfs_testkit::pki::{Ca, Leaf, write_atomically};
+use kdfs_testkit::pki::{Ca, Leaf, RoleCerts, write_atomically};
 use kdfs_testkit::{Options, ProcessCluster, Stored, random_bytes, sha256_hex};
 use rustls::pki_types::ServerName;
 use tonic::transport::Channel;
@@ -27,14 +27,17 @@ use tonic::transport::Channel;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
-/// Every process presents `leaf`, signed by `ca`.
-fn mtls_options(ca: &Ca, leaf: &Leaf, base: Options) -> Options {
+/// Every process presents its role's certificate of `pki`.
+fn mtls_options(pki: &RoleCerts, base: Options) -> Options {
     let mut opts = base;
-    for (flag, value) in leaf.flags(&ca.cert) {
-        opts = opts
-            .namenode_arg(&flag, &value)
-            .datanode_arg(&flag, &value)
-            .gateway_arg(&flag, &value);
+    for (flag, value) in pki.namenode.flags(&pki.ca.cert) {
+        opts = opts.namenode_arg(&flag, &value);
+    }
+    for (flag, value) in pki.datanode.flags(&pki.ca.cert) {
+        opts = opts.datanode_arg(&flag, &value);
+    }
+    for (flag, value) in pki.gateway.flags(&pki.ca.cert) {
+        opts = opts.gateway_arg(&flag, &value);
     }
     opts.namenode_arg("--tls-reload-interval", "200ms")
         .datanode_arg("--tls-reload-interval", "200ms")
@@ -78,11 +81,10 @@ fn wait_for_log(c: &ProcessCluster, log: impl Fn() -> String, needle: &str) {
 #[test]
 fn mtls_cluster_round_trip_refusals_and_rereplication() {
     let pki = tempfile::tempdir().expect("pki dir");
-    let ca = Ca::new(pki.path(), "kdfs test CA");
-    let node = ca.leaf("node", LOCAL_NAMES);
+    let certs = RoleCerts::new(pki.path(), LOCAL_NAMES);
+    let ca = &certs.ca;
     let mut c = ProcessCluster::start(mtls_options(
-        &ca,
-        &node,
+        &certs,
         Options::default().datanodes(4).replication(3),
     ));
     assert!(
@@ -112,7 +114,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     // Lazy channels spawn their connection task on creation.
     let _in_runtime = rt.enter();
     let port = c.namenode_port;
-    let mut good = namenode_client(port, &node, &ca.cert);
+    let mut good = namenode_client(port, &certs.gateway, &ca.cert);
     let live_before = rt
         .block_on(cluster_info(&mut good))
         .expect("a valid client is served");
@@ -143,7 +145,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
 
     // 2. A certificate from another CA (same names).
     let other_ca = Ca::new(&pki.path().join("other"), "some other CA");
-    let stranger = other_ca.leaf("stranger", LOCAL_NAMES);
+    let stranger = other_ca.role_leaf("stranger", "gateway", LOCAL_NAMES);
     let other = rt.block_on(async {
         // Trusts our CA for the server, presents the other CA's certificate.
         cluster_info(&mut namenode_client(port, &stranger, &ca.cert)).await
@@ -156,7 +158,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     );
 
     // 3. An expired certificate from the right CA.
-    let expired = ca.expired_leaf("expired", LOCAL_NAMES);
+    let expired = ca.expired_leaf("expired", "gateway", LOCAL_NAMES);
     let late = rt.block_on(cluster_info(&mut namenode_client(port, &expired, &ca.cert)));
     assert!(late.is_err(), "an expired certificate was accepted");
     wait_for_log(&c, || c.namenode.log_text(), "the certificate has expired");
@@ -176,7 +178,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     // 5. A valid datanode certificate (it names 127.0.0.1 and localhost) presented by
     //    a process that claims to be a datanode at another host.
     let impostor = rt.block_on(async {
-        let mut client = namenode_client(port, &node, &ca.cert);
+        let mut client = namenode_client(port, &certs.datanode, &ca.cert);
         client
             .register(pb::RegisterRequest {
                 datanode_id: "6f1c1b2e-3d4c-4b5a-9e8f-7a6b5c4d3e2f".into(),
@@ -274,10 +276,10 @@ impl Read for PausedReader {
 #[test]
 fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
     let pki = tempfile::tempdir().expect("pki dir");
-    let ca = Ca::new(pki.path(), "kdfs test CA");
-    let node = ca.leaf("node", LOCAL_NAMES);
-    let old_der = node.der();
-    let c = ProcessCluster::start(mtls_options(&ca, &node, Options::default()));
+    let certs = RoleCerts::new(pki.path(), LOCAL_NAMES);
+    let ca = &certs.ca;
+    let old_ders = [certs.namenode.der(), certs.datanode.der()];
+    let c = ProcessCluster::start(mtls_options(&certs, Options::default()));
     let rt = runtime();
     let nn_port = c.namenode_port;
     let dn_ports: Vec<u16> = c
@@ -285,10 +287,10 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
         .iter()
         .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
         .collect();
-    let checker = ca.leaf("checker", LOCAL_NAMES);
+    let checker = ca.role_leaf("checker", "gateway", LOCAL_NAMES);
     assert_eq!(
         rt.block_on(presented_certificate(nn_port, &checker, &ca.cert)),
-        old_der
+        old_ders[0]
     );
 
     // An upload starts with the old certificates and pauses half-way.
@@ -310,21 +312,29 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
         || paused.load(Ordering::SeqCst),
     );
 
-    // Rotate: new leaf (same CA) written over the files every process reads.
-    let fresh = ca.leaf("fresh", LOCAL_NAMES);
-    let new_der = fresh.der();
-    assert_ne!(new_der, old_der);
-    write_atomically(&node.key, &std::fs::read(&fresh.key).unwrap());
-    write_atomically(&node.cert, &std::fs::read(&fresh.cert).unwrap());
+    // Rotate: new leaves (same CA, same roles) written over the files every process
+    // reads.
+    let mut new_ders = Vec::new();
+    for (role, leaf) in [
+        ("namenode", &certs.namenode),
+        ("datanode", &certs.datanode),
+        ("gateway", &certs.gateway),
+    ] {
+        let fresh = ca.role_leaf(&format!("fresh-{role}"), role, LOCAL_NAMES);
+        new_ders.push(fresh.der());
+        write_atomically(&leaf.key, &std::fs::read(&fresh.key).unwrap());
+        write_atomically(&leaf.cert, &std::fs::read(&fresh.cert).unwrap());
+    }
+    assert_ne!(new_ders[0], old_ders[0]);
 
     // Every server presents the new certificate to new connections, without restarts.
-    for (what, port) in
-        std::iter::once(("namenode", nn_port)).chain(dn_ports.iter().map(|&p| ("datanode", p)))
+    for (what, port, new_der) in std::iter::once(("namenode", nn_port, &new_ders[0]))
+        .chain(dn_ports.iter().map(|&p| ("datanode", p, &new_ders[1])))
     {
         c.wait_until(
             &format!("{what} on port {port} presenting the rotated certificate"),
             Duration::from_secs(15),
-            || rt.block_on(presented_certificate(port, &checker, &ca.cert)) == new_der,
+            || rt.block_on(presented_certificate(port, &checker, &ca.cert)) == *new_der,
         );
     }
 

@@ -154,6 +154,8 @@ pub struct Config {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub tls: kdfs_proto::tls::TlsArgs,
+    #[command(flatten)]
+    pub plaintext: kdfs_proto::plaintext::PlaintextArgs,
 }
 
 impl Config {

@@ -38,6 +38,9 @@ pub enum Error {
     /// answers it with the record, not as an error (`conflict` in CommitFile's reply).
     #[error("file {} is already stored with other blocks", .0.id)]
     Conflict(Box<crate::meta::FileRecord>),
+    /// Plaintext gRPC on a reachable address without `--allow-plaintext`.
+    #[error(transparent)]
+    Plaintext(#[from] kdfs_proto::plaintext::PlaintextRefused),
 }
 
 /// Result of namenode operations.

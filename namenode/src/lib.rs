@@ -11,7 +11,8 @@
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
-//!   `service`: the gRPC edge; `http`: health and metrics.
+//!   `service`: the gRPC edge; `authz`: which role may call each rpc; `http`: health
+//!   and metrics.
 //! - `kubernetes`: optional Kubernetes awareness (zones, pod deletions).
 //! - `workers`: the background loops; `supervisor`: restarts one that panics.
 //!
@@ -23,6 +24,7 @@
 //! The public API is [`run`] with its [`Config`], [`Error`] and [`Result`], and the
 //! [`bench`](mod@bench) facade; every module is private to the crate.
 
+mod authz;
 mod block_keys;
 mod blockmap;
 mod cluster;
@@ -82,9 +84,10 @@ pub async fn run(
         config.block_token_lifetime.get(),
     )
     .map_err(Error::InvalidArgument)?;
+    let grpc_addr = grpc.local_addr()?;
+    config.plaintext.check(grpc_addr, tls.is_some())?;
     let ns = NameSystem::open(&config)?;
     let writer_done = ns.writer_done();
-    let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
 
     let workers_token = shutdown.child_token();
@@ -111,6 +114,7 @@ pub async fn run(
     });
 
     let grpc_server = transport::server()
+        .layer(kdfs_proto::authz::layer(&authz::RULES, tls.is_some()))
         .add_service(service::NamenodeService::new(ns.clone()).into_server())
         .serve_with_incoming_shutdown(
             kdfs_proto::tls::accept(grpc, tls),

@@ -15,13 +15,19 @@
 //!   datanode forwarding alike).
 //! - [`tls`]: mutual TLS for every link (flags, reloadable certificates, the accept
 //!   loop with concurrent handshakes, the dialing connector, the identity check).
+//! - [`roles`]: the role a certificate carries (`spiffe://kdfs/role/<role>`);
+//!   [`authz`]: the tower layer that authorizes every rpc by role from one table per
+//!   service; [`plaintext`]: when a server may serve without TLS (`--allow-plaintext`).
 //!
 //! Only this crate and the code right at an rpc's edge touch prost types; the rest of
 //! the workspace works with domain types.
 
+pub mod authz;
 pub mod block_token;
 pub mod framed;
+pub mod plaintext;
 pub mod pool;
+pub mod roles;
 pub mod tls;
 pub mod transport;
 pub mod wire;

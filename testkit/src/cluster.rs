@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Api;
 use crate::options::Options;
-use crate::pki::Ca;
+use crate::pki::RoleCerts;
 use crate::ports::free_ports;
 use crate::proc::{Proc, warnings_digest};
 use crate::wait::{BLOCKING_POLL, wait_until_blocking};
@@ -34,7 +34,7 @@ const LOG_TAIL_LINES: usize = 60;
 const LOG_DIGEST_LINES: usize = 40;
 /// Lines of a crashed process's log an error from [`ProcessCluster::try_start`] quotes.
 const CRASH_TAIL_LINES: usize = 5;
-/// The names the TLS leaf of a cluster is valid for.
+/// The names the TLS leaves of a cluster are valid for.
 const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 /// A namenode, N datanodes and a gateway as child processes.
@@ -52,6 +52,9 @@ pub struct ProcessCluster {
     pub mounts: Vec<PathBuf>,
     /// The namenode's gRPC port.
     pub namenode_port: u16,
+    /// With [`Options::tls`]: the CA and the role certificates the processes present
+    /// (tests mint more under the same CA).
+    pub pki: Option<RoleCerts>,
     /// iptables rules in force (removed on drop), as the arguments that added them.
     partitions: Vec<(usize, Vec<String>)>,
     _one_at_a_time: ClusterSlot,
@@ -84,15 +87,10 @@ impl ProcessCluster {
             .prefix(&opts.prefix)
             .tempdir()
             .map_err(|e| format!("creating the cluster temp dir: {e}"))?;
-        let tls = opts.tls.then(|| {
-            let ca = Ca::new(&root.path().join("tls"), "kdfs test CA");
-            let leaf = ca.leaf("node", LOCAL_NAMES);
-            leaf.flags(&ca.cert)
-                .into_iter()
-                .map(|(flag, value)| format!("{flag}={value}"))
-                .collect::<Vec<_>>()
-        });
-        let tls = tls.unwrap_or_default();
+        let pki = opts
+            .tls
+            .then(|| RoleCerts::new(&root.path().join("tls"), LOCAL_NAMES));
+        let tls = |role: &str| pki.as_ref().map(|p| p.flags(role)).unwrap_or_default();
         let env = opts.env();
         // namenode gRPC + HTTP, per datanode gRPC + HTTP, gateway.
         let mut ports = free_ports(3 + 2 * opts.datanodes).into_iter();
@@ -109,7 +107,11 @@ impl ProcessCluster {
             &format!("127.0.0.1:{}", port()),
             &root.path().join("namenode").display().to_string(),
         );
-        nn_args.extend(tls.iter().cloned());
+        nn_args.extend(tls("namenode"));
+        if nn_host == "0.0.0.0" && pki.is_none() {
+            // Reachable from the partitionable datanodes' own loopback addresses.
+            nn_args.push("--allow-plaintext".into());
+        }
         let exe = |b: &str| bins.join(b);
         let namenode = Proc::new(
             "namenode",
@@ -148,7 +150,7 @@ impl ProcessCluster {
                     }
                 }
             }
-            args.extend(tls.iter().cloned());
+            args.extend(tls("datanode"));
             let exe = exe("kdfs-datanode");
             datanodes.push(Proc::new(&name, exe, root.path(), args, env.clone()));
             datanode_addrs.push(addr);
@@ -160,7 +162,7 @@ impl ProcessCluster {
             format!("--namenode={nn_url}"),
         ];
         gw_args.extend(opts.gateway_args.iter().cloned());
-        gw_args.extend(tls.iter().cloned());
+        gw_args.extend(tls("gateway"));
         let gateway = Proc::new("gateway", exe("kdfs-gateway"), root.path(), gw_args, env);
 
         let mut cluster = Self {
@@ -173,6 +175,7 @@ impl ProcessCluster {
             datanode_addrs,
             mounts,
             namenode_port: nn_port,
+            pki,
             partitions: Vec::new(),
             _one_at_a_time: slot,
         };

@@ -32,8 +32,8 @@ pub struct Options {
     /// Short safe-mode and replication timeouts and delete grace on the namenode and a
     /// 5 s shutdown grace on datanodes, so recoveries finish within a test's patience.
     pub fast_recovery: bool,
-    /// Every internal gRPC link mutual TLS, with a CA and one leaf for `localhost`
-    /// made under the cluster's directory (`tls/`).
+    /// Every internal gRPC link mutual TLS, with a CA and one role certificate per
+    /// process kind for `localhost` made under the cluster's directory (`tls/`).
     pub tls: bool,
     /// Where the server binaries come from.
     pub binaries: Binaries,

@@ -1,13 +1,19 @@
 //! Certificates for the mTLS scenarios, made with rcgen: a CA and leaves it signs (the
-//! good ones), and the bad ones a refusal test needs — another CA's, an expired one,
-//! one naming another host.
+//! good ones: [`RoleCerts`], one per role), and the bad ones a refusal test needs —
+//! another CA's, an expired one, one naming another host, one with no role or several.
+//!
+//! A role is the SAN URI `spiffe://kdfs/role/<role>` (kdfs_proto::roles, written out
+//! here since the test kit links no kdfs crate).
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, date_time_ymd,
+    KeyUsagePurpose, SanType, date_time_ymd,
 };
+
+/// The URI prefix of a role; the role's name follows.
+pub const ROLE_URI_PREFIX: &str = "spiffe://kdfs/role/";
 
 /// A certificate and its key, written as PEM files.
 #[derive(Debug, Clone)]
@@ -64,20 +70,43 @@ impl Ca {
         }
     }
 
-    /// A leaf for `names` (DNS names or IPs), valid now, usable as server and client.
+    /// A leaf for `names` (DNS names or IPs), valid now, usable as server and client,
+    /// without a role (kdfs servers refuse every rpc from it).
     pub fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        self.leaf_valid(file, names, None)
+        self.leaf_valid(file, &[], names, None)
     }
 
-    /// A leaf whose validity ended in 2021.
-    pub fn expired_leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        self.leaf_valid(file, names, Some((2020, 2021)))
+    /// A leaf carrying `role` (`namenode`, `datanode` or `gateway`) for `names`.
+    pub fn role_leaf(&self, file: &str, role: &str, names: &[&str]) -> Leaf {
+        self.leaf_valid(file, &[role], names, None)
     }
 
-    fn leaf_valid(&self, file: &str, names: &[&str], years: Option<(i32, i32)>) -> Leaf {
+    /// A leaf carrying every one of `roles` (several roles: kdfs counts it as none).
+    pub fn leaf_with_roles(&self, file: &str, roles: &[&str], names: &[&str]) -> Leaf {
+        self.leaf_valid(file, roles, names, None)
+    }
+
+    /// A leaf carrying `role` whose validity ended in 2021.
+    pub fn expired_leaf(&self, file: &str, role: &str, names: &[&str]) -> Leaf {
+        self.leaf_valid(file, &[role], names, Some((2020, 2021)))
+    }
+
+    fn leaf_valid(
+        &self,
+        file: &str,
+        roles: &[&str],
+        names: &[&str],
+        years: Option<(i32, i32)>,
+    ) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
+        for role in roles {
+            let uri = format!("{ROLE_URI_PREFIX}{role}");
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().expect("an ASCII URI")));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, format!("kdfs test {file}"));
@@ -100,6 +129,42 @@ impl Ca {
         write_atomically(&leaf.cert, cert.pem().as_bytes());
         write_atomically(&leaf.key, key.serialize_pem().as_bytes());
         leaf
+    }
+}
+
+/// A CA and one leaf per role signed by it, each for `names`: what the processes of a
+/// test cluster present.
+pub struct RoleCerts {
+    pub ca: Ca,
+    pub namenode: Leaf,
+    pub datanode: Leaf,
+    pub gateway: Leaf,
+}
+
+impl RoleCerts {
+    /// A new CA in `dir` and `namenode`, `datanode`, `gateway` leaves beside it.
+    pub fn new(dir: &Path, names: &[&str]) -> Self {
+        let ca = Ca::new(dir, "kdfs test CA");
+        Self {
+            namenode: ca.role_leaf("namenode", "namenode", names),
+            datanode: ca.role_leaf("datanode", "datanode", names),
+            gateway: ca.role_leaf("gateway", "gateway", names),
+            ca,
+        }
+    }
+
+    /// The `--tls-*` flags (as `--flag=value`) of a process of `role`.
+    pub fn flags(&self, role: &str) -> Vec<String> {
+        let leaf = match role {
+            "namenode" => &self.namenode,
+            "datanode" => &self.datanode,
+            "gateway" => &self.gateway,
+            other => panic!("{other:?} is not a kdfs role"),
+        };
+        leaf.flags(&self.ca.cert)
+            .into_iter()
+            .map(|(flag, value)| format!("{flag}={value}"))
+            .collect()
     }
 }
 
@@ -133,8 +198,18 @@ mod tests {
         let flags = leaf.flags(&ca.cert);
         let names: Vec<&str> = flags.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(names, ["--tls-cert", "--tls-key", "--tls-ca"]);
-        let expired = ca.expired_leaf("old", &["localhost"]);
+        let expired = ca.expired_leaf("old", "gateway", &["localhost"]);
         assert_ne!(expired.der(), leaf.der());
+    }
+
+    #[test]
+    fn role_leaves_carry_their_role_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = RoleCerts::new(dir.path(), &["127.0.0.1"]);
+        let der = certs.gateway.der();
+        let uri = b"spiffe://kdfs/role/gateway";
+        assert!(der.windows(uri.len()).any(|w| w == uri));
+        assert!(certs.flags("datanode")[0].ends_with("datanode.crt"));
     }
 
     #[test]

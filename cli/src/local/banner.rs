@@ -13,7 +13,7 @@ pub(crate) struct Banner<'a> {
     pub(crate) data_dir: &'a Path,
     pub(crate) logs_dir: &'a Path,
     pub(crate) datanodes: u16,
-    /// Where the mTLS certificates are, when `--tls` is on.
+    /// Where the mTLS certificates are; `None` with `--no-tls`.
     pub(crate) tls_dir: Option<&'a Path>,
 }
 
@@ -28,7 +28,9 @@ impl std::fmt::Display for Banner<'_> {
                 "mTLS on every internal gRPC link; certificates in {} (the gateway's HTTP is plain)",
                 dir.display()
             ),
-            None => "off (internal links in plaintext; --tls to turn on)".to_owned(),
+            None => {
+                "off (--no-tls: internal links in plaintext, open to any local process)".to_owned()
+            }
         };
         writeln!(f, "kdfs local is serving")?;
         writeln!(f, "gateway: {}", self.gateway)?;
@@ -69,7 +71,7 @@ gateway: http://127.0.0.1:8080
 page:    http://127.0.0.1:8080/
 data:    ./kdfs-data
 logs:    ./kdfs-data/logs/ (namenode.log, datanode-0.log … datanode-2.log, gateway.log; --verbose streams them)
-tls:     off (internal links in plaintext; --tls to turn on)
+tls:     off (--no-tls: internal links in plaintext, open to any local process)
 stop:    Ctrl-C",
         );
         check(

@@ -7,10 +7,12 @@
 //! address is fixed (`--http`). Ctrl-C (or SIGTERM) shuts everything down gracefully:
 //! the gateway first (drains transfers), then the datanodes, then the namenode.
 //!
-//! With `--tls` every internal gRPC link (gateway → namenode, gateway → datanodes,
-//! datanode → namenode, datanode → datanode) uses mutual TLS with the certificates in
-//! `<data-dir>/tls`, made by [`certs::ensure_local`] on the first start and reused after.
-//! The gateway's own HTTP side stays plain on 127.0.0.1.
+//! Every internal gRPC link (gateway → namenode, gateway → datanodes, datanode →
+//! namenode, datanode → datanode) uses mutual TLS with role certificates in
+//! `<data-dir>/tls` (`ca.crt`, `<role>.crt`/`<role>.key`), made by
+//! [`certs::ensure_local`] on the first start and reused after, so the servers
+//! authorize every rpc by role as in a deployed cluster. `--no-tls` runs the links in
+//! plaintext (loopback only). The gateway's own HTTP side stays plain.
 //!
 //! The terminal shows only a short banner once the cluster serves ([`banner`]) and a
 //! line when it stops; each component logs to its own file under `<data-dir>/logs/`
@@ -60,10 +62,15 @@ pub struct LocalArgs {
     /// Space each datanode keeps free on its filesystem.
     #[arg(long, env = "KDFS_RESERVED", default_value = "1GiB")]
     pub reserved: kdfs_core::ByteSize,
-    /// Mutual TLS on every internal gRPC link, with a CA and certificates in
-    /// <data-dir>/tls (made on the first start, reused after; `kdfs certs --out
-    /// <data-dir>/tls` rotates them). The gateway's HTTP stays plain.
-    #[arg(long, env = "KDFS_TLS")]
+    /// Run the internal gRPC links in plaintext, without mutual TLS: any local
+    /// process can then call every rpc of the namenode and datanodes. By default they
+    /// use mTLS with a CA and role certificates in <data-dir>/tls (made on the first
+    /// start, reused after; `kdfs certs --loopback --out <data-dir>/tls` rotates them).
+    /// The gateway's HTTP is plain either way.
+    #[arg(long, env = "KDFS_NO_TLS")]
+    pub no_tls: bool,
+    /// Accepted for scripts written when mTLS was opt-in; it is the default now.
+    #[arg(long, hide = true, conflicts_with = "no_tls")]
     pub tls: bool,
     /// Log format of the log files (and of --verbose): plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
@@ -135,7 +142,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let shutdown = kdfs_core::shutdown::on_signals();
     let block_size = args.block_size.to_string();
     let tls_dir = root.join("tls");
-    let tls = if args.tls {
+    let tls = if !args.no_tls {
         let (paths, generated) = certs::ensure_local(&tls_dir)?;
         match generated {
             Some(g) => {

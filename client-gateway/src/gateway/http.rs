@@ -240,6 +240,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .tls
         .load()
         .map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(tls) = &grpc_tls {
+        // The namenode and datanodes refuse every call from a certificate without the
+        // gateway role: fail now, in words.
+        kdfs_proto::roles::require_own(&tls.certificate(), kdfs_proto::roles::Role::Gateway)
+            .map_err(Error::Config)?;
+    }
     let options = ClientOptions {
         upload_budget: config.upload_budget,
         stall_timeout: config.stall_timeout.get().max(Duration::from_millis(100)),

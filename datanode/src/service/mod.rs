@@ -24,10 +24,12 @@
 //!
 //! One file per rpc: `write` (`WriteBlock`, and the stream handling `WriteBlocks`
 //! shares), `batch` (`WriteBlocks`), `read` (`ReadBlock`), `transfer`
-//! (`TransferBlock`); `forward` is the call to the next node of a pipeline. Every
+//! (`TransferBlock`); `forward` is the call to the next node of a pipeline; `authz`
+//! the table of which role may call each rpc. Every
 //! handler runs in a span named after its rpc, carrying the block id (and the upload
 //! id where the request has one), so one upload can be followed across nodes.
 
+pub mod authz;
 mod batch;
 mod forward;
 mod read;
