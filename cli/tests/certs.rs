@@ -132,16 +132,22 @@ fn certs_verify_for_their_names_as_server_and_client() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
-    // Every leaf: a server for the local names and the --hosts, and a client.
+    // Every leaf: its role (issue 24 finding 2), a server for the --hosts, and a
+    // client; not for loopback names unless --loopback.
     for role in ROLES {
-        for name in [
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            "kdfs.example.com",
-            "10.1.2.3",
-            "dn7.nodes.example.com",
-        ] {
+        let der = CertificateDer::from_pem_slice(&read(&dir, &format!("{role}.crt"))).unwrap();
+        assert_eq!(
+            kdfs_proto::roles::role_of(&der).map(|r| r.name()),
+            Ok(role),
+            "{role}.crt carries its role"
+        );
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            assert!(
+                verify_server(&dir, role, name).is_err(),
+                "{role} names {name} without --loopback"
+            );
+        }
+        for name in ["kdfs.example.com", "10.1.2.3", "dn7.nodes.example.com"] {
             verify_server(&dir, role, name)
                 .unwrap_or_else(|e| panic!("{role} as server {name}: {e}"));
         }
@@ -208,7 +214,7 @@ fn rerunning_reuses_the_ca_and_replaces_the_leaves_and_force_makes_a_new_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let d = dir.to_str().unwrap();
-    ok(certs(&["--out", d]));
+    ok(certs(&["--out", d, "--loopback"]));
     let ca = (read(dir, "ca.crt"), read(dir, "ca.key"));
     let leaves: Vec<_> = ROLES
         .iter()
@@ -221,7 +227,7 @@ fn rerunning_reuses_the_ca_and_replaces_the_leaves_and_force_makes_a_new_ca() {
         .collect();
 
     // Rotation: same CA, new leaves that it still verifies.
-    let out = ok(certs(&["--out", d, "--days", "30"]));
+    let out = ok(certs(&["--out", d, "--days", "30", "--loopback"]));
     assert!(out.contains("reused the CA"), "stdout: {out}");
     assert_eq!(
         (read(dir, "ca.crt"), read(dir, "ca.key")),
@@ -239,7 +245,9 @@ fn rerunning_reuses_the_ca_and_replaces_the_leaves_and_force_makes_a_new_ca() {
             key,
             "{role}.key renewed"
         );
-        verify_server(dir, role, "localhost").unwrap();
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            verify_server(dir, role, name).unwrap_or_else(|e| panic!("{role} {name}: {e}"));
+        }
         verify_client(dir, role).unwrap();
     }
 
@@ -247,7 +255,7 @@ fn rerunning_reuses_the_ca_and_replaces_the_leaves_and_force_makes_a_new_ca() {
     let old_ca = tempfile::tempdir().unwrap();
     std::fs::copy(dir.join("ca.crt"), old_ca.path().join("ca.crt")).unwrap();
     std::fs::copy(dir.join("namenode.crt"), old_ca.path().join("namenode.crt")).unwrap();
-    let out = ok(certs(&["--out", d, "--force"]));
+    let out = ok(certs(&["--out", d, "--force", "--loopback"]));
     assert!(out.contains("replaced the CA"), "stdout: {out}");
     assert_ne!(read(dir, "ca.crt"), ca.0, "a new CA certificate");
     assert_ne!(read(dir, "ca.key"), ca.1, "a new CA key");
