@@ -18,7 +18,10 @@
 # them as Secrets in the namespace: kdfs-ca (the CA, kept to issue rotations),
 # kdfs-tls-namenode, kdfs-tls-datanode, kdfs-tls-gateway (tls.crt, tls.key, ca.crt)
 # and kdfs-gateway-auth (a random bearer token for uploads and deletes). Existing
-# Secrets are never overwritten.
+# Secrets are never overwritten. Each certificate carries its role
+# (spiffe://kdfs/role/<role>) and names only its own Service's hosts; servers authorize
+# every rpc by role, so Secrets made by a deploy.sh from before roles are refused:
+# `./deploy.sh rotate-certs` replaces them under the same CA.
 #
 # Needs docker, k3d (v5: https://k3d.io) and kubectl; says which are missing.
 # Environment: KDFS_CLUSTER (k3d cluster name, default kdfs), KDFS_IMAGE (image name,

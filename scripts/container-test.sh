@@ -4,8 +4,11 @@
 # A namenode, 4 datanodes (each with its own named volume) and a gateway run on a
 # user-defined bridge network and find each other by container name; the gateway's port
 # is published on 127.0.0.1 only; every root filesystem is read-only, as in k8s/ (the
-# gateway spools to a tmpfs /tmp). With a short --heartbeat-interval 500ms and
-# --dead-after 4s it then checks, verifying every download by SHA-256 at each step:
+# gateway spools to a tmpfs /tmp). The internal gRPC links are plaintext on the private
+# network: KDFS_ALLOW_PLAINTEXT=true, since the servers listen on 0.0.0.0 without TLS,
+# which they otherwise refuse (mTLS is what k8s/ and fault-tests/tests/mtls.rs run).
+# With a short --heartbeat-interval 500ms and --dead-after 4s it then checks,
+# verifying every download by SHA-256 at each step:
 #   1. uploads through the gateway (curl -F), downloads match;
 #   2. `docker kill` a datanode: /info shows it dead, every block back to 3 live replicas;
 #   3. `docker network disconnect` another (a partition): it leaves, an upload still
@@ -174,14 +177,15 @@ EOF
 start_cluster() {
   docker network create "$NET" >/dev/null
   docker volume create "$P-nn" >/dev/null
-  docker run -d --name "$NN" --network "$NET" --read-only -v "$P-nn:/data" "$IMAGE" \
+  docker run -d --name "$NN" --network "$NET" --read-only -v "$P-nn:/data" \
+    -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
     kdfs-namenode --listen 0.0.0.0:8020 --http 0.0.0.0:9870 --data-dir /data \
     --heartbeat-interval 500ms --dead-after 4s --block-size 1MiB \
     --safe-mode-timeout 10s --replication-timeout 5s --log-format plain >/dev/null
   for i in $(seq 0 $((DATANODES - 1))); do
     docker volume create "$(dn "$i")" >/dev/null
     docker run -d --name "$(dn "$i")" --network "$NET" --read-only -v "$(dn "$i"):/data" \
-      --stop-timeout "$DN_GRACE" "$IMAGE" \
+      --stop-timeout "$DN_GRACE" -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
       kdfs-datanode --listen 0.0.0.0:9866 --advertise "$(dn "$i"):9866" --http 0.0.0.0:9864 \
       --namenode "http://$NN:8020" --data-dir /data --reserved 0 --shutdown-grace 5s \
       --log-format plain >/dev/null

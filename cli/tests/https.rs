@@ -27,7 +27,7 @@ fn text(o: &Output) -> String {
 }
 
 fn make_certs(dir: &Path) {
-    let out = kdfs(&["certs", "--out", dir.to_str().unwrap()]);
+    let out = kdfs(&["certs", "--out", dir.to_str().unwrap(), "--loopback"]);
     assert!(out.status.success(), "kdfs certs failed: {}", text(&out));
 }
 
