@@ -143,7 +143,7 @@ fn every_rpc_is_authorized_by_the_callers_role() {
                 upload_id: "6f1c1b2e-3d4c-4b5a-9e8f-7a6b5c4d3e2f".into(),
                 file_id: file_id.clone(),
                 size: 1,
-                blocks: Vec::new(),
+                ..Default::default()
             }),
             "CommitFile is for the gateway role, not datanode",
         )
