@@ -125,6 +125,8 @@ pub struct Link {
     reports: tokio::sync::Mutex<()>,
     /// Replications that failed, for the next heartbeat (see [`FailedCopies`]).
     failed_copies: Arc<FailedCopies>,
+    /// One verification run (a `VerifyBlocks` command) at a time.
+    verifying: Arc<Semaphore>,
 }
 
 /// Replications that did not reach every target, waiting for the next heartbeat to
@@ -240,6 +242,7 @@ impl Link {
             reports: tokio::sync::Mutex::new(()),
             stop: CancellationToken::new(),
             failed_copies: Arc::default(),
+            verifying: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -311,12 +314,18 @@ impl Link {
             tracing::info!(namenode = %self.cfg.namenode, cluster = %self.cluster_id(), "registered with the namenode");
             let mut next_full = tokio::time::Instant::now() + self.cfg.block_report_interval;
             let mut failures = 0u32;
+            // The first heartbeat goes at once: until it arrives the namenode counts
+            // this node as registering and sends it no writes.
+            let mut first = true;
             loop {
-                let wait = if failures == 0 {
+                let wait = if first {
+                    Duration::ZERO
+                } else if failures == 0 {
                     interval
                 } else {
                     backoff.next_delay().min(interval)
                 };
+                first = false;
                 if !pause(&cancel, wait).await {
                     return Ok(());
                 }
@@ -649,9 +658,48 @@ impl Link {
                         .instrument(span),
                     );
                 }
+                Some(Kind::Verify(v)) => {
+                    let ids = match wire::block_ids("verify.block_ids", &v.block_ids) {
+                        Ok(ids) => ids,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed verify command ignored");
+                            continue;
+                        }
+                    };
+                    self.verify(ids);
+                }
                 None => tracing::warn!("empty command from the namenode ignored"),
             }
         }
+    }
+}
+
+impl Link {
+    /// Re-hashes replicas a reader reported bad, one at a time on the blocking pool
+    /// (one command's list at a time): a corrupt one is quarantined and reported like
+    /// the scanner's finds.
+    fn verify(&self, ids: Vec<BlockId>) {
+        let store = self.node.store.clone();
+        let permits = self.verifying.clone();
+        let cancel = self.stop.clone();
+        self.tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            for id in ids {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.verify(&id)).await {
+                    Ok(Ok(true)) => tracing::info!(block = %id, "replica reported bad verified good"),
+                    Ok(Ok(false)) => tracing::warn!(block = %id, "replica reported bad is corrupt: quarantined"),
+                    Ok(Err(Error::NotFound(_))) => {}
+                    Ok(Err(e)) => tracing::warn!(block = %id, error = %e, "replica could not be verified"),
+                    Err(e) => tracing::warn!(block = %id, error = %e, "verify task failed"),
+                }
+            }
+        });
     }
 }
 

@@ -7,6 +7,13 @@
 //! live → stale (after `stale_after`: still read from, not written to) → dead (after
 //! `dead_after`: its replicas leave the block map and are re-replicated). A dead node
 //! that heartbeats again is told to re-register and send a full report.
+//!
+//! Memory is bounded whoever calls `Register` (issue 24, finding 5): a node is only
+//! *pending* until its first heartbeat (not written to), at most
+//! [`MAX_PENDING_REGISTRATIONS`] are pending at once, a pending node that dies is
+//! forgotten and its slot reused, and at most [`MAX_DATANODES`] slots exist (the
+//! longest-dead node's slot is reused first). The namesystem purges a reused slot's
+//! index from the block map first ([`Cluster::vacate`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -18,6 +25,13 @@ use crate::error::{Error, Result};
 use crate::placement::Candidate;
 pub use crate::usage::Load;
 use crate::usage::Usage;
+use crate::verify::VerifyQueue;
+
+/// Registrations that have not heartbeated yet, at most: more are refused
+/// (RESOURCE_EXHAUSTED) until some heartbeat or die.
+pub const MAX_PENDING_REGISTRATIONS: usize = 1024;
+/// Datanode slots, at most (live, pending and remembered dead ones together).
+pub const MAX_DATANODES: usize = 10_000;
 
 /// Liveness of a datanode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +92,21 @@ pub struct Node {
     /// them yet): spreads a burst of allocations.
     pub allocated: u32,
     pub commands: VecDeque<Cmd>,
+    /// It heartbeated since it registered: until then it is *pending*, never chosen
+    /// for writes.
+    pub heartbeated: bool,
+    /// The slot is free (its node was forgotten): it is dead and in no list.
+    pub vacant: bool,
 }
 
 impl Node {
     pub fn writable(&self) -> bool {
-        self.state == NodeState::Live
+        self.state == NodeState::Live && self.heartbeated
+    }
+
+    /// Registered, not dead, and not heartbeated yet.
+    pub fn pending(&self) -> bool {
+        !self.heartbeated && !self.vacant && self.state != NodeState::Dead
     }
 }
 
@@ -92,6 +116,20 @@ pub struct Cluster {
     cluster_id: String,
     nodes: Vec<Node>,
     index: HashMap<DatanodeId, NodeIdx>,
+    /// Slots of forgotten nodes, reused first.
+    free: Vec<NodeIdx>,
+    /// Replicas readers reported bad, to be verified by their holders.
+    verify: HashMap<NodeIdx, VerifyQueue>,
+}
+
+/// How many nodes are in each state (pending ones are counted apart from live).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub live: usize,
+    pub pending: usize,
+    pub stale: usize,
+    pub dead: usize,
+    pub decommissioning: usize,
 }
 
 /// What a heartbeat found.
@@ -109,7 +147,81 @@ impl Cluster {
             cluster_id,
             nodes: Vec::new(),
             index: HashMap::new(),
+            free: Vec::new(),
+            verify: HashMap::new(),
         }
+    }
+
+    /// Whether a new node (not `id`) could not register now: too many are pending,
+    /// or every slot is taken and none is free.
+    pub fn full_for(&self, id: &DatanodeId) -> Option<Error> {
+        if self.index.contains_key(id) {
+            return None;
+        }
+        let pending = self.nodes.iter().filter(|n| n.pending()).count();
+        if pending >= MAX_PENDING_REGISTRATIONS {
+            return Some(Error::ResourceExhausted(format!(
+                "{pending} datanodes are registering and have not heartbeated yet: try again later"
+            )));
+        }
+        None
+    }
+
+    /// A slot to reuse for a new node when every slot is taken: the node dead the
+    /// longest. `None` if slots remain or none is dead.
+    pub fn slot_to_reclaim(&self) -> Option<NodeIdx> {
+        if self.nodes.len() < MAX_DATANODES || !self.free.is_empty() {
+            return None;
+        }
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state == NodeState::Dead && !n.vacant)
+            .min_by_key(|(_, n)| n.last_heartbeat)
+            .map(|(i, _)| i as NodeIdx)
+    }
+
+    /// Dead nodes that never heartbeated: forgotten at once (their slots reused).
+    pub fn dead_pending(&self) -> Vec<NodeIdx> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state == NodeState::Dead && !n.heartbeated && !n.vacant)
+            .map(|(i, _)| i as NodeIdx)
+            .collect()
+    }
+
+    /// Forgets a dead node: its id is unknown from now on and its slot is reused. The
+    /// caller has purged `idx` from the block map.
+    pub fn vacate(&mut self, idx: NodeIdx) {
+        let Some(n) = self.nodes.get_mut(idx as usize) else {
+            return;
+        };
+        if n.vacant || n.state != NodeState::Dead {
+            return;
+        }
+        self.index.remove(&n.id);
+        n.vacant = true;
+        n.address.clear();
+        n.zone.clear();
+        n.version.clear();
+        n.pod_name.clear();
+        n.commands = VecDeque::new();
+        self.verify.remove(&idx);
+        self.free.push(idx);
+    }
+
+    /// The verification queue of `idx`, created if needed.
+    pub fn verify_queue(&mut self, idx: NodeIdx) -> &mut VerifyQueue {
+        self.verify.entry(idx).or_default()
+    }
+
+    /// Takes up to `n` verifications for `idx`'s heartbeat reply.
+    pub fn take_verifications(&mut self, idx: NodeIdx, now: Instant, n: usize) -> Vec<BlockId> {
+        self.verify
+            .get_mut(&idx)
+            .map(|q| q.take(now, n))
+            .unwrap_or_default()
     }
 
     /// Registers (or re-registers) a datanode. A node from another cluster is refused;
@@ -144,6 +256,8 @@ impl Cluster {
             registered_at: now,
             allocated: 0,
             commands: VecDeque::new(),
+            heartbeated: false,
+            vacant: false,
         };
         Ok(match self.index.get(&id) {
             Some(&idx) => {
@@ -151,11 +265,24 @@ impl Cluster {
                 idx
             }
             None => {
-                if self.nodes.len() >= crate::blockmap::SEEN as usize {
-                    return Err(Error::ResourceExhausted("too many datanodes".into()));
+                if let Some(e) = self.full_for(&id) {
+                    return Err(e);
                 }
-                let idx = self.nodes.len() as NodeIdx;
-                self.nodes.push(node);
+                let idx = match self.free.pop() {
+                    Some(idx) => {
+                        self.nodes[idx as usize] = node;
+                        idx
+                    }
+                    None if self.nodes.len() < MAX_DATANODES => {
+                        self.nodes.push(node);
+                        (self.nodes.len() - 1) as NodeIdx
+                    }
+                    None => {
+                        return Err(Error::ResourceExhausted(format!(
+                            "{MAX_DATANODES} datanodes are registered and none can be forgotten"
+                        )));
+                    }
+                };
                 self.index.insert(id, idx);
                 idx
             }
@@ -174,6 +301,7 @@ impl Cluster {
         n.load = load;
         n.allocated = 0;
         n.last_heartbeat = now;
+        n.heartbeated = true;
         if n.state != NodeState::Decommissioning {
             n.state = NodeState::Live;
         }
@@ -198,10 +326,16 @@ impl Cluster {
         self.nodes.get_mut(idx as usize)
     }
 
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// Every known node (vacant slots skipped) with its index.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeIdx, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.vacant)
+            .map(|(i, n)| (i as NodeIdx, n))
     }
 
+    /// Slots in use or free: node indices stay below it.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -227,6 +361,7 @@ impl Cluster {
             if silent >= dead_after {
                 n.state = NodeState::Dead;
                 n.commands.clear();
+                self.verify.remove(&(i as NodeIdx));
                 died.push(i as NodeIdx);
             } else if silent >= stale_after && n.state == NodeState::Live {
                 n.state = NodeState::Stale;
@@ -242,6 +377,7 @@ impl Cluster {
             Some(n) if n.state != NodeState::Dead => {
                 n.state = NodeState::Dead;
                 n.commands.clear();
+                self.verify.remove(&idx);
                 true
             }
             _ => false,
@@ -288,12 +424,23 @@ impl Cluster {
 
     /// Counts of live (including stale) and dead nodes.
     pub fn counts(&self) -> (usize, usize) {
-        let dead = self
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Dead)
-            .count();
-        (self.nodes.len() - dead, dead)
+        let c = self.state_counts();
+        (c.live + c.pending + c.stale + c.decommissioning, c.dead)
+    }
+
+    /// How many known nodes are in each state.
+    pub fn state_counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for (_, n) in self.nodes() {
+            match n.state {
+                NodeState::Live if !n.heartbeated => c.pending += 1,
+                NodeState::Live => c.live += 1,
+                NodeState::Stale => c.stale += 1,
+                NodeState::Dead => c.dead += 1,
+                NodeState::Decommissioning => c.decommissioning += 1,
+            }
+        }
+        c
     }
 }
 

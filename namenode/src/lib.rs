@@ -41,6 +41,7 @@ mod replication;
 mod service;
 mod supervisor;
 mod usage;
+mod verify;
 mod workers;
 
 use std::sync::Arc;

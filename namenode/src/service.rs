@@ -30,6 +30,12 @@ use crate::namesystem::{Location, NameSystem};
 pub const MAX_REPORT_BLOCKS: usize = 10_000_000;
 /// Most blocks one file may have (1 PiB at 64 MiB blocks).
 pub const MAX_FILE_BLOCKS: usize = 16 << 20;
+/// Full reports buffered at once: each may hold up to [`MAX_REPORT_BLOCKS`] entries,
+/// so this bounds what report streams can make the namenode hold (registered senders
+/// only; others are refused at their first chunk).
+pub const REPORTS_AT_ONCE: usize = 2;
+/// A full report's next chunk must arrive within this long.
+pub const REPORT_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most targets one reported failed copy may name (a copy has fewer than the largest
 /// replication factor).
 pub const MAX_COPY_TARGETS: usize = 32;
@@ -45,6 +51,8 @@ pub struct NamenodeService {
     identities: Arc<Mutex<HashMap<DatanodeId, String>>>,
     /// Signs the block access tokens in replies (pipelines, located blocks, transfers).
     keys: Arc<BlockKeys>,
+    /// Permits to buffer a full report ([`REPORTS_AT_ONCE`]).
+    reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl NamenodeService {
@@ -57,6 +65,7 @@ impl NamenodeService {
             ns,
             identities: Arc::default(),
             keys,
+            reports: Arc::new(tokio::sync::Semaphore::new(REPORTS_AT_ONCE)),
         }
     }
 
@@ -174,6 +183,9 @@ fn commands(out: Vec<Outgoing>, keys: &BlockKeys, node: DatanodeId) -> Vec<pb::C
         .map(|c| pb::Command {
             kind: Some(match c {
                 Outgoing::Delete(ids) => pb::command::Kind::Delete(pb::DeleteBlocks {
+                    block_ids: ids.iter().map(raw_block).collect(),
+                }),
+                Outgoing::Verify(ids) => pb::command::Kind::Verify(pb::VerifyBlocks {
                     block_ids: ids.iter().map(raw_block).collect(),
                 }),
                 Outgoing::Replicate {
@@ -309,10 +321,12 @@ impl namenode_server::Namenode for NamenodeService {
         };
         let cluster_id = self.ns.register(id, &reg)?;
         if peer.as_ref().and_then(PeerInfo::leaf).is_some() {
-            self.identities
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, tls::host_of(&address).to_owned());
+            let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded like the namenode's node table: forgotten nodes' names go.
+            if identities.len() >= crate::cluster::MAX_DATANODES {
+                identities.retain(|id, _| self.ns.knows(id));
+            }
+            identities.insert(id, tls::host_of(&address).to_owned());
         }
         Ok(Response::new(pb::RegisterResponse {
             cluster_id,
@@ -363,15 +377,31 @@ impl namenode_server::Namenode for NamenodeService {
         let mut stream = request.into_inner();
         let mut sender: Option<DatanodeId> = None;
         let mut blocks = Vec::new();
+        let mut _permit = None;
         // Nothing is applied until the stream ended cleanly: a broken report changes
         // nothing.
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = tokio::time::timeout(REPORT_CHUNK_TIMEOUT, stream.next())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no block report chunk for {REPORT_CHUNK_TIMEOUT:?}"
+                    ))
+                })?;
+            let Some(chunk) = next else {
+                break;
+            };
             let chunk = chunk?;
             let id = wire::datanode_id("datanode_id", &chunk.datanode_id)?;
             match sender {
                 None => {
                     Span::current().record("datanode", tracing::field::display(&id));
                     self.check_identity(peer.as_ref(), &id, None, "block-report")?;
+                    // Refused before a single entry is buffered.
+                    self.ns.check_reporter(&id)?;
+                    _permit = Some(self.reports.clone().acquire_owned().await.map_err(|_| {
+                        Status::unavailable("the namenode is shutting down")
+                    })?);
                     sender = Some(id);
                 }
                 Some(s) if s != id => {
@@ -689,13 +719,15 @@ impl namenode_server::Namenode for NamenodeService {
     #[instrument(level = "debug", skip_all)]
     async fn cluster_info(
         &self,
-        _request: Request<pb::ClusterInfoRequest>,
+        request: Request<pb::ClusterInfoRequest>,
     ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
         let ns = self.ns.clone();
-        let st = tokio::task::spawn_blocking(move || ns.status())
+        let limit = request.get_ref().node_limit as usize;
+        let st = tokio::task::spawn_blocking(move || ns.status_limited(limit))
             .await
             .map_err(|e| Status::internal(format!("status task failed: {e}")))?;
         let s = &self.ns.settings;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(pb::ClusterInfoResponse {
             cluster_id: st.cluster_id,
             version: kdfs_core::VERSION.to_owned(),
@@ -709,6 +741,12 @@ impl namenode_server::Namenode for NamenodeService {
             replication: s.replication,
             min_replicas: s.min_replicas,
             block_size: s.block_size,
+            live_datanodes: count(st.counts.live),
+            registering_datanodes: count(st.counts.pending),
+            stale_datanodes: count(st.counts.stale),
+            dead_datanodes: count(st.counts.dead),
+            decommissioning_datanodes: count(st.counts.decommissioning),
+            unconfirmed_replicas: st.stats.unconfirmed,
             datanodes: st
                 .nodes
                 .iter()

@@ -7,11 +7,14 @@ use kdfs_proto::pb;
 use kdfs_proto::wire::{self, Location};
 
 use super::model::{
-    ClusterInfo, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
+    ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
 };
 use super::rpc::{bad_reply, unary};
 use super::{Client, NAMENODE_CALL_TIMEOUT};
 use crate::error::{Error, Result};
+
+/// Datanodes `/info` lists, at most (the counts cover every one).
+pub const INFO_NODE_LIMIT: u32 = 500;
 
 impl Client {
     /// A file's record, blocks and live replica locations.
@@ -87,13 +90,37 @@ impl Client {
         Ok(resp.deleted)
     }
 
-    /// The cluster's state, as `/info` shows it.
+    /// The cluster's state, as `/info` shows it: node counts, and at most
+    /// [`INFO_NODE_LIMIT`] nodes listed.
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
         let r = unary(
             "ClusterInfo",
-            self.nn().cluster_info(pb::ClusterInfoRequest {}),
+            self.nn().cluster_info(pb::ClusterInfoRequest {
+                node_limit: INFO_NODE_LIMIT,
+            }),
         )
         .await?;
+        let listed_live = r
+            .datanodes
+            .iter()
+            .filter(|d| d.state == pb::DatanodeState::Live as i32)
+            .count();
+        let counts = DatanodeCounts {
+            live: r.live_datanodes as usize,
+            registering: r.registering_datanodes as usize,
+            stale: r.stale_datanodes as usize,
+            dead: r.dead_datanodes as usize,
+            decommissioning: r.decommissioning_datanodes as usize,
+        };
+        // A namenode from before the counts sends none: count its (full) list.
+        let counts = if counts == DatanodeCounts::default() && !r.datanodes.is_empty() {
+            DatanodeCounts {
+                live: listed_live,
+                ..counts
+            }
+        } else {
+            counts
+        };
         Ok(ClusterInfo {
             cluster_id: r.cluster_id,
             version: r.version,
@@ -107,6 +134,8 @@ impl Client {
             replication: r.replication,
             min_replicas: r.min_replicas,
             block_size: r.block_size,
+            unconfirmed_replicas: r.unconfirmed_replicas,
+            datanode_counts: counts,
             datanodes: r
                 .datanodes
                 .into_iter()

@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 pub use batch::BatchStats;
 pub use download::{ByteRange, Download};
 pub use model::{
-    BlockRef, ClusterInfo, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
+    BlockRef, ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
     Uploaded,
 };
 

@@ -141,12 +141,28 @@ pub struct ClusterInfo {
     pub replication: u32,
     pub min_replicas: u32,
     pub block_size: u64,
+    /// Replicas reported where the namenode never placed them (not counted).
+    pub unconfirmed_replicas: u64,
+    /// Every known datanode by state.
+    pub datanode_counts: DatanodeCounts,
+    /// At most `INFO_NODE_LIMIT` of them, writable ones first.
     pub datanodes: Vec<DatanodeInfo>,
 }
 
+/// How many datanodes are in each state (`registering`: not heartbeated yet).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DatanodeCounts {
+    pub live: usize,
+    pub registering: usize,
+    pub stale: usize,
+    pub dead: usize,
+    pub decommissioning: usize,
+}
+
 impl ClusterInfo {
+    /// Datanodes that heartbeat and take writes (from the counts, not the list).
     pub fn live_datanodes(&self) -> usize {
-        self.datanodes.iter().filter(|d| d.state == "live").count()
+        self.datanode_counts.live
     }
 }
 

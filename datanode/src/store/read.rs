@@ -163,6 +163,25 @@ impl Store {
         })
     }
 
+    /// Re-reads a whole replica and checks it as the scanner does (every chunk CRC and
+    /// the SHA-256): `Ok(false)` if it is corrupt (it is then quarantined and an
+    /// [`super::Event::Corrupt`] recorded). Blocking; memory is one piece at a time.
+    pub fn verify(&self, id: &BlockId) -> Result<bool> {
+        let reader = match self.read_range(id, 0, 0) {
+            Ok(r) => r,
+            Err(Error::Corrupt { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for piece in reader {
+            match piece {
+                Ok(_) => {}
+                Err(Error::Corrupt { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads a whole block into memory, verified (tests and small tools only).
     pub fn get(&self, id: &BlockId) -> Result<Vec<u8>> {
         let mut out = Vec::new();

@@ -26,7 +26,7 @@ impl NameSystem {
         let now_ms = self.clock.now_ms();
         self.cluster()
             .nodes()
-            .iter()
+            .map(|(_, n)| n)
             .filter(|n| {
                 n.pod_name == pod
                     || (n.pod_name.is_empty()

@@ -1,5 +1,6 @@
 //! Datanode membership: registration, heartbeats (which carry the node's queued
-//! commands back, resolved for the wire) and what happens when a node dies.
+//! commands back, resolved for the wire), what happens when a node dies, and
+//! forgetting nodes so that registrations cannot grow memory without bound.
 
 use kdfs_core::{BlockId, DatanodeId};
 use tokio::time::Instant;
@@ -8,6 +9,7 @@ use super::{Location, NameSystem, location, lock};
 use crate::blockmap::NodeIdx;
 use crate::cluster::{Beat, Cmd, Load, Registration};
 use crate::error::Result;
+use crate::verify::VERIFY_PER_HEARTBEAT;
 
 /// Queued commands (copies, trims) handed out per heartbeat reply, at most.
 pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
@@ -16,6 +18,8 @@ pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     Delete(Vec<BlockId>),
+    /// Re-hash these replicas (a reader reported them bad).
+    Verify(Vec<BlockId>),
     Replicate {
         block: BlockId,
         length: u64,
@@ -29,6 +33,16 @@ impl NameSystem {
         let idx = {
             let mut cluster = self.cluster();
             let known = cluster.index_of(&id);
+            if known.is_none() {
+                if let Some(e) = cluster.full_for(&id) {
+                    metrics::counter!("kdfs_namenode_registrations_refused_total").increment(1);
+                    return Err(e);
+                }
+                // Every slot taken: the node dead the longest is forgotten for it.
+                if let Some(old) = cluster.slot_to_reclaim() {
+                    self.forget_nodes(&mut cluster, &[old]);
+                }
+            }
             let idx = cluster.register(reg, id, Instant::now())?;
             // Its registration carries its own storage figures.
             lock(&self.shared.usage).reset(idx);
@@ -50,6 +64,11 @@ impl NameSystem {
             "datanode registered"
         );
         Ok(self.cluster_id.clone())
+    }
+
+    /// Whether `id` is a known datanode (any state).
+    pub fn knows(&self, id: &DatanodeId) -> bool {
+        self.cluster().index_of(id).is_some()
     }
 
     /// Records a heartbeat and hands out the node's commands; `None` means it must
@@ -92,6 +111,10 @@ impl NameSystem {
                 Cmd::DropCorrupt(ids) => corrupt.extend(ids),
             }
         }
+        let verify = cluster.take_verifications(idx, Instant::now(), VERIFY_PER_HEARTBEAT);
+        if !verify.is_empty() {
+            out.push(Outgoing::Verify(verify));
+        }
         drop(cluster);
         let blocks = &self.shared.blocks;
         trims.retain(|b| match blocks.get(b) {
@@ -121,12 +144,49 @@ impl NameSystem {
 
     /// A dead node's replicas leave the map and its blocks are queued for copies.
     pub(super) fn node_died(&self, idx: NodeIdx, reason: &str) {
-        let lost = self.shared.blocks.remove_node(idx);
-        tracing::warn!(idx, blocks = lost.len(), reason, "datanode declared dead");
-        lock(&self.shared.gc).node_dead(idx);
+        self.nodes_died(&[idx], reason);
+    }
+
+    /// [`NameSystem::node_died`] for several nodes, in one sweep of the block map.
+    pub(super) fn nodes_died(&self, idxs: &[NodeIdx], reason: &str) {
+        if idxs.is_empty() {
+            return;
+        }
+        let lost = self.shared.blocks.remove_nodes(idxs);
+        tracing::warn!(nodes = ?idxs, blocks = lost.len(), reason, "datanodes declared dead");
+        {
+            let mut gc = lock(&self.shared.gc);
+            for idx in idxs {
+                gc.node_dead(*idx);
+            }
+        }
         let mut repl = lock(&self.shared.repl);
-        repl.node_dead(idx);
+        for idx in idxs {
+            repl.node_dead(*idx);
+        }
         repl.mark_dirty(lost);
+    }
+
+    /// Forgets dead nodes: their index leaves every structure that may still name it
+    /// (the block map's memory, replication's lists), then their slots are freed for
+    /// reuse and their ids are unknown (a heartbeat is told to register again).
+    pub(super) fn forget_nodes(&self, cluster: &mut crate::cluster::Cluster, idxs: &[NodeIdx]) {
+        if idxs.is_empty() {
+            return;
+        }
+        self.shared.blocks.forget_nodes(idxs);
+        {
+            let mut repl = lock(&self.shared.repl);
+            for idx in idxs {
+                repl.forget_node(*idx);
+            }
+        }
+        let mut usage = lock(&self.shared.usage);
+        for idx in idxs {
+            usage.reset(*idx);
+            cluster.vacate(*idx);
+        }
+        tracing::debug!(nodes = idxs.len(), "dead datanodes forgotten, their slots freed");
     }
 }
 

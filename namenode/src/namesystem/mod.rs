@@ -201,11 +201,12 @@ impl Shared {
     fn referenced(&self, record: &FileRecord) {
         for (b, len) in record.distinct_blocks() {
             self.blocks.add_ref(b, len, record.replication);
-            // Orphans the commit adopts are counted as new: usually the pipeline's own
-            // replicas, reported before the commit.
+            // Orphans the commit adopts are reports like any other: the pipeline's
+            // own replicas, reported before the commit, are confirmed by the acks;
+            // others stay unconfirmed.
             let adopted = lock(&self.gc).referenced(&b);
             for n in adopted {
-                self.located(&b, n);
+                self.blocks.report_replica(&b, n);
             }
         }
     }

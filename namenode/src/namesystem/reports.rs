@@ -1,12 +1,19 @@
 //! What datanodes report about their replicas: full and incremental block reports,
 //! a bad replica found by a reader, and copies that failed. Each report may answer
 //! with the node's pending deletes.
+//!
+//! A reported replica is *confirmed* only if the namenode placed it there (a
+//! pipeline's ack, a copy it ordered), the node held it before it died, or, in safe
+//! mode after a restart, while a block has fewer confirmed replicas than wanted
+//! (`BlockMap::report_replica`, `apply_full_report`). Anything else is unconfirmed:
+//! never counted, never a reason to trim (docs/security.md, "Replica reports").
 
 use kdfs_core::{BlockId, DatanodeId};
 
 use super::{NameSystem, lock};
-use crate::blockmap::NodeIdx;
+use crate::blockmap::{NodeIdx, Reported};
 use crate::error::{Error, Result};
+use crate::verify::Queued;
 
 /// A replication a datanode reports as failed (with its heartbeat).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +26,12 @@ pub struct FailedCopy {
 }
 
 impl NameSystem {
+    /// Refuses a report from a node that is not registered (or was declared dead),
+    /// before anything of the report is read.
+    pub fn check_reporter(&self, id: &DatanodeId) -> Result<()> {
+        self.reporting_node(id).map(|_| ())
+    }
+
     fn reporting_node(&self, id: &DatanodeId) -> Result<NodeIdx> {
         self.cluster().live_index(id).ok_or_else(|| {
             Error::FailedPrecondition(format!(
@@ -38,7 +51,12 @@ impl NameSystem {
         let now_ms = self.clock.now_ms();
         let started = std::time::Instant::now();
         let reported = blocks.len();
-        let outcome = self.shared.blocks.apply_full_report(idx, blocks);
+        // In safe mode after a restart nothing remembers where blocks were placed: full
+        // reports confirm replicas of blocks short of their target.
+        let outcome = self
+            .shared
+            .blocks
+            .apply_full_report(idx, blocks, self.in_safe_mode());
         {
             let mut gc = lock(&self.shared.gc);
             for (b, len) in &outcome.unknown {
@@ -55,6 +73,7 @@ impl NameSystem {
             node = %id,
             reported,
             accepted = outcome.accepted,
+            unconfirmed = outcome.unconfirmed,
             unknown = outcome.unknown.len(),
             dropped = outcome.dropped,
             deletes = deletes.len(),
@@ -81,9 +100,20 @@ impl NameSystem {
         // mapped (acknowledged by its commit) is not counted again. An unreferenced
         // replica counts once a commit adopts it.
         let (mut gained, mut lost) = (Vec::new(), Vec::new());
-        for (b, len) in added {
-            match blocks.add_location(b, idx) {
-                Some(a) => {
+        // Replicas of copies the namenode ordered to this node are confirmed.
+        let placed: Vec<bool> = {
+            let repl = lock(&self.shared.repl);
+            added.iter().map(|(b, _)| repl.expects(b, idx)).collect()
+        };
+        let mut unconfirmed = 0u64;
+        for ((b, len), placed) in added.iter().zip(placed) {
+            let reported = if placed {
+                blocks.add_location(b, idx).map(Reported::Confirmed)
+            } else {
+                blocks.report_replica(b, idx)
+            };
+            match reported {
+                Some(Reported::Confirmed(a)) => {
                     if a.over {
                         dirty.push(*b);
                     }
@@ -91,8 +121,13 @@ impl NameSystem {
                         gained.push(a.length);
                     }
                 }
+                Some(Reported::Unconfirmed) => unconfirmed += 1,
                 None => unknown.push((*b, *len)),
             }
+        }
+        if unconfirmed > 0 {
+            tracing::info!(node = %id, unconfirmed, "replicas reported where the namenode never placed them: not counted");
+            metrics::counter!("kdfs_namenode_unconfirmed_replicas_total").increment(unconfirmed);
         }
         for b in removed.iter().chain(corrupt) {
             if let Some(len) = blocks.remove_location(b, idx) {
@@ -140,21 +175,36 @@ impl NameSystem {
         Ok(self.take_deletes(idx, now_ms))
     }
 
-    /// A reader found a bad replica: it leaves the map, the block is healed, and the
-    /// bad copy is deleted once enough good ones exist.
+    /// A reader found a bad replica. The location is not dropped on its word (a flood
+    /// of such reports would make files unreadable): the holder is asked to verify
+    /// the replica on its next heartbeat, and one that really is corrupt is
+    /// quarantined and reported by the datanode, then healed. Reports about a node
+    /// or block the namenode does not know, or a replica it does not map there, are
+    /// ignored; verifications are bounded and de-duplicated per node
+    /// ([`crate::verify`]).
     pub fn bad_replica(&self, block: &BlockId, node: &DatanodeId, reason: &str) {
-        let Some(idx) = self.cluster().index_of(node) else {
+        let mut cluster = self.cluster();
+        let Some(idx) = cluster.live_index(node) else {
+            tracing::debug!(block = %block, node = %node, "bad replica reported for an unknown node: ignored");
             return;
         };
-        tracing::info!(block = %block, node = %node, reason, "bad replica reported");
-        metrics::counter!("kdfs_namenode_corrupt_replicas_total").increment(1);
-        // The bad copy stays on the node's disk until it is dropped: `usage` is left alone.
-        let removed = self.shared.blocks.remove_location(block, idx).is_some();
-        let mut repl = lock(&self.shared.repl);
-        // A copy planned from this replica before the report cannot succeed.
-        repl.replica_lost(block, idx);
-        if removed {
-            repl.mark_corrupt(*block, idx);
+        if !self.shared.blocks.holds(block, idx) {
+            tracing::debug!(block = %block, node = %node, "bad replica reported where none is mapped: ignored");
+            return;
+        }
+        let queued = cluster
+            .verify_queue(idx)
+            .push(*block, tokio::time::Instant::now());
+        drop(cluster);
+        metrics::counter!("kdfs_namenode_bad_replica_reports_total").increment(1);
+        match queued {
+            Queued::Yes => {
+                tracing::info!(block = %block, node = %node, reason, "bad replica reported; its holder will verify it");
+            }
+            Queued::Duplicate => {}
+            Queued::Full => {
+                tracing::info!(node = %node, "too many replicas of this node to verify: report ignored");
+            }
         }
     }
 

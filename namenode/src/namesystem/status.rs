@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{NameSystem, fraction, lock};
 use crate::blockmap::{NodeIdx, Stats};
-use crate::cluster::Node;
+use crate::cluster::{Counts, Node, NodeState};
 use crate::replication::QueueStats;
 
 /// One datanode in `ClusterInfo`.
@@ -28,12 +28,35 @@ pub struct ClusterStatus {
     pub files: u64,
     pub bytes: u64,
     pub stats: Stats,
+    /// At most the `node_limit` asked for, live ones first.
     pub nodes: Vec<NodeStatus>,
+    /// Every known node, by state.
+    pub counts: Counts,
     pub queues: QueueStats,
 }
 
+/// Node entries one `ClusterInfo` reply carries, at most (and when the caller does
+/// not say): about 400 KB, far below the message limit however many registered.
+pub const MAX_STATUS_NODES: usize = 1000;
+
+/// Where a node goes in a capped listing: writable ones first, the dead last.
+fn listing_rank(n: &Node) -> u8 {
+    match n.state {
+        NodeState::Live if n.heartbeated => 0,
+        NodeState::Decommissioning => 1,
+        NodeState::Stale => 2,
+        NodeState::Live => 3,
+        NodeState::Dead => 4,
+    }
+}
+
 impl NameSystem {
-    pub fn status(&self) -> ClusterStatus {
+    /// The cluster with at most `node_limit` node entries (0: [`MAX_STATUS_NODES`]).
+    pub fn status_limited(&self, node_limit: usize) -> ClusterStatus {
+        let node_limit = match node_limit {
+            0 => MAX_STATUS_NODES,
+            n => n.min(MAX_STATUS_NODES),
+        };
         // The map scan runs without the cluster lock so heartbeats are not held up.
         let count = self.cluster().len();
         let stats = self.shared.blocks.stats(count);
@@ -42,16 +65,21 @@ impl NameSystem {
         let usage = lock(&self.shared.usage);
         // Storage as of the last heartbeat plus the replicas learnt of since, so a
         // node's new blocks show at once.
-        let nodes = cluster
-            .nodes()
-            .iter()
-            .enumerate()
+        let counts = cluster.state_counts();
+        // At most `node_limit` entries, the most useful first: nodes that take writes,
+        // then pending, stale and leaving ones, the dead last.
+        let mut shown: Vec<(NodeIdx, &Node)> = cluster.nodes().collect();
+        shown.sort_by_key(|(i, n)| (listing_rank(n), *i));
+        shown.truncate(node_limit);
+        let nodes = shown
+            .into_iter()
             .map(|(i, n)| NodeStatus {
                 node: Node {
-                    load: usage.estimate(i as NodeIdx, n.load),
+                    load: usage.estimate(i, n.load),
+                    commands: Default::default(),
                     ..n.clone()
                 },
-                blocks: stats.per_node.get(i).copied().unwrap_or(0),
+                blocks: stats.per_node.get(i as usize).copied().unwrap_or(0),
                 since_heartbeat: now.saturating_duration_since(n.last_heartbeat),
             })
             .collect();
@@ -66,7 +94,13 @@ impl NameSystem {
             queues: lock(&self.shared.repl).stats(),
             stats,
             nodes,
+            counts,
         }
+    }
+
+    /// The cluster with at most [`MAX_STATUS_NODES`] node entries.
+    pub fn status(&self) -> ClusterStatus {
+        self.status_limited(0)
     }
 
     /// Live (incl. stale) and dead datanodes.

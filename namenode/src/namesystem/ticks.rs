@@ -23,9 +23,12 @@ impl NameSystem {
             self.settings.stale_after,
             self.settings.dead_after,
         );
-        for idx in &died {
-            self.node_died(*idx, "missed heartbeats");
-        }
+        self.nodes_died(&died, "missed heartbeats");
+        // Registrations that never heartbeated are forgotten once dead: their slots
+        // are reused, so registering cannot grow memory.
+        let mut cluster = self.cluster();
+        let forgotten = cluster.dead_pending();
+        self.forget_nodes(&mut cluster, &forgotten);
         !died.is_empty()
     }
 

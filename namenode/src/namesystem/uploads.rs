@@ -337,7 +337,9 @@ impl NameSystem {
     }
 
     /// The pipeline acks that count (known nodes, not fenced off by a delete delivered
-    /// during the upload), checked against `need` together with replicas already known.
+    /// during the upload), checked against `need` together with the confirmed replicas
+    /// already known (a node's own report of an unreferenced block is not enough: it
+    /// could be forged).
     fn trusted_acks(
         &self,
         lease: &Lease,
@@ -351,9 +353,6 @@ impl NameSystem {
             let mut known: HashSet<NodeIdx> = HashSet::new();
             if let Some(info) = self.shared.blocks.get(&b.id) {
                 known.extend(info.locs.iter().copied());
-            }
-            if let Some(o) = gc.orphan(&b.id) {
-                known.extend(o.locs.iter().copied());
             }
             let mut acks = Vec::new();
             let mut fenced = 0;

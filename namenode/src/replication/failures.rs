@@ -50,6 +50,14 @@ impl Failures {
         }
     }
 
+    /// Forgets `node` wherever it is avoided (its slot is being reused).
+    pub fn forget_node(&mut self, node: NodeIdx) {
+        self.avoid.retain(|_, a| {
+            a.retain(|n| *n != node);
+            !a.is_empty()
+        });
+    }
+
     /// The nodes tried last for `id`, if any were named.
     pub fn avoided(&self, id: &BlockId) -> Option<&[NodeIdx]> {
         self.avoid.get(id).map(|a| a.as_slice())

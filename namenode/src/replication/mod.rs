@@ -102,9 +102,39 @@ impl Replication {
         self.retiring = retiring;
     }
 
-    /// Replicas that count, and the priority they give the block.
-    fn judge(&self, id: &BlockId, locs: &[NodeIdx], target: usize) -> (usize, Option<Priority>) {
-        judge(locs, target, self.corrupt.contains_key(id), &self.retiring)
+    /// Replicas that count, and the priority they give the block. Only confirmed
+    /// replicas (`locs`) count; a block held only by unconfirmed ones (`unconfirmed`)
+    /// is as urgent as a last replica, copied from them (its target checks the hash).
+    fn judge(
+        &self,
+        id: &BlockId,
+        locs: &[NodeIdx],
+        unconfirmed: bool,
+        target: usize,
+    ) -> (usize, Option<Priority>) {
+        match judge(locs, target, self.corrupt.contains_key(id), &self.retiring) {
+            (0, None) if unconfirmed && target > 0 => (0, Some(Priority::OneReplica)),
+            j => j,
+        }
+    }
+
+    /// Whether a copy of `id` to `node` is under way (a replica `node` reports of it
+    /// was placed there by the namenode).
+    pub fn expects(&self, id: &BlockId, node: NodeIdx) -> bool {
+        self.inflight
+            .get(id)
+            .is_some_and(|p| p.targets.contains(&node))
+    }
+
+    /// Forgets `node` in the lists that may name it after its death (its slot is
+    /// being reused).
+    pub fn forget_node(&mut self, node: NodeIdx) {
+        self.corrupt.retain(|_, c| {
+            c.retain(|n| *n != node);
+            !c.is_empty()
+        });
+        self.failures.forget_node(node);
+        self.retiring.remove(&node);
     }
 
     /// `node` now holds `id`: completes that part of an outstanding copy.
@@ -162,12 +192,15 @@ impl Replication {
     /// report no longer lists (as [`Replication::replica_lost`] does for incremental
     /// reports). Cheaper than checking each reported block: few copies are outstanding
     /// at any time.
+    /// A target's replica is confirmed (the namenode placed it there), so its
+    /// report's unconfirmed entry is promoted.
     pub fn confirm_from(&mut self, blocks: &BlockMap, node: NodeIdx) {
-        let holds = |id: &BlockId| blocks.get(id).is_some_and(|i| i.locs.contains(&node));
+        let holds = |id: &BlockId| blocks.holds(id, node);
         let done = self
             .inflight
             .matching_blocks(|id, p| p.targets.contains(&node) && holds(id));
         for id in done {
+            blocks.confirm(&id, node);
             self.replica_added(&id, node);
         }
         let lost = self

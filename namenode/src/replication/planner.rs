@@ -1,5 +1,11 @@
 //! Planning one copy: a source among a block's holders and targets among the other
 //! nodes, within the stream limits, trying nodes that failed the block last.
+//!
+//! Sources are confirmed holders; an unconfirmed holder (a node that reported a
+//! replica the namenode never placed there) is a source only when the block has no
+//! confirmed holder: a target checks the block's SHA-256 before it commits, so a lying
+//! source yields nothing. Unconfirmed holders are not excluded as targets: a copy
+//! the namenode orders there confirms the replica.
 
 use std::collections::HashSet;
 
@@ -21,6 +27,13 @@ pub struct Limits<'a> {
     pub corrupt: Option<&'a [NodeIdx]>,
 }
 
+/// Who holds a block.
+#[derive(Debug, Clone, Copy)]
+pub struct Holders<'a> {
+    pub confirmed: &'a [NodeIdx],
+    pub unconfirmed: &'a [NodeIdx],
+}
+
 /// A source among `holders` and `need` targets among the others that have `room` bytes
 /// free, or `None` if the limits leave no source or no target now. The source is the
 /// least busy holder, preferring ones that did not fail this block and are writable
@@ -28,7 +41,7 @@ pub struct Limits<'a> {
 /// held a corrupt replica of it when enough others are open.
 pub fn plan_copy(
     limits: Limits<'_>,
-    holders: &[NodeIdx],
+    holders: Holders<'_>,
     need: usize,
     nodes: &[Candidate],
     room: u64,
@@ -40,25 +53,34 @@ pub fn plan_copy(
         corrupt,
     } = limits;
     let avoided = |n: NodeIdx| avoid.is_some_and(|a| a.contains(&n));
-    let source = holders
-        .iter()
-        .filter(|n| inflight.source_load(**n) < streams)
-        .filter_map(|n| nodes.iter().find(|c| c.node == *n))
-        .min_by_key(|c| {
-            (
-                avoided(c.node),
-                !c.writable,
-                inflight.source_load(c.node),
-                c.load,
-            )
-        })?
-        .node;
+    let best = |among: &[NodeIdx]| {
+        among
+            .iter()
+            .filter(|n| inflight.source_load(**n) < streams)
+            .filter_map(|n| nodes.iter().find(|c| c.node == *n))
+            .min_by_key(|c| {
+                (
+                    avoided(c.node),
+                    !c.writable,
+                    inflight.source_load(c.node),
+                    c.load,
+                )
+            })
+            .map(|c| c.node)
+    };
+    let source = if holders.confirmed.is_empty() {
+        best(holders.unconfirmed)
+    } else {
+        best(holders.confirmed)
+    }?;
+    let holders = holders.confirmed;
     let open: Vec<Candidate> = nodes
         .iter()
         .filter(|c| inflight.target_load(c.node) < streams)
         .cloned()
         .collect();
     let mut exclude: HashSet<NodeIdx> = holders.iter().copied().collect();
+    exclude.insert(source);
     let request = |exclude: HashSet<NodeIdx>| placement::Request {
         wanted: need,
         min: 1,
@@ -75,7 +97,6 @@ pub fn plan_copy(
             return Some((source, t));
         }
     }
-    exclude.insert(source);
     placement::choose_pipeline(&open, &request(exclude))
         .ok()
         .map(|t| (source, t))
@@ -103,6 +124,7 @@ mod tests {
     struct Case {
         what: &'static str,
         holders: &'static [NodeIdx],
+        unconfirmed: &'static [NodeIdx],
         need: usize,
         avoid: Option<&'static [NodeIdx]>,
         corrupt: Option<&'static [NodeIdx]>,
@@ -119,6 +141,7 @@ mod tests {
         let case = |what| Case {
             what,
             holders: &[0],
+            unconfirmed: &[],
             need: 1,
             avoid: None,
             corrupt: None,
@@ -173,6 +196,25 @@ mod tests {
                 busy: &[1, 2],
                 ..case("every target is busy: nothing")
             },
+            Case {
+                holders: &[0],
+                unconfirmed: &[1],
+                expected: Some((0, vec![1])),
+                ..case("a confirmed source; an unconfirmed holder may be a target")
+            },
+            Case {
+                holders: &[],
+                unconfirmed: &[1],
+                expected: Some((1, vec![0])),
+                ..case("no confirmed holder: an unconfirmed one is the source")
+            },
+            Case {
+                holders: &[0],
+                unconfirmed: &[1],
+                busy: &[0],
+                expected: None,
+                ..case("a busy confirmed holder is waited for, not replaced by an unconfirmed one")
+            },
         ];
         for c in cases {
             let mut cluster = nodes(3);
@@ -195,7 +237,11 @@ mod tests {
                 avoid: c.avoid,
                 corrupt: c.corrupt,
             };
-            let got = plan_copy(limits, c.holders, c.need, &cluster, 1).map(|(s, mut t)| {
+            let holders = Holders {
+                confirmed: c.holders,
+                unconfirmed: c.unconfirmed,
+            };
+            let got = plan_copy(limits, holders, c.need, &cluster, 1).map(|(s, mut t)| {
                 t.sort_unstable();
                 (s, t)
             });

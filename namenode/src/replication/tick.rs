@@ -4,7 +4,7 @@
 use kdfs_core::BlockId;
 use smallvec::SmallVec;
 
-use super::planner::{Limits, plan_copy};
+use super::planner::{Holders, Limits, plan_copy};
 use super::priority::Priority;
 use super::queues::QUEUES;
 use super::{MAX_CLASSIFY_PER_TICK, MAX_SCHEDULE_PER_TICK, Replication};
@@ -61,7 +61,8 @@ impl Replication {
             if self.failures.waiting(&id, now_ms) {
                 continue;
             }
-            match self.judge(&id, &info.locs, info.target as usize) {
+            let unconfirmed = !blocks.unconfirmed(&id).is_empty();
+            match self.judge(&id, &info.locs, unconfirmed, info.target as usize) {
                 (_, Some(p)) => self.queues.enqueue(p, id),
                 // Healthy: the nodes that failed its copies matter no more.
                 (_, None) => self.failures.forget(&id),
@@ -89,7 +90,8 @@ impl Replication {
                     continue;
                 };
                 let target = info.target as usize;
-                let (live, p) = self.judge(&id, &info.locs, target);
+                let unconfirmed = blocks.unconfirmed(&id);
+                let (live, p) = self.judge(&id, &info.locs, !unconfirmed.is_empty(), target);
                 match p {
                     None => {}
                     Some(Priority::OneReplica | Priority::Under) => {
@@ -101,7 +103,11 @@ impl Replication {
                             avoid: self.failures.avoided(&id),
                             corrupt: self.corrupt.get(&id).map(|c| c.as_slice()),
                         };
-                        match plan_copy(limits, &info.locs, target - live, nodes, room) {
+                        let holders = Holders {
+                            confirmed: &info.locs,
+                            unconfirmed: &unconfirmed,
+                        };
+                        match plan_copy(limits, holders, target - live, nodes, room) {
                             Some((source, targets)) => {
                                 self.inflight
                                     .start(id, source, &targets, now_ms + self.timeout_ms);
@@ -124,6 +130,8 @@ impl Replication {
                             }
                         }
                     }
+                    // Only confirmed replicas count and only they are trimmed: a
+                    // forged report can never make a real replica surplus.
                     Some(Priority::Over) => {
                         let mut holders: Vec<&Candidate> = info
                             .locs

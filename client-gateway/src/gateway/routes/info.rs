@@ -1,5 +1,6 @@
 //! `GET /info`: the cluster as the namenode sees it, in richardstore's shape
-//! (`service`, `status`, `namenode`) plus kdfs's totals and every datanode.
+//! (`service`, `status`, `namenode`) plus kdfs's totals, datanode counts by state and
+//! at most `INFO_NODE_LIMIT` datanodes (writable ones first).
 
 use axum::Json;
 use axum::extract::State;
@@ -45,6 +46,8 @@ pub async fn info(State(st): State<AppState>) -> Response {
                 "min_replicas": c.min_replicas,
                 "block_size": c.block_size,
                 "live_datanodes": live,
+                "datanode_counts": c.datanode_counts,
+                "unconfirmed_replicas": c.unconfirmed_replicas,
                 "uptime_secs": st.started.elapsed().as_secs(),
                 "datanodes": c.datanodes,
             }))
