@@ -113,7 +113,8 @@ mod tests {
         );
         assert!(sim.ns.set_zone(&sim.nodes[2], "zone-b"));
         let st = sim.ns.status();
-        assert_eq!(st.nodes[2].node.zone, "zone-b");
+        let node2 = st.nodes.iter().find(|n| n.node.id == sim.nodes[2]);
+        assert_eq!(node2.unwrap().node.zone, "zone-b");
         assert!(!sim.ns.set_zone(&DatanodeId::random(), "z"));
     }
 
@@ -139,8 +140,9 @@ mod tests {
         );
         assert_eq!(pipeline.len(), 2);
         let st = sim.ns.status();
+        let node0 = st.nodes.iter().find(|n| n.node.id == sim.nodes[0]);
         assert_eq!(
-            st.nodes[0].node.state,
+            node0.unwrap().node.state,
             crate::cluster::NodeState::Decommissioning
         );
     }

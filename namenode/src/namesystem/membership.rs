@@ -195,6 +195,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::test_fixtures::*;
+    use super::Outgoing;
 
     #[tokio::test(start_paused = true)]
     async fn a_dead_nodes_blocks_are_scheduled_within_one_heartbeat() {
@@ -228,13 +229,108 @@ mod tests {
         assert_eq!(sim.ns.status().stats.under_replicated, 0);
     }
 
+    /// Finding 4: fake datanodes with plenty of room report a block they were never
+    /// sent. Their replicas are not counted, so no real one is trimmed; reads list
+    /// them last; a copy is never planned from them while a confirmed one exists.
+    #[tokio::test(start_paused = true)]
+    async fn forged_replicas_are_never_counted_so_no_real_one_is_trimmed() {
+        let sim = Sim::new(&[]).with_nodes(4);
+        sim.tick();
+        sim.upload(b"victim", &[0, 1]).await;
+        for fake in [2, 3] {
+            sim.ns
+                .incremental_report(&sim.nodes[fake], &[(block(b"victim"), 6)], &[], &[])
+                .unwrap();
+            sim.report(fake).with(b"victim").full();
+        }
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            for n in 0..4 {
+                assert!(deletes(&sim.beat(n)).is_empty(), "node {n} told to delete");
+            }
+            sim.tick();
+        }
+        let located = sim.locations(b"victim").await;
+        assert_eq!(&located[..2], &[sim.nodes[0], sim.nodes[1]], "real replicas first");
+        assert_eq!(located.len(), 4, "the unconfirmed ones listed last");
+        let st = sim.ns.status();
+        assert_eq!((st.stats.replicas, st.stats.unconfirmed), (2, 2));
+    }
+
+    /// Finding 4: a reader's bad-replica report asks the holder to verify (once, however
+    /// often it is reported) and never drops a location.
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_replica_report_asks_its_holder_to_verify_it() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"data", &[0, 1]).await;
+        for _ in 0..10 {
+            for n in [0, 1] {
+                sim.ns.bad_replica(&block(b"data"), &sim.nodes[n], "test");
+            }
+            // Reports about replicas it does not hold, or unknown nodes, are ignored.
+            sim.ns.bad_replica(&block(b"data"), &sim.nodes[2], "test");
+            sim.ns
+                .bad_replica(&block(b"data"), &kdfs_core::DatanodeId::random(), "test");
+        }
+        sim.tick();
+        assert_eq!(sim.locations(b"data").await.len(), 2, "nothing dropped");
+        for n in [0, 1] {
+            assert_eq!(
+                sim.beat(n),
+                vec![Outgoing::Verify(vec![block(b"data")])],
+                "node {n}"
+            );
+            assert!(sim.beat(n).is_empty(), "once");
+        }
+        assert!(sim.beat(2).is_empty());
+        // The holder finds it corrupt: the usual path takes over.
+        sim.report(1).with(b"data").corrupt();
+        assert_eq!(sim.locations(b"data").await, vec![sim.nodes[0]]);
+    }
+
+    /// Finding 5: registrations that never heartbeat are capped, and forgotten (their
+    /// slots reused) once dead.
+    #[tokio::test(start_paused = true)]
+    async fn pending_registrations_are_capped_and_forgotten_once_dead() {
+        use crate::cluster::MAX_PENDING_REGISTRATIONS;
+        let sim = Sim::new(&[]).with_nodes(2);
+        let reg = crate::cluster::Registration {
+            address: "127.0.0.1:9".into(),
+            ..Default::default()
+        };
+        for _ in 0..MAX_PENDING_REGISTRATIONS {
+            sim.ns.register(kdfs_core::DatanodeId::random(), &reg).unwrap();
+        }
+        let refused = sim.ns.register(kdfs_core::DatanodeId::random(), &reg);
+        assert!(matches!(refused, Err(crate::error::Error::ResourceExhausted(_))));
+        let st = sim.ns.status();
+        assert_eq!((st.counts.live, st.counts.pending), (2, MAX_PENDING_REGISTRATIONS));
+        assert!(st.nodes.len() <= crate::namesystem::status::MAX_STATUS_NODES);
+        assert_eq!(st.nodes[0].node.id, sim.nodes[0], "writable nodes listed first");
+        // Pending nodes take no writes.
+        let lease = sim.ns.begin_upload("f", "", 2).await.unwrap();
+        let pipeline = sim.ns.allocate(&lease.id, &[], 0, 0).unwrap();
+        assert!(pipeline.iter().all(|l| sim.nodes.contains(&l.id)));
+        // Silent past the dead timeout: forgotten, slots free again.
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            sim.beat(0);
+            sim.beat(1);
+            sim.tick();
+        }
+        let st = sim.ns.status();
+        assert_eq!((st.counts.live, st.counts.pending, st.counts.dead), (2, 0, 0));
+        sim.ns.register(kdfs_core::DatanodeId::random(), &reg).unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn surplus_replicas_are_trimmed_unless_another_was_lost_meanwhile() {
         let sim = Sim::new(&[]).with_nodes(3);
         sim.tick();
-        sim.upload(b"twice", &[0, 1]).await;
-        sim.upload(b"thrice", &[0, 1]).await;
-        sim.report(2).with(b"twice").with(b"thrice").full();
+        // Three acks where two are wanted: every replica confirmed, one surplus.
+        sim.upload(b"twice", &[0, 1, 2]).await;
+        sim.upload(b"thrice", &[0, 1, 2]).await;
         // Heartbeats settle every node's storage figures (until then the uploads'
         // bytes make nodes 0 and 1 look fuller, and trims go where space is scarcest).
         for n in 0..3 {

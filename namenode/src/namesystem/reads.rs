@@ -99,6 +99,17 @@ impl NameSystem {
                     };
                     nodes.retain(|n| n.state != NodeState::Dead);
                     nodes.sort_by_key(|n| (n.state != NodeState::Live, n.load.in_flight));
+                    // Unconfirmed replicas last: a reader verifies every byte, so one
+                    // that lies only costs a failover, and a real one may be the
+                    // last copy.
+                    nodes.extend(
+                        self.shared
+                            .blocks
+                            .unconfirmed(b)
+                            .iter()
+                            .filter_map(|n| cluster.node(*n))
+                            .filter(|n| n.state != NodeState::Dead),
+                    );
                     blocks.push(LocatedBlock {
                         id: *b,
                         length: *len,

@@ -294,17 +294,17 @@ mod tests {
         assert_eq!(sim.locations(b"data").await.len(), 2);
     }
 
-    /// Two of three replicas are bad and readers report them one at a time: a copy planned
-    /// between the two reports may take the second bad replica as its source. That copy
-    /// cannot succeed (and no datanode says so), so it is planned again from the good
-    /// replica at the next tick, not after the replication timeout.
+    /// Two of three replicas are bad and their holders find them one at a time (each
+    /// verifying after a reader's report): a copy planned between the two finds may
+    /// take the second bad replica as its source. That copy cannot succeed (and no
+    /// datanode says so), so it is planned again from the good replica at the next
+    /// tick, not after the replication timeout.
     #[tokio::test(start_paused = true)]
-    async fn a_copy_whose_source_is_reported_bad_meanwhile_is_replanned_at_once() {
+    async fn a_copy_whose_source_is_found_corrupt_meanwhile_is_replanned_at_once() {
         let sim = Sim::new(&["--replication", "3"]).with_nodes(3);
         sim.tick();
         sim.upload(b"data", &[0, 1, 2]).await;
-        sim.ns
-            .bad_replica(&block(b"data"), &sim.nodes[0], "checksum mismatch");
+        sim.report(0).with(b"data").corrupt();
         sim.tick();
         let first: Vec<_> = [1, 2]
             .into_iter()
@@ -315,10 +315,9 @@ mod tests {
             panic!("one copy expected, got {first:?}");
         };
         assert_eq!(copies, &vec![(block(b"data"), vec![sim.nodes[0]])]);
-        // The source's replica is bad too (the reader's failover reports it a moment later).
+        // The source's replica is bad too (its verification finds it a moment later).
         let (source, good) = (*source, 3 - *source);
-        sim.ns
-            .bad_replica(&block(b"data"), &sim.nodes[source], "checksum mismatch");
+        sim.report(source).with(b"data").corrupt();
         sim.tick();
         let copies = replications(&sim.beat(good));
         let [(b, targets)] = copies.as_slice() else {
@@ -330,5 +329,22 @@ mod tests {
         let mut want = vec![sim.nodes[0], sim.nodes[source]];
         want.sort();
         assert_eq!(targets, want, "both bad nodes get a good copy");
+    }
+
+    /// After a namenode restart nothing remembers placements: in safe mode full
+    /// reports confirm replicas up to the target; a report beyond it is unconfirmed.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_restart_safe_mode_reports_confirm_up_to_the_target() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"kept", &[0, 1]).await;
+        let sim = sim.restart().await;
+        assert!(sim.ns.in_safe_mode());
+        for n in 0..3 {
+            sim.register(n);
+            sim.report(n).with(b"kept").full();
+        }
+        let st = sim.ns.status();
+        assert_eq!((st.stats.replicas, st.stats.unconfirmed), (2, 1));
     }
 }

@@ -181,24 +181,24 @@ mod tests {
         sim.upload(b"twelve bytes", &[0, 1]).await;
         added(0, b"twelve bytes");
         assert_eq!(all(), vec![12, 12, 0]);
-        // A copy completed on node 2 counts when reported.
+        // A replica reported where the namenode never placed it is not counted.
         added(2, b"twelve bytes");
-        assert_eq!(all(), vec![12, 12, 12]);
+        assert_eq!(all(), vec![12, 12, 0]);
 
         // Reported before its commit (unreferenced until then): counted once, at the
-        // commit that adopts it.
+        // commit that acknowledges it.
         added(2, b"early");
-        assert_eq!(used(2), 12);
+        assert_eq!(used(2), 0);
         sim.upload(b"early", &[2, 0]).await;
         added(2, b"early");
-        assert_eq!(all(), vec![17, 12, 17]);
+        assert_eq!(all(), vec![17, 12, 5]);
 
         // A removed replica lowers it.
         let gone = [block(b"twelve bytes")];
         sim.ns
             .incremental_report(&sim.nodes[1], &[], &gone, &[])
             .unwrap();
-        assert_eq!(all(), vec![17, 0, 17]);
+        assert_eq!(all(), vec![17, 0, 5]);
 
         // The heartbeat's figure is the truth (it counts sidecars too).
         let beat = Load {
@@ -209,6 +209,6 @@ mod tests {
         sim.ns.heartbeat(&sim.nodes[0], beat).unwrap();
         assert_eq!(sim.load_of(0), beat);
         sim.upload(b"later", &[0, 1]).await;
-        assert_eq!(all(), vec![4101, 5, 17]);
+        assert_eq!(all(), vec![4101, 5, 5]);
     }
 }

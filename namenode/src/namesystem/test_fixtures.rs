@@ -123,6 +123,8 @@ impl Sim {
     pub fn register_as(&mut self, reg: Registration) -> DatanodeId {
         let id = DatanodeId::random();
         self.ns.register(id, &reg).unwrap();
+        // As a datanode does: its first heartbeat at once (until then it is pending).
+        self.ns.heartbeat(&id, reg.load).expect("just registered");
         self.nodes.push(id);
         id
     }
@@ -133,6 +135,9 @@ impl Sim {
         self.ns
             .register(self.nodes[node], &Self::registration(node))
             .unwrap();
+        self.ns
+            .heartbeat(&self.nodes[node], Self::load())
+            .expect("just registered");
     }
 
     /// Datanode `i`'s registration: a local address of its own and plenty of room.

@@ -389,7 +389,7 @@ pub async fn get(
 
 pub async fn info(client: &mut Client) -> pb::ClusterInfoResponse {
     client
-        .cluster_info(pb::ClusterInfoRequest {})
+        .cluster_info(pb::ClusterInfoRequest::default())
         .await
         .unwrap()
         .into_inner()
