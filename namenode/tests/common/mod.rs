@@ -142,7 +142,8 @@ impl FakeDatanode {
         &mut self,
         cluster_id: &str,
     ) -> Result<pb::RegisterResponse, tonic::Status> {
-        self.client
+        let reply = self
+            .client
             .register(pb::RegisterRequest {
                 datanode_id: self.id.to_string(),
                 cluster_id: cluster_id.into(),
@@ -156,7 +157,11 @@ impl FakeDatanode {
                 node_name: String::new(),
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner())?;
+        // As a datanode does: its first heartbeat at once (until then it is pending,
+        // and gets no writes).
+        self.heartbeat_reporting(Vec::new()).await?;
+        Ok(reply)
     }
 
     pub async fn heartbeat(&mut self) -> pb::HeartbeatResponse {

@@ -217,7 +217,7 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
 
     // Node 2 was away during the delete and now reports: the tombstoned block (delete
     // at once), an unknown block (kept for now: it may be an upload in progress), and
-    // a referenced block.
+    // a referenced block it was never sent (unconfirmed: listed last, never counted).
     let r = dns[2]
         .full_report(&[
             (block(b"gone"), 4),
@@ -225,7 +225,7 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
             (block(b"keep"), 4),
         ])
         .await;
-    assert_eq!(r.accepted, 1);
+    assert_eq!(r.accepted, 0);
     assert_eq!(dns[2].deletes(), vec![block(b"gone")]);
     assert_eq!(
         get(&mut c, b"keep").await.unwrap().blocks[0].replicas.len(),
@@ -242,7 +242,8 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
     assert!(!ids.contains(&dns[1].id.to_string()));
     assert_eq!(ids.len(), 2);
 
-    // Corrupt replicas reported incrementally leave the map too.
+    // A reader's bad-replica report does not drop the replica: its holder is asked
+    // to verify it.
     c.report_bad_replica(pb::ReportBadReplicaRequest {
         block_id: raw(block(b"keep").as_bytes()),
         datanode_id: dns[0].id.to_string(),
@@ -252,7 +253,13 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
     .unwrap();
     assert_eq!(
         get(&mut c, b"keep").await.unwrap().blocks[0].replicas.len(),
-        1
+        2
+    );
+    let verify = dns[0].heartbeat().await.commands;
+    assert!(
+        verify.iter().any(|c| matches!(&c.kind, Some(pb::command::Kind::Verify(v))
+            if v.block_ids == vec![raw(block(b"keep").as_bytes())])),
+        "{verify:?}"
     );
 
     // A report from an unregistered node is refused.
