@@ -692,10 +692,16 @@ impl Link {
                 }
                 let s = store.clone();
                 match tokio::task::spawn_blocking(move || s.verify(&id)).await {
-                    Ok(Ok(true)) => tracing::info!(block = %id, "replica reported bad verified good"),
-                    Ok(Ok(false)) => tracing::warn!(block = %id, "replica reported bad is corrupt: quarantined"),
+                    Ok(Ok(true)) => {
+                        tracing::info!(block = %id, "replica reported bad verified good")
+                    }
+                    Ok(Ok(false)) => {
+                        tracing::warn!(block = %id, "replica reported bad is corrupt: quarantined")
+                    }
                     Ok(Err(Error::NotFound(_))) => {}
-                    Ok(Err(e)) => tracing::warn!(block = %id, error = %e, "replica could not be verified"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(block = %id, error = %e, "replica could not be verified")
+                    }
                     Err(e) => tracing::warn!(block = %id, error = %e, "verify task failed"),
                 }
             }

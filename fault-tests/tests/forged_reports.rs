@@ -63,7 +63,11 @@ fn assert_real_replicas_intact(c: &ProcessCluster, blocks: &[(String, u64)], whe
                 .block_path(i, id)
                 .unwrap_or_else(|| panic!("{when}: datanode {i} lost its replica of {id}"));
             let bytes = std::fs::read(&path).expect("read a replica");
-            assert_eq!(sha256_hex(&bytes), *id, "{when}: datanode {i}'s replica of {id}");
+            assert_eq!(
+                sha256_hex(&bytes),
+                *id,
+                "{when}: datanode {i}'s replica of {id}"
+            );
         }
     }
 }
@@ -73,7 +77,12 @@ fn forged_reports_never_remove_real_replicas() {
     let c = ProcessCluster::start(Options::default());
     let victim = c.upload(&random_bytes((600 << 10) + 7, 2401)); // 3 blocks
     let files = [victim.clone()];
-    c.wait_replicated("the victim at 3 replicas", Duration::from_secs(30), &files, &[]);
+    c.wait_replicated(
+        "the victim at 3 replicas",
+        Duration::from_secs(30),
+        &files,
+        &[],
+    );
     let blocks: Vec<(String, u64)> = located(&c, &victim.hash)
         .into_iter()
         .map(|(id, len, _)| (id, len))
@@ -83,8 +92,9 @@ fn forged_reports_never_remove_real_replicas() {
     let rt = runtime();
     let _in_runtime = rt.enter();
     let nn = namenode(c.namenode_port);
-    let mut fakes: Vec<FakeDatanode> =
-        rt.block_on(async { futures::future::join_all((0..3).map(|n| FakeDatanode::register(&nn, n))).await });
+    let mut fakes: Vec<FakeDatanode> = rt.block_on(async {
+        futures::future::join_all((0..3).map(|n| FakeDatanode::register(&nn, n))).await
+    });
     for round in 0..ROUNDS {
         rt.block_on(async {
             for f in &mut fakes {
@@ -95,7 +105,11 @@ fn forged_reports_never_remove_real_replicas() {
                 }
             }
         });
-        assert_real_replicas_intact(&c, &blocks, &format!("after {round} rounds of forged reports"));
+        assert_real_replicas_intact(
+            &c,
+            &blocks,
+            &format!("after {round} rounds of forged reports"),
+        );
         // A datanode's own pace (a fake heartbeats like a real one), not a wait for
         // something to happen: every round checks the disks.
         std::thread::sleep(FAKE_INTERVAL);
@@ -113,7 +127,10 @@ fn forged_reports_never_remove_real_replicas() {
             .iter()
             .map(|(_, addr)| c.datanode_index(addr).is_some())
             .collect();
-        assert!(real.len() >= 3 && real[..3].iter().all(|r| *r), "{id}: {replicas:?}");
+        assert!(
+            real.len() >= 3 && real[..3].iter().all(|r| *r),
+            "{id}: {replicas:?}"
+        );
     }
 }
 
@@ -123,7 +140,12 @@ fn bad_replica_reports_are_verified_not_believed() {
     let f = c.upload(&random_bytes((600 << 10) + 3, 2402)); // 3 blocks
     let g = c.upload(&random_bytes((300 << 10) + 9, 2403)); // 2 blocks
     let files = [f.clone(), g.clone()];
-    c.wait_replicated("both files at 3 replicas", Duration::from_secs(30), &files, &[]);
+    c.wait_replicated(
+        "both files at 3 replicas",
+        Duration::from_secs(30),
+        &files,
+        &[],
+    );
 
     let rt = runtime();
     let _in_runtime = rt.enter();
@@ -157,11 +179,18 @@ fn bad_replica_reports_are_verified_not_believed() {
         Duration::from_secs(30),
         || {
             c.datanodes.iter().all(|d| {
-                d.log_text().matches("replica reported bad verified good").count() >= f_blocks.len()
+                d.log_text()
+                    .matches("replica reported bad verified good")
+                    .count()
+                    >= f_blocks.len()
             })
         },
     );
-    assert!(c.fully_replicated(&files, &[]), "{}", c.replication_summary(&files));
+    assert!(
+        c.fully_replicated(&files, &[]),
+        "{}",
+        c.replication_summary(&files)
+    );
     c.verify_all(&files);
     assert_eq!((0..3).map(|i| c.quarantined(i)).sum::<usize>(), 0);
 
@@ -176,7 +205,11 @@ fn bad_replica_reports_are_verified_not_believed() {
     c.wait_until(
         "the corrupt replica quarantined and replaced by a good copy",
         Duration::from_secs(30),
-        || c.quarantined(i) >= 1 && c.corrupt_blocks_on_disk(i).is_empty() && c.block_path(i, id).is_some(),
+        || {
+            c.quarantined(i) >= 1
+                && c.corrupt_blocks_on_disk(i).is_empty()
+                && c.block_path(i, id).is_some()
+        },
     );
     c.wait_replicated("g back at 3 replicas", Duration::from_secs(30), &files, &[]);
     c.verify_all(&files);

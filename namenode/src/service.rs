@@ -399,9 +399,12 @@ impl namenode_server::Namenode for NamenodeService {
                     self.check_identity(peer.as_ref(), &id, None, "block-report")?;
                     // Refused before a single entry is buffered.
                     self.ns.check_reporter(&id)?;
-                    _permit = Some(self.reports.clone().acquire_owned().await.map_err(|_| {
-                        Status::unavailable("the namenode is shutting down")
-                    })?);
+                    _permit =
+                        Some(
+                            self.reports.clone().acquire_owned().await.map_err(|_| {
+                                Status::unavailable("the namenode is shutting down")
+                            })?,
+                        );
                     sender = Some(id);
                 }
                 Some(s) if s != id => {

@@ -7,7 +7,8 @@ use kdfs_proto::pb;
 use kdfs_proto::wire::{self, Location};
 
 use super::model::{
-    ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing, LocatedBlock,
+    ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing,
+    LocatedBlock,
 };
 use super::rpc::{bad_reply, unary};
 use super::{Client, NAMENODE_CALL_TIMEOUT};

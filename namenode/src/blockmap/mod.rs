@@ -484,7 +484,8 @@ impl BlockMap {
             // The report is the node's whole truth: what it no longer lists is neither
             // an unconfirmed replica nor a departed one.
             memory.retain(|_, m| {
-                m.unconfirmed.retain(|n| *n & !SEEN != node || *n & SEEN != 0);
+                m.unconfirmed
+                    .retain(|n| *n & !SEEN != node || *n & SEEN != 0);
                 for n in m.unconfirmed.iter_mut() {
                     *n &= !SEEN;
                 }
@@ -608,50 +609,53 @@ mod tests {
     #[test]
     fn full_report_reconciliation_table() {
         type Expected = (u64, u64, Vec<u8>, u64, Vec<u8>, Vec<u8>);
-        let check = |mapped: &[(u8, &[NodeIdx])],
-                     reported: &[u8],
-                     bootstrap: bool,
-                     expected: Expected| {
-            let m = BlockMap::new();
-            for n in 1..=4 {
-                m.load(b(n), 1, 10, 2);
-            }
-            for (n, locs) in mapped {
-                for l in *locs {
-                    m.add_location(&b(*n), *l);
+        let check =
+            |mapped: &[(u8, &[NodeIdx])], reported: &[u8], bootstrap: bool, expected: Expected| {
+                let m = BlockMap::new();
+                for n in 1..=4 {
+                    m.load(b(n), 1, 10, 2);
                 }
-            }
-            let reports = reported.iter().map(|n| (b(*n), 10)).collect();
-            let out = m.apply_full_report(7, reports, bootstrap);
-            let first = |ids: &[BlockId]| -> Vec<u8> {
-                let mut v: Vec<u8> = ids.iter().map(|id| id.as_bytes()[0]).collect();
-                v.sort_unstable();
-                v
+                for (n, locs) in mapped {
+                    for l in *locs {
+                        m.add_location(&b(*n), *l);
+                    }
+                }
+                let reports = reported.iter().map(|n| (b(*n), 10)).collect();
+                let out = m.apply_full_report(7, reports, bootstrap);
+                let first = |ids: &[BlockId]| -> Vec<u8> {
+                    let mut v: Vec<u8> = ids.iter().map(|id| id.as_bytes()[0]).collect();
+                    v.sort_unstable();
+                    v
+                };
+                let unknown: Vec<BlockId> = out.unknown.iter().map(|(id, _)| *id).collect();
+                let got = (
+                    out.accepted,
+                    out.unconfirmed,
+                    first(&unknown),
+                    out.dropped,
+                    first(&out.dirty),
+                    first(&m.blocks_on(7)),
+                );
+                assert_eq!(
+                    got, expected,
+                    "mapped {mapped:?}, reported {reported:?}, bootstrap {bootstrap}"
+                );
+                // No location keeps the tag once the report is applied.
+                for n in 1..=4 {
+                    assert!(m.get(&b(n)).unwrap().locs.iter().all(|l| l & SEEN == 0));
+                    assert!(m.unconfirmed(&b(n)).iter().all(|l| l & SEEN == 0));
+                }
             };
-            let unknown: Vec<BlockId> = out.unknown.iter().map(|(id, _)| *id).collect();
-            let got = (
-                out.accepted,
-                out.unconfirmed,
-                first(&unknown),
-                out.dropped,
-                first(&out.dirty),
-                first(&m.blocks_on(7)),
-            );
-            assert_eq!(
-                got, expected,
-                "mapped {mapped:?}, reported {reported:?}, bootstrap {bootstrap}"
-            );
-            // No location keeps the tag once the report is applied.
-            for n in 1..=4 {
-                assert!(m.get(&b(n)).unwrap().locs.iter().all(|l| l & SEEN == 0));
-                assert!(m.unconfirmed(&b(n)).iter().all(|l| l & SEEN == 0));
-            }
-        };
         check(&[], &[], true, (0, 0, vec![], 0, vec![], vec![]));
         check(&[], &[1, 2], true, (2, 0, vec![], 0, vec![], vec![1, 2]));
         // Outside safe mode a replica the namenode never placed is not confirmed.
         check(&[], &[1, 2], false, (0, 2, vec![], 0, vec![], vec![]));
-        check(&[(1, &[7])], &[1], false, (1, 0, vec![], 0, vec![], vec![1]));
+        check(
+            &[(1, &[7])],
+            &[1],
+            false,
+            (1, 0, vec![], 0, vec![], vec![1]),
+        );
         check(
             &[(1, &[7]), (2, &[7])],
             &[1],
@@ -659,12 +663,27 @@ mod tests {
             (1, 0, vec![], 1, vec![2], vec![1]),
         );
         check(&[(1, &[7])], &[], false, (0, 0, vec![], 1, vec![1], vec![]));
-        check(&[], &[9, 9, 1], true, (1, 0, vec![9, 9], 0, vec![], vec![1]));
+        check(
+            &[],
+            &[9, 9, 1],
+            true,
+            (1, 0, vec![9, 9], 0, vec![], vec![1]),
+        );
         // A third replica where two are confirmed: unconfirmed even in safe mode, so
         // it never makes the block look over-replicated.
-        check(&[(3, &[0, 1])], &[3], true, (0, 1, vec![], 0, vec![], vec![]));
+        check(
+            &[(3, &[0, 1])],
+            &[3],
+            true,
+            (0, 1, vec![], 0, vec![], vec![]),
+        );
         // Other nodes' replicas are left alone.
-        check(&[(4, &[0, 7])], &[], false, (0, 0, vec![], 1, vec![4], vec![]));
+        check(
+            &[(4, &[0, 7])],
+            &[],
+            false,
+            (0, 0, vec![], 1, vec![4], vec![]),
+        );
     }
 
     /// Forged reports of a block with confirmed replicas: never counted, at most

@@ -186,7 +186,10 @@ impl NameSystem {
             usage.reset(*idx);
             cluster.vacate(*idx);
         }
-        tracing::debug!(nodes = idxs.len(), "dead datanodes forgotten, their slots freed");
+        tracing::debug!(
+            nodes = idxs.len(),
+            "dead datanodes forgotten, their slots freed"
+        );
     }
 }
 
@@ -251,7 +254,11 @@ mod tests {
             sim.tick();
         }
         let located = sim.locations(b"victim").await;
-        assert_eq!(&located[..2], &[sim.nodes[0], sim.nodes[1]], "real replicas first");
+        assert_eq!(
+            &located[..2],
+            &[sim.nodes[0], sim.nodes[1]],
+            "real replicas first"
+        );
         assert_eq!(located.len(), 4, "the unconfirmed ones listed last");
         let st = sim.ns.status();
         assert_eq!((st.stats.replicas, st.stats.unconfirmed), (2, 2));
@@ -300,14 +307,25 @@ mod tests {
             ..Default::default()
         };
         for _ in 0..MAX_PENDING_REGISTRATIONS {
-            sim.ns.register(kdfs_core::DatanodeId::random(), &reg).unwrap();
+            sim.ns
+                .register(kdfs_core::DatanodeId::random(), &reg)
+                .unwrap();
         }
         let refused = sim.ns.register(kdfs_core::DatanodeId::random(), &reg);
-        assert!(matches!(refused, Err(crate::error::Error::ResourceExhausted(_))));
+        assert!(matches!(
+            refused,
+            Err(crate::error::Error::ResourceExhausted(_))
+        ));
         let st = sim.ns.status();
-        assert_eq!((st.counts.live, st.counts.pending), (2, MAX_PENDING_REGISTRATIONS));
+        assert_eq!(
+            (st.counts.live, st.counts.pending),
+            (2, MAX_PENDING_REGISTRATIONS)
+        );
         assert!(st.nodes.len() <= crate::namesystem::status::MAX_STATUS_NODES);
-        assert_eq!(st.nodes[0].node.id, sim.nodes[0], "writable nodes listed first");
+        assert_eq!(
+            st.nodes[0].node.id, sim.nodes[0],
+            "writable nodes listed first"
+        );
         // Pending nodes take no writes.
         let lease = sim.ns.begin_upload("f", "", 2).await.unwrap();
         let pipeline = sim.ns.allocate(&lease.id, &[], 0, 0).unwrap();
@@ -320,8 +338,13 @@ mod tests {
             sim.tick();
         }
         let st = sim.ns.status();
-        assert_eq!((st.counts.live, st.counts.pending, st.counts.dead), (2, 0, 0));
-        sim.ns.register(kdfs_core::DatanodeId::random(), &reg).unwrap();
+        assert_eq!(
+            (st.counts.live, st.counts.pending, st.counts.dead),
+            (2, 0, 0)
+        );
+        sim.ns
+            .register(kdfs_core::DatanodeId::random(), &reg)
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -257,7 +257,9 @@ async fn full_report_reconciles_unknown_tombstoned_and_missing() {
     );
     let verify = dns[0].heartbeat().await.commands;
     assert!(
-        verify.iter().any(|c| matches!(&c.kind, Some(pb::command::Kind::Verify(v))
+        verify
+            .iter()
+            .any(|c| matches!(&c.kind, Some(pb::command::Kind::Verify(v))
             if v.block_ids == vec![raw(block(b"keep").as_bytes())])),
         "{verify:?}"
     );
