@@ -252,7 +252,6 @@ impl Gc {
         self.dead.contains_key(id)
     }
 
-    #[cfg(test)]
     pub fn orphan(&self, id: &BlockId) -> Option<&Orphan> {
         self.orphans.get(id)
     }

@@ -337,9 +337,9 @@ impl NameSystem {
     }
 
     /// The pipeline acks that count (known nodes, not fenced off by a delete delivered
-    /// during the upload), checked against `need` together with the confirmed replicas
-    /// already known (a node's own report of an unreferenced block is not enough: it
-    /// could be forged).
+    /// during the upload, or reported by the node since), checked against `need`
+    /// together with the confirmed replicas already known (a report alone, from a node
+    /// the pipeline did not name, is not enough: it could be forged).
     fn trusted_acks(
         &self,
         lease: &Lease,
@@ -354,13 +354,17 @@ impl NameSystem {
             if let Some(info) = self.shared.blocks.get(&b.id) {
                 known.extend(info.locs.iter().copied());
             }
+            // Nodes that reported the block after any delete of it reached them (a
+            // delivered delete takes the node out of the orphans): their acks stand
+            // even where the fence would doubt them.
+            let reported = gc.orphan(&b.id).map(|o| o.locs.clone()).unwrap_or_default();
             let mut acks = Vec::new();
             let mut fenced = 0;
             for d in &b.replicas {
                 let Some(idx) = cluster.live_index(d) else {
                     continue;
                 };
-                if gc.ack_trusted(&b.id, idx, lease.begin_ms) {
+                if gc.ack_trusted(&b.id, idx, lease.begin_ms) || reported.contains(&idx) {
                     acks.push(idx);
                     known.insert(idx);
                 } else {
