@@ -59,6 +59,9 @@ pub enum Cmd {
     Trim(Vec<BlockId>),
     /// Remove replicas found corrupt, now that the block is healthy again.
     DropCorrupt(Vec<BlockId>),
+    /// Remove unconfirmed replicas (the namenode never placed them there) of blocks
+    /// with enough confirmed ones; dropped at delivery if that no longer holds.
+    DropUnconfirmed(Vec<BlockId>),
 }
 
 /// What a datanode says about itself at registration.

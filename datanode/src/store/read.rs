@@ -369,6 +369,28 @@ mod tests {
     use super::super::open_for_test as open;
     use super::*;
 
+    /// `VerifyBlocks` (a reader's bad-replica report): a good replica passes and stays,
+    /// a flipped byte is found, quarantined and reported corrupt.
+    #[test]
+    fn verify_passes_good_replicas_and_quarantines_corrupt_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let data: Vec<u8> = (0..(READ_PIECE + 777)).map(|i| (i % 253) as u8).collect();
+        let c = store.put(&data).unwrap();
+        let _ = store.events().drain();
+        assert!(store.verify(&c.id).unwrap());
+        assert!(store.contains(&c.id));
+        let path = store.block_path(&c.id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[READ_PIECE / 2] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(!store.verify(&c.id).unwrap());
+        assert!(!store.contains(&c.id), "quarantined");
+        let events = store.events().drain().events;
+        assert_eq!(events, vec![crate::store::Event::Corrupt(c.id)]);
+        assert!(matches!(store.verify(&c.id), Err(Error::NotFound(_))));
+    }
+
     #[test]
     fn pieces_end_on_read_piece_boundaries() {
         let dir = tempfile::tempdir().unwrap();

@@ -124,7 +124,8 @@ pub struct Stats {
 pub struct ReportOutcome {
     /// Replicas of referenced blocks now mapped to the node as confirmed.
     pub accepted: u64,
-    /// Replicas of referenced blocks the namenode never placed on the node.
+    /// Replicas of referenced blocks the namenode never placed on the node (newly
+    /// remembered ones are in `dirty` too: they may be surplus).
     pub unconfirmed: u64,
     /// Reported blocks no live file references: for `gc.rs` to judge.
     pub unknown: Vec<(BlockId, u64)>,
@@ -465,6 +466,7 @@ impl BlockMap {
                 } else if m.unconfirmed.len() < MAX_UNCONFIRMED {
                     out.unconfirmed += 1;
                     m.unconfirmed.push(node | SEEN);
+                    out.dirty.push(id);
                 }
                 if m.is_empty() {
                     memory.remove(&id);
@@ -649,7 +651,7 @@ mod tests {
         check(&[], &[], true, (0, 0, vec![], 0, vec![], vec![]));
         check(&[], &[1, 2], true, (2, 0, vec![], 0, vec![], vec![1, 2]));
         // Outside safe mode a replica the namenode never placed is not confirmed.
-        check(&[], &[1, 2], false, (0, 2, vec![], 0, vec![], vec![]));
+        check(&[], &[1, 2], false, (0, 2, vec![], 0, vec![1, 2], vec![]));
         check(
             &[(1, &[7])],
             &[1],
@@ -669,13 +671,13 @@ mod tests {
             true,
             (1, 0, vec![9, 9], 0, vec![], vec![1]),
         );
-        // A third replica where two are confirmed: unconfirmed even in safe mode, so
-        // it never makes the block look over-replicated.
+        // A third replica where two are confirmed: unconfirmed even in safe mode, never
+        // counted (dirty: it is surplus, to be dropped).
         check(
             &[(3, &[0, 1])],
             &[3],
             true,
-            (0, 1, vec![], 0, vec![], vec![]),
+            (0, 1, vec![], 0, vec![3], vec![]),
         );
         // Other nodes' replicas are left alone.
         check(

@@ -93,6 +93,7 @@ impl NameSystem {
         let mut out = Vec::new();
         let mut trims = Vec::new();
         let mut corrupt = Vec::new();
+        let mut unconfirmed = Vec::new();
         for c in cmds {
             match c {
                 Cmd::Replicate {
@@ -109,6 +110,7 @@ impl NameSystem {
                 }),
                 Cmd::Trim(ids) => trims.extend(ids),
                 Cmd::DropCorrupt(ids) => corrupt.extend(ids),
+                Cmd::DropUnconfirmed(ids) => unconfirmed.extend(ids),
             }
         }
         let verify = cluster.take_verifications(idx, Instant::now(), VERIFY_PER_HEARTBEAT);
@@ -128,6 +130,14 @@ impl NameSystem {
             None => false,
         });
         trims.extend(corrupt);
+        // An unconfirmed replica goes only while its block still has enough confirmed
+        // ones; otherwise the node keeps it (and reports it again).
+        unconfirmed.retain(|b| {
+            blocks
+                .get(b)
+                .is_some_and(|info| info.locs.len() >= (info.target as usize).max(1))
+        });
+        trims.extend(unconfirmed);
         let mut deletes = self.take_deletes(idx, now_ms);
         if !trims.is_empty() {
             let mut gc = lock(&self.shared.gc);
@@ -234,25 +244,21 @@ mod tests {
 
     /// Finding 4: fake datanodes with plenty of room report a block they were never
     /// sent. Their replicas are not counted, so no real one is trimmed; reads list
-    /// them last; a copy is never planned from them while a confirmed one exists.
+    /// them last; being surplus, they are the ones told to go.
     #[tokio::test(start_paused = true)]
     async fn forged_replicas_are_never_counted_so_no_real_one_is_trimmed() {
         let sim = Sim::new(&[]).with_nodes(4);
         sim.tick();
         sim.upload(b"victim", &[0, 1]).await;
-        for fake in [2, 3] {
-            sim.ns
-                .incremental_report(&sim.nodes[fake], &[(block(b"victim"), 6)], &[], &[])
-                .unwrap();
-            sim.report(fake).with(b"victim").full();
-        }
-        for _ in 0..5 {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            for n in 0..4 {
-                assert!(deletes(&sim.beat(n)).is_empty(), "node {n} told to delete");
+        let forge = |sim: &Sim| {
+            for fake in [2, 3] {
+                sim.ns
+                    .incremental_report(&sim.nodes[fake], &[(block(b"victim"), 6)], &[], &[])
+                    .unwrap();
+                sim.report(fake).with(b"victim").full();
             }
-            sim.tick();
-        }
+        };
+        forge(&sim);
         let located = sim.locations(b"victim").await;
         assert_eq!(
             &located[..2],
@@ -262,6 +268,26 @@ mod tests {
         assert_eq!(located.len(), 4, "the unconfirmed ones listed last");
         let st = sim.ns.status();
         assert_eq!((st.stats.replicas, st.stats.unconfirmed), (2, 2));
+        let mut dropped = 0;
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            sim.tick();
+            for n in 0..4 {
+                let d = deletes(&sim.beat(n));
+                assert!(n >= 2 || d.is_empty(), "real node {n} told to delete");
+                dropped += d.len();
+            }
+            forge(&sim);
+        }
+        assert!(
+            dropped > 0,
+            "the surplus unconfirmed replicas were never dropped"
+        );
+        assert_eq!(
+            &sim.locations(b"victim").await[..2],
+            &[sim.nodes[0], sim.nodes[1]]
+        );
+        assert_eq!(sim.ns.status().stats.replicas, 2);
     }
 
     /// Finding 4: a reader's bad-replica report asks the holder to verify (once, however

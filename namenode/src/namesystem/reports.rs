@@ -121,7 +121,10 @@ impl NameSystem {
                         gained.push(a.length);
                     }
                 }
-                Some(Reported::Unconfirmed) => unconfirmed += 1,
+                Some(Reported::Unconfirmed) => {
+                    unconfirmed += 1;
+                    dirty.push(*b);
+                }
                 None => unknown.push((*b, *len)),
             }
         }

@@ -104,7 +104,8 @@ impl Replication {
 
     /// Replicas that count, and the priority they give the block. Only confirmed
     /// replicas (`locs`) count; a block held only by unconfirmed ones (`unconfirmed`)
-    /// is as urgent as a last replica, copied from them (its target checks the hash).
+    /// is as urgent as a last replica, copied from them (its target checks the hash);
+    /// unconfirmed ones of a block with enough confirmed replicas are surplus.
     fn judge(
         &self,
         id: &BlockId,
@@ -114,6 +115,8 @@ impl Replication {
     ) -> (usize, Option<Priority>) {
         match judge(locs, target, self.corrupt.contains_key(id), &self.retiring) {
             (0, None) if unconfirmed && target > 0 => (0, Some(Priority::OneReplica)),
+            // Enough confirmed replicas: the unconfirmed ones are surplus.
+            (live, None) if unconfirmed && live >= target.max(1) => (live, Some(Priority::Over)),
             j => j,
         }
     }

@@ -146,6 +146,14 @@ impl Replication {
                             blocks.remove_location(&id, c.node);
                             out.push((c.node, Cmd::Trim(vec![id])));
                         }
+                        // Unconfirmed replicas go once the confirmed ones suffice (a real
+                        // one, say of a node killed mid-pipeline, is surplus then).
+                        if live >= target.max(1) {
+                            for n in unconfirmed {
+                                blocks.remove_location(&id, n);
+                                out.push((n, Cmd::DropUnconfirmed(vec![id])));
+                            }
+                        }
                     }
                 }
             }
