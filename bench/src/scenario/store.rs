@@ -197,13 +197,9 @@ async fn wait_live(
 ) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
-        if let Ok(info) = nn.cluster_info(ClusterInfoRequest {}).await {
-            let live = info
-                .into_inner()
-                .datanodes
-                .iter()
-                .filter(|d| d.state == kdfs_proto::pb::DatanodeState::Live as i32)
-                .count();
+        if let Ok(info) = nn.cluster_info(ClusterInfoRequest::default()).await {
+            // Heartbeating nodes, which take writes (not those still registering).
+            let live = info.into_inner().live_datanodes as usize;
             if live >= n {
                 return Ok(());
             }
