@@ -225,7 +225,14 @@ impl Client {
     pub fn read(&self, info: &FileInfo, range: ByteRange) -> Download {
         let whole_file = range.start == 0 && range.end == info.record.size;
         // A file of one block has its block's id (checked), which its block's hash proves.
-        let file_id = (whole_file && info.blocks.len() > 1).then_some(info.record.id);
+        // A block list this gateway already proved to be the content needs no second pass.
+        let file_id = (whole_file
+            && info.blocks.len() > 1
+            && !self
+                .inner
+                .proven
+                .is_proven(info.record.id, block_list(&info.blocks)))
+        .then_some(info.record.id);
         self.stream(info, range, file_id)
     }
 
@@ -317,12 +324,23 @@ async fn drive(
         }
     }
     if let Some(c) = check {
+        let id = c.id;
         let _ = match c.finish().await {
-            Ok(Some(last)) => out.send(Ok(last)).await,
-            Ok(None) => Ok(()),
+            Ok(last) => {
+                client.inner.proven.prove(id, block_list(&blocks));
+                match last {
+                    Some(last) => out.send(Ok(last)).await,
+                    None => Ok(()),
+                }
+            }
             Err(e) => out.send(Err(e)).await,
         };
     }
+}
+
+/// A located block list as [`super::proven`] keys it.
+fn block_list(blocks: &[LocatedBlock]) -> impl Iterator<Item = (&BlockId, u64)> {
+    blocks.iter().map(|b| (&b.id, b.length))
 }
 
 /// Pieces queued for a whole-file hasher: a slower hasher slows the stream down

@@ -28,6 +28,7 @@ pub(crate) mod driver;
 pub(crate) mod lease;
 mod metadata;
 pub mod model;
+pub(crate) mod proven;
 pub(crate) mod recovery;
 pub(crate) mod rpc;
 pub(crate) mod source;
@@ -140,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) spool_files: Arc<spool::SpoolFiles>,
     /// Gathers small uploads into batches (started by the first).
     pub(crate) batcher: batch::Batcher,
+    /// Multi-block files whose block list this process saw hash to their id.
+    pub(crate) proven: proven::ProvenFiles,
 }
 
 impl Client {
@@ -161,6 +164,7 @@ impl Client {
                 budget,
                 spool_files: Arc::default(),
                 batcher: Default::default(),
+                proven: proven::ProvenFiles::new(proven::CAPACITY),
             }),
         })
     }

@@ -294,6 +294,7 @@ impl Client {
                 .collect(),
         };
         let mut attempts = 0;
+        let mut kept = false;
         let (resp, record) = loop {
             let (resp, back) = commit_detached(self.nn(), req.clone(), guard).await?;
             guard = back;
@@ -322,6 +323,7 @@ impl Client {
             {
                 // Our lease ends (the guard abandons it) and our blocks become orphans.
                 Verdict::Keep(record) => {
+                    kept = true;
                     let resp = pb::CommitFileResponse {
                         existed: true,
                         ..Default::default()
@@ -344,6 +346,14 @@ impl Client {
         drop(guard);
         if record.id != file_id {
             return Err(bad_reply("CommitFile returned another file id"));
+        }
+        // We hashed these bytes ourselves, and the namenode answers `existed` only for a
+        // record of this very block list; a kept record of another cut was proven by the
+        // read that kept it, not as this list, so it is left out.
+        if !kept && blocks.len() > 1 {
+            self.inner
+                .proven
+                .prove(file_id, blocks.iter().map(|b| (&b.id, b.length)));
         }
         metrics::counter!("kdfs_gateway_uploads_total").increment(1);
         info!(
