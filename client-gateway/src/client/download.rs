@@ -226,13 +226,17 @@ impl Client {
         let whole_file = range.start == 0 && range.end == info.record.size;
         // A file of one block has its block's id (checked), which its block's hash proves.
         // A block list this gateway already proved to be the content needs no second pass.
-        let file_id = (whole_file
-            && info.blocks.len() > 1
-            && !self
+        let mut file_id = None;
+        if whole_file && info.blocks.len() > 1 {
+            let proven = self
                 .inner
                 .proven
-                .is_proven(info.record.id, block_list(&info.blocks)))
-        .then_some(info.record.id);
+                .is_proven(info.record.id, block_list(&info.blocks));
+            let check = if proven { "proven" } else { "hashed" };
+            metrics::counter!("kdfs_gateway_whole_file_checks_total", "check" => check)
+                .increment(1);
+            file_id = (!proven).then_some(info.record.id);
+        }
         self.stream(info, range, file_id)
     }
 
