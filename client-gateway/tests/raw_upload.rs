@@ -73,29 +73,14 @@ async fn file_info(c: &reqwest::Client, url: &str, hash: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// The gateway's counter `name` (0 before it is first counted).
-async fn counter(c: &reqwest::Client, url: &str, name: &str) -> u64 {
-    let page = c
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
-}
-
 /// The gateway's `kdfs_gateway_upload_batches_total`.
 async fn batches(c: &reqwest::Client, url: &str) -> u64 {
-    counter(c, url, "kdfs_gateway_upload_batches_total").await
+    support::metric(c, url, "kdfs_gateway_upload_batches_total").await as u64
 }
 
 /// The gateway's `kdfs_gateway_blocks_written_total`.
 async fn blocks_written(c: &reqwest::Client, url: &str) -> u64 {
-    counter(c, url, "kdfs_gateway_blocks_written_total").await
+    support::metric(c, url, "kdfs_gateway_blocks_written_total").await as u64
 }
 
 /// Waits until the gateway has written `n` more blocks than `before`.
