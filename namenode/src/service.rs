@@ -106,10 +106,7 @@ impl NamenodeService {
             },
         };
         tls::check_names(leaf, &host).map_err(|reason| {
-            let client = peer
-                .and_then(|p| p.remote_addr)
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let client = PeerInfo::client_address(peer);
             tracing::info!(
                 target: AUDIT_TARGET,
                 action,

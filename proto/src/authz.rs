@@ -156,10 +156,7 @@ where
         match self.rules.decide(path, peer, self.mtls) {
             Ok(_) => Either::Right(self.inner.call(request)),
             Err(refusal) => {
-                let client = peer
-                    .and_then(|p| p.remote_addr)
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
+                let client = PeerInfo::client_address(peer);
                 tracing::info!(
                     target: AUDIT_TARGET,
                     action = "rpc",

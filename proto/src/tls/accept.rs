@@ -266,6 +266,13 @@ impl PeerInfo {
     pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.certs.as_deref().and_then(|c| c.first())
     }
+
+    /// The client's address for an audit line (empty when unknown).
+    pub fn client_address(peer: Option<&PeerInfo>) -> String {
+        peer.and_then(|p| p.remote_addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
 }
 
 impl tonic::transport::server::Connected for Conn {
