@@ -50,9 +50,9 @@ pub const INCREMENTAL_BATCH_WINDOW: Duration = Duration::from_millis(300);
 /// Retry delays towards an unreachable namenode: from the first to the cap, doubling.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A delete command must run within this long of its arrival or not at all: the
-/// namenode's fence assumes delivered deletes execute within 10 s
-/// (`DELETE_EXECUTION_MARGIN_MS`), so a late delete can never hit a re-upload.
+/// How long one delete command may take; what it did not reach is reported again as
+/// held, for the namenode to decide anew. (Not a safety margin: a delete only removes
+/// a replica written before the namenode decided it, whenever it runs.)
 pub const DELETE_DEADLINE: Duration = Duration::from_secs(8);
 /// Bytes of a failed copy's reason sent to the namenode (for its log).
 const MAX_REASON: usize = 256;
@@ -393,6 +393,7 @@ impl Link {
             version: kdfs_core::VERSION.to_owned(),
             pod_name: self.cfg.pod_name.clone(),
             node_name: self.cfg.node_name.clone(),
+            write_generation: self.node.store.write_generation(),
         };
         let mut client = self.client.clone();
         let reply = match client.register(with_timeout(req)).await {
@@ -438,6 +439,7 @@ impl Link {
             blocks: self.node.store.block_count() as u64,
             failed_copies,
             newest_block_key: self.node.keys.newest(),
+            write_generation: self.node.store.write_generation(),
         };
         let mut client = self.client.clone();
         match client.heartbeat(with_timeout(req.clone())).await {
@@ -479,6 +481,7 @@ impl Link {
                 .map(|(id, length)| BlockEntry {
                     id: wire::raw(id.as_bytes()),
                     length,
+                    ..BlockEntry::default()
                 })
                 .collect();
             // An empty store still sends one (empty) chunk naming the datanode.
@@ -573,9 +576,14 @@ impl Link {
             };
             for e in batch {
                 match e {
-                    Event::Added { id, length } => req.added.push(BlockEntry {
+                    Event::Added {
+                        id,
+                        length,
+                        generation,
+                    } => req.added.push(BlockEntry {
                         id: wire::raw(id.as_bytes()),
                         length: *length,
+                        generation: *generation,
                     }),
                     Event::Removed(id) => req.removed.push(wire::raw(id.as_bytes())),
                     Event::Corrupt(id) => req.corrupt.push(wire::raw(id.as_bytes())),
@@ -606,18 +614,28 @@ impl Link {
                         }
                     };
                     let store = self.node.store.clone();
+                    let below = d.below_generation;
                     let deadline = std::time::Instant::now() + DELETE_DEADLINE;
-                    self.tasks.spawn_blocking(move || match store.delete_many(&ids, deadline) {
-                        Ok(o) if o.skipped.is_empty() => {
-                            tracing::info!(requested = ids.len(), deleted = o.deleted, "delete command executed");
+                    self.tasks.spawn_blocking(move || {
+                        match store.delete_many(&ids, below, deadline) {
+                            Ok(o) if o.skipped.is_empty() => {
+                                tracing::info!(
+                                    requested = ids.len(),
+                                    deleted = o.deleted,
+                                    kept = o.kept.len(),
+                                    below,
+                                    "delete command executed"
+                                );
+                            }
+                            Ok(o) => tracing::warn!(
+                                requested = ids.len(),
+                                deleted = o.deleted,
+                                kept = o.kept.len(),
+                                skipped = o.skipped.len(),
+                                "delete command ran past its deadline; the rest is reported again"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "delete command failed"),
                         }
-                        Ok(o) => tracing::warn!(
-                            requested = ids.len(),
-                            deleted = o.deleted,
-                            skipped = o.skipped.len(),
-                            "delete command ran past its deadline; the rest is left to the next full report"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "delete command failed"),
                     });
                 }
                 Some(Kind::Replicate(r)) => {

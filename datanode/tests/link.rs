@@ -133,6 +133,8 @@ async fn delete_command_removes_the_block_and_is_reported() {
         s.pending.push(Command {
             kind: Some(Kind::Delete(DeleteBlocks {
                 block_ids: vec![kdfs_proto::wire::raw(id.as_bytes())],
+                // Any generation the node reported after the write.
+                below_generation: u64::MAX,
             })),
         })
     });

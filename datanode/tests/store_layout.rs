@@ -100,7 +100,8 @@ fn batch_delete_honours_its_deadline() {
     let store = open_store(dir.path());
     let ids: Vec<BlockId> = (0..5u8).map(|i| store.put(&[i; 100]).unwrap().id).collect();
     store.events().drain();
-    let late = store.delete_many(&ids[..2], Instant::now()).unwrap();
+    let below = store.write_generation();
+    let late = store.delete_many(&ids[..2], below, Instant::now()).unwrap();
     assert_eq!(
         (late.deleted, late.skipped.len()),
         (0, 2),
@@ -110,6 +111,7 @@ fn batch_delete_honours_its_deadline() {
     let o = store
         .delete_many(
             &[ids[0], ids[1], absent],
+            below,
             Instant::now() + Duration::from_secs(5),
         )
         .unwrap();
@@ -117,9 +119,13 @@ fn batch_delete_honours_its_deadline() {
     assert_eq!(store.block_count(), 3);
     // Three small blocks left, without sidecars.
     assert_eq!(files_in(&dir.path().join("blocks")).len(), 3);
+    // The two past the deadline were reported again as held, then removed.
+    let events = store.events().drain().events;
+    assert!(matches!(events[0], Event::Added { id, .. } if id == ids[0]));
+    assert!(matches!(events[1], Event::Added { id, .. } if id == ids[1]));
     assert_eq!(
-        store.events().drain().events,
-        vec![Event::Removed(ids[0]), Event::Removed(ids[1])]
+        events[2..],
+        [Event::Removed(ids[0]), Event::Removed(ids[1])]
     );
 }
 

@@ -35,22 +35,28 @@ fn put_get_round_trip_and_layout() {
     assert_eq!(fs::read(&path).unwrap(), data);
     assert!(path.with_file_name(format!("{hex}.crc")).is_file());
     assert_eq!(store.length(&c.id), Some(200_000));
+    let first = store.generation(&c.id).unwrap();
     assert_eq!(
         store.events().drain().events,
         vec![Event::Added {
             id: c.id,
-            length: 200_000
+            length: 200_000,
+            generation: first,
         }]
     );
     // Writing it again is a no-op success that reports the replica again (the
-    // namenode may have dropped it, and a copy sent here waits for the report).
+    // namenode may have dropped it, and a copy sent here waits for the report), at a
+    // new write generation (a delete decided before this write must spare it).
     let again = store.put(&data).unwrap();
     assert!(again.existed);
+    let second = store.generation(&c.id).unwrap();
+    assert!(second > first);
     assert_eq!(
         store.events().drain().events,
         vec![Event::Added {
             id: c.id,
-            length: 200_000
+            length: 200_000,
+            generation: second,
         }]
     );
     assert!(temp_files(&dir.path().join("tmp")).is_empty());

@@ -48,6 +48,7 @@ fn a_registration_flood_keeps_readiness_and_cluster_info_bounded() {
                     version: "v".repeat(64),
                     pod_name: String::new(),
                     node_name: String::new(),
+                    write_generation: 0,
                 };
                 async move {
                     match timed(nn.register(req)).await {
@@ -119,6 +120,7 @@ fn a_full_report_from_an_unregistered_node_is_refused_at_its_first_chunk() {
         blocks: vec![pb::BlockEntry {
             id: vec![7u8; 32].into(),
             length: 1,
+            ..Default::default()
         }],
     };
     // One chunk, then a stream that never ends.

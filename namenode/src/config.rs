@@ -112,7 +112,9 @@ pub struct Config {
     /// How long tombstones of deleted files are kept.
     #[arg(long, env = "KDFS_TOMBSTONE_RETENTION", default_value = DEFAULT_TOMBSTONE_RETENTION)]
     pub tombstone_retention: HumanDuration,
-    /// Delay between deleting a file and deleting its unreferenced replicas.
+    /// Delay between deleting a file and deleting its unreferenced replicas (spares the
+    /// datanodes deletes of content uploaded again at once; a re-upload is safe at any
+    /// moment, deletes being conditional on write generations).
     #[arg(long, env = "KDFS_DELETE_GRACE", default_value = DEFAULT_DELETE_GRACE)]
     pub delete_grace: HumanDuration,
     /// Safe mode ends once this fraction of known blocks has been reported.

@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod file_ids;
 mod gc;
+mod generations;
 mod http;
 mod kubernetes;
 mod meta;

@@ -17,6 +17,7 @@ use tracing::{Instrument, Span, instrument};
 use crate::block_keys::BlockKeys;
 use crate::cluster::{Load, NodeState, Registration};
 use crate::error::Error;
+use crate::gc::Deletes;
 use crate::meta::FileRecord;
 use crate::namesystem::membership::Outgoing;
 use crate::namesystem::reads::FileView;
@@ -169,6 +170,7 @@ fn record(r: &FileRecord) -> pb::FileRecord {
             .map(|(b, len)| pb::BlockEntry {
                 id: raw_block(b),
                 length: *len,
+                ..pb::BlockEntry::default()
             })
             .collect(),
     }
@@ -179,9 +181,7 @@ fn commands(out: Vec<Outgoing>, keys: &BlockKeys, node: DatanodeId) -> Vec<pb::C
     out.into_iter()
         .map(|c| pb::Command {
             kind: Some(match c {
-                Outgoing::Delete(ids) => pb::command::Kind::Delete(pb::DeleteBlocks {
-                    block_ids: ids.iter().map(raw_block).collect(),
-                }),
+                Outgoing::Delete(d) => pb::command::Kind::Delete(delete_blocks(&d)),
                 Outgoing::Verify(ids) => pb::command::Kind::Verify(pb::VerifyBlocks {
                     block_ids: ids.iter().map(raw_block).collect(),
                 }),
@@ -200,15 +200,20 @@ fn commands(out: Vec<Outgoing>, keys: &BlockKeys, node: DatanodeId) -> Vec<pb::C
         .collect()
 }
 
-fn deletes(ids: Vec<BlockId>) -> Vec<pb::Command> {
-    if ids.is_empty() {
-        Vec::new()
-    } else {
-        vec![pb::Command {
-            kind: Some(pb::command::Kind::Delete(pb::DeleteBlocks {
-                block_ids: ids.iter().map(raw_block).collect(),
-            })),
-        }]
+fn delete_blocks(d: &Deletes) -> pb::DeleteBlocks {
+    pb::DeleteBlocks {
+        block_ids: d.blocks.iter().map(raw_block).collect(),
+        below_generation: d.below,
+    }
+}
+
+/// A report's reply: its delete command, if it has blocks.
+fn deletes(d: Option<Deletes>) -> Vec<pb::Command> {
+    match d {
+        Some(d) if !d.blocks.is_empty() => vec![pb::Command {
+            kind: Some(pb::command::Kind::Delete(delete_blocks(&d))),
+        }],
+        _ => Vec::new(),
     }
 }
 
@@ -240,10 +245,10 @@ fn failed_copies(raw: &[pb::FailedCopy]) -> Result<Vec<FailedCopy>, Status> {
         .collect()
 }
 
-/// Reported replicas: (block id, length) pairs.
-fn block_entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64)>, Status> {
+/// Reported replicas: block id, length, write generation.
+fn block_entries(field: &str, raw: &[pb::BlockEntry]) -> Result<Vec<(BlockId, u64, u64)>, Status> {
     raw.iter()
-        .map(|e| Ok((wire::block_id(field, &e.id)?, e.length)))
+        .map(|e| Ok((wire::block_id(field, &e.id)?, e.length, e.generation)))
         .collect()
 }
 
@@ -314,6 +319,7 @@ impl namenode_server::Namenode for NamenodeService {
                 available: r.available,
                 in_flight: 0,
                 blocks: 0,
+                write_generation: r.write_generation,
             },
         };
         let cluster_id = self.ns.register(id, &reg)?;
@@ -349,6 +355,7 @@ impl namenode_server::Namenode for NamenodeService {
             available: r.available,
             in_flight: r.in_flight,
             blocks: r.blocks,
+            write_generation: r.write_generation,
         };
         self.ns.copies_failed(&id, &failed);
         Ok(Response::new(match self.ns.heartbeat(&id, load) {

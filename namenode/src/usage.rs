@@ -20,6 +20,8 @@ pub struct Load {
     pub available: u64,
     pub in_flight: u32,
     pub blocks: u64,
+    /// The node's write generation counter (what its deletes may name: `crate::gc`).
+    pub write_generation: u64,
 }
 
 /// Replica bytes and blocks per node since its last heartbeat (may be negative).
@@ -114,6 +116,7 @@ mod tests {
             available,
             blocks,
             in_flight: 2,
+            write_generation: 0,
         }
     }
 

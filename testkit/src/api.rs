@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::data::sha256_hex;
-use crate::wait::wait_until_blocking;
 
 /// A failed HTTP call: its status (0 if no response came) and body.
 #[derive(Debug, Clone)]
@@ -114,33 +113,6 @@ impl Api {
             hash: want,
             len: data.len(),
         }
-    }
-
-    /// Uploads `data`, retrying while the namenode's delete fence refuses the commit
-    /// with 409 ("a delete of the same content raced with this upload: retry it"), as a
-    /// client is told to. Returns the file and how many times it was refused; panics on
-    /// any other failure or if `deadline` passes.
-    pub fn upload_retrying_conflicts(&self, data: &[u8], deadline: Duration) -> (Stored, usize) {
-        let want = sha256_hex(data);
-        let mut refusals = 0;
-        wait_until_blocking("an upload not refused with 409", deadline, || {
-            match self.try_upload_named("retried.bin", data.to_vec()) {
-                Ok(v) => {
-                    assert_eq!(v["hash"].as_str(), Some(want.as_str()), "upload answer {v}");
-                    true
-                }
-                Err(e) if e.status == 409 => {
-                    refusals += 1;
-                    false
-                }
-                Err(e) => panic!("upload of {} bytes failed: {e}", data.len()),
-            }
-        });
-        let stored = Stored {
-            hash: want,
-            len: data.len(),
-        };
-        (stored, refusals)
     }
 
     /// `GET /download?hash=`; the body or the failure.

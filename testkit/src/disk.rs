@@ -19,16 +19,7 @@ impl ProcessCluster {
 
     /// Block ids stored on datanode `i`'s disk (files under `blocks/`, sidecars excluded).
     pub fn blocks_on_disk(&self, i: usize) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        walk(&self.datanode_dir(i).join("blocks"), &mut |p| {
-            if let Some(name) = p.file_name().and_then(|n| n.to_str())
-                && name.len() == 64
-                && name.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                out.insert(name.to_owned());
-            }
-        });
-        out
+        block_names(&self.datanode_dir(i).join("blocks"))
     }
 
     /// Block files on datanode `i`'s disk whose bytes do not hash to their name.
@@ -98,6 +89,21 @@ fn walk(dir: &Path, f: &mut impl FnMut(&Path)) {
             Err(_) => {}
         }
     }
+}
+
+/// Block ids of the block files under a datanode's `blocks/` directory (sidecars and
+/// anything else excluded).
+pub fn block_names(blocks: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    walk(blocks, &mut |p| {
+        if let Some(name) = p.file_name().and_then(|n| n.to_str())
+            && name.len() == 64
+            && name.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            out.insert(name.to_owned());
+        }
+    });
+    out
 }
 
 /// The first file named exactly `name` under `dir`, searched recursively (a block by

@@ -366,6 +366,7 @@ async fn nn_reports(
                     .map(|b| pb::BlockEntry {
                         id: raw(b.as_bytes()),
                         length: 1,
+                        ..Default::default()
                     })
                     .collect(),
             })

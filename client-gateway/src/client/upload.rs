@@ -337,6 +337,7 @@ impl Client {
                             .map(|b| pb::BlockEntry {
                                 id: wire::raw(b.id.as_bytes()),
                                 length: b.length,
+                                ..Default::default()
                             })
                             .collect(),
                     });

@@ -59,6 +59,8 @@ pub struct TestCluster {
     pub namenode_http: String,
     pub gateway: Gateway,
     datanodes: Vec<Datanode>,
+    /// What each datanode reports as its capacity (for restarts).
+    capacity: String,
     nn_token: CancellationToken,
     nn_task: JoinHandle<()>,
 }
@@ -122,6 +124,7 @@ impl TestCluster {
             namenode_http,
             gateway,
             datanodes: dns,
+            capacity: spec.capacity.clone(),
             nn_token,
             nn_task,
         };
@@ -225,6 +228,32 @@ impl TestCluster {
         if let Some(rt) = self.datanodes[i].runtime.take() {
             rt.shutdown_background();
         }
+    }
+
+    /// Starts killed datanode `i` again on its data directory (the same datanode id,
+    /// a new address), once the killed one's last blocking task let go of the
+    /// directory's lock.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(
+            self.datanodes[i].runtime.is_none(),
+            "datanode {i} is running"
+        );
+        let data = self.dir.path().join(format!("datanode-{i}"));
+        wait_until("the killed datanode's store released", DEADLINE, || {
+            let data = data.clone();
+            async move {
+                kdfs_datanode::store::Store::open(kdfs_datanode::store::StoreConfig::new(data))
+                    .is_ok()
+            }
+        })
+        .await;
+        self.datanodes[i] = start_datanode(&self.dir, i, &self.namenode_url, &self.capacity);
+    }
+
+    /// The block files (ids, without sidecars) under datanode `i`'s `blocks/`.
+    pub fn block_files(&self, i: usize) -> std::collections::BTreeSet<String> {
+        let root = self.dir.path().join(format!("datanode-{i}")).join("blocks");
+        kdfs_testkit::disk::block_names(&root)
     }
 }
 

@@ -8,7 +8,8 @@
 //! 2. [`StagedBlock::place_locked`]: the sidecar, then the block, put into place (a
 //!    rename, or a link of an unnamed file), the shard directory fsynced with
 //!    [`Durability::Now`] (a [`PlacedBlock`]): durable, but nobody reads or acks it.
-//! 3. [`PlacedBlock::publish_locked`]: indexed, counted, and reported.
+//! 3. [`PlacedBlock::publish_locked`]: indexed, counted, given a new write generation,
+//!    and reported.
 //!
 //! Steps 2 and 3 run under the block's stripe lock, so concurrent writers of one block
 //! end with one intact file: the first commit wins, later ones report the replica
@@ -217,7 +218,12 @@ impl PlacedBlock {
             stats.bytes_written.fetch_add(length, Ordering::Relaxed);
             stats.blocks_committed.fetch_add(1, Ordering::Relaxed);
         }
-        store.inner.events.push(Event::Added { id, length });
+        let generation = store.inner.generations.bump(&id);
+        store.inner.events.push(Event::Added {
+            id,
+            length,
+            generation,
+        });
         Commit {
             id,
             length,
@@ -228,7 +234,8 @@ impl PlacedBlock {
 
 impl Store {
     /// A commit of a block this store already holds: nothing is written, but the
-    /// replica is reported again (an [`Event::Added`]). The namenode may have dropped
+    /// replica gets a new write generation (a delete decided before this write must
+    /// not remove it) and is reported again (an [`Event::Added`]). The namenode may have dropped
     /// it meanwhile (a late bad-replica report, a lost report), and a copy it sent
     /// here is only complete when this node reports the block: without the event it
     /// would wait for its timeout and be sent again, until the next full report.
@@ -242,7 +249,12 @@ impl Store {
     /// [`Store::recommit`] for a caller holding the block's stripe lock.
     pub(crate) fn recommit_locked(&self, id: &BlockId) -> Option<Commit> {
         let length = self.length(id)?;
-        self.inner.events.push(Event::Added { id: *id, length });
+        let generation = self.inner.generations.bump(id);
+        self.inner.events.push(Event::Added {
+            id: *id,
+            length,
+            generation,
+        });
         Some(Commit {
             id: *id,
             length,

@@ -13,7 +13,12 @@ pub const MAX_PENDING_EVENTS: usize = 1_000_000;
 /// A change of the store's content, for the namenode's incremental block reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Added { id: BlockId, length: u64 },
+    /// Written (or written again), or kept by a delete: held at `generation`.
+    Added {
+        id: BlockId,
+        length: u64,
+        generation: u64,
+    },
     Removed(BlockId),
     Corrupt(BlockId),
 }

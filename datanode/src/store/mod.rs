@@ -15,6 +15,8 @@
 //! - `read`: [`RangeReader`], verified reads, direct or buffered.
 //! - `quarantine`: replicas that failed verification, and their pruning.
 //! - `events`: the change log feeding the namenode's incremental reports.
+//! - `generation`: the write generation of each replica, which makes a namenode's
+//!   delete unable to destroy a replica written after it was decided.
 //!
 //! Invariants:
 //! - A block becomes visible only when its temp file is put into place atomically (an
@@ -36,6 +38,10 @@
 //! - Commits, deletes and quarantines of one id are serialised by a striped lock, so
 //!   concurrent writers of the same block end with one intact file (the first commit
 //!   wins, later ones are no-op successes that report the replica again).
+//! - Every completed write of a block, new or not, gives its replica a new write
+//!   generation under that lock, and a namenode's delete removes a replica only if
+//!   its generation is below the one the command names (`generation`): a write and a
+//!   delete of one block are ordered by the lock, and the later write always survives.
 //! - Every change is logged as an [`Event`] for the namenode's incremental reports.
 //!
 //! All functions here do blocking file I/O: async callers run them on
@@ -46,6 +52,7 @@ mod async_writer;
 mod batch;
 mod commit;
 mod events;
+mod generation;
 mod layout;
 mod quarantine;
 mod read;
@@ -69,6 +76,7 @@ pub use self::async_writer::{AsyncBlockWriter, WRITE_QUEUE_DEPTH};
 pub use self::batch::journal::{CHECKPOINT_AGE, CHECKPOINT_BYTES};
 pub use self::batch::{BatchWriter, JOURNAL_TICK, run_journal_checkpoints};
 pub use self::events::{Drained, Event, EventLog, MAX_PENDING_EVENTS};
+pub use self::generation::{GENERATION_FILE, delete_allowed};
 pub use self::quarantine::{Pruned, run_quarantine_pruning};
 pub use self::read::{Piece, READ_PIECE, RangeReader};
 pub use self::sidecar::CHECKSUM_CHUNK;
@@ -76,6 +84,7 @@ pub use self::write::BlockWriter;
 
 use self::batch::journal::Journal;
 use self::batch::syncfs::SyncfsGroup;
+use self::generation::Generations;
 use self::layout::{clean_dir, lock_dir, scan_blocks};
 use self::sidecar::sidecar_of;
 use crate::capacity::{self, CapacitySource, Space};
@@ -148,8 +157,20 @@ pub struct StoreStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteOutcome {
     pub deleted: usize,
-    /// Not attempted: the deadline passed first.
+    /// Kept: written since the namenode decided the delete (a generation at or above
+    /// the one the command named). Reported again, so the namenode decides anew.
+    pub kept: Vec<BlockId>,
+    /// Not attempted: the deadline passed first. Reported again too.
     pub skipped: Vec<BlockId>,
+}
+
+/// What deleting one replica under a generation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unlinked {
+    Removed,
+    Absent,
+    /// Written since the delete was decided.
+    Kept,
 }
 
 /// A committed write.
@@ -194,6 +215,8 @@ struct Inner {
     /// (probed at open; see [`tmp::create_tmp`]).
     unnamed_tmp: bool,
     events: EventLog,
+    /// The write generation of every replica ([`generation`]).
+    generations: Generations,
     stats: StoreStats,
     /// Held for the store's lifetime: a second datanode on the same directory fails.
     _lock: File,
@@ -212,6 +235,7 @@ impl Store {
             fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
         }
         let lock = lock_dir(&root)?;
+        let generations = Generations::open(&root)?;
         let mut report = OpenReport {
             tmp_removed: clean_dir(&tmp)?,
             ..OpenReport::default()
@@ -242,6 +266,7 @@ impl Store {
             tmp_seq: AtomicU64::new(0),
             unnamed_tmp,
             events: EventLog::default(),
+            generations,
             stats: StoreStats::default(),
             _lock: lock,
         });
@@ -336,9 +361,10 @@ impl Store {
         ))
     }
 
-    /// Removes a block (namenode's delete command). Returns whether it was stored.
+    /// Removes a block whatever its generation (tests and tools; the namenode's deletes
+    /// go through [`Store::delete_many`]). Returns whether it was stored.
     pub fn delete(&self, id: &BlockId) -> Result<bool> {
-        let removed = self.unlink(id)?;
+        let removed = self.unlink(id, u64::MAX)? == Unlinked::Removed;
         if removed {
             sync_dir(
                 self.block_path(id)
@@ -349,12 +375,30 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes many blocks (a namenode delete command), fsyncing each shard directory
-    /// once at the end rather than once per block. Ids not reached before `deadline`
-    /// are skipped and returned: the namenode assumes a delivered delete runs promptly
-    /// (its fence against deleting a re-upload of the same content relies on it), and
-    /// reconciliation at the next full report re-issues whatever is still unwanted.
-    pub fn delete_many(&self, ids: &[BlockId], deadline: Instant) -> Result<DeleteOutcome> {
+    /// The node's write generation now: every replica's is below it, and every write
+    /// that completes later gets one at least as high. Sent with registrations and
+    /// heartbeats; the namenode names such a value in its deletes.
+    pub fn write_generation(&self) -> u64 {
+        self.inner.generations.current()
+    }
+
+    /// The write generation of the replica of `id`, if it is stored.
+    pub fn generation(&self, id: &BlockId) -> Option<u64> {
+        let _g = self.stripe(id);
+        self.contains(id).then(|| self.inner.generations.of(id))
+    }
+
+    /// Removes the replicas of `ids` whose write generation is below `below` (a
+    /// namenode delete command), fsyncing each shard directory once at the end rather
+    /// than once per block. A replica written since the namenode decided (at or above
+    /// `below`) is kept, and so is every id not reached before `deadline`; both are
+    /// reported again as held ([`Event::Added`]), so the namenode decides anew.
+    pub fn delete_many(
+        &self,
+        ids: &[BlockId],
+        below: u64,
+        deadline: Instant,
+    ) -> Result<DeleteOutcome> {
         let mut out = DeleteOutcome::default();
         let mut dirs: HashSet<PathBuf> = HashSet::new();
         for (i, id) in ids.iter().enumerate() {
@@ -362,12 +406,19 @@ impl Store {
                 out.skipped = ids[i..].to_vec();
                 break;
             }
-            if self.unlink(id)? {
-                out.deleted += 1;
-                if let Some(d) = self.block_path(id).parent() {
-                    dirs.insert(d.to_path_buf());
+            match self.unlink(id, below)? {
+                Unlinked::Removed => {
+                    out.deleted += 1;
+                    if let Some(d) = self.block_path(id).parent() {
+                        dirs.insert(d.to_path_buf());
+                    }
                 }
+                Unlinked::Kept => out.kept.push(*id),
+                Unlinked::Absent => {}
             }
+        }
+        for id in &out.skipped {
+            self.report_again(id);
         }
         for d in dirs {
             sync_dir(&d)?;
@@ -375,9 +426,18 @@ impl Store {
         Ok(out)
     }
 
-    /// Drops a block from the index and unlinks its files (no fsync).
-    fn unlink(&self, id: &BlockId) -> Result<bool> {
+    /// Drops a block from the index and unlinks its files (no fsync), if its write
+    /// generation is below `below`; otherwise reports it again.
+    fn unlink(&self, id: &BlockId, below: u64) -> Result<Unlinked> {
         let _g = self.stripe(id);
+        if !self.contains(id) {
+            return Ok(Unlinked::Absent);
+        }
+        let generation = self.inner.generations.of(id);
+        if !delete_allowed(generation, below) {
+            self.push_added(id, generation);
+            return Ok(Unlinked::Kept);
+        }
         let Some(len) = self
             .inner
             .index
@@ -385,8 +445,9 @@ impl Store {
             .expect("index lock poisoned")
             .remove(id)
         else {
-            return Ok(false);
+            return Ok(Unlinked::Absent);
         };
+        self.inner.generations.forget(id);
         self.inner.used.fetch_sub(len, Ordering::Relaxed);
         let path = self.block_path(id);
         // The block first, then its sidecar: a visible block always has its sidecar.
@@ -398,7 +459,26 @@ impl Store {
             }
         }
         self.inner.events.push(Event::Removed(*id));
-        Ok(true)
+        Ok(Unlinked::Removed)
+    }
+
+    /// Reports a stored replica again, at its current generation (nothing written).
+    fn report_again(&self, id: &BlockId) {
+        let _g = self.stripe(id);
+        if self.contains(id) {
+            self.push_added(id, self.inner.generations.of(id));
+        }
+    }
+
+    /// Logs the replica of `id` as held, at `generation`. The caller holds its stripe.
+    fn push_added(&self, id: &BlockId, generation: u64) {
+        if let Some(length) = self.length(id) {
+            self.inner.events.push(Event::Added {
+                id: *id,
+                length,
+                generation,
+            });
+        }
     }
 
     /// The lock serialising commits, deletes and quarantines of `id`.

@@ -105,6 +105,7 @@ impl Store {
         {
             self.inner.used.fetch_sub(len, Ordering::Relaxed);
         }
+        self.inner.generations.forget(id);
         let dest = self
             .inner
             .quarantine

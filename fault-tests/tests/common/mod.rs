@@ -84,6 +84,7 @@ impl FakeDatanode {
             version: "0.0.0-fake".into(),
             pod_name: String::new(),
             node_name: String::new(),
+            write_generation: 0,
         };
         timed(self.client.register(req)).await.map(|_| ())
     }
@@ -137,6 +138,7 @@ fn entries(blocks: &[(String, u64)]) -> Vec<pb::BlockEntry> {
         .map(|(id, length)| pb::BlockEntry {
             id: raw_id(id).into(),
             length: *length,
+            ..Default::default()
         })
         .collect()
 }

@@ -9,6 +9,7 @@ use super::{Location, NameSystem, location, lock};
 use crate::blockmap::NodeIdx;
 use crate::cluster::{Beat, Cmd, Load, Registration};
 use crate::error::Result;
+use crate::gc::Deletes;
 use crate::verify::VERIFY_PER_HEARTBEAT;
 
 /// Queued commands (copies, trims) handed out per heartbeat reply, at most.
@@ -17,7 +18,7 @@ pub const MAX_COMMANDS_PER_REPLY: usize = 5_000;
 /// A command resolved for the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
-    Delete(Vec<BlockId>),
+    Delete(Deletes),
     /// Re-hash these replicas (a reader reported them bad).
     Verify(Vec<BlockId>),
     Replicate {
@@ -44,6 +45,12 @@ impl NameSystem {
                 }
             }
             let idx = cluster.register(reg, id, Instant::now())?;
+            // What it reported before may be of a wiped disk under the same id.
+            lock(&self.shared.gc).node_registered(
+                idx,
+                self.clock.now_ms(),
+                reg.load.write_generation,
+            );
             // Its registration carries its own storage figures.
             lock(&self.shared.usage).reset(idx);
             drop(cluster);
@@ -75,9 +82,16 @@ impl NameSystem {
     /// register again.
     pub fn heartbeat(&self, id: &DatanodeId, load: Load) -> Option<Vec<Outgoing>> {
         let now_ms = self.clock.now_ms();
+        // Leases alone, before the other locks.
+        let oldest_upload = self.oldest_lease_begin();
         let mut cluster = self.cluster();
         let Beat::Known(idx) = cluster.heartbeat(id, load, Instant::now()) else {
             return None;
+        };
+        let below = {
+            let mut gc = lock(&self.shared.gc);
+            gc.generation_reported(idx, now_ms, load.write_generation);
+            gc.delete_below(idx, oldest_upload)
         };
         // Its figures are the truth; what was learnt since the last one is in them.
         lock(&self.shared.usage).reset(idx);
@@ -117,6 +131,21 @@ impl NameSystem {
         if !verify.is_empty() {
             out.push(Outgoing::Verify(verify));
         }
+        // Trims name a generation too; with none to name yet they wait in the queue.
+        let Some(below) = below else {
+            if let Some(n) = cluster.node_mut(idx) {
+                for (cmd, ids) in [
+                    (Cmd::Trim as fn(Vec<BlockId>) -> Cmd, trims),
+                    (Cmd::DropCorrupt, corrupt),
+                    (Cmd::DropUnconfirmed, unconfirmed),
+                ] {
+                    if !ids.is_empty() {
+                        n.commands.push_back(cmd(ids));
+                    }
+                }
+            }
+            return Some(out);
+        };
         drop(cluster);
         let blocks = &self.shared.blocks;
         trims.retain(|b| match blocks.get(b) {
@@ -138,15 +167,9 @@ impl NameSystem {
                 .is_some_and(|info| info.locs.len() >= (info.target as usize).max(1))
         });
         trims.extend(unconfirmed);
-        let mut deletes = self.take_deletes(idx, now_ms);
-        if !trims.is_empty() {
-            let mut gc = lock(&self.shared.gc);
-            for b in &trims {
-                gc.log_delivery(*b, idx, now_ms);
-            }
-            deletes.extend(trims);
-        }
-        if !deletes.is_empty() {
+        let mut deletes = self.take_deletes_below(idx, now_ms, below);
+        deletes.blocks.extend(trims);
+        if !deletes.blocks.is_empty() {
             out.insert(0, Outgoing::Delete(deletes));
         }
         Some(out)
@@ -252,9 +275,7 @@ mod tests {
         sim.upload(b"victim", &[0, 1]).await;
         let forge = |sim: &Sim| {
             for fake in [2, 3] {
-                sim.ns
-                    .incremental_report(&sim.nodes[fake], &[(block(b"victim"), 6)], &[], &[])
-                    .unwrap();
+                sim.report(fake).with(b"victim").written();
                 sim.report(fake).with(b"victim").full();
             }
         };
@@ -402,5 +423,32 @@ mod tests {
             2,
             "node 2's copy was kept"
         );
+    }
+
+    /// A trim names a generation like any delete: while an upload that began before
+    /// everything the node reported is open, none can be named, and the trim waits in
+    /// the node's queue instead of going out.
+    #[tokio::test(start_paused = true)]
+    async fn trims_wait_while_no_generation_may_be_named() {
+        let sim = Sim::new(&[]).with_nodes(3);
+        sim.tick();
+        sim.upload(b"twice", &[0, 1, 2]).await;
+        // An upload opened at the instant of every report so far.
+        let lease = sim.ns.begin_upload("slow", "", 0).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut held = Vec::new();
+        for n in 0..3 {
+            held.extend(deletes(&sim.beat(n)));
+        }
+        sim.tick();
+        for n in 0..3 {
+            held.extend(deletes(&sim.beat(n)));
+        }
+        assert!(held.is_empty(), "no trim may go out yet: {held:?}");
+        assert_eq!(sim.locations(b"twice").await.len(), 2, "one planned");
+        // The upload ends: the queued trim goes with the next heartbeat.
+        sim.ns.abandon(&lease.id).await.unwrap();
+        let sent: Vec<_> = (0..3).flat_map(|n| deletes(&sim.beat(n))).collect();
+        assert_eq!(sent, vec![block(b"twice")]);
     }
 }

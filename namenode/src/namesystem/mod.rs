@@ -306,6 +306,10 @@ impl NameSystem {
             .into_iter()
             .map(|mut l| {
                 l.expires_ms = l.expires_ms.max(now + ttl);
+                // Older than every datanode report this process will see, even if the
+                // wall clock went back: no delete may name a generation reported after
+                // it began (`crate::gc`).
+                l.begin_ms = l.begin_ms.min(now);
                 (l.id.clone(), l)
             })
             .collect::<HashMap<_, _>>();

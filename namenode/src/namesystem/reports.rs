@@ -13,6 +13,7 @@ use kdfs_core::{BlockId, DatanodeId};
 use super::{NameSystem, lock};
 use crate::blockmap::{NodeIdx, Reported};
 use crate::error::{Error, Result};
+use crate::gc::{Deletes, UNKNOWN_GENERATION};
 use crate::verify::Queued;
 
 /// A replication a datanode reports as failed (with its heartbeat).
@@ -41,12 +42,12 @@ impl NameSystem {
     }
 
     /// Applies a complete full block report. Returns the replicas accepted and the
-    /// resulting delete commands.
+    /// resulting delete command, if one may go out.
     pub fn full_report(
         &self,
         id: &DatanodeId,
         blocks: Vec<(BlockId, u64)>,
-    ) -> Result<(u64, Vec<BlockId>)> {
+    ) -> Result<(u64, Option<Deletes>)> {
         let idx = self.reporting_node(id)?;
         let now_ms = self.clock.now_ms();
         let started = std::time::Instant::now();
@@ -60,7 +61,7 @@ impl NameSystem {
         {
             let mut gc = lock(&self.shared.gc);
             for (b, len) in &outcome.unknown {
-                gc.unreferenced_replica(idx, *b, *len, now_ms, false);
+                gc.unreferenced_replica(idx, *b, *len, UNKNOWN_GENERATION, now_ms, false);
             }
         }
         {
@@ -76,21 +77,22 @@ impl NameSystem {
             unconfirmed = outcome.unconfirmed,
             unknown = outcome.unknown.len(),
             dropped = outcome.dropped,
-            deletes = deletes.len(),
+            deletes = deletes.as_ref().map_or(0, |d| d.blocks.len()),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "full block report applied"
         );
         Ok((outcome.accepted, deletes))
     }
 
-    /// Applies an incremental report; returns delete commands for the node.
+    /// Applies an incremental report (`added`: id, length, write generation); returns
+    /// the delete command for the node, if one may go out.
     pub fn incremental_report(
         &self,
         id: &DatanodeId,
-        added: &[(BlockId, u64)],
+        added: &[(BlockId, u64, u64)],
         removed: &[BlockId],
         corrupt: &[BlockId],
-    ) -> Result<Vec<BlockId>> {
+    ) -> Result<Option<Deletes>> {
         let idx = self.reporting_node(id)?;
         let now_ms = self.clock.now_ms();
         let blocks = &self.shared.blocks;
@@ -103,10 +105,10 @@ impl NameSystem {
         // Replicas of copies the namenode ordered to this node are confirmed.
         let placed: Vec<bool> = {
             let repl = lock(&self.shared.repl);
-            added.iter().map(|(b, _)| repl.expects(b, idx)).collect()
+            added.iter().map(|(b, ..)| repl.expects(b, idx)).collect()
         };
         let mut unconfirmed = 0u64;
-        for ((b, len), placed) in added.iter().zip(placed) {
+        for ((b, len, generation), placed) in added.iter().zip(placed) {
             let reported = if placed {
                 blocks.add_location(b, idx).map(Reported::Confirmed)
             } else {
@@ -125,7 +127,7 @@ impl NameSystem {
                     unconfirmed += 1;
                     dirty.push(*b);
                 }
-                None => unknown.push((*b, *len)),
+                None => unknown.push((*b, *len, *generation)),
             }
         }
         if unconfirmed > 0 {
@@ -140,8 +142,8 @@ impl NameSystem {
         }
         {
             let mut gc = lock(&self.shared.gc);
-            for (b, len) in unknown {
-                gc.unreferenced_replica(idx, b, len, now_ms, true);
+            for (b, len, generation) in unknown {
+                gc.unreferenced_replica(idx, b, len, generation, now_ms, true);
             }
             for b in removed.iter().chain(corrupt) {
                 gc.replica_gone(idx, b);
@@ -149,7 +151,7 @@ impl NameSystem {
         }
         {
             let mut repl = lock(&self.shared.repl);
-            for (b, _) in added {
+            for (b, ..) in added {
                 repl.replica_added(b, idx);
             }
             for b in removed.iter().chain(corrupt) {

@@ -167,7 +167,7 @@ mod tests {
         let used = |n| sim.load_of(n).used;
         let all = || (0..3).map(used).collect::<Vec<_>>();
         let added = |n: usize, content: &[u8]| {
-            let b = (block(content), content.len() as u64);
+            let b = (block(content), content.len() as u64, 0);
             sim.ns
                 .incremental_report(&sim.nodes[n], &[b], &[], &[])
                 .unwrap();

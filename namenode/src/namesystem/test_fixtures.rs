@@ -3,6 +3,7 @@
 //! and helpers that read the commands a heartbeat hands out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -49,7 +50,25 @@ impl Report<'_> {
     /// Sends it as a full report; returns the blocks the node is told to delete.
     pub fn full(self) -> Vec<BlockId> {
         let id = self.sim.nodes[self.node];
-        self.sim.ns.full_report(&id, self.blocks).unwrap().1
+        let deletes = self.sim.ns.full_report(&id, self.blocks).unwrap().1;
+        deletes.map(|d| d.blocks).unwrap_or_default()
+    }
+
+    /// Sends it as an incremental report of fresh writes; returns the blocks the node
+    /// is told to delete.
+    pub fn written(self) -> Vec<BlockId> {
+        let id = self.sim.nodes[self.node];
+        let added: Vec<(BlockId, u64, u64)> = self
+            .blocks
+            .iter()
+            .map(|(b, len)| (*b, *len, Sim::next_generation()))
+            .collect();
+        let deletes = self
+            .sim
+            .ns
+            .incremental_report(&id, &added, &[], &[])
+            .unwrap();
+        deletes.map(|d| d.blocks).unwrap_or_default()
     }
 
     /// Sends it as an incremental report of corrupt replicas.
@@ -102,12 +121,21 @@ impl Sim {
         }
     }
 
+    /// A heartbeat's figures; its write generation is above every one handed out
+    /// before (the simulated datanodes share one counter).
     pub fn load() -> Load {
         Load {
             capacity: 1 << 40,
             available: 1 << 40,
+            write_generation: Self::next_generation(),
             ..Load::default()
         }
+    }
+
+    /// The next write generation of the simulated datanodes' shared counter.
+    pub fn next_generation() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::SeqCst)
     }
 
     /// Registers `n` more datanodes.
@@ -246,7 +274,7 @@ pub fn replications(cmds: &[Outgoing]) -> Vec<(BlockId, Vec<DatanodeId>)> {
 pub fn deletes(cmds: &[Outgoing]) -> Vec<BlockId> {
     cmds.iter()
         .filter_map(|c| match c {
-            Outgoing::Delete(ids) => Some(ids.clone()),
+            Outgoing::Delete(d) => Some(d.blocks.clone()),
             _ => None,
         })
         .flatten()

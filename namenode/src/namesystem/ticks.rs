@@ -159,7 +159,7 @@ impl NameSystem {
                     tracing::info!(blocks = n, "unreferenced replicas queued for deletion");
                 }
             }
-            gc.prune(now, oldest, before);
+            gc.prune(oldest, before);
         }
         if purge
             && let Effect::Purged(ids) = self

@@ -1,7 +1,10 @@
 //! Uploads: a lease per upload, a pipeline per block, and the commit that makes the
 //! file visible (one file, or a batch of small files under one lease). A commit is
 //! durable before it returns, and no delete of its blocks goes out while it is in
-//! progress ([`CommitGuard`]).
+//! progress ([`CommitGuard`]). Its pipeline acks are trusted as they are: a delete
+//! of the same content, wherever it is, cannot remove a replica written after its
+//! upload began (`crate::gc`, write generations), so a re-upload is never refused
+//! because of a delete.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -165,9 +168,10 @@ impl NameSystem {
         replaces: Option<Vec<(BlockId, u64)>>,
     ) -> Result<(FileRecord, bool)> {
         let lease = self.open_lease(upload_id)?;
-        // From the ack check until the commit is durable, no delete of these blocks
-        // may go out (they are not referenced yet, so GC would still think them
-        // garbage).
+        // Until the commit is durable no delete of these blocks goes out (they are not
+        // referenced yet, so GC would still think them garbage). Not needed for
+        // safety (a delete could not touch this upload's replicas), it spares the
+        // datanodes deletes they would refuse.
         let _committing = CommitGuard::new(&self.committing, blocks.iter().map(|b| b.id));
         let op = self.commit_op(
             &lease,
@@ -318,7 +322,7 @@ impl NameSystem {
         check_content_id(&id, &entries)?;
         check_split(&entries, self.settings.block_size)?;
         let need = self.settings.min_replicas.min(lease.replication) as usize;
-        let acks = self.trusted_acks(lease, &blocks, need)?;
+        let acks = self.live_acks(&blocks, need)?;
         let record = FileRecord {
             id,
             name,
@@ -336,51 +340,30 @@ impl NameSystem {
         })
     }
 
-    /// The pipeline acks that count (known nodes, not fenced off by a delete delivered
-    /// during the upload, or reported by the node since), checked against `need`
+    /// The pipeline acks that count (live, known nodes), checked against `need`
     /// together with the confirmed replicas already known (a report alone, from a node
     /// the pipeline did not name, is not enough: it could be forged).
-    fn trusted_acks(
-        &self,
-        lease: &Lease,
-        blocks: &[CommittedBlock],
-        need: usize,
-    ) -> Result<Vec<Vec<NodeIdx>>> {
+    fn live_acks(&self, blocks: &[CommittedBlock], need: usize) -> Result<Vec<Vec<NodeIdx>>> {
         let cluster = self.cluster();
-        let gc = lock(&self.shared.gc);
         let mut out = Vec::with_capacity(blocks.len());
         for (i, b) in blocks.iter().enumerate() {
             let mut known: HashSet<NodeIdx> = HashSet::new();
             if let Some(info) = self.shared.blocks.get(&b.id) {
                 known.extend(info.locs.iter().copied());
             }
-            // Nodes that reported the block after any delete of it reached them (a
-            // delivered delete takes the node out of the orphans): their acks stand
-            // even where the fence would doubt them.
-            let reported = gc.orphan(&b.id).map(|o| o.locs.clone()).unwrap_or_default();
             let mut acks = Vec::new();
-            let mut fenced = 0;
             for d in &b.replicas {
                 let Some(idx) = cluster.live_index(d) else {
                     continue;
                 };
-                if gc.ack_trusted(&b.id, idx, lease.begin_ms) || reported.contains(&idx) {
-                    acks.push(idx);
-                    known.insert(idx);
-                } else {
-                    fenced += 1;
-                }
+                acks.push(idx);
+                known.insert(idx);
             }
             if known.len() < need {
                 return Err(Error::FailedPrecondition(format!(
-                    "block {i} ({}) has {} confirmed replicas, {need} needed{}",
+                    "block {i} ({}) has {} confirmed replicas, {need} needed",
                     b.id,
                     known.len(),
-                    if fenced > 0 {
-                        " (a delete of the same content raced with this upload: retry it)"
-                    } else {
-                        ""
-                    }
                 )));
             }
             out.push(acks);

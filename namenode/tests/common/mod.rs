@@ -155,6 +155,7 @@ impl FakeDatanode {
                 version: "test".into(),
                 pod_name: String::new(),
                 node_name: String::new(),
+                write_generation: next_generation(),
             })
             .await
             .map(|r| r.into_inner())?;
@@ -184,6 +185,7 @@ impl FakeDatanode {
                 blocks: 0,
                 failed_copies,
                 newest_block_key: 0,
+                write_generation: next_generation(),
             })
             .await?
             .into_inner();
@@ -216,6 +218,7 @@ impl FakeDatanode {
                     .map(|(b, len)| pb::BlockEntry {
                         id: raw(b.as_bytes()),
                         length: *len,
+                        ..Default::default()
                     })
                     .collect(),
             })
@@ -246,6 +249,7 @@ impl FakeDatanode {
                     .map(|(b, len)| pb::BlockEntry {
                         id: raw(b.as_bytes()),
                         length: *len,
+                        generation: next_generation(),
                     })
                     .collect(),
                 removed: vec![],
@@ -269,6 +273,25 @@ impl FakeDatanode {
             })
             .flatten()
             .map(|b| BlockId::from_slice(&b).unwrap())
+            .collect()
+    }
+
+    /// Delete commands received so far: the generation each names, and its blocks.
+    pub fn delete_commands(&self) -> Vec<(u64, Vec<BlockId>)> {
+        self.commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match &c.kind {
+                Some(pb::command::Kind::Delete(d)) => Some((
+                    d.below_generation,
+                    d.block_ids
+                        .iter()
+                        .map(|b| BlockId::from_slice(b).unwrap())
+                        .collect(),
+                )),
+                _ => None,
+            })
             .collect()
     }
 
@@ -398,4 +421,11 @@ pub async fn info(client: &mut Client) -> pb::ClusterInfoResponse {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// The fake datanodes' write generation counter (one for all of them: each one's
+/// values still only grow, which is all a datanode promises).
+pub fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
 }
