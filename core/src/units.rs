@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A number of bytes. Parses `123`, `64KiB`, `64MiB`, `1GiB`, `2TiB` (binary units) and
-/// `1KB`, `1MB`, `1GB`, `1TB` (decimal), case-insensitive unit, optional space.
+/// `1KB`, `1MB`, `1GB`, `1TB` (decimal), case-insensitive unit, optional space; and
+/// Kubernetes' binary suffixes `Ki`, `Mi`, `Gi`, `Ti`, so a volume's size can be passed
+/// as written in its claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
 
@@ -33,10 +35,10 @@ impl FromStr for ByteSize {
             .map_err(|_| format!("invalid size {s:?}: number too large"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "m" | "mib" => 1 << 20,
-            "g" | "gib" => 1 << 30,
-            "t" | "tib" => 1 << 40,
+            "k" | "ki" | "kib" => 1 << 10,
+            "m" | "mi" | "mib" => 1 << 20,
+            "g" | "gi" | "gib" => 1 << 30,
+            "t" | "ti" | "tib" => 1 << 40,
             "kb" => 1_000,
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
@@ -154,6 +156,8 @@ mod tests {
             ("32M", 32 << 20),
             ("1GB", 1_000_000_000),
             ("5B", 5),
+            ("5Gi", 5 << 30),
+            ("512Mi", 512 << 20),
         ];
         for (s, want) in ok {
             assert_eq!(s.parse::<ByteSize>(), Ok(ByteSize(want)), "{s}");

@@ -1,5 +1,7 @@
 //! How much room the store has: the filesystem's size (statvfs) minus a reserve, minus
-//! the bytes promised to writes still in flight.
+//! the bytes promised to writes still in flight, and at most a configured capacity
+//! (`--capacity`: on k3d every datanode's volume is a directory on one shared disk, so
+//! the disk's figures alone would count its free space once per datanode).
 //!
 //! A write declares its `max_length` up front and reserves that many bytes before its
 //! first byte lands, so two writes can never both fit in the same last gigabyte. Tests
@@ -45,12 +47,29 @@ impl CapacitySource {
     }
 }
 
-/// Combines the filesystem's figures with the reserve and in-flight reservations.
-pub fn space(total: u64, free: u64, reserved: u64, used: u64, in_flight: u64) -> Space {
+/// The configured limits on the room a store may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Bytes of the filesystem never used for blocks (`--reserved`).
+    pub reserved: u64,
+    /// At most this many bytes of blocks, however large the filesystem (`--capacity`).
+    pub cap: Option<u64>,
+}
+
+/// Combines the filesystem's figures with the limits and in-flight reservations:
+/// capacity is `min(total - reserved, cap)` and free space `min(free - reserved,
+/// cap - used)`, less what writes in flight have reserved.
+pub fn space(total: u64, free: u64, limits: Limits, used: u64, in_flight: u64) -> Space {
+    let mut capacity = total.saturating_sub(limits.reserved);
+    let mut available = free.saturating_sub(limits.reserved);
+    if let Some(cap) = limits.cap {
+        capacity = capacity.min(cap);
+        available = available.min(cap.saturating_sub(used));
+    }
     Space {
-        capacity: total.saturating_sub(reserved),
+        capacity,
         used,
-        available: free.saturating_sub(reserved).saturating_sub(in_flight),
+        available: available.saturating_sub(in_flight),
     }
 }
 
@@ -58,10 +77,24 @@ pub fn space(total: u64, free: u64, reserved: u64, used: u64, in_flight: u64) ->
 mod tests {
     use super::*;
 
+    fn reserved(reserved: u64) -> Limits {
+        Limits {
+            reserved,
+            cap: None,
+        }
+    }
+
+    fn capped(reserved: u64, cap: u64) -> Limits {
+        Limits {
+            reserved,
+            cap: Some(cap),
+        }
+    }
+
     #[test]
     fn reserve_and_in_flight_are_subtracted() {
         assert_eq!(
-            space(100, 60, 10, 40, 5),
+            space(100, 60, reserved(10), 40, 5),
             Space {
                 capacity: 90,
                 used: 40,
@@ -69,8 +102,34 @@ mod tests {
             }
         );
         // Never negative.
-        assert_eq!(space(5, 1, 10, 0, 7).available, 0);
-        assert_eq!(space(5, 1, 10, 0, 7).capacity, 0);
+        assert_eq!(space(5, 1, reserved(10), 0, 7).available, 0);
+        assert_eq!(space(5, 1, reserved(10), 0, 7).capacity, 0);
+    }
+
+    /// One check per case: (total, free, reserved, cap, used, in_flight) and the
+    /// (capacity, available) it gives.
+    #[test]
+    fn a_cap_bounds_capacity_and_free_space() {
+        let check = |(total, free, res, cap, used, in_flight): (u64, u64, u64, u64, u64, u64),
+                     want: (u64, u64)| {
+            let s = space(total, free, capped(res, cap), used, in_flight);
+            assert_eq!(
+                (s.capacity, s.available, s.used),
+                (want.0, want.1, used),
+                "total {total} free {free} reserved {res} cap {cap} used {used} in flight {in_flight}"
+            );
+        };
+        // A shared disk much larger than the cap: the cap and what is used of it decide.
+        check((1000, 900, 0, 100, 30, 0), (100, 70));
+        check((1000, 900, 0, 100, 30, 20), (100, 50));
+        // The disk fuller than the cap says (other tenants): the disk decides.
+        check((1000, 40, 0, 100, 30, 0), (100, 40));
+        check((1000, 40, 10, 100, 30, 5), (100, 25));
+        // A disk smaller than the cap: the cap changes nothing.
+        check((80, 50, 10, 100, 30, 0), (70, 40));
+        // Used beyond the cap (the cap was lowered): nothing is free, never negative.
+        check((1000, 900, 0, 100, 150, 0), (100, 0));
+        check((1000, 900, 0, 0, 0, 0), (0, 0));
     }
 
     #[test]

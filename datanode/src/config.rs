@@ -68,6 +68,14 @@ pub struct Config {
     #[arg(long, env = "KDFS_RESERVED", default_value = DEFAULT_RESERVED)]
     pub reserved: ByteSize,
 
+    /// At most this many bytes of blocks, however large the filesystem: the reported
+    /// capacity is `min(filesystem - reserved, this)` and the free space `min(filesystem
+    /// free - reserved, this - used)`. Set it to the volume's size where volumes share a
+    /// disk (k3d's local-path volumes are directories on one disk). Kubernetes suffixes
+    /// (`5Gi`) are accepted.
+    #[arg(long, env = "KDFS_CAPACITY")]
+    pub capacity: Option<ByteSize>,
+
     /// Start a full verification pass at most this often.
     #[arg(long, env = "KDFS_SCAN_INTERVAL", default_value = DEFAULT_SCAN_INTERVAL)]
     pub scan_interval: HumanDuration,

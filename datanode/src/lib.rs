@@ -123,6 +123,7 @@ pub async fn run(
     let root = config.data_dir.clone();
     let store_cfg = StoreConfig {
         reserved: config.reserved.bytes(),
+        capacity_cap: config.capacity.map(|c| c.bytes()),
         capacity: config.fixed_capacity.map_or(CapacitySource::Statvfs, |c| {
             CapacitySource::Fixed { total: c.bytes() }
         }),

@@ -91,6 +91,56 @@ async fn out_of_space_is_refused_before_data() {
     r.unwrap();
 }
 
+/// `--capacity` caps a datanode on a larger disk (k3d's volumes share one): the
+/// namenode is told the cap at registration and in heartbeats, `/metrics` shows it, and
+/// a block larger than the room left under the cap is refused before its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_flag_caps_what_is_reported_and_accepted() {
+    const CAP: u64 = 3 << 20;
+    let (nn, url, _server) = FakeNamenode::start("test-cluster").await;
+    let node = TestNode::start(&url, &["--capacity", "3Mi"]).await;
+    node.wait_for_keys().await;
+    let (total, free) = kdfs_datanode::capacity::statvfs(node.dir.path()).unwrap();
+    assert!(
+        total > CAP && free > CAP,
+        "the test disk must be larger than the cap"
+    );
+    let reg = nn
+        .seen(|s| s.registers.last().cloned())
+        .expect("registered");
+    assert_eq!((reg.capacity, reg.used, reg.available), (CAP, 0, CAP));
+
+    let a = pattern(2 * CHUNK_SIZE, 7);
+    write_chain(&[node.location()], &a, &BlockId::of(&a))
+        .await
+        .unwrap();
+    let want = (CAP, a.len() as u64, CAP - a.len() as u64);
+    wait_for(
+        "a heartbeat with the capped figures",
+        Duration::from_secs(10),
+        || nn.seen(|s| s.last_space) == Some(want),
+    )
+    .await;
+    let (_, m) = http_get(node.http, "/metrics").await;
+    for line in [
+        format!("kdfs_datanode_capacity_bytes {CAP}"),
+        format!("kdfs_datanode_available_bytes {}", want.2),
+    ] {
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
+
+    // 2 MiB more do not fit under the cap, though the disk has room.
+    let b = pattern(2 * CHUNK_SIZE, 8);
+    let err = write_chain(&[node.location()], &b, &BlockId::of(&b))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(node.holds(&BlockId::of(&a)) && !node.holds(&BlockId::of(&b)));
+    assert!(node.tmp_files().is_empty());
+    let (_d, r) = node.stop().await;
+    r.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_tail_mid_stream_leaves_head_and_middle_committed() {
     let nodes = three().await;

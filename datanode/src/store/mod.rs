@@ -103,6 +103,8 @@ pub struct StoreConfig {
     pub sharding: Sharding,
     /// Bytes of the filesystem never used for blocks.
     pub reserved: u64,
+    /// At most this many bytes of blocks, whatever the filesystem's size (`--capacity`).
+    pub capacity_cap: Option<u64>,
     /// Where capacity figures come from (statvfs, or a fixed size in tests).
     pub capacity: CapacitySource,
     /// Write blocks into unnamed temp files (`O_TMPFILE`) linked into place, where the
@@ -120,6 +122,7 @@ impl StoreConfig {
             root: root.into(),
             sharding: Sharding::default(),
             reserved: 0,
+            capacity_cap: None,
             capacity: CapacitySource::Statvfs,
             unnamed_tmp: false,
         }
@@ -198,7 +201,7 @@ struct Inner {
     tmp: PathBuf,
     quarantine: PathBuf,
     sharding: Sharding,
-    reserved: u64,
+    limits: capacity::Limits,
     capacity: CapacitySource,
     index: RwLock<HashMap<BlockId, u64>>,
     used: AtomicU64,
@@ -255,7 +258,10 @@ impl Store {
             tmp,
             quarantine,
             sharding: cfg.sharding,
-            reserved: cfg.reserved,
+            limits: capacity::Limits {
+                reserved: cfg.reserved,
+                cap: cfg.capacity_cap,
+            },
             capacity: cfg.capacity,
             used: AtomicU64::new(scan.index.values().sum()),
             index: RwLock::new(scan.index),
@@ -355,7 +361,7 @@ impl Store {
         Ok(capacity::space(
             total,
             free,
-            self.inner.reserved,
+            self.inner.limits,
             used,
             in_flight,
         ))

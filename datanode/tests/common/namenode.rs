@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Seen {
     pub registers: Vec<RegisterRequest>,
     pub heartbeats: usize,
+    /// (capacity, used, available) of the latest heartbeat.
+    pub last_space: Option<(u64, u64, u64)>,
     pub full_reports: Vec<Vec<BlockEntry>>,
     pub incrementals: Vec<IncrementalBlockReportRequest>,
     /// Commands handed out with the next heartbeat reply.
@@ -132,6 +134,7 @@ impl Namenode for FakeNamenode {
         }
         let (commands, reregister) = self.seen(|s| {
             s.heartbeats += 1;
+            s.last_space = Some((r.capacity, r.used, r.available));
             s.failed_copies.extend(r.failed_copies);
             (
                 std::mem::take(&mut s.pending),
