@@ -2,16 +2,25 @@
 # deploy.sh - put kdfs on a local k3d cluster, update it, or take it down.
 #
 #   ./deploy.sh [up]       create (or reuse) the k3d cluster (1 server + 3 agents, the
-#                          agents labelled topology.kubernetes.io/zone=zone-a/b/c), build
-#                          the image, import it, apply k8s/, wait for the rollout, print
-#                          how to reach the gateway. Idempotent: run it again any time.
+#                          agents labelled topology.kubernetes.io/zone=zone-a/b/c, host
+#                          port 8080 mapped to its load balancer), build the image, import
+#                          it, apply k8s/, wait for the rollout (or show why a workload
+#                          is not ready), print how to reach the gateway. Idempotent: run
+#                          it again any time.
 #   ./deploy.sh redeploy   rebuild + re-import the image, re-apply k8s/ and roll every
 #                          kdfs workload onto it (restarted even if the image is
 #                          unchanged; one datanode at a time), wait
 #   ./deploy.sh status     nodes with their zones, pods, volume claims
 #   ./deploy.sh rotate-certs  issue new certificates under the cluster's CA and replace
 #                          the kdfs-tls-* Secrets; the pods pick them up without a restart
-#   ./deploy.sh down       delete the k3d cluster (and with it every kdfs volume)
+#   ./deploy.sh down [--yes]  delete the k3d cluster (and with it every kdfs volume);
+#                          asks first unless --yes (without a terminal it refuses)
+#
+# Reaching the gateway: the cluster is created with host port $KDFS_HTTP_PORT (8080)
+# mapped to port 80 of k3d's load balancer, where Traefik (k3s's ingress controller)
+# routes the Ingress of k8s/gateway.yaml to the gateway; k8s/k3d/traefik-config.yaml
+# lifts Traefik's 60 s read timeout so long uploads are not cut. A cluster made without
+# the mapping keeps working through `kubectl port-forward` (printed at the end).
 #
 # Security: every gRPC link uses mutual TLS. Before the first apply, deploy.sh makes a
 # CA and one certificate per role with `kdfs certs` (run from the image) and stores
@@ -25,16 +34,25 @@
 #
 # Needs docker, k3d (v5: https://k3d.io) and kubectl; says which are missing.
 # Environment: KDFS_CLUSTER (k3d cluster name, default kdfs), KDFS_IMAGE (image name,
-# default kdfs:dev), KDFS_AGENTS (agent nodes, default 3), DOCKER_BUILD_FLAGS (extra
-# flags for docker build, e.g. --network=none on an offline machine), KDFS_TIMEOUT
-# (rollout wait per workload, default 300s).
+# default kdfs:dev), KDFS_AGENTS (agent nodes, default 3), KDFS_HTTP_PORT (host port
+# for the gateway, default 8080), DOCKER_BUILD_FLAGS (extra flags for docker build,
+# e.g. --network=none on an offline machine), KDFS_TIMEOUT (rollout wait per workload,
+# default 300s).
 # Each build is also tagged with its image id (kdfs:dev-<id>) and the manifests are
-# applied with that tag, so a changed image rolls the pods and an unchanged one does not.
+# applied with that tag, so a changed image rolls the pods and an unchanged one does
+# not. It is imported as kdfs:dev too, the image k8s/kustomization.yaml names, so a
+# `kubectl apply -k k8s/` by hand runs the last build instead of failing to pull.
+# Runs under macOS's bash 3.2 as well as newer ones: an array that may be empty is
+# expanded as ${a[@]+"${a[@]}"} (a plain "${a[@]}" is an unbound variable under set -u
+# before bash 4.4).
 set -euo pipefail
 
 CLUSTER=${KDFS_CLUSTER:-kdfs}
 IMAGE=${KDFS_IMAGE:-kdfs:dev}
 AGENTS=${KDFS_AGENTS:-3}
+HTTP_PORT=${KDFS_HTTP_PORT:-8080}
+# The image k8s/kustomization.yaml names (deploy-tests holds the two equal).
+MANIFEST_IMAGE=kdfs:dev
 TIMEOUT=${KDFS_TIMEOUT:-300s}
 ZONES=(zone-a zone-b zone-c)
 NS=kdfs
@@ -48,7 +66,9 @@ AUTH_SECRET=kdfs-gateway-auth
 # under the CA every pod already trusts.
 CA_SECRET=kdfs-ca
 CLEANUP=()
-trap 'rm -rf "${CLEANUP[@]}"' EXIT
+trap 'rm -rf ${CLEANUP[@]+"${CLEANUP[@]}"}' EXIT
+# Whether host port $HTTP_PORT reaches the cluster's load balancer (set by ensure_cluster).
+HTTP_MAPPED=1
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
@@ -67,7 +87,7 @@ need_tools() {
       esac
     done
     printf 'deploy.sh: missing tools: %s\n' "${missing[*]}" >&2
-    printf '  install %s\n' "${hints[@]}" >&2
+    printf '  install %s\n' ${hints[@]+"${hints[@]}"} >&2
     exit 1
   fi
   if [[ " $* " == *" docker "* ]] && ! docker info >/dev/null 2>&1; then
@@ -95,13 +115,21 @@ ensure_cluster() {
       say "note: no node of $CLUSTER has a zone label (made by an older deploy.sh?);" \
         "'./deploy.sh down' then './deploy.sh' recreates it with zones"
     fi
+    if [ -z "$(docker port "k3d-$CLUSTER-serverlb" 80/tcp 2>/dev/null)" ]; then
+      HTTP_MAPPED=0
+      say "note: no host port of $CLUSTER reaches its load balancer (made by an older" \
+        "deploy.sh?): 'k3d node edit k3d-$CLUSTER-serverlb --port-add $HTTP_PORT:80' adds" \
+        "one; until then use the port-forward printed at the end"
+    fi
   else
     local labels=() i
     for ((i = 0; i < AGENTS; i++)); do
       labels+=(--k3s-node-label "topology.kubernetes.io/zone=${ZONES[i % ${#ZONES[@]}]}@agent:$i")
     done
-    say "creating k3d cluster $CLUSTER: 1 server, $AGENTS agents in zones ${ZONES[*]}"
-    k3d cluster create "$CLUSTER" --servers 1 --agents "$AGENTS" "${labels[@]}" --wait
+    say "creating k3d cluster $CLUSTER: 1 server, $AGENTS agents in zones ${ZONES[*]}," \
+      "host port $HTTP_PORT to its load balancer"
+    k3d cluster create "$CLUSTER" --servers 1 --agents "$AGENTS" \
+      -p "$HTTP_PORT:80@loadbalancer" ${labels[@]+"${labels[@]}"} --wait
   fi
   kc wait --for=condition=Ready nodes --all --timeout="$TIMEOUT" >/dev/null
 }
@@ -118,16 +146,20 @@ build_and_import() {
   if [[ ${IMAGE##*/} == *:* ]]; then repo=${IMAGE%:*} tag=${IMAGE##*:}; fi
   TAGGED=$repo:$tag-${id:0:12}
   docker tag "$IMAGE" "$TAGGED"
-  say "importing $TAGGED into the cluster"
-  k3d image import "$TAGGED" -c "$CLUSTER"
+  [ "$IMAGE" = "$MANIFEST_IMAGE" ] || docker tag "$IMAGE" "$MANIFEST_IMAGE"
+  say "importing $TAGGED (and $MANIFEST_IMAGE, what k8s/ names) into the cluster"
+  k3d image import "$TAGGED" "$MANIFEST_IMAGE" -c "$CLUSTER"
 }
 
-# Apply k8s/ (kustomize) with the image set to $TAGGED.
+# Apply k8s/ (kustomize) with the image set to $TAGGED, and Traefik's k3d settings.
 apply_manifests() {
   say "applying k8s/ with image $TAGGED"
   kc kustomize "$HERE/k8s" |
-    sed "s#image: kdfs:dev\$#image: $TAGGED#" |
+    sed "s#image: $MANIFEST_IMAGE\$#image: $TAGGED#" |
     kc apply -f -
+  kc apply -f "$HERE/k8s/k3d/traefik-config.yaml" >/dev/null ||
+    say "note: Traefik's read timeout could not be lifted: uploads through the Ingress" \
+      "longer than 60s may be cut (port-forward has no such limit)"
 }
 
 secret_exists() { kc -n "$NS" get secret "$1" >/dev/null 2>&1; }
@@ -246,8 +278,52 @@ wait_rollout() {
   local w
   say "waiting for the rollout (at most $TIMEOUT each)"
   for w in "${WORKLOADS[@]}"; do
-    kc -n "$NS" rollout status "$w" --timeout="$TIMEOUT"
+    kc -n "$NS" rollout status "$w" --timeout="$TIMEOUT" || diagnose "$w"
   done
+}
+
+# Why workload $1 is not ready: each of its pods that is not, with its recent events
+# and the last lines of its log (and of the previous container, if it restarted).
+diagnose() {
+  local w=$1 app=${1#*/} pod ready restarts
+  printf '\ndeploy.sh: %s did not become ready within %s. Its pods:\n' "$w" "$TIMEOUT" >&2
+  kc -n "$NS" get pods -l "app.kubernetes.io/name=$app" -o wide >&2 || true
+  kc -n "$NS" get pods -l "app.kubernetes.io/name=$app" \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}{"\n"}{end}' |
+    while read -r pod ready restarts; do
+      if [ -z "$pod" ] || [ "$ready" = true ]; then continue; fi
+      printf '\n--- events of pod %s\n' "$pod" >&2
+      kc -n "$NS" get events --field-selector "involvedObject.name=$pod" \
+        --sort-by=.lastTimestamp >&2 || true
+      printf '\n--- last log lines of pod %s\n' "$pod" >&2
+      kc -n "$NS" logs "$pod" --all-containers --tail=40 >&2 || true
+      if [ "${restarts:-0}" != 0 ]; then
+        printf '\n--- last log lines of its previous container (%s restarts)\n' "$restarts" >&2
+        kc -n "$NS" logs "$pod" --all-containers --previous --tail=40 >&2 || true
+      fi
+    done
+  die "$w is not ready (above: its pods, their events and logs); './deploy.sh status' shows the cluster"
+}
+
+# How to reach the gateway: through the load balancer's host port when it is mapped,
+# port-forward always (the fallback).
+reach() {
+  if [ "$HTTP_MAPPED" = 1 ] && [ "$HTTP_PORT" = 8080 ]; then
+    cat <<MSG
+The gateway is at http://localhost:8080/ (host port 8080, k3d's load balancer, Traefik,
+the gateway's Ingress). Should that port not answer, port-forward instead (leave it
+running in another terminal):
+MSG
+  elif [ "$HTTP_MAPPED" = 1 ]; then
+    cat <<MSG
+The gateway is at http://localhost:$HTTP_PORT/ (k3d's load balancer, Traefik, the
+Ingress); the examples below use port 8080, which this port-forward serves (leave it
+running in another terminal):
+MSG
+  else
+    echo "Reach the gateway (leave this running in another terminal):"
+  fi
+  echo "  kubectl -n $NS port-forward service/gateway 8080:80"
 }
 
 hello() {
@@ -255,8 +331,7 @@ hello() {
 
 kdfs is running in k3d cluster "$CLUSTER", namespace $NS (image $TAGGED).
 
-Reach the gateway (leave this running in another terminal):
-  kubectl -n $NS port-forward service/gateway 8080:80
+$(reach)
 
 Uploads and deletes need the bearer token in Secret $AUTH_SECRET:
   TOKEN=\$(kubectl -n $NS get secret $AUTH_SECRET -o jsonpath='{.data.token}' | base64 -d)
@@ -307,14 +382,26 @@ redeploy() {
   hello
 }
 
+# Deletes the cluster after asking (on a terminal), or at once with --yes.
 down() {
   need_tools k3d
-  if cluster_exists; then
-    say "deleting k3d cluster $CLUSTER (its volumes, and so every stored file, go with it)"
-    k3d cluster delete "$CLUSTER"
-  else
+  if ! cluster_exists; then
     say "no k3d cluster named $CLUSTER: nothing to do"
+    return
   fi
+  if [ "$YES" != 1 ]; then
+    [ -t 0 ] || die "down deletes k3d cluster $CLUSTER and every file stored in it;" \
+      "there is no terminal to ask on: run './deploy.sh down --yes' to confirm"
+    local answer
+    printf 'Delete k3d cluster %s and every file stored in it? [y/N] ' "$CLUSTER"
+    read -r answer || answer=
+    case $answer in
+      y | Y | yes | YES) ;;
+      *) die "nothing deleted" ;;
+    esac
+  fi
+  say "deleting k3d cluster $CLUSTER (its volumes, and so every stored file, go with it)"
+  k3d cluster delete "$CLUSTER"
 }
 
 status() {
@@ -328,12 +415,24 @@ status() {
 }
 
 TAGGED=$IMAGE
-case "${1:-up}" in
+COMMAND=${1:-up}
+[ $# -eq 0 ] || shift
+YES=0
+for arg in "$@"; do
+  case $arg in
+    -y | --yes)
+      [ "$COMMAND" = down ] || die "$arg belongs to down only"
+      YES=1
+      ;;
+    *) die "unknown argument $arg" ;;
+  esac
+done
+case "$COMMAND" in
   up) up ;;
   redeploy) redeploy ;;
   down) down ;;
   status) status ;;
   rotate-certs) rotate_certs ;;
   -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
-  *) die "unknown command ${1}: use up, redeploy, status, rotate-certs or down" ;;
+  *) die "unknown command $COMMAND: use up, redeploy, status, rotate-certs or down" ;;
 esac

@@ -1,5 +1,6 @@
 //! The datanode's HTTP endpoints: `/healthz` (the process is up), `/readyz` (the store is
-//! open and the datanode is registered with the namenode) and `/metrics` (Prometheus).
+//! open and the datanode is registered with the namenode) and `/metrics` (Prometheus,
+//! with the seconds until its certificates expire when mTLS is on).
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct HttpState {
     pub node: Arc<Node>,
     pub link: Arc<Link>,
     pub scanner: Arc<ScannerStats>,
+    /// The mTLS configuration in force, for its expiry gauge.
+    pub tls: Option<Arc<kdfs_proto::tls::Tls>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -44,11 +47,17 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 
 #[tracing::instrument(name = "GET /metrics", level = "debug", skip_all)]
 async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {
-    let body = metrics::render(
+    let mut body = metrics::render(
         &s.node.store,
         &s.scanner,
         &s.node.metrics,
         s.link.is_registered(),
     );
+    if let Some(tls) = &s.tls {
+        body.push_str(&kdfs_proto::tls::expiry::metrics_text(
+            &[("mtls", tls.as_ref())],
+            std::time::SystemTime::now(),
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

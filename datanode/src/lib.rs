@@ -202,6 +202,7 @@ pub async fn run(
     // Accepted sockets get TCP_NODELAY there (the server's own setting applies only
     // to listeners it binds itself).
     let mtls = tls.is_some();
+    let http_tls = tls.clone();
     let incoming = kdfs_proto::tls::accept(grpc, tls);
     let grpc_server = transport::server()
         .layer(kdfs_proto::authz::layer(&service::authz::RULES, mtls))
@@ -212,6 +213,7 @@ pub async fn run(
         node: node.clone(),
         link: link.clone(),
         scanner: scanner_stats,
+        tls: http_tls,
     });
     let mut http_task = tokio::spawn(
         axum::serve(http, router)

@@ -282,3 +282,74 @@ fn every_container_mounts_its_tls_secret_as_a_directory_and_the_gateway_its_toke
     }
     assert_eq!(checked, 4, "namenode, datanode and gateway (TLS and token)");
 }
+
+/// The namespace enforces Pod Security's `restricted` profile, and every pod meets it
+/// (so the API server admits them): non-root, no privilege escalation, every
+/// capability dropped (none added but NET_BIND_SERVICE), the runtime's seccomp
+/// profile, only the volume types the profile allows, no host namespaces or ports; and
+/// volumes are chowned only when their root does not already belong to the pod's group.
+#[test]
+fn every_pod_meets_the_restricted_pod_security_profile_the_namespace_enforces() {
+    let m = load();
+    let labels = m.namespaces[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted"),
+        "namespace kdfs enforces the restricted profile"
+    );
+    const ALLOWED_VOLUMES: &str =
+        "configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret";
+    for (name, t) in m.templates() {
+        let spec = pod(t);
+        let pod_sc = spec
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no pod securityContext"));
+        assert_eq!(
+            pod_sc.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch"),
+            "{name}: fsGroupChangePolicy"
+        );
+        assert!(pod_sc.sysctls.is_none(), "{name}: sysctls");
+        for v in spec.volumes.iter().flatten() {
+            let json = serde_json::to_value(v).unwrap();
+            for key in json.as_object().unwrap().keys().filter(|k| *k != "name") {
+                assert!(
+                    ALLOWED_VOLUMES.split(' ').any(|a| a == key),
+                    "{name}: volume {} is a {key}, which the restricted profile refuses",
+                    v.name
+                );
+            }
+        }
+        for c in &spec.containers {
+            let who = format!("{name}/{}", c.name);
+            let sc = c.security_context.as_ref().expect("checked above");
+            let seccomp = sc
+                .seccomp_profile
+                .as_ref()
+                .or(pod_sc.seccomp_profile.as_ref())
+                .map(|p| p.type_.as_str());
+            assert!(
+                matches!(seccomp, Some("RuntimeDefault" | "Localhost")),
+                "{who}: seccompProfile {seccomp:?}"
+            );
+            assert_ne!(
+                sc.run_as_non_root.or(pod_sc.run_as_non_root),
+                Some(false),
+                "{who}: runAsNonRoot"
+            );
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{who}");
+            let caps = sc.capabilities.as_ref().expect("checked above");
+            assert!(
+                caps.add.iter().flatten().all(|c| c == "NET_BIND_SERVICE"),
+                "{who}: adds capabilities"
+            );
+            assert!(sc.proc_mount.as_deref().is_none_or(|p| p == "Default"));
+            for p in c.ports.iter().flatten() {
+                assert!(p.host_port.is_none(), "{who}: hostPort");
+            }
+        }
+    }
+}

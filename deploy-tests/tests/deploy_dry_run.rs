@@ -5,7 +5,10 @@
 //! deploy.sh exits 0, calls the tools in a sensible order, applies the image it built,
 //! and prints at its end exactly the commands of the README's and docs' Kubernetes
 //! examples (the blocks marked `<!-- example: kubernetes -->`, which the README test
-//! leaves to this one).
+//! leaves to this one). Then what is not on the happy path: `down` asks before deleting
+//! (and refuses without a terminal unless `--yes`), a rollout that does not become
+//! ready shows its pods' events and logs, and every possibly empty array is expanded
+//! the way macOS's bash 3.2 accepts under `set -u`.
 
 #[path = "../../cli/tests/readme_examples/markdown.rs"]
 mod markdown;
@@ -60,8 +63,20 @@ impl DryRun {
         }
     }
 
-    /// `command` (a README line such as `./deploy.sh status`) in the repository root.
+    /// `command` (a README line such as `./deploy.sh status`) in the repository root;
+    /// it must succeed.
     fn run(&self, command: &str) -> Run {
+        let run = self.try_run(command);
+        assert!(
+            run.out.status.success(),
+            "`{command}` failed: {}",
+            run.report()
+        );
+        run
+    }
+
+    /// `command` in the repository root, whatever its exit status.
+    fn try_run(&self, command: &str) -> Run {
         let log = self.state.path().join("calls.log");
         std::fs::write(&log, "").unwrap();
         let mut path = OsString::from(root().join("deploy-tests/fakes"));
@@ -81,6 +96,7 @@ impl DryRun {
             "KDFS_IMAGE",
             "KDFS_AGENTS",
             "KDFS_TIMEOUT",
+            "KDFS_HTTP_PORT",
             "DOCKER_BUILD_FLAGS",
         ] {
             c.env_remove(v);
@@ -96,11 +112,6 @@ impl DryRun {
             out,
             calls,
         };
-        assert!(
-            run.out.status.success(),
-            "`{command}` failed: {}",
-            run.report()
-        );
         assert!(
             !run.calls.iter().any(|c| c.starts_with("UNEXPECTED")),
             "`{command}` made a call the fakes do not know: {}",
@@ -118,7 +129,8 @@ impl DryRun {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .starts_with("apply-")
+                    .strip_prefix("apply-")
+                    .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
             })
             .count();
         std::fs::read_to_string(self.state.path().join(format!("apply-{}.yaml", n - 1))).unwrap()
@@ -128,6 +140,10 @@ impl DryRun {
 impl Run {
     fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
 
     fn report(&self) -> String {
@@ -165,14 +181,14 @@ fn first_up_order() -> Vec<String> {
         "docker info",
         "k3d version",
         "k3d cluster get kdfs",
-        "k3d cluster create kdfs --servers 1 --agents 3 \
+        "k3d cluster create kdfs --servers 1 --agents 3 -p 8080:80@loadbalancer \
          --k3s-node-label topology.kubernetes.io/zone=zone-a@agent:0 \
          --k3s-node-label topology.kubernetes.io/zone=zone-b@agent:1 \
          --k3s-node-label topology.kubernetes.io/zone=zone-c@agent:2 --wait",
         "kubectl --context k3d-kdfs wait --for=condition=Ready nodes --all",
         "docker build",
         "docker tag kdfs:dev kdfs:dev-0123456789ab",
-        "k3d image import kdfs:dev-0123456789ab -c kdfs",
+        "k3d image import kdfs:dev-0123456789ab kdfs:dev -c kdfs",
         "kubectl --context k3d-kdfs create namespace kdfs",
         "docker run -i --rm --network=none kdfs:dev-0123456789ab",
         "create secret generic kdfs-ca",
@@ -182,6 +198,7 @@ fn first_up_order() -> Vec<String> {
         "create secret generic kdfs-gateway-auth",
         "kubectl --context k3d-kdfs kustomize",
         "kubectl --context k3d-kdfs apply -f -",
+        "kubectl --context k3d-kdfs apply -f ",
     ]
     .map(str::to_owned)
     .to_vec();
@@ -310,9 +327,202 @@ fn deploy_sh_runs_every_readme_command_against_fake_tools() {
     run.in_order(&order);
     assert!(!run.called("apply"), "{}", run.report());
 
-    let run = dry.run("./deploy.sh down");
+    let run = dry.run("./deploy.sh down --yes");
     run.in_order(&["k3d cluster get kdfs", "k3d cluster delete kdfs"]);
-    let run = dry.run("./deploy.sh down");
+    let run = dry.run("./deploy.sh down --yes");
     assert!(!run.called("cluster delete"), "{}", run.report());
     assert!(run.stdout().contains("nothing to do"), "{}", run.report());
+}
+
+/// The image kustomization.yaml names, as `name:tag`.
+fn kustomization_image() -> String {
+    let k = std::fs::read_to_string(root().join("k8s/kustomization.yaml")).unwrap();
+    let field = |f: &str| {
+        k.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{f}: ")))
+            .unwrap_or_else(|| panic!("kustomization.yaml has no {f}"))
+            .trim()
+            .to_owned()
+    };
+    format!("{}:{}", field("newName"), field("newTag"))
+}
+
+/// `kubectl apply -k k8s/` by hand runs the image kustomization.yaml names: deploy.sh
+/// imports the build under that name too (besides the tag with its id that rolls pods),
+/// and a cluster it made maps the load balancer's host port, where Traefik's read
+/// timeout is lifted.
+#[test]
+fn the_image_kustomize_names_is_imported_and_the_gateway_reachable_by_host_port() {
+    let deploy = std::fs::read_to_string(root().join("deploy.sh")).unwrap();
+    let image = kustomization_image();
+    assert!(
+        deploy.contains(&format!("\nMANIFEST_IMAGE={image}\n")),
+        "deploy.sh's MANIFEST_IMAGE must be {image}, the image k8s/kustomization.yaml names"
+    );
+    let dry = DryRun::new();
+    let run = dry.run("./deploy.sh");
+    run.in_order(&[&format!("k3d image import {TAGGED} {image} -c kdfs")]);
+    assert!(
+        dry.state
+            .path()
+            .join("apply-file-traefik-config.yaml")
+            .exists(),
+        "{}",
+        run.report()
+    );
+    assert!(
+        run.stdout()
+            .contains("The gateway is at http://localhost:8080/"),
+        "{}",
+        run.report()
+    );
+    // A cluster without the mapping (an older deploy.sh's) is told how to add one.
+    std::fs::remove_file(dry.state.path().join("lb-kdfs-serverlb")).unwrap();
+    let run = dry.run("./deploy.sh");
+    let out = run.stdout();
+    assert!(
+        out.contains("k3d node edit k3d-kdfs-serverlb --port-add 8080:80"),
+        "{out}"
+    );
+    assert!(!out.contains("The gateway is at"), "{out}");
+    assert!(
+        out.contains("kubectl -n kdfs port-forward service/gateway 8080:80"),
+        "{out}"
+    );
+}
+
+/// `down` never deletes without a yes: without a terminal it refuses and says how to
+/// confirm; on a terminal (script(1) gives one) anything but `y` keeps the cluster.
+#[test]
+fn down_asks_before_deleting_unless_yes() {
+    let dry = DryRun::new();
+    dry.run("./deploy.sh");
+    let run = dry.try_run("./deploy.sh down </dev/null");
+    assert!(!run.out.status.success(), "{}", run.report());
+    assert!(
+        run.stderr().contains("./deploy.sh down --yes"),
+        "{}",
+        run.report()
+    );
+    assert!(!run.called("cluster delete"), "{}", run.report());
+    assert!(dry.state.path().join("cluster-kdfs").exists());
+
+    let on_a_terminal = |answer: &str| {
+        // script(1) runs the command on a pseudo-terminal fed by its stdin.
+        dry.try_run(&format!(
+            "printf '{answer}\\n' | script -qec './deploy.sh down' /dev/null"
+        ))
+    };
+    if Command::new("script").arg("--version").output().is_ok() {
+        let run = on_a_terminal("n");
+        assert!(!run.called("cluster delete"), "{}", run.report());
+        assert!(run.stdout().contains("[y/N]"), "{}", run.report());
+        assert!(dry.state.path().join("cluster-kdfs").exists());
+        let run = on_a_terminal("y");
+        assert!(run.called("k3d cluster delete kdfs"), "{}", run.report());
+    } else {
+        eprintln!("no script(1): the interactive answers are not checked");
+    }
+    let run = dry.try_run("./deploy.sh status --yes");
+    assert!(!run.out.status.success(), "--yes belongs to down only");
+}
+
+/// A workload that does not become ready: deploy.sh fails naming it and shows each of
+/// its pods that is not ready with its events and last log lines (and those of the
+/// container before its last restart), not only a timeout.
+#[test]
+fn a_rollout_that_is_not_ready_shows_its_pods_events_and_logs() {
+    let dry = DryRun::new();
+    std::fs::write(dry.state.path().join("not-ready"), "statefulset/datanode\n").unwrap();
+    let run = dry.try_run("./deploy.sh");
+    assert!(!run.out.status.success(), "{}", run.report());
+    let err = run.stderr();
+    for want in [
+        "statefulset/datanode did not become ready within 300s",
+        "--- events of pod datanode-1",
+        "Back-off restarting failed container",
+        "--- last log lines of pod datanode-1",
+        "fake log of datanode-1",
+        "fake log of datanode-1's previous container",
+        "statefulset/datanode is not ready",
+    ] {
+        assert!(
+            err.contains(want),
+            "stderr lacks {want:?}: {}",
+            run.report()
+        );
+    }
+    // The ready pod is left alone, and nothing after the failing workload is awaited.
+    assert!(
+        !err.contains("events of pod datanode-0"),
+        "{}",
+        run.report()
+    );
+    run.in_order(&[
+        "rollout status statefulset/datanode",
+        "get events --field-selector involvedObject.name=datanode-1",
+        "logs datanode-1 --all-containers --tail=40",
+        "logs datanode-1 --all-containers --previous --tail=40",
+    ]);
+    assert!(
+        !run.called("rollout status deployment/gateway"),
+        "{}",
+        run.report()
+    );
+}
+
+/// Every expansion of an array that may be empty works under `set -u` in bash 3.2
+/// (macOS): it is written `${a[@]+"${a[@]}"}`, or follows a `${#a[@]} -gt 0` test in
+/// the same function. (Newer bash accepts a plain "${a[@]}", so running deploy.sh here
+/// cannot show it.)
+#[test]
+fn possibly_empty_arrays_expand_the_bash_3_2_way() {
+    let text = std::fs::read_to_string(root().join("deploy.sh")).unwrap();
+    let code: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    // Arrays ever assigned empty: `NAME=()` or `local NAME=()`.
+    let mut empty: Vec<String> = Vec::new();
+    for l in &code {
+        for word in l.split_whitespace() {
+            if let Some(name) = word.strip_suffix("=()") {
+                empty.push(name.to_owned());
+            }
+        }
+    }
+    assert!(empty.contains(&"CLEANUP".to_owned()), "{empty:?}");
+    let mut checked = 0;
+    for name in &empty {
+        let idiom = format!("${{{name}[@]+\"${{{name}[@]}}\"}}");
+        let guard = format!("${{#{name}[@]}} -gt 0");
+        let mut guarded = false;
+        for (i, l) in code.iter().enumerate() {
+            if l.ends_with("() {") {
+                guarded = false;
+            }
+            if l.contains(&guard) {
+                guarded = true;
+            }
+            let bare = l.replace(&idiom, "");
+            for form in ["[@]}", "[*]}"] {
+                if bare.contains(&format!("${{{name}{form}")) {
+                    assert!(
+                        guarded,
+                        "deploy.sh code line {}: `{}` expands {name}, which may be empty, \
+                         without ${{{name}[@]+\"${{{name}[@]}}\"}} or a length test",
+                        i + 1,
+                        l.trim()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
+    // And the trap itself runs with nothing to clean under set -u.
+    let dry = DryRun::new();
+    dry.run("./deploy.sh");
+    let run = dry.run("bash -u ./deploy.sh status");
+    assert!(run.stderr().is_empty(), "{}", run.report());
 }

@@ -2,9 +2,12 @@
 //! into its k8s-openapi type (an unknown kind fails) and kustomize lists every file; the
 //! namenode a StatefulSet of one with a volume claim and the least RBAC; the datanodes
 //! a spread StatefulSet of three with claims (never emptyDir), a headless Service,
-//! downward-API identity, a PodDisruptionBudget and a grace period longer than their
-//! drain; the gateway two replicas behind port 80; every Service selecting one
-//! workload and naming its ports.
+//! downward-API identity, a PodDisruptionBudget, a grace period longer than their
+//! drain and a capacity equal to their claim; the gateway two spread replicas behind
+//! port 80 and an Ingress, with a budget, a surge-first rollout, a preStop pause and a
+//! readiness timeout longer than its handler's wait; the namenode's RBAC exactly the
+//! Kubernetes API calls its code makes; every Service selecting one workload and naming
+//! its ports.
 //!
 //! Schema-level checks (misspelled fields) are `scripts/lint-deploy.sh`'s job
 //! (`kubernetes-validate --strict`); k8s-openapi ignores unknown fields.
@@ -79,27 +82,23 @@ fn namenode_is_a_stateful_set_of_one_with_a_claim_and_least_rbac() {
             .iter()
             .any(|s| name_of(&s.metadata) == sa)
     );
+    let (namespaced, cluster) = kube_api_calls();
     assert_eq!(m.roles.len(), 1);
-    let role_rules: Vec<_> = m.roles[0].rules.iter().flatten().map(rule).collect();
+    let role_rules: BTreeSet<_> = m.roles[0].rules.iter().flatten().map(owned_rule).collect();
     assert_eq!(
-        role_rules,
-        vec![
-            (vec![""], vec!["pods"], vec!["get", "list", "watch"]),
-            (vec!["apps"], vec!["statefulsets"], vec!["get"]),
-        ],
-        "the Role may only read pods and get StatefulSets (their replica count tells a scaled-away datanode)"
+        role_rules, namespaced,
+        "the Role grants exactly the namespaced calls of namenode/src/kubernetes/"
     );
     assert_eq!(m.cluster_roles.len(), 1);
-    let cluster_rules: Vec<_> = m.cluster_roles[0]
+    let cluster_rules: BTreeSet<_> = m.cluster_roles[0]
         .rules
         .iter()
         .flatten()
-        .map(rule)
+        .map(owned_rule)
         .collect();
     assert_eq!(
-        cluster_rules,
-        vec![(vec![""], vec!["nodes"], vec!["get"])],
-        "the ClusterRole may only get nodes"
+        cluster_rules, cluster,
+        "the ClusterRole grants exactly the cluster-wide calls of namenode/src/kubernetes/"
     );
     let bound_to_sa = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
         let subjects = subjects.map(Vec::as_slice).unwrap_or_default();
@@ -246,21 +245,7 @@ fn datanodes_are_a_spread_stateful_set_with_claims_identity_and_a_budget() {
     }
 
     // At most one datanode down by a voluntary disruption.
-    let budgets: Vec<_> = m
-        .budgets
-        .iter()
-        .filter(|b| {
-            b.spec
-                .as_ref()
-                .is_some_and(|s| selects(&match_labels(s.selector.as_ref()), &own))
-        })
-        .collect();
-    assert_eq!(
-        budgets.len(),
-        1,
-        "one PodDisruptionBudget selects the datanodes"
-    );
-    let b = budgets[0].spec.as_ref().expect("spec");
+    let b = m.budget_for(&own).spec.as_ref().expect("spec");
     assert_eq!(b.max_unavailable, Some(IntOrString::Int(1)));
     assert!(b.min_available.is_none());
 
@@ -278,6 +263,172 @@ fn datanodes_are_a_spread_stateful_set_with_claims_identity_and_a_budget() {
         grace >= seconds(&drain) + 10,
         "datanode grace {grace}s leaves no margin over its {drain} drain"
     );
+}
+
+/// On a shared disk (k3d) a datanode reports its claim's size as its capacity: the
+/// `KDFS_CAPACITY` it is given is the storage its volume claim template requests.
+#[test]
+fn datanode_capacity_is_its_claims_size() {
+    let m = load();
+    let dn = m.stateful_set("datanode");
+    let c = only_container(&dn.spec.template, "datanode");
+    let capacity = env_value(c, "KDFS_CAPACITY")
+        .or_else(|| flag(c, "capacity"))
+        .expect("the datanode is given --capacity (KDFS_CAPACITY)");
+    let claim = &dn
+        .spec
+        .volume_claim_templates
+        .as_deref()
+        .unwrap_or_default()[0];
+    let storage = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .expect("the claim requests storage");
+    assert_eq!(
+        capacity, storage.0,
+        "KDFS_CAPACITY must equal the claim's storage request"
+    );
+    assert!(
+        flags_of_binary(binary(c)).long.contains("capacity"),
+        "kdfs-datanode has --capacity"
+    );
+}
+
+/// The gateway's source: `/readyz`'s own wait for the namenode, in seconds.
+fn gateway_ready_timeout() -> i64 {
+    let src = std::fs::read_to_string(root().join("client-gateway/src/gateway/routes/health.rs"))
+        .expect("health.rs");
+    let line = src
+        .lines()
+        .find(|l| l.contains("const READY_TIMEOUT: Duration = Duration::from_secs("))
+        .expect("READY_TIMEOUT in routes/health.rs");
+    line.split("from_secs(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .expect("READY_TIMEOUT in whole seconds")
+}
+
+/// The gateway through ordinary Kubernetes life: two replicas spread over nodes, a
+/// budget of one down, a rollout that adds before it removes, a `preStop` pause (with
+/// a `sleep` the image has) so endpoints forget a stopping pod before it stops
+/// accepting, a grace period covering the pause and the gateway's drain, a readiness
+/// probe that outwaits `/readyz`'s own wait, and the pod network as its trusted
+/// proxies (the ingress controller's `X-Forwarded-For`).
+#[test]
+fn gateway_survives_rollouts_and_drains() {
+    let m = load();
+    let gw = m.deployment("gateway");
+    let template = &gw.spec.template;
+    let spec = pod(template);
+    let c = only_container(template, "gateway");
+    let own = labels(template);
+
+    let b = m.budget_for(&own).spec.as_ref().expect("spec");
+    assert_eq!(b.max_unavailable, Some(IntOrString::Int(1)));
+    let rolling = gw
+        .spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .expect("a rolling update strategy");
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+
+    let spread = spec
+        .topology_spread_constraints
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        spread
+            .iter()
+            .any(|t| t.topology_key == "kubernetes.io/hostname"
+                && t.when_unsatisfiable == "ScheduleAnyway"
+                && selects(&match_labels(t.label_selector.as_ref()), &own)),
+        "the gateways spread over nodes"
+    );
+
+    let pre_stop = c
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .expect("a preStop hook");
+    let pause = match (&pre_stop.exec, &pre_stop.sleep) {
+        (Some(exec), None) => {
+            let cmd = exec.command.as_deref().unwrap_or_default();
+            assert_eq!(cmd.len(), 2, "preStop is `sleep N`: {cmd:?}");
+            assert_eq!(cmd[0], "sleep");
+            let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+            assert!(
+                dockerfile.contains("FROM debian:bookworm-slim"),
+                "preStop runs `sleep`, which the runtime image must hold (debian-slim does)"
+            );
+            cmd[1].parse::<i64>().expect("sleep seconds")
+        }
+        (None, Some(sleep)) => sleep.seconds,
+        other => panic!("preStop must be an exec sleep or a sleep action: {other:?}"),
+    };
+    assert!((3..=15).contains(&pause), "preStop pause {pause}s");
+    let flags = flags_of_binary(binary(c));
+    let drain = flag(c, "drain-timeout")
+        .map(str::to_owned)
+        .or_else(|| flags.defaults.get("DEFAULT_DRAIN_TIMEOUT").cloned())
+        .expect("the gateway's drain timeout");
+    let grace = spec
+        .termination_grace_period_seconds
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        grace >= pause + seconds(&drain) + 5,
+        "gateway grace {grace}s must cover the {pause}s pause and the {drain} drain"
+    );
+
+    let ready = c.readiness_probe.as_ref().expect("readiness probe");
+    let probe_timeout = i64::from(ready.timeout_seconds.unwrap_or(1));
+    assert!(
+        probe_timeout > gateway_ready_timeout(),
+        "readiness timeoutSeconds {probe_timeout} must exceed /readyz's own {}s wait",
+        gateway_ready_timeout()
+    );
+
+    let trusted = flag(c, "trusted-proxies").expect("--trusted-proxies (the pod network)");
+    assert!(
+        trusted.split(',').all(|r| r.contains('/')),
+        "--trusted-proxies={trusted}: CIDR blocks (the ingress controller's pods move)"
+    );
+}
+
+/// The Ingress routes every path to the gateway Service's HTTP port.
+#[test]
+fn the_ingress_reaches_the_gateway() {
+    let m = load();
+    assert_eq!(m.ingresses.len(), 1);
+    let spec = m.ingresses[0].spec.as_ref().expect("spec");
+    let svc = m.service("gateway").spec.as_ref().expect("spec");
+    let paths: Vec<_> = spec
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+        .collect();
+    assert_eq!(paths.len(), 1);
+    let p = paths[0];
+    assert_eq!(
+        (p.path.as_deref(), p.path_type.as_str()),
+        (Some("/"), "Prefix")
+    );
+    let backend = p.backend.service.as_ref().expect("a Service backend");
+    assert_eq!(backend.name, "gateway");
+    let port = backend.port.as_ref().expect("a port");
+    let served = svc.ports.iter().flatten().any(|sp| {
+        port.name
+            .as_deref()
+            .is_some_and(|n| sp.name.as_deref() == Some(n))
+            || port.number == Some(sp.port)
+    });
+    assert!(served, "the Ingress targets a port the gateway Service has");
 }
 
 #[test]
@@ -367,6 +518,104 @@ fn services_select_one_workload_and_name_its_ports() {
             }
         }
     }
+}
+
+/// A rule as owned sorted lists: (api groups, resources, verbs).
+type Rule = (Vec<String>, Vec<String>, Vec<String>);
+
+fn owned_rule(r: &k8s_openapi::api::rbac::v1::PolicyRule) -> Rule {
+    let (g, res, v) = rule(r);
+    let own = |v: Vec<&str>| v.into_iter().map(String::from).collect();
+    (own(g), own(res), own(v))
+}
+
+/// The Kubernetes API calls of `namenode/src/kubernetes/`, read from its source, as the
+/// RBAC rules they need: (namespaced, cluster-wide). An `Api<Kind>` bound to a name
+/// (`name: Api<Kind>`) is namespaced or cluster-wide by the constructor assigned to
+/// that name (`Api::namespaced` / `Api::all`); its verbs are the methods called on it
+/// (`name.get(`, `.list(`, `.patch(`, …) and `watcher(name, …)` (list and watch).
+fn kube_api_calls() -> (BTreeSet<Rule>, BTreeSet<Rule>) {
+    const VERBS: [&str; 8] = [
+        "get", "list", "watch", "create", "update", "patch", "delete", "replace",
+    ];
+    let dir = root().join("namenode/src/kubernetes");
+    let mut src = String::new();
+    for e in std::fs::read_dir(&dir).expect("namenode/src/kubernetes") {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Test modules talk to a mock API: only the code before them counts.
+            let code = text
+                .split("\n#[cfg(test)]\nmod ")
+                .next()
+                .unwrap_or_default();
+            src.push_str(code);
+            src.push('\n');
+        }
+    }
+    // name -> kind, from `name: Api<Kind>`.
+    let mut apis: Vec<(String, String)> = Vec::new();
+    for (i, _) in src.match_indices(": Api<") {
+        let name: String = src[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect();
+        let kind: String = src[i + ": Api<".len()..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        if !apis.contains(&(name.clone(), kind.clone())) {
+            apis.push((name, kind));
+        }
+    }
+    assert!(
+        !apis.is_empty(),
+        "no `name: Api<Kind>` found in {}",
+        dir.display()
+    );
+    let (mut namespaced, mut cluster) = (BTreeSet::new(), BTreeSet::new());
+    for (name, kind) in &apis {
+        let (group, resource) = match kind.as_str() {
+            "Pod" => ("", "pods"),
+            "Node" => ("", "nodes"),
+            "StatefulSet" => ("apps", "statefulsets"),
+            other => panic!("Api<{other}>: add its group and resource to this test"),
+        };
+        let all = src.contains(&format!("{name}: Api::all("))
+            || src.contains(&format!("{name}: Api<{kind}> = Api::all("));
+        let ns = src.contains(&format!("{name}: Api::namespaced("))
+            || src.contains(&format!("{name}: Api<{kind}> = Api::namespaced("));
+        assert!(
+            all != ns,
+            "Api `{name}`: neither or both of Api::all and Api::namespaced"
+        );
+        let mut verbs: BTreeSet<String> = BTreeSet::new();
+        for v in VERBS {
+            if src.contains(&format!("{name}.{v}(")) {
+                verbs.insert(v.to_owned());
+            }
+        }
+        if src.contains(&format!("watcher({name},")) || src.contains(&format!("watcher({name})")) {
+            verbs.insert("list".into());
+            verbs.insert("watch".into());
+        }
+        assert!(!verbs.is_empty(), "Api `{name}` ({kind}) is never called");
+        let rule = (
+            vec![group.to_owned()],
+            vec![resource.to_owned()],
+            verbs.into_iter().collect(),
+        );
+        if all {
+            cluster.insert(rule);
+        } else {
+            namespaced.insert(rule);
+        }
+    }
+    (namespaced, cluster)
 }
 
 /// The one volume claim template of `workload`'s StatefulSet `set`, which its container

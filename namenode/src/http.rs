@@ -1,6 +1,6 @@
 //! The namenode's small HTTP side: `/healthz` (the process is up), `/readyz` (the
 //! gRPC service is serving; the body says whether safe mode is on) and `/metrics`
-//! (Prometheus text).
+//! (Prometheus text, with the seconds until its certificates expire when mTLS is on).
 
 use std::sync::Arc;
 
@@ -12,6 +12,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::namesystem::NameSystem;
 
+/// What the endpoints read.
+#[derive(Clone)]
+struct HttpState {
+    ns: Arc<NameSystem>,
+    /// The mTLS configuration in force, for its expiry gauge.
+    tls: Option<Arc<kdfs_proto::tls::Tls>>,
+}
+
 /// The process-wide Prometheus recorder, shared with every other component of the
 /// process (see [`kdfs_core::telemetry::prometheus`]).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -19,17 +27,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// The routes, served on `--http`.
-pub fn router(ns: Arc<NameSystem>) -> Router {
+pub fn router(ns: Arc<NameSystem>, tls: Option<Arc<kdfs_proto::tls::Tls>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(ns)
+        .with_state(HttpState { ns, tls })
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn readyz(State(ns): State<Arc<NameSystem>>) -> (StatusCode, String) {
-    let mode = if ns.in_safe_mode() {
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    let mode = if s.ns.in_safe_mode() {
         "safe mode"
     } else {
         "serving"
@@ -38,8 +46,16 @@ async fn readyz(State(ns): State<Arc<NameSystem>>) -> (StatusCode, String) {
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn metrics_text(State(ns): State<Arc<NameSystem>>) -> String {
+async fn metrics_text(State(s): State<HttpState>) -> String {
     let handle = prometheus();
+    let ns = s.ns.clone();
     let _ = tokio::task::spawn_blocking(move || ns.export_metrics()).await;
-    handle.render()
+    let mut text = handle.render();
+    if let Some(tls) = &s.tls {
+        text.push_str(&kdfs_proto::tls::expiry::metrics_text(
+            &[("mtls", tls.as_ref())],
+            std::time::SystemTime::now(),
+        ));
+    }
+    text
 }

@@ -119,10 +119,10 @@ pub async fn run(
         .layer(kdfs_proto::authz::layer(&authz::RULES, tls.is_some()))
         .add_service(service::NamenodeService::new(ns.clone()).into_server())
         .serve_with_incoming_shutdown(
-            kdfs_proto::tls::accept(grpc, tls),
+            kdfs_proto::tls::accept(grpc, tls.clone()),
             shutdown.clone().cancelled_owned(),
         );
-    let http_server = axum::serve(http, http::router(ns.clone()))
+    let http_server = axum::serve(http, http::router(ns.clone(), tls))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tracing::info!(
         grpc = %grpc_addr,

@@ -73,22 +73,35 @@ impl Ca {
     /// A leaf for `names` (DNS names or IPs), valid now, usable as server and client,
     /// without a role (kdfs servers refuse every rpc from it).
     pub fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        self.leaf_valid(file, &[], names, None)
+        self.leaf_valid(file, &[], names, |_| {})
     }
 
     /// A leaf carrying `role` (`namenode`, `datanode` or `gateway`) for `names`.
     pub fn role_leaf(&self, file: &str, role: &str, names: &[&str]) -> Leaf {
-        self.leaf_valid(file, &[role], names, None)
+        self.leaf_valid(file, &[role], names, |_| {})
     }
 
     /// A leaf carrying every one of `roles` (several roles: kdfs counts it as none).
     pub fn leaf_with_roles(&self, file: &str, roles: &[&str], names: &[&str]) -> Leaf {
-        self.leaf_valid(file, roles, names, None)
+        self.leaf_valid(file, roles, names, |_| {})
     }
 
     /// A leaf carrying `role` whose validity ended in 2021.
     pub fn expired_leaf(&self, file: &str, role: &str, names: &[&str]) -> Leaf {
-        self.leaf_valid(file, &[role], names, Some((2020, 2021)))
+        self.leaf_valid(file, &[role], names, |p| {
+            p.not_before = date_time_ymd(2020, 1, 1);
+            p.not_after = date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    /// A leaf carrying `role` that expires `days` days from now (a short-lived one, to
+    /// see the expiry warnings and gauge).
+    pub fn leaf_expiring_in(&self, file: &str, role: &str, names: &[&str], days: u64) -> Leaf {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        let end = date_time_ymd(1970, 1, 1) + now + std::time::Duration::from_secs(days * 86_400);
+        self.leaf_valid(file, &[role], names, |p| p.not_after = end)
     }
 
     fn leaf_valid(
@@ -96,7 +109,7 @@ impl Ca {
         file: &str,
         roles: &[&str],
         names: &[&str],
-        years: Option<(i32, i32)>,
+        validity: impl FnOnce(&mut CertificateParams),
     ) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -115,10 +128,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if let Some((from, to)) = years {
-            params.not_before = date_time_ymd(from, 1, 1);
-            params.not_after = date_time_ymd(to, 1, 1);
-        }
+        validity(&mut params);
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("signing a leaf");

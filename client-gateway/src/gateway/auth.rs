@@ -40,6 +40,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::gateway::config::Config;
+use crate::gateway::ip_range::IpRange;
 
 /// Most clients whose failed attempts are remembered at once (about 100 bytes each).
 pub const MAX_TRACKED_CLIENTS: usize = 16_384;
@@ -344,8 +345,8 @@ fn bearer(value: &[u8]) -> Option<&str> {
 /// The client a request counts against: the connection's `peer`, or, when `peer` is
 /// one of `trusted` proxies, the last address of `forwarded_for` (`X-Forwarded-For`)
 /// that is not itself a trusted proxy (the one the nearest untrusted hop gave).
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpAddr]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| ip_eq(*t, *ip));
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpRange]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.contains(*ip));
     if !is_trusted(&peer) {
         return peer;
     }
@@ -364,15 +365,6 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpAddr])
         }
     }
     last
-}
-
-/// Whether two addresses are the same host (IPv4-mapped IPv6 equal to its IPv4).
-fn ip_eq(a: IpAddr, b: IpAddr) -> bool {
-    let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    canon(a) == canon(b)
 }
 
 /// What the per-token failure limit counts a request's token by: the first 8 bytes of
@@ -641,8 +633,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
-        let proxy = ip("10.0.0.1");
-        let trusted = [proxy, ip("10.0.0.2")];
+        let trusted: Vec<IpRange> = ["10.0.0.1", "10.0.0.2", "10.42.0.0/16"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
         for (peer, xff, want) in [
             // Not a proxy: its header is ignored.
             ("192.0.2.9", Some("203.0.113.5"), "192.0.2.9"),
@@ -654,6 +648,10 @@ mod tests {
             ("10.0.0.1", Some("203.0.113.5, 10.0.0.2"), "203.0.113.5"),
             ("10.0.0.1", None, "10.0.0.1"),
             ("10.0.0.1", Some("junk"), "10.0.0.1"),
+            // A proxy trusted by its network (an ingress controller's pod).
+            ("10.42.7.3", Some("203.0.113.5"), "203.0.113.5"),
+            ("10.42.7.3", Some("203.0.113.5, 10.42.1.1"), "203.0.113.5"),
+            ("10.43.0.1", Some("203.0.113.5"), "10.43.0.1"),
         ] {
             let got = client_ip(ip(peer), xff.map(str::as_bytes), &trusted);
             assert_eq!(got, ip(want), "{peer} {xff:?}");

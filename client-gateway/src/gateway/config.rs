@@ -168,11 +168,12 @@ pub struct Config {
     #[arg(long, env = "KDFS_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
-    /// Addresses of reverse proxies (comma-separated IPs) whose `X-Forwarded-For` names
-    /// the real client: the failed-authentication limit then counts that client instead
-    /// of the proxy. A header from any other peer is ignored.
+    /// Reverse proxies (comma-separated addresses or CIDR blocks, e.g. a cluster's pod
+    /// network `10.42.0.0/16` where the ingress controller runs) whose `X-Forwarded-For`
+    /// names the real client: the failed-authentication limit then counts that client
+    /// instead of the proxy. A header from any other peer is ignored.
     #[arg(long, env = "KDFS_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::gateway::ip_range::IpRange>,
 
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
@@ -222,10 +223,13 @@ mod tests {
         let c = Config::parse_from([
             "kdfs-gateway",
             "--allowed-hosts=kdfs.local,nas:8080",
-            "--trusted-proxies=10.0.0.1,::1",
+            "--trusted-proxies=10.0.0.1,::1,10.42.0.0/16",
         ]);
         assert_eq!(c.allowed_hosts, ["kdfs.local", "nas:8080"]);
-        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(
+            Config::try_parse_from(["kdfs-gateway", "--trusted-proxies=10.42.0.1/16"]).is_err()
+        );
         let c = Config::parse_from([
             "kdfs-gateway",
             "--max-upload",

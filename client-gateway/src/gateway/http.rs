@@ -246,6 +246,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         kdfs_proto::roles::require_own(&tls.certificate(), kdfs_proto::roles::Role::Gateway)
             .map_err(Error::Config)?;
     }
+    let mut tls_in_force: Vec<(&'static str, Arc<Tls>)> = Vec::new();
+    if let Some(tls) = &grpc_tls {
+        tls_in_force.push(("mtls", tls.clone()));
+    }
     let options = ClientOptions {
         upload_budget: config.upload_budget,
         stall_timeout: config.stall_timeout.get().max(Duration::from_millis(100)),
@@ -264,6 +268,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
                 .map_err(|e| Error::Config(format!("HTTPS (--https-cert, --https-key): {e}")))?;
             // The watcher stops by itself once the last handle (the accept loop's) goes.
             tls.watch(config.https_reload_interval.get());
+            tls_in_force.push(("https", tls.clone()));
             Some(tls)
         }
     };
@@ -277,6 +282,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         config: Arc::new(config.clone()),
         auth: Arc::clone(&auth),
         metrics: prometheus(),
+        tls: tls_in_force,
         started: Instant::now(),
         loopback_listener: addr.ip().is_loopback(),
     };

@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod idle;
+pub mod ip_range;
 pub mod page;
 pub mod routes;
 pub mod server;

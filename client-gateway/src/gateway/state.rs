@@ -16,6 +16,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub metrics: Option<PrometheusHandle>,
+    /// The TLS configurations in force (`mtls` towards the cluster, `https` for
+    /// clients), for the certificate expiry gauge of `/metrics`.
+    pub tls: Vec<(&'static str, Arc<kdfs_proto::tls::Tls>)>,
     pub started: Instant,
     /// Whether the gateway listens on a loopback address: then only loopback `Host`s
     /// (and `--allowed-hosts`) are answered ([`crate::gateway::browser::foreign_host`]).

@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Container, Namespace, PodSpec, PodTemplateSpec, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -53,6 +54,8 @@ pub struct Manifests {
     pub stateful_sets: Vec<StatefulSet>,
     pub deployments: Vec<Deployment>,
     pub budgets: Vec<PodDisruptionBudget>,
+    pub ingresses: Vec<Ingress>,
+    pub network_policies: Vec<NetworkPolicy>,
     pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
     pub cluster_roles: Vec<ClusterRole>,
@@ -130,6 +133,10 @@ pub fn load() -> Manifests {
                 ("apps/v1", "StatefulSet") => m.stateful_sets.push(parse(&file, i, doc)),
                 ("apps/v1", "Deployment") => m.deployments.push(parse(&file, i, doc)),
                 ("policy/v1", "PodDisruptionBudget") => m.budgets.push(parse(&file, i, doc)),
+                ("networking.k8s.io/v1", "Ingress") => m.ingresses.push(parse(&file, i, doc)),
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    m.network_policies.push(parse(&file, i, doc))
+                }
                 ("rbac.authorization.k8s.io/v1", "Role") => m.roles.push(parse(&file, i, doc)),
                 ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
                     m.role_bindings.push(parse(&file, i, doc))
@@ -167,6 +174,24 @@ impl Manifests {
             .iter()
             .find(|d| name_of(&d.metadata) == name)
             .unwrap_or_else(|| panic!("no Deployment {name}"))
+    }
+    /// The one PodDisruptionBudget selecting `labels`.
+    pub fn budget_for(&self, labels: &BTreeMap<String, String>) -> &PodDisruptionBudget {
+        let budgets: Vec<_> = self
+            .budgets
+            .iter()
+            .filter(|b| {
+                b.spec
+                    .as_ref()
+                    .is_some_and(|s| selects(&match_labels(s.selector.as_ref()), labels))
+            })
+            .collect();
+        assert_eq!(
+            budgets.len(),
+            1,
+            "one PodDisruptionBudget selects {labels:?}"
+        );
+        budgets[0]
     }
     pub fn service(&self, name: &str) -> &Service {
         self.services

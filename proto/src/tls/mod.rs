@@ -14,6 +14,8 @@
 //! - [`channel`]: a lazily connecting tonic channel that, with TLS, dials through
 //!   [`Connector`]: TCP, then a handshake that presents our certificate and checks that
 //!   the server's certificate names the host we dialed.
+//! - [`expiry`] (module `expiry`): when the certificates in force expire, as WARN lines
+//!   from a month before and a `/metrics` gauge of the seconds left.
 //! - [`check_names`]: the identity check on the other side — the namenode uses it to
 //!   refuse a datanode whose certificate does not name the address it advertises.
 
@@ -38,6 +40,7 @@ use tonic::transport::Channel;
 use crate::transport;
 
 mod accept;
+pub mod expiry;
 
 pub use accept::{
     Conn, HANDSHAKE_TIMEOUT, HandshakeLimits, Incoming, MAX_PENDING_HANDSHAKES,
@@ -151,6 +154,8 @@ struct Loaded {
     client: Option<Arc<ClientConfig>>,
     /// Our own certificate (first of the chain).
     leaf: CertificateDer<'static>,
+    /// When our certificate and the CA's expire.
+    expiry: expiry::Expiry,
 }
 
 impl std::fmt::Debug for Tls {
@@ -219,16 +224,24 @@ impl Tls {
 
     /// Checks the files every `every` and reloads them when they change, until the last
     /// handle to this `Tls` is dropped. Must be called inside a tokio runtime.
+    /// It also warns of certificates near their end now, once a day and after every
+    /// reload ([`expiry`]).
     pub fn watch(self: &Arc<Self>, every: Duration) {
+        self.warn_if_expiring();
         let weak = Arc::downgrade(self);
         let every = every.max(Duration::from_millis(50));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut checked = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(tls) = weak.upgrade() else { return };
+                if checked.elapsed() >= expiry::EXPIRY_CHECK_INTERVAL {
+                    checked = tokio::time::Instant::now();
+                    tls.warn_if_expiring();
+                }
                 let outcome = tokio::task::spawn_blocking(move || {
                     let result = tls.reload();
                     (tls, result)
@@ -243,6 +256,7 @@ impl Tls {
                             cert = %tls.cert.display(),
                             "TLS certificates changed on disk: reloaded for new connections"
                         );
+                        tls.warn_if_expiring();
                     }
                     Err(e) => tls.warn_once(&e),
                 }
@@ -324,17 +338,21 @@ fn build(
         // The gateway serves HTTP/1.1 only: its slow-client bounds need one response
         // per connection (docs/security.md, "Slow clients").
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let expiry = expiry::expiry_of(&leaf, &[]).map_err(|e| pem_error(cert_path, e))?;
         return Ok(Loaded {
             stamp: files.stamp,
             server: Arc::new(server),
             client: None,
             leaf,
+            expiry,
         });
     };
 
     let mut roots = RootCertStore::empty();
+    let mut ca_certs = Vec::new();
     for der in CertificateDer::pem_slice_iter(ca) {
         let der = der.map_err(|e| pem_error(ca_path, format!("not a PEM certificate: {e}")))?;
+        ca_certs.push(der.clone());
         roots
             .add(der)
             .map_err(|e| pem_error(ca_path, format!("not a usable CA certificate: {e}")))?;
@@ -355,11 +373,13 @@ fn build(
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
     client.alpn_protocols = vec![b"h2".to_vec()];
+    let expiry = expiry::expiry_of(&leaf, &ca_certs).map_err(|e| pem_error(cert_path, e))?;
     Ok(Loaded {
         stamp: files.stamp,
         server: Arc::new(server),
         client: Some(Arc::new(client)),
         leaf,
+        expiry,
     })
 }
 

@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process serves), `GET /readyz` (the namenode answers and enough
-//! datanodes are live to accept a write), `GET /metrics` (Prometheus text).
+//! datanodes are live to accept a write), `GET /metrics` (Prometheus text, with the
+//! seconds until the gateway's certificates expire).
 
 use std::time::Duration;
 
@@ -39,6 +40,11 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value
 
 #[tracing::instrument(name = "http_metrics", level = "debug", skip_all)]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut text = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let tls: Vec<_> = st.tls.iter().map(|(u, t)| (*u, t.as_ref())).collect();
+    text.push_str(&kdfs_proto::tls::expiry::metrics_text(
+        &tls,
+        std::time::SystemTime::now(),
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
