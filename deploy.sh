@@ -102,6 +102,21 @@ need_tools() {
 
 cluster_exists() { k3d cluster get "$CLUSTER" >/dev/null 2>&1; }
 
+# The host port mapped to port 80 of an existing cluster's load balancer (sets
+# HTTP_PORT), or HTTP_MAPPED=0 and how to add one.
+find_http_port() {
+  local mapped
+  mapped=$(docker port "k3d-$CLUSTER-serverlb" 80/tcp 2>/dev/null | head -n 1 || true)
+  if [ -n "$mapped" ]; then
+    HTTP_PORT=${mapped##*:}
+  else
+    HTTP_MAPPED=0
+    say "note: no host port of $CLUSTER reaches its load balancer (made by an older" \
+      "deploy.sh?): 'k3d node edit k3d-$CLUSTER-serverlb --port-add $HTTP_PORT:80' adds" \
+      "one; until then use the port-forward printed at the end"
+  fi
+}
+
 # Create the cluster, or start and reuse it. Agents get zone labels, round robin.
 ensure_cluster() {
   if cluster_exists; then
@@ -115,12 +130,7 @@ ensure_cluster() {
       say "note: no node of $CLUSTER has a zone label (made by an older deploy.sh?);" \
         "'./deploy.sh down' then './deploy.sh' recreates it with zones"
     fi
-    if [ -z "$(docker port "k3d-$CLUSTER-serverlb" 80/tcp 2>/dev/null)" ]; then
-      HTTP_MAPPED=0
-      say "note: no host port of $CLUSTER reaches its load balancer (made by an older" \
-        "deploy.sh?): 'k3d node edit k3d-$CLUSTER-serverlb --port-add $HTTP_PORT:80' adds" \
-        "one; until then use the port-forward printed at the end"
-    fi
+    find_http_port
   else
     local labels=() i
     for ((i = 0; i < AGENTS; i++)); do
@@ -365,6 +375,7 @@ up() {
 redeploy() {
   need_tools docker k3d kubectl
   cluster_exists || die "no k3d cluster $CLUSTER: run ./deploy.sh up first"
+  find_http_port
   build_and_import
   local running
   running=$(kc -n "$NS" get statefulset/datanode \

@@ -389,6 +389,16 @@ fn the_image_kustomize_names_is_imported_and_the_gateway_reachable_by_host_port(
         out.contains("kubectl -n kdfs port-forward service/gateway 8080:80"),
         "{out}"
     );
+    // Another host port, chosen at creation.
+    let dry = DryRun::new();
+    let run = dry.run("KDFS_HTTP_PORT=9090 ./deploy.sh");
+    run.in_order(&["k3d cluster create kdfs --servers 1 --agents 3 -p 9090:80@loadbalancer"]);
+    assert!(
+        run.stdout()
+            .contains("The gateway is at http://localhost:9090/"),
+        "{}",
+        run.report()
+    );
 }
 
 /// `down` never deletes without a yes: without a terminal it refuses and says how to

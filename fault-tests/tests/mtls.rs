@@ -8,6 +8,8 @@
 //!   process that claims another node's address. (Refusals by role: `roles.rs`.)
 //! - Rotation: the files are replaced under the running cluster; an upload in flight
 //!   finishes, and every server presents the new certificate to new connections.
+//! - Expiry: every server's `/metrics` carries the seconds until its certificate and
+//!   its CA expire.
 
 use std::io::Read;
 use std::path::Path;
@@ -111,6 +113,40 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     c.wait_replicated("initial replication", Duration::from_secs(30), &files, &[]);
 
     let rt = runtime();
+    // Every server exports when its certificates expire (RoleCerts' leaves and CA are
+    // valid for centuries, so both figures are large and positive).
+    let metrics_of = |addr: String| {
+        rt.block_on(async {
+            let addr = addr.parse().expect("a socket address");
+            kdfs_testkit::http_get(addr, "/metrics").await.1
+        })
+    };
+    let gateway_http = c.gateway.flag("listen").expect("the gateway's --listen");
+    for (who, addr) in [
+        (
+            "namenode",
+            c.namenode.flag("http").expect("--http").to_owned(),
+        ),
+        (
+            "datanode-0",
+            c.datanodes[0].flag("http").expect("--http").to_owned(),
+        ),
+        ("gateway", gateway_http.to_owned()),
+    ] {
+        let text = metrics_of(addr);
+        for which in ["own", "ca"] {
+            let series = format!(
+                "kdfs_tls_certificate_expiry_seconds{{use=\"mtls\",certificate=\"{which}\"}} "
+            );
+            let left: i64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .unwrap_or_else(|| panic!("{who}'s /metrics lacks {series}:\n{text}"))
+                .parse()
+                .expect("an integer");
+            assert!(left > 365 * 86_400, "{who}: {which} expires in {left}s");
+        }
+    }
     // Lazy channels spawn their connection task on creation.
     let _in_runtime = rt.enter();
     let port = c.namenode_port;

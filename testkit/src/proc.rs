@@ -140,6 +140,12 @@ impl Proc {
     }
 
     /// The OS process id, if running.
+    /// The value of `--name=VALUE` among the process's arguments.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        let prefix = format!("--{name}=");
+        self.args.iter().find_map(|a| a.strip_prefix(&prefix))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
