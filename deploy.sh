@@ -311,7 +311,7 @@ diagnose() {
         printf '\n--- last log lines of its previous container (%s restarts)\n' "$restarts" >&2
         kc -n "$NS" logs "$pod" --all-containers --previous --tail=40 >&2 || true
       fi
-    done
+    done || true
   die "$w is not ready (above: its pods, their events and logs); './deploy.sh status' shows the cluster"
 }
 
@@ -429,14 +429,15 @@ TAGGED=$IMAGE
 COMMAND=${1:-up}
 [ $# -eq 0 ] || shift
 YES=0
-for arg in "$@"; do
-  case $arg in
+while [ $# -gt 0 ]; do
+  case $1 in
     -y | --yes)
-      [ "$COMMAND" = down ] || die "$arg belongs to down only"
+      [ "$COMMAND" = down ] || die "$1 belongs to down only"
       YES=1
       ;;
-    *) die "unknown argument $arg" ;;
+    *) die "unknown argument $1" ;;
   esac
+  shift
 done
 case "$COMMAND" in
   up) up ;;
