@@ -349,14 +349,14 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
     );
 
     // Rotate: new leaves (same CA, same roles) written over the files every process
-    // reads.
+    // reads; short-lived ones (20 days), so each process warns after its reload.
     let mut new_ders = Vec::new();
     for (role, leaf) in [
         ("namenode", &certs.namenode),
         ("datanode", &certs.datanode),
         ("gateway", &certs.gateway),
     ] {
-        let fresh = ca.role_leaf(&format!("fresh-{role}"), role, LOCAL_NAMES);
+        let fresh = ca.leaf_expiring_in(&format!("fresh-{role}"), role, LOCAL_NAMES, 20);
         new_ders.push(fresh.der());
         write_atomically(&leaf.key, &std::fs::read(&fresh.key).unwrap());
         write_atomically(&leaf.cert, &std::fs::read(&fresh.cert).unwrap());
@@ -393,4 +393,18 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
             .contains("reloaded for new connections"),
         "the namenode did not log the reload"
     );
+    // Every process warned, once reloaded, that its new certificate ends within 30
+    // days (in 20 days, or 19 and some hours once a second has passed).
+    for p in c.procs() {
+        let warned = |days: u32| {
+            p.log_text().contains(&format!(
+                "the certificate this process presents expires in {days} days"
+            ))
+        };
+        c.wait_until(
+            &format!("{} warning of its certificate's end", p.name),
+            Duration::from_secs(15),
+            || warned(20) || warned(19),
+        );
+    }
 }
