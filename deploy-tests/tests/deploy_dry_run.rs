@@ -530,9 +530,10 @@ fn possibly_empty_arrays_expand_the_bash_3_2_way() {
         }
     }
     assert!(checked > 0);
-    // And the trap itself runs with nothing to clean under set -u.
+    // And the trap itself runs with nothing to clean under set -u, in POSIX mode too
+    // (closer to an old bash's stricter parsing).
     let dry = DryRun::new();
-    dry.run("./deploy.sh");
-    let run = dry.run("bash -u ./deploy.sh status");
+    dry.run("bash --posix ./deploy.sh");
+    let run = dry.run("bash --posix -u ./deploy.sh status");
     assert!(run.stderr().is_empty(), "{}", run.report());
 }
