@@ -139,12 +139,18 @@ fn network_policies_allow_exactly_the_flows_kdfs_uses() {
         );
         container_port(c, "grpc").unwrap_or_else(|| panic!("{w} has a grpc port"))
     };
-    let http = |w: &str| {
+    // The ports clients may reach from anywhere: each part's HTTP port, and the
+    // gateway's S3 port once it has one (a container port named `s3`).
+    let public = |w: &str| {
         let c = only_container(
             m.templates().into_iter().find(|(n, _)| *n == w).unwrap().1,
             w,
         );
-        container_port(c, "http").unwrap_or_else(|| panic!("{w} has an http port"))
+        let http = container_port(c, "http").unwrap_or_else(|| panic!("{w} has an http port"));
+        [Some(http), container_port(c, "s3")]
+            .into_iter()
+            .flatten()
+            .collect::<BTreeSet<i32>>()
     };
 
     // Between kdfs pods: exactly these (source, destination, port).
@@ -173,12 +179,13 @@ fn network_policies_allow_exactly_the_flows_kdfs_uses() {
     }
     assert_eq!(got, want, "flows between kdfs pods");
 
-    // From outside: each part's HTTP port (clients, ingress, probes, Prometheus), no gRPC.
+    // From outside: each part's HTTP port (clients, ingress, probes, Prometheus) and
+    // S3, no gRPC.
     for (dst, dst_ports) in &ports {
         for &port in dst_ports {
             assert_eq!(
                 allowed_in(dst, &Peer::Outside, port),
-                port == http(dst),
+                public(dst).contains(&port),
                 "{dst}:{port} from outside"
             );
         }
