@@ -40,6 +40,14 @@ pub enum Error {
         attempts: usize,
         last_error: String,
     },
+    /// The bucket/key namespace refused the call, with its S3 error code (NoSuchBucket,
+    /// BucketNotEmpty, InvalidPart, …; S3-API.md).
+    #[error("{}: {}", .0.code, .0.message)]
+    Namespace(kdfs_proto::objects::Refusal),
+    /// A file a key or a multipart part still refers to cannot be deleted by its hash
+    /// (FAILED_PRECONDITION from DeleteFile; the message names the bucket and key).
+    #[error("{0}")]
+    InUse(String),
     /// The namenode could not be reached.
     #[error("namenode unreachable: {0}")]
     NamenodeUnreachable(String),
@@ -75,6 +83,9 @@ impl Error {
     /// Maps a namenode status, in the context of the call that produced it.
     pub(crate) fn namenode(context: &'static str, status: tonic::Status) -> Self {
         use tonic::Code;
+        if let Some(refusal) = kdfs_proto::objects::Refusal::from_status(&status) {
+            return Self::Namespace(refusal);
+        }
         match status.code() {
             Code::Unavailable if is_transport(&status) => {
                 Self::NamenodeUnreachable(status.message().to_owned())

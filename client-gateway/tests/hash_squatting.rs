@@ -105,6 +105,7 @@ async fn commit_file_cannot_claim_another_contents_id() {
     let squat = nn
         .commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id: upload_id.clone(),
             file_id: digest(victim),
             size: mine.length,
@@ -121,6 +122,7 @@ async fn commit_file_cannot_claim_another_contents_id() {
     let empty = nn
         .commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id,
             file_id: digest(victim),
             size: 0,
@@ -157,6 +159,7 @@ async fn commit_files_refuses_the_squatting_file_alone() {
                 file_id: digest(victim),
                 size: mine.length,
                 blocks: vec![mine],
+                object_content: false,
             }],
         })
         .await
@@ -191,6 +194,7 @@ async fn several_short_blocks_cannot_claim_a_small_contents_id() {
     let squat = nn
         .commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id,
             file_id: digest(victim),
             size: 2 * mine.length,
@@ -221,6 +225,7 @@ async fn a_claimed_id_of_several_blocks_is_replaced_by_the_victims_upload() {
     let squat = nn
         .commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id,
             file_id: digest(&victim),
             size: len as u64,

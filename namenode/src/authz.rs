@@ -1,6 +1,7 @@
 //! Who may call each rpc of the namenode: the one table `kdfs_proto::authz` enforces
 //! on its gRPC server (docs/security.md, "Roles"). Datanodes report; gateways upload,
-//! read and delete. A new rpc is refused until it is added here.
+//! read and delete, and alone use the bucket/key namespace. A new rpc is refused
+//! until it is added here.
 
 use kdfs_proto::authz::Rules;
 use kdfs_proto::roles::Role;
@@ -32,20 +33,49 @@ pub static RULES: Rules = Rules {
     ],
 };
 
+/// The bucket/key namespace's table: only gateways (the S3 port) call it.
+pub static OBJECT_RULES: Rules = Rules {
+    service: "kdfs.v1.ObjectNamespace",
+    rpcs: &[
+        ("CreateBucket", GATEWAY),
+        ("HeadBucket", GATEWAY),
+        ("ListBuckets", GATEWAY),
+        ("DeleteBucket", GATEWAY),
+        ("PutObject", GATEWAY),
+        ("GetObject", GATEWAY),
+        ("DeleteObject", GATEWAY),
+        ("DeleteObjects", GATEWAY),
+        ("CopyObject", GATEWAY),
+        ("ListObjects", GATEWAY),
+        ("CreateMultipartUpload", GATEWAY),
+        ("RegisterPart", GATEWAY),
+        ("ListParts", GATEWAY),
+        ("ListMultipartUploads", GATEWAY),
+        ("AbortMultipartUpload", GATEWAY),
+        ("CompleteMultipartUpload", GATEWAY),
+    ],
+};
+
+/// Every service the namenode's gRPC server serves, with its table.
+pub static SERVICES: [&Rules; 2] = [&RULES, &OBJECT_RULES];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every rpc of `service Namenode` in kdfs.proto has a row, and no row names an rpc
-    /// that does not exist.
+    /// Every rpc of each service the namenode serves has a row in its table, and no
+    /// row names an rpc that does not exist.
     #[test]
-    fn the_table_names_every_rpc_of_the_service() {
+    fn the_tables_name_every_rpc_of_their_services() {
         let proto = include_str!("../../proto/proto/kdfs.proto");
-        let mut in_proto = kdfs_proto::authz::rpcs_in_proto(proto, "Namenode");
-        let mut in_table: Vec<String> = RULES.rpcs.iter().map(|(m, _)| m.to_string()).collect();
-        in_proto.sort();
-        in_table.sort();
-        assert!(!in_proto.is_empty());
-        assert_eq!(in_table, in_proto);
+        for rules in SERVICES {
+            let name = rules.service.strip_prefix("kdfs.v1.").unwrap();
+            let mut in_proto = kdfs_proto::authz::rpcs_in_proto(proto, name);
+            let mut in_table: Vec<String> = rules.rpcs.iter().map(|(m, _)| m.to_string()).collect();
+            in_proto.sort();
+            in_table.sort();
+            assert!(!in_proto.is_empty(), "{name}");
+            assert_eq!(in_table, in_proto, "{name}");
+        }
     }
 }

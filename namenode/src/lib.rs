@@ -116,7 +116,10 @@ pub async fn run(
     });
 
     let grpc_server = transport::server()
-        .layer(kdfs_proto::authz::layer(&authz::RULES, tls.is_some()))
+        .layer(kdfs_proto::authz::layer_for(
+            &authz::SERVICES,
+            tls.is_some(),
+        ))
         .add_service(service::NamenodeService::new(ns.clone()).into_server())
         .serve_with_incoming_shutdown(
             kdfs_proto::tls::accept(grpc, tls.clone()),

@@ -107,13 +107,53 @@ pub struct Refusal {
 /// The tower layer enforcing `rules` on a tonic server; `mtls` says whether the
 /// server's connections are mutual TLS (then every caller needs an allowed role).
 pub fn layer(rules: &'static Rules, mtls: bool) -> AuthorizeLayer {
-    AuthorizeLayer { rules, mtls }
+    AuthorizeLayer {
+        rules: Tables::One(rules),
+        mtls,
+    }
+}
+
+/// As [`layer`], for a server that serves several services: each request is decided
+/// by the table of its path's service (a path of none of them is refused).
+pub fn layer_for(services: &'static [&'static Rules], mtls: bool) -> AuthorizeLayer {
+    assert!(!services.is_empty(), "a server serves at least one service");
+    AuthorizeLayer {
+        rules: Tables::Many(services),
+        mtls,
+    }
+}
+
+/// The tables of the services one server serves.
+#[derive(Debug, Clone, Copy)]
+enum Tables {
+    One(&'static Rules),
+    Many(&'static [&'static Rules]),
+}
+
+impl Tables {
+    fn decide(
+        self,
+        path: &str,
+        peer: Option<&PeerInfo>,
+        mtls: bool,
+    ) -> Result<Option<Role>, Refusal> {
+        let rules = match self {
+            Tables::One(rules) => rules,
+            Tables::Many(all) => {
+                let service = path.strip_prefix('/').and_then(|p| p.split_once('/'));
+                all.iter()
+                    .find(|r| service.is_some_and(|(s, _)| s == r.service))
+                    .unwrap_or(&all[0])
+            }
+        };
+        rules.decide(path, peer, mtls)
+    }
 }
 
 /// See [`layer`].
 #[derive(Debug, Clone, Copy)]
 pub struct AuthorizeLayer {
-    rules: &'static Rules,
+    rules: Tables,
     mtls: bool,
 }
 
@@ -133,7 +173,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 #[derive(Debug, Clone)]
 pub struct Authorize<S> {
     inner: S,
-    rules: &'static Rules,
+    rules: Tables,
     mtls: bool,
 }
 
@@ -341,6 +381,24 @@ mod tests {
         assert!(status.message().contains("not datanode"), "{status:?}");
         let mut svc = svc;
         std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    }
+
+    #[test]
+    fn a_server_of_several_services_decides_by_the_path_s_service() {
+        static OTHER: Rules = Rules {
+            service: "kdfs.v1.Other",
+            rpcs: &[("ForDatanodes", &[Role::Datanode])],
+        };
+        static BOTH: [&Rules; 2] = [&RULES, &OTHER];
+        let tables = Tables::Many(&BOTH);
+        let decide = |path: &str, r: Role| tables.decide(path, Some(&peer(role(r))), true);
+        assert!(decide("/kdfs.v1.Test/ForGateways", Role::Gateway).is_ok());
+        assert!(decide("/kdfs.v1.Other/ForDatanodes", Role::Datanode).is_ok());
+        assert!(decide("/kdfs.v1.Other/ForDatanodes", Role::Gateway).is_err());
+        assert!(decide("/kdfs.v1.Other/ForGateways", Role::Gateway).is_err());
+        let e = decide("/kdfs.v1.Third/ForGateways", Role::Gateway).unwrap_err();
+        assert!(e.reason.contains("not an rpc"), "{e:?}");
+        assert!(decide("", Role::Gateway).is_err());
     }
 
     #[test]

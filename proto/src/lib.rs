@@ -9,6 +9,7 @@
 //!   uses, so a 1 MiB chunk stream runs near the loopback ceiling everywhere.
 //! - [`block_token`]: block access tokens, the namenode's signed grants that datanodes
 //!   verify before they accept a write, read or transfer (keys, signing, checks).
+//! - [`objects`]: the bucket/key namespace's names, limits and S3 error codes.
 //! - [`framed`]: `WriteBlock`/`WriteBlocks` calls that send block bytes without
 //!   copying them into tonic's encode buffer.
 //! - [`pool`]: one lazily dialed, reused channel per peer address (gateway and
@@ -25,6 +26,7 @@
 pub mod authz;
 pub mod block_token;
 pub mod framed;
+pub mod objects;
 pub mod plaintext;
 pub mod pool;
 pub mod roles;

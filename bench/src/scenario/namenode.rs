@@ -233,6 +233,7 @@ async fn nn_creates(
                 let digest = Sha256::digest(body.as_bytes());
                 c.commit_file(pb::CommitFileRequest {
                     replaces: None,
+                    object_content: false,
                     upload_id: lease.upload_id,
                     file_id: raw(&digest),
                     size: body.len() as u64,
@@ -332,6 +333,7 @@ async fn nn_reports(
         }
         c.commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id: lease.upload_id,
             file_id: raw(&file.finalize()),
             // Whole blocks of the namenode's default size: it refuses a file of

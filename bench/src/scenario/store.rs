@@ -307,6 +307,7 @@ async fn chain_run(
     );
     nn.commit_file(CommitFileRequest {
         replaces: None,
+        object_content: false,
         upload_id: begin.upload_id,
         file_id: kdfs_proto::wire::raw(id.as_bytes()),
         size: BLOCK as u64,

@@ -102,6 +102,8 @@ struct Queued {
     content_type: String,
     data: Bytes,
     id: BlockId,
+    /// Committed for the bucket/key namespace (`object_content`).
+    object_content: bool,
     reply: oneshot::Sender<Option<Result<Uploaded>>>,
 }
 
@@ -114,6 +116,7 @@ impl Client {
         data: Bytes,
         name: &str,
         content_type: &str,
+        object_content: bool,
     ) -> Option<Result<Uploaded>> {
         debug_assert!(!data.is_empty() && data.len() as u64 <= transport::MAX_BATCHED_BLOCK);
         let id = if data.len() <= HASH_INLINE {
@@ -132,6 +135,7 @@ impl Client {
             content_type: content_type.to_owned(),
             data,
             id,
+            object_content,
             reply,
         };
         self.inner
@@ -427,6 +431,7 @@ impl Client {
             files.push(pb::FileToCommit {
                 name: q.name.clone(),
                 content_type: q.content_type.clone(),
+                object_content: q.object_content,
                 file_id: wire::raw(q.id.as_bytes()),
                 size: q.data.len() as u64,
                 blocks: vec![pb::CommittedBlock {

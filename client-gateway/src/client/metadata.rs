@@ -78,7 +78,9 @@ impl Client {
         })
     }
 
-    /// Tombstones a file; `Ok(false)` if it was already deleted.
+    /// Tombstones a file; `Ok(false)` if it was already deleted. A file a key or a
+    /// multipart part of the bucket/key namespace refers to is not deleted:
+    /// [`Error::InUse`], naming the bucket and key.
     pub async fn delete(&self, id: FileId) -> Result<bool> {
         let resp = unary(
             "DeleteFile",
@@ -87,7 +89,13 @@ impl Client {
             }),
         )
         .await
-        .map_err(not_found_as(id))?;
+        .map_err(not_found_as(id))
+        .map_err(|e| match e {
+            Error::Rpc { status, .. } if status.code() == tonic::Code::FailedPrecondition => {
+                Error::InUse(status.message().to_owned())
+            }
+            e => e,
+        })?;
         Ok(resp.deleted)
     }
 

@@ -12,6 +12,7 @@
 //! - [`batch`]: small files of many uploads written and committed together.
 //! - [`download`]: `Client::download`: verified reads with read-ahead and failover.
 //! - `metadata`: the thin metadata calls; [`model`]: the checked types they return.
+//! - [`objects`]: the bucket/key namespace the S3 port uses (S3-API.md).
 //! - `rpc`, `source`: the helpers the others share (a unary call, reply checks, the
 //!   caller's byte source).
 //!
@@ -28,6 +29,7 @@ pub(crate) mod driver;
 pub(crate) mod lease;
 mod metadata;
 pub mod model;
+pub mod objects;
 pub(crate) mod proven;
 pub(crate) mod recovery;
 pub(crate) mod rpc;
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use kdfs_core::ByteSize;
 use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::pb::object_namespace_client::ObjectNamespaceClient;
 use kdfs_proto::pool::ChannelPool;
 use kdfs_proto::transport;
 use tonic::transport::Channel;
@@ -133,6 +136,8 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) namenode_url: String,
     pub(crate) namenode: NamenodeClient<Channel>,
+    /// The namenode's bucket/key namespace, on the same channel.
+    pub(crate) objects: ObjectNamespaceClient<Channel>,
     pub(crate) pool: ChannelPool,
     pub(crate) options: ClientOptions,
     /// Bytes uploads may hold, counted as they arrive; see [`upload`] for the bound.
@@ -151,7 +156,10 @@ impl Client {
     pub fn new(namenode: &str, options: ClientOptions) -> Result<Self> {
         let channel = kdfs_proto::tls::channel(namenode, options.tls.as_ref())
             .map_err(|e| Error::InvalidInput(format!("namenode address {namenode:?}: {e}")))?;
-        let namenode_client = NamenodeClient::new(channel)
+        let namenode_client = NamenodeClient::new(channel.clone())
+            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let objects = ObjectNamespaceClient::new(channel)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
         let budget = budget::ByteBudget::new(options.upload_budget.bytes());
@@ -159,6 +167,7 @@ impl Client {
             inner: Arc::new(Inner {
                 namenode_url: namenode.to_owned(),
                 namenode: namenode_client,
+                objects,
                 pool: ChannelPool::new(options.tls.clone()),
                 options,
                 budget,

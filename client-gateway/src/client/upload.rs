@@ -104,7 +104,6 @@ impl Client {
     /// A source of at most [`transport::MAX_BATCHED_BLOCK`] bytes is read whole and
     /// stored in a batch with the client's other small uploads ([`super::batch`]),
     /// unless [`crate::ClientOptions::batch_small_files`] is off.
-    #[instrument(skip_all, fields(name = %name, at_most = ?at_most, upload = Empty, file = Empty))]
     pub async fn upload_at_most<S, E>(
         &self,
         source: S,
@@ -116,13 +115,53 @@ impl Client {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
+        self.upload_as(source, name, content_type, at_most, false)
+            .await
+    }
+
+    /// As [`Client::upload_at_most`], for the content of an object or a multipart
+    /// part of the bucket/key namespace ([`super::objects`]): the file is held only by
+    /// the keys and parts that come to point to it, and deleted with the last one (or
+    /// when none claims it within the namenode's `--object-claim-grace`). Content that
+    /// is also stored through the hash API stays stored for it.
+    pub async fn upload_object_content<S, E>(
+        &self,
+        source: S,
+        content_type: &str,
+        at_most: Option<u64>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
+        self.upload_as(source, "", content_type, at_most, true)
+            .await
+    }
+
+    #[instrument(skip_all, fields(name = %name, at_most = ?at_most, upload = Empty, file = Empty))]
+    async fn upload_as<S, E>(
+        &self,
+        source: S,
+        name: &str,
+        content_type: &str,
+        at_most: Option<u64>,
+        object_content: bool,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: Into<BoxError>,
+    {
         match at_most {
             Some(n)
                 if self.inner.options.batch_small_files && n <= transport::MAX_BATCHED_BLOCK =>
             {
-                self.upload_small(source, name, content_type, n).await
+                self.upload_small(source, name, content_type, n, object_content)
+                    .await
             }
-            _ => self.upload_alone(source, name, content_type, at_most).await,
+            _ => {
+                self.upload_alone(source, name, content_type, at_most, object_content)
+                    .await
+            }
         }
     }
 
@@ -134,6 +173,7 @@ impl Client {
         name: &str,
         content_type: &str,
         at_most: u64,
+        object_content: bool,
     ) -> Result<Uploaded>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
@@ -142,7 +182,9 @@ impl Client {
         let mut claim = self.inner.budget.claim();
         let data = read_whole(source, at_most, &mut claim).await?;
         if !data.is_empty()
-            && let Some(done) = self.upload_batched(data.clone(), name, content_type).await
+            && let Some(done) = self
+                .upload_batched(data.clone(), name, content_type, object_content)
+                .await
         {
             return done;
         }
@@ -150,7 +192,7 @@ impl Client {
         drop(claim);
         let size = data.len() as u64;
         let source = futures::stream::once(async move { Ok::<_, BoxError>(data) });
-        self.upload_alone(source, name, content_type, Some(size))
+        self.upload_alone(source, name, content_type, Some(size), object_content)
             .await
     }
 
@@ -161,6 +203,7 @@ impl Client {
         name: &str,
         content_type: &str,
         at_most: Option<u64>,
+        object_content: bool,
     ) -> Result<Uploaded>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
@@ -281,6 +324,7 @@ impl Client {
             .unwrap_or(replication as u32);
         let mut req = pb::CommitFileRequest {
             replaces: None,
+            object_content,
             upload_id: ctx.upload_id.clone(),
             file_id: wire::raw(file_id.as_bytes()),
             size,

@@ -60,6 +60,12 @@ impl From<Error> for ApiError {
             Error::NamenodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotItsContent { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InUse(_) => StatusCode::CONFLICT,
+            Error::Namespace(r) => match r.code.grpc() {
+                Code::NotFound => StatusCode::NOT_FOUND,
+                Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            },
             Error::Rpc { status, .. } => match status.code() {
                 Code::NotFound => StatusCode::NOT_FOUND,
                 Code::InvalidArgument => StatusCode::BAD_REQUEST,

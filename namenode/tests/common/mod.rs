@@ -351,6 +351,7 @@ pub async fn commit(
     client
         .commit_file(pb::CommitFileRequest {
             replaces: None,
+            object_content: false,
             upload_id: upload_id.into(),
             file_id: raw(file(content).as_bytes()),
             size: content.len() as u64,
@@ -377,6 +378,7 @@ pub fn batched(name: &str, content: &[u8], acks: &[&FakeDatanode]) -> pb::FileTo
         file_id: raw(file(content).as_bytes()),
         size: content.len() as u64,
         blocks: one_block(content, acks),
+        object_content: false,
     }
 }
 
