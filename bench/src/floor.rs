@@ -90,6 +90,7 @@ pub(crate) async fn meta_commit_floor(
                         blocks: vec![(BlockId::from_bytes(digest), len)],
                     },
                     replaces: None,
+                    object_content: false,
                     replicas: vec![(0..LOCAL_REPLICATION).collect()],
                     upload_id,
                 })

@@ -38,6 +38,12 @@ pub enum Error {
     /// answers it with the record, not as an error (`conflict` in CommitFile's reply).
     #[error("file {} is already stored with other blocks", .0.id)]
     Conflict(Box<crate::meta::FileRecord>),
+    /// The bucket/key namespace refused a call, with its S3 error code.
+    #[error("{0}")]
+    Namespace(kdfs_proto::objects::Refusal),
+    /// A hash-API delete of a file a key or multipart part still refers to.
+    #[error("{0}")]
+    InUse(String),
     /// Plaintext gRPC on a reachable address without `--allow-plaintext`.
     #[error(transparent)]
     Plaintext(#[from] kdfs_proto::plaintext::PlaintextRefused),
@@ -72,6 +78,8 @@ impl From<Error> for Status {
             Error::Unavailable(m) => Status::unavailable(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             e @ Error::Conflict(_) => Status::already_exists(e.to_string()),
+            Error::Namespace(r) => r.to_status(),
+            Error::InUse(m) => Status::failed_precondition(m),
             other => {
                 tracing::error!(error = %other, "internal error");
                 Status::internal(other.to_string())

@@ -551,7 +551,7 @@ impl namenode_server::Namenode for NamenodeService {
         let ns = self.ns.clone();
         let committed = tokio::spawn(
             async move {
-                ns.commit_replacing(&up, file_id, r.size, blocks, replaces)
+                ns.commit_replacing(&up, file_id, r.size, blocks, replaces, r.object_content)
                     .await
             }
             .in_current_span(),
@@ -591,6 +591,7 @@ impl namenode_server::Namenode for NamenodeService {
                     name: f.name,
                     content_type: f.content_type,
                     size: f.size,
+                    object_content: f.object_content,
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;

@@ -7,6 +7,7 @@
 use kdfs_core::{BlockId, FileId};
 use redb::ReadableTable;
 
+use super::object_ops::{self, ObjectEffect, ObjectOp, first_referrer};
 use super::records::{FileRecord, Lease, encode_tombstone, tombstone_time};
 use super::tables::Tables;
 use crate::blockmap::NodeIdx;
@@ -30,8 +31,12 @@ pub enum Op {
         /// The lease, ended in the same transaction. Several commits of one batch
         /// may name it: the first removes its row, the others find none.
         upload_id: String,
+        /// Stored for the bucket/key namespace only: a new file is then held only by
+        /// its referrers (`object_ops.rs`); without it, the file is the hash API's.
+        object_content: bool,
     },
-    /// Tombstone a live file.
+    /// Tombstone a live file; refused ([`Error::InUse`]) while a key or a multipart
+    /// part refers to it.
     Delete {
         id: FileId,
         now_ms: u64,
@@ -41,6 +46,8 @@ pub enum Op {
     PurgeTombstones {
         before_ms: u64,
     },
+    /// A change to the bucket/key namespace.
+    Objects(ObjectOp),
 }
 
 impl Op {
@@ -73,6 +80,7 @@ pub enum Effect {
         deleted_ms: u64,
     },
     Purged(Vec<FileId>),
+    Objects(ObjectEffect),
     Done,
 }
 
@@ -85,16 +93,19 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
             record,
             replaces,
             upload_id,
+            object_content,
             ..
         } => {
             // First, so that a conflict leaves the lease open for a commit that replaces.
             let effect = commit(t, record, replaces.as_deref())?;
+            pin(t, &effect, *object_content)?;
             if !skip_lease {
                 t.leases.remove(upload_id.as_str())?;
             }
             Ok(effect)
         }
         Op::Delete { id, now_ms } => delete(t, id, *now_ms),
+        Op::Objects(op) => Ok(Effect::Objects(object_ops::apply(t, op)?)),
         Op::PutLease(lease) => {
             if !skip_lease {
                 t.leases
@@ -126,11 +137,34 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
     }
 }
 
+/// Records who holds a committed file: the hash API (`object_content` false), which
+/// then keeps it whatever keys do, or only the namespace's referrers. A new
+/// namespace-only file is unclaimed until a key or part refers to it; committing such
+/// content again restarts that wait.
+fn pin(t: &mut Tables<'_>, effect: &Effect, object_content: bool) -> Result<()> {
+    let (id, fresh, at) = match effect {
+        Effect::Committed { record, existed } => (record.id, !existed, record.created_ms),
+        Effect::Replaced { record, .. } => (record.id, false, record.created_ms),
+        _ => return Ok(()),
+    };
+    let at = at.max(0) as u64;
+    if !object_content {
+        t.unpinned.remove(id.as_bytes())?;
+        t.unclaimed.remove(id.as_bytes())?;
+    } else if fresh {
+        t.unpinned.insert(id.as_bytes(), ())?;
+        t.unclaimed.insert(id.as_bytes(), at)?;
+    } else if t.unpinned.get(id.as_bytes())?.is_some() && first_referrer(t, &id)?.is_none() {
+        t.unclaimed.insert(id.as_bytes(), at)?;
+    }
+    Ok(())
+}
+
 /// Stores a new file and counts its blocks' references. A file already stored with
 /// the same blocks keeps its first record; with other blocks it is a conflict, unless
 /// its blocks are still exactly `replaces` (the caller proved them false), when the
 /// new record takes its place.
-fn commit(
+pub(super) fn commit(
     t: &mut Tables<'_>,
     record: &FileRecord,
     replaces: Option<&[(BlockId, u64)]>,
@@ -201,10 +235,16 @@ fn release_refs(t: &mut Tables<'_>, record: &FileRecord) -> Result<()> {
     Ok(())
 }
 
-/// Turns a live file into a tombstone and drops its blocks' references. Deleting a
-/// tombstoned file again succeeds with no record; an unknown file is `NotFound`.
+/// The hash API's delete: turns a live file into a tombstone and drops its blocks'
+/// references. Deleting a tombstoned file again succeeds with no record; an unknown
+/// file is `NotFound`; a file a key or part refers to is [`Error::InUse`].
 fn delete(t: &mut Tables<'_>, id: &FileId, now_ms: u64) -> Result<Effect> {
-    let Some(v) = t.files.remove(id.as_bytes())? else {
+    if let Some(r) = first_referrer(t, id)? {
+        return Err(Error::InUse(format!(
+            "file {id} is the content of {r}: delete that first (the file is kept)"
+        )));
+    }
+    if t.files.get(id.as_bytes())?.is_none() {
         if t.tombstones.get(id.as_bytes())?.is_some() {
             return Ok(Effect::Deleted {
                 record: None,
@@ -212,6 +252,23 @@ fn delete(t: &mut Tables<'_>, id: &FileId, now_ms: u64) -> Result<Effect> {
             });
         }
         return Err(Error::NotFound(format!("file {id} not found")));
+    }
+    t.unpinned.remove(id.as_bytes())?;
+    t.unclaimed.remove(id.as_bytes())?;
+    Ok(Effect::Deleted {
+        record: tombstone(t, id, now_ms)?,
+        deleted_ms: now_ms,
+    })
+}
+
+/// Tombstones a live file and drops its blocks' references; `None` if it is not live.
+pub(super) fn tombstone(
+    t: &mut Tables<'_>,
+    id: &FileId,
+    now_ms: u64,
+) -> Result<Option<FileRecord>> {
+    let Some(v) = t.files.remove(id.as_bytes())? else {
+        return Ok(None);
     };
     let record = FileRecord::decode(*id, v.value())?;
     drop(v);
@@ -219,10 +276,7 @@ fn delete(t: &mut Tables<'_>, id: &FileId, now_ms: u64) -> Result<Effect> {
     t.tombstones
         .insert(id.as_bytes(), encode_tombstone(now_ms, &record).as_slice())?;
     release_refs(t, &record)?;
-    Ok(Effect::Deleted {
-        record: Some(record),
-        deleted_ms: now_ms,
-    })
+    Ok(Some(record))
 }
 
 #[cfg(test)]
@@ -235,6 +289,7 @@ mod tests {
         Op::Commit {
             record,
             replaces: None,
+            object_content: false,
             replicas: vec![],
             upload_id: String::new(),
         }

@@ -56,6 +56,7 @@ impl Store {
             txn.open_table(TOMBSTONES)?;
             txn.open_table(REFS)?;
             txn.open_table(LEASES)?;
+            super::tables::Tables::open(&txn)?;
             if meta.get("cluster_id")?.is_none() {
                 let id = uuid::Uuid::new_v4().hyphenated().to_string();
                 meta.insert("cluster_id", id.as_str())?;

@@ -18,6 +18,24 @@ pub(super) const REFS: TableDefinition<[u8; 32], (u64, u64, u32)> = TableDefinit
 /// Upload id → encoded [`Lease`](super::Lease).
 pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 
+/// Bucket name → creation time (ms).
+pub(super) const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
+/// `bucket 0x00 key` → encoded [`ObjectRow`](super::ObjectRow) (see `object_rows.rs`).
+pub(super) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// Upload id → encoded [`UploadRow`](super::UploadRow).
+pub(super) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// `bucket 0x00 key 0x00 upload id`, for listings of a bucket's uploads by key.
+pub(super) const UPLOAD_KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("upload_keys");
+/// `upload id ++ part number` → encoded [`PartRow`](super::PartRow).
+pub(super) const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+/// `file id ++ referrer`: every key and part that refers to a file.
+pub(super) const REFERRERS: TableDefinition<&[u8], ()> = TableDefinition::new("referrers");
+/// Files committed for the namespace only (no hash-API reference): deleted with their
+/// last referrer.
+pub(super) const UNPINNED: TableDefinition<[u8; 32], ()> = TableDefinition::new("unpinned");
+/// Unpinned files no referrer has claimed yet → their commit time (ms).
+pub(super) const UNCLAIMED: TableDefinition<[u8; 32], u64> = TableDefinition::new("unclaimed");
+
 /// Every table an [`Op`](super::Op) may change, open in one write transaction.
 pub(super) struct Tables<'txn> {
     pub files: Table<'txn, [u8; 32], &'static [u8]>,
@@ -25,6 +43,14 @@ pub(super) struct Tables<'txn> {
     pub tombstones: Table<'txn, [u8; 32], &'static [u8]>,
     pub refs: Table<'txn, [u8; 32], (u64, u64, u32)>,
     pub leases: Table<'txn, &'static str, &'static [u8]>,
+    pub buckets: Table<'txn, &'static str, u64>,
+    pub objects: Table<'txn, &'static [u8], &'static [u8]>,
+    pub uploads: Table<'txn, &'static str, &'static [u8]>,
+    pub upload_keys: Table<'txn, &'static [u8], ()>,
+    pub parts: Table<'txn, &'static [u8], &'static [u8]>,
+    pub referrers: Table<'txn, &'static [u8], ()>,
+    pub unpinned: Table<'txn, [u8; 32], ()>,
+    pub unclaimed: Table<'txn, [u8; 32], u64>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -35,6 +61,14 @@ impl<'txn> Tables<'txn> {
             tombstones: txn.open_table(TOMBSTONES)?,
             refs: txn.open_table(REFS)?,
             leases: txn.open_table(LEASES)?,
+            buckets: txn.open_table(BUCKETS)?,
+            objects: txn.open_table(OBJECTS)?,
+            uploads: txn.open_table(UPLOADS)?,
+            upload_keys: txn.open_table(UPLOAD_KEYS)?,
+            parts: txn.open_table(PARTS)?,
+            referrers: txn.open_table(REFERRERS)?,
+            unpinned: txn.open_table(UNPINNED)?,
+            unclaimed: txn.open_table(UNCLAIMED)?,
         })
     }
 }

@@ -283,17 +283,25 @@ fn write_batch(store: &Store, batch: &[Request]) -> Result<Vec<Result<Effect>>> 
             .map(|(r, skip)| ops::apply(&mut tables, &r.op, skip))
             .collect::<Vec<_>>()
     };
-    // Only "not found" and a commit's conflict are decided before an op changes
-    // anything; any other failure may have left an op half-applied, so it aborts the
-    // whole batch.
+    // Only "not found", a commit's conflict and the refusals of the namespace are
+    // decided before an op changes anything; any other failure may have left an op
+    // half-applied, so it aborts the whole batch.
     if let Some(Err(e)) = results
         .iter()
-        .find(|r| matches!(r, Err(e) if !matches!(e, Error::NotFound(_) | Error::Conflict(_))))
+        .find(|r| matches!(r, Err(e) if !decided_first(e)))
     {
         return Err(Error::Corrupt(e.to_string()));
     }
     txn.commit()?;
     Ok(results)
+}
+
+/// The errors an op returns before it changes anything (see `ops.rs`).
+fn decided_first(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound(_) | Error::Conflict(_) | Error::Namespace(_) | Error::InUse(_)
+    )
 }
 
 #[cfg(test)]
@@ -306,6 +314,7 @@ mod tests {
         Op::Commit {
             record,
             replaces: None,
+            object_content: false,
             replicas: vec![],
             upload_id: upload_id.into(),
         }

@@ -193,6 +193,20 @@ impl Shared {
                 metrics::counter!("kdfs_namenode_deletes_total").increment(1);
                 self.released(record, *deleted_ms);
             }
+            (Op::Objects(_), Effect::Objects(fx)) => {
+                // A completed multipart upload's file is counted before the parts'
+                // files it shares every block with are released.
+                if let Some(record) = &fx.created {
+                    self.files.fetch_add(1, Ordering::Relaxed);
+                    self.bytes.fetch_add(record.size, Ordering::Relaxed);
+                    self.referenced(record);
+                }
+                for record in &fx.tombstoned {
+                    self.files.fetch_sub(1, Ordering::Relaxed);
+                    self.bytes.fetch_sub(record.size, Ordering::Relaxed);
+                    self.released(record, fx.now_ms);
+                }
+            }
             _ => {}
         }
     }

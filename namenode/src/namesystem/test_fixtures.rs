@@ -234,6 +234,7 @@ impl Sim {
                 length: content.len() as u64,
                 replicas: on.iter().map(|i| self.nodes[*i]).collect(),
             }],
+            object_content: false,
         }
     }
 

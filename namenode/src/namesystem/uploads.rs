@@ -34,6 +34,8 @@ pub struct FileToCommit {
     /// Bytes; the sum of the block lengths.
     pub size: u64,
     pub blocks: Vec<CommittedBlock>,
+    /// Stored for the bucket/key namespace only (CommitFile's `object_content`).
+    pub object_content: bool,
 }
 
 /// A block acknowledged by an upload's pipeline.
@@ -149,7 +151,7 @@ impl NameSystem {
         size: u64,
         blocks: Vec<CommittedBlock>,
     ) -> Result<(FileRecord, bool)> {
-        self.commit_replacing(upload_id, file_id, size, blocks, None)
+        self.commit_replacing(upload_id, file_id, size, blocks, None, false)
             .await
     }
 
@@ -166,6 +168,7 @@ impl NameSystem {
         size: u64,
         blocks: Vec<CommittedBlock>,
         replaces: Option<Vec<(BlockId, u64)>>,
+        object_content: bool,
     ) -> Result<(FileRecord, bool)> {
         let lease = self.open_lease(upload_id)?;
         // Until the commit is durable no delete of these blocks goes out (they are not
@@ -181,6 +184,7 @@ impl NameSystem {
                 id: file_id,
                 size,
                 blocks,
+                object_content,
             },
             replaces,
         )?;
@@ -300,6 +304,7 @@ impl NameSystem {
             id,
             size,
             blocks,
+            object_content,
         } = file;
         let mut total: u64 = 0;
         for (i, b) in blocks.iter().enumerate() {
@@ -337,6 +342,7 @@ impl NameSystem {
             replaces,
             replicas: acks,
             upload_id: lease.id.clone(),
+            object_content,
         })
     }
 
@@ -621,13 +627,13 @@ mod tests {
         // Naming other blocks than the record's replaces nothing.
         let e = sim
             .ns
-            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&real)))
+            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&real)), false)
             .await
             .unwrap_err();
         assert_eq!(conflict(e), entries(&squat));
         let (rec, existed) = sim
             .ns
-            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&squat)))
+            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&squat)), false)
             .await
             .unwrap();
         assert!(!existed);
@@ -666,6 +672,7 @@ mod tests {
                     replicas: vec![sim.nodes[1], sim.nodes[2]],
                 })
                 .collect(),
+            object_content: false,
         };
         let files = vec![
             sim.batched("a.txt", "text/plain", b"alpha", &[0, 1]),
