@@ -35,6 +35,11 @@ pub const DEFAULT_TOMBSTONE_RETENTION: &str = "7d";
 /// Replicas of deleted content are deleted this long after the file (a re-upload of
 /// the same content within it cancels the deletes; see the `gc` module).
 pub const DEFAULT_DELETE_GRACE: &str = "30s";
+/// Multipart uploads (S3) older than this are aborted.
+pub const DEFAULT_MULTIPART_EXPIRY: &str = "7d";
+/// Content stored for the bucket/key namespace that no key or part claims within this
+/// long is deleted.
+pub const DEFAULT_OBJECT_CLAIM_GRACE: &str = "1h";
 /// Safe mode ends when this fraction of known blocks has been reported...
 pub const DEFAULT_SAFE_MODE_THRESHOLD: f64 = 0.999;
 /// ...or after this long, whichever comes first.
@@ -117,6 +122,15 @@ pub struct Config {
     /// moment, deletes being conditional on write generations).
     #[arg(long, env = "KDFS_DELETE_GRACE", default_value = DEFAULT_DELETE_GRACE)]
     pub delete_grace: HumanDuration,
+    /// S3 multipart uploads not completed or aborted this long after they began are
+    /// aborted (their parts' content deleted).
+    #[arg(long, env = "KDFS_MULTIPART_EXPIRY", default_value = DEFAULT_MULTIPART_EXPIRY)]
+    pub multipart_expiry: HumanDuration,
+    /// Content committed for the S3 namespace (an object's or a part's) that no key or
+    /// part refers to this long after its commit is deleted (a gateway that died
+    /// between storing the bytes and naming them).
+    #[arg(long, env = "KDFS_OBJECT_CLAIM_GRACE", default_value = DEFAULT_OBJECT_CLAIM_GRACE)]
+    pub object_claim_grace: HumanDuration,
     /// Safe mode ends once this fraction of known blocks has been reported.
     #[arg(long, env = "KDFS_SAFE_MODE_THRESHOLD", default_value_t = DEFAULT_SAFE_MODE_THRESHOLD)]
     pub safe_mode_threshold: f64,

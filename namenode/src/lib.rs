@@ -11,8 +11,9 @@
 //! - `replication`: healing and trimming; `gc`: deleting unreferenced replicas
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
-//!   `service`: the gRPC edge; `authz`: which role may call each rpc; `http`: health
-//!   and metrics.
+//!   `service`: the gRPC edge; `objects_service`: the bucket/key namespace's gRPC
+//!   edge (S3-API.md); `authz`: which role may call each rpc; `http`: health and
+//!   metrics.
 //! - `kubernetes`: optional Kubernetes awareness (zones, pod deletions).
 //! - `workers`: the background loops; `supervisor`: restarts one that panics.
 //!
@@ -37,6 +38,7 @@ mod http;
 mod kubernetes;
 mod meta;
 mod namesystem;
+mod objects_service;
 mod placement;
 mod replication;
 mod service;
@@ -115,12 +117,15 @@ pub async fn run(
         move || workers::gc(ns.clone(), token.clone())
     });
 
+    let namenode_service = service::NamenodeService::new(ns.clone());
+    let objects_service = objects_service::ObjectsService::new(ns.clone(), namenode_service.keys());
     let grpc_server = transport::server()
         .layer(kdfs_proto::authz::layer_for(
             &authz::SERVICES,
             tls.is_some(),
         ))
-        .add_service(service::NamenodeService::new(ns.clone()).into_server())
+        .add_service(namenode_service.into_server())
+        .add_service(objects_service.into_server())
         .serve_with_incoming_shutdown(
             kdfs_proto::tls::accept(grpc, tls.clone()),
             shutdown.clone().cancelled_owned(),

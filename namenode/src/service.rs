@@ -127,6 +127,12 @@ impl NamenodeService {
     }
 
     /// The service wrapped for a tonic router, with kdfs's message limit.
+    /// The keys its replies' block access tokens are signed with, for the other
+    /// services of this namenode.
+    pub fn keys(&self) -> Arc<BlockKeys> {
+        self.keys.clone()
+    }
+
     pub fn into_server(self) -> namenode_server::NamenodeServer<Self> {
         namenode_server::NamenodeServer::new(self)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
@@ -145,7 +151,7 @@ fn upload_id(raw: &str) -> Result<&str, Status> {
 }
 
 /// A datanode's location as the wire carries it.
-fn wire_location(l: &Location) -> pb::DatanodeLocation {
+pub(crate) fn wire_location(l: &Location) -> pb::DatanodeLocation {
     pb::DatanodeLocation {
         id: l.id.to_string(),
         address: l.address.clone(),
@@ -156,7 +162,7 @@ fn raw_block(b: &BlockId) -> bytes::Bytes {
     wire::raw(b.as_bytes())
 }
 
-fn record(r: &FileRecord) -> pb::FileRecord {
+pub(crate) fn record(r: &FileRecord) -> pb::FileRecord {
     pb::FileRecord {
         id: wire::raw(r.id.as_bytes()),
         name: r.name.clone(),

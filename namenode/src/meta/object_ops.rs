@@ -116,7 +116,10 @@ pub enum Answer {
     Bucket(u64),
     /// Uploads aborted (DeleteBucket, ExpireUploads).
     Aborted(u32),
-    Object { row: ObjectRow, replaced: bool },
+    Object {
+        row: ObjectRow,
+        replaced: bool,
+    },
     /// Per key of a Delete: whether it was there.
     Deleted(Vec<bool>),
     Part(PartRow),
@@ -237,7 +240,8 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &ObjectOp) -> Result<ObjectEffect> {
         }
         ObjectOp::CreateUpload { upload_id, row } => {
             need_bucket(t, &row.bucket)?;
-            t.uploads.insert(upload_id.as_str(), row.encode().as_slice())?;
+            t.uploads
+                .insert(upload_id.as_str(), row.encode().as_slice())?;
             t.upload_keys
                 .insert(upload_key(&row.bucket, &row.key, upload_id).as_slice(), ())?;
             Answer::Done
@@ -543,7 +547,10 @@ fn unquoted(etag: &str) -> &str {
 fn complete(t: &mut Tables<'_>, c: &Completion, fx: &mut ObjectEffect) -> Result<Answer> {
     let upload = need_upload(t, &c.bucket, &c.key, &c.upload_id)?;
     if c.parts.is_empty() {
-        return refuse(Code::InvalidArgument, "a completion names at least one part");
+        return refuse(
+            Code::InvalidArgument,
+            "a completion names at least one part",
+        );
     }
     if c.parts.windows(2).any(|w| w[0].0 >= w[1].0) {
         return refuse(

@@ -9,8 +9,7 @@ use kdfs_proto::objects::{Code, MAX_KEY_LEN, Refusal};
 use redb::{ReadTransaction, ReadableTable};
 
 use super::object_rows::{
-    ObjectRow, PartRow, UploadRow, bucket_prefix, object_key, part_key, split_upload_key,
-    successor,
+    ObjectRow, PartRow, UploadRow, bucket_prefix, object_key, part_key, split_upload_key, successor,
 };
 use super::store::Store;
 use super::tables::{BUCKETS, OBJECTS, PARTS, UPLOAD_KEYS, UPLOADS};
@@ -282,7 +281,14 @@ mod tests {
         for key in ["", "a", "dir/ünï cödé %+", &"k".repeat(1024)] {
             assert_eq!(decode_token(&encode_token(key)).unwrap(), key);
         }
-        for bad in ["", "2", "1a", "1zz", "1ff", &format!("1{}", "61".repeat(1025))] {
+        for bad in [
+            "",
+            "2",
+            "1a",
+            "1zz",
+            "1ff",
+            &format!("1{}", "61".repeat(1025)),
+        ] {
             assert!(decode_token(bad).is_err(), "{bad:?}");
         }
     }

@@ -298,7 +298,10 @@ mod tests {
 
     #[test]
     fn keys_sort_by_bucket_then_key_and_split_back() {
-        assert!(object_key("ab", b"z") < object_key("abc", b"a"), "bucket first");
+        assert!(
+            object_key("ab", b"z") < object_key("abc", b"a"),
+            "bucket first"
+        );
         assert!(object_key("a", b"a/b") < object_key("a", b"a0"));
         let up = "0123456789abcdef0123456789abcdef";
         let k = upload_key("bkt", "some/key", up);

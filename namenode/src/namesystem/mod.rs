@@ -12,6 +12,7 @@
 //! - [`uploads`]: leases, pipeline allocation, commits (one file or a batch);
 //! - [`reads`]: a file with its located blocks, listings;
 //! - [`deletes`]: tombstoning a file, handing replica deletes to datanodes;
+//! - [`objects`]: the bucket/key namespace (buckets, keys, multipart uploads);
 //! - [`kubernetes_hooks`]: what the pod watch may do (zones, decommission, declare dead);
 //! - [`ticks`]: one round of each background worker (liveness, safe mode, replication, gc);
 //! - [`status`]: `ClusterInfo`'s answer and the `/metrics` gauges.
@@ -25,6 +26,7 @@
 pub(crate) mod deletes;
 pub(crate) mod kubernetes_hooks;
 pub(crate) mod membership;
+pub(crate) mod objects;
 pub(crate) mod reads;
 pub(crate) mod reports;
 pub(crate) mod status;
@@ -70,6 +72,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub tombstone_retention: Duration,
     pub delete_grace: Duration,
+    pub multipart_expiry: Duration,
+    pub object_claim_grace: Duration,
     pub safe_mode_threshold: f64,
     pub safe_mode_timeout: Duration,
     pub safe_mode_extension: Duration,
@@ -92,6 +96,8 @@ impl From<&Config> for Settings {
             lease_ttl: c.lease_ttl.get(),
             tombstone_retention: c.tombstone_retention.get(),
             delete_grace: c.delete_grace.get(),
+            multipart_expiry: c.multipart_expiry.get(),
+            object_claim_grace: c.object_claim_grace.get(),
             safe_mode_threshold: c.safe_mode_threshold,
             safe_mode_timeout: c.safe_mode_timeout.get(),
             safe_mode_extension: c.safe_mode_extension(),

@@ -65,7 +65,7 @@ impl NameSystem {
     /// what it read; a read that was not (a commit or delete between the store and the
     /// map) is made again once the writer has caught up, waiting at most
     /// [`SETTLE_LIMIT`].
-    async fn read_settled<T, Fut>(&self, read: impl Fn() -> Fut) -> Result<T>
+    pub(super) async fn read_settled<T, Fut>(&self, read: impl Fn() -> Fut) -> Result<T>
     where
         Fut: std::future::Future<Output = Result<(T, bool)>>,
     {

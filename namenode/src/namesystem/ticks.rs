@@ -170,6 +170,9 @@ impl NameSystem {
         {
             tracing::info!(tombstones = ids.len(), "tombstones purged");
         }
+        if purge {
+            self.expire_namespace(now).await?;
+        }
         Ok(())
     }
 }

@@ -627,13 +627,27 @@ mod tests {
         // Naming other blocks than the record's replaces nothing.
         let e = sim
             .ns
-            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&real)), false)
+            .commit_replacing(
+                &lease.id,
+                victim,
+                16,
+                real.clone(),
+                Some(entries(&real)),
+                false,
+            )
             .await
             .unwrap_err();
         assert_eq!(conflict(e), entries(&squat));
         let (rec, existed) = sim
             .ns
-            .commit_replacing(&lease.id, victim, 16, real.clone(), Some(entries(&squat)), false)
+            .commit_replacing(
+                &lease.id,
+                victim,
+                16,
+                real.clone(),
+                Some(entries(&squat)),
+                false,
+            )
             .await
             .unwrap();
         assert!(!existed);
