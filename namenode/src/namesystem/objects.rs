@@ -493,3 +493,7 @@ fn audit(action: &str, bucket: &str, key: &str, outcome: &Result<ObjectEffect>) 
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "objects_tests.rs"]
+mod tests;
