@@ -274,7 +274,75 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use kdfs_core::FileId;
+
+    use super::super::tables::Tables;
     use super::*;
+
+    /// A bucket of 100,000 keys `dNN/fNNNNNN`, 1,000 under each of 100 "folders";
+    /// written straight into the tables (how ops write them is `object_ops.rs`'s
+    /// concern).
+    fn big_bucket() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let row = ObjectRow {
+            file_id: FileId::of(b"x"),
+            size: 1,
+            content_type: String::new(),
+            user_metadata: vec![],
+            etag: String::new(),
+            last_modified_ms: 1,
+        }
+        .encode();
+        let txn = store.begin_write().unwrap();
+        {
+            let mut t = Tables::open(&txn).unwrap();
+            t.buckets.insert("big", 1).unwrap();
+            for i in 0..100_000 {
+                let key = format!("d{:02}/f{i:06}", i % 100);
+                t.objects
+                    .insert(object_key("big", key.as_bytes()).as_slice(), row.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_bucket_of_100k_keys_lists_by_page_and_by_folder() {
+        let (_dir, store) = big_bucket();
+        // A page of keys, and the next one from where it stopped.
+        let page = store
+            .list_objects("big", "", "", 1000, &ListingStart::First)
+            .unwrap();
+        assert_eq!(page.objects.len(), 1000);
+        assert_eq!(page.objects[0].0, "d00/f000000");
+        let next = page.next.clone().expect("truncated");
+        let page2 = store
+            .list_objects("big", "", "", 1000, &ListingStart::After(next))
+            .unwrap();
+        assert_eq!(page2.objects[0].0, "d01/f000001");
+        // The folders: one seek per folder, not a walk over 100,000 keys.
+        let folders = store
+            .list_objects("big", "", "/", 1000, &ListingStart::First)
+            .unwrap();
+        assert_eq!(folders.common_prefixes.len(), 100);
+        assert!(folders.objects.is_empty() && folders.next.is_none());
+        assert_eq!(folders.common_prefixes[42], "d42/");
+        // One folder's keys, paged, ending with an untruncated page.
+        let mut start = ListingStart::First;
+        let mut seen = 0;
+        loop {
+            let page = store.list_objects("big", "d42/", "/", 300, &start).unwrap();
+            seen += page.objects.len();
+            match page.next {
+                Some(n) => start = ListingStart::After(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 1000);
+    }
 
     #[test]
     fn tokens_round_trip_and_refuse_anything_else() {

@@ -6,4 +6,5 @@ mod common;
 
 mod datanodes;
 mod http;
+mod objects;
 mod uploads;
