@@ -150,7 +150,8 @@ impl Store {
             ListingStart::After(after) => past(after.as_bytes()).max(low.clone()),
         };
         let mut out = Listing::default();
-        if max == 0 {
+        // A start past the prefix's range (start-after beyond every key it holds).
+        if max == 0 || from >= high {
             return Ok(out);
         }
         let mut last = None;
@@ -169,6 +170,7 @@ impl Store {
             let k = next.0.value();
             let key = &k[base..];
             from = past(key);
+            let at_end = from >= high;
             match rolled(key) {
                 Some(n) => {
                     let cp = utf8(&key[..n])?;
@@ -180,6 +182,9 @@ impl Store {
                     last = Some(name.clone());
                     out.objects.push((name, ObjectRow::decode(next.1.value())?));
                 }
+            }
+            if at_end {
+                return Ok(out);
             }
         }
     }
@@ -259,6 +264,9 @@ impl Store {
             k.max(low)
         };
         let mut out = Vec::new();
+        if from >= high {
+            return Ok((out, false));
+        }
         for entry in index.range::<&[u8]>(from.as_slice()..high.as_slice())? {
             if out.len() == max {
                 return Ok((out, true));

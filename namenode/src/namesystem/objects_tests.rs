@@ -309,6 +309,14 @@ async fn listings_by_prefix_delimiter_and_continuation() {
         l.objects[0].0, "b",
         "after a/1 with '/' skips the whole a/ prefix"
     );
+    let (l, t) = sim.ns.list_objects("bkt", &req(None, "zzz", "")).unwrap();
+    assert_eq!(l.common_prefixes, ["ü/"], "after every ASCII key");
+    assert!(t.is_none());
+    let (l, t) = sim
+        .ns
+        .list_objects("bkt", &req(None, "\u{10FFFF}", ""))
+        .unwrap();
+    assert!(l.objects.is_empty() && l.common_prefixes.is_empty() && t.is_none());
     let e = sim
         .ns
         .list_objects("bkt", &req(None, "", "not-a-token"))
@@ -492,4 +500,42 @@ async fn objects_survive_a_restart() {
         sim.ns.delete(file(b"kept")).await,
         Err(Error::InUse(_))
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_in_progress_list_by_key_then_id_with_markers() {
+    let sim = sim().await;
+    let mut ids = Vec::new();
+    for key in ["b", "a", "a", "c/x"] {
+        let up = sim
+            .ns
+            .create_upload("bkt", key, ObjectMeta::default())
+            .await
+            .unwrap();
+        ids.push((key.to_owned(), up));
+    }
+    ids.sort();
+    let (all, more) = sim.ns.list_uploads("bkt", "", 0, ("", "")).unwrap();
+    assert!(!more);
+    let got: Vec<_> = all
+        .iter()
+        .map(|(id, r)| (r.key.clone(), id.clone()))
+        .collect();
+    assert_eq!(got, ids, "by key, then upload id");
+    // Page by page with both markers; a key marker alone skips that key's uploads.
+    let (first, more) = sim.ns.list_uploads("bkt", "", 2, ("", "")).unwrap();
+    assert!(more);
+    let (id, row) = first.last().unwrap();
+    let (rest, more) = sim.ns.list_uploads("bkt", "", 2, (&row.key, id)).unwrap();
+    assert!(!more);
+    assert_eq!(first.len() + rest.len(), 4);
+    let (after_a, _) = sim.ns.list_uploads("bkt", "", 0, ("a", "")).unwrap();
+    assert_eq!(after_a.len(), 2);
+    let (only_c, _) = sim.ns.list_uploads("bkt", "c/", 0, ("", "")).unwrap();
+    assert_eq!(only_c.len(), 1);
+    let e = sim
+        .ns
+        .list_uploads("bkt", "", 0, ("a", "../x"))
+        .unwrap_err();
+    assert_eq!(code(e), Code::NoSuchUpload);
 }
