@@ -314,10 +314,11 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &ObjectOp) -> Result<ObjectEffect> {
             for k in old {
                 t.unclaimed.remove(k)?;
                 let id = FileId::from_slice(&k).map_err(|e| Error::Corrupt(e.to_string()))?;
-                if first_referrer(t, &id)?.is_none() && t.unpinned.remove(k)?.is_some() {
-                    if let Some(record) = tombstone(t, &id, *now_ms)? {
-                        fx.tombstoned.push(record);
-                    }
+                if first_referrer(t, &id)?.is_none()
+                    && t.unpinned.remove(k)?.is_some()
+                    && let Some(record) = tombstone(t, &id, *now_ms)?
+                {
+                    fx.tombstoned.push(record);
                 }
             }
             Answer::Done

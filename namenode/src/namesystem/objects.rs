@@ -41,6 +41,9 @@ pub struct ObjectView {
     pub blocks: Vec<LocatedBlock>,
 }
 
+/// An upload, a page of its parts by number, and whether more follow.
+pub type PartPage = (UploadRow, Vec<(u32, PartRow)>, bool);
+
 /// How often a read retries when the key was overwritten between reading it and its
 /// file (each retry reads the key again).
 const READ_ATTEMPTS: usize = 3;
@@ -367,7 +370,7 @@ impl NameSystem {
         (bucket, key, upload_id): (&str, &str, &str),
         max: u32,
         after: u32,
-    ) -> Result<(UploadRow, Vec<(u32, PartRow)>, bool)> {
+    ) -> Result<PartPage> {
         Self::check_upload(bucket, key, upload_id)?;
         let upload = self.store.upload(bucket, key, upload_id)?;
         let (parts, more) = self.store.parts(upload_id, after, page(max))?;
