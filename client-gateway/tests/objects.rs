@@ -101,6 +101,7 @@ async fn objects_and_multipart_uploads_through_the_client_library() {
     let id = ("docs", "big.bin", up.as_str());
     let parts = [content(BLOCK as usize + 1000, 5), content(5000, 6)];
     let mut completed = Vec::new();
+    let mut part_files = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let stored = client
             .upload_object_content(source(part.clone(), 64 * 1024), "", Some(part.len() as u64))
@@ -108,6 +109,7 @@ async fn objects_and_multipart_uploads_through_the_client_library() {
             .unwrap();
         let n = i as u32 + 1;
         let etag = format!("\"p{n}\"");
+        part_files.push(stored.record.id);
         client
             .register_part(id, n, stored.record.id, &etag)
             .await
@@ -151,6 +153,10 @@ async fn objects_and_multipart_uploads_through_the_client_library() {
     );
     let e = client.list_parts(id, 0, 0).await.unwrap_err();
     assert_eq!(code(e), Code::NoSuchUpload, "completed uploads are gone");
+    // The parts' files (one uploaded alone, one in a small-file batch) went with it.
+    for f in part_files {
+        assert!(matches!(client.get(f).await, Err(Error::Deleted(_))));
+    }
 
     // Removing every key frees the content: the hash API then finds it deleted.
     let results = client

@@ -246,7 +246,8 @@ impl Client {
     }
 
     /// An object and its file record; with `locate`, its blocks with their replicas and
-    /// READ tokens too, from the same snapshot (no overwrite is ever mixed in).
+    /// READ tokens too. The file is the one the answered metadata points to (no
+    /// overwrite is ever mixed in).
     pub async fn get_object(&self, bucket: &str, key: &str, locate: bool) -> Result<ObjectRead> {
         let r = unary(
             "GetObject",
