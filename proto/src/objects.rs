@@ -193,21 +193,22 @@ pub fn check_key(key: &str) -> Checked {
     Ok(())
 }
 
-/// User metadata: names of `a-z 0-9 - _ .`, unique, at most [`MAX_USER_METADATA`]
-/// bytes of names and values together; values without control characters.
+/// User metadata: names that are lowercase HTTP header names (without the
+/// `x-amz-meta-` prefix), unique, at most [`MAX_USER_METADATA`] bytes of names and
+/// values together; values without control characters.
 pub fn check_user_metadata<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Checked {
     let mut total = 0usize;
     let mut seen = std::collections::BTreeSet::new();
     for (name, value) in entries {
-        if name.is_empty()
-            || !name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-            })
-        {
+        // An HTTP header name's characters (RFC 9110 `tchar`), lowercased as HTTP/2
+        // carries them.
+        let tchar =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(tchar) {
             return Err(Refusal::new(
                 Code::InvalidArgument,
                 format!(
-                    "user metadata name {:?} is not lowercase letters, digits, '-', '_' or '.'",
+                    "user metadata name {:?} is not a lowercase HTTP header name",
                     truncate(name)
                 ),
             ));
@@ -351,11 +352,13 @@ mod tests {
 
     #[test]
     fn user_metadata_is_bounded_and_named_plainly() {
-        assert!(check_user_metadata([("color", "blue"), ("x-y_z.1", "")]).is_ok());
+        assert!(check_user_metadata([("color", "blue"), ("x-y_z.1+~", "ünï")]).is_ok());
         let big = "v".repeat(MAX_USER_METADATA);
         for (entries, code) in [
             (vec![("Color", "blue")], Code::InvalidArgument),
             (vec![("", "blue")], Code::InvalidArgument),
+            (vec![("a b", "blue")], Code::InvalidArgument),
+            (vec![("a:b", "blue")], Code::InvalidArgument),
             (vec![("a", "b\nc")], Code::InvalidArgument),
             (vec![("a", "1"), ("a", "2")], Code::InvalidArgument),
             (vec![("a", big.as_str())], Code::MetadataTooLarge),
