@@ -170,7 +170,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &ObjectOp) -> Result<ObjectEffect> {
                     format!("bucket {bucket:?} holds objects: delete them first"),
                 );
             }
-            let uploads = upload_ids_in(t, &prefix, |_| true)?;
+            let uploads = upload_ids_in(t, &prefix)?;
             for id in &uploads {
                 abort(t, id, &mut fx)?;
             }
@@ -399,13 +399,8 @@ fn first_in<V: redb::Value + 'static>(
     })
 }
 
-/// The ids of the uploads indexed under `prefix` (a bucket's, or a key's) that `keep`
-/// accepts, given the index key.
-fn upload_ids_in(
-    t: &Tables<'_>,
-    prefix: &[u8],
-    keep: impl Fn(&[u8]) -> bool,
-) -> Result<Vec<String>> {
+/// The ids of the uploads indexed under `prefix` (a bucket's).
+fn upload_ids_in(t: &Tables<'_>, prefix: &[u8]) -> Result<Vec<String>> {
     let range = match successor(prefix) {
         Some(end) => t.upload_keys.range::<&[u8]>(prefix..end.as_slice())?,
         None => t.upload_keys.range::<&[u8]>(prefix..)?,
@@ -414,7 +409,7 @@ fn upload_ids_in(
     for entry in range {
         let k = entry?.0;
         let k = k.value();
-        if keep(k) && k.len() > 32 {
+        if k.len() > 32 {
             ids.push(
                 String::from_utf8(k[k.len() - 32..].to_vec())
                     .map_err(|_| Error::Corrupt("upload index key".into()))?,
