@@ -41,7 +41,7 @@ pub enum Error {
         last_error: String,
     },
     /// The bucket/key namespace refused the call, with its S3 error code (NoSuchBucket,
-    /// BucketNotEmpty, InvalidPart, …; S3-API.md).
+    /// BucketNotEmpty, InvalidPart, …; docs/objects.md).
     #[error("{}: {}", .0.code, .0.message)]
     Namespace(kdfs_proto::objects::Refusal),
     /// A file a key or a multipart part still refers to cannot be deleted by its hash

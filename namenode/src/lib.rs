@@ -12,7 +12,7 @@
 //!   and the fence that protects re-uploads from in-flight deletes.
 //! - `namesystem`: every operation on domain types, one file per concern;
 //!   `service`: the gRPC edge; `objects_service`: the bucket/key namespace's gRPC
-//!   edge (S3-API.md); `authz`: which role may call each rpc; `http`: health and
+//!   edge (docs/objects.md); `authz`: which role may call each rpc; `http`: health and
 //!   metrics.
 //! - `kubernetes`: optional Kubernetes awareness (zones, pod deletions).
 //! - `workers`: the background loops; `supervisor`: restarts one that panics.

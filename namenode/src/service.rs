@@ -126,13 +126,13 @@ impl NamenodeService {
         })
     }
 
-    /// The service wrapped for a tonic router, with kdfs's message limit.
     /// The keys its replies' block access tokens are signed with, for the other
     /// services of this namenode.
     pub fn keys(&self) -> Arc<BlockKeys> {
         self.keys.clone()
     }
 
+    /// The service wrapped for a tonic router, with kdfs's message limit.
     pub fn into_server(self) -> namenode_server::NamenodeServer<Self> {
         namenode_server::NamenodeServer::new(self)
             .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)

@@ -1,4 +1,4 @@
-//! The bucket/key namespace's shared rules (service `ObjectNamespace`, S3-API.md):
+//! The bucket/key namespace's shared rules (service `ObjectNamespace`, docs/objects.md):
 //! the S3 error codes its statuses carry, and the checks of bucket names, keys, user
 //! metadata, upload ids and part numbers that the namenode applies to every call and
 //! the gateway may apply early.

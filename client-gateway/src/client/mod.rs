@@ -12,7 +12,7 @@
 //! - [`batch`]: small files of many uploads written and committed together.
 //! - [`download`]: `Client::download`: verified reads with read-ahead and failover.
 //! - `metadata`: the thin metadata calls; [`model`]: the checked types they return.
-//! - [`objects`]: the bucket/key namespace the S3 port uses (S3-API.md).
+//! - [`objects`]: the bucket/key namespace the S3 port uses (docs/objects.md).
 //! - `rpc`, `source`: the helpers the others share (a unary call, reply checks, the
 //!   caller's byte source).
 //!

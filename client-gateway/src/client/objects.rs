@@ -1,4 +1,4 @@
-//! The bucket/key namespace (the namenode's `ObjectNamespace` service, S3-API.md):
+//! The bucket/key namespace (the namenode's `ObjectNamespace` service, docs/objects.md):
 //! buckets, objects (a key pointing to a stored file plus its own metadata), listings
 //! and multipart uploads, as checked domain types for the gateway's S3 port.
 //!

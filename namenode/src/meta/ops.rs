@@ -98,7 +98,9 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
         } => {
             // First, so that a conflict leaves the lease open for a commit that replaces.
             let effect = commit(t, record, replaces.as_deref())?;
-            pin(t, &effect, *object_content)?;
+            // The submitted record's time is this commit's (an existing record keeps
+            // its first commit's).
+            pin(t, &effect, *object_content, record.created_ms)?;
             if !skip_lease {
                 t.leases.remove(upload_id.as_str())?;
             }
@@ -141,13 +143,13 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
 /// then keeps it whatever keys do, or only the namespace's referrers. A new
 /// namespace-only file is unclaimed until a key or part refers to it; committing such
 /// content again restarts that wait.
-fn pin(t: &mut Tables<'_>, effect: &Effect, object_content: bool) -> Result<()> {
-    let (id, fresh, at) = match effect {
-        Effect::Committed { record, existed } => (record.id, !existed, record.created_ms),
-        Effect::Replaced { record, .. } => (record.id, false, record.created_ms),
+fn pin(t: &mut Tables<'_>, effect: &Effect, object_content: bool, now_ms: i64) -> Result<()> {
+    let (id, fresh) = match effect {
+        Effect::Committed { record, existed } => (record.id, !existed),
+        Effect::Replaced { record, .. } => (record.id, false),
         _ => return Ok(()),
     };
-    let at = at.max(0) as u64;
+    let at = now_ms.max(0) as u64;
     if !object_content {
         t.unpinned.remove(id.as_bytes())?;
         t.unclaimed.remove(id.as_bytes())?;

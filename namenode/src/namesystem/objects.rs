@@ -1,4 +1,4 @@
-//! The bucket/key namespace (S3-API.md): every name, key, id and size from the
+//! The bucket/key namespace (docs/objects.md): every name, key, id and size from the
 //! network is checked here before it reaches the store, each change is one op of the
 //! group commit (durable before it returns, so a read after it sees it), and every
 //! write and delete leaves an audit line.

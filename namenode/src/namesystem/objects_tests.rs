@@ -539,3 +539,20 @@ async fn uploads_in_progress_list_by_key_then_id_with_markers() {
         .unwrap_err();
     assert_eq!(code(e), Code::NoSuchUpload);
 }
+
+#[tokio::test(start_paused = true)]
+async fn storing_unclaimed_content_again_restarts_its_grace() {
+    let sim = sim().await;
+    store(&sim, b"again", true).await;
+    tokio::time::advance(Duration::from_secs(8)).await;
+    store(&sim, b"again", true).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    sim.ns.gc_tick(true).await.unwrap();
+    assert!(
+        live(&sim, b"again").await,
+        "13 s after the first commit, 5 s after the last"
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    sim.ns.gc_tick(true).await.unwrap();
+    assert!(!live(&sim, b"again").await);
+}
