@@ -7,6 +7,7 @@
 //!   failover between replicas at the same offset).
 //! - [`gateway`]: the **gateway** `kdfs-gateway`, the HTTP API and the browser page
 //!   in front of the library. [`run`] is what `main.rs` and the tests call.
+//! - [`s3`]: the gateway's **S3 port**, the S3 REST API over buckets and keys.
 //! - [`error`]: the library's error type, which the gateway maps onto HTTP statuses.
 //!
 //! Dependencies go one way: `gateway` → `client` → `error`.
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod error;
 pub mod gateway;
+pub mod s3;
 
 pub use client::{
     BatchStats, ByteRange, Client, ClientOptions, ClusterInfo, Download, FileInfo, FileRecord,
@@ -21,4 +23,4 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use gateway::config::{self, Config};
-pub use gateway::http::{self, run};
+pub use gateway::http::{self, Listeners, run};

@@ -182,6 +182,10 @@ pub struct Config {
     /// mTLS towards the namenode and the datanodes (`--tls-cert/--tls-key/--tls-ca`).
     #[command(flatten)]
     pub tls: kdfs_proto::tls::TlsArgs,
+
+    /// The S3 port (`--s3-*`).
+    #[command(flatten)]
+    pub s3: crate::s3::config::S3Args,
 }
 
 impl Config {
@@ -220,6 +224,9 @@ mod tests {
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.max_connections_per_client, 64);
         assert!(c.allowed_hosts.is_empty() && c.trusted_proxies.is_empty());
+        assert_eq!(c.s3.s3_listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.s3.s3_region, "us-east-1");
+        assert!(c.s3.s3_access_key.is_none() && c.s3.s3_credentials_file.is_none());
         let c = Config::parse_from([
             "kdfs-gateway",
             "--allowed-hosts=kdfs.local,nas:8080",

@@ -40,6 +40,9 @@ use crate::gateway::routes;
 pub use crate::gateway::server::ClientAddr;
 use crate::gateway::server::{self, Limits};
 pub use crate::gateway::state::AppState;
+use crate::s3::S3Port;
+use crate::s3::auth::S3Keys;
+use crate::s3::service::KdfsS3;
 
 /// The process-wide Prometheus recorder, shared with every other component of the
 /// process (see [`kdfs_core::telemetry::prometheus`]).
@@ -231,10 +234,31 @@ async fn record(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves the gateway on `listener` (HTTPS only, with `--https-cert`) until `shutdown`
+/// The sockets the gateway serves: its HTTP port and, unless `--s3-listen off`, its S3
+/// port. A bare listener converts into one without an S3 port.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub s3: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(http: TcpListener) -> Self {
+        Self { http, s3: None }
+    }
+}
+
+/// Serves the gateway on `listeners` (HTTPS only, with `--https-cert`) until `shutdown`
 /// is cancelled, then drains in-flight requests for at most `--drain-timeout`. Fails at
-/// once if the token file or the certificate cannot be read.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+/// once if the token file, the S3 credentials file or the certificate cannot be read.
+pub async fn run(
+    config: Config,
+    listeners: impl Into<Listeners>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let Listeners {
+        http: listener,
+        s3: s3_listener,
+    } = listeners.into();
     // mTLS to the namenode and datanodes (`--tls-*`): every block and metadata call.
     let grpc_tls = config
         .tls
@@ -277,6 +301,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let _stop_workers = workers.clone().drop_guard();
     auth.watch(config.auth_token_reload_interval.get(), workers.clone());
     let addr = listener.local_addr()?;
+    let client_for_s3 = client.clone();
     let state = AppState {
         client,
         config: Arc::new(config.clone()),
@@ -303,14 +328,45 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         timeout: config.https_handshake_timeout.get(),
         ..HandshakeLimits::default()
     };
-    let incoming = tls::accept_with(listener, https, handshakes);
     let limits = Limits {
         max_connections: config.max_connections,
         max_connections_per_client: config.max_connections_per_client,
         header_read_timeout: config.header_read_timeout.get(),
         idle_timeout: config.idle_timeout.get(),
     };
-    server::serve(incoming, app, limits, shutdown, config.drain_timeout.get()).await;
+    let s3_port = match s3_listener {
+        None => None,
+        Some(s3_listener) => {
+            let keys = Arc::new(S3Keys::from_args(&config.s3).await?);
+            keys.watch(
+                config.s3.s3_credentials_reload_interval.get(),
+                workers.clone(),
+            );
+            let port = S3Port {
+                service: KdfsS3 {
+                    client: client_for_s3,
+                    max_object: config.max_upload.map(|b| b.bytes()),
+                    region: config.s3.s3_region.clone(),
+                },
+                keys,
+                domains: config.s3.s3_domain.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
+                https: https.clone(),
+                handshakes,
+                limits,
+                drain: config.drain_timeout.get(),
+            };
+            Some(crate::s3::serve(port, s3_listener, shutdown.clone()))
+        }
+    };
+    let incoming = tls::accept_with(listener, https, handshakes);
+    let http = server::serve(incoming, app, limits, shutdown, config.drain_timeout.get());
+    match s3_port {
+        Some(s3) => {
+            tokio::join!(http, s3);
+        }
+        None => http.await,
+    }
     info!("gateway stopped");
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct Spec {
     pub namenode_args: Vec<String>,
     /// The namenode's `--block-size`.
     pub block_size: u64,
+    /// Give the gateway an S3 port.
+    pub s3: bool,
 }
 
 impl Default for Spec {
@@ -43,6 +45,7 @@ impl Default for Spec {
             capacity: "4GiB".to_owned(),
             namenode_args: Vec::new(),
             block_size: BLOCK,
+            s3: false,
         }
     }
 }
@@ -117,7 +120,7 @@ impl TestCluster {
         }
 
         let args: Vec<&str> = spec.gateway_args.iter().map(String::as_str).collect();
-        let gateway = Gateway::start(&namenode_url, &args).await;
+        let gateway = Gateway::start_full(&namenode_url, &args, "http", http(), spec.s3).await;
         let c = Self {
             dir,
             namenode_url,

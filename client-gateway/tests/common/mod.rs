@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod s3;
 
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub fn http() -> reqwest::Client {
 /// A gateway serving on 127.0.0.1:0; cancelled (and awaited) on drop of its token.
 pub struct Gateway {
     pub url: String,
+    /// The S3 port's `http://127.0.0.1:PORT`, when started with one.
+    pub s3_url: Option<String>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<kdfs_client_gateway::Result<()>>,
 }
@@ -46,12 +49,30 @@ impl Gateway {
         scheme: &str,
         client: reqwest::Client,
     ) -> Self {
+        Self::start_full(namenode, extra, scheme, client, false).await
+    }
+
+    /// As [`Gateway::start_with`], with an S3 port on 127.0.0.1:0 when `s3`.
+    pub async fn start_full(
+        namenode: &str,
+        extra: &[&str],
+        scheme: &str,
+        client: reqwest::Client,
+        s3: bool,
+    ) -> Self {
         // Logs (to stderr) only when asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
             kdfs_core::telemetry::init(kdfs_core::telemetry::LogFormat::Plain);
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
+        let s3_listener = match s3 {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+            false => None,
+        };
+        let s3_url = s3_listener
+            .as_ref()
+            .map(|l| format!("{scheme}://{}", l.local_addr().expect("local addr")));
         let mut args = vec![
             "kdfs-gateway".to_owned(),
             "--listen=127.0.0.1:0".to_owned(),
@@ -62,9 +83,18 @@ impl Gateway {
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = Config::parse_from(args);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(kdfs_client_gateway::run(config, listener, shutdown.clone()));
+        let listeners = kdfs_client_gateway::Listeners {
+            http: listener,
+            s3: s3_listener,
+        };
+        let task = tokio::spawn(kdfs_client_gateway::run(
+            config,
+            listeners,
+            shutdown.clone(),
+        ));
         let g = Self {
             url,
+            s3_url,
             shutdown,
             task,
         };

@@ -1,0 +1,24 @@
+//! The gateway's S3 port (`--s3-listen`, DESIGN.md §8b; README.md, "Use it with S3
+//! tools"): the S3 REST API, spoken by the `s3s` crate, over buckets and keys that the
+//! namenode keeps and content that is stored like any other kdfs file.
+//!
+//! - [`config`]: the `--s3-*` flags.
+//! - [`serve`]: the port itself: s3s's service behind the gateway's connection loop.
+//! - [`auth`]: key pairs (flags and a reloadable credentials file), the checks after
+//!   the signature (no anonymous request, the region).
+//! - [`host`]: virtual-hosted-style addressing (`--s3-domain`).
+//! - [`observe`]: metrics by operation and status, audit lines with the access key id.
+//! - [`service`]: the operations, each a call into [`crate::client`];
+//!   [`error`]: library errors as S3 errors; [`etag`]: ETags that are MD5s only when
+//!   they say so.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod etag;
+pub mod host;
+pub mod observe;
+pub mod serve;
+pub mod service;
+
+pub use serve::{S3Port, serve};

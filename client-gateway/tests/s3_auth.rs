@@ -1,0 +1,156 @@
+//! The S3 port's authentication, with the AWS CLI and boto3: no key pair configured
+//! refuses everything in words; a wrong secret gets `SignatureDoesNotMatch`, an unknown
+//! key `InvalidAccessKeyId`; a credentials file is re-read (a rotation), and refused
+//! requests are counted and audited without the secret.
+
+mod common;
+
+use common::s3::{self, Clients};
+use common::{DEADLINE, Gateway, http, wait_until};
+
+/// A gateway whose namenode does not exist: authentication needs none.
+async fn gateway(extra: &[String]) -> Gateway {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    Gateway::start_full("http://127.0.0.1:1", &extra, "http", http(), true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_key_pairs_every_request_is_refused_in_words() {
+    let g = gateway(&[]).await;
+    let clients = Clients::new(g.s3_url.as_deref().unwrap());
+    let Some(out) = clients.aws(&["s3api", "list-buckets"]).await else {
+        return;
+    };
+    let err = s3::failed("list-buckets without keys configured", &out);
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(err.contains("no S3 credentials configured"), "{err}");
+    // Unsigned requests too.
+    let r = http()
+        .get(format!("{}/", g.s3_url.as_deref().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_or_key_is_refused_with_its_s3_code() {
+    let g = gateway(&s3::key_flags()).await;
+    let url = g.s3_url.clone().unwrap();
+    let wrong = Clients::with_keys(&url, s3::ACCESS_KEY, "not-the-secret");
+    let Some(out) = wrong.aws(&["s3api", "list-buckets"]).await else {
+        return;
+    };
+    let err = s3::failed("list-buckets with a wrong secret", &out);
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+    let unknown = Clients::with_keys(&url, "nobody", "whatever");
+    let out = unknown.aws(&["s3api", "list-buckets"]).await.unwrap();
+    let err = s3::failed("list-buckets with an unknown key", &out);
+    assert!(err.contains("InvalidAccessKeyId"), "{err}");
+    // Anonymous: refused, saying a signature is needed.
+    let r = http().get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("anonymous requests are refused")
+    );
+    // boto3 (newest SDK) sees the same code.
+    let script = "try:\n    s3.list_buckets()\n    print('accepted')\nexcept botocore.exceptions.ClientError as e:\n    print(e.response['Error']['Code'])\n";
+    if let Some(out) = wrong.boto3(script, &[]).await {
+        assert_eq!(s3::ok("boto3", &out).trim(), "SignatureDoesNotMatch");
+    }
+    // Counted by operation (unknown: refused before it was resolved) and status.
+    let metrics = http()
+        .get(g.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kdfs_gateway_s3_requests_total")
+                && l.contains("operation=\"unknown\"")
+                && l.contains("status=\"403\"")),
+        "{metrics}"
+    );
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_is_reread_for_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s3-credentials");
+    std::fs::write(&file, "# rotated by hand\nOLDKEY old-secret-1\n").unwrap();
+    let g = gateway(&[
+        format!("--s3-credentials-file={}", file.display()),
+        "--s3-credentials-reload-interval=50ms".to_owned(),
+    ])
+    .await;
+    let url = g.s3_url.clone().unwrap();
+    let old = Clients::with_keys(&url, "OLDKEY", "old-secret-1");
+    let new = Clients::with_keys(&url, "NEWKEY", "new-secret-2");
+    // A signed request that passed authentication reaches the operation (here, with no
+    // namenode, an error that is not an authentication one).
+    let accepted = |out: &std::process::Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        !text.contains("InvalidAccessKeyId") && !text.contains("SignatureDoesNotMatch")
+    };
+    let Some(out) = old.aws(&["s3api", "list-buckets"]).await else {
+        return;
+    };
+    assert!(accepted(&out), "{out:?}");
+    let out = new.aws(&["s3api", "list-buckets"]).await.unwrap();
+    assert!(!accepted(&out), "NEWKEY is not configured yet");
+    std::fs::write(&file, "NEWKEY new-secret-2\n").unwrap();
+    wait_until("the new key pair is accepted", DEADLINE, || async {
+        accepted(&new.aws(&["s3api", "list-buckets"]).await.unwrap())
+    })
+    .await;
+    let out = old.aws(&["s3api", "list-buckets"]).await.unwrap();
+    assert!(!accepted(&out), "OLDKEY was removed");
+    // A malformed file keeps the last good pairs.
+    std::fs::write(&file, "NEWKEY\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(accepted(
+        &new.aws(&["s3api", "list-buckets"]).await.unwrap()
+    ));
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_credentials_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s3-credentials");
+    std::fs::write(&file, "ONLYKEY\n").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s3 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = <kdfs_client_gateway::Config as clap::Parser>::parse_from([
+        "kdfs-gateway".to_owned(),
+        "--namenode=http://127.0.0.1:1".to_owned(),
+        format!("--s3-credentials-file={}", file.display()),
+    ]);
+    let listeners = kdfs_client_gateway::Listeners {
+        http: listener,
+        s3: Some(s3),
+    };
+    let err = kdfs_client_gateway::run(config, listeners, Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("ACCESS_KEY SECRET_KEY"),
+        "{err}"
+    );
+}
