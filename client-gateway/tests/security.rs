@@ -241,6 +241,7 @@ impl GatewayProcess {
                 &format!("--namenode={namenode}"),
                 "--log-format=json",
                 "--drain-timeout=2s",
+                "--s3-listen=off",
             ])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -161,6 +161,15 @@ impl ProcessCluster {
             format!("--listen=127.0.0.1:{gw_port}"),
             format!("--namenode={nn_url}"),
         ];
+        // The S3 port's default (0.0.0.0:9000) is fixed: parallel clusters would fight
+        // over it. A scenario that wants it passes its own `--s3-listen`.
+        if !opts
+            .gateway_args
+            .iter()
+            .any(|a| a.starts_with("--s3-listen"))
+        {
+            gw_args.push("--s3-listen=off".to_owned());
+        }
         gw_args.extend(opts.gateway_args.iter().cloned());
         gw_args.extend(tls("gateway"));
         let gateway = Proc::new("gateway", exe("kdfs-gateway"), root.path(), gw_args, env);

@@ -3,7 +3,8 @@
 //! to stop). Everything else goes to the log files.
 //!
 //! The `gateway: <url>` line stays exactly that, at the start of a line: scripts, the
-//! CLI's tests and the browser test read the gateway's address from it.
+//! CLI's tests and the browser test read the gateway's address from it; so does the
+//! `s3: <url>` line, followed by the S3 key pair and an `aws` line ready to paste.
 
 use std::path::Path;
 
@@ -15,6 +16,16 @@ pub(crate) struct Banner<'a> {
     pub(crate) datanodes: u16,
     /// Where the mTLS certificates are; `None` with `--no-tls`.
     pub(crate) tls_dir: Option<&'a Path>,
+    /// The S3 port and its key pair; `None` with `--s3 off`.
+    pub(crate) s3: Option<S3<'a>>,
+}
+
+/// The S3 port as the banner shows it.
+pub(crate) struct S3<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) access_key: &'a str,
+    pub(crate) secret_key: &'a str,
+    pub(crate) file: &'a Path,
 }
 
 impl std::fmt::Display for Banner<'_> {
@@ -35,6 +46,21 @@ impl std::fmt::Display for Banner<'_> {
         writeln!(f, "kdfs local is serving")?;
         writeln!(f, "gateway: {}", self.gateway)?;
         writeln!(f, "page:    {}/", self.gateway)?;
+        if let Some(s3) = &self.s3 {
+            writeln!(f, "s3: {}", s3.url)?;
+            writeln!(
+                f,
+                "s3 keys: access key {}, secret key {} (in {})",
+                s3.access_key,
+                s3.secret_key,
+                s3.file.display()
+            )?;
+            writeln!(
+                f,
+                "aws:     AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1 aws --endpoint-url {} s3 ls",
+                s3.access_key, s3.secret_key, s3.url
+            )?;
+        }
         writeln!(f, "data:    {}", self.data_dir.display())?;
         writeln!(
             f,
@@ -57,6 +83,7 @@ mod tests {
             logs_dir: Path::new("./kdfs-data/logs"),
             datanodes,
             tls_dir: tls_dir.map(Path::new),
+            s3: None,
         };
         assert_eq!(banner.to_string(), expected);
     }
@@ -96,8 +123,18 @@ stop:    Ctrl-C",
             logs_dir: Path::new("d/logs"),
             datanodes: 2,
             tls_dir: None,
+            s3: Some(S3 {
+                url: "http://127.0.0.1:9000",
+                access_key: "KDFSAK",
+                secret_key: "sekret",
+                file: Path::new("d/s3-credentials"),
+            }),
         }
         .to_string();
+        assert!(banner.lines().any(|l| l == "s3: http://127.0.0.1:9000"));
+        assert!(banner.lines().any(|l| l.starts_with("aws: ")
+            && l.contains("AWS_ACCESS_KEY_ID=KDFSAK AWS_SECRET_ACCESS_KEY=sekret")
+            && l.contains("aws --endpoint-url http://127.0.0.1:9000 s3 ls")));
         assert!(
             banner
                 .lines()

@@ -14,6 +14,9 @@
 //! authorize every rpc by role as in a deployed cluster. `--no-tls` runs the links in
 //! plaintext (loopback only). The gateway's own HTTP side stays plain.
 //!
+//! The gateway also serves S3 on `--s3` (127.0.0.1:9000; `off` disables it) with a key
+//! pair made on the first start and kept in `<data-dir>/s3-credentials` ([`s3_keys`]).
+//!
 //! The terminal shows only a short banner once the cluster serves ([`banner`]) and a
 //! line when it stops; each component logs to its own file under `<data-dir>/logs/`
 //! ([`logs`]), which `--verbose` also streams to stderr. Each component runs on a
@@ -24,6 +27,7 @@
 mod banner;
 mod component;
 mod logs;
+mod s3_keys;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -53,6 +57,10 @@ pub struct LocalArgs {
     /// Where the gateway listens.
     #[arg(long, env = "KDFS_HTTP", default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Where the gateway's S3 port listens, or `off`. Its key pair is made on the
+    /// first start and kept in <data-dir>/s3-credentials (printed in the banner).
+    #[arg(long, env = "KDFS_S3", default_value = "127.0.0.1:9000")]
+    pub s3: String,
     /// Replicas per block (default: min(3, datanodes)).
     #[arg(long, env = "KDFS_REPLICATION")]
     pub replication: Option<u32>,
@@ -135,6 +143,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     // The one fixed port first: if it is taken, nothing else is made.
     let gw_listener = bind(&args.http, "gateway")?;
     let gw_addr = gw_listener.local_addr()?;
+    let s3_listener = match args.s3.as_str() {
+        "off" => None,
+        addr => Some(bind(addr, "gateway's S3 port (--s3; `off` disables it)")?),
+    };
+    let s3_url = match &s3_listener {
+        Some(l) => Some(format!("http://{}", l.local_addr()?)),
+        None => None,
+    };
+    let s3_keys = match s3_listener {
+        Some(_) => Some(s3_keys::ensure(&args.data_dir)?),
+        None => None,
+    };
     let root = &args.data_dir;
     let logs_dir = root.join("logs");
     let logs = Logs::open(&logs_dir, &component_names(args.datanodes))?;
@@ -186,6 +206,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         )?;
         datanodes.push((cfg, grpc, http));
     }
+    let s3_flags = s3_keys
+        .iter()
+        .map(|k| format!("--s3-credentials-file={}", k.path.display()));
     let gw_cfg = kdfs_client_gateway::Config::try_parse_from(
         [
             "kdfs-gateway".to_owned(),
@@ -193,6 +216,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             format!("--listen={gw_addr}"),
         ]
         .into_iter()
+        .chain(s3_flags)
         .chain(tls_flags(tls, Role::Gateway)),
     )?;
 
@@ -212,8 +236,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         );
     }
     let gateway = cluster.start("gateway", move |token| async move {
-        let listener = tokio_listener(gw_listener)?;
-        Ok(kdfs_client_gateway::run(gw_cfg, listener, token).await?)
+        let listeners = kdfs_client_gateway::Listeners {
+            http: tokio_listener(gw_listener)?,
+            s3: s3_listener.map(tokio_listener).transpose()?,
+        };
+        Ok(kdfs_client_gateway::run(gw_cfg, listeners, token).await?)
     })?;
     // Outermost first, so each layer drains while the one below still serves.
     let stop_order = [vec![gateway], datanode_ids, vec![namenode]];
@@ -234,6 +261,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 logs_dir: &logs_dir,
                 datanodes: args.datanodes,
                 tls_dir: tls.map(|_| tls_dir.as_path()),
+                s3: s3_url
+                    .as_deref()
+                    .zip(s3_keys.as_ref())
+                    .map(|(url, k)| banner::S3 {
+                        url,
+                        access_key: &k.access_key,
+                        secret_key: &k.secret_key,
+                        file: &k.path,
+                    }),
             };
             println!("{banner}");
             tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");

@@ -48,6 +48,8 @@ impl Local {
                 "local",
                 "--http",
                 "127.0.0.1:0",
+                "--s3",
+                "127.0.0.1:0",
                 "--datanodes",
                 "3",
                 "--reserved",

@@ -205,7 +205,9 @@ impl Runner {
         let port = kdfs_testkit::free_ports(1)[0];
         let stderr = self.output_file("err");
         let mut child = self
-            .bash(&format!("exec {command} --http 127.0.0.1:{port}"))
+            .bash(&format!(
+                "exec {command} --http 127.0.0.1:{port} --s3 127.0.0.1:0"
+            ))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
