@@ -14,10 +14,29 @@ fn insufficient_storage(message: String) -> S3Error {
     e
 }
 
+/// The namespace's refusals carry their S3 code already; `NoSuchContent` (the content
+/// just stored is gone again: a race with a delete by hash) is the gateway's problem.
+fn namespace(what: &str, refusal: kdfs_proto::objects::Refusal) -> S3Error {
+    use kdfs_proto::objects::Code;
+    if refusal.code == Code::NoSuchContent {
+        warn!(operation = what, error = %refusal.message, "stored content vanished before its key was set");
+        return S3Error::with_message(S3ErrorCode::InternalError, refusal.message);
+    }
+    info!(operation = what, code = refusal.code.as_str(), error = %refusal.message, "S3 request refused");
+    let code = S3ErrorCode::from_bytes(refusal.code.as_str().as_bytes())
+        .unwrap_or(S3ErrorCode::InvalidArgument);
+    S3Error::with_message(code, refusal.message)
+}
+
 /// An S3 error for `e`, met while serving `what` (e.g. `"PutObject"`).
 pub fn to_s3(what: &str, e: Error) -> S3Error {
     let message = e.to_string();
     match e {
+        Error::Namespace(refusal) => namespace(what, refusal),
+        Error::InUse(_) => {
+            warn!(operation = what, error = %message, "S3 request failed");
+            S3Error::with_message(S3ErrorCode::InternalError, message)
+        }
         Error::NotFound(_) | Error::Deleted(_) => {
             // The key's record names content that is gone: a bug or a race with a
             // delete through the hash API; the object cannot be served.

@@ -8,15 +8,24 @@
 //!   the signature (no anonymous request, the region).
 //! - [`host`]: virtual-hosted-style addressing (`--s3-domain`).
 //! - [`observe`]: metrics by operation and status, audit lines with the access key id.
-//! - [`service`]: the operations, each a call into [`crate::client`];
+//! - [`service`]: the operations, each a call into [`crate::client`], by resource:
+//!   `bucket`, `object`, `list`, `multipart`; [`body`]: request bodies counted and
+//!   hashed (MD5, announced checksums) on their way into an upload; [`meta`]: DTO
+//!   conversions;
 //!   [`error`]: library errors as S3 errors; [`etag`]: ETags that are MD5s only when
 //!   they say so.
 
 pub mod auth;
+pub mod body;
+mod bucket;
 pub mod config;
 pub mod error;
 pub mod etag;
 pub mod host;
+mod list;
+pub mod meta;
+mod multipart;
+mod object;
 pub mod observe;
 pub mod serve;
 pub mod service;

@@ -1,0 +1,147 @@
+//! Listings and batch deletes: ListObjectsV2 and V1 (prefix, delimiter, pages with
+//! continuation tokens or markers) and DeleteObjects.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use tracing::info;
+
+use super::error::to_s3;
+use super::meta::listed;
+use super::service::KdfsS3;
+use crate::client::objects::{ListQuery, MAX_PAGE};
+
+/// `max-keys` from the wire: negative is refused, more than a page is a page.
+fn max_keys(n: Option<i32>) -> S3Result<Option<u32>> {
+    match n {
+        None => Ok(None),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+        Some(n) => Ok(Some((n as u32).min(MAX_PAGE))),
+    }
+}
+
+fn common(prefixes: Vec<String>) -> Option<Vec<CommonPrefix>> {
+    Some(
+        prefixes
+            .into_iter()
+            .map(|p| CommonPrefix { prefix: Some(p) })
+            .collect(),
+    )
+}
+
+impl KdfsS3 {
+    pub(crate) async fn list_objects_v2_op(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let query = ListQuery {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone().unwrap_or_default(),
+            max_keys: max_keys(input.max_keys)?,
+            start_after: input.start_after.clone().unwrap_or_default(),
+            continuation_token: input.continuation_token.clone().unwrap_or_default(),
+        };
+        let page = self
+            .client
+            .list_objects(&input.bucket, &query)
+            .await
+            .map_err(|e| to_s3("ListObjectsV2", e))?;
+        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(page.is_truncated),
+            next_continuation_token: page.next_continuation_token,
+            contents: Some(page.objects.iter().map(listed).collect()),
+            common_prefixes: common(page.common_prefixes),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn list_objects_op(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let query = ListQuery {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone().unwrap_or_default(),
+            max_keys: max_keys(input.max_keys)?,
+            start_after: input.marker.clone().unwrap_or_default(),
+            continuation_token: String::new(),
+        };
+        let page = self
+            .client
+            .list_objects(&input.bucket, &query)
+            .await
+            .map_err(|e| to_s3("ListObjects", e))?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            marker: input.marker,
+            max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
+            is_truncated: Some(page.is_truncated),
+            // S3 sends NextMarker only with a delimiter; clients without one continue
+            // from the last key, which is the same thing.
+            next_marker: page.next_marker,
+            contents: Some(page.objects.iter().map(listed).collect()),
+            common_prefixes: common(page.common_prefixes),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn delete_objects_op(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let keys: Vec<String> = input.delete.objects.iter().map(|o| o.key.clone()).collect();
+        if keys.len() > MAX_PAGE as usize {
+            return Err(s3_error!(
+                MalformedXML,
+                "a DeleteObjects request names at most {MAX_PAGE} keys"
+            ));
+        }
+        let results = self
+            .client
+            .delete_objects(&input.bucket, &keys)
+            .await
+            .map_err(|e| to_s3("DeleteObjects", e))?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for r in results {
+            match r.outcome {
+                Ok(_) if quiet => {}
+                Ok(_) => deleted.push(DeletedObject {
+                    key: Some(r.key),
+                    ..Default::default()
+                }),
+                Err(refusal) => errors.push(Error {
+                    key: Some(r.key),
+                    code: Some(refusal.code.as_str().to_owned()),
+                    message: Some(refusal.message),
+                    ..Default::default()
+                }),
+            }
+        }
+        info!(
+            bucket = input.bucket,
+            keys = keys.len(),
+            refused = errors.len(),
+            "objects deleted"
+        );
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+}
