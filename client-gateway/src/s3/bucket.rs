@@ -90,4 +90,16 @@ impl KdfsS3 {
             location_constraint: location,
         }))
     }
+
+    /// kdfs keeps no object versions: versioning was never enabled (no status).
+    pub(crate) async fn get_bucket_versioning_op(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.client
+            .head_bucket(&req.input.bucket)
+            .await
+            .map_err(|e| to_s3("GetBucketVersioning", e))?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
 }

@@ -19,13 +19,60 @@ fn max_keys(n: Option<i32>) -> S3Result<Option<u32>> {
     }
 }
 
-fn common(prefixes: Vec<String>) -> Option<Vec<CommonPrefix>> {
+fn common(prefixes: Vec<String>, enc: Encoding) -> Option<Vec<CommonPrefix>> {
     Some(
         prefixes
             .into_iter()
-            .map(|p| CommonPrefix { prefix: Some(p) })
+            .map(|p| CommonPrefix {
+                prefix: Some(enc.apply(&p)),
+            })
             .collect(),
     )
+}
+
+/// `encoding-type=url`: keys (and prefixes, markers) in the answer are percent-encoded,
+/// which the AWS CLI asks for and then decodes (a `+` in a key sent raw would come
+/// back as a space).
+#[derive(Clone, Copy)]
+struct Encoding(bool);
+
+impl Encoding {
+    fn of(e: Option<&EncodingType>) -> Self {
+        Self(e.is_some_and(|e| e.as_str() == EncodingType::URL))
+    }
+
+    fn apply(self, s: &str) -> String {
+        if !self.0 {
+            return s.to_owned();
+        }
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                    out.push(b as char)
+                }
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+
+    fn opt(self, s: Option<String>) -> Option<String> {
+        s.map(|s| self.apply(&s))
+    }
+
+    fn objects(self, objects: &[crate::client::objects::ObjectInfo]) -> Option<Vec<Object>> {
+        Some(
+            objects
+                .iter()
+                .map(|o| {
+                    let mut l = listed(o);
+                    l.key = self.opt(l.key);
+                    l
+                })
+                .collect(),
+        )
+    }
 }
 
 impl KdfsS3 {
@@ -47,18 +94,19 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("ListObjectsV2", e))?;
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        let enc = Encoding::of(input.encoding_type.as_ref());
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
             max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
+            start_after: enc.opt(input.start_after),
             is_truncated: Some(page.is_truncated),
             next_continuation_token: page.next_continuation_token,
-            contents: Some(page.objects.iter().map(listed).collect()),
-            common_prefixes: common(page.common_prefixes),
+            contents: enc.objects(&page.objects),
+            common_prefixes: common(page.common_prefixes, enc),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -81,18 +129,19 @@ impl KdfsS3 {
             .list_objects(&input.bucket, &query)
             .await
             .map_err(|e| to_s3("ListObjects", e))?;
+        let enc = Encoding::of(input.encoding_type.as_ref());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            marker: input.marker,
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
+            marker: enc.opt(input.marker),
             max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
             is_truncated: Some(page.is_truncated),
             // S3 sends NextMarker only with a delimiter; clients without one continue
             // from the last key, which is the same thing.
-            next_marker: page.next_marker,
-            contents: Some(page.objects.iter().map(listed).collect()),
-            common_prefixes: common(page.common_prefixes),
+            next_marker: enc.opt(page.next_marker),
+            contents: enc.objects(&page.objects),
+            common_prefixes: common(page.common_prefixes, enc),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -143,5 +192,18 @@ impl KdfsS3 {
             errors: Some(errors),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoding_keeps_slashes_and_unreserved_characters() {
+        let url = Encoding(true);
+        assert_eq!(url.apply("a b+c/ü%"), "a%20b%2Bc/%C3%BC%25");
+        assert_eq!(url.apply("plain/key-1_2.3~"), "plain/key-1_2.3~");
+        assert_eq!(Encoding(false).apply("a b+c"), "a b+c");
     }
 }

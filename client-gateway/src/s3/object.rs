@@ -301,6 +301,22 @@ impl KdfsS3 {
         }))
     }
 
+    /// kdfs keeps no tags: an existing object has an empty tag set (`aws s3 cp`
+    /// between keys asks for it).
+    pub(crate) async fn get_object_tagging_op(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        self.client
+            .get_object(&req.input.bucket, &req.input.key, false)
+            .await
+            .map_err(|e| to_s3("GetObjectTagging", e))?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: Vec::new(),
+            version_id: None,
+        }))
+    }
+
     pub(crate) async fn delete_object_op(
         &self,
         req: S3Request<DeleteObjectInput>,

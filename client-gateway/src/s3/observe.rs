@@ -44,6 +44,7 @@ const OPERATIONS: &[&str] = &[
     "GetBucketLocation",
     "GetBucketVersioning",
     "GetObject",
+    "GetObjectTagging",
     "HeadBucket",
     "HeadObject",
     "ListBuckets",

@@ -137,6 +137,8 @@ impl Clients {
         let rclone = require("rclone", on_path("rclone"))?;
         let out = Command::new(rclone)
             .args(args)
+            // rclone refuses to start with a CA bundle it cannot use for plain HTTP.
+            .env_remove("AWS_CA_BUNDLE")
             .env("RCLONE_CONFIG", self.dir.path().join("rclone.conf"))
             .env("RCLONE_CONFIG_KDFS_TYPE", "s3")
             .env("RCLONE_CONFIG_KDFS_PROVIDER", "Other")

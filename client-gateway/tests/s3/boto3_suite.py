@@ -122,4 +122,32 @@ have = {p["PartNumber"]: p["ETag"] for p in s3.list_parts(Bucket="listing", Key=
 second = s3.upload_part(Bucket="listing", Key="resumed", UploadId=rs, PartNumber=2, Body=b"rest")["ETag"]
 s3.complete_multipart_upload(Bucket="listing", Key="resumed", UploadId=rs, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": have[1]}, {"PartNumber": 2, "ETag": second}]})
 check("resumed content", s3.get_object(Bucket="listing", Key="resumed")["Body"].read(), part + b"rest")
+
+# Requests no SDK would make, signed by hand with botocore's signer.
+import urllib.request, urllib.error
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+endpoint = sys.argv[1]
+creds = Credentials(s3._request_signer._credentials.access_key, s3._request_signer._credentials.secret_key)
+
+def raw(method, url, body=b"", host=None):
+    req = AWSRequest(method=method, url=url, data=body, headers={"Host": host} if host else {})
+    S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+    r = urllib.request.Request(url, data=body or None, method=method, headers=dict(req.headers.items()))
+    try:
+        with urllib.request.urlopen(r) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+status, text = raw("POST", f"{endpoint}/listing/raw?uploads")
+upload = text.split("<UploadId>")[1].split("</UploadId>")[0]
+status, text = raw("POST", f"{endpoint}/listing/raw?uploadId={upload}", b"<CompleteMultipartUpload><Part><PartNumber>1</Part>")
+check("malformed XML", (status, "<Code>MalformedXML</Code>" in text), (400, True))
+status, text = raw("PUT", f"{endpoint}/Bad_Bucket")
+check("bad bucket name", (status, "<Code>InvalidBucketName</Code>" in text), (400, True))
+port = endpoint.rsplit(":", 1)[1]
+status, text = raw("GET", f"{endpoint}/?list-type=2&prefix=cond", host=f"listing.s3.kdfs.test:{port}")
+check("virtual-hosted listing", (status, "<Key>cond</Key>" in text), (200, True))
 print("ok")
