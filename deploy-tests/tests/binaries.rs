@@ -52,7 +52,14 @@ fn flag_reader_finds_the_known_flags() {
         Some("20s")
     );
     let gw = flags_of_binary("kdfs-gateway");
-    for f in ["listen", "namenode", "max-upload", "auth-token"] {
+    for f in [
+        "listen",
+        "namenode",
+        "max-upload",
+        "auth-token",
+        "s3-listen",
+        "s3-credentials-file",
+    ] {
         assert!(
             gw.long.contains(f),
             "gateway --{f} not found: {:?}",

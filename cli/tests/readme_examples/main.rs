@@ -7,6 +7,10 @@
 //! the file's previous upload example printed. A `kdfs local …` example is started,
 //! asked for `/info` and stopped.
 //!
+//! `aws …` examples run too, against the same cluster's S3 port: `127.0.0.1:9000`
+//! points at it and `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` hold the key pair it
+//! made (without the AWS CLI they are skipped, except under CI).
+//!
 //! An example that fails or cannot run fails the test with its file, line and output,
 //! unless its block is marked `<!-- example: illustrative … -->` (not run here) or
 //! `<!-- example: kubernetes -->` (checked by `deploy-tests/tests/deploy_dry_run.rs`).
@@ -45,7 +49,8 @@ fn every_readme_and_docs_example_runs_against_kdfs_local() {
     let examples = markdown::workspace_examples(root);
     assert!(!examples.is_empty(), "no shell example found in README.md");
     let local = Local::start("1MiB");
-    let mut runner = Runner::new(&local.gateway);
+    let s3 = S3Port::of(&local);
+    let mut runner = Runner::new(&local.gateway, s3);
     let (mut ran, mut skipped, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for e in &examples {
         let listed = format!("{}  {}", e.at(), e.command);
@@ -74,9 +79,40 @@ fn every_readme_and_docs_example_runs_against_kdfs_local() {
     );
 }
 
+/// The S3 port of the test's `kdfs local` and its key pair.
+struct S3Port {
+    addr: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl S3Port {
+    /// From the banner's `s3:` line and `<data-dir>/s3-credentials`.
+    fn of(local: &Local) -> Option<S3Port> {
+        let mut url = None;
+        while let Ok(line) = local.rest.recv_timeout(START_TIMEOUT) {
+            if let Some(u) = line.strip_prefix("s3: ") {
+                url = Some(u.to_owned());
+            }
+            if line.starts_with("stop:") {
+                break;
+            }
+        }
+        let text = std::fs::read_to_string(local.data().join("s3-credentials")).ok()?;
+        let pair = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
+        let (access_key, secret_key) = pair.split_once(' ')?;
+        Some(S3Port {
+            addr: url?.trim_start_matches("http://").to_owned(),
+            access_key: access_key.to_owned(),
+            secret_key: secret_key.trim().to_owned(),
+        })
+    }
+}
+
 /// Runs examples in a working directory of its own, remembering each file's last hash.
 struct Runner {
     gateway: String,
+    s3: Option<S3Port>,
     /// The files the examples name; also where `kdfs local` examples keep `./kdfs-data`.
     work: tempfile::TempDir,
     /// `kdfs` and the `curl` wrapper, first on PATH.
@@ -87,7 +123,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(gateway: &str) -> Runner {
+    fn new(gateway: &str, s3: Option<S3Port>) -> Runner {
         let work = tempfile::tempdir().unwrap();
         for (i, (name, size)) in FILES.iter().enumerate() {
             let bytes = kdfs_testkit::random_bytes(*size, 28 + i as u64);
@@ -110,6 +146,7 @@ impl Runner {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         Runner {
             gateway: gateway.to_owned(),
+            s3,
             work,
             bin,
             hashes: HashMap::new(),
@@ -124,6 +161,11 @@ impl Runner {
             .command
             .replace("127.0.0.1:8080", addr)
             .replace("localhost:8080", addr);
+        if let Some(s3) = &self.s3 {
+            command = command
+                .replace("127.0.0.1:9000", &s3.addr)
+                .replace("localhost:9000", &s3.addr);
+        }
         let mut substituted = None;
         if command.contains("HASH") {
             let hash = self.hashes.get(&e.file).ok_or(
@@ -136,9 +178,18 @@ impl Runner {
         match (e.program(), words.get(1).copied()) {
             ("kdfs", Some("local")) => return self.serve(&command),
             ("curl" | "kdfs", _) => {}
+            ("aws", _) if self.s3.is_none() => return Err("kdfs local printed no S3 port".into()),
+            ("aws", _) if which("aws").is_none() => {
+                if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+                    return Err("aws is not installed (.ci/run installs awscli)".into());
+                }
+                eprintln!("SKIPPED (not in CI): {} needs the AWS CLI", e.at());
+                return Ok(());
+            }
+            ("aws", _) => {}
             (other, _) => {
                 return Err(format!(
-                    "cannot run `{other}` against kdfs local (only curl and kdfs): \
+                    "cannot run `{other}` against kdfs local (only curl, kdfs and aws): \
                      mark its block illustrative or kubernetes"
                 ));
             }
@@ -269,6 +320,15 @@ impl Runner {
             .env("KDFS_GATEWAY", &self.gateway)
             .env_remove("KDFS_AUTH_TOKEN")
             .stdin(Stdio::null());
+        if let Some(s3) = &self.s3 {
+            c.env("AWS_ACCESS_KEY_ID", &s3.access_key)
+                .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_CONFIG_FILE", self.bin.path().join("no-aws-config"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", self.bin.path().join("no-aws-credentials"))
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("AWS_PAGER", "");
+        }
         c
     }
 

@@ -46,7 +46,6 @@ impl KdfsS3 {
         info!(bucket, "bucket created");
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
-            ..Default::default()
         }))
     }
 

@@ -89,12 +89,14 @@ impl KdfsS3 {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let mut checksums = Checksum::default();
-        checksums.checksum_crc32 = req.input.checksum_crc32.clone();
-        checksums.checksum_crc32c = req.input.checksum_crc32c.clone();
-        checksums.checksum_crc64nvme = req.input.checksum_crc64nvme.clone();
-        checksums.checksum_sha1 = req.input.checksum_sha1.clone();
-        checksums.checksum_sha256 = req.input.checksum_sha256.clone();
+        let checksums = Checksum {
+            checksum_crc32: req.input.checksum_crc32.clone(),
+            checksum_crc32c: req.input.checksum_crc32c.clone(),
+            checksum_crc64nvme: req.input.checksum_crc64nvme.clone(),
+            checksum_sha1: req.input.checksum_sha1.clone(),
+            checksum_sha256: req.input.checksum_sha256.clone(),
+            ..Default::default()
+        };
         let announced = announced(&req, req.input.content_md5.as_deref(), checksums)?;
         let input = req.input;
         let n = part_number(input.part_number)?;
