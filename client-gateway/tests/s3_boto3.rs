@@ -32,3 +32,40 @@ async fn boto3_suite() {
     let stdout = s3::ok("boto3 suite", &out);
     assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
 }
+
+/// With too few live datanodes for a write, a PUT is refused with `SlowDown` (503,
+/// which SDKs retry later) and nothing is stored under the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_datanodes_answer_slow_down() {
+    let c = TestCluster::with(Spec {
+        s3: true,
+        datanodes: 1,
+        replication: 3,
+        gateway_args: s3::key_flags(),
+        ..Spec::default()
+    })
+    .await;
+    let url = c.gateway.s3_url.clone().unwrap();
+    let script = r#"
+from botocore.config import Config
+once = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=s3._request_signer._credentials.access_key,
+    aws_secret_access_key=s3._request_signer._credentials.secret_key, region_name='us-east-1',
+    config=Config(retries={'max_attempts': 1, 'mode': 'standard'}))
+once.create_bucket(Bucket='few')
+try:
+    once.put_object(Bucket='few', Key='k', Body=b'x' * 100_000)
+    print('stored')
+except botocore.exceptions.ClientError as e:
+    print(e.response['Error']['Code'], e.response['ResponseMetadata']['HTTPStatusCode'])
+try:
+    once.head_object(Bucket='few', Key='k')
+    print('present')
+except botocore.exceptions.ClientError as e:
+    print('absent', e.response['ResponseMetadata']['HTTPStatusCode'])
+"#;
+    let Some(out) = Clients::new(&url).boto3(script, &[&url]).await else {
+        return;
+    };
+    let stdout = s3::ok("boto3", &out);
+    assert_eq!(stdout.trim(), "SlowDown 503\nabsent 404", "{stdout}");
+}

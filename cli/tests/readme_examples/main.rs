@@ -99,7 +99,9 @@ impl S3Port {
             }
         }
         let text = std::fs::read_to_string(local.data().join("s3-credentials")).ok()?;
-        let pair = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
+        let pair = text
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
         let (access_key, secret_key) = pair.split_once(' ')?;
         Some(S3Port {
             addr: url?.trim_start_matches("http://").to_owned(),
@@ -325,7 +327,10 @@ impl Runner {
                 .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
                 .env("AWS_DEFAULT_REGION", "us-east-1")
                 .env("AWS_CONFIG_FILE", self.bin.path().join("no-aws-config"))
-                .env("AWS_SHARED_CREDENTIALS_FILE", self.bin.path().join("no-aws-credentials"))
+                .env(
+                    "AWS_SHARED_CREDENTIALS_FILE",
+                    self.bin.path().join("no-aws-credentials"),
+                )
                 .env("AWS_EC2_METADATA_DISABLED", "true")
                 .env("AWS_PAGER", "");
         }
