@@ -154,3 +154,124 @@ async fn a_malformed_credentials_file_stops_the_start() {
         "{err}"
     );
 }
+
+/// The real binary's audit log: a write names the access key id, a refused signature
+/// the key id it claimed; no line holds the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_name_the_access_key_never_the_secret() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kdfs-gateway"))
+        .args([
+            "--listen=127.0.0.1:0",
+            "--s3-listen=127.0.0.1:0",
+            "--namenode=http://127.0.0.1:1",
+            "--log-format=json",
+            "--drain-timeout=1s",
+        ])
+        .env("KDFS_S3_ACCESS_KEY", s3::ACCESS_KEY)
+        .env("KDFS_S3_SECRET_KEY", s3::SECRET_KEY)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kdfs-gateway");
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let events = |lines: &Arc<Mutex<Vec<String>>>| -> Vec<serde_json::Value> {
+        let l = lines.lock().unwrap();
+        l.iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let mut addr = None;
+    wait_until("the S3 port's ready line", DEADLINE, || {
+        let found = events(&lines)
+            .into_iter()
+            .find(|v| v["fields"]["message"] == "S3 port ready" || v["message"] == "S3 port ready");
+        addr = found.map(|v| {
+            let a = if v["fields"]["addr"].is_string() {
+                &v["fields"]["addr"]
+            } else {
+                &v["addr"]
+            };
+            a.as_str().unwrap().to_owned()
+        });
+        std::future::ready(addr.is_some())
+    })
+    .await;
+    let url = format!("http://{}", addr.unwrap());
+    let good = Clients::new(&url);
+    let Some(out) = good
+        .aws(&["s3api", "put-object", "--bucket", "audited", "--key", "k"])
+        .await
+    else {
+        let _ = child.kill();
+        return;
+    };
+    // No namenode: the write fails after authentication, and is audited as tried.
+    s3::failed("put-object without a namenode", &out);
+    let wrong = Clients::with_keys(&url, s3::ACCESS_KEY, "not-the-secret");
+    s3::failed(
+        "put-object with a wrong secret",
+        &wrong
+            .aws(&["s3api", "put-object", "--bucket", "audited", "--key", "k"])
+            .await
+            .unwrap(),
+    );
+    let audit = |lines: &Arc<Mutex<Vec<String>>>| -> Vec<serde_json::Value> {
+        events(lines)
+            .into_iter()
+            .filter(|v| v["target"] == "kdfs::audit")
+            .map(|v| {
+                if v["fields"].is_object() {
+                    v["fields"].clone()
+                } else {
+                    v
+                }
+            })
+            .collect()
+    };
+    wait_until(
+        "the write's and the refusal's audit lines",
+        DEADLINE,
+        || {
+            let a = audit(&lines);
+            std::future::ready(
+                a.iter()
+                    .any(|f| f["operation"] == "PutObject" && f["action"] == "s3")
+                    && a.iter().any(|f| f["action"] == "auth"),
+            )
+        },
+    )
+    .await;
+    let a = audit(&lines);
+    let write = a.iter().find(|f| f["operation"] == "PutObject").unwrap();
+    assert_eq!(write["who"], format!("s3:{}", s3::ACCESS_KEY), "{write}");
+    assert_eq!(write["bucket"], "audited");
+    assert_eq!(write["key"], "k");
+    let refused = a.iter().find(|f| f["action"] == "auth").unwrap();
+    assert_eq!(
+        refused["who"],
+        format!("s3:{}", s3::ACCESS_KEY),
+        "{refused}"
+    );
+    assert_eq!(refused["status"], 403);
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in lines.lock().unwrap().iter() {
+        assert!(
+            !l.contains(s3::SECRET_KEY),
+            "a log line holds the secret: {l}"
+        );
+    }
+}

@@ -68,11 +68,13 @@ fn app(port: &S3Port) -> Router {
 
 /// Serves the S3 port on `listener` until `shutdown`, then drains like the HTTP port.
 pub async fn serve(port: S3Port, listener: TcpListener, shutdown: CancellationToken) {
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string());
     let app = app(&port);
     if port.keys.configured() {
         info!(
-            addr = ?addr,
+            %addr,
             scheme = if port.https.is_some() { "https" } else { "http" },
             region = port.keys.region(),
             access_keys = ?port.keys.access_keys(),
@@ -81,7 +83,7 @@ pub async fn serve(port: S3Port, listener: TcpListener, shutdown: CancellationTo
             "S3 port ready"
         );
     } else {
-        warn!(addr = ?addr, "S3 port ready, but {NO_CREDENTIALS}");
+        warn!(%addr, "S3 port ready, but {NO_CREDENTIALS}");
     }
     let incoming = tls::accept_with(listener, port.https.clone(), port.handshakes);
     server::serve(incoming, app, port.limits, shutdown, port.drain).await;
