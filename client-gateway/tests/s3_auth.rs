@@ -216,6 +216,7 @@ async fn audit_lines_name_the_access_key_never_the_secret() {
         .await
     else {
         let _ = child.kill();
+        let _ = child.wait();
         return;
     };
     // No namenode: the write fails after authentication, and is audited as tried.

@@ -286,8 +286,10 @@ mod tests {
                 .contains("Content-MD5")
         );
         let sha = base64_encode(&sha2::Sha256::digest(data));
-        let mut headers = Checksum::default();
-        headers.checksum_sha256 = Some(sha.clone());
+        let mut headers = Checksum {
+            checksum_sha256: Some(sha.clone()),
+            ..Default::default()
+        };
         let ok = Announced {
             headers: headers.clone(),
             ..Announced::default()
