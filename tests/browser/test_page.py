@@ -40,7 +40,7 @@ def start_local(data_dir):
     port = free_port()
     proc = subprocess.Popen(
         [KDFS, "local", "--data-dir", data_dir, "--http", f"127.0.0.1:{port}",
-         "--datanodes", "3", "--reserved", "0", "--block-size", "256KiB"],
+         "--s3", "127.0.0.1:0", "--datanodes", "3", "--reserved", "0", "--block-size", "256KiB"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
