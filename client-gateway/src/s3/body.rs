@@ -27,6 +27,9 @@ pub enum BodyError {
     TooLarge { max: u64 },
     #[error("{0}")]
     BadDigest(String),
+    /// The body is not the one the request's signature covers (`x-amz-content-sha256`).
+    #[error("the body's SHA-256 is not the x-amz-content-sha256 the request was signed with")]
+    NotSigned,
     #[error("reading the request body: {0}")]
     Read(String),
 }
@@ -191,7 +194,14 @@ pub fn verified(
             }
             Some(Err(e)) => {
                 st.body = None;
-                Some((Err(BodyError::Read(e.to_string())), st))
+                // s3s checks a signed payload's hash as it streams; its error type is
+                // private, its message names the mismatch.
+                let e = e.to_string();
+                let e = match e.contains("Sha256Mismatch") {
+                    true => BodyError::NotSigned,
+                    false => BodyError::Read(e),
+                };
+                Some((Err(e), st))
             }
             None => {
                 st.body = None;

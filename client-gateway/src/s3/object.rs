@@ -26,10 +26,16 @@ pub(crate) fn upload_error(what: &str, e: Error) -> S3Error {
         let code = match b {
             BodyError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
             BodyError::BadDigest(_) => S3ErrorCode::BadDigest,
+            BodyError::NotSigned => S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
             BodyError::Read(_) => S3ErrorCode::IncompleteBody,
         };
         info!(operation = what, error = %b, "S3 request body refused");
-        return S3Error::with_message(code, b.to_string());
+        let mut e = S3Error::with_message(code, b.to_string());
+        if matches!(b, BodyError::NotSigned) {
+            // S3's code for it has no variant in s3s, so no status of its own.
+            e.set_status_code(http::StatusCode::BAD_REQUEST);
+        }
+        return e;
     }
     to_s3(what, e)
 }

@@ -147,6 +147,16 @@ status, text = raw("POST", f"{endpoint}/listing/raw?uploadId={upload}", b"<Compl
 check("malformed XML", (status, "<Code>MalformedXML</Code>" in text), (400, True))
 status, text = raw("PUT", f"{endpoint}/Bad_Bucket")
 check("bad bucket name", (status, "<Code>InvalidBucketName</Code>" in text), (400, True))
+# A body other than the one signed (same length): refused, nothing stored.
+req = AWSRequest(method="PUT", url=f"{endpoint}/listing/forged", data=b"signed body!")
+S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+r = urllib.request.Request(f"{endpoint}/listing/forged", data=b"forged body!", method="PUT", headers=dict(req.headers.items()))
+try:
+    urllib.request.urlopen(r)
+    raise SystemExit("a forged body was accepted")
+except urllib.error.HTTPError as e:
+    check("forged body", (e.code, "XAmzContentSHA256Mismatch" in e.read().decode()), (400, True))
+check("forged: nothing stored", code_of(lambda: s3.head_object(Bucket="listing", Key="forged")), "404")
 port = endpoint.rsplit(":", 1)[1]
 status, text = raw("GET", f"{endpoint}/?list-type=2&prefix=cond", host=f"listing.s3.kdfs.test:{port}")
 check("virtual-hosted listing", (status, "<Key>cond</Key>" in text), (200, True))
