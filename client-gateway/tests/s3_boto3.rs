@@ -18,6 +18,7 @@ async fn boto3_suite() {
         gateway_args: {
             let mut a = s3::key_flags();
             a.push("--s3-domain=s3.kdfs.test".to_owned());
+            a.push("--max-upload=12MiB".to_owned());
             a
         },
         ..Spec::default()

@@ -81,6 +81,10 @@ good_sha = base64.b64encode(hashlib.sha256(b"payload").digest()).decode()
 r = s3.put_object(Bucket="listing", Key="truth", Body=b"payload", ChecksumSHA256=good_sha)
 check("sha256 answered", r.get("ChecksumSHA256"), good_sha)
 
+# Larger than --max-upload (12 MiB): refused before a byte is stored.
+check("too large", code_of(lambda: s3.put_object(Bucket="listing", Key="huge", Body=b"h" * (13 << 20))), "EntityTooLarge")
+check("too large: nothing stored", code_of(lambda: s3.head_object(Bucket="listing", Key="huge")), "404")
+
 # Keys over 1,024 bytes, bad bucket names, missing things.
 check("key too long", code_of(lambda: s3.put_object(Bucket="listing", Key="k" * 1025, Body=b"x")), "KeyTooLongError")
 check("no such key", code_of(lambda: s3.get_object(Bucket="listing", Key="nope")), "NoSuchKey")
