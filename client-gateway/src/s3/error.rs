@@ -23,6 +23,12 @@ fn namespace(what: &str, refusal: kdfs_proto::objects::Refusal) -> S3Error {
         return S3Error::with_message(S3ErrorCode::InternalError, refusal.message);
     }
     info!(operation = what, code = refusal.code.as_str(), error = %refusal.message, "S3 request refused");
+    refused(refusal)
+}
+
+/// A namespace refusal (or a name check's, made before anything is stored) as the S3
+/// error of the same code.
+pub fn refused(refusal: kdfs_proto::objects::Refusal) -> S3Error {
     let code = S3ErrorCode::from_bytes(refusal.code.as_str().as_bytes())
         .unwrap_or(S3ErrorCode::InvalidArgument);
     S3Error::with_message(code, refusal.message)

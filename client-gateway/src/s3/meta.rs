@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use s3s::dto::{self, ETag, Timestamp};
 use s3s::{S3Result, s3_error};
 
+use super::error::refused;
 use crate::client::objects::{ObjectInfo, ObjectMetadata};
 
 /// Milliseconds since the Unix epoch as an S3 timestamp.
@@ -44,11 +45,6 @@ pub fn from_request(
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     user_metadata.sort();
-    let refused = |r: kdfs_proto::objects::Refusal| {
-        let code = s3s::S3ErrorCode::from_bytes(r.code.as_str().as_bytes())
-            .unwrap_or(s3s::S3ErrorCode::InvalidArgument);
-        s3s::S3Error::with_message(code, r.message)
-    };
     kdfs_proto::objects::check_content_type(&content_type).map_err(refused)?;
     kdfs_proto::objects::check_user_metadata(
         user_metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -81,11 +77,6 @@ pub fn listed(o: &ObjectInfo) -> dto::Object {
 
 /// Checks a bucket name and key as the namespace will, before any byte is uploaded.
 pub fn check_names(bucket: &str, key: &str) -> S3Result<()> {
-    let refused = |r: kdfs_proto::objects::Refusal| {
-        let code = s3s::S3ErrorCode::from_bytes(r.code.as_str().as_bytes())
-            .unwrap_or(s3s::S3ErrorCode::InvalidArgument);
-        s3s::S3Error::with_message(code, r.message)
-    };
     kdfs_proto::objects::check_bucket(bucket).map_err(refused)?;
     kdfs_proto::objects::check_key(key).map_err(refused)?;
     Ok(())

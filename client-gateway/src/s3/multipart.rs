@@ -462,3 +462,17 @@ impl KdfsS3 {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_ranges_are_inclusive_and_inside_the_object() {
+        assert_eq!(copy_range("bytes=0-0", 10).unwrap(), 0..1);
+        assert_eq!(copy_range("bytes=5-9", 10).unwrap(), 5..10);
+        for bad in ["bytes=5-10", "bytes=6-5", "bytes=-5", "5-6", "bytes=a-b"] {
+            assert!(copy_range(bad, 10).is_err(), "{bad}");
+        }
+    }
+}

@@ -203,9 +203,9 @@ impl AuditLine {
     fn finish(&mut self, status: axum::http::StatusCode, audited: Option<&Audited>) {
         self.done = true;
         let noted = self.note.get();
-        let refused = noted.access_key.is_none()
-            && (status == axum::http::StatusCode::FORBIDDEN
-                || status == axum::http::StatusCode::BAD_REQUEST && noted.operation.is_none());
+        // Every authentication refusal (AccessDenied, SignatureDoesNotMatch,
+        // InvalidAccessKeyId) is a 403 without an accepted access key.
+        let refused = noted.access_key.is_none() && status == axum::http::StatusCode::FORBIDDEN;
         let write = noted.operation.is_some_and(|op| WRITES.contains(&op));
         if !(write || refused) {
             return;
