@@ -46,6 +46,13 @@ impl std::fmt::Display for Banner<'_> {
         writeln!(f, "kdfs local is serving")?;
         writeln!(f, "gateway: {}", self.gateway)?;
         writeln!(f, "page:    {}/", self.gateway)?;
+        writeln!(f, "data:    {}", self.data_dir.display())?;
+        writeln!(
+            f,
+            "logs:    {}/ (namenode.log, {datanodes}, gateway.log; --verbose streams them)",
+            self.logs_dir.display()
+        )?;
+        writeln!(f, "tls:     {tls}")?;
         if let Some(s3) = &self.s3 {
             writeln!(f, "s3: {}", s3.url)?;
             writeln!(
@@ -61,13 +68,6 @@ impl std::fmt::Display for Banner<'_> {
                 s3.access_key, s3.secret_key, s3.url
             )?;
         }
-        writeln!(f, "data:    {}", self.data_dir.display())?;
-        writeln!(
-            f,
-            "logs:    {}/ (namenode.log, {datanodes}, gateway.log; --verbose streams them)",
-            self.logs_dir.display()
-        )?;
-        writeln!(f, "tls:     {tls}")?;
         write!(f, "stop:    Ctrl-C")
     }
 }
