@@ -152,7 +152,7 @@ fn loggable(access_key: &str) -> Option<&str> {
 /// The S3 port's own settings the middleware needs.
 #[derive(Clone)]
 pub struct Observe {
-    pub trusted_proxies: Arc<Vec<IpAddr>>,
+    pub trusted_proxies: Arc<Vec<crate::gateway::ip_range::IpRange>>,
 }
 
 /// Counts every S3 request and writes the audit lines (see the [module docs](self)).

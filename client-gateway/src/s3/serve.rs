@@ -31,7 +31,7 @@ pub struct S3Port {
     pub service: KdfsS3,
     pub keys: Arc<S3Keys>,
     pub domains: Vec<String>,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<crate::gateway::ip_range::IpRange>,
     pub https: Option<Arc<Tls>>,
     pub handshakes: HandshakeLimits,
     pub limits: Limits,
