@@ -18,6 +18,7 @@ pub static RULES: Rules = Rules {
         ("Heartbeat", DATANODE),
         ("FullBlockReport", DATANODE),
         ("IncrementalBlockReport", DATANODE),
+        ("Leaving", DATANODE),
         // The client library in the gateway (uploads, reads, deletes, /info).
         ("BeginUpload", GATEWAY),
         ("RenewLease", GATEWAY),
@@ -30,6 +31,8 @@ pub static RULES: Rules = Rules {
         ("DeleteFile", GATEWAY),
         ("ReportBadReplica", GATEWAY),
         ("ClusterInfo", GATEWAY),
+        // An operator's decommission, through the gateway's bearer-token guard.
+        ("DecommissionDatanode", GATEWAY),
     ],
 };
 

@@ -8,6 +8,12 @@
 //! `dead_after`: its replicas leave the block map and are re-replicated). A dead node
 //! that heartbeats again is told to re-register and send a full report.
 //!
+//! Two states say a node is leaving (DESIGN.md §5): *decommissioning* (for good: its
+//! replicas are copied away; it still dies of silence after `dead_after`) and
+//! *maintenance* (a restart is expected: its replicas still count, and silence kills
+//! it only at its maintenance deadline, `--maintenance-timeout` after it entered).
+//! Registering again (a restarted process) makes either node live.
+//!
 //! Memory is bounded whoever calls `Register` (issue 24, finding 5): a node is only
 //! *pending* until its first heartbeat (not written to), at most
 //! [`MAX_PENDING_REGISTRATIONS`] are pending at once, a pending node that dies is
@@ -39,9 +45,26 @@ pub enum NodeState {
     Live,
     Stale,
     Dead,
-    /// Leaving (its pod is terminating): read from, not written to, and its replicas
-    /// are copied elsewhere as if they were missing.
+    /// Leaving for good (scaled away, or decommissioned by an operator): read from,
+    /// not written to, and its replicas are copied elsewhere as if they were missing.
     Decommissioning,
+    /// Restarting (a rollout, eviction or drain of its pod; SIGTERM outside
+    /// Kubernetes): read from while up, not written to, its replicas still count
+    /// (unless fewer than `min_replicas` others remain); dead at its deadline.
+    Maintenance,
+}
+
+impl NodeState {
+    /// The name `/info` and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Live => "live",
+            NodeState::Stale => "stale",
+            NodeState::Dead => "dead",
+            NodeState::Decommissioning => "decommissioning",
+            NodeState::Maintenance => "maintenance",
+        }
+    }
 }
 
 /// Work for a datanode that rides on its next heartbeat reply.
@@ -100,6 +123,8 @@ pub struct Node {
     pub heartbeated: bool,
     /// The slot is free (its node was forgotten): it is dead and in no list.
     pub vacant: bool,
+    /// In maintenance: when it is declared dead unless it registers again first.
+    pub maintenance_until: Option<Instant>,
 }
 
 impl Node {
@@ -133,6 +158,7 @@ pub struct Counts {
     pub stale: usize,
     pub dead: usize,
     pub decommissioning: usize,
+    pub maintenance: usize,
 }
 
 /// What a heartbeat found.
@@ -261,6 +287,7 @@ impl Cluster {
             commands: VecDeque::new(),
             heartbeated: false,
             vacant: false,
+            maintenance_until: None,
         };
         Ok(match self.index.get(&id) {
             Some(&idx) => {
@@ -305,7 +332,9 @@ impl Cluster {
         n.allocated = 0;
         n.last_heartbeat = now;
         n.heartbeated = true;
-        if n.state != NodeState::Decommissioning {
+        // Leaving nodes stay so until they register again (a restarted process): a
+        // node in maintenance still heartbeats between its SIGTERM and its exit.
+        if !matches!(n.state, NodeState::Decommissioning | NodeState::Maintenance) {
             n.state = NodeState::Live;
         }
         Beat::Known(idx)
@@ -343,7 +372,8 @@ impl Cluster {
         self.nodes.len()
     }
 
-    /// Moves nodes along live → stale → dead. Returns the nodes that just died.
+    /// Moves nodes along live → stale → dead, and nodes in maintenance to dead at their
+    /// deadline (whatever their silence). Returns the nodes that just died.
     #[tracing::instrument(
         name = "cluster_tick",
         skip_all,
@@ -361,7 +391,11 @@ impl Cluster {
                 continue;
             }
             let silent = now.saturating_duration_since(n.last_heartbeat);
-            if silent >= dead_after {
+            let dies = match (n.state, n.maintenance_until) {
+                (NodeState::Maintenance, Some(until)) => now >= until,
+                _ => silent >= dead_after,
+            };
+            if dies {
                 n.state = NodeState::Dead;
                 n.commands.clear();
                 self.verify.remove(&(i as NodeIdx));
@@ -387,16 +421,59 @@ impl Cluster {
         }
     }
 
-    /// Starts decommissioning a node (not dead). Returns false if unknown, dead or
-    /// already decommissioning.
+    /// Starts decommissioning a node (live, stale or in maintenance). Returns false if
+    /// unknown, dead or already decommissioning.
     pub fn decommission(&mut self, idx: NodeIdx) -> bool {
         match self.nodes.get_mut(idx as usize) {
-            Some(n) if matches!(n.state, NodeState::Live | NodeState::Stale) => {
+            Some(n)
+                if matches!(
+                    n.state,
+                    NodeState::Live | NodeState::Stale | NodeState::Maintenance
+                ) =>
+            {
                 n.state = NodeState::Decommissioning;
+                n.maintenance_until = None;
                 true
             }
             _ => false,
         }
+    }
+
+    /// Puts a live or stale node in maintenance until `until`. Returns false if
+    /// unknown, dead, decommissioning (leaving for good wins) or already in
+    /// maintenance.
+    pub fn enter_maintenance(&mut self, idx: NodeIdx, until: Instant) -> bool {
+        match self.nodes.get_mut(idx as usize) {
+            Some(n) if matches!(n.state, NodeState::Live | NodeState::Stale) => {
+                n.state = NodeState::Maintenance;
+                n.maintenance_until = Some(until);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancels a decommission: the node is live again (stale if silent, which the next
+    /// tick decides). Returns false unless it was decommissioning.
+    pub fn recommission(&mut self, idx: NodeIdx) -> bool {
+        match self.nodes.get_mut(idx as usize) {
+            Some(n) if n.state == NodeState::Decommissioning => {
+                n.state = NodeState::Live;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Nodes in maintenance: their replicas count unless a block falls below
+    /// `min_replicas` copies elsewhere.
+    pub fn in_maintenance(&self) -> HashSet<NodeIdx> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state == NodeState::Maintenance)
+            .map(|(i, _)| i as NodeIdx)
+            .collect()
     }
 
     /// Nodes being decommissioned: their replicas do not count towards the target.
@@ -428,7 +505,10 @@ impl Cluster {
     /// Counts of live (including stale) and dead nodes.
     pub fn counts(&self) -> (usize, usize) {
         let c = self.state_counts();
-        (c.live + c.pending + c.stale + c.decommissioning, c.dead)
+        (
+            c.live + c.pending + c.stale + c.decommissioning + c.maintenance,
+            c.dead,
+        )
     }
 
     /// How many known nodes are in each state.
@@ -441,6 +521,7 @@ impl Cluster {
                 NodeState::Stale => c.stale += 1,
                 NodeState::Dead => c.dead += 1,
                 NodeState::Decommissioning => c.decommissioning += 1,
+                NodeState::Maintenance => c.maintenance += 1,
             }
         }
         c
@@ -520,7 +601,11 @@ mod tests {
         let mut c = Cluster::new("c1".into());
         let id = DatanodeId::random();
         let idx = c.register(&reg(""), id, t0).unwrap();
-        c.node_mut(idx).unwrap().state = state;
+        let n = c.node_mut(idx).unwrap();
+        n.state = state;
+        if state == NodeState::Maintenance {
+            n.maintenance_until = Some(t0 + Duration::from_secs(600));
+        }
         (c, id, idx)
     }
 
@@ -546,6 +631,10 @@ mod tests {
         // Leaving nodes are not marked stale, but do die of silence.
         check(Decommissioning, stale, Decommissioning, false);
         check(Decommissioning, dead, Dead, true);
+        // Maintenance ignores silence: only its deadline (10 min here) kills it.
+        check(Maintenance, dead, Maintenance, false);
+        check(Maintenance, ms(600_000) - ms(1), Maintenance, false);
+        check(Maintenance, ms(600_000), Dead, true);
         // The dead die once.
         check(Dead, dead * 2, Dead, false);
     }
@@ -554,12 +643,22 @@ mod tests {
     fn heartbeat_decommission_and_declare_dead_by_state() {
         use NodeState::*;
         // (state, heartbeat answer is Known, state after the heartbeat,
-        //  decommission accepted, declare_dead accepted)
-        for (from, known, after_beat, decommissions, dies) in [
-            (Live, true, Live, true, true),
-            (Stale, true, Live, true, true),
-            (Decommissioning, true, Decommissioning, false, true),
-            (Dead, false, Dead, false, false),
+        //  decommission accepted, declare_dead accepted, maintenance accepted,
+        //  recommission accepted)
+        for (from, known, after_beat, decommissions, dies, maint, recomm) in [
+            (Live, true, Live, true, true, true, false),
+            (Stale, true, Live, true, true, true, false),
+            (
+                Decommissioning,
+                true,
+                Decommissioning,
+                false,
+                true,
+                false,
+                true,
+            ),
+            (Maintenance, true, Maintenance, true, true, false, false),
+            (Dead, false, Dead, false, false, false, false),
         ] {
             let t0 = Instant::now();
             let (mut c, id, idx) = one_node(from, t0);
@@ -570,6 +669,14 @@ mod tests {
             assert_eq!(c.decommission(idx), decommissions, "{from:?}");
             let (mut c, _, idx) = one_node(from, t0);
             assert_eq!(c.declare_dead(idx), dies, "{from:?}");
+            let (mut c, _, idx) = one_node(from, t0);
+            assert_eq!(c.enter_maintenance(idx, t0), maint, "{from:?}");
+            let (mut c, _, idx) = one_node(from, t0);
+            assert_eq!(c.recommission(idx), recomm, "{from:?}");
+            // Registering again always makes it live.
+            let (mut c, id, idx) = one_node(from, t0);
+            assert_eq!(c.register(&reg("c1"), id, t0).unwrap(), idx);
+            assert_eq!(c.node(idx).unwrap().state, Live, "{from:?}");
         }
     }
 

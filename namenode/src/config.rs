@@ -26,6 +26,7 @@ pub const DEFAULT_BLOCK_SIZE: &str = "64MiB";
 pub const DEFAULT_HEARTBEAT_INTERVAL: &str = "3s";
 /// A datanode silent this long is dead; its replicas are re-replicated.
 pub const DEFAULT_DEAD_AFTER: &str = "30s";
+pub const DEFAULT_MAINTENANCE_TIMEOUT: &str = "10m";
 /// How often datanodes send a full block report.
 pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
 /// An upload lease expires this long after its last use.
@@ -104,6 +105,11 @@ pub struct Config {
     /// A datanode silent this long is declared dead.
     #[arg(long, env = "KDFS_DEAD_AFTER", default_value = DEFAULT_DEAD_AFTER)]
     pub dead_after: HumanDuration,
+    /// A datanode in maintenance (restarting: its pod terminating while its
+    /// StatefulSet still wants it, or SIGTERM outside Kubernetes) is declared dead
+    /// this long after it entered maintenance unless it registers again first.
+    #[arg(long, env = "KDFS_MAINTENANCE_TIMEOUT", default_value = DEFAULT_MAINTENANCE_TIMEOUT)]
+    pub maintenance_timeout: HumanDuration,
     /// How often datanodes send a full block report.
     #[arg(long, env = "KDFS_BLOCK_REPORT_INTERVAL", default_value = DEFAULT_BLOCK_REPORT_INTERVAL)]
     pub block_report_interval: HumanDuration,

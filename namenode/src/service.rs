@@ -19,6 +19,7 @@ use crate::cluster::{Load, NodeState, Registration};
 use crate::error::Error;
 use crate::gc::Deletes;
 use crate::meta::FileRecord;
+use crate::namesystem::leaving::Verdict;
 use crate::namesystem::membership::Outgoing;
 use crate::namesystem::reads::FileView;
 use crate::namesystem::reports::FailedCopy;
@@ -760,6 +761,7 @@ impl namenode_server::Namenode for NamenodeService {
             stale_datanodes: count(st.counts.stale),
             dead_datanodes: count(st.counts.dead),
             decommissioning_datanodes: count(st.counts.decommissioning),
+            maintenance_datanodes: count(st.counts.maintenance),
             unconfirmed_replicas: st.stats.unconfirmed,
             datanodes: st
                 .nodes
@@ -768,12 +770,7 @@ impl namenode_server::Namenode for NamenodeService {
                     id: n.node.id.to_string(),
                     address: n.node.address.clone(),
                     zone: n.node.zone.clone(),
-                    state: match n.node.state {
-                        NodeState::Live => pb::DatanodeState::Live,
-                        NodeState::Stale => pb::DatanodeState::Stale,
-                        NodeState::Dead => pb::DatanodeState::Dead,
-                        NodeState::Decommissioning => pb::DatanodeState::Decommissioning,
-                    } as i32,
+                    state: wire_state(n.node.state) as i32,
                     capacity: n.node.load.capacity,
                     used: n.node.load.used,
                     available: n.node.load.available,
@@ -784,5 +781,69 @@ impl namenode_server::Namenode for NamenodeService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn leaving(
+        &self,
+        request: Request<pb::LeavingRequest>,
+    ) -> Result<Response<pb::LeavingResponse>, Status> {
+        let peer = PeerInfo::of(&request).cloned();
+        let id = wire::datanode_id("datanode_id", &request.get_ref().datanode_id)?;
+        self.check_identity(peer.as_ref(), &id, None, "leaving")?;
+        let ns = self.ns.clone();
+        let verdict = tokio::task::spawn_blocking(move || ns.leaving(&id))
+            .await
+            .map_err(|e| Status::internal(format!("leaving task failed: {e}")))??;
+        Ok(Response::new(match verdict {
+            Verdict::Restart => pb::LeavingResponse {
+                verdict: pb::LeavingVerdict::Restart as i32,
+                ..Default::default()
+            },
+            Verdict::Drain { blocks_left } => pb::LeavingResponse {
+                verdict: pb::LeavingVerdict::Drain as i32,
+                drained: blocks_left == 0,
+                blocks_left,
+            },
+            Verdict::Wait => pb::LeavingResponse {
+                verdict: pb::LeavingVerdict::Wait as i32,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn decommission_datanode(
+        &self,
+        request: Request<pb::DecommissionDatanodeRequest>,
+    ) -> Result<Response<pb::DecommissionDatanodeResponse>, Status> {
+        let r = request.into_inner();
+        let id = wire::datanode_id("datanode_id", &r.datanode_id)?;
+        let ns = self.ns.clone();
+        let (state, blocks_left) =
+            tokio::task::spawn_blocking(move || ns.operator_decommission(&id, r.cancel))
+                .await
+                .map_err(|e| Status::internal(format!("decommission task failed: {e}")))??;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            node = %id,
+            cancel = r.cancel,
+            state = state.as_str(),
+            blocks_left,
+            "datanode decommission requested"
+        );
+        Ok(Response::new(pb::DecommissionDatanodeResponse {
+            state: wire_state(state) as i32,
+            blocks_left,
+        }))
+    }
+}
+
+/// A node's state on the wire.
+fn wire_state(state: NodeState) -> pb::DatanodeState {
+    match state {
+        NodeState::Live => pb::DatanodeState::Live,
+        NodeState::Stale => pb::DatanodeState::Stale,
+        NodeState::Dead => pb::DatanodeState::Dead,
+        NodeState::Decommissioning => pb::DatanodeState::Decommissioning,
+        NodeState::Maintenance => pb::DatanodeState::Maintenance,
     }
 }

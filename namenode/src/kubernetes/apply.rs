@@ -1,11 +1,14 @@
-//! Applying a [`ClusterEvent`] to the namesystem through its Kubernetes hooks: `Zone`
-//! → [`NameSystem::set_zone`]; `Terminating` and `ScaledAway` →
-//! [`NameSystem::decommission`]; `Deleted` → [`NameSystem::declare_dead`].
+//! Applying a [`ClusterEvent`] to the namesystem through its hooks: `Zone` →
+//! [`NameSystem::set_zone`]; `Terminating` → [`NameSystem::enter_maintenance`];
+//! `ScaledAway` → [`NameSystem::decommission`]; `Deleted` →
+//! [`NameSystem::declare_dead`] when scaled away (or already decommissioning),
+//! otherwise maintenance (the StatefulSet brings the pod back).
 
 use std::time::Duration;
 
 use super::pod_events::ClusterEvent;
 use crate::NameSystem;
+use crate::cluster::NodeState;
 
 /// Allowed clock difference between the API server and the namenode when deciding
 /// whether a datanode registered after its pod's deletion began.
@@ -21,21 +24,23 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(2);
 pub fn apply(ns: &NameSystem, event: &ClusterEvent) -> bool {
     let mut died = false;
     for dn in ns.datanodes_of_pod(event.pod()) {
-        let (id, zone) = (dn.id, dn.zone);
+        let (id, zone, state) = (dn.id, dn.zone, dn.state);
         if is_newer_incarnation(event, dn.registered_ms) {
             tracing::debug!(node = %id, "registered after its pod began to leave: a newer incarnation, left alone");
             continue;
         }
         let changed = match event {
             ClusterEvent::Zone { zone: new, .. } => *new != zone && ns.set_zone(&id, new),
-            ClusterEvent::Terminating { .. } | ClusterEvent::ScaledAway { .. } => {
-                ns.decommission(&id)
-            }
-            ClusterEvent::Deleted { .. } => {
-                let dead = ns.declare_dead(&id, "its pod was deleted");
+            ClusterEvent::Terminating { .. } => ns.enter_maintenance(&id),
+            ClusterEvent::ScaledAway { .. } => ns.decommission(&id),
+            ClusterEvent::Deleted { scaled_away, .. }
+                if *scaled_away || state == NodeState::Decommissioning =>
+            {
+                let dead = ns.declare_dead(&id, "its pod was deleted for good");
                 died |= dead;
                 dead
             }
+            ClusterEvent::Deleted { .. } => ns.enter_maintenance(&id),
         };
         if changed {
             metrics::counter!("kdfs_namenode_kubernetes_events_total", "kind" => event.kind())
@@ -53,10 +58,10 @@ pub fn apply(ns: &NameSystem, event: &ClusterEvent) -> bool {
 /// not the one that left.
 fn is_newer_incarnation(event: &ClusterEvent, registered_ms: u64) -> bool {
     let leaving_since = match event {
-        ClusterEvent::Terminating { since_ms, .. } | ClusterEvent::Deleted { since_ms, .. } => {
-            *since_ms
-        }
-        ClusterEvent::Zone { .. } | ClusterEvent::ScaledAway { .. } => None,
+        ClusterEvent::Terminating { since_ms, .. }
+        | ClusterEvent::ScaledAway { since_ms, .. }
+        | ClusterEvent::Deleted { since_ms, .. } => *since_ms,
+        ClusterEvent::Zone { .. } => None,
     };
     leaving_since.is_some_and(|since| registered_ms > since + CLOCK_SKEW.as_millis() as u64)
 }
@@ -72,6 +77,7 @@ mod tests {
         let deleted = |since_ms| ClusterEvent::Deleted {
             pod: pod(),
             since_ms,
+            scaled_away: false,
         };
         let terminating = |since_ms| ClusterEvent::Terminating {
             pod: pod(),
@@ -104,10 +110,13 @@ mod tests {
             ),
             ("deletion time unknown", deleted(None), 20_000, false),
             (
-                "scaled away: no time",
-                ClusterEvent::ScaledAway { pod: pod() },
+                "scaled away, after",
+                ClusterEvent::ScaledAway {
+                    pod: pod(),
+                    since_ms: Some(10_000),
+                },
                 20_000,
-                false,
+                true,
             ),
             (
                 "zones apply to every incarnation",

@@ -1,7 +1,10 @@
-//! Node and StatefulSet look-ups for the pod watch, with small caches: what the pure
-//! layer (`pod_events.rs`) needs to know around a pod.
+//! Node and StatefulSet look-ups for the pod watch: what the pure layer
+//! (`pod_events.rs`) needs to know around a pod. Nodes are cached (zones rarely
+//! change); a StatefulSet's replica count is read fresh, and only for a pod that is
+//! terminating or deleted, since it decides whether the pod leaves for good. A 403
+//! (the RBAC does not allow the read) is remembered and said once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -9,23 +12,25 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, Client};
 use tokio::time::Instant;
 
-use super::pod_events::{ClusterEvent, Context, Watched, pod_events, statefulset_of};
+use super::pod_events::{ClusterEvent, Context, Watched, pod_events, statefulset_of, terminating};
 
 /// A node's labels are looked up again after this long (zones rarely change).
 pub const NODE_TTL: Duration = Duration::from_secs(300);
-/// A StatefulSet's replica count is looked up again after this long.
-pub const STATEFULSET_TTL: Duration = Duration::from_secs(10);
 /// Longest wait for one `get` of a node or StatefulSet.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Node and StatefulSet look-ups with small caches. A failed look-up leaves the fact
-/// unknown (the pure layer then emits less) and is retried on the next reconcile.
+/// Node and StatefulSet look-ups. A failed look-up leaves the fact unknown (the pure
+/// layer then emits less, and a terminating pod counts as restarting) and is retried
+/// on the next reconcile.
 pub(super) struct Lookups {
     nodes: Api<Node>,
     sets: Api<StatefulSet>,
     node_cache: HashMap<String, (Node, Instant)>,
-    set_cache: HashMap<String, (Option<i32>, Instant)>,
-    /// The RBAC does not allow reading StatefulSets: stop asking (logged once).
+    /// Nodes whose look-up failed and was logged: logged again only once it worked.
+    nodes_failing: HashSet<String>,
+    /// The RBAC does not allow reading nodes: stop asking (said once).
+    nodes_forbidden: bool,
+    /// The RBAC does not allow reading StatefulSets: stop asking (said once).
     sets_forbidden: bool,
 }
 
@@ -35,7 +40,8 @@ impl Lookups {
             nodes: Api::all(client.clone()),
             sets: Api::namespaced(client, namespace),
             node_cache: HashMap::new(),
-            set_cache: HashMap::new(),
+            nodes_failing: HashSet::new(),
+            nodes_forbidden: false,
             sets_forbidden: false,
         }
     }
@@ -45,51 +51,63 @@ impl Lookups {
             .node_cache
             .get(name)
             .is_some_and(|(_, at)| at.elapsed() < NODE_TTL);
-        if !fresh {
-            match tokio::time::timeout(LOOKUP_TIMEOUT, self.nodes.get(name)).await {
+        if !fresh && !self.nodes_forbidden {
+            let failure = match tokio::time::timeout(LOOKUP_TIMEOUT, self.nodes.get(name)).await {
                 Ok(Ok(node)) => {
                     self.node_cache
                         .insert(name.to_owned(), (node, Instant::now()));
+                    self.nodes_failing.remove(name);
+                    None
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(node = name, error = %e, "cannot read node; zone unknown for now")
+                Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+                    tracing::warn!(
+                        reason = %s.message,
+                        "zones unavailable: the namenode's ServiceAccount may not get nodes \
+                         (RBAC: grant `get` on `nodes` in a ClusterRole); placement spreads \
+                         replicas over datanodes without zones"
+                    );
+                    self.nodes_forbidden = true;
+                    None
                 }
-                Err(_) => tracing::warn!(node = name, "node look-up timed out"),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_owned()),
+            };
+            if let Some(error) = failure {
+                if self.nodes_failing.insert(name.to_owned()) {
+                    tracing::warn!(node = name, %error, "cannot read node; zone unknown for now");
+                } else {
+                    tracing::debug!(node = name, %error, "node look-up still failing");
+                }
             }
         }
         self.node_cache.get(name).map(|(n, _)| n)
     }
 
+    /// The StatefulSet's replica count, read now (never cached: a count even seconds
+    /// old would take a scale-up's new pod for one scaled away).
     async fn replicas(&mut self, set: &str) -> Option<i32> {
         if self.sets_forbidden {
             return None;
         }
-        if let Some((r, at)) = self.set_cache.get(set)
-            && at.elapsed() < STATEFULSET_TTL
-        {
-            return *r;
-        }
         match tokio::time::timeout(LOOKUP_TIMEOUT, self.sets.get(set)).await {
-            Ok(Ok(s)) => {
-                let r = s.spec.replicas.or(Some(1));
-                self.set_cache.insert(set.to_owned(), (r, Instant::now()));
-                r
-            }
+            Ok(Ok(s)) => s.spec.replicas.or(Some(1)),
             Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
-                tracing::info!(
+                tracing::warn!(
                     statefulset = set,
-                    "not allowed to read StatefulSets: scale-down is noticed when pods terminate"
+                    "not allowed to read StatefulSets (RBAC): every terminating datanode \
+                     counts as restarting (maintenance), so a scale-down is healed only \
+                     after --maintenance-timeout"
                 );
                 self.sets_forbidden = true;
                 None
             }
             Ok(Err(e)) => {
                 tracing::warn!(statefulset = set, error = %e, "cannot read StatefulSet");
-                self.set_cache.get(set).and_then(|(r, _)| *r)
+                None
             }
             Err(_) => {
                 tracing::warn!(statefulset = set, "StatefulSet look-up timed out");
-                self.set_cache.get(set).and_then(|(r, _)| *r)
+                None
             }
         }
     }
@@ -102,7 +120,7 @@ impl Lookups {
     )]
     pub async fn events(&mut self, pod: &Pod, watched: Watched) -> Vec<ClusterEvent> {
         let mut replicas = None;
-        if watched == Watched::Applied
+        if (watched == Watched::Deleted || terminating(pod))
             && let Some(set) = statefulset_of(pod)
         {
             replicas = self.replicas(set).await;

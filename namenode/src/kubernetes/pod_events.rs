@@ -1,6 +1,12 @@
 //! The pure core of Kubernetes awareness: what a watched datanode pod (with the node it
 //! runs on and its StatefulSet's replica count) means for the namenode, as
 //! [`ClusterEvent`]s. Table-tested with recorded API objects.
+//!
+//! A pod leaves for good (is *scaled away*) only when it is terminating or deleted and
+//! its ordinal is at or beyond its StatefulSet's replica count, read fresh at that
+//! moment: a pod that merely runs beyond a stale count is a scale-up, and a pod that
+//! terminates while its ordinal is still wanted (rollout, eviction, drain, deletion by
+//! hand) is restarting, not leaving (maintenance, DESIGN.md §5).
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -21,16 +27,22 @@ pub enum Watched {
 pub enum ClusterEvent {
     /// The pod runs in this zone (its node's zone label, else the node's name).
     Zone { pod: String, zone: String },
-    /// The pod is terminating (since `since_ms`, Unix ms, if known): decommission its
-    /// datanode at once (no new writes, its replicas copied elsewhere while it still
-    /// serves reads).
+    /// The pod is terminating (since `since_ms`, Unix ms, if known) and its ordinal is
+    /// still wanted (or the replica count is unknown): it restarts, so its datanode
+    /// enters maintenance (no new writes, nothing copied while enough copies remain).
     Terminating { pod: String, since_ms: Option<u64> },
-    /// The pod's ordinal is at or beyond its StatefulSet's replica count: it is being
-    /// scaled away and will not come back. Decommissioned like a terminating pod.
-    ScaledAway { pod: String },
-    /// The pod is gone (its deletion began at `since_ms`, if known): its datanode is
-    /// dead now, its blocks re-replicated.
-    Deleted { pod: String, since_ms: Option<u64> },
+    /// The pod is terminating and its ordinal is at or beyond its StatefulSet's
+    /// current replica count: it is scaled away and will not come back, so its
+    /// datanode is decommissioned (its blocks copied away while it drains).
+    ScaledAway { pod: String, since_ms: Option<u64> },
+    /// The pod is gone (its deletion began at `since_ms`, if known). Scaled away: its
+    /// datanode is dead now, its blocks re-replicated. Otherwise the StatefulSet brings
+    /// it back: maintenance (unless it was decommissioning: then dead).
+    Deleted {
+        pod: String,
+        since_ms: Option<u64>,
+        scaled_away: bool,
+    },
 }
 
 impl ClusterEvent {
@@ -39,7 +51,7 @@ impl ClusterEvent {
         match self {
             ClusterEvent::Zone { pod, .. }
             | ClusterEvent::Terminating { pod, .. }
-            | ClusterEvent::ScaledAway { pod }
+            | ClusterEvent::ScaledAway { pod, .. }
             | ClusterEvent::Deleted { pod, .. } => pod,
         }
     }
@@ -60,13 +72,14 @@ impl ClusterEvent {
 pub struct Context<'a> {
     /// The node the pod is scheduled on, if it was looked up.
     pub node: Option<&'a Node>,
-    /// The replica count of the pod's StatefulSet, if known.
+    /// The replica count of the pod's StatefulSet, read fresh, if known (only looked
+    /// up for a pod that is terminating or deleted).
     pub replicas: Option<i32>,
 }
 
 /// The pure core: what a watched pod means for the namenode. A deleted pod yields only
-/// `Deleted`; a live one its `Zone` (when its node is known) and then `ScaledAway` or
-/// `Terminating` when it is leaving.
+/// `Deleted`; a live one its `Zone` (when its node is known) and then, when it is
+/// terminating, `ScaledAway` or `Terminating`.
 pub fn pod_events(pod: &Pod, watched: Watched, ctx: Context<'_>) -> Vec<ClusterEvent> {
     let Some(name) = pod.metadata.name.as_deref().filter(|n| !n.is_empty()) else {
         return Vec::new();
@@ -85,10 +98,15 @@ pub fn pod_events(pod: &Pod, watched: Watched, ctx: Context<'_>) -> Vec<ClusterE
         .deletion_timestamp
         .as_ref()
         .and_then(|t| u64::try_from(t.0.as_millisecond().saturating_sub(grace_ms)).ok());
+    let scaled_away = match (ordinal(name), ctx.replicas) {
+        (Some(o), Some(r)) => i64::from(o) >= i64::from(r.max(0)),
+        _ => false,
+    };
     if watched == Watched::Deleted {
         return vec![ClusterEvent::Deleted {
             pod: pod_name,
             since_ms,
+            scaled_away,
         }];
     }
     let mut out = Vec::new();
@@ -102,19 +120,26 @@ pub fn pod_events(pod: &Pod, watched: Watched, ctx: Context<'_>) -> Vec<ClusterE
             zone,
         });
     }
-    let scaled_away = match (ordinal(name), ctx.replicas) {
-        (Some(o), Some(r)) => i64::from(o) >= i64::from(r.max(0)),
-        _ => false,
-    };
-    if scaled_away {
-        out.push(ClusterEvent::ScaledAway { pod: pod_name });
-    } else if pod.metadata.deletion_timestamp.is_some() {
-        out.push(ClusterEvent::Terminating {
+    if !terminating(pod) {
+        return out;
+    }
+    out.push(if scaled_away {
+        ClusterEvent::ScaledAway {
             pod: pod_name,
             since_ms,
-        });
-    }
+        }
+    } else {
+        ClusterEvent::Terminating {
+            pod: pod_name,
+            since_ms,
+        }
+    });
     out
+}
+
+/// Whether a pod's deletion has begun.
+pub fn terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
 }
 
 /// A node's zone: its `topology.kubernetes.io/zone` label, else its name (each node
@@ -272,7 +297,7 @@ mod tests {
                 ],
             ),
             (
-                "deleted: only that",
+                "deleted, ordinal still wanted: only that (a restart)",
                 pod("datanode-2", "node-a", true),
                 Watched::Deleted,
                 Context {
@@ -282,22 +307,46 @@ mod tests {
                 vec![Deleted {
                     pod: "datanode-2".into(),
                     since_ms: Some(DELETION_MS),
+                    scaled_away: false,
                 }],
             ),
             (
-                "ordinal at the replica count: scaled away",
+                "deleted beyond the replica count: scaled away",
+                pod("datanode-3", "node-a", true),
+                Watched::Deleted,
+                Context {
+                    node: None,
+                    replicas: Some(3),
+                },
+                vec![Deleted {
+                    pod: "datanode-3".into(),
+                    since_ms: Some(DELETION_MS),
+                    scaled_away: true,
+                }],
+            ),
+            (
+                "deleted, replica count unknown: not scaled away",
+                pod("datanode-3", "node-a", true),
+                Watched::Deleted,
+                Context::default(),
+                vec![Deleted {
+                    pod: "datanode-3".into(),
+                    since_ms: Some(DELETION_MS),
+                    scaled_away: false,
+                }],
+            ),
+            (
+                "running beyond a (stale) replica count: a scale-up, left alone",
                 pod("datanode-3", "node-a", false),
                 Applied,
                 Context {
                     node: None,
                     replicas: Some(3),
                 },
-                vec![ScaledAway {
-                    pod: "datanode-3".into(),
-                }],
+                vec![],
             ),
             (
-                "scaled away and terminating: scaled away",
+                "terminating beyond the replica count: scaled away",
                 pod("datanode-4", "node-a", true),
                 Applied,
                 Context {
@@ -306,6 +355,17 @@ mod tests {
                 },
                 vec![ScaledAway {
                     pod: "datanode-4".into(),
+                    since_ms: Some(DELETION_MS),
+                }],
+            ),
+            (
+                "terminating, replica count unknown: a restart",
+                pod("datanode-4", "node-a", true),
+                Applied,
+                Context::default(),
+                vec![Terminating {
+                    pod: "datanode-4".into(),
+                    since_ms: Some(DELETION_MS),
                 }],
             ),
             (
@@ -320,7 +380,7 @@ mod tests {
             ),
             (
                 "scaled to zero",
-                pod("datanode-0", "node-a", false),
+                pod("datanode-0", "node-a", true),
                 Applied,
                 Context {
                     node: None,
@@ -328,6 +388,7 @@ mod tests {
                 },
                 vec![ScaledAway {
                     pod: "datanode-0".into(),
+                    since_ms: Some(DELETION_MS),
                 }],
             ),
         ];

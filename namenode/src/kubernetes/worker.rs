@@ -108,6 +108,7 @@ pub async fn worker(
     kick: Arc<Notify>,
     token: CancellationToken,
 ) {
+    ns.set_pods_watched(true);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mut lookups = Lookups::new(client, &namespace);
     let mut tracker = PodTracker::default();
@@ -124,7 +125,10 @@ pub async fn worker(
     let mut failing = false;
     loop {
         let pods: Vec<(Pod, Watched)> = tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => {
+                ns.set_pods_watched(false);
+                return;
+            }
             item = watch.next() => match item {
                 Some(Ok(event)) => {
                     if std::mem::take(&mut failing) {
@@ -145,6 +149,7 @@ pub async fn worker(
                 }
                 None => {
                     tracing::warn!("pod watch ended");
+                    ns.set_pods_watched(false);
                     return;
                 }
             },

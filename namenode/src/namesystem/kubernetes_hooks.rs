@@ -1,16 +1,19 @@
 //! What an orchestrator may tell the namesystem about its datanodes: which datanodes
-//! run as a pod, their zone, that one is leaving (decommission) or gone (declared dead
-//! at once). Called by the Kubernetes pod watch ([`crate::kubernetes`]).
+//! run as a pod, their zone, or that one is gone for good (declared dead at once).
+//! Called by the Kubernetes pod watch ([`crate::kubernetes`]), which also puts nodes in
+//! maintenance or decommissions them (`leaving.rs`).
 
 use kdfs_core::DatanodeId;
 
-use super::{NameSystem, lock};
+use super::NameSystem;
+use crate::cluster::NodeState;
 
 /// A datanode that runs as a given Kubernetes pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodDatanode {
     pub id: DatanodeId,
     pub zone: String,
+    pub state: NodeState,
     /// When it last registered, in Unix milliseconds.
     pub registered_ms: u64,
 }
@@ -37,6 +40,7 @@ impl NameSystem {
             .map(|n| PodDatanode {
                 id: n.id,
                 zone: n.zone.clone(),
+                state: n.state,
                 registered_ms: now_ms.saturating_sub(n.registered_at.elapsed().as_millis() as u64),
             })
             .collect()
@@ -55,23 +59,6 @@ impl NameSystem {
             }
             None => false,
         }
-    }
-
-    /// Starts decommissioning a datanode (e.g. its pod is terminating): it gets no
-    /// new writes, and its replicas are copied elsewhere while it still serves reads.
-    /// Returns false if it was unknown, dead or already leaving.
-    pub fn decommission(&self, id: &DatanodeId) -> bool {
-        let idx = {
-            let mut cluster = self.cluster();
-            match cluster.index_of(id) {
-                Some(idx) if cluster.decommission(idx) => idx,
-                _ => return false,
-            }
-        };
-        let held = self.shared.blocks.blocks_on(idx);
-        tracing::info!(node = %id, blocks = held.len(), "datanode decommissioning");
-        lock(&self.shared.repl).mark_dirty(held);
-        true
     }
 
     /// Declares a datanode dead at once, without waiting for `--dead-after` (for an

@@ -13,7 +13,9 @@
 //! - [`reads`]: a file with its located blocks, listings;
 //! - [`deletes`]: tombstoning a file, handing replica deletes to datanodes;
 //! - [`objects`]: the bucket/key namespace (buckets, keys, multipart uploads);
-//! - [`kubernetes_hooks`]: what the pod watch may do (zones, decommission, declare dead);
+//! - [`kubernetes_hooks`]: what the pod watch may do (zones, declare dead);
+//! - [`leaving`]: maintenance and decommission, a stopping datanode's verdict, an
+//!   operator's decommission;
 //! - [`ticks`]: one round of each background worker (liveness, safe mode, replication, gc);
 //! - [`status`]: `ClusterInfo`'s answer and the `/metrics` gauges.
 //!
@@ -25,6 +27,7 @@
 
 pub(crate) mod deletes;
 pub(crate) mod kubernetes_hooks;
+pub(crate) mod leaving;
 pub(crate) mod membership;
 pub(crate) mod objects;
 pub(crate) mod reads;
@@ -68,6 +71,7 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub stale_after: Duration,
     pub dead_after: Duration,
+    pub maintenance_timeout: Duration,
     pub block_report_interval: Duration,
     pub lease_ttl: Duration,
     pub tombstone_retention: Duration,
@@ -92,6 +96,7 @@ impl From<&Config> for Settings {
             heartbeat_interval: c.heartbeat_interval.get(),
             stale_after: c.stale_after(),
             dead_after: c.dead_after.get(),
+            maintenance_timeout: c.maintenance_timeout.get(),
             block_report_interval: c.block_report_interval.get(),
             lease_ttl: c.lease_ttl.get(),
             tombstone_retention: c.tombstone_retention.get(),
@@ -285,6 +290,9 @@ pub struct NameSystem {
     /// Blocks of commits in progress, with how many commits hold each.
     committing: Mutex<HashMap<BlockId, u32, IdBuild>>,
     safe_mode: AtomicBool,
+    /// The Kubernetes pod watch runs: it decides whether a stopping datanode leaves
+    /// for good ([`leaving`]).
+    pods_watched: AtomicBool,
     /// When the reported fraction first reached the threshold (safe-mode extension).
     threshold_reached: Mutex<Option<Instant>>,
     started: Instant,
@@ -364,6 +372,7 @@ impl NameSystem {
             committing: Mutex::new(HashMap::default()),
             // With no known blocks there is nothing to wait for.
             safe_mode: AtomicBool::new(!loaded.refs.is_empty()),
+            pods_watched: AtomicBool::new(false),
             threshold_reached: Mutex::new(None),
             started: Instant::now(),
             writer_done: Mutex::new(Some(writer_done)),

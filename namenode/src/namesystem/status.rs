@@ -43,7 +43,7 @@ pub const MAX_STATUS_NODES: usize = 1000;
 fn listing_rank(n: &Node) -> u8 {
     match n.state {
         NodeState::Live if n.heartbeated => 0,
-        NodeState::Decommissioning => 1,
+        NodeState::Decommissioning | NodeState::Maintenance => 1,
         NodeState::Stale => 2,
         NodeState::Live => 3,
         NodeState::Dead => 4,
@@ -114,6 +114,12 @@ impl NameSystem {
         let (live, dead) = self.node_counts();
         metrics::gauge!("kdfs_namenode_datanodes", "state" => "live").set(live as f64);
         metrics::gauge!("kdfs_namenode_datanodes", "state" => "dead").set(dead as f64);
+        for (state, n) in [
+            ("maintenance", st.counts.maintenance),
+            ("decommissioning", st.counts.decommissioning),
+        ] {
+            metrics::gauge!("kdfs_namenode_datanodes_leaving", "state" => state).set(n as f64);
+        }
         metrics::gauge!("kdfs_namenode_blocks").set(st.stats.blocks as f64);
         metrics::gauge!("kdfs_namenode_replicas").set(st.stats.replicas as f64);
         metrics::gauge!("kdfs_namenode_under_replicated_blocks")

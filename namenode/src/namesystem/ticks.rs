@@ -12,6 +12,7 @@ use super::{NameSystem, fraction, lock};
 use crate::cluster::NodeState;
 use crate::error::Result;
 use crate::meta::{Effect, Op};
+use crate::replication::Leaving;
 
 impl NameSystem {
     /// Liveness: moves nodes to stale and dead; a dead node's replicas leave the map
@@ -84,7 +85,7 @@ impl NameSystem {
             return 0;
         }
         let now_ms = self.clock.now_ms();
-        let (candidates, retiring): (Vec<_>, _) = {
+        let (candidates, leaving): (Vec<_>, _) = {
             let cluster = self.cluster();
             let candidates = cluster
                 .candidates(&lock(&self.shared.usage))
@@ -95,12 +96,17 @@ impl NameSystem {
                         .is_some_and(|n| n.state != NodeState::Dead)
                 })
                 .collect();
-            (candidates, cluster.retiring())
+            let leaving = Leaving {
+                retiring: cluster.retiring(),
+                maintenance: cluster.in_maintenance(),
+                min_replicas: self.settings.min_replicas as usize,
+            };
+            (candidates, leaving)
         };
         // Scheduling looks up blocks; it runs without the cluster lock. A node that
         // dies meanwhile has its new copies cancelled by `node_dead` or timed out.
         let mut repl = lock(&self.shared.repl);
-        repl.set_retiring(retiring);
+        repl.set_leaving(leaving);
         let cmds = repl.tick(
             now_ms,
             &self.shared.blocks,

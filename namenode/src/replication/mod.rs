@@ -28,18 +28,18 @@ mod priority;
 mod queues;
 mod tick;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use kdfs_core::BlockId;
 use smallvec::SmallVec;
 
 use crate::blockmap::{BlockMap, IdBuild, NodeIdx};
 
-pub use priority::Priority;
+pub use priority::{Leaving, Priority};
 
 use failures::Failures;
 use inflight::InFlight;
-use priority::judge;
+use priority::{Judgement, judge};
 use queues::Queues;
 
 /// Dirty blocks classified per tick: a node holding a million blocks dying is
@@ -58,8 +58,8 @@ pub struct Replication {
     failures: Failures,
     /// Replicas found corrupt, to delete once the block is healthy again.
     corrupt: HashMap<BlockId, SmallVec<[NodeIdx; 2]>, IdBuild>,
-    /// Nodes being decommissioned: their replicas serve as sources but do not count.
-    retiring: HashSet<NodeIdx>,
+    /// Nodes leaving (decommissioning or in maintenance), as of the last tick.
+    leaving: Leaving,
 }
 
 /// Counts for `/info` and metrics.
@@ -79,7 +79,7 @@ impl Replication {
             inflight: InFlight::default(),
             failures: Failures::default(),
             corrupt: HashMap::default(),
-            retiring: HashSet::new(),
+            leaving: Leaving::default(),
         }
     }
 
@@ -97,28 +97,24 @@ impl Replication {
         self.queues.mark_dirty([id]);
     }
 
-    /// Sets the nodes being decommissioned (before a tick).
-    pub fn set_retiring(&mut self, retiring: HashSet<NodeIdx>) {
-        self.retiring = retiring;
+    /// Sets the nodes leaving (before a tick).
+    pub fn set_leaving(&mut self, leaving: Leaving) {
+        self.leaving = leaving;
     }
 
     /// Replicas that count, and the priority they give the block. Only confirmed
     /// replicas (`locs`) count; a block held only by unconfirmed ones (`unconfirmed`)
     /// is as urgent as a last replica, copied from them (its target checks the hash);
     /// unconfirmed ones of a block with enough confirmed replicas are surplus.
-    fn judge(
-        &self,
-        id: &BlockId,
-        locs: &[NodeIdx],
-        unconfirmed: bool,
-        target: usize,
-    ) -> (usize, Option<Priority>) {
-        match judge(locs, target, self.corrupt.contains_key(id), &self.retiring) {
-            (0, None) if unconfirmed && target > 0 => (0, Some(Priority::OneReplica)),
+    fn judge(&self, id: &BlockId, locs: &[NodeIdx], unconfirmed: bool, target: usize) -> Judgement {
+        let j = judge(locs, target, self.corrupt.contains_key(id), &self.leaving);
+        let priority = match j.priority {
+            None if j.live == 0 && unconfirmed && j.want > 0 => Some(Priority::OneReplica),
             // Enough confirmed replicas: the unconfirmed ones are surplus.
-            (live, None) if unconfirmed && live >= target.max(1) => (live, Some(Priority::Over)),
-            j => j,
-        }
+            None if unconfirmed && j.live >= j.want.max(1) => Some(Priority::Over),
+            p => p,
+        };
+        Judgement { priority, ..j }
     }
 
     /// Whether a copy of `id` to `node` is under way (a replica `node` reports of it
@@ -137,7 +133,8 @@ impl Replication {
             !c.is_empty()
         });
         self.failures.forget_node(node);
-        self.retiring.remove(&node);
+        self.leaving.retiring.remove(&node);
+        self.leaving.maintenance.remove(&node);
     }
 
     /// `node` now holds `id`: completes that part of an outstanding copy.

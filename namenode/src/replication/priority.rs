@@ -34,21 +34,53 @@ pub fn priority(live: usize, target: usize, corrupt: bool) -> Option<Priority> {
     }
 }
 
-/// The replicas of a block on `locs` that count (those not on a `retiring` node), and
-/// the priority they give it. A block held only by retiring nodes is as urgent as a
-/// last replica: they are about to go.
-pub fn judge(
-    locs: &[NodeIdx],
-    target: usize,
-    corrupt: bool,
-    retiring: &HashSet<NodeIdx>,
-) -> (usize, Option<Priority>) {
-    let live = locs.iter().filter(|n| !retiring.contains(n)).count();
-    let p = match priority(live, target, corrupt) {
+/// Nodes that are leaving, as replication sees them.
+#[derive(Debug, Default, Clone)]
+pub struct Leaving {
+    /// Decommissioning: their replicas serve as sources but never count.
+    pub retiring: HashSet<NodeIdx>,
+    /// In maintenance: their replicas count while at least `min_replicas` other
+    /// replicas remain; below that the block is brought back to `min_replicas`
+    /// (not to its full target: the node is expected back).
+    pub maintenance: HashSet<NodeIdx>,
+    pub min_replicas: usize,
+}
+
+/// How a block stands: the replicas that count, how many it should have now, and the
+/// priority that gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    pub live: usize,
+    pub want: usize,
+    pub priority: Option<Priority>,
+}
+
+/// The replicas of a block on `locs` that count (none on a retiring node; those on
+/// nodes in maintenance only while `min_replicas` others remain), and the priority
+/// they give it. A block held only by leaving nodes is as urgent as a last replica.
+pub fn judge(locs: &[NodeIdx], target: usize, corrupt: bool, leaving: &Leaving) -> Judgement {
+    let away = locs
+        .iter()
+        .filter(|n| leaving.maintenance.contains(n))
+        .count();
+    let others = locs
+        .iter()
+        .filter(|n| !leaving.retiring.contains(n) && !leaving.maintenance.contains(n))
+        .count();
+    let (live, want) = if away > 0 && others < leaving.min_replicas.min(target) {
+        (others, leaving.min_replicas.min(target))
+    } else {
+        (others + away, target)
+    };
+    let priority = match priority(live, want, corrupt) {
         None if live == 0 && !locs.is_empty() => Some(Priority::OneReplica),
         p => p,
     };
-    (live, p)
+    Judgement {
+        live,
+        want,
+        priority,
+    }
 }
 
 #[cfg(test)]
@@ -77,21 +109,69 @@ mod tests {
 
     #[test]
     fn judge_table() {
-        let check = |locs: &[NodeIdx], target, retiring: &[NodeIdx], expected| {
-            let retiring = retiring.iter().copied().collect();
+        // (locations, target, retiring, in maintenance, (live, want, priority))
+        let min = 2;
+        let cases: &[(
+            &[NodeIdx],
+            usize,
+            &[NodeIdx],
+            &[NodeIdx],
+            (usize, usize, Option<Priority>),
+        )] = &[
+            (&[], 3, &[], &[], (0, 3, None)),
+            (&[0, 1, 2], 3, &[], &[], (3, 3, None)),
+            (&[0, 1, 2], 3, &[2], &[], (2, 3, Some(Priority::Under))),
+            (
+                &[0, 1, 2],
+                3,
+                &[1, 2],
+                &[],
+                (1, 3, Some(Priority::OneReplica)),
+            ),
+            (&[0, 1], 3, &[0, 1], &[], (0, 3, Some(Priority::OneReplica))),
+            (&[0, 1, 2, 3], 3, &[3], &[], (3, 3, None)),
+            (&[0, 1, 2, 3], 2, &[3], &[], (3, 2, Some(Priority::Over))),
+            (&[5], 1, &[7], &[], (1, 1, None)),
+            // Maintenance: counted while min_replicas others remain.
+            (&[0, 1, 2], 3, &[], &[2], (3, 3, None)),
+            (&[0, 1], 3, &[], &[1], (1, 2, Some(Priority::OneReplica))),
+            (&[0, 1, 2], 3, &[], &[2], (3, 3, None)),
+            // Below min_replicas elsewhere: back up to min_replicas only.
+            (
+                &[0, 1, 2],
+                3,
+                &[],
+                &[1, 2],
+                (1, 2, Some(Priority::OneReplica)),
+            ),
+            (&[0, 1], 2, &[], &[1], (1, 2, Some(Priority::OneReplica))),
+            (&[1], 2, &[], &[1], (0, 2, Some(Priority::OneReplica))),
+            (&[0, 1, 3], 2, &[], &[1], (3, 2, Some(Priority::Over))),
+            (&[1], 1, &[], &[1], (0, 1, Some(Priority::OneReplica))),
+            // Retiring and maintenance together.
+            (
+                &[0, 1, 2],
+                3,
+                &[0],
+                &[1],
+                (1, 2, Some(Priority::OneReplica)),
+            ),
+        ];
+        for (locs, target, retiring, maintenance, (live, want, priority)) in cases {
+            let leaving = Leaving {
+                retiring: retiring.iter().copied().collect(),
+                maintenance: maintenance.iter().copied().collect(),
+                min_replicas: min,
+            };
             assert_eq!(
-                judge(locs, target, false, &retiring),
-                expected,
-                "{locs:?} want {target}, retiring {retiring:?}"
+                judge(locs, *target, false, &leaving),
+                Judgement {
+                    live: *live,
+                    want: *want,
+                    priority: *priority
+                },
+                "{locs:?} want {target}, retiring {retiring:?}, maintenance {maintenance:?}"
             );
-        };
-        check(&[], 3, &[], (0, None));
-        check(&[0, 1, 2], 3, &[], (3, None));
-        check(&[0, 1, 2], 3, &[2], (2, Some(Priority::Under)));
-        check(&[0, 1, 2], 3, &[1, 2], (1, Some(Priority::OneReplica)));
-        check(&[0, 1], 3, &[0, 1], (0, Some(Priority::OneReplica)));
-        check(&[0, 1, 2, 3], 3, &[3], (3, None));
-        check(&[0, 1, 2, 3], 2, &[3], (3, Some(Priority::Over)));
-        check(&[5], 1, &[7], (1, None));
+        }
     }
 }

@@ -5,7 +5,7 @@ use kdfs_core::BlockId;
 use smallvec::SmallVec;
 
 use super::planner::{Holders, Limits, plan_copy};
-use super::priority::Priority;
+use super::priority::{Judgement, Priority};
 use super::queues::QUEUES;
 use super::{MAX_CLASSIFY_PER_TICK, MAX_SCHEDULE_PER_TICK, Replication};
 use crate::blockmap::{BlockMap, NodeIdx};
@@ -62,10 +62,13 @@ impl Replication {
                 continue;
             }
             let unconfirmed = !blocks.unconfirmed(&id).is_empty();
-            match self.judge(&id, &info.locs, unconfirmed, info.target as usize) {
-                (_, Some(p)) => self.queues.enqueue(p, id),
+            match self
+                .judge(&id, &info.locs, unconfirmed, info.target as usize)
+                .priority
+            {
+                Some(p) => self.queues.enqueue(p, id),
                 // Healthy: the nodes that failed its copies matter no more.
-                (_, None) => self.failures.forget(&id),
+                None => self.failures.forget(&id),
             }
         }
     }
@@ -89,10 +92,18 @@ impl Replication {
                 let Some(info) = blocks.get(&id) else {
                     continue;
                 };
-                let target = info.target as usize;
                 let unconfirmed = blocks.unconfirmed(&id);
-                let (live, p) = self.judge(&id, &info.locs, !unconfirmed.is_empty(), target);
-                match p {
+                let Judgement {
+                    live,
+                    want: target,
+                    priority,
+                } = self.judge(
+                    &id,
+                    &info.locs,
+                    !unconfirmed.is_empty(),
+                    info.target as usize,
+                );
+                match priority {
                     None => {}
                     Some(Priority::OneReplica | Priority::Under) => {
                         // Targets need room for the block itself, not a whole block.
@@ -136,12 +147,25 @@ impl Replication {
                         let mut holders: Vec<&Candidate> = info
                             .locs
                             .iter()
-                            .filter(|n| !self.retiring.contains(n))
+                            .filter(|n| {
+                                !self.leaving.retiring.contains(n)
+                                    && !self.leaving.maintenance.contains(n)
+                            })
                             .filter_map(|n| nodes.iter().find(|c| c.node == *n))
                             .collect();
                         // Trim where space is scarcest; keep at least `target` (≥ 1).
                         holders.sort_by_key(|c| (c.available, std::cmp::Reverse(c.node)));
-                        let excess = live.saturating_sub(target.max(1));
+                        // Not while a holder is in maintenance: the trim could leave
+                        // fewer than `min_replicas` elsewhere and undo itself.
+                        let away = info
+                            .locs
+                            .iter()
+                            .any(|n| self.leaving.maintenance.contains(n));
+                        let excess = if away {
+                            0
+                        } else {
+                            live.saturating_sub(target.max(1))
+                        };
                         for c in holders.into_iter().take(excess) {
                             blocks.remove_location(&id, c.node);
                             out.push((c.node, Cmd::Trim(vec![id])));

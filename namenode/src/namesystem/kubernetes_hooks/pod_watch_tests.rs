@@ -1,6 +1,9 @@
 //! The hooks as the real `kubernetes` worker drives them, against a mock Kubernetes
 //! API (the kube-rs way: a `tower_test` mock service behind a real `kube::Client`),
 //! serving recorded list, watch, node and StatefulSet responses. No cluster needed.
+//! Covers the life events of DESIGN.md §5: a rollout, an eviction or a deletion by
+//! hand is maintenance, a scale-down decommissions (with the replica count read
+//! fresh), a scale-up leaves the new pod alone, and a 403 is asked once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +78,9 @@ fn status(code: u16, reason: &str) -> Value {
     })
 }
 
+/// Watch events the test releases one batch at a time, each answering one watch.
+type Batches = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>>>;
+
 /// What the mock API server answers.
 #[derive(Clone, Default)]
 struct MockApi {
@@ -82,10 +88,28 @@ struct MockApi {
     /// Watch events (`{"type": ..., "object": ...}`) sent on the first watch.
     watch: Vec<Value>,
     nodes: Vec<Value>,
-    /// The StatefulSet's replicas; `None`: reading StatefulSets is forbidden (403).
-    replicas: Option<i32>,
+    /// The StatefulSet's replicas (the test may change it); `None`: reading
+    /// StatefulSets is forbidden (403).
+    replicas: Arc<Mutex<Option<i32>>>,
+    /// Reading nodes is forbidden (403).
+    nodes_forbidden: bool,
     /// This many pod lists fail with 500 before one succeeds.
     failing_lists: usize,
+    /// Later watches wait for a batch from here (held open without one).
+    later: Option<Batches>,
+}
+
+fn watch_body(events: &[Value]) -> Body {
+    let mut body = Vec::new();
+    for e in events {
+        body.extend(serde_json::to_vec(e).unwrap());
+        body.push(b'\n');
+    }
+    Body::from(body)
+}
+
+fn replicas(r: Option<i32>) -> Arc<Mutex<Option<i32>>> {
+    Arc::new(Mutex::new(r))
 }
 
 fn reply(code: StatusCode, body: &Value) -> Response<Body> {
@@ -119,12 +143,18 @@ impl MockApi {
                 if path == pods_path && query.contains("watch=true") {
                     watches += 1;
                     if watches == 1 {
-                        let mut body = Vec::new();
-                        for e in &self.watch {
-                            body.extend(serde_json::to_vec(e).unwrap());
-                            body.push(b'\n');
-                        }
-                        send.send_response(Response::new(Body::from(body)));
+                        send.send_response(Response::new(watch_body(&self.watch)));
+                    } else if let Some(later) = self.later.clone() {
+                        tokio::spawn(async move {
+                            let batch = later.lock().await.recv().await;
+                            match batch {
+                                Some(events) => {
+                                    send.send_response(Response::new(watch_body(&events)))
+                                }
+                                // No more: held open until the client goes.
+                                None => std::future::pending().await,
+                            }
+                        });
                     } else {
                         parked.push(send);
                     }
@@ -141,6 +171,8 @@ impl MockApi {
                         });
                         send.send_response(reply(StatusCode::OK, &list));
                     }
+                } else if path.starts_with("/api/v1/nodes/") && self.nodes_forbidden {
+                    send.send_response(reply(StatusCode::FORBIDDEN, &status(403, "Forbidden")));
                 } else if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
                     match self.nodes.iter().find(|n| n["metadata"]["name"] == name) {
                         Some(n) => send.send_response(reply(StatusCode::OK, n)),
@@ -150,7 +182,8 @@ impl MockApi {
                 } else if path
                     == format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/datanode")
                 {
-                    match self.replicas {
+                    let replicas = *self.replicas.lock().unwrap();
+                    match replicas {
                         Some(r) => send.send_response(reply(
                             StatusCode::OK,
                             &json!({
@@ -279,8 +312,39 @@ impl Harness {
     }
 }
 
+/// The DNS name a datanode pod advertises.
+fn dns(pod: &str) -> String {
+    format!("{pod}.datanode.kdfs.svc.cluster.local:9866")
+}
+
+impl Harness {
+    /// Requests seen so far whose line contains `part`.
+    fn requests(&self, part: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(part))
+            .count()
+    }
+
+    /// Datanode `i` registers again (its pod's next incarnation, same volume).
+    fn reregister(&self, i: usize, pod: &str) {
+        let reg = Registration {
+            address: dns(pod),
+            pod_name: pod.to_owned(),
+            load: Sim::load(),
+            ..Registration::default()
+        };
+        self.ns.register(self.ids[i], &reg).unwrap();
+        self.ns.heartbeat(&self.ids[i], Sim::load()).unwrap();
+    }
+}
+
+const SET_PATH: &str = "/statefulsets/datanode";
+
 #[tokio::test]
-async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
+async fn the_pod_watch_sets_zones_and_tells_restarts_from_departures() {
     let mut older_incarnation = pod("datanode-4", "node-c", false);
     leaving_since(&mut older_incarnation, "2000-01-01T00:01:00Z");
     let mut zoned: Value = serde_json::from_str(ZONED_NODE).unwrap();
@@ -291,38 +355,31 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
             pod("datanode-1", "node-b", true),
             pod("datanode-2", "node-c", false),
             pod("datanode-3", ZONED_NODE_NAME, false),
+            pod("datanode-5", "node-c", false),
         ],
         watch: vec![
             // Late news of an older incarnation of datanode-4, whose deletion began
             // before the datanode-4 we know registered: left alone.
             json!({ "type": "DELETED", "object": older_incarnation }),
+            // Deleted by hand while its ordinal is wanted: it comes back.
             json!({ "type": "DELETED", "object": pod("datanode-2", "node-c", true) }),
+            // Deleted beyond the replica count: gone for good.
+            json!({ "type": "DELETED", "object": pod("datanode-5", "node-c", true) }),
         ],
         nodes: vec![zoned, node("node-b", Some("zone-b")), node("node-c", None)],
-        replicas: Some(3),
-        failing_lists: 0,
+        replicas: replicas(Some(3)),
+        ..MockApi::default()
     };
     let h = Harness::start(
         api,
         &[
-            (
-                "datanode-0",
-                "datanode-0.datanode.kdfs.svc.cluster.local:9866",
-            ),
-            (
-                "datanode-1",
-                "datanode-1.datanode.kdfs.svc.cluster.local:9866",
-            ),
-            (
-                "datanode-2",
-                "datanode-2.datanode.kdfs.svc.cluster.local:9866",
-            ),
+            ("datanode-0", &dns("datanode-0")),
+            ("datanode-1", &dns("datanode-1")),
+            ("datanode-2", &dns("datanode-2")),
             // Registered without a pod name: matched by its advertise address.
-            ("", "datanode-3.datanode.kdfs.svc.cluster.local:9866"),
-            (
-                "datanode-4",
-                "datanode-4.datanode.kdfs.svc.cluster.local:9866",
-            ),
+            ("", &dns("datanode-3")),
+            ("datanode-4", &dns("datanode-4")),
+            ("datanode-5", &dns("datanode-5")),
         ],
     );
 
@@ -330,25 +387,27 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
         s == NodeState::Live && z == "zone-a"
     })
     .await;
-    h.wait_for(1, "terminating datanode-1 decommissioning", |s, z| {
-        s == NodeState::Decommissioning && z == "zone-b"
+    h.wait_for(
+        1,
+        "terminating datanode-1 (ordinal wanted) in maintenance",
+        |s, z| s == NodeState::Maintenance && z == "zone-b",
+    )
+    .await;
+    h.wait_for(2, "datanode-2, deleted by hand, in maintenance", |s, _| {
+        s == NodeState::Maintenance
     })
     .await;
-    h.wait_for(
-        2,
-        "deleted datanode-2 dead (well before --dead-after 1h)",
-        |s, _| s == NodeState::Dead,
-    )
-    .await;
-    h.wait_for(
-        3,
-        "datanode-3 (ordinal 3 of 3 replicas) scaled away",
-        |s, z| s == NodeState::Decommissioning && z == "zone-a",
-    )
+    h.wait_for(5, "datanode-5, deleted beyond the count, dead", |s, _| {
+        s == NodeState::Dead
+    })
     .await;
     tokio::time::timeout(Duration::from_secs(5), h.kick.notified())
         .await
         .expect("a death kicks the replication worker");
+    // Ordinal 3 of 3 replicas but running: a scale-up's new pod, never scaled away.
+    h.wait_for(3, "datanode-3 in zone-a", |_, z| z == "zone-a")
+        .await;
+    assert_eq!(h.state(3).0, NodeState::Live);
     // Its DELETED came before datanode-2's, so it has been handled by now.
     assert_eq!(
         h.state(4).0,
@@ -363,43 +422,202 @@ async fn the_pod_watch_sets_zones_decommissions_and_declares_dead_at_once() {
                 && r.contains("labelSelector=app.kubernetes.io%2Fname%3Ddatanode")),
         "pods are listed by the datanode label: {seen:?}"
     );
-    let node_gets = seen
-        .iter()
-        .filter(|r| r.contains(&format!("/api/v1/nodes/{ZONED_NODE_NAME}")))
-        .count();
+    let node_gets = h.requests(&format!("/api/v1/nodes/{ZONED_NODE_NAME}"));
     assert_eq!(node_gets, 1, "node look-ups are cached: {seen:?}");
     h.stop().await;
 }
 
 #[tokio::test]
-async fn api_errors_are_retried_and_a_forbidden_statefulset_is_tolerated() {
+async fn rollout_eviction_scale_up_and_scale_down_as_they_happen() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = replicas(Some(3));
     let api = MockApi {
-        pods: vec![
-            pod("datanode-0", "node-a", false),
-            pod("datanode-3", "node-a", false),
-        ],
-        watch: Vec::new(),
+        pods: (0..3)
+            .map(|i| pod(&format!("datanode-{i}"), "node-a", false))
+            .collect(),
         nodes: vec![node("node-a", Some("zone-a"))],
-        replicas: None,
-        failing_lists: 2,
+        replicas: count.clone(),
+        later: Some(Arc::new(tokio::sync::Mutex::new(rx))),
+        ..MockApi::default()
     };
-    let h = Harness::start(api, &[("datanode-0", "a:1"), ("datanode-3", "b:1")]);
-    h.wait_for(0, "zone after two failed lists", |s, z| {
-        s == NodeState::Live && z == "zone-a"
+    let h = Harness::start(
+        api,
+        &[
+            ("datanode-0", &dns("datanode-0")),
+            ("datanode-1", &dns("datanode-1")),
+            ("datanode-2", &dns("datanode-2")),
+            ("datanode-3", &dns("datanode-3")),
+        ],
+    );
+    for i in 0..3 {
+        h.wait_for(i, "zone", |_, z| z == "zone-a").await;
+    }
+    assert_eq!(
+        h.requests(SET_PATH),
+        0,
+        "running pods need no replica count"
+    );
+
+    // A rollout: datanode-2 terminates, is deleted, and its next incarnation registers.
+    let rolled = pod("datanode-2", "node-a", true);
+    tx.send(vec![
+        json!({ "type": "MODIFIED", "object": rolled.clone() }),
+    ])
+    .unwrap();
+    h.wait_for(2, "rolled datanode-2 in maintenance", |s, _| {
+        s == NodeState::Maintenance
     })
     .await;
-    h.wait_for(1, "zone of datanode-3", |_, z| z == "zone-a")
+    tx.send(vec![json!({ "type": "DELETED", "object": rolled })])
+        .unwrap();
+    wait_until(
+        "the deletion read the replica count",
+        Duration::from_secs(20),
+        || {
+            let n = h.requests(SET_PATH);
+            async move { n >= 2 }
+        },
+    )
+    .await;
+    assert_eq!(
+        h.state(2).0,
+        NodeState::Maintenance,
+        "not dead: it comes back"
+    );
+    h.reregister(2, "datanode-2");
+    assert_eq!(h.state(2).0, NodeState::Live, "back: maintenance is over");
+
+    // An eviction (a node drain): the pod terminates with a DisruptionTarget condition.
+    let mut evicted = pod("datanode-1", "node-a", true);
+    evicted["status"]["conditions"] = json!([{
+        "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting"
+    }]);
+    tx.send(vec![json!({ "type": "MODIFIED", "object": evicted })])
+        .unwrap();
+    h.wait_for(1, "evicted datanode-1 in maintenance", |s, _| {
+        s == NodeState::Maintenance
+    })
+    .await;
+
+    // A scale-up: datanode-3 appears while the count read before said 3.
+    *count.lock().unwrap() = Some(4);
+    tx.send(vec![
+        json!({ "type": "ADDED", "object": pod("datanode-3", "node-a", false) }),
+    ])
+    .unwrap();
+    h.wait_for(3, "the new datanode-3 gets its zone", |_, z| z == "zone-a")
         .await;
-    // Without the StatefulSet's replica count nothing is judged scaled away.
-    assert_eq!(h.state(1).0, NodeState::Live);
-    let seen = h.seen.lock().unwrap().clone();
-    let sets = seen.iter().filter(|r| r.contains("/statefulsets/")).count();
-    assert_eq!(sets, 1, "a 403 is not asked again: {seen:?}");
+    assert_eq!(
+        h.state(3).0,
+        NodeState::Live,
+        "a scale-up never decommissions"
+    );
+
+    // A scale-down back to 3: datanode-3 terminates beyond the count read now.
+    *count.lock().unwrap() = Some(3);
+    tx.send(vec![
+        json!({ "type": "MODIFIED", "object": pod("datanode-3", "node-a", true) }),
+    ])
+    .unwrap();
+    h.wait_for(3, "scaled-away datanode-3 decommissioning", |s, _| {
+        s == NodeState::Decommissioning
+    })
+    .await;
+    tx.send(vec![
+        json!({ "type": "DELETED", "object": pod("datanode-3", "node-a", true) }),
+    ])
+    .unwrap();
+    h.wait_for(3, "scaled-away datanode-3 dead once deleted", |s, _| {
+        s == NodeState::Dead
+    })
+    .await;
+    assert_eq!(h.state(0).0, NodeState::Live);
     h.stop().await;
 }
 
 #[tokio::test]
-async fn a_deleted_pods_blocks_are_copied_without_waiting_for_dead_after() {
+async fn api_errors_are_retried_and_forbidden_reads_are_asked_once() {
+    let api = MockApi {
+        pods: vec![
+            pod("datanode-0", "node-a", false),
+            pod("datanode-3", "node-a", true),
+            // Its node does not exist (404): asked again on every reconcile.
+            pod("datanode-4", "node-gone", false),
+        ],
+        nodes: vec![node("node-a", Some("zone-a"))],
+        replicas: replicas(None),
+        failing_lists: 2,
+        ..MockApi::default()
+    };
+    let h = Harness::start(
+        api,
+        &[
+            ("datanode-0", "a:1"),
+            ("datanode-3", "b:1"),
+            ("datanode-4", "c:1"),
+        ],
+    );
+    h.wait_for(0, "zone after two failed lists", |s, z| {
+        s == NodeState::Live && z == "zone-a"
+    })
+    .await;
+    // Without the StatefulSet's replica count a terminating pod is restarting.
+    h.wait_for(1, "terminating datanode-3 in maintenance", |s, z| {
+        s == NodeState::Maintenance && z == "zone-a"
+    })
+    .await;
+    wait_until("two reconciles", Duration::from_secs(20), || {
+        let n = h.requests("/api/v1/nodes/node-gone");
+        async move { n >= 3 }
+    })
+    .await;
+    assert_eq!(h.requests(SET_PATH), 1, "a 403 is not asked again");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_forbidden_node_read_is_asked_once_and_zones_stay_unknown() {
+    let api = MockApi {
+        pods: vec![
+            pod("datanode-0", "node-a", false),
+            pod("datanode-1", "node-b", false),
+            // Terminating: its StatefulSet is read on every reconcile.
+            pod("datanode-2", "node-a", true),
+        ],
+        nodes: vec![node("node-a", Some("zone-a"))],
+        replicas: replicas(Some(3)),
+        nodes_forbidden: true,
+        ..MockApi::default()
+    };
+    let h = Harness::start(
+        api,
+        &[
+            ("datanode-0", &dns("datanode-0")),
+            ("datanode-1", &dns("datanode-1")),
+            ("datanode-2", &dns("datanode-2")),
+        ],
+    );
+    h.wait_for(2, "datanode-2 in maintenance", |s, _| {
+        s == NodeState::Maintenance
+    })
+    .await;
+    wait_until("two reconciles", Duration::from_secs(20), || {
+        let n = h.requests(SET_PATH);
+        async move { n >= 3 }
+    })
+    .await;
+    assert_eq!(
+        h.requests("/api/v1/nodes/"),
+        1,
+        "a 403 on nodes is asked once"
+    );
+    assert_eq!(h.state(0).1, "", "no zone");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_scaled_away_pods_blocks_are_copied_without_waiting_for_dead_after() {
     let dns = Harness::registered(&[
         ("datanode-0", "datanode-0.datanode:9866"),
         ("datanode-1", "datanode-1.datanode:9866"),
@@ -429,8 +647,9 @@ async fn a_deleted_pods_blocks_are_copied_without_waiting_for_dead_after() {
         pods,
         watch: vec![json!({ "type": "DELETED", "object": pod("datanode-2", "node-a", true) })],
         nodes: vec![node("node-a", Some("zone-a"))],
-        replicas: Some(3),
-        failing_lists: 0,
+        // Scaled down to two: datanode-2 is not coming back.
+        replicas: replicas(Some(2)),
+        ..MockApi::default()
     });
     h.wait_for(2, "datanode-2 dead", |s, _| s == NodeState::Dead)
         .await;
