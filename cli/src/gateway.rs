@@ -135,6 +135,38 @@ impl Gateway {
         Ok(())
     }
 
+    /// `kdfs decommission ID [--cancel] [--wait]`.
+    pub async fn decommission(&self, id: &str, cancel: bool, wait: bool) -> anyhow::Result<()> {
+        let id = kdfs_core::DatanodeId::parse(id)
+            .map_err(|e| anyhow::anyhow!("invalid datanode id {id:?}: {e}"))?;
+        let url = self.url(&format!("/datanodes/{id}/decommission"));
+        loop {
+            let rb = if cancel {
+                self.http.delete(url.clone())
+            } else {
+                self.http.post(url.clone())
+            };
+            let v: Value = self
+                .send(self.authed(rb))
+                .await?
+                .json()
+                .await
+                .context("reading the gateway's JSON")?;
+            let left = v["blocks_left"].as_u64().unwrap_or(0);
+            println!(
+                "datanode {id}: {}, {left} blocks not yet at full replication elsewhere",
+                str_field(&v, "state")
+            );
+            if cancel || !wait || v["drained"].as_bool().unwrap_or(false) {
+                if !cancel && left == 0 {
+                    println!("drained: it may stop now");
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+
     pub async fn info(&self, json: bool) -> anyhow::Result<()> {
         let v = self.get_json("/info").await?;
         if json {

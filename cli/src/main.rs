@@ -76,6 +76,19 @@ enum Command {
     },
     /// Delete a file by hash.
     Rm { hash: String },
+    /// Decommission a datanode for good: its blocks are copied to full replication
+    /// elsewhere, after which it may stop (a datanode merely restarted needs nothing:
+    /// SIGTERM puts it in maintenance). Registering again (a restart) cancels it too.
+    Decommission {
+        /// The datanode's id (as `kdfs info` lists it).
+        id: String,
+        /// Cancel a decommission: the datanode is live again.
+        #[arg(long)]
+        cancel: bool,
+        /// Wait until it is drained.
+        #[arg(long, conflicts_with = "cancel")]
+        wait: bool,
+    },
     /// Show the cluster: totals and every datanode.
     Info {
         #[arg(long)]
@@ -150,6 +163,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
         } => gw()?.ls(json, search.as_deref(), limit).await,
         Command::Rm { ref hash } => gw()?.rm(hash).await,
+        Command::Decommission {
+            ref id,
+            cancel,
+            wait,
+        } => gw()?.decommission(id, cancel, wait).await,
         Command::Info { json } => gw()?.info(json).await,
         Command::Local(args) => local::run(args).await,
         Command::Certs(opts) => certs::run(opts),

@@ -25,6 +25,8 @@ pub const DEFAULT_SCAN_RATE: &str = "32MiB";
 pub const DEFAULT_BLOCK_REPORT_INTERVAL: &str = "1h";
 /// How long in-flight writes may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "20s";
+/// Longest wait for a decommissioned datanode's blocks to be copied away at shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "30m";
 pub const DEFAULT_REPLICATION_STREAMS: &str = "4";
 /// Replicas that failed verification stay in `quarantine/` this long.
 pub const DEFAULT_QUARANTINE_RETENTION: &str = "7d";
@@ -107,6 +109,14 @@ pub struct Config {
     /// How long in-flight writes may take to finish after a shutdown signal.
     #[arg(long, env = "KDFS_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: HumanDuration,
+
+    /// On a shutdown signal, a datanode being decommissioned (its pod scaled away, or
+    /// `kdfs decommission`) keeps serving until its blocks are at full replication
+    /// elsewhere, at most this long (then it stops anyway). Keep it below Kubernetes'
+    /// terminationGracePeriodSeconds minus --shutdown-grace. A restarting datanode does
+    /// not wait.
+    #[arg(long, env = "KDFS_DRAIN_TIMEOUT", default_value = DEFAULT_DRAIN_TIMEOUT)]
+    pub drain_timeout: HumanDuration,
 
     /// Replicas that failed verification are kept in `quarantine/` this long, for
     /// inspection, then deleted.

@@ -10,6 +10,8 @@
 //! - [`service`]: the `Datanode` gRPC service (pipelined writes, batches of small
 //!   blocks, reads, transfers), one file per rpc.
 //! - [`link`]: registration, heartbeats, block reports and namenode commands.
+//! - [`leaving`]: on a shutdown signal, how this datanode leaves (a restart stops at
+//!   once; a decommission serves until drained).
 //! - [`http`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`config`] and [`run`]: what `main` parses and calls; tests call the same `run`.
 //!
@@ -20,6 +22,7 @@ pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod leaving;
 pub mod link;
 pub mod metrics;
 pub mod scanner;
@@ -77,8 +80,10 @@ fn advertise(config: &Config, local: SocketAddr) -> Result<String> {
     Ok(local.to_string())
 }
 
-/// Runs a datanode until `shutdown` is cancelled (then drains and returns `Ok`), or until
-/// the namenode refuses it for good (another cluster's disk: returns the error).
+/// Runs a datanode until `shutdown` is cancelled (then asks the namenode how it leaves,
+/// serving on while it is decommissioned and not yet drained, finishes its in-flight
+/// transfers and returns `Ok`), or until the namenode refuses it for good (another
+/// cluster's disk: returns the error).
 ///
 /// Startup: open the store (clean `tmp/`, scan `blocks/`), serve gRPC and HTTP on the
 /// given listeners, then register with the namenode in the background — the datanode
@@ -174,8 +179,9 @@ pub async fn run(
     )?);
     let scanner_stats = Arc::new(ScannerStats::default());
 
-    // `stop` ends the servers: on the shutdown signal, or when a worker fails for good.
-    let stop = shutdown.child_token();
+    // `stop` ends the servers: after the shutdown signal and the leave (a draining node
+    // serves on meanwhile), or when a worker fails for good.
+    let stop = CancellationToken::new();
     let workers_cancel = stop.child_token();
     let mut workers: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
     {
@@ -233,7 +239,10 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                leaving::leave(&link, config.drain_timeout.get()).await;
+                break;
+            }
             Some(joined) = workers.join_next() => match joined {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(e))) => {

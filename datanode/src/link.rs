@@ -246,6 +246,16 @@ impl Link {
         })
     }
 
+    /// This datanode's id.
+    pub fn node_id(&self) -> kdfs_core::DatanodeId {
+        self.node.id
+    }
+
+    /// A client of the namenode (shares the link's channel).
+    pub fn namenode(&self) -> NamenodeClient<Channel> {
+        self.client.clone()
+    }
+
     /// True while registered with the namenode (readiness).
     pub fn is_registered(&self) -> bool {
         *self.registered.borrow()

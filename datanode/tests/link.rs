@@ -414,3 +414,43 @@ async fn a_corrupt_replica_found_by_a_read_is_reported_as_corrupt() {
     let (_d, r) = node.stop().await;
     r.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_datanode_serves_until_drained_and_a_restarting_one_stops_at_once() {
+    use kdfs_proto::pb::{LeavingResponse, LeavingVerdict};
+    let (nn, url, _srv) = FakeNamenode::start("cluster-a").await;
+    let drain = |left: u64| LeavingResponse {
+        verdict: LeavingVerdict::Drain as i32,
+        drained: left == 0,
+        blocks_left: left,
+    };
+    nn.seen(|s| s.leaving = [drain(2), drain(1), drain(0)].into());
+    let node = TestNode::start(&url, &[]).await;
+    wait_for("a heartbeat", WAIT, || nn.seen(|s| s.heartbeats >= 1)).await;
+    node.cancel.cancel();
+    wait_for("a second question", WAIT, || {
+        nn.seen(|s| s.leaving_asked >= 2)
+    })
+    .await;
+    // Still serving while it drains: heartbeats (which carry its copies) and HTTP.
+    let beats = nn.seen(|s| s.heartbeats);
+    wait_for("heartbeats while draining", WAIT, || {
+        nn.seen(|s| s.heartbeats > beats)
+    })
+    .await;
+    let (code, _) = http_get(node.http, "/healthz").await;
+    assert_eq!(code, 200, "still serving while draining");
+    let (_, r) = node.stop().await;
+    r.unwrap();
+    assert_eq!(nn.seen(|s| s.leaving_asked), 3, "it stopped once drained");
+
+    // A restart (the fake's default answer): stops at once, asked once.
+    let (nn, url, _srv) = FakeNamenode::start("cluster-a").await;
+    let node = TestNode::start(&url, &[]).await;
+    wait_for("a heartbeat", WAIT, || nn.seen(|s| s.heartbeats >= 1)).await;
+    let t0 = std::time::Instant::now();
+    let (_, r) = node.stop().await;
+    r.unwrap();
+    assert_eq!(nn.seen(|s| s.leaving_asked), 1);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}

@@ -2,13 +2,13 @@
 //! delete, the cluster's state, reporting a bad replica): thin unary calls whose replies
 //! become the checked types of [`super::model`].
 
-use kdfs_core::{BlockId, FileId};
+use kdfs_core::{BlockId, DatanodeId, FileId};
 use kdfs_proto::pb;
 use kdfs_proto::wire::{self, Location};
 
 use super::model::{
-    ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary, Listing,
-    LocatedBlock,
+    ClusterInfo, DatanodeCounts, DatanodeInfo, Decommission, FileInfo, FileRecord, FileSummary,
+    Listing, LocatedBlock,
 };
 use super::rpc::{bad_reply, unary};
 use super::{Client, NAMENODE_CALL_TIMEOUT};
@@ -99,6 +99,26 @@ impl Client {
         Ok(resp.deleted)
     }
 
+    /// Decommissions a datanode for good (its blocks are copied away; it may stop once
+    /// drained), or with `cancel` makes it live again.
+    pub async fn decommission(&self, id: DatanodeId, cancel: bool) -> Result<Decommission> {
+        let r = unary(
+            "DecommissionDatanode",
+            self.nn()
+                .decommission_datanode(pb::DecommissionDatanodeRequest {
+                    datanode_id: id.to_string(),
+                    cancel,
+                }),
+        )
+        .await?;
+        Ok(Decommission {
+            datanode: id.to_string(),
+            state: datanode_state(r.state),
+            blocks_left: r.blocks_left,
+            drained: r.blocks_left == 0,
+        })
+    }
+
     /// The cluster's state, as `/info` shows it: node counts, and at most
     /// [`INFO_NODE_LIMIT`] nodes listed.
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
@@ -120,6 +140,7 @@ impl Client {
             stale: r.stale_datanodes as usize,
             dead: r.dead_datanodes as usize,
             decommissioning: r.decommissioning_datanodes as usize,
+            maintenance: r.maintenance_datanodes as usize,
         };
         // A namenode from before the counts sends none: count its (full) list.
         let counts = if counts == DatanodeCounts::default() && !r.datanodes.is_empty() {
@@ -193,6 +214,7 @@ fn datanode_state(s: i32) -> &'static str {
         Ok(pb::DatanodeState::Stale) => "stale",
         Ok(pb::DatanodeState::Dead) => "dead",
         Ok(pb::DatanodeState::Decommissioning) => "decommissioning",
+        Ok(pb::DatanodeState::Maintenance) => "maintenance",
         _ => "unknown",
     }
 }

@@ -54,8 +54,8 @@ use crate::error::{Error, Result};
 pub use batch::BatchStats;
 pub use download::{ByteRange, Download};
 pub use model::{
-    BlockRef, ClusterInfo, DatanodeCounts, DatanodeInfo, FileInfo, FileRecord, FileSummary,
-    Listing, LocatedBlock, Uploaded,
+    BlockRef, ClusterInfo, DatanodeCounts, DatanodeInfo, Decommission, FileInfo, FileRecord,
+    FileSummary, Listing, LocatedBlock, Uploaded,
 };
 
 /// Default global byte budget for data held by uploads awaiting pipeline acks.

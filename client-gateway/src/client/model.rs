@@ -157,6 +157,19 @@ pub struct DatanodeCounts {
     pub stale: usize,
     pub dead: usize,
     pub decommissioning: usize,
+    pub maintenance: usize,
+}
+
+/// A datanode's state after an operator's decommission (or its cancellation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decommission {
+    pub datanode: String,
+    /// `decommissioning`, or `live` (etc.) after a cancellation.
+    pub state: &'static str,
+    /// Blocks it holds that are not yet at full replication elsewhere.
+    pub blocks_left: u64,
+    /// Every block it holds is at full replication elsewhere: it may stop.
+    pub drained: bool,
 }
 
 impl ClusterInfo {

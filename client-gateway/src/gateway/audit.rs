@@ -5,8 +5,9 @@
 //!
 //! Fields: `who` (the [`Who`](crate::gateway::auth::Who) of an accepted request, `none` or
 //! `bad-token` for a refused one, `limited` for a client over the failure limit),
-//! `client` (the peer's IP address), `action` (`upload`, `delete` or `auth`), `wanted`
-//! (what a refused request tried), `file` (the file's hash when known), `size` (bytes,
+//! `client` (the peer's IP address), `action` (`upload`, `delete`, `decommission`,
+//! `recommission` or `auth`), `wanted` (what a refused request tried), `file` (the
+//! file's hash when known), `datanode` (the node a decommission names), `size` (bytes,
 //! when known), `status` (the HTTP status) and `result` (`ok`, or the status's reason in
 //! kebab case such as `service-unavailable`, or `aborted` when the client went away
 //! before the answer). A token itself is never logged.
@@ -20,8 +21,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use axum::http::StatusCode;
-use kdfs_core::FileId;
 use kdfs_core::telemetry::AUDIT_TARGET;
+use kdfs_core::{DatanodeId, FileId};
 use tracing::info;
 
 /// What an audited request does.
@@ -29,6 +30,10 @@ use tracing::info;
 pub enum Action {
     Upload,
     Delete,
+    /// `POST /datanodes/{id}/decommission`.
+    Decommission,
+    /// `DELETE /datanodes/{id}/decommission`: its cancellation.
+    Recommission,
     /// A read under `--auth-reads` (audited only when refused).
     Read,
     /// A refused authentication (the request was not run).
@@ -40,6 +45,8 @@ impl Action {
         match self {
             Action::Upload => "upload",
             Action::Delete => "delete",
+            Action::Decommission => "decommission",
+            Action::Recommission => "recommission",
             Action::Read => "read",
             Action::Auth => "auth",
         }
@@ -67,6 +74,8 @@ pub struct AuditGuard {
     action: Action,
     wanted: Option<Action>,
     file: Option<FileId>,
+    /// The datanode a (de)commission names.
+    datanode: Option<DatanodeId>,
     done: bool,
 }
 
@@ -84,8 +93,15 @@ impl AuditGuard {
             action,
             wanted: None,
             file,
+            datanode: None,
             done: false,
         }
+    }
+
+    /// Names the datanode the request is about.
+    pub fn on_datanode(mut self, datanode: Option<DatanodeId>) -> Self {
+        self.datanode = datanode;
+        self
     }
 
     /// A refused authentication of a request that wanted `wanted`.
@@ -117,6 +133,7 @@ impl AuditGuard {
             action = %self.action,
             wanted = self.wanted.map(display),
             file = file.map(display),
+            datanode = self.datanode.map(display),
             size,
             status,
             result = %result,

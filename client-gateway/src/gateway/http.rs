@@ -66,6 +66,11 @@ pub fn router(state: AppState) -> Router {
             "/files/{hash}",
             get(routes::files::get).delete(routes::files::delete),
         )
+        .route(
+            "/datanodes/{id}/decommission",
+            axum::routing::post(routes::datanodes::decommission)
+                .delete(routes::datanodes::recommission),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
@@ -94,10 +99,19 @@ async fn method_not_allowed(method: Method) -> ApiError {
 /// requests pass untouched.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    let mut datanode = None;
     let (action, file) = match *req.method() {
         Method::POST | Method::PUT if path == "/upload" => (Action::Upload, None),
         Method::DELETE if path.starts_with("/files/") => {
             (Action::Delete, FileId::parse(&path["/files/".len()..]).ok())
+        }
+        Method::POST | Method::DELETE if path.starts_with("/datanodes/") => {
+            datanode = routes::datanodes::named(path);
+            let action = match *req.method() {
+                Method::POST => Action::Decommission,
+                _ => Action::Recommission,
+            };
+            (action, None)
         }
         Method::GET | Method::HEAD
             if st.config.auth_reads && crate::gateway::auth::read_needs_token(path) =>
@@ -130,7 +144,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         // Accepted reads are not audited: only their refusals are.
         Verdict::Allowed(_) if action == Action::Read => next.run(req).await,
         Verdict::Allowed(who) => {
-            let audit = AuditGuard::new(&who, client, action, file);
+            let audit = AuditGuard::new(&who, client, action, file).on_datanode(datanode);
             let resp = next.run(req).await;
             audit.finish(resp.status(), resp.extensions().get::<Audited>());
             resp

@@ -32,6 +32,10 @@ pub struct Seen {
     /// Refuse heartbeats that report failed copies with this code (and count them).
     pub refuse_copy_reports: Option<tonic::Code>,
     pub refused_copy_reports: usize,
+    /// Answers to `Leaving`, in order; once empty: RESTART.
+    pub leaving: std::collections::VecDeque<LeavingResponse>,
+    /// `Leaving` questions asked.
+    pub leaving_asked: usize,
 }
 
 /// A recording namenode: a real tonic server implementing just the datanode-facing
@@ -239,6 +243,27 @@ impl Namenode for FakeNamenode {
         &self,
         _: Request<ClusterInfoRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn leaving(
+        &self,
+        _: Request<LeavingRequest>,
+    ) -> Result<Response<LeavingResponse>, Status> {
+        let next = self.seen(|s| {
+            s.leaving_asked += 1;
+            s.leaving.pop_front()
+        });
+        Ok(Response::new(next.unwrap_or(LeavingResponse {
+            verdict: LeavingVerdict::Restart as i32,
+            ..Default::default()
+        })))
+    }
+
+    async fn decommission_datanode(
+        &self,
+        _: Request<DecommissionDatanodeRequest>,
+    ) -> Result<Response<DecommissionDatanodeResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
