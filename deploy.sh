@@ -163,6 +163,7 @@ build_and_import() {
 
 # Apply k8s/ (kustomize) with the image set to $TAGGED, and Traefik's k3d settings.
 apply_manifests() {
+  recreate_if_immutable_changed
   say "applying k8s/ with image $TAGGED"
   kc kustomize "$HERE/k8s" |
     sed "s#image: $MANIFEST_IMAGE\$#image: $TAGGED#" |
@@ -170,6 +171,30 @@ apply_manifests() {
   kc apply -f "$HERE/k8s/k3d/traefik-config.yaml" >/dev/null ||
     say "note: Traefik's read timeout could not be lifted: uploads through the Ingress" \
       "longer than 60s may be cut (port-forward has no such limit)"
+}
+
+# A StatefulSet's podManagementPolicy cannot be changed in place (the API server refuses
+# the apply): when a live one differs from k8s/, delete it with --cascade=orphan (its
+# pods and volume claims stay and keep serving) so that the apply creates it again and
+# adopts them.
+recreate_if_immutable_changed() {
+  local set live want
+  for set in namenode datanode; do
+    live=$(kc -n "$NS" get "statefulset/$set" \
+      -o jsonpath='{.spec.podManagementPolicy}' 2>/dev/null || true)
+    [ -n "$live" ] || continue
+    want=$(kc kustomize "$HERE/k8s" |
+      awk -v set="$set" '
+        /^kind: / { kind = $2 }
+        /^---/ { kind = ""; name = "" }
+        kind == "StatefulSet" && /^  name: / { name = $2 }
+        kind == "StatefulSet" && name == set && /^  podManagementPolicy: / { print $2 }')
+    [ -n "$want" ] || want=OrderedReady
+    if [ "$live" != "$want" ]; then
+      say "statefulset/$set: podManagementPolicy $live -> $want; recreating it (pods and volumes kept)"
+      kc -n "$NS" delete "statefulset/$set" --cascade=orphan --wait=true
+    fi
+  done
 }
 
 secret_exists() { kc -n "$NS" get secret "$1" >/dev/null 2>&1; }

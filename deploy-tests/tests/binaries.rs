@@ -19,6 +19,7 @@ fn flag_reader_finds_the_known_flags() {
         "data-dir",
         "heartbeat-interval",
         "dead-after",
+        "maintenance-timeout",
         "kubernetes",
         "log-format",
     ] {
@@ -37,6 +38,7 @@ fn flag_reader_finds_the_known_flags() {
         "data-dir",
         "reserved",
         "shutdown-grace",
+        "drain-timeout",
         "pod-name",
     ] {
         assert!(

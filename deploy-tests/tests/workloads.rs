@@ -249,19 +249,31 @@ fn datanodes_are_a_spread_stateful_set_with_claims_identity_and_a_budget() {
     assert_eq!(b.max_unavailable, Some(IntOrString::Int(1)));
     assert!(b.min_available.is_none());
 
-    // SIGTERM: time for the datanode's own drain (--shutdown-grace) and then some.
+    // SIGTERM: time for a scaled-away datanode's drain (--drain-timeout), then its
+    // in-flight transfers (--shutdown-grace), and then some.
     let flags = flags_of_binary(binary(c));
-    let drain = flag(c, "shutdown-grace")
-        .map(str::to_owned)
-        .or_else(|| flags.defaults.get("DEFAULT_SHUTDOWN_GRACE").cloned())
-        .expect("the datanode's shutdown grace");
+    let value = |name: &str, default: &str| {
+        flag(c, name)
+            .map(str::to_owned)
+            .or_else(|| flags.defaults.get(default).cloned())
+            .unwrap_or_else(|| panic!("the datanode's --{name}"))
+    };
+    let drain = value("shutdown-grace", "DEFAULT_SHUTDOWN_GRACE");
+    let decommission = value("drain-timeout", "DEFAULT_DRAIN_TIMEOUT");
     let grace = spec
         .termination_grace_period_seconds
         .expect("terminationGracePeriodSeconds");
     assert!(grace >= 30, "datanode grace {grace}s < 30s");
     assert!(
-        grace >= seconds(&drain) + 10,
-        "datanode grace {grace}s leaves no margin over its {drain} drain"
+        grace >= seconds(&decommission) + seconds(&drain) + 10,
+        "datanode grace {grace}s leaves no margin over its {decommission} decommission \
+         drain and {drain} shutdown grace"
+    );
+    // Scale-down one pod at a time, each drained before the next terminates.
+    assert_eq!(
+        dn.spec.pod_management_policy.as_deref(),
+        Some("OrderedReady"),
+        "datanodes scale down one at a time"
     );
 }
 
