@@ -303,6 +303,23 @@ fn deploy_sh_runs_every_readme_command_against_fake_tools() {
     order.extend(waits.iter().map(String::as_str));
     run.in_order(&order);
 
+    assert!(
+        !run.called("delete statefulset"),
+        "the policy did not change: nothing recreated: {}",
+        run.report()
+    );
+
+    // A cluster deployed when datanodes scaled in parallel: the immutable field changed,
+    // so the StatefulSet is recreated (pods and claims orphaned, then adopted).
+    std::fs::write(dry.state.path().join("policy-datanode"), "Parallel").unwrap();
+    let run = dry.run("./deploy.sh redeploy");
+    run.in_order(&[
+        "get statefulset/datanode -o jsonpath={.spec.podManagementPolicy}",
+        "delete statefulset/datanode --cascade=orphan",
+        "apply -f -",
+    ]);
+    assert!(!run.called("delete statefulset/namenode"), "{}", run.report());
+
     let run = dry.run("./deploy.sh status");
     run.in_order(&[
         "get nodes -L topology.kubernetes.io/zone",
