@@ -93,10 +93,7 @@ async fn an_operator_decommissions_a_datanode_and_sees_it_drained() {
     assert_eq!(r["datanode"], id.as_str());
     // The file's one block is held there and not yet anywhere else but two nodes.
     assert!(r["blocks_left"] == 1 || r["drained"] == true, "{r}");
-    assert_eq!(
-        state_of(&info(&c, &cluster).await, &id),
-        "decommissioning"
-    );
+    assert_eq!(state_of(&info(&c, &cluster).await, &id), "decommissioning");
     // Asking again reports the drain; it ends once the copy to the fourth node landed.
     wait_until("drained", DEADLINE, || {
         let (c, url) = (c.clone(), at(&id));

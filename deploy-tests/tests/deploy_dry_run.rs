@@ -318,7 +318,11 @@ fn deploy_sh_runs_every_readme_command_against_fake_tools() {
         "delete statefulset/datanode --cascade=orphan",
         "apply -f -",
     ]);
-    assert!(!run.called("delete statefulset/namenode"), "{}", run.report());
+    assert!(
+        !run.called("delete statefulset/namenode"),
+        "{}",
+        run.report()
+    );
 
     let run = dry.run("./deploy.sh status");
     run.in_order(&[

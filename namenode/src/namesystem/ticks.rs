@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{NameSystem, fraction, lock};
-use crate::cluster::NodeState;
+use crate::cluster::{Cmd, NodeState};
 use crate::error::Result;
 use crate::meta::{Effect, Op};
 use crate::replication::Leaving;
@@ -116,6 +116,14 @@ impl NameSystem {
         drop(repl);
         let mut cluster = self.cluster();
         let n = cmds.len();
+        let copies = cmds
+            .iter()
+            .filter(|(_, c)| matches!(c, Cmd::Replicate { .. }))
+            .count();
+        if copies > 0 {
+            metrics::counter!("kdfs_namenode_replications_scheduled_total")
+                .increment(copies as u64);
+        }
         for (idx, cmd) in cmds {
             if let Some(node) = cluster.node_mut(idx) {
                 node.commands.push_back(cmd);
