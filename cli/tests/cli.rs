@@ -51,6 +51,20 @@ fn upload_ls_download_info_rm() {
     let info = ok(&local.kdfs(&["info"], work.path()));
     assert_eq!(info.matches("live").count(), 3, "info printed: {info}");
 
+    // Decommission a datanode (through the gateway, over mTLS), then cancel it.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&local.kdfs(&["info", "--json"], work.path()))).unwrap();
+    let id = info["datanodes"][0]["id"].as_str().expect("an id").to_owned();
+    let out = ok(&local.kdfs(&["decommission", &id, "--wait"], work.path()));
+    assert!(
+        out.contains("decommissioning") && out.contains("drained"),
+        "decommission printed: {out}"
+    );
+    let info = ok(&local.kdfs(&["info"], work.path()));
+    assert_eq!(info.matches("decommissioning").count(), 1, "info printed: {info}");
+    let out = ok(&local.kdfs(&["decommission", &id, "--cancel"], work.path()));
+    assert!(out.contains("live"), "cancel printed: {out}");
+
     ok(&local.kdfs(&["rm", &small_hash], work.path()));
     let ls = ok(&local.kdfs(&["ls"], work.path()));
     assert!(!ls.contains(&small_hash), "deleted file still listed: {ls}");
@@ -84,6 +98,10 @@ fn bad_input_fails_with_one_line_and_leaves_nothing() {
 
     let out = local.kdfs(&["rm", "NOT-A-HASH"], work.path());
     assert!(!out.status.success());
+    let out = local.kdfs(&["decommission", "../datanode"], work.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid datanode id"), "stderr: {err}");
     let out = local.kdfs(&["upload", "does-not-exist"], work.path());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
