@@ -54,14 +54,21 @@ fn upload_ls_download_info_rm() {
     // Decommission a datanode (through the gateway, over mTLS), then cancel it.
     let info: serde_json::Value =
         serde_json::from_str(&ok(&local.kdfs(&["info", "--json"], work.path()))).unwrap();
-    let id = info["datanodes"][0]["id"].as_str().expect("an id").to_owned();
+    let id = info["datanodes"][0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
     let out = ok(&local.kdfs(&["decommission", &id, "--wait"], work.path()));
     assert!(
         out.contains("decommissioning") && out.contains("drained"),
         "decommission printed: {out}"
     );
     let info = ok(&local.kdfs(&["info"], work.path()));
-    assert_eq!(info.matches("decommissioning").count(), 1, "info printed: {info}");
+    assert_eq!(
+        info.matches("decommissioning").count(),
+        1,
+        "info printed: {info}"
+    );
     let out = ok(&local.kdfs(&["decommission", &id, "--cancel"], work.path()));
     assert!(out.contains("live"), "cancel printed: {out}");
 

@@ -66,16 +66,15 @@ pub async fn leave(link: &Link, drain_timeout: Duration) -> Outcome {
             Ok(LeavingVerdict::Drain) if waited >= drain_timeout => {
                 break Outcome::DrainTimedOut(reply.blocks_left);
             }
-            Ok(LeavingVerdict::Drain) => {
-                if logged.elapsed() >= PROGRESS_EVERY || logged == start {
-                    logged = Instant::now();
-                    tracing::info!(
-                        blocks_left = reply.blocks_left,
-                        waited_s = waited.as_secs(),
-                        "decommissioning: serving until every block is at full replication elsewhere"
-                    );
-                }
+            Ok(LeavingVerdict::Drain) if logged.elapsed() >= PROGRESS_EVERY || logged == start => {
+                logged = Instant::now();
+                tracing::info!(
+                    blocks_left = reply.blocks_left,
+                    waited_s = waited.as_secs(),
+                    "decommissioning: serving until every block is at full replication elsewhere"
+                );
             }
+            Ok(LeavingVerdict::Drain) => {}
             _ if waited >= UNDECIDED_WAIT => break Outcome::Undecided,
             _ => {}
         }

@@ -111,13 +111,14 @@ mod tests {
     fn judge_table() {
         // (locations, target, retiring, in maintenance, (live, want, priority))
         let min = 2;
-        let cases: &[(
-            &[NodeIdx],
+        type Case<'a> = (
+            &'a [NodeIdx],
             usize,
-            &[NodeIdx],
-            &[NodeIdx],
+            &'a [NodeIdx],
+            &'a [NodeIdx],
             (usize, usize, Option<Priority>),
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (&[], 3, &[], &[], (0, 3, None)),
             (&[0, 1, 2], 3, &[], &[], (3, 3, None)),
             (&[0, 1, 2], 3, &[2], &[], (2, 3, Some(Priority::Under))),
