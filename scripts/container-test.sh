@@ -15,9 +15,16 @@
 #      succeeds on the rest; reconnected, it rejoins live and every block is back to
 #      exactly 3 replicas (the cluster reconciles);
 #   4. `docker restart` the namenode: files still listed and downloadable;
-#   5. `docker stop` (SIGTERM) a datanode: it exits 0 within its grace period;
+#   5. `docker stop` (SIGTERM) a datanode: it exits 0 within its grace period, /info
+#      shows it in maintenance (a restart is expected) and still so after twice
+#      --dead-after; `docker start` brings it back live;
 #   6. `docker start` the killed datanode: it rejoins with the blocks on its volume and
-#      the cluster settles at exactly 3 replicas per block again.
+#      the cluster settles at exactly 3 replicas per block again;
+#   7. a rolling restart (`docker restart` of each datanode in turn) under upload load:
+#      no upload fails, and the namenode schedules no more copies than blocks were
+#      written during the restarts (its /metrics, published on 127.0.0.1);
+#   8. a decommission drain: `POST /datanodes/ID/decommission`, then `docker stop`: the
+#      datanode exits 0 only once every block has 3 replicas on the other datanodes.
 # Every wait polls a condition against a deadline (no blind sleeps); timings are printed.
 #
 # For speed the image is by default a small test image: the host-built binaries
@@ -43,6 +50,7 @@ PROFILE=${KDFS_CT_PROFILE:-debug}
 TEST_IMAGE=$P-image:test
 IMAGE=${KDFS_CT_IMAGE:-$TEST_IMAGE}
 DN_GRACE=20          # docker stop -t: the datanode's grace period (its drain is 5s)
+DRAIN_GRACE=60       # docker stop -t of a decommissioned datanode (--drain-timeout 45s)
 DEADLINE=${KDFS_CT_DEADLINE:-60}   # seconds any one condition may take
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/$P.XXXXXX")
 T0=$(date +%s.%N)
@@ -88,6 +96,7 @@ cleanup() {
   exit "$rc"
 }
 GW_URL=http://127.0.0.1:0
+NN_URL=http://127.0.0.1:0
 trap cleanup EXIT
 
 # step NAME FUNC: run FUNC, record its wall time.
@@ -178,7 +187,7 @@ start_cluster() {
   docker network create "$NET" >/dev/null
   docker volume create "$P-nn" >/dev/null
   docker run -d --name "$NN" --network "$NET" --read-only -v "$P-nn:/data" \
-    -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
+    -p 127.0.0.1::9870 -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
     kdfs-namenode --listen 0.0.0.0:8020 --http 0.0.0.0:9870 --data-dir /data \
     --heartbeat-interval 500ms --dead-after 4s --block-size 1MiB \
     --safe-mode-timeout 10s --replication-timeout 5s --log-format plain >/dev/null
@@ -188,12 +197,13 @@ start_cluster() {
       --stop-timeout "$DN_GRACE" -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
       kdfs-datanode --listen 0.0.0.0:9866 --advertise "$(dn "$i"):9866" --http 0.0.0.0:9864 \
       --namenode "http://$NN:8020" --data-dir /data --reserved 0 --shutdown-grace 5s \
-      --log-format plain >/dev/null
+      --drain-timeout 45s --log-format plain >/dev/null
   done
   docker run -d --name "$GW" --network "$NET" --read-only --tmpfs /tmp:size=1g \
     -p 127.0.0.1::8080 "$IMAGE" \
     kdfs-gateway --listen 0.0.0.0:8080 --namenode "http://$NN:8020" --log-format plain >/dev/null
   GW_URL=http://$(docker port "$GW" 8080/tcp | head -n1)
+  NN_URL=http://$(docker port "$NN" 9870/tcp | head -n1)
   log "gateway published at $GW_URL"
   wait_for "all $DATANODES datanodes live, safe mode off" ready "$DATANODES"
 }
@@ -210,6 +220,54 @@ upload() {
   if [ -z "$hash" ] || [ "$hash" = null ]; then die "upload of $name: no hash in $reply"; fi
   echo "$hash $(sha256sum "$f" | cut -d' ' -f1) $name" >>"$WORK/hashes"
   log "uploaded $name ($size bytes, $(jq -r .blocks <<<"$reply") blocks) as ${hash:0:12}…"
+}
+
+# try_upload NAME SIZE: upload quietly; on success remember it as upload does.
+try_upload() {
+  local f=$WORK/$1 reply hash
+  head -c "$2" /dev/urandom >"$f"
+  reply=$(curl -fsS --max-time 60 -F "file=@$f" "$GW_URL/upload" 2>&1) || { echo "$1: $reply"; return 1; }
+  hash=$(jq -r .hash <<<"$reply")
+  echo "$hash $(sha256sum "$f" | cut -d' ' -f1) $1" >>"$WORK/hashes"
+  rm -f "$f"
+}
+
+# The load of step 7: one-block uploads until $WORK/stop-load exists; failures go to
+# $WORK/load-failures, the count of acknowledged ones to $WORK/load-acked.
+load_loop() {
+  local k=0 acked=0
+  while [ ! -e "$WORK/stop-load" ]; do
+    if try_upload "load-$k.bin" 300000 >>"$WORK/load-failures"; then
+      acked=$((acked + 1))
+      echo "$acked" >"$WORK/load-acked"
+    fi
+    k=$((k + 1))
+  done
+}
+load_acked() { cat "$WORK/load-acked" 2>/dev/null || echo 0; }
+acked_at_least() { [ "$(load_acked)" -ge "$1" ]; }
+
+# Re-replications the namenode has scheduled (blocks), from its /metrics.
+copies_scheduled() {
+  curl -fsS --max-time 5 "$NN_URL/metrics" |
+    awk '$1 == "kdfs_namenode_replications_scheduled_total" { n += $2 } END { print n + 0 }'
+}
+
+# The id /info gives datanode i.
+id_of() {
+  info 2>/dev/null | jq -r --arg a "$(dn "$1"):9866" '.datanodes[] | select(.address == $a) | .id'
+}
+
+# held_elsewhere I: every block of every uploaded file has at least 3 replicas on
+# datanodes other than I.
+held_elsewhere() {
+  local h a
+  a="$(dn "$1"):9866"
+  while read -r h _; do
+    curl -fsS --max-time 5 "$GW_URL/files/$h" | jq -e --arg a "$a" '
+      all(.blocks[]; ([.replicas[].address | select(. != $a)] | unique | length) >= 3)' \
+      >/dev/null || return 1
+  done <"$WORK/hashes"
 }
 
 # verify_all: every uploaded file is listed and downloads with the right SHA-256.
@@ -272,14 +330,68 @@ step_sigterm() {
   [ "$(echo "$took < $DN_GRACE" | bc)" = 1 ] || die "$(dn 2) took ${took}s (grace ${DN_GRACE}s): it was SIGKILLed"
   docker logs "$(dn 2)" 2>&1 | tail -n 3 | sed 's/^/    /'
   log "$(dn 2) exited 0 on SIGTERM in $(printf '%.1f' "$took") s (grace $DN_GRACE s)"
-  wait_for "/info shows $(dn 2) no longer live" not_live 2
+  wait_for "/info shows $(dn 2) in maintenance" is_state 2 maintenance
   verify_all
+  # Away for twice --dead-after (4 s): still in maintenance, not dead.
+  local end=$(($(date +%s) + 8))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    is_state 2 maintenance || die "$(dn 2) left maintenance while away: $(state_of 2)"
+    sleep 0.5
+  done
+  log "$(dn 2) still in maintenance 8 s after its stop (--dead-after 4s)"
+  docker start "$(dn 2)" >/dev/null
+  wait_for "$(dn 2) back live" is_state 2 live
 }
 
 step_return() {
   docker start "$(dn 0)" >/dev/null
   wait_for "$(dn 0) rejoins live with the blocks on its volume" live_with_blocks 0
-  wait_for "reconciled: exactly 3 replicas per block, none on stopped $(dn 2)" fully_replicated 2
+  wait_for "reconciled: exactly 3 replicas per block" fully_replicated
+  verify_all
+}
+
+step_rolling_restart() {
+  local before acked0 i written copies failures
+  before=$(copies_scheduled)
+  : >"$WORK/load-failures"
+  rm -f "$WORK/stop-load" "$WORK/load-acked"
+  load_loop &
+  local loader=$!
+  wait_for "uploads under way" acked_at_least 3
+  acked0=$(load_acked)
+  for i in $(seq 0 $((DATANODES - 1))); do
+    docker restart -t "$DN_GRACE" "$(dn "$i")" >/dev/null
+    wait_for "$(dn "$i") live again after its restart" is_state "$i" live
+  done
+  # One upload in flight at each edge of each restart may have lost a replica.
+  written=$(($(load_acked) - acked0 + 2 * DATANODES))
+  touch "$WORK/stop-load"
+  wait "$loader"
+  failures=$(grep -c . "$WORK/load-failures" || true)
+  [ "$failures" = 0 ] || die "$failures uploads failed during the rolling restart: $(head -3 "$WORK/load-failures")"
+  wait_for "exactly 3 replicas per block after the rolling restart" fully_replicated
+  copies=$(( $(copies_scheduled) - before ))
+  log "rolling restart: $(load_acked) uploads acknowledged, none failed; $copies blocks copied (at most $written written meanwhile)"
+  [ "$copies" -le "$written" ] || die "$copies copies, more than the $written blocks written during the restarts"
+  verify_all
+}
+
+step_decommission() {
+  local id reply t took code
+  id=$(id_of 3)
+  [ -n "$id" ] || die "no id for $(dn 3)"
+  reply=$(curl -fsS --max-time 10 -X POST "$GW_URL/datanodes/$id/decommission") || die "decommission refused"
+  [ "$(jq -r .state <<<"$reply")" = decommissioning ] || die "decommission answered $reply"
+  t=$(date +%s.%N)
+  docker stop -t "$DRAIN_GRACE" "$(dn 3)" >/dev/null
+  took=$(elapsed "$t")
+  code=$(docker inspect -f '{{.State.ExitCode}}' "$(dn 3)")
+  [ "$code" = 0 ] || die "$(dn 3) exited $code after its drain (want 0)"
+  [ "$(echo "$took < $DRAIN_GRACE" | bc)" = 1 ] || die "$(dn 3) took ${took}s: it was SIGKILLed"
+  # At its exit, before silence makes it dead: every block already held 3 times elsewhere.
+  held_elsewhere 3 || die "$(dn 3) exited before its blocks had 3 replicas elsewhere"
+  log "$(dn 3) drained and exited 0 in $(printf '%.1f' "$took") s; every block has 3 replicas elsewhere"
+  wait_for "exactly 3 replicas per block, none on $(dn 3)" fully_replicated 3
   verify_all
 }
 
@@ -301,6 +413,8 @@ step "3. partition a datanode and heal it" step_partition
 step "4. docker restart the namenode" step_restart_namenode
 step "5. docker stop (SIGTERM) a datanode" step_sigterm
 step "6. docker start the killed datanode again" step_return
+step "7. rolling restart under upload load" step_rolling_restart
+step "8. decommission drain, then docker stop" step_decommission
 
 printf '\n=== timings\n'
 printf '%s\n' "${TIMINGS[@]}"
