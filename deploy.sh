@@ -62,6 +62,7 @@ WORKLOADS=(statefulset/namenode statefulset/datanode deployment/gateway)
 # The Secrets the manifests mount (deploy-tests holds k8s/ to these two lines).
 TLS_SECRETS=(kdfs-tls-namenode kdfs-tls-datanode kdfs-tls-gateway)
 AUTH_SECRET=kdfs-gateway-auth
+S3_SECRET=kdfs-s3-credentials
 # The CA's certificate and key, kept so that missing or rotated certificates are issued
 # under the CA every pod already trusts.
 CA_SECRET=kdfs-ca
@@ -278,6 +279,19 @@ ensure_secrets() {
         --from-file=token=/dev/stdin >/dev/null
     say "created Secret $AUTH_SECRET (a random bearer token for uploads and deletes)"
   fi
+  if secret_exists "$S3_SECRET"; then
+    say "keeping Secret $S3_SECRET"
+  else
+    # One S3 key pair, `ACCESS SECRET` (the gateway's --s3-credentials-file format),
+    # random hex through stdin so the secret never shows in a process list.
+    {
+      printf 'kdfs%s ' "$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+      od -An -tx1 -N20 /dev/urandom | tr -d ' \n'
+      echo
+    } | kc -n "$NS" create secret generic "$S3_SECRET" \
+      --from-file=credentials=/dev/stdin >/dev/null
+    say "created Secret $S3_SECRET (an S3 access key and its secret)"
+  fi
 }
 
 # New role certificates under the cluster's CA, applied over the kdfs-tls-* Secrets.
@@ -377,6 +391,13 @@ Then:
   curl -OJ 'http://localhost:8080/download?hash=HASH'
   curl http://localhost:8080/info
   KDFS_AUTH_TOKEN=\$TOKEN kdfs upload some-file     # the kdfs CLI
+
+S3 (aws, rclone, boto3) is on the gateway's port 9000 (keys in Secret $S3_SECRET):
+  kubectl -n $NS port-forward service/gateway 9000:9000     # keep it running
+  CREDS=\$(kubectl -n $NS get secret $S3_SECRET -o jsonpath='{.data.credentials}' | base64 -d)
+  export AWS_ACCESS_KEY_ID=\${CREDS% *} AWS_SECRET_ACCESS_KEY=\${CREDS#* }
+  aws --endpoint-url http://localhost:9000 s3 mb s3://my-bucket
+  aws --endpoint-url http://localhost:9000 s3 cp some-file s3://my-bucket/
 
 Inside the cluster every gRPC link uses mutual TLS (Secrets ${TLS_SECRETS[*]}).
 

@@ -3,8 +3,9 @@
 //! container mounts its own `kdfs-tls-<role>` Secret read-only as a whole directory (no
 //! subPath, so a rotated Secret reaches the files) and points `KDFS_TLS_CERT/KEY/CA` at
 //! its keys; the gateway mounts `kdfs-gateway-auth` the same way for
-//! `KDFS_AUTH_TOKEN_FILE`; every mounted Secret is one `deploy.sh` creates (its
-//! `TLS_SECRETS` and `AUTH_SECRET` lines).
+//! `KDFS_AUTH_TOKEN_FILE` and `kdfs-s3-credentials` for `KDFS_S3_CREDENTIALS_FILE`;
+//! every mounted Secret is one `deploy.sh` creates (its `TLS_SECRETS`, `AUTH_SECRET`
+//! and `S3_SECRET` lines).
 
 mod common;
 
@@ -127,9 +128,9 @@ fn every_container_is_probed_unprivileged_read_only_and_bounded() {
     }
 }
 
-/// The Secrets `deploy.sh` creates, read from its `TLS_SECRETS=(…)` and `AUTH_SECRET=…`
-/// lines, so a manifest cannot mount a Secret nobody makes.
-fn deploy_sh_secrets() -> (BTreeSet<String>, String) {
+/// The Secrets `deploy.sh` creates, read from its `TLS_SECRETS=(…)`, `AUTH_SECRET=…` and
+/// `S3_SECRET=…` lines, so a manifest cannot mount a Secret nobody makes.
+fn deploy_sh_secrets() -> (BTreeSet<String>, String, String) {
     let text = std::fs::read_to_string(root().join("deploy.sh")).expect("deploy.sh");
     let line = |var: &str| {
         text.lines()
@@ -143,13 +144,14 @@ fn deploy_sh_secrets() -> (BTreeSet<String>, String) {
         .and_then(|l| l.split(')').next())
         .unwrap_or_else(|| panic!("deploy.sh: TLS_SECRETS=({tls} is not a one-line array"));
     let tls: BTreeSet<String> = tls.split_whitespace().map(String::from).collect();
-    let auth = line("AUTH_SECRET");
-    let auth = auth
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    (tls, auth)
+    let word = |var: &str| {
+        line(var)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (tls, word("AUTH_SECRET"), word("S3_SECRET"))
 }
 
 /// For the files a container reads from `vars` (all in one directory): the Secret
@@ -214,7 +216,7 @@ fn secret_dir<'a>(spec: &'a PodSpec, c: &Container, vars: &[(&str, &str)], who: 
 #[test]
 fn every_container_mounts_its_tls_secret_as_a_directory_and_the_gateway_its_token() {
     let m = load();
-    let (tls_secrets, auth_secret) = deploy_sh_secrets();
+    let (tls_secrets, auth_secret, s3_secret) = deploy_sh_secrets();
     let deploy = std::fs::read_to_string(root().join("deploy.sh")).expect("deploy.sh");
     for key in [
         "tls.crt=",
@@ -266,6 +268,16 @@ fn every_container_mounts_its_tls_secret_as_a_directory_and_the_gateway_its_toke
                     auth, auth_secret,
                     "{who}: the token Secret is deploy.sh's AUTH_SECRET"
                 );
+                let s3 = secret_dir(
+                    spec,
+                    c,
+                    &[("KDFS_S3_CREDENTIALS_FILE", "credentials")],
+                    &who,
+                );
+                assert_eq!(
+                    s3, s3_secret,
+                    "{who}: the S3 key pairs are deploy.sh's S3_SECRET"
+                );
                 checked += 1;
             }
             checked += 1;
@@ -274,13 +286,16 @@ fn every_container_mounts_its_tls_secret_as_a_directory_and_the_gateway_its_toke
         for v in spec.volumes.iter().flatten() {
             if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
                 assert!(
-                    tls_secrets.contains(s) || s == auth_secret,
+                    tls_secrets.contains(s) || s == auth_secret || s == s3_secret,
                     "{name}: mounts Secret {s}, which deploy.sh does not create"
                 );
             }
         }
     }
-    assert_eq!(checked, 4, "namenode, datanode and gateway (TLS and token)");
+    assert_eq!(
+        checked, 4,
+        "namenode, datanode and gateway (TLS, token and S3 keys)"
+    );
 }
 
 /// The namespace enforces Pod Security's `restricted` profile, and every pod meets it

@@ -196,6 +196,7 @@ fn first_up_order() -> Vec<String> {
         "create secret generic kdfs-tls-datanode",
         "create secret generic kdfs-tls-gateway",
         "create secret generic kdfs-gateway-auth",
+        "create secret generic kdfs-s3-credentials",
         "kubectl --context k3d-kdfs kustomize",
         "kubectl --context k3d-kdfs apply -f -",
         "kubectl --context k3d-kdfs apply -f ",
