@@ -342,6 +342,22 @@ fn bearer(value: &[u8]) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The client a request comes from ([`client_ip`] of its connection's peer and its
+/// `X-Forwarded-For`): what the failure limiter and audit lines of both ports name.
+pub(crate) fn request_client(req: &axum::extract::Request, trusted: &[IpRange]) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::gateway::server::ClientAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
+    client_ip(
+        peer,
+        req.headers()
+            .get("x-forwarded-for")
+            .map(axum::http::HeaderValue::as_bytes),
+        trusted,
+    )
+}
+
 /// The client a request counts against: the connection's `peer`, or, when `peer` is
 /// one of `trusted` proxies, the last address of `forwarded_for` (`X-Forwarded-For`)
 /// that is not itself a trusted proxy (the one the nearest untrusted hop gave).

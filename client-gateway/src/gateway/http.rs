@@ -13,11 +13,10 @@
 //!
 //! The connections themselves (caps, timeouts, shutdown) are [`crate::gateway::server`]'s.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -120,17 +119,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         }
         _ => return next.run(req).await,
     };
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
-    let client = crate::gateway::auth::client_ip(
-        peer,
-        req.headers()
-            .get("x-forwarded-for")
-            .map(HeaderValue::as_bytes),
-        &st.config.trusted_proxies,
-    );
+    let client = crate::gateway::auth::request_client(&req, &st.config.trusted_proxies);
     let authorization = req.headers().get(header::AUTHORIZATION);
     let verdict = st.auth.check(
         authorization.map(HeaderValue::as_bytes),

@@ -16,19 +16,18 @@
 //! operation stored content), `status` and `result` (`ok`, the status's reason, or
 //! `aborted` when the client went away before the answer).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use kdfs_core::telemetry::AUDIT_TARGET;
 use tracing::info;
 
 use crate::gateway::audit::Audited;
-use crate::gateway::server::ClientAddr;
 
 /// Operation names used as metric labels: the ones this gateway serves, so that the
 /// label's values stay bounded whatever s3s resolves (anything else is `other`).
@@ -160,17 +159,7 @@ pub async fn observe(State(cfg): State<Observe>, mut req: Request, next: Next) -
     let start = Instant::now();
     let note = Note::default();
     req.extensions_mut().insert(note.clone());
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
-    let client = crate::gateway::auth::client_ip(
-        peer,
-        req.headers()
-            .get("x-forwarded-for")
-            .map(HeaderValue::as_bytes),
-        &cfg.trusted_proxies,
-    );
+    let client = crate::gateway::auth::request_client(&req, &cfg.trusted_proxies);
     let claimed = credential_scope(req.headers(), req.uri()).map(|(a, _)| a);
     let mut line = AuditLine {
         client,
@@ -276,6 +265,7 @@ impl Drop for AuditLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn operation_labels_are_bounded() {
