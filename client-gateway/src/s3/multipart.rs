@@ -20,11 +20,11 @@ use super::error::to_s3;
 use super::etag;
 use super::meta::{check_names, from_request, part_number, timestamp};
 use super::object::{announced, body_or_empty, length_bound, upload_error};
+use super::observe::stored;
 use super::service::KdfsS3;
 use crate::client::objects::{
     CompletedPart as Completed, Completion, MAX_PAGE, Part as Registered,
 };
-use crate::gateway::audit::Audited;
 
 /// Every part but the last must be at least this large (S3's rule; clients size
 /// their parts for it).
@@ -128,20 +128,19 @@ impl KdfsS3 {
             .register_part(upload, n, uploaded.record.id, &etag)
             .await
             .map_err(|e| to_s3("UploadPart", e))?;
-        let mut resp = S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            checksum_crc32: digests.checksums.checksum_crc32,
-            checksum_crc32c: digests.checksums.checksum_crc32c,
-            checksum_crc64nvme: digests.checksums.checksum_crc64nvme,
-            checksum_sha1: digests.checksums.checksum_sha1,
-            checksum_sha256: digests.checksums.checksum_sha256,
-            ..Default::default()
-        });
-        resp.extensions.insert(Audited {
-            file: Some(part.file_id),
-            size: Some(part.size),
-        });
-        Ok(resp)
+        Ok(stored(
+            UploadPartOutput {
+                e_tag: Some(ETag::Strong(etag)),
+                checksum_crc32: digests.checksums.checksum_crc32,
+                checksum_crc32c: digests.checksums.checksum_crc32c,
+                checksum_crc64nvme: digests.checksums.checksum_crc64nvme,
+                checksum_sha1: digests.checksums.checksum_sha1,
+                checksum_sha256: digests.checksums.checksum_sha256,
+                ..Default::default()
+            },
+            part.file_id,
+            part.size,
+        ))
     }
 
     /// UploadPartCopy: a byte range of an existing object becomes a part. Unlike
@@ -212,19 +211,18 @@ impl KdfsS3 {
             .register_part(upload, n, uploaded.record.id, &etag)
             .await
             .map_err(|e| to_s3("UploadPartCopy", e))?;
-        let mut resp = S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(ETag::Strong(etag)),
-                last_modified: Some(timestamp(part.last_modified_ms)),
+        Ok(stored(
+            UploadPartCopyOutput {
+                copy_part_result: Some(CopyPartResult {
+                    e_tag: Some(ETag::Strong(etag)),
+                    last_modified: Some(timestamp(part.last_modified_ms)),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
-        resp.extensions.insert(Audited {
-            file: Some(part.file_id),
-            size: Some(part.size),
-        });
-        Ok(resp)
+            },
+            part.file_id,
+            part.size,
+        ))
     }
 
     /// Every registered part of an upload, by number.
@@ -343,18 +341,17 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("CompleteMultipartUpload", e))?;
         info!(bucket = input.bucket, key = input.key, upload = input.upload_id, file = %object.file_id, size = object.size, "multipart upload completed");
-        let mut resp = S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            e_tag: Some(ETag::Strong(object_etag)),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            ..Default::default()
-        });
-        resp.extensions.insert(Audited {
-            file: Some(object.file_id),
-            size: Some(object.size),
-        });
-        Ok(resp)
+        Ok(stored(
+            CompleteMultipartUploadOutput {
+                bucket: Some(input.bucket.clone()),
+                key: Some(input.key.clone()),
+                e_tag: Some(ETag::Strong(object_etag)),
+                location: Some(format!("/{}/{}", input.bucket, input.key)),
+                ..Default::default()
+            },
+            object.file_id,
+            object.size,
+        ))
     }
 
     pub(crate) async fn abort_multipart_upload_op(

@@ -12,10 +12,10 @@ use super::body::{self, Announced, BodyError};
 use super::error::to_s3;
 use super::etag;
 use super::meta::{self, check_names, from_request, timestamp, user_metadata};
+use super::observe::stored;
 use super::service::KdfsS3;
 use crate::client::objects::ObjectInfo;
 use crate::error::Error;
-use crate::gateway::audit::Audited;
 
 /// The S3 error of a failed upload of a request body: the body's own refusal
 /// (too large, a digest that did not match) or the library's error.
@@ -192,21 +192,20 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("PutObject", e))?;
         info!(bucket, key, file = %object.file_id, size = object.size, replaced, "object stored");
-        let mut resp = S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(etag)),
-            checksum_crc32: digests.checksums.checksum_crc32,
-            checksum_crc32c: digests.checksums.checksum_crc32c,
-            checksum_crc64nvme: digests.checksums.checksum_crc64nvme,
-            checksum_sha1: digests.checksums.checksum_sha1,
-            checksum_sha256: digests.checksums.checksum_sha256,
-            size: Some(object.size as i64),
-            ..Default::default()
-        });
-        resp.extensions.insert(Audited {
-            file: Some(object.file_id),
-            size: Some(object.size),
-        });
-        Ok(resp)
+        Ok(stored(
+            PutObjectOutput {
+                e_tag: Some(ETag::Strong(etag)),
+                checksum_crc32: digests.checksums.checksum_crc32,
+                checksum_crc32c: digests.checksums.checksum_crc32c,
+                checksum_crc64nvme: digests.checksums.checksum_crc64nvme,
+                checksum_sha1: digests.checksums.checksum_sha1,
+                checksum_sha256: digests.checksums.checksum_sha256,
+                size: Some(object.size as i64),
+                ..Default::default()
+            },
+            object.file_id,
+            object.size,
+        ))
     }
 
     pub(crate) async fn get_object_op(
@@ -404,18 +403,17 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("CopyObject", e))?;
         info!(bucket = input.bucket, key = input.key, from_bucket = %src_bucket, from_key = %src_key, "object copied (metadata only)");
-        let mut resp = S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(meta::etag(&object)),
-                last_modified: Some(timestamp(object.last_modified_ms)),
+        Ok(stored(
+            CopyObjectOutput {
+                copy_object_result: Some(CopyObjectResult {
+                    e_tag: Some(meta::etag(&object)),
+                    last_modified: Some(timestamp(object.last_modified_ms)),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
-        resp.extensions.insert(Audited {
-            file: Some(object.file_id),
-            size: Some(object.size),
-        });
-        Ok(resp)
+            },
+            object.file_id,
+            object.size,
+        ))
     }
 }

@@ -262,6 +262,17 @@ impl Drop for AuditLine {
     }
 }
 
+/// The response of an operation that stored content: its audit line names the file and
+/// size (what `put`, `part` and `complete` lines report).
+pub(crate) fn stored<T>(output: T, file: kdfs_core::FileId, size: u64) -> s3s::S3Response<T> {
+    let mut resp = s3s::S3Response::new(output);
+    resp.extensions.insert(Audited {
+        file: Some(file),
+        size: Some(size),
+    });
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
