@@ -22,6 +22,15 @@ impl ProcessCluster {
         block_names(&self.datanode_dir(i).join("blocks"))
     }
 
+    /// The bytes of the block files on datanode `i`'s disk (sidecars excluded).
+    pub fn block_bytes_on_disk(&self, i: usize) -> u64 {
+        self.blocks_on_disk(i)
+            .iter()
+            .filter_map(|id| self.block_path(i, id)?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Block files on datanode `i`'s disk whose bytes do not hash to their name.
     pub fn corrupt_blocks_on_disk(&self, i: usize) -> Vec<String> {
         self.blocks_on_disk(i)
