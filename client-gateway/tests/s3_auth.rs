@@ -120,9 +120,28 @@ async fn a_credentials_file_is_reread_for_rotation() {
     .await;
     let out = old.aws(&["s3api", "list-buckets"]).await.unwrap();
     assert!(!accepted(&out), "OLDKEY was removed");
-    // A malformed file keeps the last good pairs.
+    // A malformed file keeps the last good pairs (once it was read: the counter says so).
+    let malformed_reads = || async {
+        let text = http()
+            .get(format!("{}/metrics", g.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"kdfs_gateway_s3_credentials_reloads_total{result="malformed"} "#)
+            })
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = malformed_reads().await;
     std::fs::write(&file, "NEWKEY\n").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until("the malformed file was read", DEADLINE, || async {
+        malformed_reads().await > before
+    })
+    .await;
     assert!(accepted(
         &new.aws(&["s3api", "list-buckets"]).await.unwrap()
     ));

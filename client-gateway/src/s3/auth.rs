@@ -175,6 +175,7 @@ impl S3Keys {
             Ok(t) => t,
             Err(e) => {
                 warn!(path = %file.path.display(), error = %e, "cannot re-read the S3 credentials file; keeping the key pairs read before");
+                count_reload("unreadable");
                 return;
             }
         };
@@ -192,9 +193,11 @@ impl S3Keys {
                 ids.sort();
                 info!(path = %file.path.display(), access_keys = ?ids, "S3 credentials file reloaded");
                 *file.pairs.write().expect("pairs lock is never poisoned") = Arc::new(pairs);
+                count_reload("reloaded");
             }
             Err(e) => {
                 warn!(path = %file.path.display(), error = %e, "the S3 credentials file is malformed; keeping the key pairs read before");
+                count_reload("malformed");
             }
         }
     }
@@ -289,6 +292,13 @@ impl S3Access for Access {
         }
         Ok(())
     }
+}
+
+/// Counts a re-read of the credentials file that found it changed, by outcome
+/// (`reloaded`, `malformed`, `unreadable`), so an operator sees a rotation that did not
+/// take.
+fn count_reload(result: &'static str) {
+    metrics::counter!("kdfs_gateway_s3_credentials_reloads_total", "result" => result).increment(1);
 }
 
 #[cfg(test)]
