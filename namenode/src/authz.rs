@@ -8,6 +8,7 @@ use kdfs_proto::roles::Role;
 
 const DATANODE: &[Role] = &[Role::Datanode];
 const GATEWAY: &[Role] = &[Role::Gateway];
+const ANY_COMPONENT: &[Role] = &[Role::Datanode, Role::Gateway, Role::Namenode];
 
 /// The namenode's authorization table.
 pub static RULES: Rules = Rules {
@@ -33,6 +34,8 @@ pub static RULES: Rules = Rules {
         ("ClusterInfo", GATEWAY),
         // An operator's decommission, through the gateway's bearer-token guard.
         ("DecommissionDatanode", GATEWAY),
+        // Who leads the HA group: asked by everyone that looks for the leader.
+        ("NamenodeRole", ANY_COMPONENT),
     ],
 };
 

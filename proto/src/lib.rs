@@ -26,6 +26,7 @@
 pub mod authz;
 pub mod block_token;
 pub mod framed;
+pub mod leader;
 pub mod objects;
 pub mod plaintext;
 pub mod pool;

@@ -120,6 +120,7 @@ impl Namenode for FakeNamenode {
             heartbeat_interval_ms: 100,
             block_report_interval_ms: 3_600_000,
             block_keys: vec![test_key().to_wire()],
+            leader_term: 0,
         }))
     }
 
@@ -149,6 +150,7 @@ impl Namenode for FakeNamenode {
             commands,
             reregister,
             block_keys: Vec::new(),
+            leader_term: 0,
         }))
     }
 
@@ -166,6 +168,7 @@ impl Namenode for FakeNamenode {
         Ok(Response::new(FullBlockReportResponse {
             accepted,
             commands: vec![],
+            leader_term: 0,
         }))
     }
 
@@ -176,9 +179,16 @@ impl Namenode for FakeNamenode {
         self.seen(|s| s.incrementals.push(r.into_inner()));
         Ok(Response::new(IncrementalBlockReportResponse {
             commands: vec![],
+            leader_term: 0,
         }))
     }
 
+    async fn namenode_role(
+        &self,
+        _: Request<NamenodeRoleRequest>,
+    ) -> Result<Response<NamenodeRoleResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn begin_upload(
         &self,
         _: Request<BeginUploadRequest>,

@@ -57,6 +57,7 @@ impl NamenodeService {
             heartbeat_interval_ms: self.ns.settings.heartbeat_interval.as_millis() as u64,
             block_report_interval_ms: self.ns.settings.block_report_interval.as_millis() as u64,
             block_keys: self.keys.all(),
+            leader_term: 0,
         }))
     }
 
@@ -83,11 +84,13 @@ impl NamenodeService {
                 commands: commands(out, &self.keys, id),
                 reregister: false,
                 block_keys: self.keys.unless_current(r.newest_block_key),
+                leader_term: 0,
             },
             None => pb::HeartbeatResponse {
                 commands: Vec::new(),
                 reregister: true,
                 block_keys: Vec::new(),
+                leader_term: 0,
             },
         }))
     }
@@ -163,6 +166,7 @@ impl NamenodeService {
         Ok(Response::new(pb::FullBlockReportResponse {
             accepted,
             commands: deletes(dels),
+            leader_term: 0,
         }))
     }
 
@@ -182,6 +186,7 @@ impl NamenodeService {
             .incremental_report(&id, &added, &removed, &corrupt)?;
         Ok(Response::new(pb::IncrementalBlockReportResponse {
             commands: deletes(dels),
+            leader_term: 0,
         }))
     }
 
@@ -286,6 +291,25 @@ impl NamenodeService {
         Ok(Response::new(pb::DecommissionDatanodeResponse {
             state: wire_state(state) as i32,
             blocks_left,
+        }))
+    }
+
+    /// Without HA this namenode is the only one, and so the leader (term 0); the HA
+    /// group's own answer replaces this once `--peers` is given.
+    pub(super) async fn serve_namenode_role(
+        &self,
+        _request: Request<pb::NamenodeRoleRequest>,
+    ) -> Result<Response<pb::NamenodeRoleResponse>, Status> {
+        Ok(Response::new(pb::NamenodeRoleResponse {
+            id: 0,
+            role: pb::RaftRole::Leader as i32,
+            term: 0,
+            leader_id: Some(0),
+            leader_address: String::new(),
+            commit_index: 0,
+            applied_index: 0,
+            peers: Vec::new(),
+            ready: true,
         }))
     }
 }

@@ -277,4 +277,11 @@ impl namenode_server::Namenode for NamenodeService {
     ) -> Result<Response<pb::DecommissionDatanodeResponse>, Status> {
         self.serve_decommission_datanode(request).await
     }
+
+    async fn namenode_role(
+        &self,
+        request: Request<pb::NamenodeRoleRequest>,
+    ) -> Result<Response<pb::NamenodeRoleResponse>, Status> {
+        self.serve_namenode_role(request).await
+    }
 }
