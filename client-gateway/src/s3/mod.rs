@@ -13,7 +13,7 @@
 //!   hashed (MD5, announced checksums) on their way into an upload; [`meta`]: DTO
 //!   conversions;
 //!   [`error`]: library errors as S3 errors; [`etag`]: ETags that are MD5s only when
-//!   they say so.
+//!   they say so; `versions`: the one version (`null`) of every object.
 
 pub mod auth;
 pub mod body;
@@ -29,5 +29,6 @@ mod object;
 pub mod observe;
 pub mod serve;
 pub mod service;
+mod versions;
 
 pub use serve::{S3Port, serve};

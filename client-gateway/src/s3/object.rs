@@ -14,6 +14,7 @@ use super::etag;
 use super::meta::{self, check_names, from_request, timestamp, user_metadata};
 use super::observe::stored;
 use super::service::KdfsS3;
+use super::versions::is_current;
 use crate::client::objects::ObjectInfo;
 use crate::error::Error;
 
@@ -133,10 +134,30 @@ fn evaluate(
     Condition::Serve
 }
 
-fn check_conditions(c: Condition) -> S3Result<()> {
+/// A 304 still names the object's ETag and modification time (RFC 9110 §15.4.5), which
+/// caches and the SDKs read.
+fn not_modified(o: &ObjectInfo) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", etag::unquoted(&o.etag))) {
+        headers.insert(http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if timestamp(o.last_modified_ms)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(v) = http::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+fn check_conditions(c: Condition, o: &ObjectInfo) -> S3Result<()> {
     match c {
         Condition::Serve => Ok(()),
-        Condition::NotModified => Err(S3Error::new(S3ErrorCode::NotModified)),
+        Condition::NotModified => Err(not_modified(o)),
         Condition::Failed => Err(s3_error!(
             PreconditionFailed,
             "at least one of the preconditions you specified did not hold"
@@ -231,7 +252,7 @@ impl KdfsS3 {
             input.if_unmodified_since.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
-        ))?;
+        ), o)?;
         let size = read.file.size;
         let range = match &input.range {
             None => None,
@@ -295,7 +316,7 @@ impl KdfsS3 {
             input.if_unmodified_since.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
-        ))?;
+        ), o)?;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".to_owned()),
             content_length: Some(o.size as i64),
@@ -329,6 +350,9 @@ impl KdfsS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (bucket, key) = (&req.input.bucket, &req.input.key);
+        if !is_current(req.input.version_id.as_deref()) {
+            return Err(s3_error!(NoSuchVersion, "kdfs keeps no object versions"));
+        }
         let deleted = self
             .client
             .delete_object(bucket, key)
@@ -362,6 +386,14 @@ impl KdfsS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if **src_bucket == *input.bucket && **src_key == *input.key && !replace
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself without changing its metadata \
+                 (x-amz-metadata-directive: REPLACE) is not allowed"
+            ));
+        }
         let metadata = match replace {
             true => Some(from_request(
                 input.content_type.as_ref(),
