@@ -229,6 +229,7 @@ impl Client {
         file_id: FileId,
         metadata: &ObjectMetadata,
         etag: &str,
+        condition: &kdfs_proto::objects::WriteCondition,
     ) -> Result<(ObjectInfo, bool)> {
         let r = unary(
             "PutObject",
@@ -239,6 +240,8 @@ impl Client {
                 content_type: metadata.content_type.clone(),
                 user_metadata: metadata_to(&metadata.user_metadata),
                 etag: etag.to_owned(),
+                if_none_match: condition.if_none_match.clone(),
+                if_match: condition.if_match.clone(),
             }),
         )
         .await?;

@@ -17,6 +17,7 @@ use super::service::KdfsS3;
 use super::versions::is_current;
 use crate::client::objects::ObjectInfo;
 use crate::error::Error;
+use kdfs_proto::objects::WriteCondition;
 
 /// The S3 error of a failed upload of a request body: the body's own refusal
 /// (too large, a digest that did not match) or the library's error.
@@ -87,6 +88,22 @@ pub(crate) fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
     body.unwrap_or_else(|| {
         StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
     })
+}
+
+/// A PUT's `If-Match` / `If-None-Match` as the namespace's write condition.
+fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> WriteCondition {
+    let wire = |c: Option<&ETagCondition>| match c {
+        None => String::new(),
+        Some(ETagCondition::Any) => "*".to_owned(),
+        Some(ETagCondition::ETag(e)) => etag::unquoted(e.value()).to_owned(),
+    };
+    WriteCondition {
+        if_match: wire(if_match),
+        if_none_match: wire(if_none_match),
+    }
 }
 
 /// What the conditional headers of a GET or HEAD decide.
@@ -191,11 +208,21 @@ impl KdfsS3 {
         check_names(bucket, key)?;
         let metadata = from_request(input.content_type.as_ref(), input.metadata.as_ref())?;
         let len = length_bound(input.content_length, self.max_object)?;
-        // No byte is stored for a bucket that does not exist.
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
+        // No byte is stored for a bucket that does not exist, or for a conditional
+        // write that already cannot hold (the namenode checks again as it writes).
         self.client
             .head_bucket(bucket)
             .await
             .map_err(|e| to_s3("PutObject", e))?;
+        if condition != WriteCondition::default() {
+            let current = match self.client.get_object(bucket, key, false).await {
+                Ok(read) => Some(read.object.etag),
+                Err(Error::Namespace(r)) if r.code == kdfs_proto::objects::Code::NoSuchKey => None,
+                Err(e) => return Err(to_s3("PutObject", e)),
+            };
+            condition.check(current.as_deref()).map_err(super::error::refused)?;
+        }
         let (stream, digests) =
             body::verified(body_or_empty(input.body), announced, self.max_object);
         let uploaded = self
@@ -209,7 +236,7 @@ impl KdfsS3 {
         let etag = etag::of_md5(&digests.md5);
         let (object, replaced) = self
             .client
-            .put_object(bucket, key, uploaded.record.id, &metadata, &etag)
+            .put_object(bucket, key, uploaded.record.id, &metadata, &etag, &condition)
             .await
             .map_err(|e| to_s3("PutObject", e))?;
         info!(bucket, key, file = %object.file_id, size = object.size, replaced, "object stored");
