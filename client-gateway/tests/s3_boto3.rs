@@ -70,3 +70,50 @@ except botocore.exceptions.ClientError as e:
     let stdout = s3::ok("boto3", &out);
     assert_eq!(stdout.trim(), "SlowDown 503\nabsent 404", "{stdout}");
 }
+
+/// Refused signatures from one client count against `--auth-max-failures`: after the
+/// limit, that client claiming that key id gets `SlowDown` (503, with Retry-After, which
+/// SDKs back off on), while a client with a good key pair is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_bad_signatures_get_slow_down_and_a_good_client_is_served() {
+    let c = TestCluster::with(Spec {
+        s3: true,
+        gateway_args: {
+            let mut a = s3::key_flags();
+            a.push("--auth-max-failures=3".to_owned());
+            a
+        },
+        ..Spec::default()
+    })
+    .await;
+    let url = c.gateway.s3_url.clone().unwrap();
+    let script = r#"
+from botocore.config import Config
+once = Config(retries={'max_attempts': 1, 'mode': 'standard'})
+def client(key, secret):
+    return boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=key,
+        aws_secret_access_key=secret, region_name='us-east-1', config=once)
+good = client(s3._request_signer._credentials.access_key, s3._request_signer._credentials.secret_key)
+good.create_bucket(Bucket='throttled')
+bad = client('intruder-key', 'a-guess')
+for _ in range(5):
+    try:
+        bad.list_objects_v2(Bucket='throttled')
+        print('accepted')
+    except botocore.exceptions.ClientError as e:
+        r = e.response
+        print(r['Error']['Code'], r['ResponseMetadata']['HTTPStatusCode'], 'retry-after' in r['ResponseMetadata']['HTTPHeaders'])
+good.put_object(Bucket='throttled', Key='k', Body=b'still served')
+print(good.get_object(Bucket='throttled', Key='k')['Body'].read().decode())
+"#;
+    let Some(out) = Clients::new(&url).boto3(script, &[&url]).await else {
+        return;
+    };
+    let stdout = s3::ok("boto3", &out);
+    assert_eq!(
+        stdout.trim(),
+        "InvalidAccessKeyId 403 False\nInvalidAccessKeyId 403 False\nInvalidAccessKeyId 403 False\n\
+         SlowDown 503 True\nSlowDown 503 True\nstill served",
+        "{stdout}"
+    );
+}

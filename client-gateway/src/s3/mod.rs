@@ -7,7 +7,8 @@
 //! - [`auth`]: key pairs (flags and a reloadable credentials file), the checks after
 //!   the signature (no anonymous request, the region).
 //! - [`host`]: virtual-hosted-style addressing (`--s3-domain`).
-//! - [`observe`]: metrics by operation and status, audit lines with the access key id.
+//! - [`observe`]: metrics by operation and status, audit lines with the access key id;
+//!   [`throttle`]: the failed-authentication limit (`SlowDown` after too many).
 //! - [`service`]: the operations, each a call into [`crate::client`], by resource:
 //!   `bucket`, `object`, `list`, `multipart`; [`body`]: request bodies counted and
 //!   hashed (MD5, announced checksums) on their way into an upload; [`meta`]: DTO
@@ -29,6 +30,7 @@ mod object;
 pub mod observe;
 pub mod serve;
 pub mod service;
+pub mod throttle;
 mod versions;
 
 pub use serve::{S3Port, serve};
