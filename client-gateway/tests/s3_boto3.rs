@@ -1,9 +1,11 @@
 //! The S3 port driven by boto3 (PyPI's newest, with its default checksums and
 //! `aws-chunked` bodies): listing 2,000 keys with pages, prefixes and delimiters;
 //! conditional and ranged GETs; checksums that do not match store nothing; multipart
-//! uploads completed, refused (order, missing part, wrong ETag), aborted and resumed;
-//! and hand-made requests (signed with botocore's signer) for what SDKs never send:
-//! malformed XML, bad bucket names, virtual-hosted-style addressing. The checks are in
+//! uploads completed (and the completion retried), refused (order, missing part, wrong
+//! ETag), aborted, resumed and listed with a delimiter; and hand-made requests (signed
+//! with botocore's signer) for what SDKs never send: malformed XML, bad bucket names, a
+//! body other than the signed one, a Content-Length shorter or longer than the body,
+//! virtual-hosted-style addressing. The failed-authentication limit (`SlowDown`). The checks are in
 //! `s3/boto3_suite.py`; each names what failed.
 
 mod common;

@@ -10,7 +10,7 @@
 //! - [`observe`]: metrics by operation and status, audit lines with the access key id;
 //!   [`throttle`]: the failed-authentication limit (`SlowDown` after too many).
 //! - [`service`]: the operations, each a call into [`crate::client`], by resource:
-//!   `bucket`, `object`, `list`, `multipart`; [`body`]: request bodies counted and
+//!   `bucket`, `object`, `list`, `multipart`, `uploads` (ListMultipartUploads); [`body`]: request bodies counted and
 //!   hashed (MD5, announced checksums) on their way into an upload; [`meta`]: DTO
 //!   conversions;
 //!   [`error`]: library errors as S3 errors; [`etag`]: ETags that are MD5s only when
@@ -31,6 +31,7 @@ pub mod observe;
 pub mod serve;
 pub mod service;
 pub mod throttle;
+mod uploads;
 mod versions;
 
 pub use serve::{S3Port, serve};

@@ -453,52 +453,6 @@ impl KdfsS3 {
             ..Default::default()
         }))
     }
-
-    pub(crate) async fn list_multipart_uploads_op(
-        &self,
-        req: S3Request<ListMultipartUploadsInput>,
-    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let input = req.input;
-        let max = input
-            .max_uploads
-            .unwrap_or(MAX_PAGE as i32)
-            .clamp(0, MAX_PAGE as i32) as u32;
-        let page = self
-            .client
-            .list_multipart_uploads(
-                &input.bucket,
-                input.prefix.as_deref().unwrap_or(""),
-                max,
-                (
-                    input.key_marker.as_deref().unwrap_or(""),
-                    input.upload_id_marker.as_deref().unwrap_or(""),
-                ),
-            )
-            .await
-            .map_err(|e| to_s3("ListMultipartUploads", e))?;
-        let uploads = page
-            .uploads
-            .iter()
-            .map(|u| MultipartUpload {
-                key: Some(u.key.clone()),
-                upload_id: Some(u.upload_id.clone()),
-                initiated: Some(timestamp(u.initiated_ms)),
-                ..Default::default()
-            })
-            .collect();
-        Ok(S3Response::new(ListMultipartUploadsOutput {
-            bucket: Some(input.bucket),
-            prefix: input.prefix,
-            key_marker: input.key_marker,
-            upload_id_marker: input.upload_id_marker,
-            max_uploads: Some(max as i32),
-            is_truncated: Some(page.is_truncated),
-            next_key_marker: page.next_key_marker,
-            next_upload_id_marker: page.next_upload_id_marker,
-            uploads: Some(uploads),
-            ..Default::default()
-        }))
-    }
 }
 
 #[cfg(test)]
