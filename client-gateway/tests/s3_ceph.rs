@@ -15,28 +15,94 @@ use common::s3::{self, Clients};
 /// does not have (by design or not yet); `differs` is a choice kdfs makes that the
 /// test does not expect.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[
-    ("test_bucket_list_return_data", "unsupported: ACLs (GetObjectAcl)"),
-    ("test_bucket_create_special_key_names", "unsupported: ACLs (PutObjectAcl)"),
-    ("test_100_continue", "unsupported: ACLs (PutBucketAcl to make the bucket public)"),
-    ("test_object_raw_get_bucket_gone", "unsupported: anonymous access (public-read ACLs); kdfs answers 403 before looking"),
-    ("test_object_delete_key_bucket_gone", "unsupported: anonymous access (public-read ACLs)"),
-    ("test_object_raw_get_object_gone", "unsupported: anonymous access (public-read ACLs)"),
-    ("test_put_current_object_if_none_match", "unsupported: versioning (PutBucketVersioning)"),
-    ("test_multipart_put_current_object_if_none_match", "unsupported: versioning (PutBucketVersioning)"),
-    ("test_object_write_cache_control", "unsupported: Cache-Control is not stored (only Content-Type and x-amz-meta-*)"),
-    ("test_object_write_expires", "unsupported: Expires is not stored"),
-    ("test_object_content_encoding_aws_chunked", "unsupported: Content-Encoding is not stored"),
-    ("test_multipart_checksum_sha256", "unsupported: composite multipart checksums (ChecksumAlgorithm on create)"),
-    ("test_object_write_with_chunked_transfer_encoding", "unsupported: a PUT without Content-Length (s3s requires it: MissingContentLength)"),
-    ("test_object_requestid_matches_header_on_error", "unsupported: s3s's error XML carries no RequestId"),
-    ("test_object_raw_get_x_amz_expires_not_expired", "differs: presigned URLs are checked by s3s (its codes for X-Amz-Expires differ from RGW's)"),
-    ("test_object_raw_get_x_amz_expires_out_max_range", "differs: s3s accepts X-Amz-Expires over 7 days"),
-    ("test_object_raw_get_x_amz_expires_out_positive_range", "differs: s3s answers 400 for an expired presigned URL, RGW 403"),
-    ("test_object_raw_put_authenticated_expired", "differs: s3s answers 400 for an expired presigned URL, RGW 403"),
-    ("test_bucket_create_exists", "differs: re-creating your own bucket is BucketAlreadyOwnedByYou (409) in every region, not us-east-1's legacy 200 (and the test reads e.status, which botocore errors lack)"),
-    ("test_bucket_recreate_not_overriding", "differs: re-creating your own bucket is BucketAlreadyOwnedByYou (409), not us-east-1's legacy 200"),
-    ("test_bucket_get_location", "differs: us-east-1's location is answered as null, as AWS does"),
-    ("test_multipart_resend_first_finishes_last", "differs: a completion listing one part number twice is InvalidPartOrder (S3 requires strictly ascending numbers)"),
+    (
+        "test_bucket_list_return_data",
+        "unsupported: ACLs (GetObjectAcl)",
+    ),
+    (
+        "test_bucket_create_special_key_names",
+        "unsupported: ACLs (PutObjectAcl)",
+    ),
+    (
+        "test_100_continue",
+        "unsupported: ACLs (PutBucketAcl to make the bucket public)",
+    ),
+    (
+        "test_object_raw_get_bucket_gone",
+        "unsupported: anonymous access (public-read ACLs); kdfs answers 403 before looking",
+    ),
+    (
+        "test_object_delete_key_bucket_gone",
+        "unsupported: anonymous access (public-read ACLs)",
+    ),
+    (
+        "test_object_raw_get_object_gone",
+        "unsupported: anonymous access (public-read ACLs)",
+    ),
+    (
+        "test_put_current_object_if_none_match",
+        "unsupported: versioning (PutBucketVersioning)",
+    ),
+    (
+        "test_multipart_put_current_object_if_none_match",
+        "unsupported: versioning (PutBucketVersioning)",
+    ),
+    (
+        "test_object_write_cache_control",
+        "unsupported: Cache-Control is not stored (only Content-Type and x-amz-meta-*)",
+    ),
+    (
+        "test_object_write_expires",
+        "unsupported: Expires is not stored",
+    ),
+    (
+        "test_object_content_encoding_aws_chunked",
+        "unsupported: Content-Encoding is not stored",
+    ),
+    (
+        "test_multipart_checksum_sha256",
+        "unsupported: composite multipart checksums (ChecksumAlgorithm on create)",
+    ),
+    (
+        "test_object_write_with_chunked_transfer_encoding",
+        "unsupported: a PUT without Content-Length (s3s requires it: MissingContentLength)",
+    ),
+    (
+        "test_object_requestid_matches_header_on_error",
+        "unsupported: s3s's error XML carries no RequestId",
+    ),
+    (
+        "test_object_raw_get_x_amz_expires_not_expired",
+        "differs: presigned URLs are checked by s3s (its codes for X-Amz-Expires differ from RGW's)",
+    ),
+    (
+        "test_object_raw_get_x_amz_expires_out_max_range",
+        "differs: s3s accepts X-Amz-Expires over 7 days",
+    ),
+    (
+        "test_object_raw_get_x_amz_expires_out_positive_range",
+        "differs: s3s answers 400 for an expired presigned URL, RGW 403",
+    ),
+    (
+        "test_object_raw_put_authenticated_expired",
+        "differs: s3s answers 400 for an expired presigned URL, RGW 403",
+    ),
+    (
+        "test_bucket_create_exists",
+        "differs: re-creating your own bucket is BucketAlreadyOwnedByYou (409) in every region, not us-east-1's legacy 200 (and the test reads e.status, which botocore errors lack)",
+    ),
+    (
+        "test_bucket_recreate_not_overriding",
+        "differs: re-creating your own bucket is BucketAlreadyOwnedByYou (409), not us-east-1's legacy 200",
+    ),
+    (
+        "test_bucket_get_location",
+        "differs: us-east-1's location is answered as null, as AWS does",
+    ),
+    (
+        "test_multipart_resend_first_finishes_last",
+        "differs: a completion listing one part number twice is InvalidPartOrder (S3 requires strictly ascending numbers)",
+    ),
 ];
 
 /// The suite's configuration: the endpoint and three key pairs (main, alt, tenant;
@@ -107,7 +173,15 @@ async fn ceph_s3_tests_subset() {
     std::fs::write(&conf, config(&url, &pairs)).unwrap();
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/s3-tests");
     let out = tokio::process::Command::new(python)
-        .args(["-m", "pytest", "-q", "-rA", "--tb=short", "-p", "no:cacheprovider"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "--tb=short",
+            "-p",
+            "no:cacheprovider",
+        ])
         .arg("s3tests/functional/test_s3.py")
         .current_dir(&suite)
         .env("S3TEST_CONF", &conf)
@@ -131,12 +205,17 @@ async fn ceph_s3_tests_subset() {
         let outcome = got.get(*name).map(String::as_str).unwrap_or("NOT RUN");
         match (outcome, expected.get(name)) {
             ("PASSED", None) | ("FAILED", Some(_)) => {}
-            ("PASSED", Some(why)) => wrong.push(format!("{name}: passes now, but is listed as failing ({why})")),
+            ("PASSED", Some(why)) => wrong.push(format!(
+                "{name}: passes now, but is listed as failing ({why})"
+            )),
             (other, _) => wrong.push(format!("{name}: {other}")),
         }
     }
     for name in expected.keys() {
-        assert!(selected.contains(name), "{name} is an expected failure but not selected");
+        assert!(
+            selected.contains(name),
+            "{name} is an expected failure but not selected"
+        );
     }
     let passed = got.values().filter(|o| *o == "PASSED").count();
     eprintln!(

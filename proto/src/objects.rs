@@ -120,7 +120,12 @@ impl WriteCondition {
     /// the key holds none); `PreconditionFailed` if not (`NoSuchKey` for `If-Match`
     /// on a key that holds nothing, as S3).
     pub fn check(&self, current: Option<&str>) -> Result<(), Refusal> {
-        let unquoted = |e: &str| e.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+        let unquoted = |e: &str| {
+            e.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        };
         let matches = |want: &str| match current {
             None => false,
             Some(etag) => want.trim() == "*" || unquoted(want) == unquoted(etag),
@@ -138,7 +143,9 @@ impl WriteCondition {
         }
         if !self.if_none_match.is_empty() && matches(&self.if_none_match) {
             return failed(match current {
-                Some(_) if self.if_none_match.trim() == "*" => "If-None-Match: *: the key already holds an object",
+                Some(_) if self.if_none_match.trim() == "*" => {
+                    "If-None-Match: *: the key already holds an object"
+                }
                 _ => "If-None-Match: the key's object has that ETag",
             });
         }
@@ -346,7 +353,10 @@ mod tests {
         };
         assert!(cond("", "").check(None).is_ok());
         assert!(cond("", "*").check(None).is_ok());
-        assert_eq!(cond("", "*").check(Some("e")).unwrap_err().code, Code::PreconditionFailed);
+        assert_eq!(
+            cond("", "*").check(Some("e")).unwrap_err().code,
+            Code::PreconditionFailed
+        );
         assert!(cond("\"e\"", "").check(Some("e")).is_ok());
         assert!(cond("*", "").check(Some("e")).is_ok());
         assert_eq!(cond("*", "").check(None).unwrap_err().code, Code::NoSuchKey);

@@ -316,7 +316,9 @@ impl KdfsS3 {
         let registered = match self.all_parts(upload).await {
             Ok(r) => r,
             Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
-                return self.completed_before(&input.bucket, &input.key, &wanted, e).await;
+                return self
+                    .completed_before(&input.bucket, &input.key, &wanted, e)
+                    .await;
             }
             Err(e) => return Err(e),
         };
@@ -385,7 +387,12 @@ impl KdfsS3 {
         if etag::unquoted(&current.etag) != expected {
             return Err(gone);
         }
-        info!(bucket, key, etag = expected, "multipart completion retried: already completed");
+        info!(
+            bucket,
+            key,
+            etag = expected,
+            "multipart completion retried: already completed"
+        );
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(bucket.to_owned()),
             key: Some(key.to_owned()),

@@ -221,7 +221,9 @@ impl KdfsS3 {
                 Err(Error::Namespace(r)) if r.code == kdfs_proto::objects::Code::NoSuchKey => None,
                 Err(e) => return Err(to_s3("PutObject", e)),
             };
-            condition.check(current.as_deref()).map_err(super::error::refused)?;
+            condition
+                .check(current.as_deref())
+                .map_err(super::error::refused)?;
         }
         let (stream, digests) =
             body::verified(body_or_empty(input.body), announced, self.max_object);
@@ -236,7 +238,14 @@ impl KdfsS3 {
         let etag = etag::of_md5(&digests.md5);
         let (object, replaced) = self
             .client
-            .put_object(bucket, key, uploaded.record.id, &metadata, &etag, &condition)
+            .put_object(
+                bucket,
+                key,
+                uploaded.record.id,
+                &metadata,
+                &etag,
+                &condition,
+            )
             .await
             .map_err(|e| to_s3("PutObject", e))?;
         info!(bucket, key, file = %object.file_id, size = object.size, replaced, "object stored");
@@ -273,13 +282,16 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("GetObject", e))?;
         let o = &read.object;
-        check_conditions(evaluate(
+        check_conditions(
+            evaluate(
+                o,
+                input.if_match.as_ref(),
+                input.if_unmodified_since.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+            ),
             o,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-        ), o)?;
+        )?;
         let size = read.file.size;
         let range = match &input.range {
             None => None,
@@ -337,13 +349,16 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("HeadObject", e))?;
         let o = &read.object;
-        check_conditions(evaluate(
+        check_conditions(
+            evaluate(
+                o,
+                input.if_match.as_ref(),
+                input.if_unmodified_since.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+            ),
             o,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-        ), o)?;
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".to_owned()),
             content_length: Some(o.size as i64),
@@ -413,8 +428,7 @@ impl KdfsS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if **src_bucket == *input.bucket && **src_key == *input.key && !replace
-        {
+        if **src_bucket == *input.bucket && **src_key == *input.key && !replace {
             return Err(s3_error!(
                 InvalidRequest,
                 "copying an object onto itself without changing its metadata \

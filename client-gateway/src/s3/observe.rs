@@ -172,7 +172,10 @@ fn slow_down(client: IpAddr, retry_after: std::time::Duration) -> Response {
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/xml"),
     );
-    h.insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    h.insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
     r
 }
 

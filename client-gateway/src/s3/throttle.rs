@@ -99,11 +99,17 @@ mod tests {
         }
         assert!(t.refuse(ip, Some("BAD"), now).is_some());
         assert!(t.refuse(ip, Some("GOOD"), now).is_none());
-        assert!(t.refuse("10.0.0.2".parse().unwrap(), Some("BAD"), now).is_none());
+        assert!(
+            t.refuse("10.0.0.2".parse().unwrap(), Some("BAD"), now)
+                .is_none()
+        );
         for i in 0..18 {
             t.fail(ip, Some(&format!("K{i}")), now);
         }
         assert!(t.refuse(ip, Some("GOOD"), now).is_some());
-        assert!(t.refuse(ip, Some("GOOD"), now + Duration::from_secs(61)).is_none());
+        assert!(
+            t.refuse(ip, Some("GOOD"), now + Duration::from_secs(61))
+                .is_none()
+        );
     }
 }

@@ -185,11 +185,26 @@ mod tests {
     fn keys_with_the_delimiter_roll_up_into_common_prefixes_once() {
         // As the namenode lists them: in key order, under the prefix.
         let keys = ["a/1", "a/2", "b", "c/x/1", "c/y", "d"];
-        assert_eq!(gather(&keys, "", "", 10), (vec!["a/*".into(), "b".into(), "c/*".into(), "d".into()], false));
-        assert_eq!(gather(&keys[3..5], "c/", "", 10), (vec!["c/x/*".into(), "c/y".into()], false));
+        assert_eq!(
+            gather(&keys, "", "", 10),
+            (
+                vec!["a/*".into(), "b".into(), "c/*".into(), "d".into()],
+                false
+            )
+        );
+        assert_eq!(
+            gather(&keys[3..5], "c/", "", 10),
+            (vec!["c/x/*".into(), "c/y".into()], false)
+        );
         // A page of two, then the continuation after the prefix the client was given.
-        assert_eq!(gather(&keys, "", "", 2), (vec!["a/*".into(), "b".into()], true));
-        assert_eq!(gather(&keys[3..], "", "b", 2), (vec!["c/*".into(), "d".into()], false));
+        assert_eq!(
+            gather(&keys, "", "", 2),
+            (vec!["a/*".into(), "b".into()], true)
+        );
+        assert_eq!(
+            gather(&keys[3..], "", "b", 2),
+            (vec!["c/*".into(), "d".into()], false)
+        );
         assert_eq!(gather(&keys[3..], "", "c/", 5), (vec!["d".into()], false));
         assert_eq!(rolled_up("a/b", "", ""), None);
     }

@@ -83,9 +83,7 @@ impl KdfsS3 {
             version_id_marker: input.version_id_marker,
             max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
             is_truncated: Some(page.is_truncated),
-            next_version_id_marker: next_key_marker
-                .is_some()
-                .then(|| NULL_VERSION.to_owned()),
+            next_version_id_marker: next_key_marker.is_some().then(|| NULL_VERSION.to_owned()),
             next_key_marker: enc.opt(next_key_marker),
             versions: Some(versions),
             delete_markers: Some(Vec::new()),
