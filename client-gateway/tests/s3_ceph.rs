@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::cluster::{Spec, TestCluster};
-use common::s3::{self, Clients};
+use common::s3::Clients;
 
 /// Tests of the subset that fail against kdfs, and why: `unsupported` is a feature kdfs
 /// does not have (by design or not yet); `differs` is a choice kdfs makes that the

@@ -178,7 +178,6 @@ impl KdfsS3 {
                     version_id: o.version_id.clone(),
                     code: Some("NoSuchVersion".to_owned()),
                     message: Some("kdfs keeps no object versions".to_owned()),
-                    ..Default::default()
                 });
             }
         }
