@@ -8,6 +8,9 @@
 //! A snapshot is the whole store dumped from one MVCC read (`meta::dump`), kept in
 //! memory; a member installs one by replacing every table in one transaction.
 
+// The helpers return openraft's `StorageError`, the error type its traits require.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
