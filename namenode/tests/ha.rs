@@ -12,6 +12,7 @@ use clap::Parser;
 use common::*;
 use kdfs_namenode::{Config, run};
 use kdfs_proto::pb;
+use kdfs_testkit::http_get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +182,25 @@ async fn a_leader_serves_and_followers_refuse_naming_it() {
             r.ready && r.applied_index >= role.commit_index
         })
         .await;
+        let http = g.nodes[i].as_ref().unwrap().http;
+        assert_eq!(
+            http_get(http, "/readyz").await.0,
+            200,
+            "a caught-up follower"
+        );
+    }
+    let http = g.nodes[leader].as_ref().unwrap().http;
+    assert_eq!(http_get(http, "/readyz").await.0, 200);
+    let (status, body) = http_get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    for m in [
+        "kdfs_namenode_raft_role 1",
+        "kdfs_namenode_raft_term",
+        "kdfs_namenode_raft_commit_index",
+        "kdfs_namenode_raft_applied_index",
+        "kdfs_namenode_commits_total",
+    ] {
+        assert!(body.contains(m), "{m} missing from\n{body}");
     }
     for i in 0..3 {
         g.stop(i).await;
@@ -272,6 +292,18 @@ async fn with_two_of_three_down_a_write_fails_unavailable_within_the_timeout() {
     assert!(
         took < WRITE_TIMEOUT * 4,
         "failed after {took:?}, not within the write timeout"
+    );
+    // Cut off from the majority, the old leader stops serving reads too (no stale
+    // read served as current) and is not ready.
+    let http = g.nodes[leader].as_ref().unwrap().http;
+    wait_until("the lone leader stops serving", WAIT, || async {
+        http_get(http, "/readyz").await.0 == 503
+    })
+    .await;
+    let refused = get(&mut c, b"before").await.unwrap_err();
+    assert!(
+        kdfs_proto::leader::leader_hint(&refused).is_some(),
+        "{refused:?}"
     );
     g.stop(leader).await;
 }
