@@ -119,6 +119,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             _ => false,
         };
         let any_ours = entries.iter().any(ours);
+        let foreign = hook.is_some()
+            && entries
+                .iter()
+                .any(|e| matches!(e.payload, EntryPayload::Normal(_)) && !ours(e));
         if any_ours && let Some(h) = &hook {
             h.begin();
         }
@@ -149,6 +153,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             h.end();
+        }
+        if foreign {
+            self.applier.mark_stale();
         }
         Ok(applied)
     }
