@@ -311,6 +311,16 @@ impl Namenodes {
         }
     }
 
+    /// Calls stop going to `authority` if they still do (it answered as a deposed
+    /// leader): the next configured namenode is asked, and points to the leader.
+    pub fn pass_over(&self, authority: &str) {
+        let target = self.target();
+        if target.authority == authority {
+            let next = self.next_after(&target);
+            self.switch(&target, next);
+        }
+    }
+
     /// The target for a leader at `authority`: a configured member, or dialed as named.
     fn target_at(&self, authority: &str) -> Result<Target, Status> {
         if let Some((i, m)) = self
@@ -360,7 +370,11 @@ impl Namenodes {
     }
 
     /// As [`Namenodes::call`], also naming the namenode (`host:port`) that answered.
-    pub async fn call_from<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<(T, String), Status>
+    pub async fn call_from<T, F, Fut>(
+        &self,
+        retry: Retry,
+        mut call: F,
+    ) -> Result<(T, String), Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -421,7 +435,8 @@ impl Namenodes {
                         return Err(status);
                     }
                     if status.code() == Code::Unavailable
-                        && std::error::Error::source(&status).is_none() {
+                        && std::error::Error::source(&status).is_none()
+                    {
                         plain.push((target.authority.clone(), status.clone()));
                     }
                     let next = self.next_after(&target);
@@ -563,7 +578,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
-        assert!(started.elapsed() < Duration::from_secs(2), "no retry with one URL");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no retry with one URL"
+        );
         assert_eq!(nodes.switches(), 0);
     }
 
@@ -590,6 +608,9 @@ mod tests {
             "{e:?}"
         );
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
     }
 }
