@@ -2,7 +2,9 @@
 //!
 //! The gRPC statuses of the namenode are mapped here, once, onto variants that carry
 //! their meaning (the gateway then picks an HTTP status per variant in
-//! [`crate::gateway::error::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503),
+//! [`crate::gateway::error::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503)
+//! unless it came from the transport or says no namenode leader answered (namenode
+//! unreachable, also 503),
 //! RESOURCE_EXHAUSTED means "out of space" (507), NOT_FOUND an unknown id (404).
 
 use kdfs_core::FileId;
@@ -86,6 +88,10 @@ impl Error {
         if let Some(refusal) = kdfs_proto::objects::Refusal::from_status(&status) {
             return Self::Namespace(refusal);
         }
+        // No namenode leader answered in time (kdfs_proto::namenodes): down, not busy.
+        if kdfs_proto::leader::leader_hint(&status).is_some() {
+            return Self::NamenodeUnreachable(status.message().to_owned());
+        }
         match status.code() {
             Code::Unavailable if is_transport(&status) => {
                 Self::NamenodeUnreachable(status.message().to_owned())
@@ -130,5 +136,22 @@ impl From<std::io::Error> for Error {
 impl From<kdfs_proto::pool::BadAddress> for Error {
     fn from(e: kdfs_proto::pool::BadAddress) -> Self {
         Error::InvalidInput(format!("datanode address {:?}: {}", e.address, e.source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_leader_and_no_leader_are_told_apart() {
+        let busy = Error::namenode(
+            "BeginUpload",
+            tonic::Status::unavailable("2 live datanodes"),
+        );
+        assert!(matches!(busy, Error::NotEnoughDatanodes(_)), "{busy:?}");
+        // What `kdfs_proto::namenodes` answers when no leader answered in time.
+        let none = Error::namenode("BeginUpload", kdfs_proto::leader::not_leader(None));
+        assert!(matches!(none, Error::NamenodeUnreachable(_)), "{none:?}");
     }
 }

@@ -28,7 +28,8 @@
 //! A batch is a fast path, never the only one. A file it could not store (no pipeline
 //! now, a broken stream, fewer than `min_replicas` acks for its block, a batch call that
 //! failed) goes back to its caller, which uploads it alone through the pipeline with
-//! recovery of [`super::upload`], and so gets that path's answer (503, 507, …). A file
+//! recovery of [`super::upload`], and so gets that path's answer (503, 507, …); when
+//! no namenode (leader) could be reached every file gets that 503 at once. A file
 //! the namenode refused at `CommitFiles` (its name, or a delete of the same content
 //! racing with it) gets that refusal, as `CommitFile` would have given it; one that met
 //! a record of its id with other blocks goes alone too, to settle that conflict. The blocks of
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire;
 use kdfs_proto::{framed, pb, transport};
@@ -59,7 +61,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use super::lease::AbandonOnDrop;
 use super::model::{FileRecord, Uploaded};
-use super::rpc::{Pipeline, add_acks, bad_reply, parse_pipeline, unary};
+use super::rpc::{Pipeline, add_acks, bad_reply, parse_pipeline};
 use super::{Client, Inner};
 use crate::error::{Error, Result};
 
@@ -355,6 +357,13 @@ impl Client {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
                 debug!(stored, "batch done");
             }
+            // No namenode leader: alone they would wait for one again, each in turn.
+            Err(Error::NamenodeUnreachable(why)) => {
+                warn!(error = %why, "batch failed: the namenode is unreachable");
+                for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                    *o = Some(Err(Error::NamenodeUnreachable(why.clone())));
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "batch failed; its files are uploaded alone");
             }
@@ -366,14 +375,16 @@ impl Client {
 
     /// A batch's lease and pipeline, for as much as a batch may carry.
     async fn begin_batch(&self) -> Result<pb::BeginUploadResponse> {
-        unary(
+        self.namenode_call(
             "BeginUpload",
-            self.nn().begin_upload(pb::BeginUploadRequest {
+            Retry::Idempotent,
+            pb::BeginUploadRequest {
                 name: LEASE_NAME.into(),
                 content_type: String::new(),
                 replication: self.inner.options.replication,
                 max_size: transport::MAX_BATCH_BYTES,
-            }),
+            },
+            |mut c, r| async move { c.begin_upload(r).await },
         )
         .await
     }
@@ -452,14 +463,17 @@ impl Client {
             });
         }
         let committing_at = std::time::Instant::now();
-        let resp = unary(
-            "CommitFiles",
-            self.nn().commit_files(pb::CommitFilesRequest {
-                upload_id: begin.upload_id.clone(),
-                files,
-            }),
-        )
-        .await?;
+        let resp = self
+            .namenode_call(
+                "CommitFiles",
+                Retry::Idempotent,
+                pb::CommitFilesRequest {
+                    upload_id: begin.upload_id.clone(),
+                    files,
+                },
+                |mut c, r| async move { c.commit_files(r).await },
+            )
+            .await?;
         // The namenode ended the lease with the call.
         lease.armed = false;
         phase_done("commit", committing_at);
