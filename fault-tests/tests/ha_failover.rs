@@ -13,8 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ha::{
-    FAILOVER_PATIENCE, assert_retryable_failures, distribution, succeeded,
-    verify_on_every_namenode,
+    FAILOVER_PATIENCE, assert_retryable_failures, distribution, succeeded, verify_on_every_namenode,
 };
 use kdfs_testkit::workload::OpKind;
 use kdfs_testkit::{Options, ProcessCluster, Workload};

@@ -57,11 +57,9 @@ fn a_partitioned_leader_stops_serving_and_one_history_remains() {
     let new = c.wait_leader("a leader among the other two", FAILOVER_PATIENCE);
     assert_ne!(new, old, "the cut-off namenode still leads");
     let elected = cut.elapsed();
-    let stepped_down = c.wait_until(
-        "the cut-off leader stops serving",
-        STEP_DOWN_BOUND,
-        || c.namenode_role(old) != Some(RaftRole::Leader) || !c.namenode_ready(old),
-    );
+    let stepped_down = c.wait_until("the cut-off leader stops serving", STEP_DOWN_BOUND, || {
+        c.namenode_role(old) != Some(RaftRole::Leader) || !c.namenode_ready(old)
+    });
     let during = Instant::now();
     c.wait_until("uploads during the partition", FAILOVER_PATIENCE, || {
         load.uploads_ok_since(during) >= 3

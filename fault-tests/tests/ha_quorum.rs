@@ -34,11 +34,9 @@ fn two_of_three_down_writes_fail_fast_and_the_group_recovers_when_one_returns() 
         c.kill_namenode_at(f);
     }
     let lost = Instant::now();
-    c.wait_until(
-        "the lone leader stops serving",
-        FAILOVER_PATIENCE,
-        || c.leader().is_none(),
-    );
+    c.wait_until("the lone leader stops serving", FAILOVER_PATIENCE, || {
+        c.leader().is_none()
+    });
     eprintln!(
         "ha quorum: namenode {leader} stopped leading {:.2}s after losing its majority",
         lost.elapsed().as_secs_f64()

@@ -34,7 +34,11 @@ fn a_wiped_follower_catches_up_and_then_leads_without_losing_a_file() {
     let caught_up = lost.elapsed();
     let (term, _, applied) = c.namenode_raft_figures(wiped).expect("raft figures");
     let kills = c.lead_with(wiped, FAILOVER_PATIENCE);
-    check_records(&c, &outcome, &format!("with the wiped namenode {wiped} leading"));
+    check_records(
+        &c,
+        &outcome,
+        &format!("with the wiped namenode {wiped} leading"),
+    );
     c.verify_all(&outcome.present);
     eprintln!(
         "ha wipe: namenode {wiped} wiped and restarted, caught up to index {applied} (term \

@@ -197,7 +197,11 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     let expired = ca.expired_leaf("expired", "gateway", LOCAL_NAMES);
     let late = rt.block_on(cluster_info(&mut namenode_client(port, &expired, &ca.cert)));
     assert!(late.is_err(), "an expired certificate was accepted");
-    wait_for_log(&c, || c.namenodes[0].log_text(), "the certificate has expired");
+    wait_for_log(
+        &c,
+        || c.namenodes[0].log_text(),
+        "the certificate has expired",
+    );
 
     // 4. Plaintext gRPC to the TLS port.
     let plain = rt.block_on(async {
@@ -233,7 +237,11 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
             .contains("datanode-7.datanode.kdfs.svc.cluster.local"),
         "{status:?}"
     );
-    wait_for_log(&c, || c.namenodes[0].log_text(), "datanode identity refused");
+    wait_for_log(
+        &c,
+        || c.namenodes[0].log_text(),
+        "datanode identity refused",
+    );
 
     // No refusal changed anything: still exactly the four real datanodes, every file
     // intact.

@@ -153,7 +153,10 @@ fn accept_loop(
         };
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let (lost, closed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (lost, closed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
             continue;
         };
@@ -168,7 +171,10 @@ fn accept_loop(
         });
         // Bytes from the caller go `from → to`; the answers `to → from`.
         let forward = Direction { from, to: Some(to) };
-        let back = Direction { from: Some(to), to: from };
+        let back = Direction {
+            from: Some(to),
+            to: from,
+        };
         for (src, dst, dir) in [(c2, u2, forward), (u3, c3, back)] {
             let (shared, lost, closed) = (shared.clone(), lost.clone(), closed.clone());
             let _ = std::thread::Builder::new()
@@ -191,7 +197,13 @@ struct Direction {
 }
 
 /// Copies `src` to `dst` until either ends, dropping what arrives while the link is cut.
-fn relay(mut src: TcpStream, mut dst: TcpStream, dir: Direction, shared: &Shared, lost: &AtomicBool) {
+fn relay(
+    mut src: TcpStream,
+    mut dst: TcpStream,
+    dir: Direction,
+    shared: &Shared,
+    lost: &AtomicBool,
+) {
     let mut buf = vec![0u8; RELAY_BUF];
     loop {
         let n = match src.read(&mut buf) {
@@ -280,7 +292,8 @@ mod tests {
     fn this_process_is_told_apart_and_its_links_cut_and_healed() {
         let links = NamenodeLinks::start(&[echo(), echo()]).unwrap();
         let roundtrip = |s: &mut TcpStream| {
-            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             s.write_all(b"ping").unwrap();
             let mut got = [0u8; 4];
             s.read_exact(&mut got).is_ok() && &got == b"ping"
@@ -296,7 +309,10 @@ mod tests {
         assert!(links.any_cut());
         assert!(!roundtrip(&mut as_nn0), "bytes crossed a cut link");
         let mut fresh = TcpStream::connect(links.addr(1)).unwrap();
-        assert!(!roundtrip(&mut fresh), "a new connection crossed a cut link");
+        assert!(
+            !roundtrip(&mut fresh),
+            "a new connection crossed a cut link"
+        );
         // Untouched by the cut: connections to namenode 0 from others are fine.
         let mut to_nn0 = TcpStream::connect(links.addr(0)).unwrap();
         assert!(roundtrip(&mut to_nn0));
@@ -305,7 +321,9 @@ mod tests {
         assert!(roundtrip(&mut healed));
         // A stream that lost bytes is closed on healing, never resumed mid-way.
         let mut buf = [0u8; 1];
-        as_nn0.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        as_nn0
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         assert!(matches!(as_nn0.read(&mut buf), Ok(0) | Err(_)));
     }
 }

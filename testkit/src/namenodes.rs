@@ -129,9 +129,7 @@ impl ProcessCluster {
         let running = self.datanodes.iter().filter(|d| d.pid().is_some()).count();
         self.wait_until(what, within, || {
             found = self.leader();
-            found.is_some()
-                && self.safe_mode() == Some(false)
-                && self.live_datanodes() >= running
+            found.is_some() && self.safe_mode() == Some(false) && self.live_datanodes() >= running
         });
         found.expect("a leader was found")
     }
@@ -186,8 +184,7 @@ impl ProcessCluster {
     pub fn wipe_namenode_at(&mut self, i: usize) {
         self.namenodes[i].kill();
         let dir = self.namenodes[i].dir.clone();
-        std::fs::remove_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("wiping {}: {e}", dir.display()));
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("wiping {}: {e}", dir.display()));
         std::fs::create_dir_all(&dir).expect("recreating the data dir");
         self.start_namenode_at(i);
     }
@@ -265,7 +262,9 @@ fn role_of_metrics(body: &str) -> Option<RaftRole> {
             .split(',')
             .find_map(|kv| kv.trim().strip_prefix("role="))?
             .trim_matches('"');
-        (value >= 0.5).then(|| RaftRole::from_label(label)).flatten()
+        (value >= 0.5)
+            .then(|| RaftRole::from_label(label))
+            .flatten()
     })
 }
 

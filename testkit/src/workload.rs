@@ -163,15 +163,15 @@ fn client(
             let data = random_bytes(len, seed.wrapping_mul(1_000_003) + k);
             let hash = sha256_hex(&data);
             let started = Instant::now();
-            let result = api
-                .try_upload_named(&format!("ha-{k}"), data)
-                .and_then(|v| match v["hash"].as_str() {
-                    Some(h) if h == hash => Ok(()),
-                    _ => Err(HttpFailure {
-                        status: 200,
-                        body: format!("answered another hash: {v}"),
-                    }),
-                });
+            let result =
+                api.try_upload_named(&format!("ha-{k}"), data)
+                    .and_then(|v| match v["hash"].as_str() {
+                        Some(h) if h == hash => Ok(()),
+                        _ => Err(HttpFailure {
+                            status: 200,
+                            body: format!("answered another hash: {v}"),
+                        }),
+                    });
             if result.is_ok() {
                 mine.push((hash.clone(), len));
             }

@@ -78,12 +78,12 @@ fn measure(kills: usize, datanodes: usize, dead_after: &str, tls: bool) -> anyho
         let leader = c.wait_leader(&format!("a leader before kill {k}"), PATIENCE);
         let killed = std::time::Instant::now();
         c.kill_namenode_at(leader);
-        c.wait_until(
-            &format!("an upload after kill {k}"),
-            PATIENCE,
-            || load.first_upload_ok_after(killed).is_some(),
-        );
-        let took = load.first_upload_ok_after(killed).expect("an upload succeeded");
+        c.wait_until(&format!("an upload after kill {k}"), PATIENCE, || {
+            load.first_upload_ok_after(killed).is_some()
+        });
+        let took = load
+            .first_upload_ok_after(killed)
+            .expect("an upload succeeded");
         progress(format!(
             "failover: kill {} of {kills} (namenode {leader}): uploads back after {:.2}s",
             k + 1,
@@ -105,7 +105,10 @@ fn measure(kills: usize, datanodes: usize, dead_after: &str, tls: bool) -> anyho
         .iter()
         .filter(|s| !listed.contains(&s.hash))
         .count();
-    ensure!(missing == 0, "{missing} acknowledged uploads are not listed");
+    ensure!(
+        missing == 0,
+        "{missing} acknowledged uploads are not listed"
+    );
     c.verify_all(&outcome.present);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);

@@ -86,7 +86,8 @@ pub(crate) async fn namenode(
     let served = server.await;
     let (created, reports) = result?;
     served?.context("namenode")?;
-    let mut ha = super::namenode_ha::ha_creates(creates, concurrency, nonce ^ 1, data_parent).await?;
+    let mut ha =
+        super::namenode_ha::ha_creates(creates, concurrency, nonce ^ 1, data_parent).await?;
     if let (Some(one), Some(three)) = (created["creates_s"].as_f64(), ha["ha_creates_s"].as_f64()) {
         ha["ha_creates_ratio"] = json!(three / one);
     }

@@ -26,7 +26,9 @@ pub(crate) async fn ha_creates(
     nonce: u64,
     data_parent: &std::path::Path,
 ) -> anyhow::Result<Value> {
-    progress(format!("namenode: starting {GROUP} namenodes (HA) on 127.0.0.1"));
+    progress(format!(
+        "namenode: starting {GROUP} namenodes (HA) on 127.0.0.1"
+    ));
     let dir = tempfile::Builder::new()
         .prefix("kdfs-bench-namenode-ha-")
         .tempdir_in(data_parent)?;
@@ -51,7 +53,10 @@ pub(crate) async fn ha_creates(
     for (i, (grpc, http)) in listeners.into_iter().enumerate() {
         let config = <kdfs_namenode::Config as clap::Parser>::try_parse_from([
             "kdfs-namenode".to_owned(),
-            format!("--data-dir={}", dir.path().join(format!("nn-{i}")).display()),
+            format!(
+                "--data-dir={}",
+                dir.path().join(format!("nn-{i}")).display()
+            ),
             format!("--replication={}", super::namenode::NN_REPLICAS),
             "--kubernetes=off".to_owned(),
             format!("--id={i}"),

@@ -155,6 +155,10 @@ stop:    Ctrl-C",
                 .any(|l| l == "gateway: http://127.0.0.1:43117")
         );
         assert!(banner.contains("(namenode-0.log … namenode-2.log, datanode-0.log"));
-        assert!(banner.lines().any(|l| l.starts_with("ha:      3 namenodes")));
+        assert!(
+            banner
+                .lines()
+                .any(|l| l.starts_with("ha:      3 namenodes"))
+        );
     }
 }

@@ -118,9 +118,8 @@ pub(crate) fn bind_all(root: &Path, count: u16) -> anyhow::Result<(Vec<Namenode>
 /// Refuses a data dir made for the other layout (see the module docs).
 fn check_layout(root: &Path, count: u16) -> anyhow::Result<()> {
     let has = |name: &str| root.join(name).exists();
-    let non_empty = |name: &str| {
-        std::fs::read_dir(root.join(name)).is_ok_and(|mut d| d.next().is_some())
-    };
+    let non_empty =
+        |name: &str| std::fs::read_dir(root.join(name)).is_ok_and(|mut d| d.next().is_some());
     if count == 1 && (has(PEERS_FILE) || non_empty("namenode-0")) {
         bail!(
             "{} holds an HA group of namenodes (namenode-0/ …, {PEERS_FILE}): start it with \
@@ -198,18 +197,27 @@ mod tests {
         assert_eq!(urls.split(',').count(), 3);
         assert_eq!(first[1].ha_flags[0], "--id=1");
         let peers = first[0].ha_flags[1].clone();
-        assert!(first.iter().all(|n| n.ha_flags[1] == peers), "one list everywhere");
+        assert!(
+            first.iter().all(|n| n.ha_flags[1] == peers),
+            "one list everywhere"
+        );
         drop(first);
         let (again, urls_again) = bind_all(root.path(), 3).unwrap();
         assert_eq!(again[2].ha_flags[1], peers, "the same ports on a restart");
         assert_eq!(urls_again, urls);
         drop(again);
-        assert!(bind_all(root.path(), 1).is_err(), "an HA dir started single");
+        assert!(
+            bind_all(root.path(), 1).is_err(),
+            "an HA dir started single"
+        );
 
         let single = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(single.path().join("namenode")).unwrap();
         std::fs::write(single.path().join("namenode/meta.redb"), b"x").unwrap();
-        assert!(bind_all(single.path(), 3).is_err(), "a single dir started HA");
+        assert!(
+            bind_all(single.path(), 3).is_err(),
+            "a single dir started HA"
+        );
         let (one, _) = bind_all(single.path(), 1).unwrap();
         assert!(one[0].ha_flags.is_empty());
     }
