@@ -74,12 +74,16 @@ fn a_partitioned_leader_stops_serving_and_one_history_remains() {
     let outcome = load.finish();
     assert_retryable_failures(&outcome.ops);
     c.wait_caught_up("every namenode caught up after healing", FAILOVER_PATIENCE);
-    let terms: Vec<u64> = (0..3)
-        .map(|i| c.namenode_raft_figures(i).expect("raft figures").0)
-        .collect();
-    assert!(
-        terms.iter().all(|&t| t == terms[0] && t > old_term),
-        "terms after healing {terms:?} (the old leader's was {old_term})"
+    let mut terms = Vec::new();
+    c.wait_until(
+        "one term, newer than the cut-off leader's, on every namenode",
+        FAILOVER_PATIENCE,
+        || {
+            terms = (0..3)
+                .filter_map(|i| c.namenode_raft_figures(i).map(|f| f.0))
+                .collect();
+            terms.len() == 3 && terms.iter().all(|&t| t == terms[0] && t > old_term)
+        },
     );
     eprintln!(
         "ha partition: namenode {old} cut off; {new} leads after {:.2}s; {old} stopped \
