@@ -54,7 +54,8 @@ pub struct Config {
     #[arg(long, env = "KDFS_HTTP", default_value = DEFAULT_HTTP)]
     pub http: std::net::SocketAddr,
 
-    /// The namenode's gRPC URI.
+    /// The namenode's gRPC URI; with HA every namenode's, comma-separated (calls follow
+    /// the leader).
     #[arg(long, env = "KDFS_NAMENODE", default_value = DEFAULT_NAMENODE)]
     pub namenode: String,
 

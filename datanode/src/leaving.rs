@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use kdfs_proto::namenodes::{Retry, namenode_client};
 use kdfs_proto::pb::{LeavingRequest, LeavingVerdict};
 use tokio::time::Instant;
 
@@ -50,12 +51,15 @@ pub async fn leave(link: &Link, drain_timeout: Duration) -> Outcome {
     let start = Instant::now();
     let mut logged = start;
     let outcome = loop {
-        let mut req = tonic::Request::new(LeavingRequest {
-            datanode_id: link.node_id().to_string(),
+        let asked = link.namenodes().call(Retry::Idempotent, |c| async move {
+            let mut req = tonic::Request::new(LeavingRequest {
+                datanode_id: link.node_id().to_string(),
+            });
+            req.set_timeout(CALL_TIMEOUT);
+            namenode_client(c).leaving(req).await
         });
-        req.set_timeout(CALL_TIMEOUT);
-        let reply = match tokio::time::timeout(CALL_TIMEOUT, link.namenode().leaving(req)).await {
-            Ok(Ok(r)) => r.into_inner(),
+        let reply = match tokio::time::timeout(CALL_TIMEOUT, asked).await {
+            Ok(Ok(r)) => r,
             Ok(Err(status)) => break Outcome::Unreachable(status.message().to_owned()),
             Err(_) => break Outcome::Unreachable("no answer in time".to_owned()),
         };

@@ -71,6 +71,9 @@ pub struct Metrics {
     pub transfers_failed: AtomicU64,
     /// Writes, reads and transfers refused for their block access token.
     pub token_refusals: AtomicU64,
+    /// Namenode commands not run because their reply came from a deposed leader (a
+    /// lower `leader_term` than this datanode has seen).
+    pub fenced_commands: AtomicU64,
     /// Block transfers (writes, reads, replications) running now.
     pub in_flight: AtomicU32,
     /// Whole `WriteBlock` calls at this node, header to reply.
@@ -209,6 +212,13 @@ pub fn render(store: &Store, scanner: &ScannerStats, m: &Metrics, registered: bo
         c,
         "Replication transfers that failed.",
         r(&m.transfers_failed),
+    );
+    metric(
+        &mut out,
+        "fenced_commands_total",
+        c,
+        "Namenode commands ignored: their reply came from a deposed leader (a lower term).",
+        r(&m.fenced_commands),
     );
     metric(
         &mut out,

@@ -10,6 +10,8 @@
 //! - [`block_token`]: block access tokens, the namenode's signed grants that datanodes
 //!   verify before they accept a write, read or transfer (keys, signing, checks).
 //! - [`objects`]: the bucket/key namespace's names, limits and S3 error codes.
+//! - [`leader`], [`namenodes`]: the "not the leader" refusal and its hint, and the
+//!   follower datanodes and gateways call the namenode group through.
 //! - [`framed`]: `WriteBlock`/`WriteBlocks` calls that send block bytes without
 //!   copying them into tonic's encode buffer.
 //! - [`pool`]: one lazily dialed, reused channel per peer address (gateway and
@@ -27,6 +29,7 @@ pub mod authz;
 pub mod block_token;
 pub mod framed;
 pub mod leader;
+pub mod namenodes;
 pub mod objects;
 pub mod plaintext;
 pub mod pool;

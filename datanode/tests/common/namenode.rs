@@ -36,6 +36,13 @@ pub struct Seen {
     pub leaving: std::collections::VecDeque<LeavingResponse>,
     /// `Leaving` questions asked.
     pub leaving_asked: usize,
+    /// The `leader_term` its replies carry (0: no HA).
+    pub term: u64,
+    /// When set, it is not the leader: every rpc but `NamenodeRole` is refused with
+    /// `kdfs_proto::leader::not_leader` naming this leader (`host:port`) or none.
+    pub not_leader: Option<Option<String>>,
+    /// Rpcs refused as "not the leader".
+    pub refused_not_leader: usize,
 }
 
 /// A recording namenode: a real tonic server implementing just the datanode-facing
@@ -82,6 +89,30 @@ impl FakeNamenode {
         f(&mut self.seen.lock().unwrap())
     }
 
+    /// Leads from now on, in `term`.
+    pub fn lead(&self, term: u64) {
+        self.seen(|s| {
+            s.term = term;
+            s.not_leader = None;
+        });
+    }
+
+    /// Refuses as a namenode that is not the leader, naming `leader` (`host:port`).
+    pub fn follow(&self, leader: Option<&str>) {
+        self.seen(|s| s.not_leader = Some(leader.map(str::to_owned)));
+    }
+
+    /// The "not the leader" refusal, when this namenode is not the leader.
+    fn refuse_unless_leader(&self) -> Result<u64, Status> {
+        self.seen(|s| match &s.not_leader {
+            Some(leader) => {
+                s.refused_not_leader += 1;
+                Err(kdfs_proto::leader::not_leader(leader.as_deref()))
+            }
+            None => Ok(s.term),
+        })
+    }
+
     pub fn added(&self) -> Vec<BlockId> {
         self.seen(|s| {
             s.incrementals
@@ -107,6 +138,7 @@ impl Namenode for FakeNamenode {
         &self,
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let leader_term = self.refuse_unless_leader()?;
         let r = r.into_inner();
         if self.strict && !r.cluster_id.is_empty() && r.cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -120,7 +152,7 @@ impl Namenode for FakeNamenode {
             heartbeat_interval_ms: 100,
             block_report_interval_ms: 3_600_000,
             block_keys: vec![test_key().to_wire()],
-            leader_term: 0,
+            leader_term,
         }))
     }
 
@@ -128,6 +160,7 @@ impl Namenode for FakeNamenode {
         &self,
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let leader_term = self.refuse_unless_leader()?;
         let r = r.into_inner();
         if !r.failed_copies.is_empty()
             && let Some(code) = self.seen(|s| {
@@ -150,7 +183,7 @@ impl Namenode for FakeNamenode {
             commands,
             reregister,
             block_keys: Vec::new(),
-            leader_term: 0,
+            leader_term,
         }))
     }
 
@@ -158,6 +191,7 @@ impl Namenode for FakeNamenode {
         &self,
         r: Request<Streaming<FullBlockReportChunk>>,
     ) -> Result<Response<FullBlockReportResponse>, Status> {
+        let leader_term = self.refuse_unless_leader()?;
         let mut stream = r.into_inner();
         let mut all = Vec::new();
         while let Some(chunk) = stream.message().await? {
@@ -168,7 +202,7 @@ impl Namenode for FakeNamenode {
         Ok(Response::new(FullBlockReportResponse {
             accepted,
             commands: vec![],
-            leader_term: 0,
+            leader_term,
         }))
     }
 
@@ -176,10 +210,11 @@ impl Namenode for FakeNamenode {
         &self,
         r: Request<IncrementalBlockReportRequest>,
     ) -> Result<Response<IncrementalBlockReportResponse>, Status> {
+        let leader_term = self.refuse_unless_leader()?;
         self.seen(|s| s.incrementals.push(r.into_inner()));
         Ok(Response::new(IncrementalBlockReportResponse {
             commands: vec![],
-            leader_term: 0,
+            leader_term,
         }))
     }
 
@@ -260,6 +295,7 @@ impl Namenode for FakeNamenode {
         &self,
         _: Request<LeavingRequest>,
     ) -> Result<Response<LeavingResponse>, Status> {
+        self.refuse_unless_leader()?;
         let next = self.seen(|s| {
             s.leaving_asked += 1;
             s.leaving.pop_front()

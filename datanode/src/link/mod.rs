@@ -14,28 +14,37 @@
 //! with capped exponential backoff while the gRPC server keeps serving. Only a refusal
 //! that retrying cannot fix (another cluster) ends the worker with an error, which
 //! stops the datanode with a clear message.
+//!
+//! With several namenodes (HA), every call goes through [`Namenodes`], which follows the
+//! leader. When the leader changes (another namenode answers, or the same one with a
+//! higher term: a new leadership instance knows nothing of this datanode) the heartbeat
+//! worker registers again and sends a full report. The highest `leader_term` seen in any
+//! reply fences commands: those of a reply with a lower term are not run
+//! ([`commands`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+mod commands;
+mod failed_copies;
+
+pub use failed_copies::FailedCopies;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kdfs_core::BlockId;
 use kdfs_proto::block_token;
-use kdfs_proto::pb::command::Kind;
-use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::namenodes::{Namenodes, Retry, namenode_client};
 use kdfs_proto::pb::{
-    BlockEntry, Command, FailedCopy, FullBlockReportChunk, HeartbeatRequest,
-    IncrementalBlockReportRequest, RegisterRequest, RegisterResponse, TransferBlockResponse,
+    BlockEntry, FullBlockReportChunk, HeartbeatRequest, IncrementalBlockReportRequest,
+    RegisterRequest, RegisterResponse,
 };
 use kdfs_proto::transport;
-use kdfs_proto::wire::{self, Location};
+use kdfs_proto::wire;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::service::Node;
@@ -54,15 +63,16 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// held, for the namenode to decide anew. (Not a safety margin: a delete only removes
 /// a replica written before the namenode decided it, whenever it runs.)
 pub const DELETE_DEADLINE: Duration = Duration::from_secs(8);
-/// Bytes of a failed copy's reason sent to the namenode (for its log).
-const MAX_REASON: usize = 256;
 /// Per-call deadline for unary namenode calls (a full report gets one per chunk).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one call looks for the namenode leader before it fails (and the worker's
+/// own backoff takes over).
+pub const LEADER_SEARCH: Duration = Duration::from_secs(5);
 
 /// What the link announces.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Namenode URI, e.g. `http://127.0.0.1:8020`.
+    /// Namenode URIs, comma-separated, e.g. `http://127.0.0.1:8020` (several with HA).
     pub namenode: String,
     /// `host:port` others dial.
     pub advertise: String,
@@ -72,7 +82,7 @@ pub struct LinkConfig {
     pub node_name: String,
     /// Replication transfers run at once (commands beyond wait).
     pub max_replication_streams: usize,
-    /// mTLS towards the namenode (its certificate must name the host of `namenode`).
+    /// mTLS towards the namenodes (their certificates must name the hosts of `namenode`).
     pub tls: Option<std::sync::Arc<kdfs_proto::tls::Tls>>,
 }
 
@@ -110,8 +120,13 @@ impl Backoff {
 pub struct Link {
     node: Arc<Node>,
     cfg: LinkConfig,
-    client: NamenodeClient<Channel>,
+    namenodes: Namenodes,
     version: Mutex<Version>,
+    /// The namenode (`host:port`) and leader term this datanode last registered with:
+    /// a reply from another, or with a higher term, means a new leader.
+    registered_with: Mutex<(String, u64)>,
+    /// The highest `leader_term` of any reply: commands of a lower one are fenced.
+    highest_term: AtomicU64,
     registered: watch::Sender<bool>,
     /// Set when the event log overflowed: the next heartbeat round sends a full report.
     full_report_due: AtomicBool,
@@ -129,92 +144,6 @@ pub struct Link {
     verifying: Arc<Semaphore>,
 }
 
-/// Replications that did not reach every target, waiting for the next heartbeat to
-/// tell the namenode, which then plans them again at once (otherwise it waits for the
-/// copy's timeout, 2 minutes by default, with the block short of replicas). Bounded:
-/// beyond [`transport::MAX_FAILED_COPIES`] the oldest are dropped (the timeout still
-/// catches them).
-#[derive(Debug, Default)]
-pub struct FailedCopies(Mutex<VecDeque<FailedCopy>>);
-
-impl FailedCopies {
-    /// Records the outcome of a replication of `id` to `targets`; a full success
-    /// records nothing.
-    pub fn record(
-        &self,
-        id: BlockId,
-        targets: &[Location],
-        outcome: &Result<TransferBlockResponse, Status>,
-    ) {
-        let mut copy = match outcome {
-            Ok(r) if r.failed.is_empty() => return,
-            Ok(r) => FailedCopy {
-                block_id: wire::raw(id.as_bytes()),
-                // Only the targets that were asked: a failure names a node by id, or
-                // by address when its id is unknown.
-                targets: targets
-                    .iter()
-                    .filter(|t| {
-                        let tid = t.id.to_string();
-                        r.failed
-                            .iter()
-                            .any(|f| f.node == tid || f.node == t.address)
-                    })
-                    .map(|t| t.id.to_string())
-                    .collect(),
-                whole: false,
-                reason: r
-                    .failed
-                    .first()
-                    .map(|f| f.reason.clone())
-                    .unwrap_or_default(),
-            },
-            Err(status) => FailedCopy {
-                block_id: wire::raw(id.as_bytes()),
-                targets: targets.iter().map(|t| t.id.to_string()).collect(),
-                whole: true,
-                reason: status.message().to_owned(),
-            },
-        };
-        if copy.reason.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !copy.reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            copy.reason.truncate(end);
-        }
-        if copy.targets.is_empty() {
-            return; // Failures of nodes it was not asked about: nothing to replan.
-        }
-        let mut q = self.0.lock().expect("failed-copy lock poisoned");
-        if q.len() >= transport::MAX_FAILED_COPIES {
-            q.pop_front();
-        }
-        q.push_back(copy);
-    }
-
-    /// Everything recorded so far, oldest first.
-    pub fn take(&self) -> Vec<FailedCopy> {
-        self.0
-            .lock()
-            .expect("failed-copy lock poisoned")
-            .drain(..)
-            .collect()
-    }
-
-    /// Puts back what a failed heartbeat did not deliver (ahead of newer entries, still
-    /// within the bound).
-    pub fn restore(&self, copies: Vec<FailedCopy>) {
-        let mut q = self.0.lock().expect("failed-copy lock poisoned");
-        for c in copies.into_iter().rev() {
-            if q.len() >= transport::MAX_FAILED_COPIES {
-                break;
-            }
-            q.push_front(c);
-        }
-    }
-}
-
 /// Sleeps unless cancelled first; false if cancelled.
 async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -225,17 +154,16 @@ async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
 
 impl Link {
     pub fn new(node: Arc<Node>, version: Version, cfg: LinkConfig) -> Result<Self> {
-        let channel = kdfs_proto::tls::channel(&cfg.namenode, cfg.tls.as_ref())
-            .map_err(|e| Error::Config(format!("--namenode {:?}: {e}", cfg.namenode)))?;
-        let client = NamenodeClient::new(channel)
-            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let namenodes = Namenodes::with_deadline(&cfg.namenode, cfg.tls.clone(), LEADER_SEARCH)
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
             node,
             replication: Arc::new(Semaphore::new(cfg.max_replication_streams.max(1))),
             cfg,
-            client,
+            namenodes,
             version: Mutex::new(version),
+            registered_with: Mutex::new((String::new(), 0)),
+            highest_term: AtomicU64::new(0),
             registered: watch::Sender::new(false),
             full_report_due: AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -251,9 +179,14 @@ impl Link {
         self.node.id
     }
 
-    /// A client of the namenode (shares the link's channel).
-    pub fn namenode(&self) -> NamenodeClient<Channel> {
-        self.client.clone()
+    /// The namenodes, for calls that follow the leader (shares the link's channels).
+    pub fn namenodes(&self) -> &Namenodes {
+        &self.namenodes
+    }
+
+    /// The highest leader term any namenode reply carried (0 without HA).
+    pub fn highest_term(&self) -> u64 {
+        self.highest_term.load(Ordering::Relaxed)
     }
 
     /// True while registered with the namenode (readiness).
@@ -321,7 +254,8 @@ impl Link {
             }
             backoff.reset();
             self.registered.send_replace(true);
-            tracing::info!(namenode = %self.cfg.namenode, cluster = %self.cluster_id(), "registered with the namenode");
+            let (namenode, term) = self.registered_with();
+            tracing::info!(%namenode, term, cluster = %self.cluster_id(), "registered with the namenode");
             let mut next_full = tokio::time::Instant::now() + self.cfg.block_report_interval;
             let mut failures = 0u32;
             // The first heartbeat goes at once: until it arrives the namenode counts
@@ -346,6 +280,10 @@ impl Link {
                         }
                         failures = 0;
                         backoff.reset();
+                        if let Some(why) = reply.rejoin {
+                            tracing::info!(reason = %why, "registering again with the namenode leader");
+                            continue 'register;
+                        }
                         if reply.reregister {
                             tracing::info!("namenode asked this datanode to register again");
                             continue 'register;
@@ -405,14 +343,28 @@ impl Link {
             node_name: self.cfg.node_name.clone(),
             write_generation: self.node.store.write_generation(),
         };
-        let mut client = self.client.clone();
-        let reply = match client.register(with_timeout(req)).await {
-            Ok(r) => r.into_inner(),
+        let sent = self
+            .namenodes
+            .call_from(Retry::Idempotent, |c| {
+                let req = with_timeout(req.clone());
+                async move { namenode_client(c).register(req).await }
+            })
+            .await;
+        let (reply, from) = match sent {
+            Ok(answer) => answer,
             Err(s) if s.code() == Code::FailedPrecondition => {
                 return Err(Error::Refused(s.message().to_owned()));
             }
             Err(s) => return Err(s.into()),
         };
+        if !self.admit_term(&from, reply.leader_term, 0) {
+            return Err(Status::unavailable(format!(
+                "{from} answered as a deposed leader (term {} below {})",
+                reply.leader_term,
+                self.highest_term()
+            ))
+            .into());
+        }
         check_cluster_id(&reply.cluster_id)?;
         self.node
             .keys
@@ -433,11 +385,40 @@ impl Link {
                 theirs: reply.cluster_id,
             });
         }
+        *self
+            .registered_with
+            .lock()
+            .expect("registration lock poisoned") = (from, reply.leader_term);
         Ok(reply)
     }
 
+    /// The namenode (`host:port`) and leader term of the last registration.
+    fn registered_with(&self) -> (String, u64) {
+        self.registered_with
+            .lock()
+            .expect("registration lock poisoned")
+            .clone()
+    }
+
+    /// Why a reply from `from` with `term` means registering again: it comes from a
+    /// namenode other than the one registered with, or from a newer leadership.
+    fn rejoin_reason(&self, from: &str, term: u64) -> Option<String> {
+        let (registered, registered_term) = self.registered_with();
+        if from != registered {
+            Some(format!(
+                "the namenode leader is now {from} (was {registered})"
+            ))
+        } else if term > registered_term {
+            Some(format!(
+                "{from} leads again in term {term} (was {registered_term})"
+            ))
+        } else {
+            None
+        }
+    }
+
     #[tracing::instrument(name = "heartbeat", level = "debug", skip_all)]
-    async fn heartbeat(&self) -> Result<kdfs_proto::pb::HeartbeatResponse, Status> {
+    async fn heartbeat(&self) -> Result<Beat, Status> {
         let space = self.node.store.space().map_err(Status::from)?;
         let failed_copies = self.failed_copies.take();
         let req = HeartbeatRequest {
@@ -451,13 +432,29 @@ impl Link {
             newest_block_key: self.node.keys.newest(),
             write_generation: self.node.store.write_generation(),
         };
-        let mut client = self.client.clone();
-        match client.heartbeat(with_timeout(req.clone())).await {
-            Ok(r) => {
-                let r = r.into_inner();
+        let sent = self
+            .namenodes
+            .call_from(Retry::Idempotent, |c| {
+                let req = with_timeout(req.clone());
+                async move { namenode_client(c).heartbeat(req).await }
+            })
+            .await;
+        match sent {
+            Ok((r, from)) => {
                 // Before the reply's commands run: their transfer tokens may need them.
                 self.node.keys.learn(&r.block_keys, block_token::now_ms());
-                Ok(r)
+                if !self.admit_term(&from, r.leader_term, r.commands.len()) {
+                    return Ok(Beat {
+                        commands: Vec::new(),
+                        reregister: false,
+                        rejoin: Some(format!("{from} is no longer the namenode leader")),
+                    });
+                }
+                Ok(Beat {
+                    rejoin: self.rejoin_reason(&from, r.leader_term),
+                    commands: r.commands,
+                    reregister: r.reregister,
+                })
             }
             // The namenode was not reached (or did not answer): told on the next beat.
             // Anything else (a refusal) is not retried, so a report the namenode will
@@ -478,44 +475,34 @@ impl Link {
         // Serialised with incremental reports: see `run_incremental`.
         let _reports = self.reports.lock().await;
         let _ = self.node.store.events().drain();
-        let snapshot = self.node.store.snapshot();
+        let snapshot = Arc::new(self.node.store.snapshot());
         let blocks = snapshot.len();
         let started = std::time::Instant::now();
         let datanode_id = self.node.id.to_string();
-        let mut entries = snapshot.into_iter();
-        let mut first = true;
-        let chunks = std::iter::from_fn(move || {
-            let chunk: Vec<BlockEntry> = entries
-                .by_ref()
-                .take(transport::MAX_REPORT_CHUNK)
-                .map(|(id, length)| BlockEntry {
-                    id: wire::raw(id.as_bytes()),
-                    length,
-                    ..BlockEntry::default()
-                })
-                .collect();
-            // An empty store still sends one (empty) chunk naming the datanode.
-            if chunk.is_empty() && !first {
-                return None;
-            }
-            first = false;
-            Some(FullBlockReportChunk {
-                datanode_id: datanode_id.clone(),
-                blocks: chunk,
+        let (reply, from) = self
+            .namenodes
+            .call_from(Retry::Idempotent, |c| {
+                let chunks = report_chunks(datanode_id.clone(), snapshot.clone());
+                async move {
+                    namenode_client(c)
+                        .full_block_report(futures::stream::iter(chunks))
+                        .await
+                }
             })
-        });
-        let mut client = self.client.clone();
-        let reply = client
-            .full_block_report(futures::stream::iter(chunks))
-            .await?
-            .into_inner();
+            .await?;
         tracing::info!(
             blocks,
             accepted = reply.accepted,
+            namenode = %from,
             took_ms = started.elapsed().as_millis() as u64,
             "full block report sent"
         );
-        self.execute(reply.commands);
+        if self.admit_term(&from, reply.leader_term, reply.commands.len()) {
+            self.execute(reply.commands);
+        }
+        if let Some(why) = self.rejoin_reason(&from, reply.leader_term) {
+            return Err(Status::unavailable(format!("the report went astray: {why}")).into());
+        }
         Ok(())
     }
 
@@ -599,142 +586,59 @@ impl Link {
                     Event::Corrupt(id) => req.corrupt.push(wire::raw(id.as_bytes())),
                 }
             }
-            let mut client = self.client.clone();
-            let reply = client
-                .incremental_block_report(with_timeout(req))
-                .await?
-                .into_inner();
+            let (reply, from) = self
+                .namenodes
+                .call_from(Retry::Idempotent, |c| {
+                    let req = with_timeout(req.clone());
+                    async move { namenode_client(c).incremental_block_report(req).await }
+                })
+                .await?;
             tracing::debug!(changes = batch.len(), "incremental block report sent");
-            self.execute(reply.commands);
+            if self.admit_term(&from, reply.leader_term, reply.commands.len()) {
+                self.execute(reply.commands);
+            }
         }
         Ok(())
     }
-
-    /// Runs the namenode's commands: deletes now (on the blocking pool), replications in
-    /// the background, at most `max_replication_streams` at once.
-    fn execute(&self, commands: Vec<Command>) {
-        for c in commands {
-            match c.kind {
-                Some(Kind::Delete(d)) => {
-                    let ids = match wire::block_ids("delete.block_ids", &d.block_ids) {
-                        Ok(ids) => ids,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed delete command ignored");
-                            continue;
-                        }
-                    };
-                    let store = self.node.store.clone();
-                    let below = d.below_generation;
-                    let deadline = std::time::Instant::now() + DELETE_DEADLINE;
-                    self.tasks.spawn_blocking(move || {
-                        match store.delete_many(&ids, below, deadline) {
-                            Ok(o) if o.skipped.is_empty() => {
-                                tracing::info!(
-                                    requested = ids.len(),
-                                    deleted = o.deleted,
-                                    kept = o.kept.len(),
-                                    below,
-                                    "delete command executed"
-                                );
-                            }
-                            Ok(o) => tracing::warn!(
-                                requested = ids.len(),
-                                deleted = o.deleted,
-                                kept = o.kept.len(),
-                                skipped = o.skipped.len(),
-                                "delete command ran past its deadline; the rest is reported again"
-                            ),
-                            Err(e) => tracing::warn!(error = %e, "delete command failed"),
-                        }
-                    });
-                }
-                Some(Kind::Replicate(r)) => {
-                    let parsed = wire::block_id("replicate.block_id", &r.block_id).and_then(|id| {
-                        let targets = r
-                            .targets
-                            .iter()
-                            .map(Location::try_from)
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok((id, targets, r.token))
-                    });
-                    let (id, targets, token) = match parsed {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed replicate command ignored");
-                            continue;
-                        }
-                    };
-                    let node = self.node.clone();
-                    let permits = self.replication.clone();
-                    let cancel = self.stop.clone();
-                    let failed = self.failed_copies.clone();
-                    let span = tracing::info_span!("replicate", block = %id);
-                    self.tasks.spawn(
-                        async move {
-                            let Ok(_permit) = permits.acquire_owned().await else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = cancel.cancelled() => {}
-                                // Logged and counted inside `transfer`; failures also go to
-                                // the namenode with the next heartbeat.
-                                outcome = node.transfer(id, &targets, token) => {
-                                    failed.record(id, &targets, &outcome);
-                                }
-                            }
-                        }
-                        .instrument(span),
-                    );
-                }
-                Some(Kind::Verify(v)) => {
-                    let ids = match wire::block_ids("verify.block_ids", &v.block_ids) {
-                        Ok(ids) => ids,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed verify command ignored");
-                            continue;
-                        }
-                    };
-                    self.verify(ids);
-                }
-                None => tracing::warn!("empty command from the namenode ignored"),
-            }
-        }
-    }
 }
 
-impl Link {
-    /// Re-hashes replicas a reader reported bad, one at a time on the blocking pool
-    /// (one command's list at a time): a corrupt one is quarantined and reported like
-    /// the scanner's finds.
-    fn verify(&self, ids: Vec<BlockId>) {
-        let store = self.node.store.clone();
-        let permits = self.verifying.clone();
-        let cancel = self.stop.clone();
-        self.tasks.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            for id in ids {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let s = store.clone();
-                match tokio::task::spawn_blocking(move || s.verify(&id)).await {
-                    Ok(Ok(true)) => {
-                        tracing::info!(block = %id, "replica reported bad verified good")
-                    }
-                    Ok(Ok(false)) => {
-                        tracing::warn!(block = %id, "replica reported bad is corrupt: quarantined")
-                    }
-                    Ok(Err(Error::NotFound(_))) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(block = %id, error = %e, "replica could not be verified")
-                    }
-                    Err(e) => tracing::warn!(block = %id, error = %e, "verify task failed"),
-                }
-            }
-        });
-    }
+/// A heartbeat's reply, as the heartbeat worker acts on it.
+#[derive(Debug)]
+struct Beat {
+    /// The leader's commands (none from a deposed one).
+    commands: Vec<kdfs_proto::pb::Command>,
+    /// The namenode asked for registration again.
+    reregister: bool,
+    /// Why this datanode must register again with the leader (it changed), if it must.
+    rejoin: Option<String>,
+}
+
+/// A full report's chunks of at most `MAX_REPORT_CHUNK` entries; an empty store still
+/// sends one (empty) chunk naming the datanode.
+fn report_chunks(
+    datanode_id: String,
+    snapshot: Arc<Vec<(BlockId, u64)>>,
+) -> impl Iterator<Item = FullBlockReportChunk> + Send + 'static {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        if next > 0 && next >= snapshot.len() {
+            return None;
+        }
+        let end = (next + transport::MAX_REPORT_CHUNK).min(snapshot.len());
+        let blocks = snapshot[next..end]
+            .iter()
+            .map(|(id, length)| BlockEntry {
+                id: wire::raw(id.as_bytes()),
+                length: *length,
+                ..BlockEntry::default()
+            })
+            .collect();
+        next = end.max(1);
+        Some(FullBlockReportChunk {
+            datanode_id: datanode_id.clone(),
+            blocks,
+        })
+    })
 }
 
 fn with_timeout<T>(msg: T) -> tonic::Request<T> {
