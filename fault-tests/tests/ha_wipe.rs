@@ -2,6 +2,8 @@
 //! joins the existing group (it never forms one of its own) and catches up; then the
 //! leader is killed, and killed again until the wiped namenode leads: every file
 //! acknowledged before and after the wipe is there, every acknowledged delete gone.
+//! Every link is mutual TLS, so the namenodes' Raft traffic (and the wiped one's
+//! catching up) goes with their role certificates, as deployed.
 
 mod common;
 
@@ -12,7 +14,7 @@ use kdfs_testkit::{Options, ProcessCluster, Workload};
 
 #[test]
 fn a_wiped_follower_catches_up_and_then_leads_without_losing_a_file() {
-    let opts = Options::default().namenodes(3);
+    let opts = Options::default().namenodes(3).tls(true);
     let block_size = opts.block_size as usize;
     let mut c = ProcessCluster::start(opts);
     let load = Workload::start(&c.api, 2, 2_900, block_size);
