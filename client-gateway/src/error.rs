@@ -2,7 +2,9 @@
 //!
 //! The gRPC statuses of the namenode are mapped here, once, onto variants that carry
 //! their meaning (the gateway then picks an HTTP status per variant in
-//! [`crate::gateway::error::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503),
+//! [`crate::gateway::error::ApiError`]): UNAVAILABLE means "not enough live datanodes" (503)
+//! unless it came from the transport or says no namenode leader answered (namenode
+//! unreachable, also 503),
 //! RESOURCE_EXHAUSTED means "out of space" (507), NOT_FOUND an unknown id (404).
 
 use kdfs_core::FileId;
@@ -85,6 +87,10 @@ impl Error {
         use tonic::Code;
         if let Some(refusal) = kdfs_proto::objects::Refusal::from_status(&status) {
             return Self::Namespace(refusal);
+        }
+        // No namenode leader answered in time (kdfs_proto::namenodes): down, not busy.
+        if kdfs_proto::leader::leader_hint(&status).is_some() {
+            return Self::NamenodeUnreachable(status.message().to_owned());
         }
         match status.code() {
             Code::Unavailable if is_transport(&status) => {

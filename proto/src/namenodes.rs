@@ -7,7 +7,8 @@
 //!   or the address as named, dialed through a small bounded pool).
 //! - A refusal naming no leader, a namenode that cannot be reached, or one that answers
 //!   a plain UNAVAILABLE: try the next configured namenode, pausing briefly after every
-//!   round, until the deadline; then fail UNAVAILABLE saying which were tried. A plain
+//!   round, until the deadline; then fail UNAVAILABLE saying which were tried (marked
+//!   as a refusal naming no leader, [`crate::leader::leader_hint`] `Some(None)`). A plain
 //!   UNAVAILABLE is the answer after all (e.g. "not enough live datanodes") once another
 //!   namenode points back to the one that gave it, or when it is the only namenode.
 //! - A call that may have run before it failed (its namenode answered a plain
@@ -264,12 +265,13 @@ impl Namenodes {
         self.inner.members.len() > 1
     }
 
-    /// Each configured namenode's URL and channel (to ask each its role).
+    /// Each configured namenode's `host:port` (lowercase) and channel, in order (to ask
+    /// each its role).
     pub fn members(&self) -> Vec<(String, Channel)> {
         self.inner
             .members
             .iter()
-            .map(|m| (m.url.clone(), m.channel.clone()))
+            .map(|m| (m.authority.clone(), m.channel.clone()))
             .collect()
     }
 
@@ -473,11 +475,17 @@ impl Namenodes {
             return answer;
         }
         let last = last.map(|s| s.message().to_owned()).unwrap_or_default();
-        Status::unavailable(format!(
+        let mut status = Status::unavailable(format!(
             "no namenode leader answered within {:?} (tried {}): {last}",
             self.inner.deadline,
             tried.join(", ")
-        ))
+        ));
+        // Marked as a refusal naming no leader, so callers tell it from a busy leader.
+        status.metadata_mut().insert(
+            leader::NOT_LEADER_KEY,
+            tonic::metadata::MetadataValue::from_static(leader::UNKNOWN_LEADER),
+        );
+        status
     }
 }
 
@@ -603,6 +611,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
+        assert_eq!(leader::leader_hint(&e), Some(None), "marked as no leader");
         assert!(
             e.message().contains("127.0.0.1:1") && e.message().contains("127.0.0.1:2"),
             "{e:?}"

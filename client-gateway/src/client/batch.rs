@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::pb::write_block_request::Msg;
 use kdfs_proto::wire;
 use kdfs_proto::{framed, pb, transport};
@@ -59,7 +60,7 @@ use tracing::{Span, debug, info, instrument, warn};
 
 use super::lease::AbandonOnDrop;
 use super::model::{FileRecord, Uploaded};
-use super::rpc::{Pipeline, add_acks, bad_reply, parse_pipeline, unary};
+use super::rpc::{Pipeline, add_acks, bad_reply, parse_pipeline};
 use super::{Client, Inner};
 use crate::error::{Error, Result};
 
@@ -366,14 +367,16 @@ impl Client {
 
     /// A batch's lease and pipeline, for as much as a batch may carry.
     async fn begin_batch(&self) -> Result<pb::BeginUploadResponse> {
-        unary(
+        self.namenode_call(
             "BeginUpload",
-            self.nn().begin_upload(pb::BeginUploadRequest {
+            Retry::Idempotent,
+            pb::BeginUploadRequest {
                 name: LEASE_NAME.into(),
                 content_type: String::new(),
                 replication: self.inner.options.replication,
                 max_size: transport::MAX_BATCH_BYTES,
-            }),
+            },
+            |mut c, r| async move { c.begin_upload(r).await },
         )
         .await
     }
@@ -452,14 +455,17 @@ impl Client {
             });
         }
         let committing_at = std::time::Instant::now();
-        let resp = unary(
-            "CommitFiles",
-            self.nn().commit_files(pb::CommitFilesRequest {
-                upload_id: begin.upload_id.clone(),
-                files,
-            }),
-        )
-        .await?;
+        let resp = self
+            .namenode_call(
+                "CommitFiles",
+                Retry::Idempotent,
+                pb::CommitFilesRequest {
+                    upload_id: begin.upload_id.clone(),
+                    files,
+                },
+                |mut c, r| async move { c.commit_files(r).await },
+            )
+            .await?;
         // The namenode ended the lease with the call.
         lease.armed = false;
         phase_done("commit", committing_at);

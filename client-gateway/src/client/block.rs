@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kdfs_core::{BlockId, DatanodeId};
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::pb;
 use kdfs_proto::pb::write_block_request::Msg;
 use sha2::{Digest, Sha256};
@@ -20,7 +21,7 @@ use super::Client;
 use super::attempt::Attempt;
 use super::budget::Claim;
 use super::recovery::{Next, Recovery};
-use super::rpc::{Pipeline, bad_reply, parse_pipeline, unary};
+use super::rpc::{Pipeline, bad_reply, parse_pipeline};
 use super::splitter::Piece;
 use super::spool::Retained;
 use crate::error::{Error, Result};
@@ -197,17 +198,21 @@ async fn allocate(
     replicas: u32,
     max_length: u64,
 ) -> Result<Pipeline> {
-    let resp = unary(
-        "AllocateBlock",
-        ctx.client.nn().allocate_block(pb::AllocateBlockRequest {
-            upload_id: ctx.upload_id.clone(),
-            block_index: index,
-            exclude: exclude.iter().map(|d| d.to_string()).collect(),
-            replicas,
-            max_length,
-        }),
-    )
-    .await?;
+    let resp = ctx
+        .client
+        .namenode_call(
+            "AllocateBlock",
+            Retry::Idempotent,
+            pb::AllocateBlockRequest {
+                upload_id: ctx.upload_id.clone(),
+                block_index: index,
+                exclude: exclude.iter().map(|d| d.to_string()).collect(),
+                replicas,
+                max_length,
+            },
+            |mut c, r| async move { c.allocate_block(r).await },
+        )
+        .await?;
     let pipeline = parse_pipeline("AllocateBlock", &resp.pipeline, resp.token.as_ref())?;
     if pipeline.nodes.is_empty() {
         return Err(bad_reply("AllocateBlock returned an empty pipeline"));

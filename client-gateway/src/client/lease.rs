@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::pb;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Client, NAMENODE_CALL_TIMEOUT};
+use super::Client;
 
 /// Lease renewals happen this many times per lease TTL.
 const RENEWALS_PER_TTL: u32 = 3;
@@ -29,19 +30,23 @@ impl Drop for AbandonOnDrop {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut nn = self.client.nn();
+        let client = self.client.clone();
         let upload_id = std::mem::take(&mut self.upload_id);
         metrics::counter!("kdfs_gateway_uploads_abandoned_total").increment(1);
         rt.spawn(async move {
             let req = pb::AbandonUploadRequest {
                 upload_id: upload_id.clone(),
             };
-            match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, nn.abandon_upload(req)).await {
-                Ok(Ok(_)) => debug!(upload = %upload_id, "upload abandoned"),
-                Ok(Err(e)) => {
+            let abandoned = client
+                .namenode_call("AbandonUpload", Retry::Idempotent, req, |mut c, r| async move {
+                    c.abandon_upload(r).await
+                })
+                .await;
+            match abandoned {
+                Ok(_) => debug!(upload = %upload_id, "upload abandoned"),
+                Err(e) => {
                     warn!(upload = %upload_id, error = %e, "abandoning upload failed; its lease will expire")
                 }
-                Err(_) => warn!(upload = %upload_id, "abandoning upload timed out; its lease will expire"),
             }
         });
     }
@@ -63,13 +68,20 @@ pub(crate) async fn renew_lease(
         let req = pb::RenewLeaseRequest {
             upload_id: upload_id.clone(),
         };
-        match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, client.nn().renew_lease(req)).await {
-            Ok(Ok(r)) => {
-                let ttl = Duration::from_millis(r.into_inner().lease_ttl_ms.max(300));
+        let renewed = client
+            .namenode_call(
+                "RenewLease",
+                Retry::Idempotent,
+                req,
+                |mut c, r| async move { c.renew_lease(r).await },
+            )
+            .await;
+        match renewed {
+            Ok(r) => {
+                let ttl = Duration::from_millis(r.lease_ttl_ms.max(300));
                 every = ttl / RENEWALS_PER_TTL;
             }
-            Ok(Err(e)) => warn!(upload = %upload_id, error = %e, "lease renewal failed"),
-            Err(_) => warn!(upload = %upload_id, "lease renewal timed out"),
+            Err(e) => warn!(upload = %upload_id, error = %e, "lease renewal failed"),
         }
     }
 }

@@ -3,15 +3,16 @@
 //! become the checked types of [`super::model`].
 
 use kdfs_core::{BlockId, DatanodeId, FileId};
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::pb;
 use kdfs_proto::wire::{self, Location};
 
+use super::Client;
 use super::model::{
     ClusterInfo, DatanodeCounts, DatanodeInfo, Decommission, FileInfo, FileRecord, FileSummary,
     Listing, LocatedBlock,
 };
-use super::rpc::{bad_reply, unary};
-use super::{Client, NAMENODE_CALL_TIMEOUT};
+use super::rpc::bad_reply;
 use crate::error::{Error, Result};
 
 /// Datanodes `/info` lists, at most (the counts cover every one).
@@ -20,14 +21,17 @@ pub const INFO_NODE_LIMIT: u32 = 500;
 impl Client {
     /// A file's record, blocks and live replica locations.
     pub async fn get(&self, id: FileId) -> Result<FileInfo> {
-        let resp = unary(
-            "GetFile",
-            self.nn().get_file(pb::GetFileRequest {
-                file_id: wire::raw(id.as_bytes()),
-            }),
-        )
-        .await
-        .map_err(not_found_as(id))?;
+        let resp = self
+            .namenode_call(
+                "GetFile",
+                Retry::Idempotent,
+                pb::GetFileRequest {
+                    file_id: wire::raw(id.as_bytes()),
+                },
+                |mut c, r| async move { c.get_file(r).await },
+            )
+            .await
+            .map_err(not_found_as(id))?;
         if resp.state == pb::FileState::Deleted as i32 {
             return Err(Error::Deleted(id));
         }
@@ -48,15 +52,18 @@ impl Client {
 
     /// One page of files, newest first.
     pub async fn list(&self, limit: u32, after: &str, name_contains: &str) -> Result<Listing> {
-        let resp = unary(
-            "ListFiles",
-            self.nn().list_files(pb::ListFilesRequest {
-                limit,
-                after: after.to_owned(),
-                name_contains: name_contains.to_owned(),
-            }),
-        )
-        .await?;
+        let resp = self
+            .namenode_call(
+                "ListFiles",
+                Retry::Idempotent,
+                pb::ListFilesRequest {
+                    limit,
+                    after: after.to_owned(),
+                    name_contains: name_contains.to_owned(),
+                },
+                |mut c, r| async move { c.list_files(r).await },
+            )
+            .await?;
         let files = resp
             .files
             .iter()
@@ -82,35 +89,40 @@ impl Client {
     /// multipart part of the bucket/key namespace refers to is not deleted:
     /// [`Error::InUse`], naming the bucket and key.
     pub async fn delete(&self, id: FileId) -> Result<bool> {
-        let resp = unary(
-            "DeleteFile",
-            self.nn().delete_file(pb::DeleteFileRequest {
-                file_id: wire::raw(id.as_bytes()),
-            }),
-        )
-        .await
-        .map_err(not_found_as(id))
-        .map_err(|e| match e {
-            Error::Rpc { status, .. } if status.code() == tonic::Code::FailedPrecondition => {
-                Error::InUse(status.message().to_owned())
-            }
-            e => e,
-        })?;
+        let resp = self
+            .namenode_call(
+                "DeleteFile",
+                Retry::Idempotent,
+                pb::DeleteFileRequest {
+                    file_id: wire::raw(id.as_bytes()),
+                },
+                |mut c, r| async move { c.delete_file(r).await },
+            )
+            .await
+            .map_err(not_found_as(id))
+            .map_err(|e| match e {
+                Error::Rpc { status, .. } if status.code() == tonic::Code::FailedPrecondition => {
+                    Error::InUse(status.message().to_owned())
+                }
+                e => e,
+            })?;
         Ok(resp.deleted)
     }
 
     /// Decommissions a datanode for good (its blocks are copied away; it may stop once
     /// drained), or with `cancel` makes it live again.
     pub async fn decommission(&self, id: DatanodeId, cancel: bool) -> Result<Decommission> {
-        let r = unary(
-            "DecommissionDatanode",
-            self.nn()
-                .decommission_datanode(pb::DecommissionDatanodeRequest {
+        let r = self
+            .namenode_call(
+                "DecommissionDatanode",
+                Retry::Idempotent,
+                pb::DecommissionDatanodeRequest {
                     datanode_id: id.to_string(),
                     cancel,
-                }),
-        )
-        .await?;
+                },
+                |mut c, r| async move { c.decommission_datanode(r).await },
+            )
+            .await?;
         Ok(Decommission {
             datanode: id.to_string(),
             state: datanode_state(r.state),
@@ -122,13 +134,16 @@ impl Client {
     /// The cluster's state, as `/info` shows it: node counts, and at most
     /// [`INFO_NODE_LIMIT`] nodes listed.
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
-        let r = unary(
-            "ClusterInfo",
-            self.nn().cluster_info(pb::ClusterInfoRequest {
-                node_limit: INFO_NODE_LIMIT,
-            }),
-        )
-        .await?;
+        let r = self
+            .namenode_call(
+                "ClusterInfo",
+                Retry::Idempotent,
+                pb::ClusterInfoRequest {
+                    node_limit: INFO_NODE_LIMIT,
+                },
+                |mut c, r| async move { c.cluster_info(r).await },
+            )
+            .await?;
         let listed_live = r
             .datanodes
             .iter()
@@ -188,7 +203,7 @@ impl Client {
 
     /// Tells the namenode a replica failed verification (best effort, logged on failure).
     pub(crate) fn report_bad_replica(&self, block: BlockId, node: &Location, reason: String) {
-        let mut nn = self.nn();
+        let client = self.clone();
         let req = pb::ReportBadReplicaRequest {
             block_id: wire::raw(block.as_bytes()),
             datanode_id: node.id.to_string(),
@@ -197,11 +212,15 @@ impl Client {
         let node = node.id;
         metrics::counter!("kdfs_gateway_bad_replicas_reported_total").increment(1);
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(NAMENODE_CALL_TIMEOUT, nn.report_bad_replica(req))
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|r| r.map_err(|s| s.to_string()))
-            {
+            let reported = client
+                .namenode_call(
+                    "ReportBadReplica",
+                    Retry::Idempotent,
+                    req,
+                    |mut c, r| async move { c.report_bad_replica(r).await },
+                )
+                .await;
+            if let Err(e) = reported {
                 tracing::warn!(block = %block, node = %node, error = %e, "reporting a bad replica failed");
             }
         });

@@ -1,7 +1,7 @@
 //! The kdfs client library: everything that moves bytes for someone outside the cluster.
 //!
-//! A [`Client`] holds one channel to the namenode and a [`ChannelPool`] of datanode
-//! channels; it is cheap to clone (everything is behind an `Arc`) and safe to share
+//! A [`Client`] holds the namenodes (a channel to each, calls following the leader:
+//! [`Namenodes`]) and a [`ChannelPool`] of datanode channels; it is cheap to clone (everything is behind an `Arc`) and safe to share
 //! between every request of the gateway. Its rooms, from the top:
 //!
 //! - [`upload`]: `Client::upload`: a byte stream in, a committed file out; it cuts the
@@ -13,6 +13,7 @@
 //! - [`download`]: `Client::download`: verified reads with read-ahead and failover.
 //! - `metadata`: the thin metadata calls; [`model`]: the checked types they return.
 //! - [`objects`]: the bucket/key namespace the S3 port uses (docs/objects.md).
+//! - [`roles`]: each namenode's role in the HA group, for `/info`.
 //! - `rpc`, `source`: the helpers the others share (a unary call, reply checks, the
 //!   caller's byte source).
 //!
@@ -32,6 +33,7 @@ pub mod model;
 pub mod objects;
 pub(crate) mod proven;
 pub(crate) mod recovery;
+pub mod roles;
 pub(crate) mod rpc;
 pub(crate) mod source;
 pub(crate) mod splitter;
@@ -43,11 +45,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kdfs_core::ByteSize;
-use kdfs_proto::pb::namenode_client::NamenodeClient;
-use kdfs_proto::pb::object_namespace_client::ObjectNamespaceClient;
+use kdfs_proto::namenodes::Namenodes;
 use kdfs_proto::pool::ChannelPool;
-use kdfs_proto::transport;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -57,6 +56,7 @@ pub use model::{
     BlockRef, ClusterInfo, DatanodeCounts, DatanodeInfo, Decommission, FileInfo, FileRecord,
     FileSummary, Listing, LocatedBlock, Uploaded,
 };
+pub use roles::NamenodeInfo;
 
 /// Default global byte budget for data held by uploads awaiting pipeline acks.
 pub const DEFAULT_UPLOAD_BUDGET: ByteSize = ByteSize(512 * ByteSize::MIB);
@@ -71,7 +71,8 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(3);
 /// How many pipelines one block may be written to before the upload gives up.
 pub const DEFAULT_PIPELINE_ATTEMPTS: usize = 4;
-/// Unary namenode calls (metadata only) time out after this long.
+/// Unary namenode calls (metadata only) time out after this long (each attempt, when
+/// a call follows the namenode leader).
 pub const NAMENODE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Chunks queued between the receiving task and a block task or the file hasher, and
@@ -135,9 +136,9 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) namenode_url: String,
-    pub(crate) namenode: NamenodeClient<Channel>,
-    /// The namenode's bucket/key namespace, on the same channel.
-    pub(crate) objects: ObjectNamespaceClient<Channel>,
+    /// Every configured namenode and the one believed to lead; calls to the namenode
+    /// service and its bucket/key namespace go through it.
+    pub(crate) namenodes: Namenodes,
     pub(crate) pool: ChannelPool,
     pub(crate) options: ClientOptions,
     /// Bytes uploads may hold, counted as they arrive; see [`upload`] for the bound.
@@ -151,23 +152,17 @@ pub(crate) struct Inner {
 }
 
 impl Client {
-    /// A client for the namenode at `namenode` (`http://host:port` or `host:port`).
-    /// Connects lazily: a namenode that is down now is an error only when used.
+    /// A client for the namenode at `namenode` (`http://host:port` or `host:port`), or
+    /// for the HA group at several, comma-separated. Connects lazily: a namenode that is
+    /// down now is an error only when used.
     pub fn new(namenode: &str, options: ClientOptions) -> Result<Self> {
-        let channel = kdfs_proto::tls::channel(namenode, options.tls.as_ref())
-            .map_err(|e| Error::InvalidInput(format!("namenode address {namenode:?}: {e}")))?;
-        let namenode_client = NamenodeClient::new(channel.clone())
-            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
-        let objects = ObjectNamespaceClient::new(channel)
-            .max_decoding_message_size(transport::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(transport::MAX_MESSAGE_SIZE);
+        let namenodes = Namenodes::new(namenode, options.tls.clone())
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let budget = budget::ByteBudget::new(options.upload_budget.bytes());
         Ok(Self {
             inner: Arc::new(Inner {
                 namenode_url: namenode.to_owned(),
-                namenode: namenode_client,
-                objects,
+                namenodes,
                 pool: ChannelPool::new(options.tls.clone()),
                 options,
                 budget,
@@ -178,9 +173,14 @@ impl Client {
         })
     }
 
-    /// The namenode address this client talks to.
+    /// The namenode address(es) this client was given (`--namenode`).
     pub fn namenode_url(&self) -> &str {
         &self.inner.namenode_url
+    }
+
+    /// The namenodes and the one believed to lead.
+    pub fn namenodes(&self) -> &Namenodes {
+        &self.inner.namenodes
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -190,9 +190,5 @@ impl Client {
     /// Bytes of the upload budget currently free.
     pub fn upload_budget_available(&self) -> u64 {
         self.inner.budget.available()
-    }
-
-    pub(crate) fn nn(&self) -> NamenodeClient<Channel> {
-        self.inner.namenode.clone()
     }
 }

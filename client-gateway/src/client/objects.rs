@@ -8,15 +8,14 @@
 //! is [`Error::Namespace`] with its S3 error code.
 
 use kdfs_core::FileId;
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::objects::{Code, Refusal};
 use kdfs_proto::pb;
-use kdfs_proto::pb::object_namespace_client::ObjectNamespaceClient;
 use kdfs_proto::wire;
-use tonic::transport::Channel;
 
 use super::Client;
 use super::model::{FileInfo, FileRecord, LocatedBlock};
-use super::rpc::{bad_reply, unary};
+use super::rpc::bad_reply;
 use crate::error::{Error, Result};
 
 pub use kdfs_proto::objects::{MAX_KEY_LEN, MAX_PAGE, MAX_PART_NUMBER, MAX_USER_METADATA};
@@ -166,41 +165,46 @@ pub struct Completion {
 }
 
 impl Client {
-    fn objects(&self) -> ObjectNamespaceClient<Channel> {
-        self.inner.objects.clone()
-    }
-
     /// Creates a bucket; [`Code::BucketAlreadyOwnedByYou`] if it exists.
     pub async fn create_bucket(&self, bucket: &str) -> Result<Bucket> {
-        let r = unary(
-            "CreateBucket",
-            self.objects().create_bucket(pb::CreateBucketRequest {
-                bucket: bucket.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "CreateBucket",
+                Retry::AtMostOnce,
+                pb::CreateBucketRequest {
+                    bucket: bucket.to_owned(),
+                },
+                |mut c, r| async move { c.create_bucket(r).await },
+            )
+            .await?;
         bucket_from(r.bucket)
     }
 
     /// A bucket; [`Code::NoSuchBucket`] if there is none.
     pub async fn head_bucket(&self, bucket: &str) -> Result<Bucket> {
-        let r = unary(
-            "HeadBucket",
-            self.objects().head_bucket(pb::HeadBucketRequest {
-                bucket: bucket.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "HeadBucket",
+                Retry::Idempotent,
+                pb::HeadBucketRequest {
+                    bucket: bucket.to_owned(),
+                },
+                |mut c, r| async move { c.head_bucket(r).await },
+            )
+            .await?;
         bucket_from(r.bucket)
     }
 
     /// Every bucket, by name.
     pub async fn list_buckets(&self) -> Result<Vec<Bucket>> {
-        let r = unary(
-            "ListBuckets",
-            self.objects().list_buckets(pb::ListBucketsRequest {}),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "ListBuckets",
+                Retry::Idempotent,
+                pb::ListBucketsRequest {},
+                |mut c, r| async move { c.list_buckets(r).await },
+            )
+            .await?;
         r.buckets
             .into_iter()
             .map(|b| bucket_from(Some(b)))
@@ -210,13 +214,16 @@ impl Client {
     /// Deletes an empty bucket ([`Code::BucketNotEmpty`] while it holds an object),
     /// aborting its multipart uploads in progress; returns how many were aborted.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<u32> {
-        let r = unary(
-            "DeleteBucket",
-            self.objects().delete_bucket(pb::DeleteBucketRequest {
-                bucket: bucket.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "DeleteBucket",
+                Retry::AtMostOnce,
+                pb::DeleteBucketRequest {
+                    bucket: bucket.to_owned(),
+                },
+                |mut c, r| async move { c.delete_bucket(r).await },
+            )
+            .await?;
         Ok(r.aborted_uploads)
     }
 
@@ -230,18 +237,21 @@ impl Client {
         metadata: &ObjectMetadata,
         etag: &str,
     ) -> Result<(ObjectInfo, bool)> {
-        let r = unary(
-            "PutObject",
-            self.objects().put_object(pb::PutObjectRequest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                file_id: wire::raw(file_id.as_bytes()),
-                content_type: metadata.content_type.clone(),
-                user_metadata: metadata_to(&metadata.user_metadata),
-                etag: etag.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "PutObject",
+                Retry::Idempotent,
+                pb::PutObjectRequest {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    file_id: wire::raw(file_id.as_bytes()),
+                    content_type: metadata.content_type.clone(),
+                    user_metadata: metadata_to(&metadata.user_metadata),
+                    etag: etag.to_owned(),
+                },
+                |mut c, r| async move { c.put_object(r).await },
+            )
+            .await?;
         Ok((object_from(r.object)?, r.replaced))
     }
 
@@ -249,15 +259,18 @@ impl Client {
     /// READ tokens too. The file is the one the answered metadata points to (no
     /// overwrite is ever mixed in).
     pub async fn get_object(&self, bucket: &str, key: &str, locate: bool) -> Result<ObjectRead> {
-        let r = unary(
-            "GetObject",
-            self.objects().get_object(pb::GetObjectRequest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                locate,
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "GetObject",
+                Retry::Idempotent,
+                pb::GetObjectRequest {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    locate,
+                },
+                |mut c, r| async move { c.get_object(r).await },
+            )
+            .await?;
         let object = object_from(r.object)?;
         let file = r
             .file
@@ -278,27 +291,33 @@ impl Client {
 
     /// Removes a key; `Ok(false)` if there was none (S3 answers success either way).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
-        let r = unary(
-            "DeleteObject",
-            self.objects().delete_object(pb::DeleteObjectRequest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "DeleteObject",
+                Retry::Idempotent,
+                pb::DeleteObjectRequest {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                },
+                |mut c, r| async move { c.delete_object(r).await },
+            )
+            .await?;
         Ok(r.deleted)
     }
 
     /// Removes up to [`MAX_PAGE`] keys of a bucket in one transaction.
     pub async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<DeleteResult>> {
-        let r = unary(
-            "DeleteObjects",
-            self.objects().delete_objects(pb::DeleteObjectsRequest {
-                bucket: bucket.to_owned(),
-                keys: keys.to_vec(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "DeleteObjects",
+                Retry::Idempotent,
+                pb::DeleteObjectsRequest {
+                    bucket: bucket.to_owned(),
+                    keys: keys.to_vec(),
+                },
+                |mut c, r| async move { c.delete_objects(r).await },
+            )
+            .await?;
         r.results
             .into_iter()
             .map(|d| {
@@ -327,39 +346,45 @@ impl Client {
         metadata: Option<&ObjectMetadata>,
         etag: Option<&str>,
     ) -> Result<ObjectInfo> {
-        let r = unary(
-            "CopyObject",
-            self.objects().copy_object(pb::CopyObjectRequest {
-                source_bucket: source_bucket.to_owned(),
-                source_key: source_key.to_owned(),
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                replace_metadata: metadata.is_some(),
-                content_type: metadata.map(|m| m.content_type.clone()).unwrap_or_default(),
-                user_metadata: metadata
-                    .map(|m| metadata_to(&m.user_metadata))
-                    .unwrap_or_default(),
-                etag: etag.unwrap_or_default().to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "CopyObject",
+                Retry::Idempotent,
+                pb::CopyObjectRequest {
+                    source_bucket: source_bucket.to_owned(),
+                    source_key: source_key.to_owned(),
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    replace_metadata: metadata.is_some(),
+                    content_type: metadata.map(|m| m.content_type.clone()).unwrap_or_default(),
+                    user_metadata: metadata
+                        .map(|m| metadata_to(&m.user_metadata))
+                        .unwrap_or_default(),
+                    etag: etag.unwrap_or_default().to_owned(),
+                },
+                |mut c, r| async move { c.copy_object(r).await },
+            )
+            .await?;
         object_from(r.object)
     }
 
     /// One page of a bucket's keys in byte order.
     pub async fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ObjectListing> {
-        let r = unary(
-            "ListObjects",
-            self.objects().list_objects(pb::ListObjectsRequest {
-                bucket: bucket.to_owned(),
-                prefix: query.prefix.clone(),
-                delimiter: query.delimiter.clone(),
-                max_keys: query.max_keys,
-                start_after: query.start_after.clone(),
-                continuation_token: query.continuation_token.clone(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "ListObjects",
+                Retry::Idempotent,
+                pb::ListObjectsRequest {
+                    bucket: bucket.to_owned(),
+                    prefix: query.prefix.clone(),
+                    delimiter: query.delimiter.clone(),
+                    max_keys: query.max_keys,
+                    start_after: query.start_after.clone(),
+                    continuation_token: query.continuation_token.clone(),
+                },
+                |mut c, r| async move { c.list_objects(r).await },
+            )
+            .await?;
         Ok(ObjectListing {
             objects: r
                 .objects
@@ -380,17 +405,19 @@ impl Client {
         key: &str,
         metadata: &ObjectMetadata,
     ) -> Result<String> {
-        let r = unary(
-            "CreateMultipartUpload",
-            self.objects()
-                .create_multipart_upload(pb::CreateMultipartUploadRequest {
+        let r = self
+            .objects_call(
+                "CreateMultipartUpload",
+                Retry::Idempotent,
+                pb::CreateMultipartUploadRequest {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
                     content_type: metadata.content_type.clone(),
                     user_metadata: metadata_to(&metadata.user_metadata),
-                }),
-        )
-        .await?;
+                },
+                |mut c, r| async move { c.create_multipart_upload(r).await },
+            )
+            .await?;
         Ok(r.upload_id)
     }
 
@@ -403,18 +430,21 @@ impl Client {
         file_id: FileId,
         etag: &str,
     ) -> Result<Part> {
-        let r = unary(
-            "RegisterPart",
-            self.objects().register_part(pb::RegisterPartRequest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                upload_id: upload_id.to_owned(),
-                part_number,
-                file_id: wire::raw(file_id.as_bytes()),
-                etag: etag.to_owned(),
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "RegisterPart",
+                Retry::Idempotent,
+                pb::RegisterPartRequest {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                    part_number,
+                    file_id: wire::raw(file_id.as_bytes()),
+                    etag: etag.to_owned(),
+                },
+                |mut c, r| async move { c.register_part(r).await },
+            )
+            .await?;
         part_from(
             r.part
                 .ok_or_else(|| bad_reply("RegisterPart without a part"))?,
@@ -428,17 +458,20 @@ impl Client {
         max_parts: u32,
         part_number_marker: u32,
     ) -> Result<PartListing> {
-        let r = unary(
-            "ListParts",
-            self.objects().list_parts(pb::ListPartsRequest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                upload_id: upload_id.to_owned(),
-                max_parts,
-                part_number_marker,
-            }),
-        )
-        .await?;
+        let r = self
+            .objects_call(
+                "ListParts",
+                Retry::Idempotent,
+                pb::ListPartsRequest {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                    max_parts,
+                    part_number_marker,
+                },
+                |mut c, r| async move { c.list_parts(r).await },
+            )
+            .await?;
         Ok(PartListing {
             upload: upload_from(
                 r.upload
@@ -458,18 +491,20 @@ impl Client {
         max_uploads: u32,
         (key_marker, upload_id_marker): (&str, &str),
     ) -> Result<UploadListing> {
-        let r = unary(
-            "ListMultipartUploads",
-            self.objects()
-                .list_multipart_uploads(pb::ListMultipartUploadsRequest {
+        let r = self
+            .objects_call(
+                "ListMultipartUploads",
+                Retry::Idempotent,
+                pb::ListMultipartUploadsRequest {
                     bucket: bucket.to_owned(),
                     prefix: prefix.to_owned(),
                     max_uploads,
                     key_marker: key_marker.to_owned(),
                     upload_id_marker: upload_id_marker.to_owned(),
-                }),
-        )
-        .await?;
+                },
+                |mut c, r| async move { c.list_multipart_uploads(r).await },
+            )
+            .await?;
         Ok(UploadListing {
             uploads: r.uploads.into_iter().map(upload_from).collect(),
             is_truncated: r.is_truncated,
@@ -483,14 +518,15 @@ impl Client {
         &self,
         (bucket, key, upload_id): (&str, &str, &str),
     ) -> Result<()> {
-        unary(
+        self.objects_call(
             "AbortMultipartUpload",
-            self.objects()
-                .abort_multipart_upload(pb::AbortMultipartUploadRequest {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    upload_id: upload_id.to_owned(),
-                }),
+            Retry::AtMostOnce,
+            pb::AbortMultipartUploadRequest {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                upload_id: upload_id.to_owned(),
+            },
+            |mut c, r| async move { c.abort_multipart_upload(r).await },
         )
         .await?;
         Ok(())
@@ -504,10 +540,11 @@ impl Client {
         (bucket, key, upload_id): (&str, &str, &str),
         completion: &Completion,
     ) -> Result<ObjectInfo> {
-        let r = unary(
-            "CompleteMultipartUpload",
-            self.objects()
-                .complete_multipart_upload(pb::CompleteMultipartUploadRequest {
+        let r = self
+            .objects_call(
+                "CompleteMultipartUpload",
+                Retry::AtMostOnce,
+                pb::CompleteMultipartUploadRequest {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
                     upload_id: upload_id.to_owned(),
@@ -522,9 +559,10 @@ impl Client {
                     file_id: wire::raw(completion.file_id.as_bytes()),
                     etag: completion.etag.clone(),
                     min_part_size: completion.min_part_size,
-                }),
-        )
-        .await?;
+                },
+                |mut c, r| async move { c.complete_multipart_upload(r).await },
+            )
+            .await?;
         object_from(r.object)
     }
 }

@@ -1,27 +1,97 @@
-//! Helpers at the edge of every rpc the library makes: a unary namenode call with its
-//! timeout and status mapping, and the checks of replies that both single uploads and
+//! Helpers at the edge of every rpc the library makes: a unary namenode call that
+//! follows the leader, with its timeout and status mapping, and the checks of replies that both single uploads and
 //! small-file batches read (a pipeline with its token, a datanode's ack).
 
+use std::sync::Arc;
+
 use kdfs_core::DatanodeId;
+use kdfs_proto::namenodes::{self, Retry};
 use kdfs_proto::pb;
+use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::pb::object_namespace_client::ObjectNamespaceClient;
 use kdfs_proto::wire::{self, Location};
+use tonic::transport::Channel;
+use tonic::{Response, Status};
 use tracing::warn;
 
-use super::NAMENODE_CALL_TIMEOUT;
+use super::{Client, NAMENODE_CALL_TIMEOUT};
 use crate::error::{Error, Result};
 
-/// Runs a unary namenode call with [`NAMENODE_CALL_TIMEOUT`] and maps its status.
-pub(crate) async fn unary<T>(
-    context: &'static str,
-    call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T> {
-    match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, call).await {
-        Err(_) => Err(Error::NamenodeUnreachable(format!(
-            "{context} timed out after {NAMENODE_CALL_TIMEOUT:?}"
-        ))),
-        Ok(Err(status)) => Err(Error::namenode(context, status)),
-        Ok(Ok(r)) => Ok(r.into_inner()),
+impl Client {
+    /// Runs a unary `Namenode` rpc on the namenode leader (following it, for at most
+    /// [`kdfs_proto::namenodes::DEFAULT_DEADLINE`]), each attempt within
+    /// [`NAMENODE_CALL_TIMEOUT`], and maps its status. `call` sends `req` on a client.
+    pub(crate) async fn namenode_call<Req, T, F, Fut>(
+        &self,
+        context: &'static str,
+        retry: Retry,
+        req: Req,
+        call: F,
+    ) -> Result<T>
+    where
+        Req: Clone,
+        F: Fn(NamenodeClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.follow(context, retry, namenodes::namenode_client, req, call)
+            .await
     }
+
+    /// As [`Client::namenode_call`], for the `ObjectNamespace` service.
+    pub(crate) async fn objects_call<Req, T, F, Fut>(
+        &self,
+        context: &'static str,
+        retry: Retry,
+        req: Req,
+        call: F,
+    ) -> Result<T>
+    where
+        Req: Clone,
+        F: Fn(ObjectNamespaceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.follow(context, retry, namenodes::objects_client, req, call)
+            .await
+    }
+
+    async fn follow<C, Req, T, F, Fut>(
+        &self,
+        context: &'static str,
+        retry: Retry,
+        client: fn(Channel) -> C,
+        req: Req,
+        call: F,
+    ) -> Result<T>
+    where
+        Req: Clone,
+        F: Fn(C, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.inner
+            .namenodes
+            .call(retry, |channel| {
+                let mut request = tonic::Request::new(req.clone());
+                request.set_timeout(NAMENODE_CALL_TIMEOUT);
+                let sent = call(client(channel), request);
+                async move {
+                    match tokio::time::timeout(NAMENODE_CALL_TIMEOUT, sent).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(timed_out(context)),
+                    }
+                }
+            })
+            .await
+            .map_err(|status| Error::namenode(context, status))
+    }
+}
+
+/// A call this process gave up waiting for (made here, so it may have run).
+fn timed_out(context: &str) -> Status {
+    let mut status = Status::deadline_exceeded(format!(
+        "{context} timed out after {NAMENODE_CALL_TIMEOUT:?}"
+    ));
+    status.set_source(Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut)));
+    status
 }
 
 /// An answer of the namenode that breaks the protocol.

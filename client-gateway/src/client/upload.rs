@@ -59,13 +59,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use kdfs_core::FileId;
-use kdfs_proto::pb::namenode_client::NamenodeClient;
+use kdfs_proto::namenodes::Retry;
 use kdfs_proto::{pb, transport, wire};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::transport::Channel;
 use tracing::field::Empty;
 use tracing::{Span, debug, info, instrument};
 
@@ -74,7 +73,7 @@ use super::conflict::Verdict;
 use super::driver::Driver;
 use super::lease::{AbandonOnDrop, renew_lease};
 use super::model::{FileRecord, Uploaded};
-use super::rpc::{bad_reply, parse_pipeline, unary};
+use super::rpc::{bad_reply, parse_pipeline};
 use super::source::{longer_than, read_whole};
 use super::splitter::Splitter;
 use super::{Client, QUEUE_CHUNKS};
@@ -209,17 +208,20 @@ impl Client {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: Into<BoxError>,
     {
-        let begin = unary(
-            "BeginUpload",
-            self.nn().begin_upload(pb::BeginUploadRequest {
-                name: name.to_owned(),
-                content_type: content_type.to_owned(),
-                replication: self.inner.options.replication,
-                // Block 0's pipeline then needs room for only this much.
-                max_size: at_most.unwrap_or(0),
-            }),
-        )
-        .await?;
+        let begin = self
+            .namenode_call(
+                "BeginUpload",
+                Retry::Idempotent,
+                pb::BeginUploadRequest {
+                    name: name.to_owned(),
+                    content_type: content_type.to_owned(),
+                    replication: self.inner.options.replication,
+                    // Block 0's pipeline then needs room for only this much.
+                    max_size: at_most.unwrap_or(0),
+                },
+                |mut c, r| async move { c.begin_upload(r).await },
+            )
+            .await?;
         if begin.block_size == 0 || begin.upload_id.is_empty() {
             return Err(bad_reply("BeginUpload without a lease or block size"));
         }
@@ -340,7 +342,7 @@ impl Client {
         let mut attempts = 0;
         let mut kept = false;
         let (resp, record) = loop {
-            let (resp, back) = commit_detached(self.nn(), req.clone(), guard).await?;
+            let (resp, back) = commit_detached(self.clone(), req.clone(), guard).await?;
             guard = back;
             let Some(conflict) = &resp.conflict else {
                 let record = resp
@@ -425,12 +427,21 @@ const MAX_CONFLICTS: usize = 3;
 /// conflict commits nothing and leaves the lease open, so the guard comes back armed
 /// with the answer (and abandons the lease if the caller is gone).
 async fn commit_detached(
-    mut nn: NamenodeClient<Channel>,
+    client: Client,
     req: pb::CommitFileRequest,
     mut guard: AbandonOnDrop,
 ) -> Result<(pb::CommitFileResponse, AbandonOnDrop)> {
     tokio::spawn(async move {
-        let r = unary("CommitFile", nn.commit_file(req)).await;
+        // Idempotent: a second commit of the same record after a leader change answers
+        // `existed`.
+        let r = client
+            .namenode_call(
+                "CommitFile",
+                Retry::Idempotent,
+                req,
+                |mut c, r| async move { c.commit_file(r).await },
+            )
+            .await;
         if r.as_ref().is_ok_and(|r| r.conflict.is_none()) {
             guard.armed = false;
         }

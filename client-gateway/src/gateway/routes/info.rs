@@ -1,6 +1,8 @@
 //! `GET /info`: the cluster as the namenode sees it, in richardstore's shape
-//! (`service`, `status`, `namenode`) plus kdfs's totals, datanode counts by state and
-//! at most `INFO_NODE_LIMIT` datanodes (writable ones first).
+//! (`service`, `status`, `namenode`) plus kdfs's totals, datanode counts by state, at
+//! most `INFO_NODE_LIMIT` datanodes (writable ones first) and every configured namenode
+//! with its role (`namenodes`, asked of each at the same time as the cluster's state,
+//! also when no leader answers).
 
 use axum::Json;
 use axum::extract::State;
@@ -16,7 +18,8 @@ pub const SERVICE: &str = "kdfs-gateway";
 #[tracing::instrument(name = "http_info", skip_all)]
 pub async fn info(State(st): State<AppState>) -> Response {
     let namenode = st.client.namenode_url().to_owned();
-    match st.client.cluster_info().await {
+    let (cluster, namenodes) = tokio::join!(st.client.cluster_info(), st.client.namenode_roles());
+    match cluster {
         Ok(c) => {
             let live = c.live_datanodes();
             let status = if c.safe_mode {
@@ -32,6 +35,7 @@ pub async fn info(State(st): State<AppState>) -> Response {
                 "service": SERVICE,
                 "status": status,
                 "namenode": namenode,
+                "namenodes": namenodes,
                 "version": kdfs_core::VERSION,
                 "namenode_version": c.version,
                 "cluster_id": c.cluster_id,
@@ -60,6 +64,7 @@ pub async fn info(State(st): State<AppState>) -> Response {
                 "service": SERVICE,
                 "status": "namenode unreachable",
                 "namenode": namenode,
+                "namenodes": namenodes,
                 "version": kdfs_core::VERSION,
             })),
         )
