@@ -1,6 +1,7 @@
 //! Who may call each rpc of the namenode: the one table `kdfs_proto::authz` enforces
 //! on its gRPC server (docs/security.md, "Roles"). Datanodes report; gateways upload,
-//! read and delete, and alone use the bucket/key namespace. A new rpc is refused
+//! read and delete, and alone use the bucket/key namespace; only namenodes speak Raft
+//! to each other. A new rpc is refused
 //! until it is added here.
 
 use kdfs_proto::authz::Rules;
@@ -8,6 +9,7 @@ use kdfs_proto::roles::Role;
 
 const DATANODE: &[Role] = &[Role::Datanode];
 const GATEWAY: &[Role] = &[Role::Gateway];
+const NAMENODE: &[Role] = &[Role::Namenode];
 const ANY_COMPONENT: &[Role] = &[Role::Datanode, Role::Gateway, Role::Namenode];
 
 /// The namenode's authorization table.
@@ -62,8 +64,21 @@ pub static OBJECT_RULES: Rules = Rules {
     ],
 };
 
+/// The namenodes' Raft traffic (HA): only namenodes call it.
+pub static RAFT_RULES: Rules = Rules {
+    service: "kdfs.v1.RaftPeer",
+    rpcs: &[
+        ("AppendEntries", NAMENODE),
+        ("Vote", NAMENODE),
+        ("InstallSnapshot", NAMENODE),
+    ],
+};
+
 /// Every service the namenode's gRPC server serves, with its table.
 pub static SERVICES: [&Rules; 2] = [&RULES, &OBJECT_RULES];
+
+/// The same with HA (`--peers`), where the Raft service is served too.
+pub static HA_SERVICES: [&Rules; 3] = [&RULES, &OBJECT_RULES, &RAFT_RULES];
 
 #[cfg(test)]
 mod tests {
@@ -73,8 +88,11 @@ mod tests {
     /// row names an rpc that does not exist.
     #[test]
     fn the_tables_name_every_rpc_of_their_services() {
-        let proto = include_str!("../../proto/proto/kdfs.proto");
-        for rules in SERVICES {
+        let proto = concat!(
+            include_str!("../../proto/proto/kdfs.proto"),
+            include_str!("../../proto/proto/raft.proto")
+        );
+        for rules in HA_SERVICES {
             let name = rules.service.strip_prefix("kdfs.v1.").unwrap();
             let mut in_proto = kdfs_proto::authz::rpcs_in_proto(proto, name);
             let mut in_table: Vec<String> = rules.rpcs.iter().map(|(m, _)| m.to_string()).collect();

@@ -8,8 +8,11 @@
 //! stays valid for the tokens it signed, `--block-token-lifetime` after its last
 //! signature, then it is dropped here and at every datanode. Keys live in memory only:
 //! after a restart the namenode signs with new ones, and datanodes keep the old ones
-//! until they expire, so tokens given out before stay valid. Two namenodes serving one
-//! cluster (issue 27) would have to share these keys.
+//! until they expire, so tokens given out before stay valid. With HA the keys are
+//! replicated instead ([`BlockKeys::replicated`]): a leader makes each new key through
+//! the Raft log before it signs with it (`crate::ha`'s key rotation), so tokens an old
+//! leader issued still verify after a failover and a new leader's keys are ones the
+//! datanodes will be handed.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +22,7 @@ use kdfs_proto::block_token::{self, BlockKey, Grant, MAX_KEYS, SECRET_LEN};
 use kdfs_proto::pb;
 use kdfs_proto::wire;
 
+use crate::meta::StoredKey;
 use crate::namesystem::Location;
 
 /// Checks the two durations: both positive, and few enough keys alive at once for a
@@ -44,6 +48,8 @@ pub struct BlockKeys {
     keys: Mutex<Vec<(u64, BlockKey)>>,
     rotation_ms: u64,
     lifetime_ms: u64,
+    /// Keys come only from [`BlockKeys::adopt`] (HA): signing never makes one.
+    replicated: bool,
 }
 
 impl BlockKeys {
@@ -52,16 +58,63 @@ impl BlockKeys {
             keys: Mutex::new(Vec::new()),
             rotation_ms: rotation.as_millis().max(1) as u64,
             lifetime_ms: lifetime.as_millis().max(1) as u64,
+            replicated: false,
         }
+    }
+
+    /// With HA: the keys the store holds; new ones only through [`BlockKeys::adopt`].
+    pub fn replicated(rotation: Duration, lifetime: Duration, stored: &[StoredKey]) -> Self {
+        let keys = Self {
+            replicated: true,
+            ..Self::new(rotation, lifetime)
+        };
+        for k in stored {
+            keys.adopt(k);
+        }
+        keys
+    }
+
+    /// Whether a new key is due at `now_ms` (none yet, or the newest is a rotation
+    /// old): a replicated leader then makes one ([`BlockKeys::make`]) and adopts it
+    /// once it is committed.
+    pub fn due(&self, now_ms: u64) -> bool {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.last()
+            .is_none_or(|(made, _)| now_ms >= made + self.rotation_ms)
+    }
+
+    /// A fresh random key made at `now_ms`, to store through the log.
+    pub fn make(&self, now_ms: u64) -> StoredKey {
+        StoredKey {
+            // Zero means "no key" in a heartbeat.
+            id: rand::random::<u64>().max(1),
+            made_ms: now_ms,
+            expires_ms: now_ms + self.rotation_ms + self.lifetime_ms,
+            secret: rand::random(),
+        }
+    }
+
+    /// Signs with `key` from now on (it is durable in the replicated store).
+    pub fn adopt(&self, key: &StoredKey) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.iter().any(|(_, k)| k.id == key.id) {
+            return;
+        }
+        keys.push((
+            key.made_ms,
+            BlockKey::new(key.id, key.secret, key.expires_ms),
+        ));
+        keys.sort_by_key(|(made, _)| *made);
     }
 
     /// Rotates if due, drops expired keys, and runs `f` on the live keys (the signing
     /// one last).
     fn with_keys<T>(&self, now_ms: u64, f: impl FnOnce(&[(u64, BlockKey)]) -> T) -> T {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let due = keys
-            .last()
-            .is_none_or(|(made, _)| now_ms >= made + self.rotation_ms);
+        let due = !self.replicated
+            && keys
+                .last()
+                .is_none_or(|(made, _)| now_ms >= made + self.rotation_ms);
         if due {
             let expires_ms = now_ms + self.rotation_ms + self.lifetime_ms;
             // Zero means "no key" in a heartbeat.
@@ -70,7 +123,10 @@ impl BlockKeys {
             keys.push((now_ms, BlockKey::new(id, secret, expires_ms)));
             tracing::debug!(key = id, "new block key");
         }
-        keys.retain(|(_, k)| k.expires_ms > now_ms);
+        // A replicated ring keeps its newest key even past expiry: signing needs one
+        // until the leader's rotation adopts the next.
+        let newest = keys.last().map(|(_, k)| k.id);
+        keys.retain(|(_, k)| k.expires_ms > now_ms || Some(k.id) == newest && self.replicated);
         f(&keys)
     }
 
@@ -82,6 +138,7 @@ impl BlockKeys {
     fn sign_at(&self, now_ms: u64, grant: impl FnOnce(u64) -> Grant) -> pb::BlockToken {
         let grant = grant(now_ms + self.lifetime_ms);
         self.with_keys(now_ms, |keys| {
+            // A replicated ring is never empty once its instance serves (`crate::ha`).
             let (_, key) = keys.last().expect("with_keys made a key");
             grant.sign(key)
         })

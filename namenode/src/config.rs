@@ -55,6 +55,18 @@ pub const DEFAULT_BLOCK_KEY_ROTATION: &str = "10m";
 /// later fails at that block (HDFS's default lifetime).
 pub const DEFAULT_BLOCK_TOKEN_LIFETIME: &str = "10h";
 
+/// HA: a batch of metadata changes not committed by a majority within this long fails
+/// (UNAVAILABLE; the gateway answers 503).
+pub const DEFAULT_RAFT_WRITE_TIMEOUT: &str = "5s";
+/// HA: how often the leader sends heartbeats to the other namenodes.
+pub const DEFAULT_RAFT_HEARTBEAT_INTERVAL: &str = "250ms";
+/// HA: a follower that heard no leader for this long (randomized up to twice as long)
+/// starts an election; a leader that heard no majority for this long stops serving.
+pub const DEFAULT_RAFT_ELECTION_TIMEOUT: &str = "1500ms";
+/// HA: log entries between two snapshots of the metadata (older entries are then
+/// dropped from the log; a member further behind catches up by snapshot).
+pub const DEFAULT_RAFT_SNAPSHOT_ENTRIES: u64 = 5000;
+
 /// Label selector of the datanode pods (the StatefulSet's pod template label).
 pub const DATANODE_SELECTOR: &str = "app.kubernetes.io/name=datanode";
 
@@ -171,6 +183,29 @@ pub struct Config {
     /// default namespace).
     #[arg(long, env = "KDFS_KUBERNETES_NAMESPACE")]
     pub kubernetes_namespace: Option<String>,
+    /// HA: this namenode's id in `--peers`.
+    #[arg(long, env = "KDFS_ID", default_value_t = 0)]
+    pub id: u32,
+    /// HA: every namenode's gRPC address, itself included, the same list on each:
+    /// `0=HOST:PORT,1=HOST:PORT,2=HOST:PORT`. Empty: a single namenode, no Raft.
+    #[arg(long, env = "KDFS_PEERS", default_value = "")]
+    pub peers: String,
+    /// HA: a batch of metadata changes not committed by a majority within this long
+    /// fails with UNAVAILABLE.
+    #[arg(long, env = "KDFS_RAFT_WRITE_TIMEOUT", default_value = DEFAULT_RAFT_WRITE_TIMEOUT)]
+    pub raft_write_timeout: HumanDuration,
+    /// HA: how often the leader sends heartbeats to the other namenodes.
+    #[arg(long, env = "KDFS_RAFT_HEARTBEAT_INTERVAL", default_value = DEFAULT_RAFT_HEARTBEAT_INTERVAL)]
+    pub raft_heartbeat_interval: HumanDuration,
+    /// HA: silence from the leader after which a follower starts an election
+    /// (randomized up to twice this), and silence from a majority after which a leader
+    /// stops serving.
+    #[arg(long, env = "KDFS_RAFT_ELECTION_TIMEOUT", default_value = DEFAULT_RAFT_ELECTION_TIMEOUT)]
+    pub raft_election_timeout: HumanDuration,
+    /// HA: log entries between two snapshots of the metadata.
+    #[arg(long, env = "KDFS_RAFT_SNAPSHOT_ENTRIES", default_value_t = DEFAULT_RAFT_SNAPSHOT_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_snapshot_entries: u64,
     /// Log format: plain or json.
     #[arg(long, env = "KDFS_LOG_FORMAT", default_value = "plain")]
     pub log_format: LogFormat,

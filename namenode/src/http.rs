@@ -1,5 +1,6 @@
 //! The namenode's small HTTP side: `/healthz` (the process is up), `/readyz` (the
-//! gRPC service is serving; the body says whether safe mode is on) and `/metrics`
+//! gRPC service is serving; the body says whether safe mode is on; with HA, 200 only
+//! while a member that is caught up) and `/metrics`
 //! (Prometheus text, with the seconds until its certificates expire when mTLS is on).
 
 use std::sync::Arc;
@@ -12,10 +13,35 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::namesystem::NameSystem;
 
+/// What `/readyz` and `/metrics` ask of the namenode: a single one's namesystem, or
+/// an HA member (`crate::ha`).
+pub trait Health: Send + Sync + 'static {
+    /// `/readyz`'s status and body.
+    fn ready(&self) -> (StatusCode, String);
+    /// Sets the gauges `/metrics` renders (may scan the block map: called off the
+    /// runtime's workers).
+    fn export_metrics(&self);
+}
+
+impl Health for NameSystem {
+    fn ready(&self) -> (StatusCode, String) {
+        let mode = if self.in_safe_mode() {
+            "safe mode"
+        } else {
+            "serving"
+        };
+        (StatusCode::OK, format!("ready ({mode})\n"))
+    }
+
+    fn export_metrics(&self) {
+        NameSystem::export_metrics(self);
+    }
+}
+
 /// What the endpoints read.
 #[derive(Clone)]
 struct HttpState {
-    ns: Arc<NameSystem>,
+    ns: Arc<dyn Health>,
     /// The mTLS configuration in force, for its expiry gauge.
     tls: Option<Arc<kdfs_proto::tls::Tls>>,
 }
@@ -27,7 +53,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// The routes, served on `--http`.
-pub fn router(ns: Arc<NameSystem>, tls: Option<Arc<kdfs_proto::tls::Tls>>) -> Router {
+pub fn router(ns: Arc<dyn Health>, tls: Option<Arc<kdfs_proto::tls::Tls>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -37,12 +63,7 @@ pub fn router(ns: Arc<NameSystem>, tls: Option<Arc<kdfs_proto::tls::Tls>>) -> Ro
 
 #[tracing::instrument(level = "debug", skip_all)]
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
-    let mode = if s.ns.in_safe_mode() {
-        "safe mode"
-    } else {
-        "serving"
-    };
-    (StatusCode::OK, format!("ready ({mode})\n"))
+    s.ns.ready()
 }
 
 #[tracing::instrument(level = "debug", skip_all)]

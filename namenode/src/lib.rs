@@ -34,6 +34,7 @@ mod error;
 mod file_ids;
 mod gc;
 mod generations;
+mod ha;
 mod http;
 mod kubernetes;
 mod meta;
@@ -70,6 +71,38 @@ pub mod bench {
     pub use crate::meta::{FileRecord, Lease, Op, Store, Writer};
 }
 
+/// Starts the background workers of `ns` under `token`: `liveness`, `replication`,
+/// `gc`, and `kubernetes` when the pod watch is on. With HA only the leader's
+/// instance runs them (`ha::leadership`).
+async fn start_workers(
+    ns: &Arc<NameSystem>,
+    config: &Config,
+    workers_token: &CancellationToken,
+) -> JoinSet<()> {
+    let mut workers = JoinSet::new();
+    let tick = workers::tick_for(ns.settings.heartbeat_interval);
+    let kick = Arc::new(tokio::sync::Notify::new());
+    spawn_worker(&mut workers, "liveness", workers_token.clone(), {
+        let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
+        move || workers::liveness(ns.clone(), tick, kick.clone(), token.clone())
+    });
+    if let Some(watch) = kubernetes::connect(config).await {
+        spawn_worker(&mut workers, "kubernetes", workers_token.clone(), {
+            let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
+            move || kubernetes::worker(watch.clone(), ns.clone(), kick.clone(), token.clone())
+        });
+    }
+    spawn_worker(&mut workers, "replication", workers_token.clone(), {
+        let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
+        move || workers::replication(ns.clone(), tick, kick.clone(), token.clone())
+    });
+    spawn_worker(&mut workers, "gc", workers_token.clone(), {
+        let (ns, token) = (ns.clone(), workers_token.clone());
+        move || workers::gc(ns.clone(), token.clone())
+    });
+    workers
+}
+
 /// After shutdown begins, open requests get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,6 +114,9 @@ pub async fn run(
     http: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    if !config.peers.is_empty() {
+        return ha::run(config, grpc, http, shutdown).await;
+    }
     let _ = http::prometheus();
     let tls = config.tls.load()?;
     block_keys::check(
@@ -95,27 +131,7 @@ pub async fn run(
     let http_addr = http.local_addr()?;
 
     let workers_token = shutdown.child_token();
-    let mut workers = JoinSet::new();
-    let tick = workers::tick_for(ns.settings.heartbeat_interval);
-    let kick = Arc::new(tokio::sync::Notify::new());
-    spawn_worker(&mut workers, "liveness", workers_token.clone(), {
-        let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
-        move || workers::liveness(ns.clone(), tick, kick.clone(), token.clone())
-    });
-    if let Some(watch) = kubernetes::connect(&config).await {
-        spawn_worker(&mut workers, "kubernetes", workers_token.clone(), {
-            let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
-            move || kubernetes::worker(watch.clone(), ns.clone(), kick.clone(), token.clone())
-        });
-    }
-    spawn_worker(&mut workers, "replication", workers_token.clone(), {
-        let (ns, kick, token) = (ns.clone(), kick.clone(), workers_token.clone());
-        move || workers::replication(ns.clone(), tick, kick.clone(), token.clone())
-    });
-    spawn_worker(&mut workers, "gc", workers_token.clone(), {
-        let (ns, token) = (ns.clone(), workers_token.clone());
-        move || workers::gc(ns.clone(), token.clone())
-    });
+    let mut workers = start_workers(&ns, &config, &workers_token).await;
 
     let namenode_service = service::NamenodeService::new(ns.clone());
     let objects_service = objects_service::ObjectsService::new(ns.clone(), namenode_service.keys());

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::file_ids::check_content_id;
 
 /// A change to the namespace. Names, keys and ids were checked by the caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ObjectOp {
     CreateBucket {
         bucket: String,
@@ -96,7 +96,7 @@ pub enum ObjectOp {
 }
 
 /// What CompleteMultipartUpload commits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
     pub bucket: String,
     pub key: String,

@@ -30,7 +30,7 @@ pub struct ObjectRow {
 }
 
 /// A multipart upload in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UploadRow {
     pub bucket: String,
     pub key: String,

@@ -8,13 +8,15 @@ use kdfs_core::{BlockId, FileId};
 use redb::ReadableTable;
 
 use super::object_ops::{self, ObjectEffect, ObjectOp, first_referrer};
-use super::records::{FileRecord, Lease, encode_tombstone, tombstone_time};
+use super::records::{
+    FileRecord, Lease, decode_block_key, encode_block_key, encode_tombstone, tombstone_time,
+};
 use super::tables::Tables;
 use crate::blockmap::NodeIdx;
 use crate::error::{Error, Result};
 
 /// A change to the durable state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Store a file record (idempotent: existing content keeps its first record). A
     /// live record of the same id with other blocks is a conflict ([`Error::Conflict`],
@@ -48,6 +50,20 @@ pub enum Op {
     },
     /// A change to the bucket/key namespace.
     Objects(ObjectOp),
+    /// With HA: the cluster id the first leader chose (kept if one is stored).
+    SetClusterId(String),
+    /// With HA: a new block key every namenode signs with once it leads; keys expired
+    /// by `made_ms` are dropped.
+    PutBlockKey(StoredKey),
+}
+
+/// A block key as the store keeps it (`crate::block_keys`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredKey {
+    pub id: u64,
+    pub made_ms: u64,
+    pub expires_ms: u64,
+    pub secret: [u8; 32],
 }
 
 impl Op {
@@ -119,6 +135,20 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, skip_lease: bool) -> Result<Eff
             if !skip_lease {
                 t.leases.remove(id.as_str())?;
             }
+            Ok(Effect::Done)
+        }
+        Op::SetClusterId(id) => {
+            if t.meta.get("cluster_id")?.is_none() {
+                t.meta.insert("cluster_id", id.as_str())?;
+            }
+            Ok(Effect::Done)
+        }
+        Op::PutBlockKey(key) => {
+            t.block_keys.retain(|_, v| {
+                decode_block_key(0, v).is_some_and(|k| k.expires_ms > key.made_ms)
+            })?;
+            t.block_keys
+                .insert(key.id, encode_block_key(key).as_slice())?;
             Ok(Effect::Done)
         }
         Op::PurgeTombstones { before_ms } => {

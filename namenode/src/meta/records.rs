@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 
 use kdfs_core::{BlockId, FileId};
 
+use super::ops::StoredKey;
 use crate::error::{Error, Result};
 
 /// A file's durable record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileRecord {
     pub id: FileId,
     pub name: String,
@@ -114,7 +115,7 @@ pub(super) fn tombstone_time(raw: &[u8]) -> Option<u64> {
 }
 
 /// An open upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub id: String,
     pub name: String,
@@ -152,6 +153,28 @@ impl Lease {
             content_type: r.str()?,
         })
     }
+}
+
+/// A block key's row: creation time, expiry (little-endian ms) and its 32-byte secret.
+pub(super) fn encode_block_key(k: &StoredKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    out.extend_from_slice(&k.made_ms.to_le_bytes());
+    out.extend_from_slice(&k.expires_ms.to_le_bytes());
+    out.extend_from_slice(&k.secret);
+    out
+}
+
+/// A block key's row back (`None`: not 48 bytes).
+pub(super) fn decode_block_key(id: u64, raw: &[u8]) -> Option<StoredKey> {
+    let mut r = Reader(raw);
+    let (made_ms, expires_ms) = (r.u64().ok()?, r.u64().ok()?);
+    let secret = r.take(32).ok()?.try_into().ok()?;
+    r.0.is_empty().then_some(StoredKey {
+        id,
+        made_ms,
+        expires_ms,
+        secret,
+    })
 }
 
 /// A table key back into a block id (keys are written from valid ids only).

@@ -11,8 +11,10 @@ use redb::{
     WriteTransaction,
 };
 
+use super::ops::StoredKey;
+use super::records::decode_block_key;
 use super::records::{FileRecord, Lease, block_key, decode_tombstone, file_key};
-use super::tables::{BY_TIME, FILES, LEASES, META, REFS, TOMBSTONES};
+use super::tables::{BLOCK_KEYS, BY_TIME, FILES, LEASES, META, RAFT_STATE, REFS, TOMBSTONES};
 use crate::error::{Error, Result};
 
 /// Name of the database file inside `--data-dir`.
@@ -46,18 +48,29 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir` and makes sure every table exists.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, true)
+    }
+
+    /// As [`Store::open`] for a member of an HA group: no cluster id is made here, the
+    /// first leader proposes one through the log (`Op::SetClusterId`).
+    pub fn open_replica(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, make_cluster_id: bool) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = Database::create(dir.join(DB_FILE))?;
         let txn = db.begin_write()?;
         {
-            let mut meta = txn.open_table(META)?;
             txn.open_table(FILES)?;
             txn.open_table(BY_TIME)?;
             txn.open_table(TOMBSTONES)?;
             txn.open_table(REFS)?;
             txn.open_table(LEASES)?;
             super::tables::Tables::open(&txn)?;
-            if meta.get("cluster_id")?.is_none() {
+            let mut meta = txn.open_table(META)?;
+            txn.open_table(RAFT_STATE)?;
+            if make_cluster_id && meta.get("cluster_id")?.is_none() {
                 let id = uuid::Uuid::new_v4().hyphenated().to_string();
                 meta.insert("cluster_id", id.as_str())?;
             }
@@ -108,6 +121,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The cluster id, if one was chosen yet (HA: by the first leader).
+    pub fn cluster_id(&self) -> Result<Option<String>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("cluster_id")?.map(|v| v.value().to_owned()))
+    }
+
+    /// The stored block keys (HA), oldest first.
+    pub fn block_keys(&self) -> Result<Vec<StoredKey>> {
+        let txn = self.db.begin_read()?;
+        let mut keys = Vec::new();
+        for entry in txn.open_table(BLOCK_KEYS)?.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            keys.push(
+                decode_block_key(id, v.value())
+                    .ok_or_else(|| Error::Corrupt(format!("block key {id}")))?,
+            );
+        }
+        keys.sort_by_key(|k| k.made_ms);
+        Ok(keys)
+    }
+
     /// A consistent snapshot for reads (MVCC: never blocks the writer).
     pub fn read(&self) -> Result<ReadTransaction> {
         Ok(self.db.begin_read()?)
@@ -115,7 +151,7 @@ impl Store {
 
     /// The one write transaction of a group commit (only the writer thread calls it,
     /// so writes never wait for each other here).
-    pub(super) fn begin_write(&self) -> Result<WriteTransaction> {
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction> {
         Ok(self.db.begin_write()?)
     }
 

@@ -7,6 +7,14 @@ use crate::error::Result;
 
 /// `"cluster_id"` → the cluster's UUID.
 pub(super) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Block key id → its creation and expiry times and secret (see
+/// `records::encode_block_key`); written only with HA, where every namenode must sign
+/// and hand out the same keys (`crate::block_keys`).
+pub(super) const BLOCK_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_keys");
+/// With HA: the Raft state machine's own rows (`"applied"`: the last applied log id,
+/// `"membership"`: the last membership), written in the transaction of the entries they
+/// describe (`replica.rs`).
+pub(super) const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 /// File id → encoded [`FileRecord`](super::FileRecord).
 pub(super) const FILES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("files");
 /// [`time_key`](super::records::time_key) of every live file, for newest-first listings.
@@ -38,6 +46,8 @@ pub(super) const UNCLAIMED: TableDefinition<[u8; 32], u64> = TableDefinition::ne
 
 /// Every table an [`Op`](super::Op) may change, open in one write transaction.
 pub(super) struct Tables<'txn> {
+    pub meta: Table<'txn, &'static str, &'static str>,
+    pub block_keys: Table<'txn, u64, &'static [u8]>,
     pub files: Table<'txn, [u8; 32], &'static [u8]>,
     pub by_time: Table<'txn, [u8; 40], ()>,
     pub tombstones: Table<'txn, [u8; 32], &'static [u8]>,
@@ -56,6 +66,8 @@ pub(super) struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     pub fn open(txn: &'txn WriteTransaction) -> Result<Self> {
         Ok(Self {
+            meta: txn.open_table(META)?,
+            block_keys: txn.open_table(BLOCK_KEYS)?,
             files: txn.open_table(FILES)?,
             by_time: txn.open_table(BY_TIME)?,
             tombstones: txn.open_table(TOMBSTONES)?,

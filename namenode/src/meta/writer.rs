@@ -52,8 +52,19 @@ pub struct Writer {
     progress: Arc<watch::Sender<u64>>,
 }
 
+/// The answer to one submitted op, once it is durable (and applied to memory).
+pub type Reply = oneshot::Sender<Result<Effect>>;
+
+/// Where the writer sends a gathered batch with HA: to the Raft group
+/// (`crate::ha::propose`), which answers every reply once the batch's log entry is
+/// committed and applied here, or fails them if it cannot commit.
+pub trait Replicate: Send + 'static {
+    /// Proposes `ops` as one log entry, in the order of the calls; one reply per op.
+    fn propose(&mut self, ops: Vec<Op>, replies: Vec<Reply>);
+}
+
 /// Called on the writer thread, in commit order, once a batch is durable.
-pub type OnDurable = Box<dyn Fn(&Op, &Effect) + Send + 'static>;
+pub type OnDurable = Box<dyn Fn(&Op, &Effect) + Send + Sync + 'static>;
 
 impl Writer {
     /// Starts the writer thread. It stops when every `Writer` handle is dropped, after
@@ -72,6 +83,38 @@ impl Writer {
             })
             .expect("spawning the metadata writer thread");
         (Self { tx, progress }, done_rx)
+    }
+
+    /// Starts a writer whose batches go to the Raft group: the same queue, gathering
+    /// and batch sizes as [`Writer::spawn`], but each batch is handed to `replicate`
+    /// instead of written here. Whoever applies the entries moves `progress` (see
+    /// [`Writer::settled`]). Stops when every handle is dropped.
+    pub fn spawn_replicated(
+        mut replicate: Box<dyn Replicate>,
+        progress: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Submission>(WRITER_QUEUE);
+        std::thread::Builder::new()
+            .name("kdfs-meta-proposer".into())
+            .spawn(move || {
+                let timer = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a timer for the metadata proposer thread");
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                let mut open = true;
+                while open {
+                    match rx.blocking_recv() {
+                        Some(first) => batch.extend(first),
+                        None => break,
+                    }
+                    open = gather(&timer, &mut rx, &mut batch);
+                    let (ops, replies) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();
+                    replicate.propose(ops, replies);
+                }
+            })
+            .expect("spawning the metadata proposer thread");
+        Self { tx, progress }
     }
 
     /// Waits (at most `limit`) until the batch being written when it was called, if
@@ -274,13 +317,23 @@ fn transient_leases<'a>(ops: impl Iterator<Item = &'a Op>) -> Vec<bool> {
 /// own (unknown file) fails alone: ops check before they change anything.
 fn write_batch(store: &Store, batch: &[Request]) -> Result<Vec<Result<Effect>>> {
     let txn = store.begin_write()?;
-    let skip = transient_leases(batch.iter().map(|r| &r.op));
+    let results = apply_batch(&txn, batch.iter().map(|r| &r.op))?;
+    txn.commit()?;
+    Ok(results)
+}
+
+/// Applies one group commit's ops inside `txn` (not committed here), one result per
+/// op. The replicated state machine applies each log entry's batch through this too
+/// (`replica.rs`), so every namenode changes its store exactly as a single one would.
+pub(super) fn apply_batch<'a>(
+    txn: &redb::WriteTransaction,
+    ops: impl Iterator<Item = &'a Op> + Clone,
+) -> Result<Vec<Result<Effect>>> {
+    let skip = transient_leases(ops.clone());
     let results = {
-        let mut tables = Tables::open(&txn)?;
-        batch
-            .iter()
-            .zip(skip)
-            .map(|(r, skip)| ops::apply(&mut tables, &r.op, skip))
+        let mut tables = Tables::open(txn)?;
+        ops.zip(skip)
+            .map(|(op, skip)| ops::apply(&mut tables, op, skip))
             .collect::<Vec<_>>()
     };
     // Only "not found", a commit's conflict and the refusals of the namespace are
@@ -292,7 +345,6 @@ fn write_batch(store: &Store, batch: &[Request]) -> Result<Vec<Result<Effect>>> 
     {
         return Err(Error::Corrupt(e.to_string()));
     }
-    txn.commit()?;
     Ok(results)
 }
 

@@ -52,7 +52,7 @@ use crate::cluster::{Cluster, Node};
 use crate::config::Config;
 use crate::error::Result;
 use crate::gc::Gc;
-use crate::meta::{Effect, FileRecord, Lease, Op, Store, Writer};
+use crate::meta::{Effect, FileRecord, Lease, OnDurable, Op, Store, Writer};
 use crate::replication::Replication;
 use crate::usage::Usage;
 
@@ -302,9 +302,37 @@ pub struct NameSystem {
 impl NameSystem {
     /// Opens the store in `data_dir`, loads it and starts the metadata writer.
     pub fn open(config: &Config) -> Result<Arc<Self>> {
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        Self::build(config, store, |store, on_durable| {
+            let (writer, done) = Writer::spawn(store, on_durable);
+            (writer, Some(done))
+        })
+    }
+
+    /// With HA: the namesystem of one leadership instance, loaded from the replicated
+    /// store as it stands. `replicated` makes its writer, which proposes batches to
+    /// the Raft group; whoever applies them calls the `OnDurable` it is given, in log
+    /// order (`crate::ha`).
+    pub fn open_replicated(
+        config: &Config,
+        store: Arc<Store>,
+        replicated: impl FnOnce(OnDurable) -> Writer,
+    ) -> Result<Arc<Self>> {
+        Self::build(config, store, |_, on_durable| {
+            (replicated(on_durable), None)
+        })
+    }
+
+    fn build(
+        config: &Config,
+        store: Arc<Store>,
+        writer: impl FnOnce(
+            Arc<Store>,
+            OnDurable,
+        ) -> (Writer, Option<tokio::sync::oneshot::Receiver<()>>),
+    ) -> Result<Arc<Self>> {
         let settings = Settings::from(config);
         let clock = Clock::new();
-        let store = Arc::new(Store::open(&config.data_dir)?);
         let loaded = store.load()?;
         let shared = Arc::new(Shared {
             blocks: BlockMap::new(),
@@ -343,7 +371,7 @@ impl NameSystem {
             .collect::<HashMap<_, _>>();
         let s2 = shared.clone();
         let (writer, writer_done) =
-            Writer::spawn(store.clone(), Box::new(move |op, e| s2.on_durable(op, e)));
+            writer(store.clone(), Box::new(move |op, e| s2.on_durable(op, e)));
         if loaded.refs.is_empty() {
             tracing::info!("no blocks known: not entering safe mode");
         } else {
@@ -375,7 +403,7 @@ impl NameSystem {
             pods_watched: AtomicBool::new(false),
             threshold_reached: Mutex::new(None),
             started: Instant::now(),
-            writer_done: Mutex::new(Some(writer_done)),
+            writer_done: Mutex::new(writer_done),
         }))
     }
 
@@ -383,6 +411,11 @@ impl NameSystem {
     /// this namesystem is dropped). Taken once, by `run`.
     pub fn writer_done(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         lock(&self.writer_done).take()
+    }
+
+    /// With HA: stores a new block key through the log (`crate::ha`'s rotation).
+    pub async fn store_block_key(&self, key: crate::meta::StoredKey) -> Result<()> {
+        self.writer.submit(Op::PutBlockKey(key)).await.map(|_| ())
     }
 
     pub fn cluster_id(&self) -> &str {

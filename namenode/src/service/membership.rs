@@ -57,7 +57,7 @@ impl NamenodeService {
             heartbeat_interval_ms: self.ns.settings.heartbeat_interval.as_millis() as u64,
             block_report_interval_ms: self.ns.settings.block_report_interval.as_millis() as u64,
             block_keys: self.keys.all(),
-            leader_term: 0,
+            leader_term: self.term,
         }))
     }
 
@@ -84,13 +84,13 @@ impl NamenodeService {
                 commands: commands(out, &self.keys, id),
                 reregister: false,
                 block_keys: self.keys.unless_current(r.newest_block_key),
-                leader_term: 0,
+                leader_term: self.term,
             },
             None => pb::HeartbeatResponse {
                 commands: Vec::new(),
                 reregister: true,
                 block_keys: Vec::new(),
-                leader_term: 0,
+                leader_term: self.term,
             },
         }))
     }
@@ -166,7 +166,7 @@ impl NamenodeService {
         Ok(Response::new(pb::FullBlockReportResponse {
             accepted,
             commands: deletes(dels),
-            leader_term: 0,
+            leader_term: self.term,
         }))
     }
 
@@ -186,7 +186,7 @@ impl NamenodeService {
             .incremental_report(&id, &added, &removed, &corrupt)?;
         Ok(Response::new(pb::IncrementalBlockReportResponse {
             commands: deletes(dels),
-            leader_term: 0,
+            leader_term: self.term,
         }))
     }
 

@@ -56,6 +56,9 @@ pub struct NamenodeService {
     keys: Arc<BlockKeys>,
     /// Permits to buffer a full report ([`REPORTS_AT_ONCE`]).
     reports: Arc<tokio::sync::Semaphore>,
+    /// The Raft term this namenode leads in, sent as `leader_term` with every reply
+    /// that carries commands (0 without HA).
+    term: u64,
 }
 
 impl NamenodeService {
@@ -64,11 +67,18 @@ impl NamenodeService {
             ns.settings.block_key_rotation,
             ns.settings.block_token_lifetime,
         ));
+        Self::leading(ns, keys, 0)
+    }
+
+    /// The service of an HA leadership instance: its keys are the replicated ones, and
+    /// its replies carry its `term`.
+    pub fn leading(ns: Arc<NameSystem>, keys: Arc<BlockKeys>, term: u64) -> Self {
         Self {
             ns,
             identities: Arc::default(),
             keys,
             reports: Arc::new(tokio::sync::Semaphore::new(REPORTS_AT_ONCE)),
+            term,
         }
     }
 
