@@ -56,8 +56,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `clients` threads uploading through `api`, each deleting one of its own
-    /// acknowledged uploads after every third; content from `seed`. Every fourth upload
+    /// Starts `clients` threads uploading through `api`, each making every third call a delete of its own
+    /// oldest acknowledged upload; content from `seed`. Every fourth upload
     /// spans several blocks of `block_size` bytes.
     pub fn start(api: &Api, clients: usize, seed: u64, block_size: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -138,10 +138,11 @@ fn client(
     block_size: usize,
 ) {
     let mut mine: Vec<(String, usize)> = Vec::new();
-    let mut uploads = 0u64;
+    let mut calls = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let k = counter.fetch_add(1, Ordering::Relaxed);
-        let op = if uploads % 3 == 2 && !mine.is_empty() {
+        calls += 1;
+        let op = if calls % 3 == 0 && !mine.is_empty() {
             let (hash, len) = mine.remove(0);
             let started = Instant::now();
             let result = api.try_delete(&hash).map(drop);
@@ -175,7 +176,6 @@ fn client(
             if result.is_ok() {
                 mine.push((hash.clone(), len));
             }
-            uploads += 1;
             Op {
                 kind: OpKind::Upload,
                 hash,
