@@ -142,7 +142,7 @@ fn client(
     while !stop.load(Ordering::Relaxed) {
         let k = counter.fetch_add(1, Ordering::Relaxed);
         calls += 1;
-        let op = if calls % 3 == 0 && !mine.is_empty() {
+        let op = if calls.is_multiple_of(3) && !mine.is_empty() {
             let (hash, len) = mine.remove(0);
             let started = Instant::now();
             let result = api.try_delete(&hash).map(drop);
