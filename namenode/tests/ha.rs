@@ -12,12 +12,13 @@ use clap::Parser;
 use common::*;
 use kdfs_namenode::{Config, run};
 use kdfs_proto::pb;
+use kdfs_testkit::http_get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The write timeout the group runs with: a write that cannot commit fails by then.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Three namenodes on fixed ports, each with its own data dir.
 struct Group {
@@ -61,12 +62,14 @@ impl Group {
                 &i.to_string(),
                 "--peers",
                 &self.peers,
+                // Fast, but slow enough that a loaded test machine does not see
+                // elections where nothing failed.
                 "--raft-heartbeat-interval",
-                "50ms",
+                "100ms",
                 "--raft-election-timeout",
-                "400ms",
-                "--raft-write-timeout",
                 "1s",
+                "--raft-write-timeout",
+                "2s",
                 "--raft-snapshot-entries",
                 "8",
                 // One fake datanode acknowledges each commit.
@@ -181,6 +184,25 @@ async fn a_leader_serves_and_followers_refuse_naming_it() {
             r.ready && r.applied_index >= role.commit_index
         })
         .await;
+        let http = g.nodes[i].as_ref().unwrap().http;
+        assert_eq!(
+            http_get(http, "/readyz").await.0,
+            200,
+            "a caught-up follower"
+        );
+    }
+    let http = g.nodes[leader].as_ref().unwrap().http;
+    assert_eq!(http_get(http, "/readyz").await.0, 200);
+    let (status, body) = http_get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    for m in [
+        "kdfs_namenode_raft_role 1",
+        "kdfs_namenode_raft_term",
+        "kdfs_namenode_raft_commit_index",
+        "kdfs_namenode_raft_applied_index",
+        "kdfs_namenode_commits_total",
+    ] {
+        assert!(body.contains(m), "{m} missing from\n{body}");
     }
     for i in 0..3 {
         g.stop(i).await;
@@ -220,7 +242,9 @@ async fn a_commit_survives_the_leaders_loss_and_the_term_grows() {
 async fn a_wiped_follower_catches_up_by_snapshot_and_keeps_every_file() {
     let mut g = Group::start().await;
     let (leader, _) = g.leader().await;
-    let wiped = (leader + 1) % 3;
+    // The lowest id when it is a follower: the one that formed the group, which must
+    // not form a second one now that its log is empty (the bootstrap rule).
+    let wiped = usize::from(leader == 0);
     g.stop(wiped).await;
     std::fs::remove_dir_all(g.dirs[wiped].path()).unwrap();
 
@@ -272,6 +296,18 @@ async fn with_two_of_three_down_a_write_fails_unavailable_within_the_timeout() {
     assert!(
         took < WRITE_TIMEOUT * 4,
         "failed after {took:?}, not within the write timeout"
+    );
+    // Cut off from the majority, the old leader stops serving reads too (no stale
+    // read served as current) and is not ready.
+    let http = g.nodes[leader].as_ref().unwrap().http;
+    wait_until("the lone leader stops serving", WAIT, || async {
+        http_get(http, "/readyz").await.0 == 503
+    })
+    .await;
+    let refused = get(&mut c, b"before").await.unwrap_err();
+    assert!(
+        kdfs_proto::leader::leader_hint(&refused).is_some(),
+        "{refused:?}"
     );
     g.stop(leader).await;
 }

@@ -70,6 +70,14 @@ pub async fn follow(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep(RETRY), if retry => {}
+            _ = ctx.applier.stale() => {
+                // An earlier instance's entry reached the store behind this one's
+                // back: rebuild from the store.
+                if let Some(instance) = current.take() {
+                    tracing::warn!(term, "an entry of an earlier instance was applied: rebuilding");
+                    stop(&ctx, instance).await;
+                }
+            }
         }
     }
     if let Some(instance) = current {
@@ -88,7 +96,7 @@ async fn start(ctx: &Arc<Context>, term: u64) -> Result<Instance> {
     // term) never reach this one's memory.
     let instance = rand::random::<u64>().max(1);
     let ns = NameSystem::open_replicated(&ctx.config, ctx.store.clone(), |on_durable| {
-        let proposer = Proposer::new(ctx.raft.clone(), instance, timeout);
+        let proposer = Proposer::new(ctx.raft.clone(), ctx.applier.clone(), instance, timeout);
         let progress = Arc::new(tokio::sync::watch::Sender::new(0));
         ctx.applier
             .set(Some(proposer.hook(on_durable, progress.clone())));

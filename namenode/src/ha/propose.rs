@@ -72,6 +72,10 @@ impl Hook {
 #[derive(Default)]
 pub struct Applier {
     hook: Mutex<Option<Arc<Hook>>>,
+    /// Fired when an entry another instance proposed was applied while a hook was
+    /// set: that instance's memory no longer matches the store, so it is rebuilt
+    /// (`leadership.rs`).
+    stale: tokio::sync::Notify,
 }
 
 impl Applier {
@@ -82,11 +86,27 @@ impl Applier {
     pub fn set(&self, hook: Option<Arc<Hook>>) {
         *lock(&self.hook) = hook;
     }
+
+    /// Whether `instance` is the current one (its proposals may go to the log).
+    pub fn is_current(&self, instance: u64) -> bool {
+        lock(&self.hook)
+            .as_ref()
+            .is_some_and(|h| h.instance == instance)
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.notify_one();
+    }
+
+    pub async fn stale(&self) {
+        self.stale.notified().await;
+    }
 }
 
 /// The group-commit writer's [`Replicate`] for one leadership instance.
 pub struct Proposer {
     raft: Raft<TypeConfig>,
+    applier: Arc<Applier>,
     runtime: tokio::runtime::Handle,
     instance: u64,
     seq: u64,
@@ -97,9 +117,15 @@ pub struct Proposer {
 
 impl Proposer {
     /// A proposer for `instance`; must be called inside the runtime.
-    pub fn new(raft: Raft<TypeConfig>, instance: u64, timeout: Duration) -> Self {
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        applier: Arc<Applier>,
+        instance: u64,
+        timeout: Duration,
+    ) -> Self {
         Self {
             raft,
+            applier,
             runtime: tokio::runtime::Handle::current(),
             instance,
             seq: 0,
@@ -135,6 +161,10 @@ impl Replicate for Proposer {
         self.seq += 1;
         let seq = self.seq;
         lock(&self.pending).insert(seq, replies);
+        // A torn-down instance's last requests must not reach a later term's log.
+        if !self.applier.is_current(self.instance) {
+            return fail(&self.pending, seq, "this namenode is no longer the leader");
+        }
         let batch = Batch {
             instance: self.instance,
             seq,

@@ -8,6 +8,9 @@
 //! A snapshot is the whole store dumped from one MVCC read (`meta::dump`), kept in
 //! memory; a member installs one by replacing every table in one transaction.
 
+// The helpers return openraft's `StorageError`, the error type its traits require.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -116,6 +119,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             _ => false,
         };
         let any_ours = entries.iter().any(ours);
+        let foreign = hook.is_some()
+            && entries
+                .iter()
+                .any(|e| matches!(e.payload, EntryPayload::Normal(_)) && !ours(e));
         if any_ours && let Some(h) = &hook {
             h.begin();
         }
@@ -146,6 +153,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             h.end();
+        }
+        if foreign {
+            self.applier.mark_stale();
         }
         Ok(applied)
     }
