@@ -186,6 +186,17 @@ impl Gateway {
             human_bytes(v["bytes"].as_u64().unwrap_or(0)),
             v["under_replicated"].as_u64().unwrap_or(0)
         );
+        // With HA, where the namenodes stand (one namenode needs no line).
+        if let Some(namenodes) = v["namenodes"].as_array().filter(|n| n.len() > 1) {
+            let each: Vec<String> = namenodes
+                .iter()
+                .map(|n| {
+                    let id = n["id"].as_u64().map_or("?".to_owned(), |id| id.to_string());
+                    format!("{id} {} {}", str_field(n, "address"), str_field(n, "role"))
+                })
+                .collect();
+            println!("namenodes: {}", each.join(", "));
+        }
         let rows: Vec<Vec<String>> = v["datanodes"]
             .as_array()
             .map(Vec::as_slice)

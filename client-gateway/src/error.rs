@@ -138,3 +138,20 @@ impl From<kdfs_proto::pool::BadAddress> for Error {
         Error::InvalidInput(format!("datanode address {:?}: {}", e.address, e.source))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_leader_and_no_leader_are_told_apart() {
+        let busy = Error::namenode(
+            "BeginUpload",
+            tonic::Status::unavailable("2 live datanodes"),
+        );
+        assert!(matches!(busy, Error::NotEnoughDatanodes(_)), "{busy:?}");
+        // What `kdfs_proto::namenodes` answers when no leader answered in time.
+        let none = Error::namenode("BeginUpload", kdfs_proto::leader::not_leader(None));
+        assert!(matches!(none, Error::NamenodeUnreachable(_)), "{none:?}");
+    }
+}

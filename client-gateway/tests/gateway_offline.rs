@@ -141,6 +141,8 @@ async fn routes_validate_and_answer_json_errors() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["service"], "kdfs-gateway");
     assert!(v["error"].as_str().unwrap().contains("namenode"));
+    assert_eq!(v["namenodes"][0]["role"], "unreachable", "{v}");
+    assert!(v["namenodes"][0]["id"].is_null(), "{v}");
 
     // Health: live but not ready.
     assert_eq!(c.get(gw.at("/healthz")).send().await.unwrap().status(), 200);

@@ -22,6 +22,15 @@ async fn http_contract_routes_statuses_headers_and_shapes() {
     assert_eq!(info["service"], "kdfs-gateway");
     assert_eq!(info["status"], "ok");
     assert_eq!(info["namenode"], cluster.namenode_url.as_str());
+    // One namenode without HA: it leads, as id 0.
+    assert_eq!(
+        info["namenodes"],
+        serde_json::json!([{
+            "id": 0,
+            "address": cluster.namenode_url.trim_start_matches("http://"),
+            "role": "leader",
+        }])
+    );
     assert!(info["version"].is_string());
     assert_eq!(info["safe_mode"], false);
     for k in ["files", "blocks", "bytes", "under_replicated"] {

@@ -392,13 +392,13 @@ impl Namenodes {
         let mut last: Option<Status> = None;
         loop {
             let target = self.target();
-            if !tried.contains(&target.authority) {
-                tried.push(target.authority.clone());
-            }
             let status = match call(target.channel.clone()).await {
                 Ok(reply) => return Ok((reply.into_inner(), target.authority)),
                 Err(status) => status,
             };
+            if !tried.contains(&target.authority) {
+                tried.push(target.authority.clone());
+            }
             match classify(status) {
                 Verdict::Answer(status) => return Err(status),
                 Verdict::Redirect(leader) => {

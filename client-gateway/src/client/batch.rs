@@ -28,7 +28,8 @@
 //! A batch is a fast path, never the only one. A file it could not store (no pipeline
 //! now, a broken stream, fewer than `min_replicas` acks for its block, a batch call that
 //! failed) goes back to its caller, which uploads it alone through the pipeline with
-//! recovery of [`super::upload`], and so gets that path's answer (503, 507, …). A file
+//! recovery of [`super::upload`], and so gets that path's answer (503, 507, …); when
+//! no namenode (leader) could be reached every file gets that 503 at once. A file
 //! the namenode refused at `CommitFiles` (its name, or a delete of the same content
 //! racing with it) gets that refusal, as `CommitFile` would have given it; one that met
 //! a record of its id with other blocks goes alone too, to settle that conflict. The blocks of
@@ -355,6 +356,13 @@ impl Client {
             Ok(()) => {
                 let stored = outcomes.iter().filter(|o| o.is_some()).count();
                 debug!(stored, "batch done");
+            }
+            // No namenode leader: alone they would wait for one again, each in turn.
+            Err(Error::NamenodeUnreachable(why)) => {
+                warn!(error = %why, "batch failed: the namenode is unreachable");
+                for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                    *o = Some(Err(Error::NamenodeUnreachable(why.clone())));
+                }
             }
             Err(e) => {
                 warn!(error = %e, "batch failed; its files are uploaded alone");

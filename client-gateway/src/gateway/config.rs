@@ -52,7 +52,8 @@ pub struct Config {
     #[arg(long, env = "KDFS_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// The namenode's gRPC address.
+    /// The namenode's gRPC address; with HA every namenode's, comma-separated (calls
+    /// follow the leader).
     #[arg(long, env = "KDFS_NAMENODE", default_value = DEFAULT_NAMENODE)]
     pub namenode: String,
 

@@ -50,9 +50,10 @@ impl Default for Spec {
     }
 }
 
-struct Datanode {
-    runtime: Option<tokio::runtime::Runtime>,
-    address: String,
+/// A datanode on its own runtime (dropping the runtime kills it).
+pub struct Datanode {
+    pub runtime: Option<tokio::runtime::Runtime>,
+    pub address: String,
 }
 
 pub struct TestCluster {
@@ -260,7 +261,13 @@ impl TestCluster {
     }
 }
 
-fn start_datanode(dir: &tempfile::TempDir, i: usize, namenode: &str, capacity: &str) -> Datanode {
+/// Starts datanode `i` in `dir/datanode-i` for `namenode` (one URL or an HA list).
+pub fn start_datanode(
+    dir: &tempfile::TempDir,
+    i: usize,
+    namenode: &str,
+    capacity: &str,
+) -> Datanode {
     let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     grpc.set_nonblocking(true).unwrap();

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod follower;
 pub mod s3;
 
 use std::time::Duration;
