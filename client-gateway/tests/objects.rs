@@ -48,7 +48,14 @@ async fn objects_and_multipart_uploads_through_the_client_library() {
     };
     for key in ["a/report.txt", "b/copy.txt"] {
         client
-            .put_object("docs", key, stored.record.id, &meta, "\"v1\"")
+            .put_object(
+                "docs",
+                key,
+                stored.record.id,
+                &meta,
+                "\"v1\"",
+                &Default::default(),
+            )
             .await
             .unwrap();
     }

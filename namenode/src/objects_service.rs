@@ -161,8 +161,12 @@ impl object_namespace_server::ObjectNamespace for ObjectsService {
         };
         let ns = self.ns.clone();
         let key = r.key.clone();
+        let condition = kdfs_proto::objects::WriteCondition {
+            if_none_match: r.if_none_match,
+            if_match: r.if_match,
+        };
         let (row, replaced) = detached(async move {
-            ns.put_object(&r.bucket, &r.key, file_id, meta, &r.etag)
+            ns.put_object(&r.bucket, &r.key, file_id, meta, &r.etag, condition)
                 .await
         })
         .await?;

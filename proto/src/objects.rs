@@ -41,10 +41,12 @@ pub enum Code {
     InvalidPartOrder,
     EntityTooSmall,
     InvalidArgument,
+    /// A conditional write whose condition did not hold ([`WriteCondition`]).
+    PreconditionFailed,
 }
 
 impl Code {
-    const ALL: [Code; 13] = [
+    const ALL: [Code; 14] = [
         Code::NoSuchBucket,
         Code::NoSuchKey,
         Code::NoSuchUpload,
@@ -58,6 +60,7 @@ impl Code {
         Code::InvalidPartOrder,
         Code::EntityTooSmall,
         Code::InvalidArgument,
+        Code::PreconditionFailed,
     ];
 
     /// The S3 error code's name.
@@ -76,6 +79,7 @@ impl Code {
             Code::InvalidPartOrder => "InvalidPartOrder",
             Code::EntityTooSmall => "EntityTooSmall",
             Code::InvalidArgument => "InvalidArgument",
+            Code::PreconditionFailed => "PreconditionFailed",
         }
     }
 
@@ -90,7 +94,7 @@ impl Code {
                 tonic::Code::NotFound
             }
             Code::BucketAlreadyOwnedByYou => tonic::Code::AlreadyExists,
-            Code::BucketNotEmpty => tonic::Code::FailedPrecondition,
+            Code::BucketNotEmpty | Code::PreconditionFailed => tonic::Code::FailedPrecondition,
             _ => tonic::Code::InvalidArgument,
         }
     }
@@ -99,6 +103,53 @@ impl Code {
 impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// S3's conditional write on a key (`If-None-Match`, `If-Match`; each empty, `*` or an
+/// ETag, quotes ignored), checked against the key's current object in the transaction
+/// that writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteCondition {
+    pub if_none_match: String,
+    pub if_match: String,
+}
+
+impl WriteCondition {
+    /// Whether the write may go ahead over the key's current object's ETag (`None`:
+    /// the key holds none); `PreconditionFailed` if not (`NoSuchKey` for `If-Match`
+    /// on a key that holds nothing, as S3).
+    pub fn check(&self, current: Option<&str>) -> Result<(), Refusal> {
+        let unquoted = |e: &str| {
+            e.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        };
+        let matches = |want: &str| match current {
+            None => false,
+            Some(etag) => want.trim() == "*" || unquoted(want) == unquoted(etag),
+        };
+        let failed = |why: &str| Err(Refusal::new(Code::PreconditionFailed, why));
+        if !self.if_match.is_empty() && current.is_none() {
+            // S3 answers a conditional overwrite of nothing as a missing key.
+            return Err(Refusal::new(
+                Code::NoSuchKey,
+                "If-Match: the key holds no object",
+            ));
+        }
+        if !self.if_match.is_empty() && !matches(&self.if_match) {
+            return failed("If-Match: the key's object has another ETag");
+        }
+        if !self.if_none_match.is_empty() && matches(&self.if_none_match) {
+            return failed(match current {
+                Some(_) if self.if_none_match.trim() == "*" => {
+                    "If-None-Match: *: the key already holds an object"
+                }
+                _ => "If-None-Match: the key's object has that ETag",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -293,6 +344,26 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_conditions_hold_or_fail_as_s3_says() {
+        let cond = |m: &str, n: &str| WriteCondition {
+            if_match: m.into(),
+            if_none_match: n.into(),
+        };
+        assert!(cond("", "").check(None).is_ok());
+        assert!(cond("", "*").check(None).is_ok());
+        assert_eq!(
+            cond("", "*").check(Some("e")).unwrap_err().code,
+            Code::PreconditionFailed
+        );
+        assert!(cond("\"e\"", "").check(Some("e")).is_ok());
+        assert!(cond("*", "").check(Some("e")).is_ok());
+        assert_eq!(cond("*", "").check(None).unwrap_err().code, Code::NoSuchKey);
+        assert!(cond("f", "").check(Some("e")).is_err());
+        assert!(cond("", "\"e\"").check(Some("e")).is_err());
+        assert!(cond("", "f").check(Some("e")).is_ok());
+    }
 
     #[test]
     fn bucket_names_follow_the_s3_rules() {

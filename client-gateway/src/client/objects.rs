@@ -236,11 +236,18 @@ impl Client {
         file_id: FileId,
         metadata: &ObjectMetadata,
         etag: &str,
+        condition: &kdfs_proto::objects::WriteCondition,
     ) -> Result<(ObjectInfo, bool)> {
+        // A conditional write retried after it ran could be refused by its own effect.
+        let retry = if condition.if_none_match.is_empty() && condition.if_match.is_empty() {
+            Retry::Idempotent
+        } else {
+            Retry::AtMostOnce
+        };
         let r = self
             .objects_call(
                 "PutObject",
-                Retry::Idempotent,
+                retry,
                 pb::PutObjectRequest {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
@@ -248,6 +255,8 @@ impl Client {
                     content_type: metadata.content_type.clone(),
                     user_metadata: metadata_to(&metadata.user_metadata),
                     etag: etag.to_owned(),
+                    if_none_match: condition.if_none_match.clone(),
+                    if_match: condition.if_match.clone(),
                 },
                 |mut c, r| async move { c.put_object(r).await },
             )

@@ -86,7 +86,8 @@ pub struct Config {
 
     /// Failed authentications a client IP may make within `--auth-failure-window`;
     /// after that its upload and delete requests get 429 until the window ends, even
-    /// with a correct token.
+    /// with a correct token. The S3 port counts refused signatures the same way and
+    /// answers `SlowDown` (503).
     #[arg(long, env = "KDFS_AUTH_MAX_FAILURES", default_value_t = DEFAULT_AUTH_MAX_FAILURES)]
     pub auth_max_failures: u32,
 

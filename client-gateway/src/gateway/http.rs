@@ -358,6 +358,10 @@ pub async fn run(
                 handshakes,
                 limits,
                 drain: config.drain_timeout.get(),
+                throttle: Arc::new(crate::s3::throttle::Throttle::new(
+                    config.auth_max_failures,
+                    config.auth_failure_window.get(),
+                )),
             };
             Some(crate::s3::serve(port, s3_listener, shutdown.clone()))
         }

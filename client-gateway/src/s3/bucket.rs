@@ -26,10 +26,7 @@ impl KdfsS3 {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                display_name: Some("kdfs".to_owned()),
-                id: Some("kdfs".to_owned()),
-            }),
+            owner: Some(super::meta::owner()),
             ..Default::default()
         }))
     }

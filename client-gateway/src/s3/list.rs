@@ -8,10 +8,11 @@ use tracing::info;
 use super::error::to_s3;
 use super::meta::listed;
 use super::service::KdfsS3;
+use super::versions::is_current;
 use crate::client::objects::{ListQuery, MAX_PAGE};
 
 /// `max-keys` from the wire: negative is refused, more than a page is a page.
-fn max_keys(n: Option<i32>) -> S3Result<Option<u32>> {
+pub(super) fn max_keys(n: Option<i32>) -> S3Result<Option<u32>> {
     match n {
         None => Ok(None),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
@@ -19,7 +20,7 @@ fn max_keys(n: Option<i32>) -> S3Result<Option<u32>> {
     }
 }
 
-fn common(prefixes: Vec<String>, enc: Encoding) -> Option<Vec<CommonPrefix>> {
+pub(super) fn common(prefixes: Vec<String>, enc: Encoding) -> Option<Vec<CommonPrefix>> {
     Some(
         prefixes
             .into_iter()
@@ -34,14 +35,14 @@ fn common(prefixes: Vec<String>, enc: Encoding) -> Option<Vec<CommonPrefix>> {
 /// which the AWS CLI asks for and then decodes (a `+` in a key sent raw would come
 /// back as a space).
 #[derive(Clone, Copy)]
-struct Encoding(bool);
+pub(super) struct Encoding(bool);
 
 impl Encoding {
-    fn of(e: Option<&EncodingType>) -> Self {
+    pub(super) fn of(e: Option<&EncodingType>) -> Self {
         Self(e.is_some_and(|e| e.as_str() == EncodingType::URL))
     }
 
-    fn apply(self, s: &str) -> String {
+    pub(super) fn apply(self, s: &str) -> String {
         if !self.0 {
             return s.to_owned();
         }
@@ -57,17 +58,23 @@ impl Encoding {
         out
     }
 
-    fn opt(self, s: Option<String>) -> Option<String> {
+    pub(super) fn opt(self, s: Option<String>) -> Option<String> {
         s.map(|s| self.apply(&s))
     }
 
-    fn objects(self, objects: &[crate::client::objects::ObjectInfo]) -> Option<Vec<Object>> {
+    /// The listed objects, with their owner (V1 always, V2 with `fetch-owner=true`).
+    fn objects(
+        self,
+        objects: &[crate::client::objects::ObjectInfo],
+        owner: bool,
+    ) -> Option<Vec<Object>> {
         Some(
             objects
                 .iter()
                 .map(|o| {
                     let mut l = listed(o);
                     l.key = self.opt(l.key);
+                    l.owner = owner.then(super::meta::owner);
                     l
                 })
                 .collect(),
@@ -98,14 +105,14 @@ impl KdfsS3 {
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: enc.opt(input.prefix),
-            delimiter: enc.opt(input.delimiter),
+            delimiter: enc.opt(input.delimiter.filter(|d| !d.is_empty())),
             max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
             start_after: enc.opt(input.start_after),
             is_truncated: Some(page.is_truncated),
             next_continuation_token: page.next_continuation_token,
-            contents: enc.objects(&page.objects),
+            contents: enc.objects(&page.objects, input.fetch_owner == Some(true)),
             common_prefixes: common(page.common_prefixes, enc),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -132,15 +139,16 @@ impl KdfsS3 {
         let enc = Encoding::of(input.encoding_type.as_ref());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: enc.opt(input.prefix),
-            delimiter: enc.opt(input.delimiter),
-            marker: enc.opt(input.marker),
+            // V1 answers its prefix as sent: SDKs decode only keys, prefixes and markers.
+            prefix: input.prefix,
+            delimiter: enc.opt(input.delimiter.filter(|d| !d.is_empty())),
+            marker: Some(enc.apply(input.marker.as_deref().unwrap_or(""))),
             max_keys: Some(query.max_keys.unwrap_or(MAX_PAGE) as i32),
             is_truncated: Some(page.is_truncated),
             // S3 sends NextMarker only with a delimiter; clients without one continue
             // from the last key, which is the same thing.
             next_marker: enc.opt(page.next_marker),
-            contents: enc.objects(&page.objects),
+            contents: enc.objects(&page.objects, true),
             common_prefixes: common(page.common_prefixes, enc),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -152,12 +160,26 @@ impl KdfsS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
-        let keys: Vec<String> = input.delete.objects.iter().map(|o| o.key.clone()).collect();
-        if keys.len() > MAX_PAGE as usize {
+        if input.delete.objects.len() > MAX_PAGE as usize {
             return Err(s3_error!(
                 MalformedXML,
                 "a DeleteObjects request names at most {MAX_PAGE} keys"
             ));
+        }
+        // A version other than `null` does not exist: refused for that key alone.
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        let mut keys = Vec::with_capacity(input.delete.objects.len());
+        for o in &input.delete.objects {
+            if is_current(o.version_id.as_deref()) {
+                keys.push(o.key.clone());
+            } else {
+                errors.push(Error {
+                    key: Some(o.key.clone()),
+                    version_id: o.version_id.clone(),
+                    code: Some("NoSuchVersion".to_owned()),
+                    message: Some("kdfs keeps no object versions".to_owned()),
+                });
+            }
         }
         let results = self
             .client
@@ -165,7 +187,6 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("DeleteObjects", e))?;
         let quiet = input.delete.quiet.unwrap_or(false);
-        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for r in results {
             match r.outcome {
                 Ok(_) if quiet => {}

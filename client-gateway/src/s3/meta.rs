@@ -75,6 +75,15 @@ pub fn listed(o: &ObjectInfo) -> dto::Object {
     }
 }
 
+/// The one owner of every bucket and object: kdfs has no accounts, every key pair
+/// sees the same namespace.
+pub fn owner() -> dto::Owner {
+    dto::Owner {
+        display_name: Some("kdfs".to_owned()),
+        id: Some("kdfs".to_owned()),
+    }
+}
+
 /// Checks a bucket name and key as the namespace will, before any byte is uploaded.
 pub fn check_names(bucket: &str, key: &str) -> S3Result<()> {
     kdfs_proto::objects::check_bucket(bucket).map_err(refused)?;

@@ -7,13 +7,14 @@
 //! - [`auth`]: key pairs (flags and a reloadable credentials file), the checks after
 //!   the signature (no anonymous request, the region).
 //! - [`host`]: virtual-hosted-style addressing (`--s3-domain`).
-//! - [`observe`]: metrics by operation and status, audit lines with the access key id.
+//! - [`observe`]: metrics by operation and status, audit lines with the access key id;
+//!   [`throttle`]: the failed-authentication limit (`SlowDown` after too many).
 //! - [`service`]: the operations, each a call into [`crate::client`], by resource:
-//!   `bucket`, `object`, `list`, `multipart`; [`body`]: request bodies counted and
+//!   `bucket`, `object`, `list`, `multipart`, `uploads` (ListMultipartUploads); [`body`]: request bodies counted and
 //!   hashed (MD5, announced checksums) on their way into an upload; [`meta`]: DTO
 //!   conversions;
 //!   [`error`]: library errors as S3 errors; [`etag`]: ETags that are MD5s only when
-//!   they say so.
+//!   they say so; `versions`: the one version (`null`) of every object.
 
 pub mod auth;
 pub mod body;
@@ -29,5 +30,8 @@ mod object;
 pub mod observe;
 pub mod serve;
 pub mod service;
+pub mod throttle;
+mod uploads;
+mod versions;
 
 pub use serve::{S3Port, serve};

@@ -37,23 +37,28 @@ fn upload_id(id: &str) -> S3Result<()> {
 
 /// `x-amz-copy-source-range: bytes=FIRST-LAST` within an object of `size` bytes.
 fn copy_range(header: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
-    let bad = || {
+    // A header that is not `bytes=FIRST-LAST` is a bad argument; one outside the
+    // object is a range that cannot be satisfied (S3's two answers).
+    let malformed = || {
         s3_error!(
-            InvalidRange,
-            "x-amz-copy-source-range {header:?} is not bytes=FIRST-LAST within {size} bytes"
+            InvalidArgument,
+            "x-amz-copy-source-range {header:?} is not bytes=FIRST-LAST"
         )
     };
     let (first, last) = header
         .trim()
         .strip_prefix("bytes=")
         .and_then(|r| r.split_once('-'))
-        .ok_or_else(bad)?;
+        .ok_or_else(malformed)?;
     let (first, last): (u64, u64) = (
-        first.parse().map_err(|_| bad())?,
-        last.parse().map_err(|_| bad())?,
+        first.parse().map_err(|_| malformed())?,
+        last.parse().map_err(|_| malformed())?,
     );
     if first > last || last >= size {
-        return Err(bad());
+        return Err(s3_error!(
+            InvalidRange,
+            "x-amz-copy-source-range {header:?} is not within {size} bytes"
+        ));
     }
     Ok(first..last + 1)
 }
@@ -308,7 +313,15 @@ impl KdfsS3 {
             input.key.as_str(),
             input.upload_id.as_str(),
         );
-        let registered = self.all_parts(upload).await?;
+        let registered = match self.all_parts(upload).await {
+            Ok(r) => r,
+            Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
+                return self
+                    .completed_before(&input.bucket, &input.key, &wanted, e)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         let mut files = Vec::with_capacity(wanted.len());
         for w in &wanted {
             let part = registered
@@ -352,6 +365,41 @@ impl KdfsS3 {
             object.file_id,
             object.size,
         ))
+    }
+
+    /// A completion retried after it succeeded (its answer was lost): the upload is
+    /// gone, but if the key still holds the object made of exactly the listed parts
+    /// (its ETag is theirs), the retry gets the same success; otherwise `gone`.
+    async fn completed_before(
+        &self,
+        bucket: &str,
+        key: &str,
+        wanted: &[Completed],
+        gone: S3Error,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let Some(expected) = etag::multipart(wanted.iter().map(|w| w.etag.as_str())) else {
+            return Err(gone);
+        };
+        let current = match self.client.get_object(bucket, key, false).await {
+            Ok(read) => read.object,
+            Err(_) => return Err(gone),
+        };
+        if etag::unquoted(&current.etag) != expected {
+            return Err(gone);
+        }
+        info!(
+            bucket,
+            key,
+            etag = expected,
+            "multipart completion retried: already completed"
+        );
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(bucket.to_owned()),
+            key: Some(key.to_owned()),
+            e_tag: Some(ETag::Strong(expected)),
+            location: Some(format!("/{bucket}/{key}")),
+            ..Default::default()
+        }))
     }
 
     pub(crate) async fn abort_multipart_upload_op(
@@ -409,52 +457,6 @@ impl KdfsS3 {
             next_part_number_marker: page.next_part_number_marker.map(|n| n as i32),
             is_truncated: Some(page.is_truncated),
             parts: Some(parts),
-            ..Default::default()
-        }))
-    }
-
-    pub(crate) async fn list_multipart_uploads_op(
-        &self,
-        req: S3Request<ListMultipartUploadsInput>,
-    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let input = req.input;
-        let max = input
-            .max_uploads
-            .unwrap_or(MAX_PAGE as i32)
-            .clamp(0, MAX_PAGE as i32) as u32;
-        let page = self
-            .client
-            .list_multipart_uploads(
-                &input.bucket,
-                input.prefix.as_deref().unwrap_or(""),
-                max,
-                (
-                    input.key_marker.as_deref().unwrap_or(""),
-                    input.upload_id_marker.as_deref().unwrap_or(""),
-                ),
-            )
-            .await
-            .map_err(|e| to_s3("ListMultipartUploads", e))?;
-        let uploads = page
-            .uploads
-            .iter()
-            .map(|u| MultipartUpload {
-                key: Some(u.key.clone()),
-                upload_id: Some(u.upload_id.clone()),
-                initiated: Some(timestamp(u.initiated_ms)),
-                ..Default::default()
-            })
-            .collect();
-        Ok(S3Response::new(ListMultipartUploadsOutput {
-            bucket: Some(input.bucket),
-            prefix: input.prefix,
-            key_marker: input.key_marker,
-            upload_id_marker: input.upload_id_marker,
-            max_uploads: Some(max as i32),
-            is_truncated: Some(page.is_truncated),
-            next_key_marker: page.next_key_marker,
-            next_upload_id_marker: page.next_upload_id_marker,
-            uploads: Some(uploads),
             ..Default::default()
         }))
     }

@@ -14,8 +14,10 @@ use super::etag;
 use super::meta::{self, check_names, from_request, timestamp, user_metadata};
 use super::observe::stored;
 use super::service::KdfsS3;
+use super::versions::is_current;
 use crate::client::objects::ObjectInfo;
 use crate::error::Error;
+use kdfs_proto::objects::WriteCondition;
 
 /// The S3 error of a failed upload of a request body: the body's own refusal
 /// (too large, a digest that did not match) or the library's error.
@@ -88,6 +90,22 @@ pub(crate) fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
     })
 }
 
+/// A PUT's `If-Match` / `If-None-Match` as the namespace's write condition.
+fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> WriteCondition {
+    let wire = |c: Option<&ETagCondition>| match c {
+        None => String::new(),
+        Some(ETagCondition::Any) => "*".to_owned(),
+        Some(ETagCondition::ETag(e)) => etag::unquoted(e.value()).to_owned(),
+    };
+    WriteCondition {
+        if_match: wire(if_match),
+        if_none_match: wire(if_none_match),
+    }
+}
+
 /// What the conditional headers of a GET or HEAD decide.
 enum Condition {
     Serve,
@@ -133,10 +151,30 @@ fn evaluate(
     Condition::Serve
 }
 
-fn check_conditions(c: Condition) -> S3Result<()> {
+/// A 304 still names the object's ETag and modification time (RFC 9110 §15.4.5), which
+/// caches and the SDKs read.
+fn not_modified(o: &ObjectInfo) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", etag::unquoted(&o.etag))) {
+        headers.insert(http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if timestamp(o.last_modified_ms)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(v) = http::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+fn check_conditions(c: Condition, o: &ObjectInfo) -> S3Result<()> {
     match c {
         Condition::Serve => Ok(()),
-        Condition::NotModified => Err(S3Error::new(S3ErrorCode::NotModified)),
+        Condition::NotModified => Err(not_modified(o)),
         Condition::Failed => Err(s3_error!(
             PreconditionFailed,
             "at least one of the preconditions you specified did not hold"
@@ -170,11 +208,23 @@ impl KdfsS3 {
         check_names(bucket, key)?;
         let metadata = from_request(input.content_type.as_ref(), input.metadata.as_ref())?;
         let len = length_bound(input.content_length, self.max_object)?;
-        // No byte is stored for a bucket that does not exist.
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
+        // No byte is stored for a bucket that does not exist, or for a conditional
+        // write that already cannot hold (the namenode checks again as it writes).
         self.client
             .head_bucket(bucket)
             .await
             .map_err(|e| to_s3("PutObject", e))?;
+        if condition != WriteCondition::default() {
+            let current = match self.client.get_object(bucket, key, false).await {
+                Ok(read) => Some(read.object.etag),
+                Err(Error::Namespace(r)) if r.code == kdfs_proto::objects::Code::NoSuchKey => None,
+                Err(e) => return Err(to_s3("PutObject", e)),
+            };
+            condition
+                .check(current.as_deref())
+                .map_err(super::error::refused)?;
+        }
         let (stream, digests) =
             body::verified(body_or_empty(input.body), announced, self.max_object);
         let uploaded = self
@@ -188,7 +238,14 @@ impl KdfsS3 {
         let etag = etag::of_md5(&digests.md5);
         let (object, replaced) = self
             .client
-            .put_object(bucket, key, uploaded.record.id, &metadata, &etag)
+            .put_object(
+                bucket,
+                key,
+                uploaded.record.id,
+                &metadata,
+                &etag,
+                &condition,
+            )
             .await
             .map_err(|e| to_s3("PutObject", e))?;
         info!(bucket, key, file = %object.file_id, size = object.size, replaced, "object stored");
@@ -225,13 +282,16 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("GetObject", e))?;
         let o = &read.object;
-        check_conditions(evaluate(
+        check_conditions(
+            evaluate(
+                o,
+                input.if_match.as_ref(),
+                input.if_unmodified_since.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+            ),
             o,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-        ))?;
+        )?;
         let size = read.file.size;
         let range = match &input.range {
             None => None,
@@ -289,13 +349,16 @@ impl KdfsS3 {
             .await
             .map_err(|e| to_s3("HeadObject", e))?;
         let o = &read.object;
-        check_conditions(evaluate(
+        check_conditions(
+            evaluate(
+                o,
+                input.if_match.as_ref(),
+                input.if_unmodified_since.as_ref(),
+                input.if_none_match.as_ref(),
+                input.if_modified_since.as_ref(),
+            ),
             o,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-        ))?;
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".to_owned()),
             content_length: Some(o.size as i64),
@@ -329,6 +392,9 @@ impl KdfsS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let (bucket, key) = (&req.input.bucket, &req.input.key);
+        if !is_current(req.input.version_id.as_deref()) {
+            return Err(s3_error!(NoSuchVersion, "kdfs keeps no object versions"));
+        }
         let deleted = self
             .client
             .delete_object(bucket, key)
@@ -362,6 +428,13 @@ impl KdfsS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if **src_bucket == *input.bucket && **src_key == *input.key && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself without changing its metadata \
+                 (x-amz-metadata-directive: REPLACE) is not allowed"
+            ));
+        }
         let metadata = match replace {
             true => Some(from_request(
                 input.content_type.as_ref(),

@@ -152,6 +152,31 @@ fn loggable(access_key: &str) -> Option<&str> {
 #[derive(Clone)]
 pub struct Observe {
     pub trusted_proxies: Arc<Vec<crate::gateway::ip_range::IpRange>>,
+    /// The failed-authentication limit.
+    pub throttle: Arc<super::throttle::Throttle>,
+}
+
+/// The answer to a client over the failed-authentication limit: S3's `SlowDown`, which
+/// SDKs retry with back-off.
+fn slow_down(client: IpAddr, retry_after: std::time::Duration) -> Response {
+    // Rounded up: a client that waits this long is let through.
+    let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+         <Message>too many failed authentications from {client}; retry in {secs} s</Message></Error>"
+    );
+    let mut r = Response::new(axum::body::Body::from(body));
+    *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/xml"),
+    );
+    h.insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
+    r
 }
 
 /// Counts every S3 request and writes the audit lines (see the [module docs](self)).
@@ -167,10 +192,29 @@ pub async fn observe(State(cfg): State<Observe>, mut req: Request, next: Next) -
         note: note.clone(),
         done: false,
     };
+    if let Some((retry_after, first)) =
+        cfg.throttle
+            .refuse(client, line.claimed.as_deref(), Instant::now())
+    {
+        metrics::counter!("kdfs_gateway_s3_requests_total", "operation" => "unknown", "status" => "503")
+            .increment(1);
+        metrics::counter!("kdfs_gateway_auth_refused_total", "reason" => "rate_limited")
+            .increment(1);
+        line.done = true;
+        // One audit line per client and window: a flood is counted, not written out.
+        if first {
+            line.write(&Noted::default(), "auth", None, Some(503), "limited");
+        }
+        return slow_down(client, retry_after);
+    }
     let resp = next.run(req).await;
     let noted = note.get();
     let operation = noted.operation.unwrap_or("unknown");
     let status = resp.status();
+    if noted.access_key.is_none() && status == axum::http::StatusCode::FORBIDDEN {
+        cfg.throttle
+            .fail(client, line.claimed.as_deref(), Instant::now());
+    }
     metrics::counter!("kdfs_gateway_s3_requests_total", "operation" => operation, "status" => status.as_str().to_owned())
         .increment(1);
     metrics::histogram!("kdfs_gateway_s3_request_seconds", "operation" => operation)

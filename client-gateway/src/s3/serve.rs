@@ -36,6 +36,8 @@ pub struct S3Port {
     pub handshakes: HandshakeLimits,
     pub limits: Limits,
     pub drain: Duration,
+    /// The failed-authentication limit (`--auth-max-failures`, `--auth-failure-window`).
+    pub throttle: Arc<super::throttle::Throttle>,
 }
 
 /// The axum app of the S3 port: every path goes to s3s.
@@ -60,6 +62,7 @@ fn app(port: &S3Port) -> Router {
     });
     let observed = Observe {
         trusted_proxies: Arc::new(port.trusted_proxies.clone()),
+        throttle: Arc::clone(&port.throttle),
     };
     Router::new()
         .fallback_service(s3)

@@ -104,6 +104,13 @@ impl S3 for KdfsS3 {
         self.list_objects_v2_op(req).await
     }
 
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.list_object_versions_op(req).await
+    }
+
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,

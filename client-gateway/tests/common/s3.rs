@@ -176,6 +176,21 @@ impl Clients {
         require("boto3 (in .ci/.venv)", ok.then_some(python))
     }
 
+    /// The Python of `.ci/.venv` if it has what the Ceph s3-tests import (pytest,
+    /// boto3, munch, isodate, pytz, requests).
+    pub fn pytest_python() -> Option<PathBuf> {
+        let python = workspace().join(".ci/.venv/bin/python");
+        let ok = python.is_file()
+            && std::process::Command::new(&python)
+                .args(["-c", "import pytest, boto3, munch, isodate, pytz, requests"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        require(
+            "pytest and the s3-tests modules (in .ci/.venv)",
+            ok.then_some(python),
+        )
+    }
+
     /// Runs the Python `script` with boto3 (`s3` is a client for the endpoint, `args`
     /// its `sys.argv[1:]`).
     pub async fn boto3(&self, script: &str, args: &[&str]) -> Option<Output> {

@@ -111,6 +111,14 @@ s3.complete_multipart_upload(Bucket="listing", Key="mp", UploadId=mp, MultipartU
 body = s3.get_object(Bucket="listing", Key="mp")["Body"].read()
 check("completed content", hashlib.sha256(body).hexdigest(), hashlib.sha256(part + b"tail").hexdigest())
 check("upload gone", s3.list_multipart_uploads(Bucket="listing").get("Uploads", []), [])
+# A completion retried after it succeeded (its answer lost) gets the same answer; once
+# the key holds something else, the upload is gone.
+done = s3.complete_multipart_upload(Bucket="listing", Key="mp", UploadId=mp, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+again = s3.complete_multipart_upload(Bucket="listing", Key="mp", UploadId=mp, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+check("retried completion", again["ETag"], done["ETag"])
+check("retried completion is the object", s3.head_object(Bucket="listing", Key="mp")["ETag"], done["ETag"])
+s3.put_object(Bucket="listing", Key="mp", Body=b"replaced")
+check("retry after an overwrite", code_of(lambda: s3.complete_multipart_upload(Bucket="listing", Key="mp", UploadId=mp, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})), "NoSuchUpload")
 
 ab = s3.create_multipart_upload(Bucket="listing", Key="aborted")["UploadId"]
 s3.upload_part(Bucket="listing", Key="aborted", UploadId=ab, PartNumber=1, Body=b"x" * 1000)
@@ -164,4 +172,39 @@ check("forged: nothing stored", code_of(lambda: s3.head_object(Bucket="listing",
 port = endpoint.rsplit(":", 1)[1]
 status, text = raw("GET", f"{endpoint}/?list-type=2&prefix=cond", host=f"listing.s3.kdfs.test:{port}")
 check("virtual-hosted listing", (status, "<Key>cond</Key>" in text), (200, True))
+# ListMultipartUploads with a delimiter: keys holding it roll up into common prefixes,
+# page by page.
+ups = {k: s3.create_multipart_upload(Bucket="listing", Key=k)["UploadId"] for k in ["up/a/1", "up/a/2", "up/b", "up/c/x", "up/d"]}
+r = s3.list_multipart_uploads(Bucket="listing", Prefix="up/", Delimiter="/")
+check("upload folders", [p["Prefix"] for p in r.get("CommonPrefixes", [])], ["up/a/", "up/c/"])
+check("uploads beside them", [u["Key"] for u in r.get("Uploads", [])], ["up/b", "up/d"])
+seen = []
+for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket="listing", Prefix="up/", Delimiter="/", PaginationConfig={"PageSize": 1}):
+    seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [u["Key"] for u in page.get("Uploads", [])]
+check("upload pages of one", seen, ["up/a/", "up/b", "up/c/", "up/d"])
+for k, u in ups.items():
+    s3.abort_multipart_upload(Bucket="listing", Key=k, UploadId=u)
+
+# A PUT whose Content-Length lies about its (signed) body: refused, nothing stored.
+import socket
+host, port = endpoint.split("//")[1].rsplit(":", 1)
+def lying_put(key, body, claimed):
+    req = AWSRequest(method="PUT", url=f"{endpoint}/listing/{key}", data=body)
+    S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
+    head = f"PUT /listing/{key} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {claimed}\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as c:
+        c.sendall(head.encode() + body)
+        c.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := c.recv(65536):
+            answer += chunk
+    return answer.decode(errors="replace")
+short = lying_put("short", b"x" * 1000, 2000)
+check("body shorter than its Content-Length", (short.split(" ")[1], "<Code>IncompleteBody</Code>" in short), ("400", True))
+long = lying_put("long", b"y" * 2000, 1000)
+check("body longer than its Content-Length", (long.split(" ")[1], "<Code>XAmzContentSHA256Mismatch</Code>" in long), ("400", True))
+for key in ["short", "long"]:
+    check(f"lied {key}: nothing stored", code_of(lambda: s3.head_object(Bucket="listing", Key=key)), "404")
 print("ok")

@@ -11,7 +11,7 @@
 //! changes anything, so a refused op leaves the transaction as it was.
 
 use kdfs_core::FileId;
-use kdfs_proto::objects::{Code, Refusal};
+use kdfs_proto::objects::{Code, Refusal, WriteCondition};
 use redb::ReadableTable;
 
 use super::object_rows::{
@@ -43,6 +43,8 @@ pub enum ObjectOp {
         content_type: String,
         user_metadata: UserMetadata,
         etag: String,
+        /// Checked against the key's current object before it is replaced.
+        condition: WriteCondition,
         now_ms: u64,
     },
     /// Removes each key (missing keys are no error).
@@ -184,9 +186,14 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &ObjectOp) -> Result<ObjectEffect> {
             content_type,
             user_metadata,
             etag,
+            condition,
             now_ms,
         } => {
             need_bucket(t, bucket)?;
+            let current = get_object(t, bucket, key)?;
+            condition
+                .check(current.as_ref().map(|o| o.etag.as_str()))
+                .map_err(Error::Namespace)?;
             let file = live_file(t, file_id)?;
             let row = ObjectRow {
                 file_id: *file_id,

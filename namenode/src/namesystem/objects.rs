@@ -133,11 +133,15 @@ impl NameSystem {
         file_id: FileId,
         meta: ObjectMeta,
         etag: &str,
+        condition: kdfs_proto::objects::WriteCondition,
     ) -> Result<(ObjectRow, bool)> {
         check(rules::check_bucket(bucket))?;
         check(rules::check_key(key))?;
         check_meta(&meta)?;
         check(rules::check_etag(etag))?;
+        for e in [&condition.if_match, &condition.if_none_match] {
+            check(rules::check_etag(e))?;
+        }
         let op = ObjectOp::Put {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -145,6 +149,7 @@ impl NameSystem {
             content_type: meta.content_type,
             user_metadata: meta.user_metadata,
             etag: etag.to_owned(),
+            condition,
             now_ms: self.clock.now_ms(),
         };
         let fx = self.apply_object(op).await;

@@ -34,7 +34,14 @@ async fn store(sim: &Sim, content: &[u8], object_content: bool) {
 
 async fn put(sim: &Sim, bucket: &str, key: &str, content: &[u8]) -> bool {
     sim.ns
-        .put_object(bucket, key, file(content), ObjectMeta::default(), "e")
+        .put_object(
+            bucket,
+            key,
+            file(content),
+            ObjectMeta::default(),
+            "e",
+            Default::default(),
+        )
         .await
         .unwrap()
         .1
@@ -176,7 +183,14 @@ async fn buckets_are_checked_and_deleted_only_when_empty() {
     assert_eq!(
         code(
             sim.ns
-                .put_object("nope", "k", file(b"x"), ObjectMeta::default(), "")
+                .put_object(
+                    "nope",
+                    "k",
+                    file(b"x"),
+                    ObjectMeta::default(),
+                    "",
+                    Default::default()
+                )
                 .await
                 .unwrap_err()
         ),
@@ -186,7 +200,14 @@ async fn buckets_are_checked_and_deleted_only_when_empty() {
     assert_eq!(
         code(
             sim.ns
-                .put_object("bkt", &long, file(b"x"), ObjectMeta::default(), "")
+                .put_object(
+                    "bkt",
+                    &long,
+                    file(b"x"),
+                    ObjectMeta::default(),
+                    "",
+                    Default::default()
+                )
                 .await
                 .unwrap_err()
         ),
@@ -195,7 +216,14 @@ async fn buckets_are_checked_and_deleted_only_when_empty() {
     assert_eq!(
         code(
             sim.ns
-                .put_object("bkt", "k", file(b"never"), ObjectMeta::default(), "")
+                .put_object(
+                    "bkt",
+                    "k",
+                    file(b"never"),
+                    ObjectMeta::default(),
+                    "",
+                    Default::default()
+                )
                 .await
                 .unwrap_err()
         ),

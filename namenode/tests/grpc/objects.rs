@@ -55,6 +55,7 @@ fn put(bucket: &str, key: &str, content: &[u8]) -> pb::PutObjectRequest {
             value: "blue".into(),
         }],
         etag: "\"e\"".into(),
+        ..Default::default()
     }
 }
 
