@@ -109,7 +109,8 @@ impl std::fmt::Display for Code {
 /// S3's conditional write on a key (`If-None-Match`, `If-Match`; each empty, `*` or an
 /// ETag, quotes ignored), checked against the key's current object in the transaction
 /// that writes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Serde: it travels inside the namenode's Raft log entries (ObjectOp).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteCondition {
     pub if_none_match: String,
     pub if_match: String,
