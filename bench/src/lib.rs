@@ -34,11 +34,13 @@ use serde_json::json;
 
 use crate::local::ProcCluster;
 use crate::report::{print_human, progress};
-use crate::scenario::{ceiling, heal, large, namenode, small, store};
+use crate::scenario::{ceiling, failover, heal, large, namenode, small, store};
 use crate::target::Target;
 
 /// Every scenario `--scenarios` accepts.
-const SCENARIOS: [&str; 6] = ["large", "small", "heal", "ceiling", "namenode", "store"];
+const SCENARIOS: [&str; 7] = [
+    "large", "small", "heal", "ceiling", "namenode", "store", "failover",
+];
 
 /// The flags of `kdfs bench`.
 #[derive(Debug, clap::Args)]
@@ -46,10 +48,12 @@ pub struct BenchArgs {
     /// Start a fresh local cluster of child processes (binaries next to this one).
     #[arg(long)]
     pub local: bool,
-    /// Scenarios to run, comma separated: large, small, heal, ceiling, namenode, store
-    /// (the datanode's block store on this disk, no cluster: 64 MiB block writes and
-    /// verified reads, the gRPC write chain of 1 and 3 in-process datanodes, and the
-    /// startup scan of --blocks blocks).
+    /// Scenarios to run, comma separated: large, small, heal, ceiling, namenode (one
+    /// namenode and an HA group of three side by side), store (the datanode's block
+    /// store on this disk, no cluster: 64 MiB block writes and verified reads, the gRPC
+    /// write chain of 1 and 3 in-process datanodes, and the startup scan of --blocks
+    /// blocks), failover (three namenodes, the leader SIGKILLed --kills times under
+    /// upload load; needs --local).
     #[arg(long, value_delimiter = ',', default_value = "ceiling,large,small")]
     pub scenarios: Vec<String>,
     /// Size of the large file (and of the data stored for `heal`).
@@ -84,6 +88,9 @@ pub struct BenchArgs {
     /// Files created (BeginUpload + CommitFile) by the `namenode` scenario.
     #[arg(long, default_value_t = 20_000)]
     pub creates: usize,
+    /// Leader kills of the `failover` scenario.
+    #[arg(long, default_value_t = 10)]
+    pub kills: usize,
     /// Print one JSON object per scenario instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -205,6 +212,16 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                 args.tls,
             )
             .await?,
+        );
+    }
+
+    if wants("failover") {
+        ensure!(
+            args.local,
+            "the failover scenario needs --local (it kills namenodes)"
+        );
+        results.push(
+            failover::failover(args.kills, args.datanodes, &args.dead_after, args.tls).await?,
         );
     }
 

@@ -25,6 +25,13 @@ fn print_cpu(r: &Value, key: &str, unit: &str, decimals: usize) {
     }
 }
 
+/// `r[key]` with two decimals, or `-`.
+fn f2(r: &Value, key: &str) -> String {
+    r[key]
+        .as_f64()
+        .map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
 /// One result as the lines of the table `kdfs bench` prints without `--json`.
 pub(crate) fn print_human(r: &Value) {
     let f = |k: &str| {
@@ -158,7 +165,27 @@ pub(crate) fn print_human(r: &Value) {
                 f("create_writer_cpu_us"),
                 f("get_file_s")
             );
+            if r["ha_creates_s"].is_number() {
+                println!(
+                    "          the same creates through {} namenodes (Raft, a majority's log before each answer): {} creates/s (p50 {} ms, p99 {} ms), {:.2} of one namenode's; first election {} s",
+                    r["ha_namenodes"],
+                    f("ha_creates_s"),
+                    f("ha_create_p50_ms"),
+                    f("ha_create_p99_ms"),
+                    r["ha_creates_ratio"].as_f64().unwrap_or(0.0),
+                    f("ha_first_election_s")
+                );
+            }
         }
+        "failover" => println!(
+            "failover  3 namenodes, leader SIGKILLed {} times under upload load: uploads back after {} s min, {} s median, {} s max; {} files present and verified, {} calls failed meanwhile",
+            r["kills"],
+            f2(r, "failover_min_s"),
+            f2(r, "failover_median_s"),
+            f2(r, "failover_max_s"),
+            r["files_present"],
+            r["calls_failed"]
+        ),
         "store" => {
             println!(
                 "store     {} blocks x{}: write {} MB/s, AsyncBlockWriter {} MB/s, verified read {} MB/s (page cache warm); disk write+fsync {} MB/s (medians)",

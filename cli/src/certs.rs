@@ -65,11 +65,22 @@ pub use kdfs_proto::roles::Role;
 pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// The names `role` is dialled by inside the cluster: its Service (`k8s/*.yaml`) in
-/// every short form, and for datanodes any pod under the headless Service.
+/// every short form, and for datanodes and namenodes any pod under their StatefulSet's
+/// Service (`<pod>.<svc>.<ns>.svc…`): an HA namenode is dialled by each of its peers
+/// (and by datanodes and gateways following the leader) at its own pod's name, and
+/// dials its peers with this same certificate.
 fn cluster_names(role: Role, ns: &str, domain: &str) -> Vec<String> {
     let svc = role.name();
     match role {
-        Role::Namenode | Role::Gateway => vec![
+        Role::Namenode => vec![
+            svc.to_owned(),
+            format!("{svc}.{ns}"),
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.{domain}"),
+            format!("*.{svc}.{ns}.svc.{domain}"),
+            format!("*.{svc}.{ns}.svc"),
+        ],
+        Role::Gateway => vec![
             svc.to_owned(),
             format!("{svc}.{ns}"),
             format!("{svc}.{ns}.svc"),
@@ -678,7 +689,9 @@ mod tests {
                 "namenode",
                 "namenode.ns",
                 "namenode.ns.svc",
-                "namenode.ns.svc.cluster.local"
+                "namenode.ns.svc.cluster.local",
+                "*.namenode.ns.svc.cluster.local",
+                "*.namenode.ns.svc"
             ]
         );
         assert_eq!(

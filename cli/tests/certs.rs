@@ -170,6 +170,16 @@ fn certs_verify_for_their_names_as_server_and_client() {
             "gateway {name}"
         );
     }
+    // An HA namenode's own pod name: what its peers, datanodes and gateways dial.
+    for name in [
+        "namenode-0.namenode.kdfs.svc.cluster.local",
+        "namenode-2.namenode.kdfs.svc",
+    ] {
+        verify_server(&dir, "namenode", name).unwrap_or_else(|e| panic!("namenode {name}: {e}"));
+        for other in ["datanode", "gateway"] {
+            assert!(verify_server(&dir, other, name).is_err(), "{other} {name}");
+        }
+    }
     for name in [
         "datanode-0.datanode.kdfs.svc.cluster.local",
         "datanode-12.datanode.kdfs.svc",

@@ -118,7 +118,7 @@ fn forged_reports_never_remove_real_replicas() {
     let info = c.info();
     assert_eq!(info["under_replicated"], 0, "{info}");
     assert!(
-        c.namenode
+        c.namenodes[0]
             .log_text()
             .contains("replicas reported where the namenode never placed them"),
         "the namenode did not keep the forged replicas apart"

@@ -90,9 +90,9 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
         Options::default().datanodes(4).replication(3),
     ));
     assert!(
-        c.namenode.log_text().contains("mTLS on"),
+        c.namenodes[0].log_text().contains("mTLS on"),
         "the namenode did not report mTLS on:\n{}",
-        c.namenode.log_tail(20)
+        c.namenodes[0].log_tail(20)
     );
 
     // Round trip over mTLS: every gRPC hop (gateway -> namenode, gateway -> datanode,
@@ -125,7 +125,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     for (who, addr) in [
         (
             "namenode",
-            c.namenode.flag("http").expect("--http").to_owned(),
+            c.namenodes[0].flag("http").expect("--http").to_owned(),
         ),
         (
             "datanode-0",
@@ -175,7 +175,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     );
     wait_for_log(
         &c,
-        || c.namenode.log_text(),
+        || c.namenodes[0].log_text(),
         "the client presented no certificate",
     );
 
@@ -189,7 +189,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     assert!(other.is_err(), "another CA's certificate was accepted");
     wait_for_log(
         &c,
-        || c.namenode.log_text(),
+        || c.namenodes[0].log_text(),
         "the certificate is not signed by the trusted CA",
     );
 
@@ -197,7 +197,11 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
     let expired = ca.expired_leaf("expired", "gateway", LOCAL_NAMES);
     let late = rt.block_on(cluster_info(&mut namenode_client(port, &expired, &ca.cert)));
     assert!(late.is_err(), "an expired certificate was accepted");
-    wait_for_log(&c, || c.namenode.log_text(), "the certificate has expired");
+    wait_for_log(
+        &c,
+        || c.namenodes[0].log_text(),
+        "the certificate has expired",
+    );
 
     // 4. Plaintext gRPC to the TLS port.
     let plain = rt.block_on(async {
@@ -209,7 +213,7 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
         plain.is_err(),
         "a plaintext client was served on the TLS port"
     );
-    wait_for_log(&c, || c.namenode.log_text(), "not a TLS handshake");
+    wait_for_log(&c, || c.namenodes[0].log_text(), "not a TLS handshake");
 
     // 5. A valid datanode certificate (it names 127.0.0.1 and localhost) presented by
     //    a process that claims to be a datanode at another host.
@@ -233,7 +237,11 @@ fn mtls_cluster_round_trip_refusals_and_rereplication() {
             .contains("datanode-7.datanode.kdfs.svc.cluster.local"),
         "{status:?}"
     );
-    wait_for_log(&c, || c.namenode.log_text(), "datanode identity refused");
+    wait_for_log(
+        &c,
+        || c.namenodes[0].log_text(),
+        "datanode identity refused",
+    );
 
     // No refusal changed anything: still exactly the four real datanodes, every file
     // intact.
@@ -388,7 +396,7 @@ fn rotated_certificates_serve_new_connections_and_transfers_in_flight_finish() {
     let s = c.upload(&after);
     assert_eq!(c.download(&s.hash), after);
     assert!(
-        c.namenode
+        c.namenodes[0]
             .log_text()
             .contains("reloaded for new connections"),
         "the namenode did not log the reload"

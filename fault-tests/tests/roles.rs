@@ -213,7 +213,7 @@ fn every_rpc_is_authorized_by_the_callers_role() {
 
     // Audited, and nothing changed.
     c.wait_until("the refusals' audit lines", Duration::from_secs(10), || {
-        let log = c.namenode.log_text();
+        let log = c.namenodes[0].log_text();
         log.contains("rpc refused: Register is for the datanode role, not gateway")
             && log.contains("rpc refused: DeleteFile is for the gateway role, not datanode")
             && log.contains("who=no-role")

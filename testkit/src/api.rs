@@ -212,6 +212,16 @@ impl Api {
             .collect()
     }
 
+    /// `DELETE /files/{hash}`; the JSON answer or the failure.
+    pub fn try_delete(&self, hash: &str) -> Result<Value, HttpFailure> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("/files/{hash}")))
+            .send()
+            .map_err(HttpFailure::no_response)?;
+        json_or_failure(resp)
+    }
+
     /// `DELETE /files/{hash}`; panics unless 200.
     pub fn delete(&self, hash: &str) -> Value {
         let resp = self

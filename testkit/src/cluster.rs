@@ -1,5 +1,5 @@
-//! A namenode, N datanodes and a gateway as child processes on 127.0.0.1: the fault
-//! suite's cluster and `kdfs bench --local`'s.
+//! A namenode (or an HA group of them), N datanodes and a gateway as child processes on
+//! 127.0.0.1: the fault suite's cluster and `kdfs bench --local`'s.
 //!
 //! The cluster is driven only from the outside, as an operator or a kernel would: SIGKILL
 //! and SIGTERM, restarts on the same data directory and the same ports (so a datanode's
@@ -14,7 +14,8 @@
 //! - No sleep-and-hope: [`ProcessCluster::wait_until`] polls until a deadline and also
 //!   fails at once if a process the test did not stop has exited.
 //!
-//! Cluster state read through `/info` lives in `state.rs`, disk inspection in `disk.rs`.
+//! Cluster state read through `/info` lives in `state.rs`, disk inspection in `disk.rs`,
+//! the namenodes of an HA group (roles, kills, wipes, partitions) in `namenodes.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -22,6 +23,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::Api;
+use crate::links::NamenodeLinks;
 use crate::options::Options;
 use crate::pki::RoleCerts;
 use crate::ports::free_ports;
@@ -37,11 +39,12 @@ const CRASH_TAIL_LINES: usize = 5;
 /// The names the TLS leaves of a cluster are valid for.
 const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
-/// A namenode, N datanodes and a gateway as child processes.
+/// A namenode (or an HA group of them), N datanodes and a gateway as child processes.
 pub struct ProcessCluster {
     pub opts: Options,
     root: tempfile::TempDir,
-    pub namenode: Proc,
+    /// The namenodes by `--id` (just one without HA).
+    pub namenodes: Vec<Proc>,
     pub datanodes: Vec<Proc>,
     pub gateway: Proc,
     /// The gateway's HTTP API (also reachable through `Deref`).
@@ -50,8 +53,13 @@ pub struct ProcessCluster {
     pub datanode_addrs: Vec<String>,
     /// tmpfs mounted for small disks, unmounted on drop.
     pub mounts: Vec<PathBuf>,
-    /// The namenode's gRPC port.
+    /// Namenode 0's own gRPC port.
     pub namenode_port: u16,
+    /// Each namenode's own gRPC port (`--listen`), by id.
+    pub namenode_ports: Vec<u16>,
+    /// With several namenodes: the relays every process reaches them through, which
+    /// [`ProcessCluster::partition_namenode`] cuts.
+    pub links: Option<NamenodeLinks>,
     /// With [`Options::tls`]: the CA and the role certificates the processes present
     /// (tests mint more under the same CA).
     pub pki: Option<RoleCerts>,
@@ -92,34 +100,71 @@ impl ProcessCluster {
             .then(|| RoleCerts::new(&root.path().join("tls"), LOCAL_NAMES));
         let tls = |role: &str| pki.as_ref().map(|p| p.flags(role)).unwrap_or_default();
         let env = opts.env();
-        // namenode gRPC + HTTP, per datanode gRPC + HTTP, gateway.
-        let mut ports = free_ports(3 + 2 * opts.datanodes).into_iter();
+        assert!(opts.namenodes >= 1, "a cluster needs a namenode");
+        assert!(
+            opts.namenodes == 1 || opts.partitionable.is_empty(),
+            "partitionable datanodes need a single namenode"
+        );
+        // Per namenode gRPC + HTTP, per datanode gRPC + HTTP, gateway.
+        let mut ports = free_ports(2 * opts.namenodes + 1 + 2 * opts.datanodes).into_iter();
         let mut port = move || ports.next().expect("enough ports");
-        let nn_port = port();
-        let nn_url = format!("http://127.0.0.1:{nn_port}");
+        let nn_ports: Vec<u16> = (0..opts.namenodes).map(|_| port()).collect();
+        let nn_port = nn_ports[0];
         let nn_host = if opts.partitionable.is_empty() {
             "127.0.0.1"
         } else {
             "0.0.0.0"
         };
-        let mut nn_args = opts.namenode_flags(
-            &format!("{nn_host}:{nn_port}"),
-            &format!("127.0.0.1:{}", port()),
-            &root.path().join("namenode").display().to_string(),
-        );
-        nn_args.extend(tls("namenode"));
-        if nn_host == "0.0.0.0" && pki.is_none() {
-            // Reachable from the partitionable datanodes' own loopback addresses.
-            nn_args.push("--allow-plaintext".into());
-        }
         let exe = |b: &str| bins.join(b);
-        let namenode = Proc::new(
-            "namenode",
-            exe("kdfs-namenode"),
-            root.path(),
-            nn_args,
-            env.clone(),
-        );
+        let (namenodes, links, nn_url) = if opts.namenodes == 1 {
+            let mut nn_args = opts.namenode_flags(
+                &format!("{nn_host}:{nn_port}"),
+                &format!("127.0.0.1:{}", port()),
+                &root.path().join("namenode").display().to_string(),
+            );
+            nn_args.extend(tls("namenode"));
+            if nn_host == "0.0.0.0" && pki.is_none() {
+                // Reachable from the partitionable datanodes' own loopback addresses.
+                nn_args.push("--allow-plaintext".into());
+            }
+            let nn = Proc::new(
+                "namenode",
+                exe("kdfs-namenode"),
+                root.path(),
+                nn_args,
+                env.clone(),
+            );
+            (vec![nn], None, format!("http://127.0.0.1:{nn_port}"))
+        } else {
+            let targets: Vec<std::net::SocketAddr> = nn_ports
+                .iter()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect();
+            let links = NamenodeLinks::start(&targets)
+                .map_err(|e| format!("starting the namenodes' relays: {e}"))?;
+            let peers = (0..opts.namenodes)
+                .map(|i| format!("{i}={}", links.addr(i)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let urls = (0..opts.namenodes)
+                .map(|i| format!("http://{}", links.addr(i)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut nns = Vec::new();
+            for (i, &p) in nn_ports.iter().enumerate() {
+                let name = format!("namenode-{i}");
+                let mut args = opts.namenode_flags(
+                    &format!("127.0.0.1:{p}"),
+                    &format!("127.0.0.1:{}", port()),
+                    &root.path().join(&name).display().to_string(),
+                );
+                args.extend([format!("--id={i}"), format!("--peers={peers}")]);
+                args.extend(tls("namenode"));
+                let exe = exe("kdfs-namenode");
+                nns.push(Proc::new(&name, exe, root.path(), args, env.clone()));
+            }
+            (nns, Some(links), urls)
+        };
 
         let mut datanodes = Vec::new();
         let mut datanode_addrs = Vec::new();
@@ -177,13 +222,15 @@ impl ProcessCluster {
         let mut cluster = Self {
             opts,
             root,
-            namenode,
+            namenodes,
             datanodes,
             gateway,
             api: Api::new(format!("http://127.0.0.1:{gw_port}")),
             datanode_addrs,
             mounts,
             namenode_port: nn_port,
+            namenode_ports: nn_ports,
+            links,
             pki,
             partitions: Vec::new(),
             _one_at_a_time: slot,
@@ -192,6 +239,7 @@ impl ProcessCluster {
             p.spawn()
                 .map_err(|e| format!("starting {} failed: {e}", p.name))?;
         }
+        cluster.note_namenode_pids();
         Ok(cluster)
     }
 
@@ -228,20 +276,23 @@ impl ProcessCluster {
         &self.api.base
     }
 
-    /// Every process: the namenode, the datanodes in order, the gateway.
+    /// Every process: the namenodes, the datanodes in order, the gateway.
     pub fn procs(&self) -> impl Iterator<Item = &Proc> {
-        std::iter::once(&self.namenode)
+        self.namenodes
+            .iter()
             .chain(&self.datanodes)
             .chain(std::iter::once(&self.gateway))
     }
 
     fn procs_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
-        std::iter::once(&mut self.namenode)
+        self.namenodes
+            .iter_mut()
             .chain(&mut self.datanodes)
             .chain(std::iter::once(&mut self.gateway))
     }
 
-    /// The process named `name` (`namenode`, `datanode-<i>`, `gateway`).
+    /// The process named `name` (`namenode` or `namenode-<i>`, `datanode-<i>`,
+    /// `gateway`).
     pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
         self.procs_mut().find(|p| p.name == name)
     }
@@ -304,15 +355,17 @@ impl ProcessCluster {
         self.datanodes[i].args.push(format!("{flag}={value}"));
     }
 
+    /// SIGKILLs the namenode (namenode 0 of an HA group).
     pub fn kill_namenode(&mut self) {
-        self.namenode.kill();
+        self.kill_namenode_at(0);
     }
     pub fn stop_namenode(&mut self) -> ExitStatus {
-        self.namenode.stop()
+        self.stop_namenode_at(0)
     }
-    /// Starts the namenode again and waits until the gateway reaches it.
+    /// Starts the namenode (namenode 0 of an HA group) again and waits until the
+    /// gateway reaches a namenode.
     pub fn restart_namenode(&mut self) {
-        self.namenode.restart();
+        self.restart_namenode_at(0);
         self.wait_answering("namenode reachable again");
     }
     pub fn kill_gateway(&mut self) {
@@ -328,7 +381,7 @@ impl ProcessCluster {
     }
 
     /// Waits until the gateway answers `/info` (which asks the namenode).
-    fn wait_answering(&self, what: &str) {
+    pub(crate) fn wait_answering(&self, what: &str) {
         self.wait_until(what, self.opts.start_timeout, || self.try_info().is_ok());
     }
 
@@ -395,7 +448,9 @@ impl Drop for ProcessCluster {
         for dn in &mut self.datanodes {
             dn.kill();
         }
-        self.namenode.kill();
+        for nn in &mut self.namenodes {
+            nn.kill();
+        }
         for m in &self.mounts {
             let _ = Command::new("umount").arg(m).status();
         }

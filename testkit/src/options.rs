@@ -21,6 +21,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How to build a [`crate::ProcessCluster`].
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Namenodes: 1 runs one without `--peers`, as before; more run an HA group
+    /// (`--id i --peers …`), each reached through a relay a test can cut
+    /// ([`crate::links::NamenodeLinks`]).
+    pub namenodes: usize,
     pub datanodes: usize,
     /// `--replication` of the namenode (`None`: its default).
     pub replication: Option<u32>,
@@ -63,6 +67,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            namenodes: 1,
             datanodes: 3,
             replication: Some(3),
             block_size: BLOCK_SIZE,
@@ -85,6 +90,11 @@ impl Default for Options {
 }
 
 impl Options {
+    /// See [`Options::namenodes`].
+    pub fn namenodes(mut self, n: usize) -> Self {
+        self.namenodes = n;
+        self
+    }
     pub fn datanodes(mut self, n: usize) -> Self {
         self.datanodes = n;
         self

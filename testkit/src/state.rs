@@ -44,31 +44,15 @@ impl ProcessCluster {
             .and_then(|d| d["id"].as_str().map(str::to_owned))
     }
 
-    /// The sum of every sample of `metric` (any labels) on the namenode's `/metrics`;
-    /// None if it cannot be read. A counter never incremented reads 0.
+    /// The sum of every sample of `metric` (any labels) on the namenode's `/metrics`
+    /// (the leader's in an HA group); None if it cannot be read. A counter never
+    /// incremented reads 0.
     pub fn namenode_metric(&self, metric: &str) -> Option<f64> {
-        let http = self
-            .namenode
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--http="))?;
-        let body = self
-            .api
-            .http()
-            .get(format!("http://{http}/metrics"))
-            .send()
-            .ok()?
-            .text()
-            .ok()?;
-        Some(
-            body.lines()
-                .filter(|l| {
-                    l.strip_prefix(metric)
-                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        let i = match self.namenode_count() {
+            1 => 0,
+            _ => self.leader()?,
+        };
+        self.namenode_metric_at(i, metric)
     }
 
     /// Replica addresses of each block of `hash` (None if unknown or unreachable).

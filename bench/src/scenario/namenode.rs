@@ -17,7 +17,7 @@ use crate::report::progress;
 use crate::stats::percentile;
 
 /// Replicas per block in the `namenode` scenario (the default replication).
-const NN_REPLICAS: u32 = 3;
+pub(crate) const NN_REPLICAS: u32 = 3;
 
 /// `namenode`: synthetic load on the namenode library in this process, no datanodes.
 ///
@@ -32,6 +32,9 @@ const NN_REPLICAS: u32 = 3;
 /// 3. `blocks` blocks committed in files of `MAX_REPORT_CHUNK` blocks (acknowledged by
 ///    two nodes), then a full report of all of them over gRPC from the third node and
 ///    from one already mapped: encode, send, decode, apply.
+/// 4. The creates of part 2 again through an HA group of three namenodes
+///    ([`super::namenode_ha`]), side by side: `ha_creates_s` and its ratio to
+///    `creates_s`.
 pub(crate) async fn namenode(
     blocks: u64,
     creates: usize,
@@ -83,8 +86,13 @@ pub(crate) async fn namenode(
     let served = server.await;
     let (created, reports) = result?;
     served?.context("namenode")?;
+    let mut ha =
+        super::namenode_ha::ha_creates(creates, concurrency, nonce ^ 1, data_parent).await?;
+    if let (Some(one), Some(three)) = (created["creates_s"].as_f64(), ha["ha_creates_s"].as_f64()) {
+        ha["ha_creates_ratio"] = json!(three / one);
+    }
     let mut out = json!({"scenario": "namenode", "blocks": blocks, "replicas": NN_REPLICAS});
-    for part in [map, created, reports] {
+    for part in [map, created, reports, ha] {
         if let (Some(o), Value::Object(p)) = (out.as_object_mut(), part) {
             o.extend(p);
         }
@@ -129,11 +137,11 @@ fn block_map_figures(ids: &[kdfs_core::BlockId]) -> Value {
     })
 }
 
-type NnClient = pb::namenode_client::NamenodeClient<tonic::transport::Channel>;
+pub(crate) type NnClient = pb::namenode_client::NamenodeClient<tonic::transport::Channel>;
 
 /// Registers `NN_REPLICAS` datanodes and keeps them heartbeating (so they stay live
 /// however long the bench takes) until `stop`.
-async fn fake_datanodes(
+pub(crate) async fn fake_datanodes(
     client: &NnClient,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<String>> {
@@ -201,7 +209,7 @@ fn writer_cpu_seconds() -> f64 {
 }
 
 /// Part 2 of [`namenode`]: durable creates, then every created file read back.
-async fn nn_creates(
+pub(crate) async fn nn_creates(
     client: &NnClient,
     nodes: &[String],
     nonce: u64,
@@ -414,5 +422,7 @@ mod tests {
         assert!(r["creates_s"].as_f64().unwrap() > 0.0);
         assert!(r["report_grpc_new_holder_ms"].as_f64().is_some());
         assert!(r["bytes_per_replica_entry"].as_f64().is_some());
+        assert!(r["ha_creates_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ha_creates_ratio"].as_f64().is_some(), "{r}");
     }
 }

@@ -13,6 +13,7 @@ pub(crate) struct Banner<'a> {
     pub(crate) gateway: &'a str,
     pub(crate) data_dir: &'a Path,
     pub(crate) logs_dir: &'a Path,
+    pub(crate) namenodes: u16,
     pub(crate) datanodes: u16,
     /// Where the mTLS certificates are; `None` with `--no-tls`.
     pub(crate) tls_dir: Option<&'a Path>,
@@ -34,6 +35,10 @@ impl std::fmt::Display for Banner<'_> {
             0 | 1 => "datanode-0.log".to_owned(),
             n => format!("datanode-0.log … datanode-{}.log", n - 1),
         };
+        let namenodes = match self.namenodes {
+            0 | 1 => "namenode.log".to_owned(),
+            n => format!("namenode-0.log … namenode-{}.log", n - 1),
+        };
         let tls = match self.tls_dir {
             Some(dir) => format!(
                 "mTLS on every internal gRPC link; certificates in {} (the gateway's HTTP is plain)",
@@ -49,10 +54,17 @@ impl std::fmt::Display for Banner<'_> {
         writeln!(f, "data:    {}", self.data_dir.display())?;
         writeln!(
             f,
-            "logs:    {}/ (namenode.log, {datanodes}, gateway.log; --verbose streams them)",
+            "logs:    {}/ ({namenodes}, {datanodes}, gateway.log; --verbose streams them)",
             self.logs_dir.display()
         )?;
         writeln!(f, "tls:     {tls}")?;
+        if self.namenodes > 1 {
+            writeln!(
+                f,
+                "ha:      {} namenodes (Raft); writes go on while a majority runs",
+                self.namenodes
+            )?;
+        }
         if let Some(s3) = &self.s3 {
             writeln!(f, "s3: {}", s3.url)?;
             writeln!(
@@ -81,6 +93,7 @@ mod tests {
             gateway: "http://127.0.0.1:8080",
             data_dir: Path::new("./kdfs-data"),
             logs_dir: Path::new("./kdfs-data/logs"),
+            namenodes: 1,
             datanodes,
             tls_dir: tls_dir.map(Path::new),
             s3: None,
@@ -121,6 +134,7 @@ stop:    Ctrl-C",
             gateway: "http://127.0.0.1:43117",
             data_dir: Path::new("d"),
             logs_dir: Path::new("d/logs"),
+            namenodes: 3,
             datanodes: 2,
             tls_dir: None,
             s3: Some(S3 {
@@ -139,6 +153,12 @@ stop:    Ctrl-C",
             banner
                 .lines()
                 .any(|l| l == "gateway: http://127.0.0.1:43117")
+        );
+        assert!(banner.contains("(namenode-0.log … namenode-2.log, datanode-0.log"));
+        assert!(
+            banner
+                .lines()
+                .any(|l| l.starts_with("ha:      3 namenodes"))
         );
     }
 }

@@ -22,7 +22,8 @@ use tracing_subscriber::fmt::MakeWriter;
 pub(crate) const OTHER: &str = "kdfs";
 
 /// Components whose crate's lines can be told by their target alone: there is only one
-/// of each in a `kdfs local` cluster.
+/// of each in a `kdfs local` cluster (with `--namenodes 3` there is no `namenode`
+/// component, so a namenode's hand-started threads write to `kdfs.log`).
 const SINGLE_TARGETS: [(&str, &str); 2] = [
     ("kdfs_namenode", "namenode"),
     ("kdfs_client_gateway", "gateway"),
@@ -82,12 +83,14 @@ fn route<'a>(thread: Option<&'a str>, target: &str) -> Option<&'a str> {
         .map(|(_, c)| *c)
 }
 
-/// Whether `name` names a component: `namenode`, `gateway` or `datanode-N`.
+/// Whether `name` names a component: `namenode`, `gateway`, `namenode-N` (HA) or
+/// `datanode-N`.
 fn is_component(name: &str) -> bool {
     matches!(name, "namenode" | "gateway")
-        || name
-            .strip_prefix("datanode-")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || ["datanode-", "namenode-"].iter().any(|prefix| {
+            name.strip_prefix(prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 impl<'a> MakeWriter<'a> for Logs {
@@ -128,6 +131,7 @@ mod tests {
         );
         check(Some("datanode-0"), "h2::proto", Some("datanode-0"));
         check(Some("namenode"), "kdfs_proto::tls", Some("namenode"));
+        check(Some("namenode-2"), "openraft::core", Some("namenode-2"));
         check(Some("gateway"), "kdfs::audit", Some("gateway"));
         check(Some("gateway"), "kdfs_namenode", Some("gateway"));
         // Threads started by hand inside a component: by target, where there is one.

@@ -1,11 +1,11 @@
 //! `kdfs local`: a whole cluster on 127.0.0.1 in one process.
 //!
-//! It runs the very `run` functions the server binaries call: one namenode, `--datanodes`
-//! datanodes and a gateway, each with its own data directory under `--data-dir`
-//! (`namenode/`, `datanode-N/`), so a second start on the same directory finds every
-//! file again. Internal gRPC and metrics ports are picked by the OS; only the gateway's
+//! It runs the very `run` functions the server binaries call: one namenode (or with
+//! `--namenodes 3` an HA group, [`namenodes`]), `--datanodes` datanodes and a gateway,
+//! each with its own data directory under `--data-dir` (`namenode/` or `namenode-N/`,
+//! `datanode-N/`), so a second start on the same directory finds every file again. Internal gRPC and metrics ports are picked by the OS; only the gateway's
 //! address is fixed (`--http`). Ctrl-C (or SIGTERM) shuts everything down gracefully:
-//! the gateway first (drains transfers), then the datanodes, then the namenode.
+//! the gateway first (drains transfers), then the datanodes, then the namenodes.
 //!
 //! Every internal gRPC link (gateway → namenode, gateway → datanodes, datanode →
 //! namenode, datanode → datanode) uses mutual TLS with role certificates in
@@ -27,6 +27,7 @@
 mod banner;
 mod component;
 mod logs;
+mod namenodes;
 mod s3_keys;
 
 use std::net::TcpListener as StdListener;
@@ -54,6 +55,10 @@ pub struct LocalArgs {
     /// Number of datanodes.
     #[arg(long, env = "KDFS_DATANODES", default_value_t = 3)]
     pub datanodes: u16,
+    /// Number of namenodes: 1, or 3 (or 5) for high availability (Raft between them;
+    /// any one may stop and writes go on).
+    #[arg(long, env = "KDFS_NAMENODES", default_value_t = 1)]
+    pub namenodes: u16,
     /// Where the gateway listens.
     #[arg(long, env = "KDFS_HTTP", default_value = "127.0.0.1:8080")]
     pub http: String,
@@ -123,10 +128,12 @@ pub(crate) fn tls_flags(tls: Option<&CertPaths>, role: Role) -> Vec<String> {
     ]
 }
 
-/// The components of a cluster with `datanodes` datanodes, named as their data and
-/// log files are: `namenode`, `datanode-0` …, `gateway`.
-fn component_names(datanodes: u16) -> Vec<String> {
-    std::iter::once("namenode".to_owned())
+/// The components of a cluster with `namenodes` namenodes and `datanodes` datanodes,
+/// named as their data and log files are: `namenode` (or `namenode-0` …),
+/// `datanode-0` …, `gateway`.
+fn component_names(namenodes: u16, datanodes: u16) -> Vec<String> {
+    namenodes::names(namenodes)
+        .into_iter()
         .chain((0..datanodes).map(|i| format!("datanode-{i}")))
         .chain(std::iter::once("gateway".to_owned()))
         .collect()
@@ -134,6 +141,7 @@ fn component_names(datanodes: u16) -> Vec<String> {
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.datanodes >= 1, "--datanodes must be at least 1");
+    namenodes::check_count(args.namenodes)?;
     let replication = args.replication.unwrap_or(u32::from(args.datanodes).min(3));
     anyhow::ensure!(
         replication >= 1 && replication <= u32::from(args.datanodes),
@@ -157,7 +165,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     };
     let root = &args.data_dir;
     let logs_dir = root.join("logs");
-    let logs = Logs::open(&logs_dir, &component_names(args.datanodes))?;
+    let logs = Logs::open(&logs_dir, &component_names(args.namenodes, args.datanodes))?;
     kdfs_core::telemetry::init_to(args.log_format, logs, args.verbose);
     let shutdown = kdfs_core::shutdown::on_signals();
     let block_size = args.block_size.to_string();
@@ -176,19 +184,22 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     };
     let tls = tls.as_ref();
 
-    let nn_grpc = bind("127.0.0.1:0", "namenode")?;
-    let nn_http = bind("127.0.0.1:0", "namenode metrics")?;
-    let nn_addr = format!("http://{}", nn_grpc.local_addr()?);
-    let nn_cfg = kdfs_namenode::Config::try_parse_from(
-        [
-            "kdfs-namenode".to_owned(),
-            format!("--data-dir={}", dir(root, "namenode")?),
-            format!("--replication={replication}"),
-            format!("--block-size={block_size}"),
-        ]
-        .into_iter()
-        .chain(tls_flags(tls, Role::Namenode)),
-    )?;
+    let (nn_listeners, nn_addr) = namenodes::bind_all(root, args.namenodes)?;
+    let mut nns = Vec::new();
+    for nn in nn_listeners {
+        let cfg = kdfs_namenode::Config::try_parse_from(
+            [
+                "kdfs-namenode".to_owned(),
+                format!("--data-dir={}", dir(root, &nn.name)?),
+                format!("--replication={replication}"),
+                format!("--block-size={block_size}"),
+            ]
+            .into_iter()
+            .chain(nn.ha_flags)
+            .chain(tls_flags(tls, Role::Namenode)),
+        )?;
+        nns.push((nn.name, cfg, nn.grpc, nn.http));
+    }
     let mut datanodes = Vec::new();
     for i in 0..args.datanodes {
         let grpc = bind("127.0.0.1:0", "datanode")?;
@@ -222,10 +233,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
     // Started inside out, so each layer finds the one below it serving.
     let mut cluster = Components::new();
-    let namenode = cluster.start("namenode", move |token| async move {
-        let (grpc, http) = (tokio_listener(nn_grpc)?, tokio_listener(nn_http)?);
-        Ok(kdfs_namenode::run(nn_cfg, grpc, http, token).await?)
-    })?;
+    let mut namenode_ids = Vec::new();
+    for (name, cfg, grpc, http) in nns {
+        namenode_ids.push(cluster.start(&name, move |token| async move {
+            let (grpc, http) = (tokio_listener(grpc)?, tokio_listener(http)?);
+            Ok(kdfs_namenode::run(cfg, grpc, http, token).await?)
+        })?);
+    }
     let mut datanode_ids = Vec::new();
     for (i, (cfg, grpc, http)) in datanodes.into_iter().enumerate() {
         datanode_ids.push(
@@ -243,7 +257,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         Ok(kdfs_client_gateway::run(gw_cfg, listeners, token).await?)
     })?;
     // Outermost first, so each layer drains while the one below still serves.
-    let stop_order = [vec![gateway], datanode_ids, vec![namenode]];
+    let stop_order = [vec![gateway], datanode_ids, namenode_ids];
 
     let url = format!("http://{gw_addr}");
     let failure = tokio::select! {
@@ -259,6 +273,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 gateway: &url,
                 data_dir: root,
                 logs_dir: &logs_dir,
+                namenodes: args.namenodes,
                 datanodes: args.datanodes,
                 tls_dir: tls.map(|_| tls_dir.as_path()),
                 s3: s3_url
@@ -272,7 +287,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                     }),
             };
             println!("{banner}");
-            tracing::info!(gateway = %url, data_dir = %root.display(), datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");
+            tracing::info!(gateway = %url, data_dir = %root.display(), namenodes = args.namenodes, datanodes = args.datanodes, mtls = tls.is_some(), "local cluster ready");
             tokio::select! {
                 () = shutdown.cancelled() => None,
                 (i, why) = cluster.next_exit() => Some(stopped(cluster.name(i), &why, &logs_dir)),
@@ -305,8 +320,8 @@ fn stopped(name: &str, why: &anyhow::Error, logs_dir: &Path) -> anyhow::Error {
     )
 }
 
-/// Waits until the gateway answers `/readyz` with 200 (namenode reachable, enough live
-/// datanodes) and `/info` lists every datanode as live.
+/// Waits until the gateway answers `/readyz` with 200 (a namenode leads and is
+/// reachable, enough live datanodes) and `/info` lists every datanode as live.
 async fn wait_ready(url: &str, datanodes: u16) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;

@@ -1,8 +1,10 @@
 //! What the security scenarios share: a namenode gRPC client of a running
 //! [`ProcessCluster`], and a fake datanode (a gRPC client that registers and reports
-//! whatever it is told, serving nothing).
+//! whatever it is told, serving nothing); and in [`ha`] what the HA scenarios share.
 
 #![allow(dead_code)] // Each test file uses a part.
+
+pub mod ha;
 
 use std::time::Duration;
 

@@ -70,7 +70,13 @@ impl RaftStatus {
 
     /// The leader's address, for a refusal.
     pub fn leader_hint(&self) -> Option<String> {
-        let leader = self.metrics().current_leader?;
+        let m = self.metrics();
+        let leader = m.current_leader?;
+        // A leader cut off from its majority names nobody: naming itself would keep
+        // clients asking it while the others elect a new leader.
+        if leader == self.id && m.state == ServerState::Leader && !Self::leads(&m, self.lease) {
+            return None;
+        }
         self.peers.address(leader).map(str::to_owned)
     }
 
