@@ -29,8 +29,8 @@
 # the API server's service proxy) until a namenode is the leader, and prints which. A
 # cluster that ran one namenode (an earlier deploy.sh) is moved to three: the
 # StatefulSet recreated (pods and volumes kept), the namenode Service made headless, and
-# namenode-0 restarted with --peers (the others cannot elect a leader without it); its
-# metadata becomes the replicated one.
+# namenode-0 restarted with --peers (the others cannot elect a leader without it), with
+# a new certificate naming every namenode pod; its metadata becomes the replicated one.
 #
 # Security: every gRPC link uses mutual TLS. Before the first apply, deploy.sh makes a
 # CA and one certificate per role with `kdfs certs` (run from the image) and stores
@@ -203,6 +203,14 @@ render() {
 # Apply k8s/ (kustomize) with the image set to $TAGGED, and Traefik's k3d settings.
 apply_manifests() {
   recreate_if_immutable_changed
+  if [ "$TO_HA" = 1 ]; then
+    # A certificate from before names no namenode pod, which the peers and clients dial.
+    say "namenode: from one to three: a new certificate naming every namenode pod"
+    make_work_dir
+    fetch_ca
+    run_certs "$TAGGED"
+    tls_secret kdfs-tls-namenode --dry-run=client -o yaml | kc replace -f - >/dev/null
+  fi
   say "applying k8s/ ($NAMENODES namenode(s)) with image $TAGGED"
   render |
     sed "s#image: $MANIFEST_IMAGE\$#image: $TAGGED#" |

@@ -446,11 +446,13 @@ docker network rm "$NET" >/dev/null 2>&1 || true
 if [ "$IMAGE" = "$TEST_IMAGE" ]; then
   step "test image (host-built $PROFILE binaries)" build_test_image
 fi
-step "start $NAMENODES namenode(s) + $DATANODES datanodes + gateway" start_cluster
-step "1. upload 4 files, download, verify sha256" step_upload
 if [ "$NAMENODES" = 3 ]; then
   # shellcheck source=scripts/container-test-ha.sh disable=SC1091
   . scripts/container-test-ha.sh
+fi
+step "start $NAMENODES namenode(s) + $DATANODES datanodes + gateway" start_cluster
+step "1. upload 4 files, download, verify sha256" step_upload
+if [ "$NAMENODES" = 3 ]; then
   step "H1. docker kill the leader during uploads" step_kill_leader
   step "H2. partition the leader (network disconnect)" step_partition_leader
   step "H3. two namenodes down, then one back" step_two_down

@@ -613,8 +613,9 @@ fn without_a_namenode_leader_deploy_fails_showing_the_namenodes() {
 }
 
 /// A cluster an earlier deploy.sh made runs one namenode: an OrderedReady StatefulSet
-/// without --peers behind a Service with a cluster IP. The next deploy recreates the
-/// StatefulSet (pods and claims kept) and the Service (headless now), applies, and
+/// without --peers behind a Service with a cluster IP, its certificate naming no
+/// namenode pod. The next deploy recreates the StatefulSet (pods and claims kept) and
+/// the Service (headless now), replaces the namenode certificate, applies, and
 /// restarts namenode-0 with --peers at once (the rollout would wait for namenode-2,
 /// which cannot become ready while namenode-0 runs alone); the one after does none of
 /// that.
@@ -635,6 +636,10 @@ fn a_cluster_of_one_namenode_moves_to_three() {
         "delete statefulset/namenode --cascade=orphan",
         "get service/namenode -o jsonpath={.spec.clusterIP}",
         "delete service/namenode",
+        "get secret kdfs-ca -o jsonpath",
+        "docker run -i --rm --network=none kdfs:dev-0123456789ab",
+        "create secret generic kdfs-tls-namenode --type=kubernetes.io/tls",
+        "kubectl --context k3d-kdfs replace -f -",
         "apply -f -",
         "delete pod namenode-0",
         "rollout status statefulset/namenode",
@@ -652,7 +657,7 @@ fn a_cluster_of_one_namenode_moves_to_three() {
         run.report()
     );
     let run = dry.run("./deploy.sh redeploy");
-    for call in ["delete statefulset", "delete service", "delete pod"] {
+    for call in ["delete statefulset", "delete service", "delete pod", "replace"] {
         assert!(!run.called(call), "nothing left to move: {}", run.report());
     }
 }
