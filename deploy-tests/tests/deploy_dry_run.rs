@@ -323,7 +323,7 @@ fn deploy_sh_runs_every_readme_command_against_fake_tools() {
     run.in_order(&order);
     assert!(
         run.stdout()
-            .contains("namenode http://namenode-1.namenode.kdfs.svc.cluster.local:8020: leader"),
+            .contains("namenode namenode-1.namenode.kdfs.svc.cluster.local:8020: leader"),
         "{}",
         run.report()
     );
@@ -595,7 +595,7 @@ fn without_a_namenode_leader_deploy_fails_showing_the_namenodes() {
     let err = run.stderr();
     for want in [
         "no namenode leader within 1s",
-        "follower http://namenode-0.namenode.kdfs.svc.cluster.local:8020",
+        "follower namenode-0.namenode.kdfs.svc.cluster.local:8020",
         "--- events of pod namenode-1",
         "statefulset/namenode is not ready",
     ] {
@@ -657,7 +657,12 @@ fn a_cluster_of_one_namenode_moves_to_three() {
         run.report()
     );
     let run = dry.run("./deploy.sh redeploy");
-    for call in ["delete statefulset", "delete service", "delete pod", "replace"] {
+    for call in [
+        "delete statefulset",
+        "delete service",
+        "delete pod",
+        "replace",
+    ] {
         assert!(!run.called(call), "nothing left to move: {}", run.report());
     }
 }
