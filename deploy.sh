@@ -39,9 +39,9 @@
 # and kdfs-gateway-auth (a random bearer token for uploads and deletes). Existing
 # Secrets are never overwritten. Each certificate carries its role
 # (spiffe://kdfs/role/<role>) and names only its own Service's hosts (the namenode's
-# also every namenode pod, *.namenode.<namespace>.svc…, for Raft and clients); servers authorize
-# every rpc by role, so Secrets made by a deploy.sh from before roles are refused:
-# `./deploy.sh rotate-certs` replaces them under the same CA.
+# also every namenode pod, *.namenode.<namespace>.svc…, which peers and clients dial);
+# servers authorize every rpc by role, so Secrets made by a deploy.sh from before roles
+# are refused: `./deploy.sh rotate-certs` replaces them under the same CA.
 #
 # Needs docker, k3d (v5: https://k3d.io) and kubectl; says which are missing.
 # Environment: KDFS_CLUSTER (k3d cluster name, default kdfs), KDFS_IMAGE (image name,
@@ -601,11 +601,11 @@ status() {
   echo
   kc -n "$NS" get pvc
   echo
-  local roles
+  local roles role address
   roles=$(gateway_info | namenode_roles || true)
   if [ -n "$roles" ]; then
     echo "namenodes (the gateway's /info):"
-    printf '  %s\n' "$roles"
+    while read -r role address; do echo "  $address: $role"; done <<<"$roles"
   else
     echo "namenodes: the gateway does not answer /info"
   fi
