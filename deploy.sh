@@ -445,7 +445,7 @@ namenode_roles() {
 # Waits until /info names a leader among the namenodes (at most LEADER_TIMEOUT seconds),
 # then prints every namenode's role; otherwise shows the namenode pods and fails.
 wait_for_leader() {
-  local end=$((SECONDS + LEADER_TIMEOUT)) roles=""
+  local end=$((SECONDS + LEADER_TIMEOUT)) roles="" role address
   say "waiting for a namenode leader (at most ${LEADER_TIMEOUT}s)"
   while [ "$SECONDS" -lt "$end" ]; do
     roles=$(gateway_info | namenode_roles || true)
