@@ -6,7 +6,8 @@
 #                          port 8080 mapped to its load balancer), build the image, import
 #                          it, apply k8s/, wait for the rollout (or show why a workload
 #                          is not ready), print how to reach the gateway. Idempotent: run
-#                          it again any time.
+#                          it again any time. Three namenodes replicate the metadata
+#                          (Raft); it waits until one of them leads.
 #   ./deploy.sh redeploy   rebuild + re-import the image, re-apply k8s/ and roll every
 #                          kdfs workload onto it (restarted even if the image is
 #                          unchanged; one datanode at a time), wait
@@ -22,22 +23,33 @@
 # lifts Traefik's 60 s read timeout so long uploads are not cut. A cluster made without
 # the mapping keeps working through `kubectl port-forward` (printed at the end).
 #
+# Namenodes: three (k8s/namenode.yaml: --peers, a volume each, one per node when the
+# cluster has three nodes), or one without Raft with KDFS_NAMENODES=1 (k8s/single/, a
+# kustomize component). After the rollout deploy.sh asks the gateway's /info (through
+# the API server's service proxy) until a namenode is the leader, and prints which. A
+# cluster that ran one namenode (an earlier deploy.sh) is moved to three: the
+# StatefulSet recreated (pods and volumes kept), the namenode Service made headless, and
+# namenode-0 restarted with --peers (the others cannot elect a leader without it), with
+# a new certificate naming every namenode pod; its metadata becomes the replicated one.
+#
 # Security: every gRPC link uses mutual TLS. Before the first apply, deploy.sh makes a
 # CA and one certificate per role with `kdfs certs` (run from the image) and stores
 # them as Secrets in the namespace: kdfs-ca (the CA, kept to issue rotations),
 # kdfs-tls-namenode, kdfs-tls-datanode, kdfs-tls-gateway (tls.crt, tls.key, ca.crt)
 # and kdfs-gateway-auth (a random bearer token for uploads and deletes). Existing
 # Secrets are never overwritten. Each certificate carries its role
-# (spiffe://kdfs/role/<role>) and names only its own Service's hosts; servers authorize
-# every rpc by role, so Secrets made by a deploy.sh from before roles are refused:
-# `./deploy.sh rotate-certs` replaces them under the same CA.
+# (spiffe://kdfs/role/<role>) and names only its own Service's hosts (the namenode's
+# also every namenode pod, *.namenode.<namespace>.svc…, which peers and clients dial);
+# servers authorize every rpc by role, so Secrets made by a deploy.sh from before roles
+# are refused: `./deploy.sh rotate-certs` replaces them under the same CA.
 #
 # Needs docker, k3d (v5: https://k3d.io) and kubectl; says which are missing.
 # Environment: KDFS_CLUSTER (k3d cluster name, default kdfs), KDFS_IMAGE (image name,
 # default kdfs:dev), KDFS_AGENTS (agent nodes, default 3), KDFS_HTTP_PORT (host port
 # for the gateway, default 8080), DOCKER_BUILD_FLAGS (extra flags for docker build,
 # e.g. --network=none on an offline machine), KDFS_TIMEOUT (rollout wait per workload,
-# default 300s).
+# default 300s), KDFS_NAMENODES (3, the default: replicated; 1: a single namenode),
+# KDFS_LEADER_TIMEOUT (seconds to wait for a namenode leader, default 120).
 # Each build is also tagged with its image id (kdfs:dev-<id>) and the manifests are
 # applied with that tag, so a changed image rolls the pods and an unchanged one does
 # not. It is imported as kdfs:dev too, the image k8s/kustomization.yaml names, so a
@@ -54,6 +66,8 @@ HTTP_PORT=${KDFS_HTTP_PORT:-8080}
 # The image k8s/kustomization.yaml names (deploy-tests holds the two equal).
 MANIFEST_IMAGE=kdfs:dev
 TIMEOUT=${KDFS_TIMEOUT:-300s}
+NAMENODES=${KDFS_NAMENODES:-3}
+LEADER_TIMEOUT=${KDFS_LEADER_TIMEOUT:-120}
 ZONES=(zone-a zone-b zone-c)
 NS=kdfs
 CONTEXT=k3d-$CLUSTER
@@ -66,10 +80,16 @@ S3_SECRET=kdfs-s3-credentials
 # The CA's certificate and key, kept so that missing or rotated certificates are issued
 # under the CA every pod already trusts.
 CA_SECRET=kdfs-ca
+# The names every namenode pod is dialled by (namenode-N under the headless Service
+# namenode), which the namenode's certificate carries besides its Service's names.
+NAMENODE_HOSTS=("*.namenode.NAMESPACE.svc.cluster.local" "*.namenode.NAMESPACE.svc")
 CLEANUP=()
 trap 'rm -rf ${CLEANUP[@]+"${CLEANUP[@]}"}' EXIT
 # Whether host port $HTTP_PORT reaches the cluster's load balancer (set by ensure_cluster).
 HTTP_MAPPED=1
+# Whether the live namenode StatefulSet runs one namenode without --peers while three
+# are wanted (set by recreate_if_immutable_changed, acted on after the apply).
+TO_HA=0
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
@@ -162,40 +182,99 @@ build_and_import() {
   k3d image import "$TAGGED" "$MANIFEST_IMAGE" -c "$CLUSTER"
 }
 
+# The manifests for $NAMENODES namenodes: k8s/ as it is (three), or with the
+# k8s/single component (one). Kustomize takes no absolute paths and no overlay inside
+# the base it names, so the one-namenode kustomization is written next to k8s/.
+render() {
+  case $NAMENODES in
+    3) kc kustomize "$HERE/k8s" ;;
+    1)
+      local dir rc=0
+      dir=$(mktemp -d "$HERE/.kdfs-single.XXXXXX")
+      printf 'resources:\n  - ../k8s\ncomponents:\n  - ../k8s/single\n' >"$dir/kustomization.yaml"
+      kc kustomize "$dir" || rc=$?
+      rm -rf "$dir"
+      return "$rc"
+      ;;
+    *) die "KDFS_NAMENODES=$NAMENODES: 3 (replicated) or 1 (a single namenode)" ;;
+  esac
+}
+
 # Apply k8s/ (kustomize) with the image set to $TAGGED, and Traefik's k3d settings.
 apply_manifests() {
   recreate_if_immutable_changed
-  say "applying k8s/ with image $TAGGED"
-  kc kustomize "$HERE/k8s" |
+  if [ "$TO_HA" = 1 ]; then
+    # A certificate from before names no namenode pod, which the peers and clients dial.
+    say "namenode: from one to three: a new certificate naming every namenode pod"
+    make_work_dir
+    fetch_ca
+    run_certs "$TAGGED"
+    tls_secret kdfs-tls-namenode --dry-run=client -o yaml | kc replace -f - >/dev/null
+  fi
+  say "applying k8s/ ($NAMENODES namenode(s)) with image $TAGGED"
+  render |
     sed "s#image: $MANIFEST_IMAGE\$#image: $TAGGED#" |
     kc apply -f -
+  if [ "$TO_HA" = 1 ]; then
+    # The rollout replaces pods from the highest index down, each once ready: namenode-2
+    # never is while namenode-0 runs alone, so namenode-0 goes first.
+    say "namenode: from one to three: restarting namenode-0 with --peers (its metadata" \
+      "becomes the replicated one; the others join it)"
+    kc -n "$NS" delete pod namenode-0 --wait=false
+  fi
   kc apply -f "$HERE/k8s/k3d/traefik-config.yaml" >/dev/null ||
     say "note: Traefik's read timeout could not be lifted: uploads through the Ingress" \
       "longer than 60s may be cut (port-forward has no such limit)"
 }
 
-# A StatefulSet's podManagementPolicy cannot be changed in place (the API server refuses
-# the apply): when a live one differs from k8s/, delete it with --cascade=orphan (its
-# pods and volume claims stay and keep serving) so that the apply creates it again and
-# adopts them.
+# The value of top-level spec field $3 of object $1/$2 in the rendered manifests on
+# stdin (empty if unset).
+spec_field() {
+  awk -v kind="$1" -v obj="$2" -v field="$3" '
+    /^---/ { k = ""; name = "" }
+    /^kind: / { k = $2 }
+    k == kind && /^  name: / { name = $2 }
+    k == kind && name == obj && $0 ~ "^  " field ": " { print $2 }'
+}
+
+# A StatefulSet's podManagementPolicy and serviceName, and a Service's clusterIP, cannot
+# be changed in place (the API server refuses the apply): when a live one differs from
+# k8s/, delete it (a StatefulSet with --cascade=orphan: its pods and volume claims stay
+# and keep serving) so that the apply creates it again (and adopts the pods). Also notes
+# (TO_HA) a move from one namenode without --peers to three.
 recreate_if_immutable_changed() {
-  local set live want
+  local manifests set fields field live want env
+  manifests=$(render)
   for set in namenode datanode; do
-    live=$(kc -n "$NS" get "statefulset/$set" \
-      -o jsonpath='{.spec.podManagementPolicy}' 2>/dev/null || true)
-    [ -n "$live" ] || continue
-    want=$(kc kustomize "$HERE/k8s" |
-      awk -v set="$set" '
-        /^kind: / { kind = $2 }
-        /^---/ { kind = ""; name = "" }
-        kind == "StatefulSet" && /^  name: / { name = $2 }
-        kind == "StatefulSet" && name == set && /^  podManagementPolicy: / { print $2 }')
-    [ -n "$want" ] || want=OrderedReady
-    if [ "$live" != "$want" ]; then
-      say "statefulset/$set: podManagementPolicy $live -> $want; recreating it (pods and volumes kept)"
-      kc -n "$NS" delete "statefulset/$set" --cascade=orphan --wait=true
+    fields=$(kc -n "$NS" get "statefulset/$set" \
+      -o jsonpath='{.spec.podManagementPolicy} {.spec.serviceName}' 2>/dev/null || true)
+    [ -n "$fields" ] || continue
+    for field in podManagementPolicy serviceName; do
+      want=$(spec_field StatefulSet "$set" "$field" <<<"$manifests")
+      if [ "$field" = podManagementPolicy ]; then
+        live=${fields%% *} want=${want:-OrderedReady}
+      else
+        live=${fields#* }
+      fi
+      if [ "$live" != "$want" ]; then
+        say "statefulset/$set: $field $live -> $want; recreating it (pods and volumes kept)"
+        kc -n "$NS" delete "statefulset/$set" --cascade=orphan --wait=true
+        break
+      fi
+    done
+    [ "$set" = namenode ] || continue
+    env=$(kc -n "$NS" get statefulset/namenode \
+      -o jsonpath='{.spec.template.spec.containers[0].env[*].name}' 2>/dev/null || true)
+    if [[ " $env " != *" KDFS_PEERS "* ]] && [[ $manifests == *"name: KDFS_PEERS"* ]]; then
+      TO_HA=1
     fi
   done
+  live=$(kc -n "$NS" get service/namenode -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)
+  want=$(spec_field Service namenode clusterIP <<<"$manifests")
+  if [ -n "$live" ] && [ "$live" != "${want:-$live}" ]; then
+    say "service/namenode: clusterIP $live -> $want (each namenode by name); recreating it"
+    kc -n "$NS" delete service/namenode --wait=true
+  fi
 }
 
 secret_exists() { kc -n "$NS" get secret "$1" >/dev/null 2>&1; }
@@ -221,16 +300,25 @@ fetch_ca() {
 }
 
 # Runs `kdfs certs` from image $1 on $WORK: a CA there is reused, the role certificates
-# are (re)issued. The directory travels as a tar through stdin and stdout rather than a
-# bind mount, so this works with any Docker engine, local or not.
+# are (re)issued; the namenode's in a second pass under the same CA that also names
+# every namenode pod (NAMENODE_HOSTS: peers, datanodes and gateways dial them by these
+# names), so no other role's certificate names them. The directory travels as a tar
+# through stdin and stdout rather than a bind mount, so this works with any Docker
+# engine, local or not.
 run_certs() {
   say "issuing certificates with kdfs certs (image $1, namespace $NS)"
+  local hosts=() h
+  for h in "${NAMENODE_HOSTS[@]}"; do hosts+=("--host=${h//NAMESPACE/$NS}"); done
   tar -C "$WORK" -cf - . |
     docker run -i --rm --network=none "$1" sh -c '
       set -e
-      mkdir -p /tmp/certs && cd /tmp/certs && tar -xf -
-      kdfs certs --out /tmp/certs --namespace "$1" >&2
-      tar -cf - .' sh "$NS" |
+      out=$(mktemp -d) && cd "$out" && tar -xf -
+      kdfs certs --out "$out" --namespace "$1" >&2
+      mkdir nn && cp ca.crt ca.key nn/
+      ns=$1 && shift
+      kdfs certs --out "$out/nn" --namespace "$ns" "$@" >&2
+      mv nn/namenode.crt nn/namenode.key . && rm -rf nn
+      tar -cf - .' sh "$NS" ${hosts[@]+"${hosts[@]}"} |
     tar -C "$WORK" -xf -
   [ -s "$WORK/namenode.crt" ] || die "kdfs certs made no certificates"
 }
@@ -331,6 +419,47 @@ wait_rollout() {
   done
 }
 
+# The gateway's /info, through the API server's proxy to the gateway Service (kubectl
+# alone: no port-forward, no host port needed).
+gateway_info() {
+  kc get --raw "/api/v1/namespaces/$NS/services/gateway:http/proxy/info" 2>/dev/null
+}
+
+# The namenodes of /info on stdin, one `ROLE ADDRESS` line each.
+namenode_roles() {
+  tr -d '\n' | awk '{
+    i = index($0, "\"namenodes\":[")
+    if (i == 0) exit
+    s = substr($0, i + 13)
+    n = split(substr(s, 1, index(s, "]") - 1), objs, "}")
+    for (k = 1; k <= n; k++) {
+      if (!match(objs[k], /"address":"[^"]*"/)) continue
+      address = substr(objs[k], RSTART + 11, RLENGTH - 12)
+      role = "unknown"
+      if (match(objs[k], /"role":"[^"]*"/)) role = substr(objs[k], RSTART + 8, RLENGTH - 9)
+      print role, address
+    }
+  }'
+}
+
+# Waits until /info names a leader among the namenodes (at most LEADER_TIMEOUT seconds),
+# then prints every namenode's role; otherwise shows the namenode pods and fails.
+wait_for_leader() {
+  local end=$((SECONDS + LEADER_TIMEOUT)) roles="" role address
+  say "waiting for a namenode leader (at most ${LEADER_TIMEOUT}s)"
+  while [ "$SECONDS" -lt "$end" ]; do
+    roles=$(gateway_info | namenode_roles || true)
+    if grep -q '^leader ' <<<"$roles"; then
+      while read -r role address; do say "namenode $address: $role"; done <<<"$roles"
+      return
+    fi
+    sleep 2
+  done
+  printf '\ndeploy.sh: no namenode leader within %ss; /info says:\n%s\n' \
+    "$LEADER_TIMEOUT" "${roles:-(nothing)}" >&2
+  diagnose statefulset/namenode
+}
+
 # Why workload $1 is not ready: each of its pods that is not, with its recent events
 # and the last lines of its log (and of the previous container, if it restarted).
 diagnose() {
@@ -415,6 +544,7 @@ up() {
   ensure_secrets
   apply_manifests
   wait_rollout
+  wait_for_leader
   hello
 }
 
@@ -436,6 +566,7 @@ redeploy() {
     say "new image: the apply rolls ${WORKLOADS[*]}"
   fi
   wait_rollout
+  wait_for_leader
   hello
 }
 
@@ -469,6 +600,15 @@ status() {
   kc -n "$NS" get pods -o wide
   echo
   kc -n "$NS" get pvc
+  echo
+  local roles role address
+  roles=$(gateway_info | namenode_roles || true)
+  if [ -n "$roles" ]; then
+    echo "namenodes (the gateway's /info):"
+    while read -r role address; do echo "  $address: $role"; done <<<"$roles"
+  else
+    echo "namenodes: the gateway does not answer /info"
+  fi
 }
 
 TAGGED=$IMAGE

@@ -28,6 +28,23 @@
 #      datanode exits 0 only once every block has 3 replicas on the other datanodes.
 # Every wait polls a condition against a deadline (no blind sleeps); timings are printed.
 #
+# With KDFS_CT_NAMENODES=3 it runs three namenodes instead (--id, --peers: Raft; the
+# datanodes and the gateway given all three), finds the leader from the gateway's /info
+# (`namenodes`: role leader/follower/unreachable) and runs, after step 1 (see
+# scripts/container-test-ha.sh):
+#   H1. `docker kill` the leader during a stream of uploads (one-block and multi-block):
+#       a new leader within the deadline, uploads succeed again (the time from the kill
+#       to the first upload that started after it and succeeded is printed), every
+#       upload that got a 2xx downloads with its SHA-256; the killed one, started
+#       again, rejoins as a follower;
+#   H2. `docker network disconnect` the leader (a partition): the other two elect a
+#       leader and uploads continue; the old leader stops being ready (/readyz 503) and
+#       refuses an upload sent to it alone (a gateway inside its network namespace gets
+#       a 5xx); reconnected, it follows, and every file is there once;
+#   H3. two namenodes down (`docker kill`): an upload fails with 503 within the
+#       gateway's deadline (no hang), reads of known files are reported (served or
+#       503); one started again, uploads work and every file downloads.
+#
 # For speed the image is by default a small test image: the host-built binaries
 # (target/debug/kdfs-*, built here with `cargo build` if needed) copied into
 # debian:bookworm-slim (make it with scripts/docker-local-images.sh), running
@@ -38,7 +55,8 @@
 # of an earlier run. Needs docker, curl, jq, sha256sum. Run from anywhere:
 #   bash scripts/container-test.sh
 # Environment: KDFS_CT_IMAGE (use this image, build none), KDFS_CT_PROFILE (debug or
-# release binaries, default debug), KDFS_CT_KEEP=1 (leave everything running to debug).
+# release binaries, default debug), KDFS_CT_KEEP=1 (leave everything running to debug),
+# KDFS_CT_NAMENODES (1, the default, or 3: the HA steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +65,12 @@ NET=$P-net
 NN=$P-namenode
 GW=$P-gateway
 DATANODES=4
+NAMENODES=${KDFS_CT_NAMENODES:-1}
+case $NAMENODES in
+  1) NN_URLS=http://$NN:8020 ;;
+  3) NN_URLS=http://$P-nn-0:8020,http://$P-nn-1:8020,http://$P-nn-2:8020 ;;
+  *) echo "container-test.sh: KDFS_CT_NAMENODES=$NAMENODES: 1 or 3" >&2; exit 1 ;;
+esac
 PROFILE=${KDFS_CT_PROFILE:-debug}
 TEST_IMAGE=$P-image:test
 IMAGE=${KDFS_CT_IMAGE:-$TEST_IMAGE}
@@ -66,8 +90,13 @@ die() {
   exit 1
 }
 
+# The namenode containers of this mode.
+namenodes() {
+  if [ "$NAMENODES" = 1 ]; then echo "$NN"; else echo "$P-nn-0" "$P-nn-1" "$P-nn-2"; fi
+}
+
 containers() {
-  echo "$NN" "$GW"
+  echo "$GW" "$(namenodes)"
   for i in $(seq 0 $((DATANODES - 1))); do dn "$i"; done
 }
 
@@ -91,6 +120,7 @@ cleanup() {
   docker rm -f $(containers) >/dev/null 2>&1 || true
   docker network rm "$NET" >/dev/null 2>&1 || true
   docker volume rm "$P-nn" >/dev/null 2>&1 || true
+  for c in $P-nn-0 $P-nn-1 $P-nn-2; do docker volume rm "$c" >/dev/null 2>&1 || true; done
   for i in $(seq 0 $((DATANODES - 1))); do docker volume rm "$(dn "$i")" >/dev/null 2>&1 || true; done
   if [ "$IMAGE" = "$TEST_IMAGE" ]; then docker image rm "$TEST_IMAGE" >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
@@ -179,27 +209,41 @@ EOF
   log "test image $TEST_IMAGE from target/$PROFILE ($(docker image inspect -f '{{.Size}}' "$TEST_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
-start_cluster() {
-  docker network create "$NET" >/dev/null
-  docker volume create "$P-nn" >/dev/null
-  docker run -d --name "$NN" --network "$NET" --read-only -v "$P-nn:/data" \
-    -p 127.0.0.1::9870 -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
+# run_namenode NAME VOLUME [FLAG...]: a namenode container (its HTTP port published on
+# 127.0.0.1, a tmpfs /tmp for a gateway the HA steps start inside it).
+run_namenode() {
+  local name=$1 volume=$2
+  shift 2
+  docker volume create "$volume" >/dev/null
+  docker run -d --name "$name" --network "$NET" --read-only -v "$volume:/data" \
+    --tmpfs /tmp:size=64m -p 127.0.0.1::9870 -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
     kdfs-namenode --listen 0.0.0.0:8020 --http 0.0.0.0:9870 --data-dir /data \
     --heartbeat-interval 500ms --dead-after 4s --block-size 1MiB \
-    --safe-mode-timeout 10s --replication-timeout 5s --log-format plain >/dev/null
+    --safe-mode-timeout 10s --replication-timeout 5s --log-format plain "$@" >/dev/null
+}
+
+start_cluster() {
+  docker network create "$NET" >/dev/null
+  if [ "$NAMENODES" = 1 ]; then
+    run_namenode "$NN" "$P-nn"
+  else
+    local i peers=0=$P-nn-0:8020,1=$P-nn-1:8020,2=$P-nn-2:8020
+    for i in 0 1 2; do run_namenode "$P-nn-$i" "$P-nn-$i" --id "$i" --peers "$peers"; done
+  fi
   for i in $(seq 0 $((DATANODES - 1))); do
     docker volume create "$(dn "$i")" >/dev/null
     docker run -d --name "$(dn "$i")" --network "$NET" --read-only -v "$(dn "$i"):/data" \
       --stop-timeout "$DN_GRACE" -e KDFS_ALLOW_PLAINTEXT=true "$IMAGE" \
       kdfs-datanode --listen 0.0.0.0:9866 --advertise "$(dn "$i"):9866" --http 0.0.0.0:9864 \
-      --namenode "http://$NN:8020" --data-dir /data --reserved 0 --shutdown-grace 5s \
+      --namenode "$NN_URLS" --data-dir /data --reserved 0 --shutdown-grace 5s \
       --drain-timeout 45s --log-format plain >/dev/null
   done
   docker run -d --name "$GW" --network "$NET" --read-only --tmpfs /tmp:size=1g \
     -p 127.0.0.1::8080 "$IMAGE" \
-    kdfs-gateway --listen 0.0.0.0:8080 --namenode "http://$NN:8020" --log-format plain >/dev/null
+    kdfs-gateway --listen 0.0.0.0:8080 --namenode "$NN_URLS" --log-format plain >/dev/null
   GW_URL=http://$(docker port "$GW" 8080/tcp | head -n1)
   log "gateway published at $GW_URL"
+  if [ "$NAMENODES" = 3 ]; then wait_for "a namenode leader (the gateway's /info)" has_leader; fi
   wait_for "all $DATANODES datanodes live, safe mode off" ready "$DATANODES"
 }
 
@@ -402,8 +446,22 @@ docker network rm "$NET" >/dev/null 2>&1 || true
 if [ "$IMAGE" = "$TEST_IMAGE" ]; then
   step "test image (host-built $PROFILE binaries)" build_test_image
 fi
-step "start namenode + $DATANODES datanodes + gateway" start_cluster
+if [ "$NAMENODES" = 3 ]; then
+  # shellcheck source=scripts/container-test-ha.sh disable=SC1091
+  . scripts/container-test-ha.sh
+fi
+step "start $NAMENODES namenode(s) + $DATANODES datanodes + gateway" start_cluster
 step "1. upload 4 files, download, verify sha256" step_upload
+if [ "$NAMENODES" = 3 ]; then
+  step "H1. docker kill the leader during uploads" step_kill_leader
+  step "H2. partition the leader (network disconnect)" step_partition_leader
+  step "H3. two namenodes down, then one back" step_two_down
+  printf '\n=== timings\n'
+  printf '%s\n' "${TIMINGS[@]}"
+  printf '%-44s %6.1f s\n' "total" "$(elapsed "$T0")"
+  echo "container test (3 namenodes): ok"
+  exit 0
+fi
 step "2. docker kill a datanode" step_kill
 step "3. partition a datanode and heal it" step_partition
 step "4. docker restart the namenode" step_restart_namenode

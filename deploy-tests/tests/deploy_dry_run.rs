@@ -8,10 +8,18 @@
 //! leaves to this one). Then what is not on the happy path: `down` asks before deleting
 //! (and refuses without a terminal unless `--yes`), a rollout that does not become
 //! ready shows its pods' events and logs, and every possibly empty array is expanded
-//! the way macOS's bash 3.2 accepts under `set -u`.
+//! the way macOS's bash 3.2 accepts under `set -u`. And the namenodes: deploy.sh waits
+//! for a leader (and fails showing the namenode pods when none comes), moves a cluster
+//! of one namenode to three, applies one with `KDFS_NAMENODES=1`, and issues a namenode
+//! certificate (with the real `kdfs certs`) naming every host the namenodes are dialled
+//! by, and no other role's certificate naming them.
 
+#[path = "common/certs.rs"]
+mod certs;
 #[path = "../../cli/tests/readme_examples/markdown.rs"]
 mod markdown;
+
+use certs::{covers, dns_names, kdfs_bin_dir, namenode_hosts_dialled};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -37,6 +45,8 @@ fn root() -> PathBuf {
 struct DryRun {
     state: tempfile::TempDir,
     real_kubectl: Option<PathBuf>,
+    /// A directory holding the real `kdfs`, which the fake docker then runs.
+    kdfs_bin: Option<PathBuf>,
 }
 
 /// One deploy.sh run: its output and the tool calls it made.
@@ -60,6 +70,7 @@ impl DryRun {
         DryRun {
             state: tempfile::tempdir().unwrap(),
             real_kubectl,
+            kdfs_bin: None,
         }
     }
 
@@ -90,6 +101,10 @@ impl DryRun {
             .env(
                 "REAL_KUBECTL",
                 self.real_kubectl.as_deref().unwrap_or(Path::new("")),
+            )
+            .env(
+                "FAKE_KDFS_BIN",
+                self.kdfs_bin.as_deref().unwrap_or(Path::new("")),
             );
         for v in [
             "KDFS_CLUSTER",
@@ -97,6 +112,8 @@ impl DryRun {
             "KDFS_AGENTS",
             "KDFS_TIMEOUT",
             "KDFS_HTTP_PORT",
+            "KDFS_NAMENODES",
+            "KDFS_LEADER_TIMEOUT",
             "DOCKER_BUILD_FLAGS",
         ] {
             c.env_remove(v);
@@ -204,8 +221,12 @@ fn first_up_order() -> Vec<String> {
     .map(str::to_owned)
     .to_vec();
     order.extend(WORKLOADS.map(|w| format!("rollout status {w}")));
+    order.push(LEADER_QUERY.to_owned());
     order
 }
+
+/// How deploy.sh asks the gateway's /info which namenode leads.
+const LEADER_QUERY: &str = "get --raw /api/v1/namespaces/kdfs/services/gateway:http/proxy/info";
 
 #[test]
 fn deploy_sh_runs_every_readme_command_against_fake_tools() {
@@ -302,7 +323,14 @@ fn deploy_sh_runs_every_readme_command_against_fake_tools() {
     ];
     let waits = WORKLOADS.map(|w| format!("rollout status {w}"));
     order.extend(waits.iter().map(String::as_str));
+    order.push(LEADER_QUERY);
     run.in_order(&order);
+    assert!(
+        run.stdout()
+            .contains("namenode namenode-1.namenode.kdfs.svc.cluster.local:8020: leader"),
+        "{}",
+        run.report()
+    );
 
     assert!(
         !run.called("delete statefulset"),
@@ -558,4 +586,162 @@ fn possibly_empty_arrays_expand_the_bash_3_2_way() {
     dry.run("bash --posix ./deploy.sh");
     let run = dry.run("bash --posix -u ./deploy.sh status");
     assert!(run.stderr().is_empty(), "{}", run.report());
+}
+
+/// No namenode leads (the gateway's /info names none): deploy.sh gives up after
+/// KDFS_LEADER_TIMEOUT, saying what /info said and showing the namenode pods.
+#[test]
+fn without_a_namenode_leader_deploy_fails_showing_the_namenodes() {
+    let dry = DryRun::new();
+    std::fs::write(dry.state.path().join("no-leader"), "").unwrap();
+    let run = dry.try_run("KDFS_LEADER_TIMEOUT=1 ./deploy.sh");
+    assert!(!run.out.status.success(), "{}", run.report());
+    let err = run.stderr();
+    for want in [
+        "no namenode leader within 1s",
+        "follower namenode-0.namenode.kdfs.svc.cluster.local:8020",
+        "--- events of pod namenode-1",
+        "statefulset/namenode is not ready",
+    ] {
+        assert!(
+            err.contains(want),
+            "stderr lacks {want:?}: {}",
+            run.report()
+        );
+    }
+    run.in_order(&[
+        "rollout status deployment/gateway",
+        LEADER_QUERY,
+        "get pods -l app.kubernetes.io/name=namenode",
+    ]);
+}
+
+/// A cluster an earlier deploy.sh made runs one namenode: an OrderedReady StatefulSet
+/// without --peers behind a Service with a cluster IP, its certificate naming no
+/// namenode pod. The next deploy recreates the StatefulSet (pods and claims kept) and
+/// the Service (headless now), replaces the namenode certificate, applies, and
+/// restarts namenode-0 with --peers at once (the rollout would wait for namenode-2,
+/// which cannot become ready while namenode-0 runs alone); the one after does none of
+/// that.
+#[test]
+fn a_cluster_of_one_namenode_moves_to_three() {
+    let dry = DryRun::new();
+    dry.run("./deploy.sh");
+    for (file, content) in [
+        ("policy-namenode", "OrderedReady"),
+        ("single-namenode", ""),
+        ("clusterip-namenode", "10.43.12.7"),
+    ] {
+        std::fs::write(dry.state.path().join(file), content).unwrap();
+    }
+    let run = dry.run("./deploy.sh redeploy");
+    run.in_order(&[
+        "get statefulset/namenode -o jsonpath={.spec.podManagementPolicy} {.spec.serviceName}",
+        "delete statefulset/namenode --cascade=orphan",
+        "get service/namenode -o jsonpath={.spec.clusterIP}",
+        "delete service/namenode",
+        "get secret kdfs-ca -o jsonpath",
+        "docker run -i --rm --network=none kdfs:dev-0123456789ab",
+        "create secret generic kdfs-tls-namenode --type=kubernetes.io/tls",
+        "kubectl --context k3d-kdfs replace -f -",
+        "apply -f -",
+        "delete pod namenode-0",
+        "rollout status statefulset/namenode",
+        LEADER_QUERY,
+    ]);
+    assert!(
+        !run.called("delete statefulset/datanode"),
+        "{}",
+        run.report()
+    );
+    assert!(
+        run.stdout()
+            .contains("from one to three: restarting namenode-0"),
+        "{}",
+        run.report()
+    );
+    let run = dry.run("./deploy.sh redeploy");
+    for call in [
+        "delete statefulset",
+        "delete service",
+        "delete pod",
+        "replace",
+    ] {
+        assert!(!run.called(call), "nothing left to move: {}", run.report());
+    }
+}
+
+/// `KDFS_NAMENODES=1`: the k8s/single component applied, one namenode without
+/// --peers, datanodes and gateways pointed at it alone, nothing left in the repository;
+/// any other count is refused.
+#[test]
+fn one_namenode_on_request() {
+    let dry = DryRun::new();
+    if dry.real_kubectl.is_none() {
+        eprintln!("no kubectl: the k8s/single component is not rendered");
+        return;
+    }
+    let run = dry.run("KDFS_NAMENODES=1 ./deploy.sh");
+    let applied = dry.last_applied();
+    let namenode_set = applied
+        .split("\n---\n")
+        .find(|d| d.contains("kind: StatefulSet") && d.contains("\n  name: namenode\n"))
+        .expect("the namenode StatefulSet was applied");
+    assert!(namenode_set.contains("\n  replicas: 1\n"), "{namenode_set}");
+    assert!(!applied.contains("KDFS_PEERS"), "{applied}");
+    assert_eq!(
+        applied.matches("value: http://namenode:8020\n").count(),
+        2,
+        "the datanodes and gateways name the one namenode: {applied}"
+    );
+    assert!(!run.called("delete pod"), "{}", run.report());
+    let left: Vec<_> = std::fs::read_dir(root())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kdfs-single."))
+        .collect();
+    assert!(left.is_empty(), "deploy.sh left {left:?}");
+    let run = dry.try_run("KDFS_NAMENODES=2 ./deploy.sh");
+    assert!(!run.out.status.success(), "{}", run.report());
+    assert!(
+        run.stderr().contains("KDFS_NAMENODES=2"),
+        "{}",
+        run.report()
+    );
+}
+
+/// deploy.sh's certificates, made by the real `kdfs certs` as deploy.sh runs it in the
+/// image: the namenode's names every host its peers, datanodes and gateways dial it by
+/// (each namenode pod), and no other role's certificate names a namenode pod.
+#[test]
+fn the_namenode_certificate_names_every_namenode() {
+    let mut dry = DryRun::new();
+    if dry.real_kubectl.is_none() {
+        eprintln!("no kubectl: the manifests naming the namenodes are not rendered");
+        return;
+    }
+    dry.kdfs_bin = Some(kdfs_bin_dir());
+    dry.run("./deploy.sh");
+    let hosts = namenode_hosts_dialled(&dry.last_applied());
+    assert_eq!(hosts.len(), 3, "three namenode pods are dialled: {hosts:?}");
+    let secret = |name: &str| dry.state.path().join(format!("secret-{name}.d/tls.crt"));
+    let names = dns_names(&secret("kdfs-tls-namenode"));
+    for host in hosts.iter().chain([&"namenode".to_owned()]) {
+        assert!(
+            names.iter().any(|n| covers(n, host)),
+            "the namenode certificate ({names:?}) does not name {host}"
+        );
+    }
+    for role in ["kdfs-tls-datanode", "kdfs-tls-gateway"] {
+        let names = dns_names(&secret(role));
+        assert!(
+            !hosts.iter().any(|h| names.iter().any(|n| covers(n, h))),
+            "{role} ({names:?}) names a namenode pod"
+        );
+    }
+    assert!(covers(
+        "*.namenode.kdfs.svc",
+        "namenode-0.namenode.kdfs.svc"
+    ));
+    assert!(!covers("*.namenode.kdfs.svc", "a.b.namenode.kdfs.svc"));
 }
