@@ -53,6 +53,11 @@ pub enum Error {
     /// The namenode could not be reached.
     #[error("namenode unreachable: {0}")]
     NamenodeUnreachable(String),
+    /// The namenode no longer knows an upload in progress (its lease, or the replicas
+    /// its blocks were acknowledged on): a new leader took over, or the lease expired.
+    /// Nothing was stored; the upload may be sent again.
+    #[error("upload interrupted, send it again: {0}")]
+    UploadInterrupted(String),
     /// The namenode or a datanode answered with an error we do not map specially.
     #[error("{context} failed ({:?}): {}", status.code(), status.message())]
     Rpc {
@@ -97,6 +102,9 @@ impl Error {
                 Self::NamenodeUnreachable(status.message().to_owned())
             }
             Code::Unavailable => Self::NotEnoughDatanodes(status.message().to_owned()),
+            Code::FailedPrecondition if UPLOAD_CALLS.contains(&context) => {
+                Self::UploadInterrupted(status.message().to_owned())
+            }
             Code::ResourceExhausted => Self::NoSpace(status.message().to_owned()),
             Code::InvalidArgument => Self::InvalidInput(status.message().to_owned()),
             Code::Unknown | Code::Cancelled | Code::DeadlineExceeded if is_transport(&status) => {
@@ -106,6 +114,11 @@ impl Error {
         }
     }
 }
+
+/// The calls of an upload in progress: their FAILED_PRECONDITION means the namenode lost
+/// track of it (a failover, an expired lease), which is the server's state, not a conflict
+/// the client made.
+const UPLOAD_CALLS: [&str; 4] = ["AllocateBlock", "CommitFile", "CommitFiles", "RenewLease"];
 
 /// Whether a status was made by the client's transport (connection refused, reset)
 /// rather than sent by the server: tonic sets no metadata and wraps a transport error

@@ -57,7 +57,9 @@ impl From<Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Error::NamenodeUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NamenodeUnreachable(_) | Error::UploadInterrupted(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Unreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotItsContent { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::InUse(_) => StatusCode::CONFLICT,

@@ -59,7 +59,7 @@ pub fn to_s3(what: &str, e: Error) -> S3Error {
             s.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
             s
         }
-        Error::NamenodeUnreachable(_) => {
+        Error::NamenodeUnreachable(_) | Error::UploadInterrupted(_) => {
             warn!(operation = what, error = %message, "S3 request failed: namenode unreachable");
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, message)
         }
