@@ -350,6 +350,7 @@ pub async fn run(
                     client: client_for_s3,
                     max_object: config.max_upload.map(|b| b.bytes()),
                     region: config.s3.s3_region.clone(),
+                    complete_keepalive_after: config.s3.s3_complete_keepalive_after.get(),
                 },
                 keys,
                 domains: config.s3.s3_domain.clone(),
