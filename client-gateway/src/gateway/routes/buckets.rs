@@ -196,7 +196,7 @@ fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
         .filter(|v| !v.is_empty())
         .unwrap_or("binary/octet-stream")
         .to_owned();
-    rules::check_content_type(&ct).map_err(|r| Error::Namespace(r))?;
+    rules::check_content_type(&ct).map_err(Error::Namespace)?;
     Ok(ct)
 }
 
