@@ -34,12 +34,12 @@ use serde_json::json;
 
 use crate::local::ProcCluster;
 use crate::report::{print_human, progress};
-use crate::scenario::{ceiling, failover, heal, large, namenode, small, store};
+use crate::scenario::{ceiling, failover, heal, large, namenode, s3, small, store};
 use crate::target::Target;
 
 /// Every scenario `--scenarios` accepts.
-const SCENARIOS: [&str; 7] = [
-    "large", "small", "heal", "ceiling", "namenode", "store", "failover",
+const SCENARIOS: [&str; 8] = [
+    "large", "small", "heal", "ceiling", "namenode", "store", "failover", "s3",
 ];
 
 /// The flags of `kdfs bench`.
@@ -53,7 +53,8 @@ pub struct BenchArgs {
     /// store on this disk, no cluster: 64 MiB block writes and verified reads, the gRPC
     /// write chain of 1 and 3 in-process datanodes, and the startup scan of --blocks
     /// blocks), failover (three namenodes, the leader SIGKILLed --kills times under
-    /// upload load; needs --local).
+    /// upload load; needs --local), s3 (the S3 port with boto3 beside /upload and
+    /// /download: --size PUT and GET, --count small objects by --concurrency clients).
     #[arg(long, value_delimiter = ',', default_value = "ceiling,large,small")]
     pub scenarios: Vec<String>,
     /// Size of the large file (and of the data stored for `heal`).
@@ -91,9 +92,70 @@ pub struct BenchArgs {
     /// Leader kills of the `failover` scenario.
     #[arg(long, default_value_t = 10)]
     pub kills: usize,
+    /// A Python with boto3, the S3 client of the `s3` scenario.
+    #[arg(long, env = "KDFS_BENCH_PYTHON", default_value = "python3")]
+    pub python: std::path::PathBuf,
+    /// The S3 port of `--gateway` for the `s3` scenario (with --local, the local
+    /// cluster's).
+    #[arg(long, env = "KDFS_BENCH_S3_URL")]
+    pub s3_url: Option<String>,
+    /// The key pair the `s3` scenario signs with (with --local, the cluster's own).
+    #[arg(long, env = "KDFS_BENCH_S3_ACCESS_KEY", requires = "s3_secret_key")]
+    pub s3_access_key: Option<String>,
+    #[arg(
+        long,
+        env = "KDFS_BENCH_S3_SECRET_KEY",
+        hide_env_values = true,
+        requires = "s3_access_key"
+    )]
+    pub s3_secret_key: Option<String>,
     /// Print one JSON object per scenario instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The `s3` scenario against the local cluster's S3 port or `--s3-url`.
+async fn s3_scenario(
+    args: &BenchArgs,
+    gateway: &str,
+    http: &reqwest::Client,
+    cluster: Option<&ProcCluster>,
+) -> anyhow::Result<serde_json::Value> {
+    let (endpoint, keys) = match cluster {
+        Some(c) => (
+            c.s3.clone(),
+            Some((local::S3_KEYS.0.to_owned(), local::S3_KEYS.1.to_owned())),
+        ),
+        None => (
+            args.s3_url.clone(),
+            args.s3_access_key.clone().zip(args.s3_secret_key.clone()),
+        ),
+    };
+    let (Some(endpoint), Some((access_key, secret_key))) = (endpoint, keys) else {
+        anyhow::bail!(
+            "the s3 scenario needs --local, or --s3-url with --s3-access-key and --s3-secret-key"
+        );
+    };
+    let target = Target {
+        url: cluster.map_or_else(|| gateway.to_owned(), |c| c.gateway.clone()),
+        http: http.clone(),
+    };
+    let client = s3::S3Client {
+        endpoint,
+        access_key,
+        secret_key,
+        python: args.python.clone(),
+    };
+    s3::s3(
+        &target,
+        &client,
+        args.size.bytes(),
+        args.runs,
+        args.count,
+        args.file_size.bytes(),
+        args.concurrency,
+    )
+    .await
 }
 
 /// Runs the chosen scenarios against `gateway` (or a local cluster with `--local`)
@@ -160,7 +222,10 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                 "starting a local cluster with {} datanodes",
                 args.datanodes
             ));
-            Some(ProcCluster::start(args.datanodes, "64MiB", &args.dead_after, args.tls).await?)
+            Some(
+                ProcCluster::start(args.datanodes, "64MiB", &args.dead_after, args.tls, false)
+                    .await?,
+            )
         } else {
             None
         };
@@ -196,6 +261,22 @@ pub async fn run(gateway: &str, args: BenchArgs) -> anyhow::Result<()> {
                 .await?,
             );
         }
+    }
+
+    if wants("s3") {
+        let cluster = if args.local {
+            progress(format!(
+                "starting a local cluster with {} datanodes and an S3 port",
+                args.datanodes
+            ));
+            Some(
+                ProcCluster::start(args.datanodes, "64MiB", &args.dead_after, args.tls, true)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        results.push(s3_scenario(&args, gateway, &http, cluster.as_ref()).await?);
     }
 
     if wants("heal") {

@@ -21,9 +21,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// before the child binds it, and a new start picks new ports.
 const ATTEMPTS: usize = 3;
 
+/// The key pair of a local cluster's S3 port.
+pub(crate) const S3_KEYS: (&str, &str) = ("kdfs-bench", "kdfs-bench-secret-key");
+
 pub(crate) struct ProcCluster {
     /// The gateway's base URL.
     pub(crate) gateway: String,
+    /// The gateway's S3 port's base URL, if started with one.
+    pub(crate) s3: Option<String>,
     /// Always `Some` until dropped.
     inner: Option<ProcessCluster>,
     /// Keeps the thread that started the children alive until the cluster is dropped:
@@ -37,12 +42,14 @@ impl ProcCluster {
     /// Starts a namenode, `datanodes` datanodes and a gateway in a fresh temp dir and
     /// waits until every datanode is live; a start that fails is retried from scratch
     /// (a few times), saying why on stderr. With `tls`, every internal gRPC link is
-    /// mutual TLS (a CA and certificate made in the temp dir).
+    /// mutual TLS (a CA and certificate made in the temp dir). With `s3`, the gateway
+    /// serves its S3 port too, with the key pair [`S3_KEYS`].
     pub(crate) async fn start(
         datanodes: usize,
         block_size: &str,
         dead_after: &str,
         tls: bool,
+        s3: bool,
     ) -> anyhow::Result<Self> {
         let block_size: ByteSize = block_size.parse().map_err(|e: String| anyhow!(e))?;
         let opts = Options::default()
@@ -59,7 +66,17 @@ impl ProcCluster {
             .start_timeout(READY_TIMEOUT);
         let mut attempt = 1;
         loop {
-            let o = opts.clone();
+            let mut o = opts.clone();
+            let s3_port = match s3 {
+                true => Some(free_port()?),
+                false => None,
+            };
+            if let Some(port) = s3_port {
+                o = o
+                    .gateway_arg("--s3-listen", &format!("127.0.0.1:{port}"))
+                    .gateway_arg("--s3-access-key", S3_KEYS.0)
+                    .gateway_arg("--s3-secret-key", S3_KEYS.1);
+            }
             // Blocking (it sleeps between polls and uses a blocking HTTP client), on a
             // thread of its own that outlives the children (see `_starter`).
             let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -77,6 +94,7 @@ impl ProcCluster {
                 Ok(c) => {
                     return Ok(Self {
                         gateway: c.gateway_url().to_owned(),
+                        s3: s3_port.map(|p| format!("http://127.0.0.1:{p}")),
                         inner: Some(c),
                         _starter: starter,
                     });
@@ -122,6 +140,13 @@ impl ProcCluster {
             .filter_map(|p| Some((p.name.clone(), p.peak_rss_kib()? * 1024)))
             .collect()
     }
+}
+
+/// A port free on loopback right now (a new start picks another if it was taken).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Drop for ProcCluster {

@@ -215,6 +215,46 @@ pub(crate) fn print_human(r: &Value) {
                 f("scan_populate_s")
             );
         }
+        "s3" => {
+            let (l, s) = (&r["large"], &r["small"]);
+            let g = |v: &Value, k: &str| {
+                v[k].as_f64()
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let ratio = |v: &Value, k: &str| {
+                v[k].as_f64()
+                    .map(|x| format!("{:.0}%", 100.0 * x))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "s3        {} x{} by boto3: PutObject {} MB/s ({} of /upload {}), multipart {} MB/s ({}), GetObject {} MB/s ({} of /download {})",
+                ByteSize(l["size_bytes"].as_u64().unwrap_or(0)),
+                l["runs"],
+                g(l, "s3_put_mb_s"),
+                ratio(l, "put_ratio"),
+                g(l, "http_upload_mb_s"),
+                g(l, "s3_multipart_put_mb_s"),
+                ratio(l, "multipart_put_ratio"),
+                g(l, "s3_get_mb_s"),
+                ratio(l, "get_ratio"),
+                g(l, "http_download_mb_s"),
+            );
+            println!(
+                "          {} x {} by {} clients: PUT {} ops/s ({} of /upload {}), GET {} ops/s ({} of /download {}); client CPU {} µs/PUT, {} µs/GET",
+                s["count"],
+                ByteSize(s["file_size_bytes"].as_u64().unwrap_or(0)),
+                s["clients"],
+                g(s, "s3_put_ops_s"),
+                ratio(s, "put_ratio"),
+                g(s, "http_upload_ops_s"),
+                g(s, "s3_get_ops_s"),
+                ratio(s, "get_ratio"),
+                g(s, "http_download_ops_s"),
+                g(s, "s3_client_cpu_us_per_put"),
+                g(s, "s3_client_cpu_us_per_get"),
+            );
+        }
         _ => println!("{r}"),
     }
 }

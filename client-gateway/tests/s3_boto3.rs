@@ -119,3 +119,32 @@ print(good.get_object(Bucket='throttled', Key='k')['Body'].read().decode())
         "{stdout}"
     );
 }
+
+/// A 200 MiB object through single PUTs and GETs and through a multipart upload whose
+/// CompleteMultipartUpload (which reads every part back) takes longer than the client's
+/// read timeout: the answer starts at once and whitespace keeps the connection alive
+/// until the result, as S3 does. A completion refused after its answer started
+/// (`EntityTooSmall`, found by the namenode) reaches the client as that error, inside
+/// the 200. Every object read back has the SHA-256 of what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_and_a_completion_longer_than_the_read_timeout() {
+    let c = TestCluster::with(Spec {
+        s3: true,
+        gateway_args: {
+            let mut a = s3::key_flags();
+            a.push("--s3-complete-keepalive-after=0s".to_owned());
+            a
+        },
+        ..Spec::default()
+    })
+    .await;
+    let url = c.gateway.s3_url.clone().unwrap();
+    let clients = Clients::new(&url);
+    let script = include_str!("s3/long_completion.py");
+    let Some(out) = clients.boto3(script, &[&url]).await else {
+        return;
+    };
+    let stdout = s3::ok("long completion", &out);
+    eprintln!("{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
+}

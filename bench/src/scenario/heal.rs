@@ -24,7 +24,7 @@ pub(crate) async fn heal(
         "heal: local cluster of {datanodes} datanodes, storing {}",
         ByteSize(size)
     ));
-    let mut cluster = ProcCluster::start(datanodes, "64MiB", dead_after, tls).await?;
+    let mut cluster = ProcCluster::start(datanodes, "64MiB", dead_after, tls, false).await?;
     let t = Target {
         url: cluster.gateway.clone(),
         http: http.clone(),

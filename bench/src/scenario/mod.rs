@@ -7,5 +7,6 @@ pub(crate) mod heal;
 pub(crate) mod large;
 pub(crate) mod namenode;
 pub(crate) mod namenode_ha;
+pub(crate) mod s3;
 pub(crate) mod small;
 pub(crate) mod store;

@@ -76,6 +76,8 @@ pub struct AuditGuard {
     file: Option<FileId>,
     /// The datanode a (de)commission names.
     datanode: Option<DatanodeId>,
+    /// The bucket (and key) a namespace route names, as sent.
+    object: Option<String>,
     done: bool,
 }
 
@@ -94,6 +96,7 @@ impl AuditGuard {
             wanted: None,
             file,
             datanode: None,
+            object: None,
             done: false,
         }
     }
@@ -101,6 +104,12 @@ impl AuditGuard {
     /// Names the datanode the request is about.
     pub fn on_datanode(mut self, datanode: Option<DatanodeId>) -> Self {
         self.datanode = datanode;
+        self
+    }
+
+    /// Names the bucket, or bucket and key, the request is about.
+    pub fn on_object(mut self, object: Option<String>) -> Self {
+        self.object = object;
         self
     }
 
@@ -134,6 +143,7 @@ impl AuditGuard {
             wanted = self.wanted.map(display),
             file = file.map(display),
             datanode = self.datanode.map(display),
+            object = self.object.as_deref(),
             size,
             status,
             result = %result,

@@ -331,7 +331,11 @@ fn token_on_command_line(config: &Config, env: Option<&str>) -> bool {
 /// probes `/healthz` and `/readyz` (Kubernetes sends no token). Unknown paths answer
 /// 404 without it.
 pub fn read_needs_token(path: &str) -> bool {
-    matches!(path, "/download" | "/files" | "/info" | "/metrics") || path.starts_with("/files/")
+    matches!(
+        path,
+        "/download" | "/files" | "/info" | "/metrics" | "/buckets"
+    ) || path.starts_with("/files/")
+        || path.starts_with("/buckets/")
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).

@@ -65,6 +65,19 @@ pub fn router(state: AppState) -> Router {
             "/files/{hash}",
             get(routes::files::get).delete(routes::files::delete),
         )
+        .route("/buckets", get(routes::buckets::list_buckets))
+        .route(
+            "/buckets/{bucket}",
+            get(routes::buckets::list_objects)
+                .put(routes::buckets::create_bucket)
+                .delete(routes::buckets::delete_bucket),
+        )
+        .route(
+            "/buckets/{bucket}/objects/{*key}",
+            get(routes::buckets::get_object)
+                .put(routes::buckets::put_object)
+                .delete(routes::buckets::delete_object),
+        )
         .route(
             "/datanodes/{id}/decommission",
             axum::routing::post(routes::datanodes::decommission)
@@ -92,15 +105,24 @@ async fn method_not_allowed(method: Method) -> ApiError {
     )
 }
 
-/// Upload (`POST` or `PUT`) and delete need `Authorization: Bearer <token>` when a token is configured,
+/// Upload (`POST` or `PUT`), delete, and the namespace's puts and deletes need `Authorization: Bearer <token>` when a token is configured,
 /// and are audited; with `--auth-reads`, so are reads (only their refusals audited).
 /// Checked before the handler runs, so an unauthorised upload body is never read. Other
 /// requests pass untouched.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let mut datanode = None;
+    let mut object = None;
     let (action, file) = match *req.method() {
         Method::POST | Method::PUT if path == "/upload" => (Action::Upload, None),
+        Method::PUT | Method::DELETE if path.starts_with("/buckets/") => {
+            object = routes::buckets::named(path);
+            let action = match *req.method() {
+                Method::PUT => Action::Upload,
+                _ => Action::Delete,
+            };
+            (action, None)
+        }
         Method::DELETE if path.starts_with("/files/") => {
             (Action::Delete, FileId::parse(&path["/files/".len()..]).ok())
         }
@@ -133,7 +155,9 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         // Accepted reads are not audited: only their refusals are.
         Verdict::Allowed(_) if action == Action::Read => next.run(req).await,
         Verdict::Allowed(who) => {
-            let audit = AuditGuard::new(&who, client, action, file).on_datanode(datanode);
+            let audit = AuditGuard::new(&who, client, action, file)
+                .on_datanode(datanode)
+                .on_object(object);
             let resp = next.run(req).await;
             audit.finish(resp.status(), resp.extensions().get::<Audited>());
             resp
@@ -350,6 +374,7 @@ pub async fn run(
                     client: client_for_s3,
                     max_object: config.max_upload.map(|b| b.bytes()),
                     region: config.s3.s3_region.clone(),
+                    complete_keepalive_after: config.s3.s3_complete_keepalive_after.get(),
                 },
                 keys,
                 domains: config.s3.s3_domain.clone(),

@@ -16,6 +16,9 @@ pub const DEFAULT_S3_LISTEN: &str = "0.0.0.0:9000";
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
 /// How often `--s3-credentials-file` is re-read (a Kubernetes Secret changes in place).
 pub const DEFAULT_S3_CREDENTIALS_RELOAD_INTERVAL: &str = "5s";
+/// How long a CompleteMultipartUpload works before its answer starts (see
+/// [`super::keep_alive`]): well under any client's read timeout.
+pub const DEFAULT_S3_COMPLETE_KEEPALIVE_AFTER: &str = "1s";
 
 /// `--s3-listen`: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,12 @@ pub struct S3Args {
     /// Any other host (an IP address, `localhost`, a service name) is path-style.
     #[arg(long, env = "KDFS_S3_DOMAIN", value_delimiter = ',')]
     pub s3_domain: Vec<String>,
+
+    /// A CompleteMultipartUpload still working after this long answers 200 at once and
+    /// sends whitespace until its result (or an error document) follows, as S3 does, so
+    /// a client's read timeout does not end a long completion.
+    #[arg(long, env = "KDFS_S3_COMPLETE_KEEPALIVE_AFTER", default_value = DEFAULT_S3_COMPLETE_KEEPALIVE_AFTER)]
+    pub s3_complete_keepalive_after: HumanDuration,
 }
 
 #[cfg(test)]

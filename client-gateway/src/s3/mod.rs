@@ -7,6 +7,8 @@
 //! - [`auth`]: key pairs (flags and a reloadable credentials file), the checks after
 //!   the signature (no anonymous request, the region).
 //! - [`host`]: virtual-hosted-style addressing (`--s3-domain`).
+//! - [`keep_alive`]: a long CompleteMultipartUpload answered at once, kept alive with
+//!   whitespace until its result follows.
 //! - [`observe`]: metrics by operation and status, audit lines with the access key id;
 //!   [`throttle`]: the failed-authentication limit (`SlowDown` after too many).
 //! - [`service`]: the operations, each a call into [`crate::client`], by resource:
@@ -23,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod etag;
 pub mod host;
+pub mod keep_alive;
 mod list;
 pub mod meta;
 mod multipart;

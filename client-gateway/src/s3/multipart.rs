@@ -339,11 +339,30 @@ impl KdfsS3 {
         }
         let object_etag = etag::multipart(wanted.iter().map(|w| w.etag.as_str()))
             .ok_or_else(|| s3_error!(InvalidPart, "a part's ETag is not one this gateway gave"))?;
+        let upload = (input.bucket, input.key, input.upload_id);
+        let within = self.complete_keepalive_after;
+        super::keep_alive::answer_in_time(
+            within,
+            self.clone()
+                .finish_completion(upload, wanted, files, object_etag),
+        )
+        .await
+    }
+
+    /// The slow half of a completion, run in a task of its own
+    /// ([`super::keep_alive`]): the parts hashed in order, then the namenode's commit.
+    async fn finish_completion(
+        self,
+        (bucket, key, upload_id): (String, String, String),
+        wanted: Vec<Completed>,
+        files: Vec<FileId>,
+        object_etag: String,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let file_id = self.hash_in_order(&files).await?;
         let object = self
             .client
             .complete_multipart_upload(
-                upload,
+                (&bucket, &key, &upload_id),
                 &Completion {
                     parts: wanted,
                     file_id,
@@ -353,13 +372,13 @@ impl KdfsS3 {
             )
             .await
             .map_err(|e| to_s3("CompleteMultipartUpload", e))?;
-        info!(bucket = input.bucket, key = input.key, upload = input.upload_id, file = %object.file_id, size = object.size, "multipart upload completed");
+        info!(bucket, key, upload = upload_id, file = %object.file_id, size = object.size, "multipart upload completed");
         Ok(stored(
             CompleteMultipartUploadOutput {
-                bucket: Some(input.bucket.clone()),
-                key: Some(input.key.clone()),
+                location: Some(format!("/{bucket}/{key}")),
+                bucket: Some(bucket),
+                key: Some(key),
                 e_tag: Some(ETag::Strong(object_etag)),
-                location: Some(format!("/{}/{}", input.bucket, input.key)),
                 ..Default::default()
             },
             object.file_id,

@@ -209,17 +209,26 @@ pub async fn observe(State(cfg): State<Observe>, mut req: Request, next: Next) -
     }
     let resp = next.run(req).await;
     let noted = note.get();
-    let operation = noted.operation.unwrap_or("unknown");
-    let status = resp.status();
-    if noted.access_key.is_none() && status == axum::http::StatusCode::FORBIDDEN {
+    if noted.access_key.is_none() && resp.status() == axum::http::StatusCode::FORBIDDEN {
         cfg.throttle
             .fail(client, line.claimed.as_deref(), Instant::now());
     }
-    metrics::counter!("kdfs_gateway_s3_requests_total", "operation" => operation, "status" => status.as_str().to_owned())
-        .increment(1);
-    metrics::histogram!("kdfs_gateway_s3_request_seconds", "operation" => operation)
-        .record(start.elapsed().as_secs_f64());
-    line.finish(status, resp.extensions().get::<Audited>());
+    // A completion answered before its outcome was known is counted and audited once
+    // it is ([`super::keep_alive`]).
+    if let Some(told) = resp
+        .extensions()
+        .get::<super::keep_alive::Deferred>()
+        .and_then(super::keep_alive::Deferred::take)
+    {
+        tokio::spawn(async move {
+            if let Ok(o) = told.await {
+                line.record(start, o.status, o.audited.as_ref());
+            }
+        });
+        let (parts, body) = resp.into_parts();
+        return Response::from_parts(parts, super::keep_alive::one_declaration(body));
+    }
+    line.record(start, resp.status(), resp.extensions().get::<Audited>());
     resp
 }
 
@@ -233,6 +242,21 @@ struct AuditLine {
 }
 
 impl AuditLine {
+    /// Counts the request (the metrics) and writes its audit line.
+    fn record(
+        &mut self,
+        start: Instant,
+        status: axum::http::StatusCode,
+        audited: Option<&Audited>,
+    ) {
+        let operation = self.note.get().operation.unwrap_or("unknown");
+        metrics::counter!("kdfs_gateway_s3_requests_total", "operation" => operation, "status" => status.as_str().to_owned())
+            .increment(1);
+        metrics::histogram!("kdfs_gateway_s3_request_seconds", "operation" => operation)
+            .record(start.elapsed().as_secs_f64());
+        self.finish(status, audited);
+    }
+
     fn finish(&mut self, status: axum::http::StatusCode, audited: Option<&Audited>) {
         self.done = true;
         let noted = self.note.get();

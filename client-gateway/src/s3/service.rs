@@ -16,6 +16,8 @@ pub struct KdfsS3 {
     pub max_object: Option<u64>,
     /// The region answered by GetBucketLocation.
     pub region: String,
+    /// `--s3-complete-keepalive-after` ([`super::keep_alive`]).
+    pub complete_keepalive_after: std::time::Duration,
 }
 
 #[async_trait::async_trait]

@@ -1,5 +1,6 @@
 //! The gateway's HTTP handlers, one module per resource of the HTTP API.
 
+pub mod buckets;
 pub mod datanodes;
 pub mod download;
 pub mod files;

@@ -16,17 +16,17 @@ use super::{LINGER_BYTES, LINGER_TIME};
 /// The request body, shared by the parser and the handler: once the parser is gone
 /// (the upload failed), the handler can still read what is left of it.
 #[derive(Clone)]
-pub(super) struct SharedBody(Arc<Mutex<BodyDataStream>>);
+pub(crate) struct SharedBody(Arc<Mutex<BodyDataStream>>);
 
 impl SharedBody {
-    pub(super) fn new(body: Body) -> Self {
+    pub(crate) fn new(body: Body) -> Self {
         Self(Arc::new(Mutex::new(body.into_data_stream())))
     }
 
     /// Reads the rest of the body in the background and discards it, until it ends,
     /// fails, or [`LINGER_BYTES`] or [`LINGER_TIME`] is reached (then the connection
     /// is closed with the rest unread).
-    pub(super) fn linger(mut self) {
+    pub(crate) fn linger(mut self) {
         tokio::spawn(async move {
             let deadline = tokio::time::sleep(LINGER_TIME);
             tokio::pin!(deadline);

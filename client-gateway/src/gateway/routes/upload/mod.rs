@@ -47,7 +47,7 @@ use crate::gateway::error::ApiError;
 pub use crate::gateway::error::BodyError;
 use crate::gateway::state::AppState;
 
-use body::SharedBody;
+pub(crate) use body::SharedBody;
 pub use multipart::{FILE_FIELD, MAX_OTHER_FIELD};
 pub use name::{MAX_NAME_BYTES, sanitize_name};
 
