@@ -156,20 +156,7 @@ pub async fn run(
         "namenode ready"
     );
 
-    let servers = async { tokio::join!(grpc_server, http_server) };
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    let result = tokio::select! {
-        (g, h) = servers => {
-            g.map_err(Error::from).and(h.map_err(Error::from))
-        }
-        _ = deadline => {
-            tracing::warn!("drain deadline passed, closing open requests");
-            Ok(())
-        }
-    };
+    let result = serve_until_drained(grpc_server, http_server, &shutdown).await;
     tracing::info!("servers stopped, stopping workers");
     workers_token.cancel();
     while workers.join_next().await.is_some() {}
@@ -180,4 +167,31 @@ pub async fn run(
     }
     tracing::info!("namenode stopped");
     result
+}
+
+/// Runs the gRPC and HTTP servers until both stopped after `shutdown`, or until
+/// `DRAIN_TIMEOUT` passed since it (open requests are then cut), in either mode.
+pub(crate) async fn serve_until_drained<G, H>(
+    grpc_server: G,
+    http_server: H,
+    shutdown: &CancellationToken,
+) -> Result<()>
+where
+    G: std::future::Future<Output = std::result::Result<(), tonic::transport::Error>>,
+    H: std::future::IntoFuture<Output = std::io::Result<()>>,
+{
+    let servers = async { tokio::join!(grpc_server, http_server.into_future()) };
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        (g, h) = servers => {
+            g.map_err(Error::from).and(h.map_err(Error::from))
+        }
+        _ = deadline => {
+            tracing::warn!("drain deadline passed, closing open requests");
+            Ok(())
+        }
+    }
 }

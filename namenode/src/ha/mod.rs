@@ -221,20 +221,7 @@ pub async fn run(
         "namenode ready (HA member)"
     );
 
-    let servers = async { tokio::join!(grpc_server, http_server) };
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    let result = tokio::select! {
-        (g, h) = servers => {
-            g.map_err(Error::from).and(h.map_err(Error::from))
-        }
-        _ = deadline => {
-            tracing::warn!("drain deadline passed, closing open requests");
-            Ok(())
-        }
-    };
+    let result = crate::serve_until_drained(grpc_server, http_server, &shutdown).await;
     tracing::info!("servers stopped, stopping the leadership instance and raft");
     let _ = bootstrap.await;
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, leadership).await;
