@@ -113,7 +113,7 @@ async fn a_credentials_file_is_reread_for_rotation() {
     assert!(accepted(&out), "{out:?}");
     let out = new.aws(&["s3api", "list-buckets"]).await.unwrap();
     assert!(!accepted(&out), "NEWKEY is not configured yet");
-    std::fs::write(&file, "NEWKEY new-secret-2\n").unwrap();
+    replace_file(&file, "NEWKEY new-secret-2\n");
     wait_until("the new key pair is accepted", DEADLINE, || async {
         accepted(&new.aws(&["s3api", "list-buckets"]).await.unwrap())
     })
@@ -137,7 +137,7 @@ async fn a_credentials_file_is_reread_for_rotation() {
             .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
     };
     let before = malformed_reads().await;
-    std::fs::write(&file, "NEWKEY\n").unwrap();
+    replace_file(&file, "NEWKEY\n");
     wait_until("the malformed file was read", DEADLINE, || async {
         malformed_reads().await > before
     })
@@ -294,4 +294,12 @@ async fn audit_lines_name_the_access_key_never_the_secret() {
             "a log line holds the secret: {l}"
         );
     }
+}
+
+/// Replaces a credentials file the way a Secret volume or an editor's save does (a new
+/// file renamed over the old), so the gateway's reload never reads it half-written.
+fn replace_file(path: &std::path::Path, contents: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).unwrap();
+    std::fs::rename(&next, path).unwrap();
 }
