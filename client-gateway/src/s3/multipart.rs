@@ -19,7 +19,7 @@ use super::body;
 use super::error::to_s3;
 use super::etag;
 use super::meta::{check_names, from_request, part_number, timestamp};
-use super::object::{announced, body_or_empty, length_bound, upload_error};
+use super::object::{announced, body_or_empty, length_bound};
 use super::observe::stored;
 use super::service::KdfsS3;
 use crate::client::objects::{
@@ -117,16 +117,9 @@ impl KdfsS3 {
             .list_parts(upload, 1, 0)
             .await
             .map_err(|e| to_s3("UploadPart", e))?;
-        let (stream, digests) =
-            body::verified(body_or_empty(input.body), announced, self.max_object);
-        let uploaded = self
-            .client
-            .upload_object_content(stream, "", len)
-            .await
-            .map_err(|e| upload_error("UploadPart", e))?;
-        let digests = digests
-            .await
-            .map_err(|_| s3_error!(InternalError, "the body's digests were lost"))?;
+        let (uploaded, digests) = self
+            .store_content("UploadPart", body_or_empty(input.body), announced, "", len)
+            .await?;
         let etag = etag::of_md5(&digests.md5);
         let part = self
             .client
@@ -201,15 +194,15 @@ impl KdfsS3 {
             })),
             None => StreamingBlob::wrap(self.client.read(&info, byte_range)),
         };
-        let (stream, digests) = body::verified(bytes, body::Announced::default(), self.max_object);
-        let uploaded = self
-            .client
-            .upload_object_content(stream, "", Some(range.end - range.start))
-            .await
-            .map_err(|e| upload_error("UploadPartCopy", e))?;
-        let digests = digests
-            .await
-            .map_err(|_| s3_error!(InternalError, "the body's digests were lost"))?;
+        let (uploaded, digests) = self
+            .store_content(
+                "UploadPartCopy",
+                bytes,
+                body::Announced::default(),
+                "",
+                Some(range.end - range.start),
+            )
+            .await?;
         let etag = etag::of_md5(&digests.md5);
         let part = self
             .client

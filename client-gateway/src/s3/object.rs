@@ -190,6 +190,28 @@ fn full_sha256(o: &ObjectInfo, mode: Option<&ChecksumMode>) -> Option<String> {
 }
 
 impl KdfsS3 {
+    /// Stores a body as namespace content, counted and hashed on its way (refused before
+    /// it commits if it breaks what was announced); its digests once it is stored.
+    pub(crate) async fn store_content(
+        &self,
+        operation: &'static str,
+        blob: StreamingBlob,
+        announced: Announced,
+        content_type: &str,
+        len: Option<u64>,
+    ) -> S3Result<(crate::client::Uploaded, body::Digests)> {
+        let (stream, digests) = body::verified(blob, announced, self.max_object);
+        let uploaded = self
+            .client
+            .upload_object_content(stream, content_type, len)
+            .await
+            .map_err(|e| upload_error(operation, e))?;
+        let digests = digests
+            .await
+            .map_err(|_| s3_error!(InternalError, "the body's digests were lost"))?;
+        Ok((uploaded, digests))
+    }
+
     pub(crate) async fn put_object_op(
         &self,
         req: S3Request<PutObjectInput>,
@@ -225,16 +247,15 @@ impl KdfsS3 {
                 .check(current.as_deref())
                 .map_err(super::error::refused)?;
         }
-        let (stream, digests) =
-            body::verified(body_or_empty(input.body), announced, self.max_object);
-        let uploaded = self
-            .client
-            .upload_object_content(stream, &metadata.content_type, len)
-            .await
-            .map_err(|e| upload_error("PutObject", e))?;
-        let digests = digests
-            .await
-            .map_err(|_| s3_error!(InternalError, "the body's digests were lost"))?;
+        let (uploaded, digests) = self
+            .store_content(
+                "PutObject",
+                body_or_empty(input.body),
+                announced,
+                &metadata.content_type,
+                len,
+            )
+            .await?;
         let etag = etag::of_md5(&digests.md5);
         let (object, replaced) = self
             .client
